@@ -1,0 +1,85 @@
+//! The access-token extractor: `Authorization: Bearer …`, or the deprecated `access_token` query
+//! parameter, which clients still send.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+pub use crate::service::auth::Requester;
+use crate::{AppState, Error, service};
+
+/// The bearer token of the request, if any.
+pub fn token_of(parts: &Parts) -> Option<String> {
+    if let Some(value) = parts.headers.get(AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    let query = parts.uri.query()?;
+    form_urlencoded_pairs(query).find(|(k, _)| k == "access_token").map(|(_, v)| v)
+}
+
+fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        let decode = |s: &str| {
+            let s = s.replace('+', " ");
+            percent_decode(&s)
+        };
+        Some((decode(k), decode(v)))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The client's address (the peer; a reverse proxy's X-Forwarded-For is not trusted by default).
+pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The peer address as an extractor, for rate limiting unauthenticated endpoints.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+/// The raw access token of the request (for logout).
+pub struct AccessToken(pub String);
+
+impl FromRequestParts<AppState> for AccessToken {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Error> {
+        token_of(parts).map(AccessToken).ok_or_else(|| Error::missing_token("Missing access token"))
+    }
+}
+
+impl FromRequestParts<AppState> for Requester {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let token = token_of(parts).ok_or_else(|| Error::missing_token("Missing access token"))?;
+        let ip = client_ip(parts).map(|ip| ip.to_string());
+        service::auth::authenticate(state, &token, ip).await
+    }
+}

@@ -1,0 +1,85 @@
+//! HTTP only: routing, extraction, response shaping. No SQL and no rules here.
+
+pub mod account;
+pub mod auth;
+pub mod discovery;
+pub mod extract;
+pub mod login;
+pub mod register;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{HeaderName, Method, Request, header};
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::{AppState, Error};
+
+/// Every endpoint and layer. Client-server endpoints answer under `/v3` and, for clients such as
+/// Hydrogen that still call them there, `/r0`.
+pub fn router(state: AppState) -> Router {
+    let client = Router::new()
+        .merge(account::routes())
+        .merge(login::routes())
+        .merge(register::routes());
+
+    Router::new()
+        .nest("/_matrix/client/v3", client.clone())
+        .nest("/_matrix/client/r0", client)
+        .merge(discovery::routes())
+        .merge(register::admin_routes())
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))
+        .layer(
+            CompressionLayer::new()
+                .gzip(true)
+                .compress_when(SizeAbove::new(1024).and(NotForContentType::IMAGES)),
+        )
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            Error::internal("a request handler panicked").into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    // The path template, never the raw URI: it may carry an access_token.
+                    let path = request
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map_or("<unmatched>", MatchedPath::as_str);
+                    tracing::info_span!("request", method = %request.method(), path, status = tracing::field::Empty)
+                })
+                .on_response(|response: &Response, latency: Duration, span: &tracing::Span| {
+                    span.record("status", response.status().as_u16());
+                    tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
+                }),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+        // The spec's CORS headers for web clients on other origins; preflights are answered here.
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+                .allow_headers([
+                    HeaderName::from_static("x-requested-with"),
+                    header::CONTENT_TYPE,
+                    header::AUTHORIZATION,
+                ]),
+        )
+        .with_state(state)
+}
+
+async fn unrecognized() -> Error {
+    Error::unrecognized("Unrecognized request")
+}
+
+async fn method_not_allowed() -> Error {
+    Error::matrix(axum::http::StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "Unrecognized request method")
+}

@@ -1,0 +1,316 @@
+//! The TOML configuration: every key has a default so that no file is needed at all.
+//! `config.example.toml` documents each key; keep the two in step.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server_name: String,
+    /// Where clients reach us; defaults to http://{listen.address}:{listen.port}/.
+    pub public_baseurl: Option<String>,
+    pub data_dir: PathBuf,
+    pub default_room_version: String,
+    pub listen: Listen,
+    pub database: Database,
+    pub registration: Registration,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub messages: Messages,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Database {
+    /// `postgres://…`; when absent Axon runs its own cluster under `data_dir/postgres`.
+    pub url: Option<String>,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationPolicy {
+    Open,
+    Token,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registration {
+    /// Unset: `open` for the zero-config private setup on loopback, `disabled` otherwise.
+    pub policy: Option<RegistrationPolicy>,
+    /// Enables Synapse-compatible `/_synapse/admin/v1/register`.
+    pub shared_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_request_body: usize,
+    pub max_upload: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    pub enabled: bool,
+    /// Sustained login/registration attempts per second per client IP.
+    pub per_second: f64,
+    /// Attempts allowed in a burst before the rate applies.
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Messages {
+    /// Clean `formatted_body` HTML to the spec's allowlist before storing.
+    pub sanitize_html: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing-subscriber filter, e.g. `info` or `axon=debug,sqlx=warn`. `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            public_baseurl: None,
+            data_dir: PathBuf::from("./data"),
+            default_room_version: "12".into(),
+            listen: Listen::default(),
+            database: Database::default(),
+            registration: Registration::default(),
+            limits: Limits::default(),
+            rate_limits: RateLimits::default(),
+            messages: Messages::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self { address: IpAddr::from([127, 0, 0, 1]), port: 8008 }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16 }
+    }
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self { policy: None, shared_secret: None }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_request_body: 1024 * 1024, max_upload: 50 * 1024 * 1024 }
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        // Generous enough for a test suite or a benchmark registering users from one address,
+        // tight enough to make password guessing slow.
+        Self { enabled: true, per_second: 5.0, burst: 50 }
+    }
+}
+
+impl Default for Messages {
+    fn default() -> Self {
+        Self { sanitize_html: true }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Human }
+    }
+}
+
+/// A configuration problem, worded for the operator: it names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Config {
+    /// Reads `path` if given, then applies environment overrides and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(|key| std::env::var(key).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        // toml's message already names the key and shows the offending line.
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// `AXON_DATABASE_URL` (or `DATABASE_URL`), `AXON_LISTEN_ADDRESS`, `AXON_LISTEN_PORT`, `AXON_DATA_DIR`,
+    /// `AXON_SERVER_NAME`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(url) = var("AXON_DATABASE_URL").or_else(|| var("DATABASE_URL")) {
+            self.database.url = Some(url);
+        }
+        if let Some(address) = var("AXON_LISTEN_ADDRESS") {
+            self.listen.address = address.parse().map_err(|_| ConfigError::Invalid {
+                key: "listen.address",
+                message: format!("AXON_LISTEN_ADDRESS={address:?} is not an IP address"),
+            })?;
+        }
+        if let Some(port) = var("AXON_LISTEN_PORT") {
+            self.listen.port = port.parse().map_err(|_| ConfigError::Invalid {
+                key: "listen.port",
+                message: format!("AXON_LISTEN_PORT={port:?} is not a port number"),
+            })?;
+        }
+        if let Some(dir) = var("AXON_DATA_DIR") {
+            self.data_dir = dir.into();
+        }
+        if let Some(name) = var("AXON_SERVER_NAME") {
+            self.server_name = name;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        if ruma::ServerName::parse(&self.server_name).is_err() {
+            return invalid("server_name", "must be a valid Matrix server name such as example.org");
+        }
+        if let Some(url) = &self.public_baseurl {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid("public_baseurl", "must start with http:// or https://");
+            }
+        }
+        if !crate::service::room_versions::SUPPORTED.contains(&self.default_room_version.as_str()) {
+            return invalid("default_room_version", "must be one of \"10\", \"11\", \"12\"");
+        }
+        if let Some(url) = &self.database.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return invalid("database.url", "must be a postgres:// URL");
+            }
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.limits.max_request_body < 65536 {
+            return invalid("limits.max_request_body", "must be at least 65536 bytes (one event)");
+        }
+        if self.rate_limits.per_second <= 0.0 || self.rate_limits.burst == 0 {
+            return invalid("rate_limits", "per_second and burst must be positive");
+        }
+        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
+            return invalid("log.level", "is not a valid filter such as \"info\" or \"axon=debug\"");
+        }
+        if let Some(secret) = &self.registration.shared_secret {
+            if secret.is_empty() {
+                return invalid("registration.shared_secret", "must not be empty");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn public_baseurl(&self) -> String {
+        match &self.public_baseurl {
+            Some(url) if url.ends_with('/') => url.clone(),
+            Some(url) => format!("{url}/"),
+            None => match self.listen.address {
+                IpAddr::V6(a) => format!("http://[{a}]:{}/", self.listen.port),
+                IpAddr::V4(a) => format!("http://{a}:{}/", self.listen.port),
+            },
+        }
+    }
+
+    /// The effective policy: open only for the zero-config private setup on loopback.
+    pub fn registration_policy(&self) -> RegistrationPolicy {
+        self.registration.policy.unwrap_or(
+            if self.database.url.is_none() && self.listen.address.is_loopback() {
+                RegistrationPolicy::Open
+            } else {
+                RegistrationPolicy::Disabled
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.port, 8008);
+        assert_eq!(c.registration_policy(), RegistrationPolicy::Open);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[listen]\nprot = 1\n").unwrap_err();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::from_toml("[listen]\nport = \"x\"\n").unwrap_err();
+        assert!(err.contains("port"), "{err}");
+    }
+
+    #[test]
+    fn database_url_closes_open_registration() {
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "AXON_DATABASE_URL").then(|| "postgres://x/y".to_string())).unwrap();
+        assert_eq!(c.registration_policy(), RegistrationPolicy::Disabled);
+    }
+
+    #[test]
+    fn bad_server_name_is_named() {
+        let c = Config { server_name: "not a name".into(), ..Config::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("server_name"));
+    }
+}

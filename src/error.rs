@@ -1,0 +1,148 @@
+//! The one error type. Every failure a client sees becomes `{"errcode", "error"}` with the spec's
+//! status here, and nowhere else.
+
+use std::borrow::Cow;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A refusal the client caused: status, Matrix errcode, a readable reason, extra fields.
+    Matrix { status: StatusCode, errcode: &'static str, message: Cow<'static, str>, extra: Map<String, Value> },
+    /// A User-Interactive Authentication challenge: 401 with the body as built by the UIA helper.
+    Uia(Value),
+    /// Our fault. The cause is logged; the client sees only M_UNKNOWN.
+    Internal(String),
+}
+
+macro_rules! constructors {
+    ($($name:ident => $status:ident, $code:literal;)*) => {
+        impl Error {
+            $(pub fn $name(message: impl Into<Cow<'static, str>>) -> Self {
+                Self::matrix(StatusCode::$status, $code, message)
+            })*
+        }
+    };
+}
+
+constructors! {
+    forbidden => FORBIDDEN, "M_FORBIDDEN";
+    not_found => NOT_FOUND, "M_NOT_FOUND";
+    bad_json => BAD_REQUEST, "M_BAD_JSON";
+    not_json => BAD_REQUEST, "M_NOT_JSON";
+    invalid_param => BAD_REQUEST, "M_INVALID_PARAM";
+    missing_param => BAD_REQUEST, "M_MISSING_PARAM";
+    too_large => PAYLOAD_TOO_LARGE, "M_TOO_LARGE";
+    unrecognized => NOT_FOUND, "M_UNRECOGNIZED";
+    missing_token => UNAUTHORIZED, "M_MISSING_TOKEN";
+    user_in_use => BAD_REQUEST, "M_USER_IN_USE";
+    invalid_username => BAD_REQUEST, "M_INVALID_USERNAME";
+    room_in_use => BAD_REQUEST, "M_ROOM_IN_USE";
+    invalid_room_state => BAD_REQUEST, "M_INVALID_ROOM_STATE";
+    unsupported_room_version => BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION";
+    guest_access_forbidden => FORBIDDEN, "M_GUEST_ACCESS_FORBIDDEN";
+    unauthorized => UNAUTHORIZED, "M_UNAUTHORIZED";
+    unknown => BAD_REQUEST, "M_UNKNOWN";
+    threepid_denied => FORBIDDEN, "M_THREEPID_DENIED";
+    incompatible_room_version => BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION";
+}
+
+impl Error {
+    pub fn matrix(status: StatusCode, errcode: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self::Matrix { status, errcode, message: message.into(), extra: Map::new() }
+    }
+
+    pub fn with_extra(mut self, key: &str, value: Value) -> Self {
+        if let Self::Matrix { extra, .. } = &mut self {
+            extra.insert(key.to_owned(), value);
+        }
+        self
+    }
+
+    /// An access token we do not know, or no longer honour.
+    pub fn unknown_token(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::matrix(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", message).with_extra("soft_logout", json!(false))
+    }
+
+    pub fn limit_exceeded(retry_after_ms: u64) -> Self {
+        Self::matrix(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "Too many requests; slow down")
+            .with_extra("retry_after_ms", json!(retry_after_ms))
+    }
+
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    pub fn errcode(&self) -> &'static str {
+        match self {
+            Self::Matrix { errcode, .. } => errcode,
+            Self::Uia(_) => "M_FORBIDDEN",
+            Self::Internal(_) => "M_UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Matrix { errcode, message, .. } => write!(f, "{errcode}: {message}"),
+            Self::Uia(_) => f.write_str("user-interactive authentication required"),
+            Self::Internal(cause) => write!(f, "internal error: {cause}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Matrix { status, errcode, message, mut extra } => {
+                extra.insert("errcode".into(), errcode.into());
+                extra.insert("error".into(), Value::String(message.into_owned()));
+                (status, Json(Value::Object(extra))).into_response()
+            }
+            Self::Uia(body) => (StatusCode::UNAUTHORIZED, Json(body)).into_response(),
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"errcode": "M_UNKNOWN", "error": "Internal server error"})),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Internal(format!("migration: {e}"))
+    }
+}
+
+/// Maps a unique-constraint violation on `constraint` to a client error; anything else stays internal.
+/// The realworld-axum-sqlx idiom: let PostgreSQL decide races, then name the outcome.
+pub trait OnConstraint<T> {
+    fn on_constraint(self, constraint: &str, to_error: impl FnOnce() -> Error) -> Result<T>;
+}
+
+impl<T> OnConstraint<T> for std::result::Result<T, sqlx::Error> {
+    fn on_constraint(self, constraint: &str, to_error: impl FnOnce() -> Error) -> Result<T> {
+        self.map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.constraint() == Some(constraint) => to_error(),
+            _ => e.into(),
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Axon, a Matrix homeserver on PostgreSQL.
+//!
+//! The doors run one way: `api` (HTTP) → `service` (the rules) → `store` (every SQL statement).
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod postgres;
+pub mod server;
+pub mod service;
+pub mod store;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use ruma::OwnedServerName;
+use ruma::signatures::Ed25519KeyPair;
+use sqlx::PgPool;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Everything a request needs, passed explicitly to every handler and service.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: PgPool,
+    pub server_name: OwnedServerName,
+    pub signing_key: Ed25519KeyPair,
+    pub notifier: service::notifier::Notifier,
+    pub rooms: service::room_cache::RoomCache,
+    pub writer: service::writer::Writer,
+    pub tokens: service::auth::TokenCache,
+    pub rate_limiter: service::rate_limit::RateLimiter,
+    pub uia: service::uia::Uia,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Connects the pieces over a migrated database and starts the background tasks (the writer,
+    /// the cross-process listener). Call `shutdown` to stop them.
+    pub async fn build(config: Config, db: PgPool) -> Result<Self> {
+        let server_name = OwnedServerName::try_from(config.server_name.as_str())
+            .map_err(|e| Error::internal(format!("server_name: {e}")))?;
+        let signing_key = service::keys::load_or_generate(&db).await?;
+        let notifier = service::notifier::Notifier::new();
+        let rooms = service::room_cache::RoomCache::default();
+        let rate_limiter = service::rate_limit::RateLimiter::new(&config.rate_limits);
+        let state = AppState(Arc::new(Inner {
+            writer: service::writer::Writer::new(),
+            tokens: service::auth::TokenCache::default(),
+            uia: service::uia::Uia,
+            config,
+            db,
+            server_name,
+            signing_key,
+            notifier,
+            rooms,
+            rate_limiter,
+        }));
+        state.writer.start(state.clone());
+        service::notifier::start_listener(state.clone()).await?;
+        Ok(state)
+    }
+
+    /// The axum router with every endpoint and layer.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+}

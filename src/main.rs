@@ -1,0 +1,74 @@
+//! The `axon` command: `axon [serve]`, `axon user …`, `axon registration-token …`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use axon::Config;
+use axon::config::LogFormat;
+
+#[derive(Parser)]
+#[command(name = "axon", version, about = "A Matrix homeserver on PostgreSQL")]
+struct Cli {
+    /// The TOML configuration file (every key has a default; see config.example.toml).
+    #[arg(long, short, env = "AXON_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Serve,
+    /// Manage users.
+    #[command(subcommand)]
+    User(axon::cli::UserCommand),
+    /// Manage registration tokens.
+    #[command(subcommand, name = "registration-token")]
+    RegistrationToken(axon::cli::TokenCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("axon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("axon: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => axon::server::serve(config).await,
+            Command::User(cmd) => axon::cli::user(config, cmd).await,
+            Command::RegistrationToken(cmd) => axon::cli::registration_token(config, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}

@@ -1,0 +1,90 @@
+//! Start-up and shutdown: the database (configured or private), migrations, the HTTP listener.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::postgres::Cluster;
+use crate::{AppState, Config};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The database Axon runs on, and the private cluster if Axon started it (ours to stop).
+pub struct Database {
+    pub pool: PgPool,
+    pub owned_cluster: Option<Cluster>,
+}
+
+/// Connects to `database.url`, or starts the private cluster under `data_dir/postgres`; then migrates.
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let (options, owned_cluster) = match &config.database.url {
+        Some(url) => (PgConnectOptions::from_str(url)?, None),
+        None => {
+            let dir = config.data_dir.join("postgres");
+            let cluster = tokio::task::spawn_blocking(move || -> anyhow::Result<(Cluster, bool)> {
+                let cluster = Cluster::init(&dir)?;
+                let started = cluster.start()?;
+                Ok((cluster, started))
+            })
+            .await??;
+            let (cluster, started) = cluster;
+            create_database_if_missing(&cluster, "axon").await?;
+            (cluster.connect_options("axon"), started.then_some(cluster))
+        }
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(config.database.max_connections)
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(Database { pool, owned_cluster })
+}
+
+pub async fn create_database_if_missing(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect_with(&cluster.connect_options("postgres")).await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// Runs the homeserver until SIGINT or SIGTERM, then drains requests and stops the private cluster.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let database = open_database(&config).await?;
+    let result = serve_on(config, database.pool.clone()).await;
+    database.pool.close().await;
+    if let Some(cluster) = database.owned_cluster {
+        tracing::info!("stopping the private PostgreSQL cluster");
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    result
+}
+
+async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
+    let address = SocketAddr::new(config.listen.address, config.listen.port);
+    let state = AppState::build(config, pool).await?;
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, server_name = %state.server_name, "Axon is listening");
+    axum::serve(listener, state.router().into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped accepting requests");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,126 @@
+//! Access tokens: minting, hashing, and the lookup every authenticated request makes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use rand::Rng;
+use rand::distributions::Alphanumeric;
+use ruma::{OwnedDeviceId, OwnedUserId};
+use sha2::{Digest, Sha256};
+
+use crate::store;
+use crate::{AppState, Error, Result};
+
+/// Who is making a request.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub is_guest: bool,
+    pub is_admin: bool,
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    requester: Requester,
+    expires_ts: Option<i64>,
+}
+
+/// Token hash → owner. Logouts clear entries here and, through the notifier, on every other process.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], CachedToken>>,
+    /// Updates of devices.last_seen_ts are throttled to one per device per interval.
+    last_seen: Mutex<HashMap<(OwnedUserId, OwnedDeviceId), i64>>,
+}
+
+const CACHE_LIMIT: usize = 100_000;
+const LAST_SEEN_INTERVAL_MS: i64 = 5 * 60 * 1000;
+
+impl TokenCache {
+    pub fn clear(&self) {
+        self.entries.lock().unwrap().clear();
+    }
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A random opaque string of `len` alphanumerics (access tokens use 43: over 256 bits).
+pub fn random_string(len: usize) -> String {
+    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+}
+
+pub fn new_access_token() -> String {
+    format!("axo_{}", random_string(43))
+}
+
+pub fn new_refresh_token() -> String {
+    format!("axr_{}", random_string(43))
+}
+
+/// Resolves a bearer token to its owner.
+pub async fn authenticate(state: &AppState, token: &str, ip: Option<String>) -> Result<Requester> {
+    let hash = hash_token(token);
+    let cached = state.tokens.entries.lock().unwrap().get(&hash).cloned();
+    let entry = match cached {
+        Some(entry) => entry,
+        None => {
+            let owner = store::tokens::find_access_token(&state.db, &hash)
+                .await?
+                .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+            if owner.deactivated {
+                return Err(Error::unknown_token("This account has been deactivated"));
+            }
+            let requester = Requester {
+                user_id: OwnedUserId::try_from(owner.user_id).map_err(Error::internal)?,
+                device_id: owner.device_id.into(),
+                is_guest: owner.is_guest,
+                is_admin: owner.is_admin,
+            };
+            let entry = CachedToken { requester, expires_ts: owner.expires_ts };
+            let mut entries = state.tokens.entries.lock().unwrap();
+            if entries.len() >= CACHE_LIMIT {
+                entries.clear();
+            }
+            entries.insert(hash, entry.clone());
+            entry
+        }
+    };
+    let now = store::now_ms();
+    if entry.expires_ts.is_some_and(|ts| ts <= now) {
+        return Err(Error::unknown_token("Access token has expired").with_extra("soft_logout", true.into()));
+    }
+    note_last_seen(state, &entry.requester, now, ip);
+    Ok(entry.requester)
+}
+
+/// Records activity at most once per interval per device, off the request path.
+fn note_last_seen(state: &AppState, requester: &Requester, now: i64, ip: Option<String>) {
+    let key = (requester.user_id.clone(), requester.device_id.clone());
+    {
+        let mut seen = state.tokens.last_seen.lock().unwrap();
+        match seen.get(&key) {
+            Some(ts) if now - ts < LAST_SEEN_INTERVAL_MS => return,
+            _ => {
+                seen.insert(key, now);
+            }
+        }
+    }
+    let state = state.clone();
+    let requester = requester.clone();
+    tokio::spawn(async move {
+        if let Err(e) =
+            store::users::touch_device(&state.db, requester.user_id.as_str(), requester.device_id.as_str(), now, ip.as_deref()).await
+        {
+            tracing::warn!(error = %e, "could not record last_seen");
+        }
+    });
+}
+
+/// Forgets cached tokens after a logout, here and on every other process.
+pub async fn invalidate_tokens(state: &AppState) -> Result<()> {
+    state.tokens.clear();
+    crate::service::notifier::broadcast_invalidation(state, "tokens").await
+}

@@ -1,0 +1,171 @@
+//! Who waits for what. A long-polling /sync subscribes under keys (its user ID and the rooms it is in);
+//! a commit wakes only the subscribers of the keys it touched. Commits on other Axon processes arrive
+//! through PostgreSQL LISTEN/NOTIFY on one channel, which also carries cache invalidations.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
+
+use crate::{AppState, Result};
+
+pub const CHANNEL: &str = "axon";
+/// NOTIFY payloads are capped at 8000 bytes; past this we tell everyone to wake instead.
+const MAX_PAYLOAD: usize = 7000;
+
+pub struct Notifier {
+    /// Distinguishes our own NOTIFYs from other processes'.
+    pub instance: String,
+    waiters: Mutex<HashMap<String, Vec<Weak<Waiter>>>>,
+}
+
+pub struct Waiter {
+    notify: Notify,
+}
+
+/// A registration under some keys; dropping it is enough to unsubscribe (entries are pruned lazily).
+pub struct Subscription {
+    waiter: Arc<Waiter>,
+}
+
+impl Subscription {
+    /// Returns when a subscribed key is woken (or was woken since subscribing), or at the deadline.
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.waiter.notify.notified()).await.is_ok()
+    }
+}
+
+/// What a commit announces to the other processes.
+#[derive(Serialize, Deserialize)]
+pub struct Message {
+    /// Sending instance.
+    pub i: String,
+    /// Keys to wake; `None` means everyone.
+    pub k: Option<Vec<String>>,
+    /// Rooms whose cached state is stale.
+    #[serde(default)]
+    pub r: Vec<String>,
+    /// A cache to clear ("tokens").
+    #[serde(default)]
+    pub c: Option<String>,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Notifier {
+    pub fn new() -> Self {
+        Self { instance: crate::service::auth::random_string(12), waiters: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn subscribe<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Subscription {
+        // notify_one stores a permit when nobody is waiting yet, so a wake between subscribing and
+        // waiting is not lost.
+        let waiter = Arc::new(Waiter { notify: Notify::new() });
+        let mut waiters = self.waiters.lock().unwrap();
+        for key in keys {
+            let list = waiters.entry(key.to_owned()).or_default();
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(&waiter));
+        }
+        Subscription { waiter }
+    }
+
+    pub fn wake<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let mut waiters = self.waiters.lock().unwrap();
+        for key in keys {
+            if let Some(list) = waiters.get_mut(key) {
+                list.retain(|w| match w.upgrade() {
+                    Some(waiter) => {
+                        waiter.notify.notify_one();
+                        true
+                    }
+                    None => false,
+                });
+                if list.is_empty() {
+                    waiters.remove(key);
+                }
+            }
+        }
+    }
+
+    pub fn wake_all(&self) {
+        let mut waiters = self.waiters.lock().unwrap();
+        for waiter in waiters.values().flatten().filter_map(Weak::upgrade) {
+            waiter.notify.notify_one();
+        }
+        waiters.retain(|_, list| list.iter().any(|w| w.strong_count() > 0));
+    }
+
+    /// The NOTIFY payload for a commit touching `keys` and the cached state of `rooms`.
+    pub fn payload(&self, keys: &[String], rooms: &[String]) -> String {
+        let message = Message { i: self.instance.clone(), k: Some(keys.to_vec()), r: rooms.to_vec(), c: None };
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        if text.len() <= MAX_PAYLOAD {
+            return text;
+        }
+        let everything = Message { i: self.instance.clone(), k: None, r: vec![], c: Some("rooms".into()) };
+        serde_json::to_string(&everything).unwrap_or_default()
+    }
+}
+
+/// Tells every other process to drop a cache ("tokens", "rooms").
+pub async fn broadcast_invalidation(state: &AppState, cache: &str) -> Result<()> {
+    let message = Message { i: state.notifier.instance.clone(), k: Some(vec![]), r: vec![], c: Some(cache.into()) };
+    crate::store::stream::notify(&state.db, CHANNEL, &serde_json::to_string(&message).unwrap_or_default()).await?;
+    Ok(())
+}
+
+/// Applies a message from another process: drop stale caches, then wake the waiters.
+fn apply(state: &AppState, message: Message) {
+    if message.i == state.notifier.instance {
+        return;
+    }
+    for room in &message.r {
+        state.rooms.invalidate(room);
+    }
+    match message.c.as_deref() {
+        Some("tokens") => state.tokens.clear(),
+        Some("rooms") => state.rooms.clear(),
+        _ => {}
+    }
+    match message.k {
+        Some(keys) => state.notifier.wake(keys.iter().map(String::as_str)),
+        None => state.notifier.wake_all(),
+    }
+}
+
+/// Listens for the other processes' commits. Subscribes before returning, so nothing committed after
+/// start-up is missed.
+pub async fn start_listener(state: AppState) -> Result<()> {
+    let mut listener = PgListener::connect_with(&state.db).await?;
+    listener.listen(CHANNEL).await?;
+    tokio::spawn(async move {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notification)) => match serde_json::from_str::<Message>(notification.payload()) {
+                    Ok(message) => apply(&state, message),
+                    Err(e) => tracing::warn!(error = %e, "unreadable notification"),
+                },
+                // The connection dropped and notifications may be lost: assume everything changed.
+                Ok(None) => {
+                    tracing::warn!("LISTEN connection lost; reconnecting");
+                    state.rooms.clear();
+                    state.tokens.clear();
+                    state.notifier.wake_all();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,76 @@
+//! The current state of rooms, in memory. The writer keeps it up to date for its own commits and
+//! checks each room's head under the room lock, so a stale entry (another process wrote) is
+//! noticed and reloaded before it can be used to authorise anything.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use crate::service::auth_rules::{self, RoomVersion};
+
+#[derive(Debug)]
+pub struct StateEntry {
+    pub event_id: String,
+    pub sender: String,
+    pub content: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomSnapshot {
+    pub room_id: String,
+    pub version: RoomVersion,
+    pub head_event_id: String,
+    pub head_depth: i64,
+    /// type → state_key → entry.
+    pub state: HashMap<String, HashMap<String, Arc<StateEntry>>>,
+}
+
+impl RoomSnapshot {
+    pub fn entry(&self, event_type: &str, state_key: &str) -> Option<&Arc<StateEntry>> {
+        self.state.get(event_type)?.get(state_key)
+    }
+
+    pub fn membership(&self, user_id: &str) -> Option<&str> {
+        self.entry("m.room.member", user_id)?.content.get("membership")?.as_str()
+    }
+
+    pub fn members_with(&self, membership: &str) -> impl Iterator<Item = &str> {
+        self.state
+            .get("m.room.member")
+            .into_iter()
+            .flatten()
+            .filter(move |(_, e)| e.content.get("membership").and_then(Value::as_str) == Some(membership))
+            .map(|(user, _)| user.as_str())
+    }
+}
+
+impl auth_rules::RoomState for RoomSnapshot {
+    fn get(&self, event_type: &str, state_key: &str) -> Option<auth_rules::StateEvent<'_>> {
+        self.entry(event_type, state_key)
+            .map(|e| auth_rules::StateEvent { sender: &e.sender, content: &e.content })
+    }
+}
+
+#[derive(Default)]
+pub struct RoomCache {
+    rooms: Mutex<HashMap<String, Arc<RoomSnapshot>>>,
+}
+
+impl RoomCache {
+    pub fn get(&self, room_id: &str) -> Option<Arc<RoomSnapshot>> {
+        self.rooms.lock().unwrap().get(room_id).cloned()
+    }
+
+    pub fn put(&self, snapshot: Arc<RoomSnapshot>) {
+        self.rooms.lock().unwrap().insert(snapshot.room_id.clone(), snapshot);
+    }
+
+    pub fn invalidate(&self, room_id: &str) {
+        self.rooms.lock().unwrap().remove(room_id);
+    }
+
+    pub fn clear(&self) {
+        self.rooms.lock().unwrap().clear();
+    }
+}

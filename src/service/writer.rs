@@ -1,0 +1,456 @@
+//! The event writer: every event a local user creates goes through here.
+//!
+//! One task per process takes the requests waiting in its queue as a batch and commits them in one
+//! transaction (group commit): the durable commit is the cost to beat, so concurrent sends share it.
+//! Under the room locks (`SELECT … FOR UPDATE`) each event is checked against the room's current state,
+//! chained to the room's head, built and signed; stream positions are claimed last, holding the stream
+//! lock only for the inserts and the commit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::service::auth_rules::{self, NewEvent, RoomState, RoomVersion};
+use crate::service::events::{self, BuiltEvent, EventDraft, Placement};
+use crate::service::room_cache::{RoomSnapshot, StateEntry};
+use crate::service::{notifier, room_versions};
+use crate::store::{self, events::NewEventRow};
+use crate::{AppState, Error, Result};
+
+const MAX_BATCH: usize = 256;
+
+pub use crate::store::events::TxnKey;
+
+pub enum Target {
+    Existing(String),
+    New { version: RoomVersion, room_id: Option<String>, is_public: bool, aliases: Vec<String> },
+}
+
+struct Job {
+    target: Target,
+    drafts: Vec<EventDraft>,
+    txn: Option<TxnKey>,
+    reply: oneshot::Sender<Result<Committed>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub room_id: String,
+    pub event_ids: Vec<String>,
+    /// The transaction ID had been used before: nothing new was created.
+    pub deduplicated: bool,
+}
+
+#[derive(Default)]
+pub struct Writer {
+    queue: OnceLock<mpsc::UnboundedSender<Job>>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn start(&self, state: AppState) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.queue.set(tx).is_ok() {
+            tokio::spawn(run(state, rx));
+        }
+    }
+
+    /// Appends `drafts` (all or none) to a room, or creates a room from them.
+    pub async fn submit(&self, target: Target, drafts: Vec<EventDraft>, txn: Option<TxnKey>) -> Result<Committed> {
+        let (reply, answer) = oneshot::channel();
+        let queue = self.queue.get().ok_or_else(|| Error::internal("writer not started"))?;
+        queue.send(Job { target, drafts, txn, reply }).map_err(|_| Error::internal("writer stopped"))?;
+        answer.await.map_err(|_| Error::internal("writer dropped a request"))?
+    }
+}
+
+async fn run(state: AppState, mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (creates, appends): (Vec<Job>, Vec<Job>) =
+            batch.into_iter().partition(|job| matches!(job.target, Target::New { .. }));
+        // A new room commits on its own: an alias collision must fail that room alone.
+        for job in creates {
+            process(&state, vec![job]).await;
+        }
+        if !appends.is_empty() {
+            process(&state, appends).await;
+        }
+    }
+}
+
+async fn process(state: &AppState, jobs: Vec<Job>) {
+    let rooms: Vec<String> = jobs
+        .iter()
+        .filter_map(|j| match &j.target {
+            Target::Existing(room) => Some(room.clone()),
+            Target::New { .. } => None,
+        })
+        .collect();
+    match commit(state, &jobs).await {
+        Ok(outcomes) => {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Err(e) => {
+            for room in &rooms {
+                state.rooms.invalidate(room);
+            }
+            let shared = match &e {
+                Error::Internal(_) => None,
+                _ => Some(e.to_string()),
+            };
+            if shared.is_none() {
+                tracing::error!(error = %e, "event batch failed");
+            }
+            let mut e = Some(e);
+            for job in jobs {
+                // The first job gets the error itself (the only job when a new room fails).
+                let err = e.take().unwrap_or_else(|| Error::internal(shared.clone().unwrap_or_default()));
+                let _ = job.reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// A room's state while a batch is built: the snapshot plus this batch's changes.
+struct WorkingRoom {
+    base: Arc<RoomSnapshot>,
+    head_event_id: String,
+    head_depth: i64,
+    changes: HashMap<(String, String), Arc<StateEntry>>,
+}
+
+impl WorkingRoom {
+    fn new(base: Arc<RoomSnapshot>) -> Self {
+        Self { head_event_id: base.head_event_id.clone(), head_depth: base.head_depth, base, changes: HashMap::new() }
+    }
+
+    fn entry(&self, event_type: &str, state_key: &str) -> Option<&Arc<StateEntry>> {
+        // The batch's changes are few; a linear probe avoids allocating a key.
+        self.changes
+            .iter()
+            .find(|((t, k), _)| t == event_type && k == state_key)
+            .map(|(_, e)| e)
+            .or_else(|| self.base.entry(event_type, state_key))
+    }
+
+    fn finish(self) -> Arc<RoomSnapshot> {
+        if self.changes.is_empty() && self.head_event_id == self.base.head_event_id {
+            return self.base;
+        }
+        let mut snapshot = (*self.base).clone();
+        snapshot.head_event_id = self.head_event_id;
+        snapshot.head_depth = self.head_depth;
+        for ((t, k), entry) in self.changes {
+            snapshot.state.entry(t).or_default().insert(k, entry);
+        }
+        Arc::new(snapshot)
+    }
+}
+
+impl RoomState for WorkingRoom {
+    fn get(&self, event_type: &str, state_key: &str) -> Option<auth_rules::StateEvent<'_>> {
+        self.entry(event_type, state_key).map(|e| auth_rules::StateEvent { sender: &e.sender, content: &e.content })
+    }
+}
+
+async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>> {
+    let mut tx = state.db.begin().await?;
+    let now = store::now_ms();
+
+    // Lock the rooms in a fixed order (no deadlocks between processes), then make sure the cached
+    // state is the state at the locked head.
+    let mut room_ids: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| match &j.target {
+            Target::Existing(room) => Some(room.as_str()),
+            Target::New { .. } => None,
+        })
+        .collect();
+    room_ids.sort_unstable();
+    room_ids.dedup();
+    let heads = store::rooms::lock_rooms(&mut tx, &room_ids).await?;
+    let mut working: HashMap<String, WorkingRoom> = HashMap::new();
+    for head in heads {
+        let snapshot = match state.rooms.get(&head.room_id) {
+            Some(s) if s.head_event_id == head.head_event_id => s,
+            _ => load_snapshot(&mut tx, &head).await?,
+        };
+        working.insert(head.room_id.clone(), WorkingRoom::new(snapshot));
+    }
+
+    // Transactions already committed (a retry) answer with their first event.
+    let txn_keys: Vec<&TxnKey> = jobs.iter().filter_map(|j| j.txn.as_ref()).collect();
+    let mut seen_txns: HashMap<TxnKey, (String, String)> = store::events::find_txns(&mut tx, &txn_keys).await?;
+
+    let mut built: Vec<BuiltEvent> = Vec::new();
+    let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
+    let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>, String)> = Vec::new();
+    let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
+    for job in jobs {
+        if let Some(key) = &job.txn {
+            if let Some((room_id, event_id)) = seen_txns.get(key) {
+                outcomes.push(Ok(Committed {
+                    room_id: room_id.clone(),
+                    event_ids: vec![event_id.clone()],
+                    deduplicated: true,
+                }));
+                continue;
+            }
+        }
+        let (room_id, result) = match &job.target {
+            Target::Existing(room_id) => match working.get_mut(room_id) {
+                Some(room) => (room_id.clone(), build_job(state, room, &job.drafts, now)),
+                None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
+            },
+            Target::New { version, room_id, is_public, aliases } => {
+                match build_new_room(state, *version, room_id.as_deref(), &job.drafts, now) {
+                    Ok((room, events)) => {
+                        let room_id = room.base.room_id.clone();
+                        new_rooms.push((room_id.clone(), *version, *is_public, aliases.clone(), String::new()));
+                        working.insert(room_id.clone(), room);
+                        (room_id, Ok(events))
+                    }
+                    Err(e) => (String::new(), Err(e)),
+                }
+            }
+        };
+        match result {
+            Ok(events) => {
+                let event_ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+                if let (Some(key), Some(first)) = (&job.txn, event_ids.first()) {
+                    seen_txns.insert(key.clone(), (room_id.clone(), first.clone()));
+                    txn_rows.push((key.clone(), first.clone()));
+                }
+                built.extend(events);
+                outcomes.push(Ok(Committed { room_id, event_ids, deduplicated: false }));
+            }
+            Err(e) => outcomes.push(Err(e)),
+        }
+    }
+    if built.is_empty() {
+        tx.rollback().await?;
+        return Ok(outcomes);
+    }
+
+    for (room_id, version, is_public, aliases, _) in &new_rooms {
+        let room = &working[room_id];
+        store::rooms::insert_room(&mut tx, room_id, room_versions::name(*version), *is_public, now).await?;
+        for alias in aliases {
+            if !store::rooms::insert_alias(&mut tx, alias, room_id, &room.base_sender(), now).await? {
+                return Err(Error::room_in_use("Room alias already taken"));
+            }
+        }
+    }
+
+    // Positions last: the stream lock is held from here to the commit.
+    let last = store::stream::advance(&mut tx, built.len() as i64).await?;
+    let first = last - built.len() as i64 + 1;
+    let rows: Vec<NewEventRow<'_>> =
+        built.iter().enumerate().map(|(i, e)| NewEventRow { stream_ordering: first + i as i64, event: e }).collect();
+    store::events::insert_events(&mut tx, &rows).await?;
+    store::rooms::apply_state(&mut tx, &rows).await?;
+    store::events::insert_txns(&mut tx, &txn_rows, now).await?;
+    let heads: Vec<(&str, &str, i64)> =
+        working.values().map(|r| (r.base.room_id.as_str(), r.head_event_id.as_str(), r.head_depth)).collect();
+    store::rooms::update_heads(&mut tx, &heads).await?;
+
+    let mut keys: HashSet<&str> = HashSet::new();
+    for e in &built {
+        keys.insert(&e.room_id);
+        if e.event_type == "m.room.member" {
+            if let Some(target) = &e.state_key {
+                keys.insert(target);
+            }
+        }
+    }
+    let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+    let touched: Vec<String> = working.keys().cloned().collect();
+    let payload = state.notifier.payload(&keys, &touched);
+    store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
+    tx.commit().await?;
+
+    for (_, room) in working {
+        state.rooms.put(room.finish());
+    }
+    state.notifier.wake(keys.iter().map(String::as_str));
+    Ok(outcomes)
+}
+
+impl WorkingRoom {
+    fn base_sender(&self) -> String {
+        self.entry("m.room.create", "").map(|e| e.sender.clone()).unwrap_or_default()
+    }
+}
+
+/// Checks and builds a job's events in order; on any refusal the room is left as it was.
+fn build_job(state: &AppState, room: &mut WorkingRoom, drafts: &[EventDraft], now: i64) -> Result<Vec<BuiltEvent>> {
+    let saved = (room.head_event_id.clone(), room.head_depth, room.changes.clone());
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        match build_one(state, room, draft, now) {
+            Ok(event) => out.push(event),
+            Err(e) => {
+                (room.head_event_id, room.head_depth, room.changes) = saved;
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn build_one(state: &AppState, room: &mut WorkingRoom, draft: &EventDraft, now: i64) -> Result<BuiltEvent> {
+    let version = room.base.version;
+    let content = Value::Object(draft.content.clone());
+    let new_event =
+        NewEvent { event_type: &draft.event_type, state_key: draft.state_key.as_deref(), sender: &draft.sender, content: &content };
+    auth_rules::check(version, &new_event, room).map_err(|e| Error::forbidden(e.0))?;
+    let auth_events = select_auth_events(version, room, draft);
+    let place = Placement {
+        version,
+        room_id: Some(&room.base.room_id),
+        prev_events: vec![room.head_event_id.clone()],
+        auth_events,
+        depth: room.head_depth + 1,
+    };
+    let mut event = events::build(state, draft, place, now)?;
+    room.head_event_id = event.event_id.clone();
+    room.head_depth = event.depth;
+    if let Some(state_key) = &draft.state_key {
+        if let Some(previous) = room.entry(&draft.event_type, state_key) {
+            event.state_unsigned = Some(
+                json!({
+                    "prev_content": previous.content,
+                    "prev_sender": previous.sender,
+                    "replaces_state": previous.event_id,
+                })
+                .to_string(),
+            );
+        }
+        let entry = Arc::new(StateEntry { event_id: event.event_id.clone(), sender: draft.sender.clone(), content });
+        room.changes.insert((draft.event_type.clone(), state_key.clone()), entry);
+    }
+    Ok(event)
+}
+
+/// Builds a new room's events: the create event first, which fixes the room ID in v12.
+fn build_new_room(
+    state: &AppState,
+    version: RoomVersion,
+    room_id: Option<&str>,
+    drafts: &[EventDraft],
+    now: i64,
+) -> Result<(WorkingRoom, Vec<BuiltEvent>)> {
+    let (create, rest) = drafts.split_first().ok_or_else(|| Error::internal("a new room needs events"))?;
+    let content = Value::Object(create.content.clone());
+    let empty = RoomSnapshot {
+        room_id: String::new(),
+        version,
+        head_event_id: String::new(),
+        head_depth: 0,
+        state: HashMap::new(),
+    };
+    let new_event = NewEvent { event_type: &create.event_type, state_key: Some(""), sender: &create.sender, content: &content };
+    auth_rules::check(version, &new_event, &empty).map_err(|e| Error::bad_json(e.0))?;
+    let place = Placement {
+        version,
+        room_id: if version == RoomVersion::V12 { None } else { room_id },
+        prev_events: vec![],
+        auth_events: vec![],
+        depth: 1,
+    };
+    let create_event = events::build(state, create, place, now)?;
+    let mut snapshot = empty;
+    snapshot.room_id = create_event.room_id.clone();
+    snapshot.head_event_id = create_event.event_id.clone();
+    snapshot.head_depth = 1;
+    snapshot.state.entry("m.room.create".into()).or_default().insert(
+        String::new(),
+        Arc::new(StateEntry { event_id: create_event.event_id.clone(), sender: create.sender.clone(), content }),
+    );
+    let mut room = WorkingRoom::new(Arc::new(snapshot));
+    let mut events = vec![create_event];
+    events.extend(build_job(state, &mut room, rest, now)?);
+    Ok((room, events))
+}
+
+/// The spec's auth events: create (before v12, where the room ID stands for it), power levels, the
+/// sender's membership, and for membership events the target's membership and the join rules.
+fn select_auth_events(version: RoomVersion, room: &WorkingRoom, draft: &EventDraft) -> Vec<String> {
+    let mut wanted: Vec<(&str, &str)> = Vec::with_capacity(5);
+    if version != RoomVersion::V12 {
+        wanted.push(("m.room.create", ""));
+    }
+    wanted.push(("m.room.power_levels", ""));
+    wanted.push(("m.room.member", &draft.sender));
+    if draft.event_type == "m.room.member" {
+        if let Some(target) = draft.state_key.as_deref() {
+            wanted.push(("m.room.member", target));
+            let membership = draft.content.get("membership").and_then(Value::as_str);
+            if matches!(membership, Some("join" | "invite" | "knock")) {
+                wanted.push(("m.room.join_rules", ""));
+            }
+        }
+    }
+    let mut ids: Vec<String> = Vec::with_capacity(wanted.len());
+    for (t, k) in wanted {
+        if let Some(e) = room.entry(t, k) {
+            if !ids.contains(&e.event_id) {
+                ids.push(e.event_id.clone());
+            }
+        }
+    }
+    ids
+}
+
+/// Reads a room's current state from the database (inside the locking transaction).
+async fn load_snapshot(conn: &mut PgConnection, head: &store::rooms::RoomHead) -> Result<Arc<RoomSnapshot>> {
+    let version = room_versions::parse(&head.room_version)
+        .ok_or_else(|| Error::internal(format!("room {} has unknown version {}", head.room_id, head.room_version)))?;
+    let mut snapshot = RoomSnapshot {
+        room_id: head.room_id.clone(),
+        version,
+        head_event_id: head.head_event_id.clone(),
+        head_depth: head.head_depth,
+        state: HashMap::new(),
+    };
+    for row in store::rooms::current_state_events(conn, &head.room_id).await? {
+        let event: Value = serde_json::from_str(&row.client_json).map_err(Error::internal)?;
+        let entry = StateEntry {
+            event_id: row.event_id,
+            sender: row.sender,
+            content: event.get("content").cloned().unwrap_or(Value::Object(Default::default())),
+        };
+        snapshot.state.entry(row.event_type).or_default().insert(row.state_key, Arc::new(entry));
+    }
+    Ok(Arc::new(snapshot))
+}
+
+/// The cached snapshot of a room, loaded if needed (outside any lock: for reads and pre-checks only).
+pub async fn room_snapshot(state: &AppState, room_id: &str) -> Result<Option<Arc<RoomSnapshot>>> {
+    if let Some(snapshot) = state.rooms.get(room_id) {
+        return Ok(Some(snapshot));
+    }
+    let mut conn = state.db.acquire().await?;
+    let Some(head) = store::rooms::get_head(&mut conn, room_id).await? else { return Ok(None) };
+    let snapshot = load_snapshot(&mut conn, &head).await?;
+    // Only cache what is still current; a racing writer may have moved on.
+    if state.rooms.get(room_id).is_none() {
+        state.rooms.put(snapshot.clone());
+    }
+    Ok(Some(snapshot))
+}

@@ -1,0 +1,18 @@
+//! Every SQL statement lives here, grouped by table family. Functions take a connection or pool
+//! (anything that executes) and return plain Rust types; no HTTP types, no rules.
+
+pub mod events;
+pub mod rooms;
+pub mod secrets;
+pub mod stream;
+pub mod tokens;
+pub mod uia;
+pub mod users;
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp in the schema.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

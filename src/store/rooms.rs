@@ -1,0 +1,193 @@
+//! rooms, room_state, memberships and room_aliases.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use super::events::NewEventRow;
+
+pub struct RoomHead {
+    pub room_id: String,
+    pub room_version: String,
+    pub head_event_id: String,
+    pub head_depth: i64,
+}
+
+/// Locks the rooms' rows until the transaction ends; rows come back in room ID order.
+pub async fn lock_rooms(conn: &mut PgConnection, room_ids: &[&str]) -> sqlx::Result<Vec<RoomHead>> {
+    let ids: Vec<String> = room_ids.iter().map(|s| s.to_string()).collect();
+    sqlx::query_as!(
+        RoomHead,
+        "SELECT room_id, room_version, head_event_id, head_depth FROM rooms
+         WHERE room_id = ANY($1) ORDER BY room_id FOR UPDATE",
+        &ids
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn get_head(conn: &mut PgConnection, room_id: &str) -> sqlx::Result<Option<RoomHead>> {
+    sqlx::query_as!(
+        RoomHead,
+        "SELECT room_id, room_version, head_event_id, head_depth FROM rooms WHERE room_id = $1",
+        room_id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn insert_room(conn: &mut PgConnection, room_id: &str, version: &str, is_public: bool, now: i64) -> sqlx::Result<()> {
+    // The head is set once the events are in (update_heads).
+    sqlx::query!(
+        "INSERT INTO rooms (room_id, room_version, head_event_id, head_depth, is_public, created_ts)
+         VALUES ($1, $2, '', 0, $3, $4)",
+        room_id,
+        version,
+        is_public,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn update_heads(conn: &mut PgConnection, heads: &[(&str, &str, i64)]) -> sqlx::Result<()> {
+    let rooms: Vec<String> = heads.iter().map(|h| h.0.to_owned()).collect();
+    let events: Vec<String> = heads.iter().map(|h| h.1.to_owned()).collect();
+    let depths: Vec<i64> = heads.iter().map(|h| h.2).collect();
+    sqlx::query!(
+        "UPDATE rooms SET head_event_id = u.head, head_depth = u.depth
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(room_id, head, depth)
+         WHERE rooms.room_id = u.room_id",
+        &rooms,
+        &events,
+        &depths
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Returns false when the alias is taken.
+pub async fn insert_alias(conn: &mut PgConnection, alias: &str, room_id: &str, creator: &str, now: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        alias,
+        room_id,
+        creator,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub struct StateEventRow {
+    pub event_type: String,
+    pub state_key: String,
+    pub event_id: String,
+    pub sender: String,
+    pub client_json: String,
+}
+
+pub async fn current_state_events(conn: &mut PgConnection, room_id: &str) -> sqlx::Result<Vec<StateEventRow>> {
+    sqlx::query_as!(
+        StateEventRow,
+        "SELECT s.event_type, s.state_key, s.event_id, e.sender, e.client_json
+         FROM room_state s JOIN events e USING (event_id) WHERE s.room_id = $1",
+        room_id
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Moves room_state and memberships to the newest state events among `rows`.
+pub async fn apply_state(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) -> sqlx::Result<()> {
+    // One row per key: ON CONFLICT cannot touch a row twice in one statement. Later events win.
+    let mut latest: std::collections::HashMap<(&str, &str, &str), &NewEventRow<'_>> = Default::default();
+    for row in rows {
+        if let Some(key) = &row.event.state_key {
+            latest.insert((&row.event.room_id, &row.event.event_type, key), row);
+        }
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let (mut rooms, mut types, mut keys, mut ids, mut streams) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut m_rooms, mut m_users, mut m_memberships, mut m_ids, mut m_streams) = (vec![], vec![], vec![], vec![], vec![]);
+    for ((room, event_type, key), row) in latest {
+        rooms.push(room.to_owned());
+        types.push(event_type.to_owned());
+        keys.push(key.to_owned());
+        ids.push(row.event.event_id.clone());
+        streams.push(row.stream_ordering);
+        if event_type == "m.room.member" {
+            let membership = row.event.content.get("membership").and_then(|m| m.as_str()).unwrap_or("leave");
+            m_rooms.push(room.to_owned());
+            m_users.push(key.to_owned());
+            m_memberships.push(membership.to_owned());
+            m_ids.push(row.event.event_id.clone());
+            m_streams.push(row.stream_ordering);
+        }
+    }
+    sqlx::query!(
+        "INSERT INTO room_state (room_id, event_type, state_key, event_id, stream_ordering)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+         ON CONFLICT (room_id, event_type, state_key)
+         DO UPDATE SET event_id = EXCLUDED.event_id, stream_ordering = EXCLUDED.stream_ordering",
+        &rooms,
+        &types,
+        &keys,
+        &ids,
+        &streams
+    )
+    .execute(&mut *conn)
+    .await?;
+    if !m_rooms.is_empty() {
+        sqlx::query!(
+            "INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = EXCLUDED.membership,
+                 event_id = EXCLUDED.event_id, stream_ordering = EXCLUDED.stream_ordering, forgotten = FALSE",
+            &m_rooms,
+            &m_users,
+            &m_memberships,
+            &m_ids,
+            &m_streams
+        )
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub struct MembershipRow {
+    pub room_id: String,
+    pub membership: String,
+    pub event_id: String,
+    pub stream_ordering: i64,
+}
+
+/// Every room the user has a membership in and has not forgotten.
+pub async fn memberships_of(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<MembershipRow>> {
+    sqlx::query_as!(
+        MembershipRow,
+        "SELECT room_id, membership, event_id, stream_ordering FROM memberships
+         WHERE user_id = $1 AND NOT forgotten",
+        user_id
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn joined_rooms(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!("SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'", user_id)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn room_version(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT room_version FROM rooms WHERE room_id = $1", room_id).fetch_optional(db).await
+}
+
+pub async fn resolve_alias(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT room_id FROM room_aliases WHERE alias = $1", alias).fetch_optional(db).await
+}

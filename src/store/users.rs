@@ -1,0 +1,102 @@
+//! users and devices.
+
+use sqlx::{PgExecutor, PgPool};
+
+pub struct UserRow {
+    pub user_id: String,
+    pub password_hash: Option<String>,
+    pub is_admin: bool,
+    pub is_guest: bool,
+    pub deactivated: bool,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// Inserts a user; fails with the `users_pkey` constraint when the name is taken.
+pub async fn insert_user(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    password_hash: Option<&str>,
+    is_admin: bool,
+    displayname: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO users (user_id, password_hash, is_admin, displayname, created_ts) VALUES ($1, $2, $3, $4, $5)",
+        user_id,
+        password_hash,
+        is_admin,
+        displayname,
+        super::now_ms()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_user(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Option<UserRow>> {
+    sqlx::query_as!(
+        UserRow,
+        "SELECT user_id, password_hash, is_admin, is_guest, deactivated, displayname, avatar_url
+         FROM users WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn user_exists(db: &PgPool, user_id: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar!("SELECT 1 AS one FROM users WHERE user_id = $1", user_id).fetch_optional(db).await?.is_some())
+}
+
+pub async fn set_password_hash(db: impl PgExecutor<'_>, user_id: &str, hash: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query!("UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, hash).execute(db).await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn set_displayname(db: impl PgExecutor<'_>, user_id: &str, name: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE users SET displayname = $2 WHERE user_id = $1", user_id, name).execute(db).await?;
+    Ok(())
+}
+
+pub async fn set_avatar_url(db: impl PgExecutor<'_>, user_id: &str, url: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE users SET avatar_url = $2 WHERE user_id = $1", user_id, url).execute(db).await?;
+    Ok(())
+}
+
+/// Creates the device, or refreshes its display name when the client reuses a device ID.
+pub async fn upsert_device(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+    display_name: Option<&str>,
+    ip: Option<&str>,
+) -> sqlx::Result<()> {
+    let now = super::now_ms();
+    sqlx::query!(
+        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_ts)
+         VALUES ($1, $2, $3, $4, $5, $4)
+         ON CONFLICT (user_id, device_id) DO UPDATE
+         SET display_name = COALESCE(EXCLUDED.display_name, devices.display_name)",
+        user_id,
+        device_id,
+        display_name,
+        now,
+        ip
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn touch_device(db: &PgPool, user_id: &str, device_id: &str, ts: i64, ip: Option<&str>) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip) WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id,
+        ts,
+        ip
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}

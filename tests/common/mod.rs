@@ -1,0 +1,283 @@
+//! The harness: one private PostgreSQL cluster per test run (the server's own cluster code), a
+//! migrated template database, and for each test a fresh database cloned from it and an Axon on a
+//! random port.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use axon::postgres::Cluster;
+use axon::{AppState, Config};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+const TEMPLATE: &str = "axon_template";
+
+fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The cluster is a child of this thread and dies with it (PDEATHSIG): the thread lives as long
+        // as the test process.
+        std::thread::spawn(move || {
+            let result = start_cluster();
+            match result {
+                Ok((cluster, child)) => {
+                    tx.send(Ok(cluster)).unwrap();
+                    let _child = child;
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Err(e) => tx.send(Err(e)).unwrap(),
+            }
+        });
+        rx.recv().unwrap().unwrap_or_else(|e| panic!("test cluster: {e}"))
+    })
+}
+
+fn start_cluster() -> Result<(Cluster, std::process::Child), String> {
+    remove_stale_dirs();
+    let dir = std::env::temp_dir().join(format!("axon-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cluster = Cluster::init(&dir).map_err(|e| e.to_string())?;
+    let child = cluster.spawn_ephemeral().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut conn = None;
+        for _ in 0..300 {
+            match PgConnection::connect_with(&cluster.connect_options("postgres")).await {
+                Ok(c) => {
+                    conn = Some(c);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        let mut conn = conn.ok_or("PostgreSQL did not start")?;
+        sqlx::query(&format!("CREATE DATABASE {TEMPLATE}")).execute(&mut conn).await.map_err(|e| e.to_string())?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(cluster.connect_options(TEMPLATE))
+            .await
+            .map_err(|e| e.to_string())?;
+        axon::server::MIGRATOR.run(&pool).await.map_err(|e| e.to_string())?;
+        pool.close().await;
+        Ok::<_, String>(())
+    })?;
+    Ok((cluster, child))
+}
+
+/// Test clusters of runs whose process is gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("axon-test-").and_then(|p| p.parse::<u32>().ok()) {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+/// A fresh database cloned from the migrated template.
+pub async fn fresh_database() -> (String, PgPool) {
+    let cluster = cluster();
+    let name = format!("t_{}", axon::service::auth::random_string(16).to_lowercase());
+    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")).execute(&mut conn).await.unwrap();
+    let pool = PgPoolOptions::new().max_connections(10).connect_with(cluster.connect_options(&name)).await.unwrap();
+    (name, pool)
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.server_name = "test.local".into();
+    config.registration.policy = Some(axon::config::RegistrationPolicy::Open);
+    config.rate_limits.enabled = false;
+    config
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub db: PgPool,
+    pub db_name: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_config()).await
+}
+
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    let (db_name, db) = fresh_database().await;
+    spawn_on(config, db_name, db).await
+}
+
+/// Another Axon process on the same database (as several instances behind a load balancer).
+pub async fn spawn_peer(app: &TestApp) -> TestApp {
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(cluster().connect_options(&app.db_name))
+        .await
+        .unwrap();
+    spawn_on(app.state.config.clone(), app.db_name.clone(), pool).await
+}
+
+async fn spawn_on(config: Config, db_name: String, db: PgPool) -> TestApp {
+    let state = AppState::build(config, db.clone()).await.expect("building the app");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = state.router();
+    tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+    });
+    TestApp { base_url: format!("http://{address}"), http: reqwest::Client::new(), state, db, db_name }
+}
+
+/// A response: status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    pub fn errcode(&self) -> &str {
+        self.body["errcode"].as_str().unwrap_or("")
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, StatusCode::OK, "expected 200, got {} {}", self.status, self.body);
+        self.body
+    }
+
+    #[track_caller]
+    pub fn expect_err(&self, status: u16, errcode: &str) {
+        assert_eq!(self.status.as_u16(), status, "status; body {}", self.body);
+        assert_eq!(self.errcode(), errcode, "errcode; body {}", self.body);
+    }
+}
+
+impl TestApp {
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.http.request(method, format!("{}{}", self.base_url, path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request failed");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp { status, body, headers }
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> Resp {
+        let mut req = self.http.request(method, format!("{}{}", self.base_url, path)).body(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.expect("request failed");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request(Method::GET, path, None, None).await
+    }
+
+    /// Registers `name` with the dummy stage and returns a logged-in user.
+    pub async fn register(&self, name: &str) -> User {
+        let body = json!({"username": name, "password": "correct horse", "auth": {"type": "m.login.dummy"}});
+        let v = self.request(Method::POST, "/_matrix/client/v3/register", None, Some(body)).await.ok();
+        User {
+            app: self.clone_handle(),
+            user_id: v["user_id"].as_str().unwrap().to_owned(),
+            token: v["access_token"].as_str().unwrap().to_owned(),
+            device_id: v["device_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    fn clone_handle(&self) -> AppHandle {
+        AppHandle { base_url: self.base_url.clone(), http: self.http.clone() }
+    }
+
+    /// The same user, seen through another instance.
+    pub fn as_user(&self, user: &User) -> User {
+        User { app: self.clone_handle(), ..user.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppHandle {
+    pub base_url: String,
+    pub http: reqwest::Client,
+}
+
+/// A logged-in user, with helpers that read like the spec.
+#[derive(Clone)]
+pub struct User {
+    pub app: AppHandle,
+    pub user_id: String,
+    pub token: String,
+    pub device_id: String,
+}
+
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+impl User {
+    pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
+        let url = if path.starts_with("/_matrix") || path.starts_with("/_synapse") {
+            format!("{}{}", self.app.base_url, path)
+        } else {
+            format!("{}/_matrix/client/v3{}", self.app.base_url, path)
+        };
+        let mut req = self.app.http.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("request failed");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Resp {
+        self.request(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.request(Method::DELETE, path, None).await
+    }
+}

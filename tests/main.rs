@@ -1,0 +1,5 @@
+//! Axon's integration tests: each drives a fresh Axon over HTTP, against its own PostgreSQL database.
+
+mod common;
+
+mod foundation;
