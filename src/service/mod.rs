@@ -9,5 +9,6 @@ pub mod notifier;
 pub mod rate_limit;
 pub mod room_cache;
 pub mod room_versions;
+pub mod rooms;
 pub mod uia;
 pub mod writer;
