@@ -129,6 +129,8 @@ CREATE INDEX events_state_history ON events (room_id, event_type, state_key, str
     WHERE state_key IS NOT NULL;
 CREATE INDEX events_relations ON events (relates_to, rel_type, stream_ordering)
     WHERE relates_to IS NOT NULL;
+-- timestamp_to_event: the event of a room nearest a time.
+CREATE INDEX events_room_ts ON events (room_id, origin_server_ts);
 
 -- The current state of each room.
 CREATE TABLE room_state (

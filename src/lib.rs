@@ -36,6 +36,7 @@ pub struct Inner {
     pub tokens: service::auth::TokenCache,
     pub rate_limiter: service::rate_limit::RateLimiter,
     pub uia: service::uia::Uia,
+    pub sync_members: service::sync::LazyMemberCache,
 }
 
 impl Deref for AppState {
@@ -59,6 +60,7 @@ impl AppState {
             writer: service::writer::Writer::new(),
             tokens: service::auth::TokenCache::default(),
             uia: service::uia::Uia,
+            sync_members: Default::default(),
             config,
             db,
             server_name,

@@ -5,7 +5,12 @@ pub mod auth;
 pub mod discovery;
 pub mod extract;
 pub mod login;
+pub mod membership;
+pub mod messages;
 pub mod register;
+pub mod rooms;
+pub mod send;
+pub mod sync;
 
 use std::time::Duration;
 
@@ -28,11 +33,18 @@ pub fn router(state: AppState) -> Router {
     let client = Router::new()
         .merge(account::routes())
         .merge(login::routes())
-        .merge(register::routes());
+        .merge(register::routes())
+        .merge(rooms::routes())
+        .merge(membership::routes())
+        .merge(send::routes())
+        .merge(messages::routes())
+        .merge(sync::routes());
+    let client_v1 = Router::new().merge(messages::v1_routes());
 
     Router::new()
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
+        .nest("/_matrix/client/v1", client_v1)
         .merge(discovery::routes())
         .merge(register::admin_routes())
         .fallback(unrecognized)

@@ -152,6 +152,7 @@ pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_
         txn_id: draft.txn_id.clone(),
         relates_to,
         rel_type,
+        redacts: draft.redacts.clone(),
     })
 }
 

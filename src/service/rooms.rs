@@ -1,10 +1,392 @@
 //! Room operations: creating rooms, membership changes, state changes.
 
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
+use crate::service::auth::{Requester, random_string};
+use crate::service::auth_rules::RoomVersion;
 use crate::service::events::EventDraft;
-use crate::service::writer::Target;
-use crate::{AppState, Result, store};
+use crate::service::writer::{Committed, Target, room_snapshot};
+use crate::service::{message_validation, room_versions};
+use crate::{AppState, Error, Result, store};
+
+/// The body of POST /createRoom.
+#[derive(Debug, Default, Deserialize)]
+pub struct CreateRoomRequest {
+    pub visibility: Option<String>,
+    pub room_alias_name: Option<String>,
+    pub name: Option<Value>,
+    pub topic: Option<Value>,
+    #[serde(default)]
+    pub invite: Vec<String>,
+    #[serde(default)]
+    pub invite_3pid: Vec<Value>,
+    pub room_version: Option<String>,
+    pub creation_content: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub initial_state: Vec<InitialStateEvent>,
+    pub preset: Option<String>,
+    #[serde(default)]
+    pub is_direct: bool,
+    pub power_level_content_override: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InitialStateEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default)]
+    pub state_key: String,
+    pub content: Value,
+}
+
+pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoomRequest) -> Result<String> {
+    let creator = requester.user_id.as_str();
+    let version_name = req.room_version.clone().unwrap_or_else(|| state.config.default_room_version.clone());
+    let version = room_versions::parse(&version_name)
+        .ok_or_else(|| Error::unsupported_room_version(format!("Room version {version_name} is not supported")))?;
+    if !req.invite_3pid.is_empty() {
+        return Err(Error::invalid_param("Third-party invites (invite_3pid) are not supported"));
+    }
+    let visibility = req.visibility.as_deref().unwrap_or("private");
+    if !matches!(visibility, "public" | "private") {
+        return Err(Error::invalid_param("visibility must be \"public\" or \"private\""));
+    }
+    let preset = match req.preset.as_deref() {
+        Some(p @ ("private_chat" | "trusted_private_chat" | "public_chat")) => p,
+        Some(other) => return Err(Error::invalid_param(format!("Unknown preset {other}"))),
+        None if visibility == "public" => "public_chat",
+        None => "private_chat",
+    };
+    let mut invitees = Vec::new();
+    for user in &req.invite {
+        let user_id = ruma::UserId::parse(user).map_err(|_| Error::invalid_param(format!("{user} is not a user ID")))?;
+        if user_id.server_name() != state.server_name {
+            return Err(Error::forbidden("Federation is not supported yet: only local users can be invited"));
+        }
+        if !invitees.contains(user) {
+            invitees.push(user.clone());
+        }
+    }
+    let alias = match &req.room_alias_name {
+        Some(local) => {
+            if local.is_empty() || local.contains(':') || local.chars().any(char::is_whitespace) {
+                return Err(Error::matrix(axum_status(400), "M_INVALID_PARAM", "Invalid room_alias_name"));
+            }
+            let alias = format!("#{local}:{}", state.server_name);
+            if ruma::RoomAliasId::parse(&alias).is_err() {
+                return Err(Error::invalid_param("Invalid room_alias_name"));
+            }
+            if store::rooms::resolve_alias(&state.db, &alias).await?.is_some() {
+                return Err(Error::room_in_use("Room alias already taken"));
+            }
+            Some(alias)
+        }
+        None => None,
+    };
+    let profile = store::users::get_user(&state.db, creator).await?;
+
+    let mut drafts = Vec::new();
+    // 1. m.room.create
+    let mut create = req.creation_content.clone().unwrap_or_default();
+    create.insert("room_version".into(), json!(version_name));
+    if version == RoomVersion::V10 {
+        create.insert("creator".into(), json!(creator));
+    } else {
+        create.remove("creator");
+    }
+    if version == RoomVersion::V12 && preset == "trusted_private_chat" && !invitees.is_empty() {
+        let mut extra: Vec<Value> = create
+            .get("additional_creators")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for user in &invitees {
+            if !extra.iter().any(|v| v == user) {
+                extra.push(json!(user));
+            }
+        }
+        create.insert("additional_creators".into(), Value::Array(extra));
+    }
+    drafts.push(EventDraft::new("m.room.create", Some(""), creator, Value::Object(create)));
+    // 2. the creator joins
+    drafts.push(EventDraft::new("m.room.member", Some(creator), creator, member_content("join", profile.as_ref(), None)));
+    // 3. power levels
+    let mut power = default_power_levels(version, creator, preset, &invitees);
+    if let Some(overrides) = &req.power_level_content_override {
+        for (k, v) in overrides {
+            power.insert(k.clone(), v.clone());
+        }
+    }
+    drafts.push(EventDraft::new("m.room.power_levels", Some(""), creator, Value::Object(power)));
+    // 4. canonical alias
+    if let Some(alias) = &alias {
+        drafts.push(EventDraft::new("m.room.canonical_alias", Some(""), creator, json!({"alias": alias})));
+    }
+    // 5. the preset's state
+    let (join_rule, guest_access) = match preset {
+        "public_chat" => ("public", "forbidden"),
+        _ => ("invite", "can_join"),
+    };
+    drafts.push(EventDraft::new("m.room.join_rules", Some(""), creator, json!({"join_rule": join_rule})));
+    drafts.push(EventDraft::new("m.room.history_visibility", Some(""), creator, json!({"history_visibility": "shared"})));
+    drafts.push(EventDraft::new("m.room.guest_access", Some(""), creator, json!({"guest_access": guest_access})));
+    // 6. initial_state
+    for event in &req.initial_state {
+        if matches!(event.event_type.as_str(), "m.room.create" | "m.room.member") {
+            return Err(Error::invalid_room_state(format!("{} cannot be set in initial_state", event.event_type)));
+        }
+        let Value::Object(content) = &event.content else {
+            return Err(Error::invalid_room_state(format!("initial_state {} content must be an object", event.event_type)));
+        };
+        let mut content = content.clone();
+        message_validation::validate_state_content(&event.event_type, &content)
+            .map_err(|e| Error::invalid_room_state(e.0))?;
+        if state.config.messages.sanitize_html {
+            message_validation::sanitize_content(&event.event_type, &mut content);
+        }
+        drafts.push(EventDraft::new(&event.event_type, Some(&event.state_key), creator, Value::Object(content)));
+    }
+    // 7. name and topic
+    if let Some(name) = &req.name {
+        let name = name.as_str().ok_or_else(|| Error::bad_json("name must be a string"))?;
+        drafts.push(EventDraft::new("m.room.name", Some(""), creator, json!({"name": name})));
+    }
+    if let Some(topic) = &req.topic {
+        let topic = topic.as_str().ok_or_else(|| Error::bad_json("topic must be a string"))?;
+        drafts.push(EventDraft::new(
+            "m.room.topic",
+            Some(""),
+            creator,
+            json!({"topic": topic, "m.topic": {"m.text": [{"body": topic}]}}),
+        ));
+    }
+    // 8. invites
+    for user in &invitees {
+        let invitee = store::users::get_user(&state.db, user).await?;
+        if invitee.as_ref().is_none_or(|u| u.deactivated) {
+            return Err(Error::not_found(format!("Unknown user {user}")));
+        }
+        let mut content = member_content("invite", invitee.as_ref(), None);
+        if req.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        drafts.push(EventDraft::new("m.room.member", Some(user), creator, content));
+    }
+
+    let room_id = if version == RoomVersion::V12 {
+        None
+    } else {
+        Some(format!("!{}:{}", random_string(18), state.server_name))
+    };
+    let target = Target::New { version, room_id, is_public: visibility == "public", aliases: alias.into_iter().collect() };
+    let committed = state.writer.submit(target, drafts, None).await?;
+    Ok(committed.room_id)
+}
+
+fn axum_status(code: u16) -> axum::http::StatusCode {
+    axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::BAD_REQUEST)
+}
+
+/// Synapse's defaults, which clients expect: moderators at 50, admins at 100, invites open to all
+/// members of private rooms.
+fn default_power_levels(version: RoomVersion, creator: &str, preset: &str, invitees: &[String]) -> Map<String, Value> {
+    let mut users = Map::new();
+    if version != RoomVersion::V12 {
+        users.insert(creator.into(), json!(100));
+        if preset == "trusted_private_chat" {
+            for user in invitees {
+                users.insert(user.clone(), json!(100));
+            }
+        }
+    }
+    let tombstone = if version == RoomVersion::V12 { 150 } else { 100 };
+    let invite = if preset == "public_chat" { 50 } else { 0 };
+    let Value::Object(map) = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": tombstone,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": invite,
+        "historical": 100,
+    }) else {
+        unreachable!()
+    };
+    map
+}
+
+/// A member event's content with the user's profile, as clients expect to find it.
+pub fn member_content(membership: &str, profile: Option<&store::users::UserRow>, reason: Option<&str>) -> Value {
+    let mut content = json!({"membership": membership});
+    if let Some(p) = profile {
+        if let Some(name) = &p.displayname {
+            content["displayname"] = json!(name);
+        }
+        if let Some(url) = &p.avatar_url {
+            content["avatar_url"] = json!(url);
+        }
+    }
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    content
+}
+
+/// A room ID or alias, resolved to a local room.
+pub async fn resolve_room(state: &AppState, room_id_or_alias: &str) -> Result<String> {
+    if room_id_or_alias.starts_with('#') {
+        let alias = ruma::RoomAliasId::parse(room_id_or_alias)
+            .map_err(|_| Error::invalid_param(format!("{room_id_or_alias} is not a room alias")))?;
+        if alias.server_name() != state.server_name {
+            return Err(Error::not_found("Federation is not supported yet: cannot resolve remote aliases"));
+        }
+        return store::rooms::resolve_alias(&state.db, room_id_or_alias)
+            .await?
+            .ok_or_else(|| Error::not_found("Room alias not found"));
+    }
+    if !room_id_or_alias.starts_with('!') || ruma::RoomId::parse(room_id_or_alias).is_err() {
+        return Err(Error::invalid_param(format!("{room_id_or_alias} is not a room ID or alias")));
+    }
+    Ok(room_id_or_alias.to_owned())
+}
+
+/// Fails with 404 (unknown room) or 403 (a remote room we cannot join without federation).
+async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
+    if store::rooms::room_version(&state.db, room_id).await?.is_some() {
+        return Ok(());
+    }
+    let remote = room_id.split_once(':').is_some_and(|(_, server)| server != state.server_name.as_str());
+    if remote {
+        Err(Error::forbidden("Federation is not supported yet: this room is on another server"))
+    } else {
+        Err(Error::not_found("Unknown room"))
+    }
+}
+
+/// A membership change by `sender` for `target`.
+pub async fn change_membership(
+    state: &AppState,
+    sender: &Requester,
+    room_id: &str,
+    target: &str,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<Committed> {
+    require_room(state, room_id).await?;
+    let target_id = ruma::UserId::parse(target).map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
+    let profile = if membership == "join" || membership == "invite" {
+        if target_id.server_name() != state.server_name {
+            return Err(Error::forbidden("Federation is not supported yet: only local users can be invited"));
+        }
+        let user = store::users::get_user(&state.db, target).await?;
+        if user.as_ref().is_none_or(|u| u.deactivated) {
+            return Err(Error::not_found(format!("Unknown user {target}")));
+        }
+        user
+    } else {
+        None
+    };
+    let content = member_content(membership, profile.as_ref(), reason);
+    let draft = EventDraft::new("m.room.member", Some(target), sender.user_id.as_str(), content);
+    state.writer.submit(Target::Existing(room_id.to_owned()), vec![draft], None).await
+}
+
+pub async fn join(state: &AppState, requester: &Requester, room_id_or_alias: &str, reason: Option<&str>) -> Result<String> {
+    let room_id = resolve_room(state, room_id_or_alias).await?;
+    let me = requester.user_id.as_str();
+    // Joining again is a no-op that answers with the room, as Synapse does.
+    if let Some(snapshot) = room_snapshot(state, &room_id).await? {
+        if snapshot.membership(me) == Some("join") {
+            return Ok(room_id);
+        }
+    }
+    change_membership(state, requester, &room_id, me, "join", reason).await?;
+    Ok(room_id)
+}
+
+pub async fn forget(state: &AppState, requester: &Requester, room_id: &str) -> Result<()> {
+    let me = requester.user_id.as_str();
+    match store::rooms::membership(&state.db, room_id, me).await? {
+        None => Err(Error::not_found("You have never been in this room")),
+        Some(m) if m == "join" || m == "invite" || m == "knock" => {
+            Err(Error::unknown("You must leave the room before forgetting it"))
+        }
+        Some(_) => {
+            store::rooms::forget(&state.db, room_id, me).await?;
+            Ok(())
+        }
+    }
+}
+
+/// PUT /rooms/{roomId}/state/{type}/{stateKey}. Re-sending the current content is de-duplicated.
+pub async fn set_state(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    mut content: Map<String, Value>,
+) -> Result<String> {
+    require_room(state, room_id).await?;
+    message_validation::validate_state_content(event_type, &content).map_err(|e| Error::bad_json(e.0))?;
+    if state.config.messages.sanitize_html {
+        message_validation::sanitize_content(event_type, &mut content);
+    }
+    let sender = requester.user_id.as_str();
+    if event_type == "m.room.canonical_alias" {
+        check_canonical_alias(state, room_id, &content).await?;
+    }
+    if let Some(snapshot) = room_snapshot(state, room_id).await? {
+        if let Some(current) = snapshot.entry(event_type, state_key) {
+            if current.sender == sender && current.content == Value::Object(content.clone()) {
+                return Ok(current.event_id.clone());
+            }
+        }
+    }
+    let draft = EventDraft::new(event_type, Some(state_key), sender, Value::Object(content));
+    let committed = state.writer.submit(Target::Existing(room_id.to_owned()), vec![draft], None).await?;
+    committed.event_ids.into_iter().next().ok_or_else(|| Error::internal("no event"))
+}
+
+/// The spec: aliases in m.room.canonical_alias must exist and point to this room (M_BAD_ALIAS).
+async fn check_canonical_alias(state: &AppState, room_id: &str, content: &Map<String, Value>) -> Result<()> {
+    let mut aliases: Vec<&str> = Vec::new();
+    if let Some(alias) = content.get("alias") {
+        aliases.push(alias.as_str().ok_or_else(|| Error::bad_json("alias must be a string"))?);
+    }
+    if let Some(alt) = content.get("alt_aliases") {
+        let alt = alt.as_array().ok_or_else(|| Error::bad_json("alt_aliases must be an array"))?;
+        for a in alt {
+            aliases.push(a.as_str().ok_or_else(|| Error::bad_json("alt_aliases must hold strings"))?);
+        }
+    }
+    for alias in aliases {
+        if ruma::RoomAliasId::parse(alias).is_err() {
+            return Err(Error::invalid_param(format!("{alias} is not a room alias")));
+        }
+        if store::rooms::resolve_alias(&state.db, alias).await?.as_deref() != Some(room_id) {
+            return Err(Error::matrix(
+                axum_status(400),
+                "M_BAD_ALIAS",
+                format!("{alias} does not point to this room"),
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Makes `user_id` leave (or decline the invites of) every room, e.g. on deactivation.
 pub async fn leave_all_rooms(state: &AppState, user_id: &str) -> Result<()> {
@@ -19,4 +401,102 @@ pub async fn leave_all_rooms(state: &AppState, user_id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The position up to which the user may read the room's state: now if joined (or the room is
+/// world-readable), their leave if they left; 403 if they never were in it.
+async fn state_horizon(state: &AppState, requester: &Requester, room_id: &str) -> Result<i64> {
+    if store::rooms::room_version(&state.db, room_id).await?.is_none() {
+        return Err(Error::forbidden("You are not allowed to view this room"));
+    }
+    let mut conn = state.db.acquire().await?;
+    let vis = crate::service::visibility::Visibility::load(&mut conn, room_id, requester.user_id.as_str()).await?;
+    if !vis.may_read_room() {
+        return Err(Error::forbidden("You are not allowed to view this room"));
+    }
+    let upto = store::stream::current(&state.db).await?;
+    Ok(vis.state_horizon(upto))
+}
+
+fn viewer(requester: &Requester) -> crate::service::timeline::Viewer<'_> {
+    crate::service::timeline::Viewer { user_id: requester.user_id.as_str(), device_id: Some(requester.device_id.as_str()) }
+}
+
+/// GET /rooms/{roomId}/state.
+pub async fn full_state(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+    let at = state_horizon(state, requester, room_id).await?;
+    let rows = store::events::state_at(&state.db, room_id, at).await?;
+    crate::service::timeline::render_all(state, &rows, viewer(requester)).await
+}
+
+/// GET /rooms/{roomId}/state/{type}/{key}: the content, or the whole event with `format=event`.
+pub async fn state_event(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    whole_event: bool,
+) -> Result<Value> {
+    let at = state_horizon(state, requester, room_id).await?;
+    let rows = store::events::state_at(&state.db, room_id, at).await?;
+    let row = rows
+        .into_iter()
+        .find(|r| r.event_type == event_type && r.state_key.as_deref() == Some(state_key))
+        .ok_or_else(|| Error::not_found(format!("No {event_type} state with key {state_key:?}")))?;
+    let rendered = crate::service::timeline::render_all(state, std::slice::from_ref(&row), viewer(requester)).await?;
+    let event: Value = serde_json::from_str(rendered[0].get()).map_err(Error::internal)?;
+    Ok(if whole_event { event } else { event["content"].clone() })
+}
+
+/// GET /rooms/{roomId}/members with `at`, `membership` and `not_membership`.
+pub async fn members(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    at: Option<&str>,
+    membership: Option<&str>,
+    not_membership: Option<&str>,
+) -> Result<Vec<Box<serde_json::value::RawValue>>> {
+    let horizon = state_horizon(state, requester, room_id).await?;
+    let at = match at {
+        Some(token) => crate::service::messages::parse_position(token)
+            .ok_or_else(|| Error::invalid_param("Invalid `at` token"))?
+            .min(horizon),
+        None => horizon,
+    };
+    let rows: Vec<_> = store::events::state_at(&state.db, room_id, at)
+        .await?
+        .into_iter()
+        .filter(|r| r.event_type == "m.room.member")
+        .filter(|r| {
+            let m = serde_json::from_str::<Value>(&r.client_json)
+                .ok()
+                .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            membership.is_none_or(|want| want == m) && not_membership.is_none_or(|not| not != m)
+        })
+        .collect();
+    crate::service::timeline::render_all(state, &rows, viewer(requester)).await
+}
+
+/// GET /rooms/{roomId}/joined_members: only for members.
+pub async fn joined_members(state: &AppState, requester: &Requester, room_id: &str) -> Result<Value> {
+    let snapshot = room_snapshot(state, room_id).await?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+    if snapshot.membership(requester.user_id.as_str()) != Some("join") {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let mut joined = Map::new();
+    for user in snapshot.members_with("join") {
+        let content = &snapshot.entry("m.room.member", user).expect("listed member").content;
+        joined.insert(
+            user.to_owned(),
+            json!({"display_name": content.get("displayname"), "avatar_url": content.get("avatar_url")}),
+        );
+    }
+    Ok(json!({ "joined": joined }))
 }

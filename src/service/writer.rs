@@ -263,6 +263,14 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     let rows: Vec<NewEventRow<'_>> =
         built.iter().enumerate().map(|(i, e)| NewEventRow { stream_ordering: first + i as i64, event: e }).collect();
     store::events::insert_events(&mut tx, &rows).await?;
+    let mut redacted_state = Vec::new();
+    for event in &built {
+        if let Some(target) = &event.redacts {
+            if let Some(room) = apply_redaction(&mut tx, event, target).await? {
+                redacted_state.push(room);
+            }
+        }
+    }
     store::rooms::apply_state(&mut tx, &rows).await?;
     store::events::insert_txns(&mut tx, &txn_rows, now).await?;
     let heads: Vec<(&str, &str, i64)> =
@@ -287,6 +295,10 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     for (_, room) in working {
         state.rooms.put(room.finish());
     }
+    // A redacted state event changes the state's content: reload those rooms when next needed.
+    for room in redacted_state {
+        state.rooms.invalidate(&room);
+    }
     state.notifier.wake(keys.iter().map(String::as_str));
     Ok(outcomes)
 }
@@ -295,6 +307,26 @@ impl WorkingRoom {
     fn base_sender(&self) -> String {
         self.entry("m.room.create", "").map(|e| e.sender.clone()).unwrap_or_default()
     }
+}
+
+/// Replaces the target's served form with its redaction (same room only). Returns the room when the
+/// target was a state event, whose cached content is now stale.
+async fn apply_redaction(conn: &mut PgConnection, redaction: &BuiltEvent, target_id: &str) -> Result<Option<String>> {
+    let Some(target) = store::events::event_by_id(&mut *conn, target_id).await? else { return Ok(None) };
+    if target.room_id != redaction.room_id {
+        return Ok(None);
+    }
+    let version = store::rooms::room_version(&mut *conn, &target.room_id)
+        .await?
+        .and_then(|v| room_versions::parse(&v))
+        .ok_or_else(|| Error::internal("redaction in a room of unknown version"))?;
+    let object: ruma::canonical_json::CanonicalJsonObject =
+        serde_json::from_str(&target.client_json).map_err(Error::internal)?;
+    let redacted = ruma::canonical_json::redact(object, &room_versions::rules(version).redaction, None)
+        .map_err(|e| Error::internal(format!("redaction: {e}")))?;
+    let json = ruma::CanonicalJsonValue::Object(redacted).to_string();
+    store::events::redact(conn, target_id, &redaction.event_id, &json).await?;
+    Ok(target.state_key.is_some().then_some(target.room_id))
 }
 
 /// Checks and builds a job's events in order; on any refusal the room is left as it was.

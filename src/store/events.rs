@@ -25,6 +25,8 @@ pub struct BuiltEvent {
     pub relates_to: Option<String>,
     pub rel_type: Option<String>,
     pub contains_url: bool,
+    /// The event an m.room.redaction removes.
+    pub redacts: Option<String>,
 }
 
 /// Identifies an idempotent request: one device, one endpoint (`scope`), one transaction ID.
@@ -161,4 +163,385 @@ pub async fn insert_txns(conn: &mut PgConnection, rows: &[(TxnKey, String)], now
 
 pub async fn prune_txns(db: impl PgExecutor<'_>, older_than: i64) -> sqlx::Result<u64> {
     Ok(sqlx::query!("DELETE FROM event_txns WHERE created_ts < $1", older_than).execute(db).await?.rows_affected())
+}
+
+/// An event as served to clients, with what `unsigned` needs.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub sender: String,
+    pub origin_server_ts: i64,
+    pub client_json: String,
+    pub state_unsigned: Option<String>,
+    pub device_id: Option<String>,
+    pub txn_id: Option<String>,
+    /// The redaction event (client format) when this event was redacted.
+    pub redacted_because: Option<String>,
+}
+
+/// RoomEventFilter fields that narrow a query. Type patterns are SQL LIKE patterns (`*` → `%`).
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+    pub contains_url: Option<bool>,
+}
+
+/// Events of a room at or below `from`, newest first.
+pub async fn room_events_backward(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    from: i64,
+    limit: i64,
+    f: &EventFilter,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE e.room_id = $1 AND e.stream_ordering <= $2
+             AND ($4::text[] IS NULL OR e.event_type LIKE ANY($4))
+             AND NOT (e.event_type LIKE ANY($5))
+             AND ($6::text[] IS NULL OR e.sender = ANY($6))
+             AND NOT (e.sender = ANY($7))
+             AND ($8::bool IS NULL OR e.contains_url = $8)
+           ORDER BY e.stream_ordering DESC LIMIT $3"#,
+        room_id,
+        from,
+        limit,
+        f.types.as_deref() as Option<&[String]>,
+        &f.not_types,
+        f.senders.as_deref() as Option<&[String]>,
+        &f.not_senders,
+        f.contains_url
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Events of a room in (`after`, `upto`], oldest first.
+pub async fn room_events_forward(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+    limit: i64,
+    f: &EventFilter,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE e.room_id = $1 AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+             AND ($5::text[] IS NULL OR e.event_type LIKE ANY($5))
+             AND NOT (e.event_type LIKE ANY($6))
+             AND ($7::text[] IS NULL OR e.sender = ANY($7))
+             AND NOT (e.sender = ANY($8))
+             AND ($9::bool IS NULL OR e.contains_url = $9)
+           ORDER BY e.stream_ordering ASC LIMIT $4"#,
+        room_id,
+        after,
+        upto,
+        limit,
+        f.types.as_deref() as Option<&[String]>,
+        &f.not_types,
+        f.senders.as_deref() as Option<&[String]>,
+        &f.not_senders,
+        f.contains_url
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The newest `limit` events (after `after`, at or below `upto`) of each room, newest first per room.
+pub async fn latest_events_per_room(
+    db: impl PgExecutor<'_>,
+    rooms: &[String],
+    after: i64,
+    upto: i64,
+    limit: i64,
+    f: &EventFilter,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering AS "stream_ordering!", e.event_id AS "event_id!", e.room_id AS "room_id!",
+                  e.event_type AS "event_type!", e.state_key, e.sender AS "sender!",
+                  e.origin_server_ts AS "origin_server_ts!", e.client_json AS "client_json!", e.state_unsigned,
+                  e.device_id, e.txn_id, e.redacted_because AS "redacted_because?"
+           FROM UNNEST($1::text[]) AS rm(room_id)
+           CROSS JOIN LATERAL (
+               SELECT e.*, r.client_json AS redacted_because
+               FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+               WHERE e.room_id = rm.room_id AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+                 AND ($5::text[] IS NULL OR e.event_type LIKE ANY($5))
+                 AND NOT (e.event_type LIKE ANY($6))
+                 AND ($7::text[] IS NULL OR e.sender = ANY($7))
+                 AND NOT (e.sender = ANY($8))
+                 AND ($9::bool IS NULL OR e.contains_url = $9)
+               ORDER BY e.stream_ordering DESC LIMIT $4
+           ) e"#,
+        rooms,
+        after,
+        upto,
+        limit,
+        f.types.as_deref() as Option<&[String]>,
+        &f.not_types,
+        f.senders.as_deref() as Option<&[String]>,
+        &f.not_senders,
+        f.contains_url
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn event_by_id(db: impl PgExecutor<'_>, event_id: &str) -> sqlx::Result<Option<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE e.event_id = $1"#,
+        event_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// The room's state as of stream position `at` (the newest event per key at or below it).
+pub async fn state_at(db: impl PgExecutor<'_>, room_id: &str, at: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT DISTINCT ON (e.event_type, e.state_key)
+                  e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE e.room_id = $1 AND e.state_key IS NOT NULL AND e.stream_ordering <= $2
+           ORDER BY e.event_type, e.state_key, e.stream_ordering DESC"#,
+        room_id,
+        at
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The current state of several rooms (through room_state), for sync.
+pub async fn current_state_of_rooms(db: impl PgExecutor<'_>, rooms: &[String]) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM room_state s JOIN events e ON e.event_id = s.event_id
+           LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE s.room_id = ANY($1)"#,
+        rooms
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// State events of the rooms with positions in (`after`, `upto`], oldest first.
+pub async fn state_changes(db: impl PgExecutor<'_>, rooms: &[String], after: i64, upto: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE e.room_id = ANY($1) AND e.state_key IS NOT NULL AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+           ORDER BY e.stream_ordering"#,
+        rooms,
+        after,
+        upto
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The member events of `users` as they stood at position `at` (for historical display names).
+pub async fn members_at(db: impl PgExecutor<'_>, room_id: &str, users: &[String], at: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering AS "stream_ordering!", e.event_id AS "event_id!", e.room_id AS "room_id!",
+                  e.event_type AS "event_type!", e.state_key, e.sender AS "sender!",
+                  e.origin_server_ts AS "origin_server_ts!", e.client_json AS "client_json!", e.state_unsigned,
+                  e.device_id, e.txn_id, e.redacted_because AS "redacted_because?"
+           FROM UNNEST($2::text[]) AS u(user_id)
+           CROSS JOIN LATERAL (
+               SELECT e.*, r.client_json AS redacted_because
+               FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+               WHERE e.room_id = $1 AND e.event_type = 'm.room.member' AND e.state_key = u.user_id
+                 AND e.stream_ordering <= $3
+               ORDER BY e.stream_ordering DESC LIMIT 1
+           ) e"#,
+        room_id,
+        users,
+        at
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// (position, value) of every change of one state key, oldest first: membership history of a user,
+/// history_visibility history of a room.
+pub async fn state_key_history(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    content_key: &str,
+) -> sqlx::Result<Vec<(i64, Option<String>)>> {
+    let rows = sqlx::query!(
+        r#"SELECT stream_ordering, (client_json::jsonb -> 'content' ->> $4) AS value
+           FROM events WHERE room_id = $1 AND event_type = $2 AND state_key = $3
+           ORDER BY stream_ordering"#,
+        room_id,
+        event_type,
+        state_key,
+        content_key
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.stream_ordering, r.value)).collect())
+}
+
+/// Relations pointing at any of `event_ids` with the given types, oldest first.
+pub async fn relations_of(
+    db: impl PgExecutor<'_>,
+    event_ids: &[String],
+    rel_types: &[String],
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, NULL::text AS "redacted_because?"
+           FROM events e
+           WHERE e.relates_to = ANY($1) AND e.rel_type = ANY($2) AND e.redacted_by IS NULL
+           ORDER BY e.stream_ordering"#,
+        event_ids,
+        rel_types
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Marks an event redacted and replaces its served form.
+pub async fn redact(conn: &mut PgConnection, event_id: &str, redacted_by: &str, client_json: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE events SET redacted_by = $2, client_json = $3, relates_to = NULL, rel_type = NULL WHERE event_id = $1",
+        event_id,
+        redacted_by,
+        client_json
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// One page of the events relating to `parent`, newest first when `backwards`.
+pub async fn relations_page(
+    db: impl PgExecutor<'_>,
+    parent: &str,
+    rel_type: Option<&str>,
+    event_type: Option<&str>,
+    from: Option<i64>,
+    backwards: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE e.relates_to = $1
+             AND ($2::text IS NULL OR e.rel_type = $2)
+             AND ($3::text IS NULL OR e.event_type = $3)
+             AND ($4::bigint IS NULL OR (CASE WHEN $5 THEN e.stream_ordering <= $4 ELSE e.stream_ordering > $4 END))
+           ORDER BY CASE WHEN $5 THEN -e.stream_ordering ELSE e.stream_ordering END
+           LIMIT $6"#,
+        parent,
+        rel_type,
+        event_type,
+        from,
+        backwards,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Thread roots of a room with their latest activity below `before`, most recent first.
+pub async fn thread_roots(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    before: i64,
+    participant: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<(EventRow, i64)>> {
+    let rows = sqlx::query!(
+        r#"WITH threads AS (
+               SELECT t.relates_to AS root, MAX(t.stream_ordering) AS latest,
+                      BOOL_OR(t.sender = $3) AS replied
+               FROM events t WHERE t.room_id = $1 AND t.rel_type = 'm.thread'
+               GROUP BY t.relates_to
+           )
+           SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?",
+                  th.latest AS "latest!"
+           FROM threads th JOIN events e ON e.event_id = th.root
+           LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE th.latest < $2 AND ($3::text IS NULL OR th.replied OR e.sender = $3)
+           ORDER BY th.latest DESC LIMIT $4"#,
+        room_id,
+        before,
+        participant,
+        limit
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let row = EventRow {
+                stream_ordering: r.stream_ordering,
+                event_id: r.event_id,
+                room_id: r.room_id,
+                event_type: r.event_type,
+                state_key: r.state_key,
+                sender: r.sender,
+                origin_server_ts: r.origin_server_ts,
+                client_json: r.client_json,
+                state_unsigned: r.state_unsigned,
+                device_id: r.device_id,
+                txn_id: r.txn_id,
+                redacted_because: r.redacted_because,
+            };
+            (row, r.latest)
+        })
+        .collect())
+}
+
+/// Events nearest `ts`: the first at or after it (forwards) or at or before it (backwards).
+pub async fn near_timestamp(db: impl PgExecutor<'_>, room_id: &str, ts: i64, forwards: bool, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, NULL::text AS "redacted_because?"
+           FROM events e
+           WHERE e.room_id = $1 AND (CASE WHEN $3 THEN e.origin_server_ts >= $2 ELSE e.origin_server_ts <= $2 END)
+           ORDER BY CASE WHEN $3 THEN e.origin_server_ts ELSE -e.origin_server_ts END, e.stream_ordering
+           LIMIT $4"#,
+        room_id,
+        ts,
+        forwards,
+        limit
+    )
+    .fetch_all(db)
+    .await
 }

@@ -191,3 +191,69 @@ pub async fn room_version(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Resul
 pub async fn resolve_alias(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!("SELECT room_id FROM room_aliases WHERE alias = $1", alias).fetch_optional(db).await
 }
+
+pub async fn membership(db: impl PgExecutor<'_>, room_id: &str, user_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2", room_id, user_id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn forget(db: impl PgExecutor<'_>, room_id: &str, user_id: &str) -> sqlx::Result<()> {
+    sqlx::query!("UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2", room_id, user_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+pub struct MemberRow {
+    pub user_id: String,
+    pub membership: String,
+}
+
+pub async fn members(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Vec<MemberRow>> {
+    sqlx::query_as!(MemberRow, "SELECT user_id, membership FROM memberships WHERE room_id = $1", room_id)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn aliases_of(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias", room_id).fetch_all(db).await
+}
+
+pub async fn delete_alias(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<bool> {
+    Ok(sqlx::query!("DELETE FROM room_aliases WHERE alias = $1", alias).execute(db).await?.rows_affected() == 1)
+}
+
+pub async fn alias_creator(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<Option<(String, String)>> {
+    let row = sqlx::query!("SELECT room_id, creator FROM room_aliases WHERE alias = $1", alias).fetch_optional(db).await?;
+    Ok(row.map(|r| (r.room_id, r.creator)))
+}
+
+pub async fn set_public(db: impl PgExecutor<'_>, room_id: &str, is_public: bool) -> sqlx::Result<bool> {
+    Ok(sqlx::query!("UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, is_public)
+        .execute(db)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+pub async fn is_public(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Option<bool>> {
+    sqlx::query_scalar!("SELECT is_public FROM rooms WHERE room_id = $1", room_id).fetch_optional(db).await
+}
+
+/// Public rooms with their joined-member count, ordered by size then ID (a stable order for paging).
+pub struct PublicRoomRow {
+    pub room_id: String,
+    pub joined: i64,
+}
+
+pub async fn public_rooms(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PublicRoomRow>> {
+    sqlx::query_as!(
+        PublicRoomRow,
+        r#"SELECT r.room_id, COUNT(m.user_id) AS "joined!"
+           FROM rooms r LEFT JOIN memberships m ON m.room_id = r.room_id AND m.membership = 'join'
+           WHERE r.is_public GROUP BY r.room_id ORDER BY COUNT(m.user_id) DESC, r.room_id"#
+    )
+    .fetch_all(db)
+    .await
+}

@@ -115,6 +115,10 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(config: Config) -> TestApp {
+    // Server logs in test output when RUST_LOG is set.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    }
     let (db_name, db) = fresh_database().await;
     spawn_on(config, db_name, db).await
 }

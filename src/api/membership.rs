@@ -1,0 +1,111 @@
+//! Membership: invite, join, leave, kick, ban, unban, forget.
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json as JsonResponse, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::auth::Requester;
+use crate::api::extract::{Json, Path};
+use crate::service::rooms;
+use crate::{AppState, Result};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/rooms/{room_id}/invite", post(invite))
+        .route("/rooms/{room_id}/join", post(join_by_id))
+        .route("/join/{room_id_or_alias}", post(join))
+        .route("/rooms/{room_id}/leave", post(leave))
+        .route("/rooms/{room_id}/kick", post(kick))
+        .route("/rooms/{room_id}/ban", post(ban))
+        .route("/rooms/{room_id}/unban", post(unban))
+        .route("/rooms/{room_id}/forget", post(forget))
+}
+
+#[derive(Deserialize, Default)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TargetBody {
+    user_id: String,
+    reason: Option<String>,
+}
+
+async fn invite(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> Result<JsonResponse<Value>> {
+    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "invite", body.reason.as_deref()).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+async fn join_by_id(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+    Json(body): Json<ReasonBody>,
+) -> Result<JsonResponse<Value>> {
+    let room_id = rooms::join(&state, &requester, &room_id, body.reason.as_deref()).await?;
+    Ok(JsonResponse(json!({ "room_id": room_id })))
+}
+
+async fn join(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id_or_alias): Path<String>,
+    Json(body): Json<ReasonBody>,
+) -> Result<JsonResponse<Value>> {
+    let room_id = rooms::join(&state, &requester, &room_id_or_alias, body.reason.as_deref()).await?;
+    Ok(JsonResponse(json!({ "room_id": room_id })))
+}
+
+async fn leave(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+    Json(body): Json<ReasonBody>,
+) -> Result<JsonResponse<Value>> {
+    let me = requester.user_id.to_string();
+    rooms::change_membership(&state, &requester, &room_id, &me, "leave", body.reason.as_deref()).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+async fn kick(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> Result<JsonResponse<Value>> {
+    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "leave", body.reason.as_deref()).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+async fn ban(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> Result<JsonResponse<Value>> {
+    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "ban", body.reason.as_deref()).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+async fn unban(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+    Json(body): Json<TargetBody>,
+) -> Result<JsonResponse<Value>> {
+    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "leave", body.reason.as_deref()).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+async fn forget(State(state): State<AppState>, requester: Requester, Path(room_id): Path<String>) -> Result<JsonResponse<Value>> {
+    rooms::forget(&state, &requester, &room_id).await?;
+    Ok(JsonResponse(json!({})))
+}

@@ -1,0 +1,83 @@
+//! /sync and filters.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json as JsonResponse, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::auth::Requester;
+use crate::api::extract::{Json, Path, Query};
+use crate::service::sync::{SyncRequest, SyncResponse};
+use crate::service::{filter, sync};
+use crate::{AppState, Error, Result};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sync", get(get_sync))
+        .route("/user/{user_id}/filter", post(create_filter))
+        .route("/user/{user_id}/filter/{filter_id}", get(get_filter))
+}
+
+#[derive(Deserialize)]
+struct SyncParams {
+    since: Option<String>,
+    timeout: Option<String>,
+    full_state: Option<String>,
+    set_presence: Option<String>,
+    filter: Option<String>,
+}
+
+async fn get_sync(
+    State(state): State<AppState>,
+    requester: Requester,
+    Query(p): Query<SyncParams>,
+) -> Result<JsonResponse<SyncResponse>> {
+    let timeout_ms = match p.timeout.as_deref() {
+        None | Some("") => 0,
+        Some(t) => t.parse::<u64>().map_err(|_| Error::invalid_param("timeout must be a non-negative integer"))?,
+    };
+    let full_state = match p.full_state.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Error::invalid_param("full_state must be true or false")),
+    };
+    if let Some(presence) = p.set_presence.as_deref() {
+        if !matches!(presence, "online" | "offline" | "unavailable") {
+            return Err(Error::invalid_param("set_presence must be online, offline or unavailable"));
+        }
+    }
+    let filter = filter::resolve(&state, requester.user_id.as_str(), p.filter.as_deref()).await?;
+    let request = SyncRequest { since: p.since, timeout_ms, full_state, set_presence: p.set_presence, filter };
+    Ok(JsonResponse(sync::sync(&state, &requester, request).await?))
+}
+
+fn require_self(requester: &Requester, user_id: &str) -> Result<()> {
+    if requester.user_id.as_str() != user_id {
+        return Err(Error::forbidden("You can only manage your own filters"));
+    }
+    Ok(())
+}
+
+async fn create_filter(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(user_id): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<JsonResponse<Value>> {
+    require_self(&requester, &user_id)?;
+    if !body.is_object() {
+        return Err(Error::bad_json("A filter must be a JSON object"));
+    }
+    let id = filter::create(&state, &user_id, body).await?;
+    Ok(JsonResponse(json!({ "filter_id": id })))
+}
+
+async fn get_filter(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((user_id, filter_id)): Path<(String, String)>,
+) -> Result<JsonResponse<Value>> {
+    require_self(&requester, &user_id)?;
+    Ok(JsonResponse(filter::get(&state, &user_id, &filter_id).await?))
+}

@@ -1,0 +1,187 @@
+//! Filters (spec: filter.yaml, room_event_filter.yaml): parsing and the pieces other services apply.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::store::events::EventFilter as StoreFilter;
+use crate::{AppState, Error, Result, store};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Filter {
+    pub event_fields: Option<Vec<String>>,
+    pub event_format: Option<String>,
+    pub presence: EventFilter,
+    pub account_data: EventFilter,
+    pub room: RoomFilter,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct EventFilter {
+    pub limit: Option<i64>,
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RoomFilter {
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+    pub include_leave: bool,
+    pub ephemeral: RoomEventFilter,
+    pub state: RoomEventFilter,
+    pub timeline: RoomEventFilter,
+    pub account_data: RoomEventFilter,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RoomEventFilter {
+    pub limit: Option<i64>,
+    pub types: Option<Vec<String>>,
+    pub not_types: Vec<String>,
+    pub senders: Option<Vec<String>>,
+    pub not_senders: Vec<String>,
+    pub rooms: Option<Vec<String>>,
+    pub not_rooms: Vec<String>,
+    pub contains_url: Option<bool>,
+    pub lazy_load_members: bool,
+    pub include_redundant_members: bool,
+    pub unread_thread_notifications: bool,
+}
+
+/// `*` is the spec's wildcard; everything else in a type is literal for LIKE.
+fn like_pattern(t: &str) -> String {
+    let mut out = String::with_capacity(t.len() + 4);
+    for c in t.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '%' => out.push_str("\\%"),
+            '_' => out.push_str("\\_"),
+            '*' => out.push('%'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `event_type` matches a filter type (with `*` wildcards).
+pub fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == event_type,
+        Some((prefix, rest)) => {
+            if !event_type.starts_with(prefix) {
+                return false;
+            }
+            let tail = &event_type[prefix.len()..];
+            if rest.is_empty() {
+                return true;
+            }
+            (0..=tail.len()).any(|i| tail.is_char_boundary(i) && type_matches(rest, &tail[i..]))
+        }
+    }
+}
+
+impl RoomEventFilter {
+    pub fn to_store(&self) -> StoreFilter {
+        StoreFilter {
+            types: self.types.as_ref().map(|t| t.iter().map(|t| like_pattern(t)).collect()),
+            not_types: self.not_types.iter().map(|t| like_pattern(t)).collect(),
+            senders: self.senders.clone(),
+            not_senders: self.not_senders.clone(),
+            contains_url: self.contains_url,
+        }
+    }
+
+    pub fn allows_type(&self, event_type: &str) -> bool {
+        if self.not_types.iter().any(|p| type_matches(p, event_type)) {
+            return false;
+        }
+        self.types.as_ref().is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+    }
+
+    pub fn allows_sender(&self, sender: &str) -> bool {
+        !self.not_senders.iter().any(|s| s == sender) && self.senders.as_ref().is_none_or(|s| s.iter().any(|x| x == sender))
+    }
+
+    pub fn allows_room(&self, room_id: &str) -> bool {
+        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+    }
+}
+
+impl EventFilter {
+    pub fn allows_type(&self, event_type: &str) -> bool {
+        if self.not_types.iter().any(|p| type_matches(p, event_type)) {
+            return false;
+        }
+        self.types.as_ref().is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+    }
+}
+
+impl RoomFilter {
+    pub fn allows_room(&self, room_id: &str) -> bool {
+        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+    }
+}
+
+pub fn parse_room_event_filter(text: Option<&str>) -> Result<RoomEventFilter> {
+    match text {
+        None | Some("") => Ok(RoomEventFilter::default()),
+        Some(text) => serde_json::from_str(text).map_err(|e| Error::invalid_param(format!("Invalid filter: {e}"))),
+    }
+}
+
+/// A `filter` query parameter: inline JSON, or the ID of a stored filter.
+pub async fn resolve(state: &AppState, user_id: &str, text: Option<&str>) -> Result<Filter> {
+    match text {
+        None | Some("") => Ok(Filter::default()),
+        Some(text) if text.trim_start().starts_with('{') => {
+            serde_json::from_str(text).map_err(|e| Error::invalid_param(format!("Invalid filter: {e}")))
+        }
+        Some(id) => {
+            let id: i64 = id.parse().map_err(|_| Error::invalid_param("Invalid filter ID"))?;
+            let stored = store::filters::get(&state.db, user_id, id)
+                .await?
+                .ok_or_else(|| Error::not_found("No such filter"))?;
+            serde_json::from_str(&stored).map_err(Error::internal)
+        }
+    }
+}
+
+/// Validates and stores a filter, returning its ID.
+pub async fn create(state: &AppState, user_id: &str, body: Value) -> Result<String> {
+    let _: Filter = serde_json::from_value(body.clone()).map_err(|e| Error::bad_json(format!("Invalid filter: {e}")))?;
+    let id = store::filters::insert(&state.db, user_id, &body.to_string()).await?;
+    Ok(id.to_string())
+}
+
+pub async fn get(state: &AppState, user_id: &str, filter_id: &str) -> Result<Value> {
+    let id: i64 = filter_id.parse().map_err(|_| Error::not_found("No such filter"))?;
+    let stored = store::filters::get(&state.db, user_id, id).await?.ok_or_else(|| Error::not_found("No such filter"))?;
+    serde_json::from_str(&stored).map_err(Error::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_prefixes_and_infixes() {
+        assert!(type_matches("m.room.*", "m.room.message"));
+        assert!(type_matches("*", "anything"));
+        assert!(type_matches("m.*.message", "m.room.message"));
+        assert!(!type_matches("m.room.*", "m.call.invite"));
+        assert!(type_matches("m.room.message", "m.room.message"));
+        assert!(!type_matches("m.room.message", "m.room.messages"));
+    }
+
+    #[test]
+    fn like_patterns_escape_sql_wildcards() {
+        assert_eq!(like_pattern("my_type.*"), "my\\_type.%");
+        assert_eq!(like_pattern("100%"), "100\\%");
+    }
+}

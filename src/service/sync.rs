@@ -1,0 +1,547 @@
+//! /sync: assembles a response from one consistent read of the database.
+//!
+//! Every read of one response happens in a single REPEATABLE READ transaction that starts by reading
+//! the stream watermark. Because writers commit in stream order (see store::stream), that snapshot is
+//! exactly "everything up to the watermark": the state and the timelines agree with `next_batch`, and
+//! the next incremental sync continues from there with nothing skipped and nothing repeated.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+
+use crate::service::auth::Requester;
+use crate::service::filter::{Filter, RoomEventFilter};
+use crate::service::timeline::{self, Viewer};
+use crate::service::visibility::Visibility;
+use crate::store::events::EventRow;
+use crate::{AppState, Error, Result, store};
+
+/// The longest a client may ask us to hold a request.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+const DEFAULT_TIMELINE_LIMIT: i64 = 10;
+/// Event types whose current state goes into an invite's stripped state.
+const STRIPPED_STATE: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+/// A position in every stream a sync reports: the global stream, and the typing clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncToken {
+    pub position: i64,
+    pub typing: i64,
+}
+
+impl SyncToken {
+    pub fn parse(token: &str) -> Option<Self> {
+        let rest = token.strip_prefix('s')?;
+        let mut parts = rest.split('_');
+        let position = parts.next()?.parse().ok().filter(|p: &i64| *p >= 0)?;
+        let typing = match parts.next() {
+            Some(t) => t.parse().ok()?,
+            None => 0,
+        };
+        Some(Self { position, typing })
+    }
+
+    pub fn encode(&self) -> String {
+        format!("s{}_{}", self.position, self.typing)
+    }
+}
+
+pub struct SyncRequest {
+    pub since: Option<String>,
+    pub timeout_ms: u64,
+    pub full_state: bool,
+    pub set_presence: Option<String>,
+    pub filter: Filter,
+}
+
+/// Member events already sent to a device, per room: lazy loading without redundant members.
+/// In memory and best effort: after a restart, or on another process, members are simply sent again.
+#[derive(Default)]
+pub struct LazyMemberCache {
+    sent: Mutex<HashMap<(String, String), HashMap<String, HashSet<String>>>>,
+}
+
+#[derive(Serialize, Default)]
+pub struct Events {
+    pub events: Vec<Box<RawValue>>,
+}
+
+impl Events {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+#[derive(Serialize)]
+pub struct Timeline {
+    pub events: Vec<Box<RawValue>>,
+    pub limited: bool,
+    pub prev_batch: String,
+}
+
+#[derive(Serialize)]
+pub struct JoinedRoom {
+    pub timeline: Timeline,
+    pub state: Events,
+    pub ephemeral: Events,
+    pub account_data: Events,
+    pub summary: Value,
+    pub unread_notifications: Value,
+    pub unread_thread_notifications: Value,
+}
+
+#[derive(Serialize)]
+pub struct InvitedRoom {
+    pub invite_state: Events,
+}
+
+#[derive(Serialize)]
+pub struct LeftRoom {
+    pub timeline: Timeline,
+    pub state: Events,
+    pub account_data: Events,
+}
+
+#[derive(Serialize, Default)]
+pub struct Rooms {
+    pub join: BTreeMap<String, JoinedRoom>,
+    pub invite: BTreeMap<String, InvitedRoom>,
+    pub leave: BTreeMap<String, LeftRoom>,
+    pub knock: BTreeMap<String, Value>,
+}
+
+#[derive(Serialize, Default)]
+pub struct DeviceLists {
+    pub changed: Vec<String>,
+    pub left: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct SyncResponse {
+    pub next_batch: String,
+    pub rooms: Rooms,
+    pub presence: Events,
+    pub account_data: Events,
+    pub to_device: Events,
+    pub device_lists: DeviceLists,
+    pub device_one_time_keys_count: BTreeMap<String, i64>,
+    pub device_unused_fallback_key_types: Vec<String>,
+}
+
+impl SyncResponse {
+    /// Nothing a client would act on: a long poll keeps waiting.
+    fn is_empty(&self) -> bool {
+        self.rooms.join.is_empty()
+            && self.rooms.invite.is_empty()
+            && self.rooms.leave.is_empty()
+            && self.rooms.knock.is_empty()
+            && self.presence.is_empty()
+            && self.account_data.is_empty()
+            && self.to_device.is_empty()
+            && self.device_lists.changed.is_empty()
+            && self.device_lists.left.is_empty()
+    }
+}
+
+pub async fn sync(state: &AppState, requester: &Requester, req: SyncRequest) -> Result<SyncResponse> {
+    let since = match req.since.as_deref() {
+        None | Some("") => None,
+        Some(token) => Some(SyncToken::parse(token).ok_or_else(|| Error::invalid_param("Invalid since token"))?),
+    };
+    let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
+    let user = requester.user_id.as_str();
+    let device_key = format!("device:{user}:{}", requester.device_id);
+    loop {
+        let response = compute(state, requester, since, req.full_state, &req.filter).await?;
+        if since.is_none() || !response.is_empty() || Instant::now() >= deadline {
+            return Ok(response);
+        }
+        // Subscribe, then re-check: a commit between the read above and the subscription is seen here.
+        let rooms = store::rooms::joined_rooms(&state.db, user).await?;
+        let keys = std::iter::once(user).chain(std::iter::once(device_key.as_str())).chain(rooms.iter().map(String::as_str));
+        let subscription = state.notifier.subscribe(keys);
+        let read_at = SyncToken::parse(&response.next_batch).map_or(0, |t| t.position);
+        if store::stream::current(&state.db).await? == read_at {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if !subscription.wait(remaining).await {
+                return Ok(response);
+            }
+        }
+    }
+}
+
+async fn begin_snapshot(state: &AppState) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = state.db.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    Ok(tx)
+}
+
+struct RoomPlan {
+    room_id: String,
+    /// Send the whole state (initial sync, new join, full_state) rather than a delta.
+    full: bool,
+}
+
+async fn compute(
+    state: &AppState,
+    requester: &Requester,
+    since: Option<SyncToken>,
+    full_state: bool,
+    filter: &Filter,
+) -> Result<SyncResponse> {
+    let user = requester.user_id.as_str();
+    let viewer = Viewer { user_id: user, device_id: Some(requester.device_id.as_str()) };
+    let mut tx = begin_snapshot(state).await?;
+    let upto = store::stream::current_in(&mut tx).await?;
+    // A token from the future (say, a restored database) gets a safe full resync.
+    let since = since.filter(|s| s.position <= upto);
+    let from = since.map_or(0, |s| s.position);
+    let initial = since.is_none();
+    let room_filter = &filter.room;
+    let memberships = store::rooms::memberships_of(&mut *tx, user).await?;
+
+    let mut joined: Vec<RoomPlan> = Vec::new();
+    let mut invited: Vec<&store::rooms::MembershipRow> = Vec::new();
+    let mut left: Vec<&store::rooms::MembershipRow> = Vec::new();
+    for m in &memberships {
+        if !room_filter.allows_room(&m.room_id) {
+            continue;
+        }
+        let changed = m.stream_ordering > from;
+        match m.membership.as_str() {
+            "join" => joined.push(RoomPlan { room_id: m.room_id.clone(), full: initial || full_state || changed }),
+            "invite" if initial || changed => invited.push(m),
+            "leave" | "ban" if (changed && !initial) || (room_filter.include_leave && (initial || full_state || changed)) => {
+                left.push(m)
+            }
+            _ => {}
+        }
+    }
+    if initial {
+        state.sync_members.forget_device(user, requester.device_id.as_str());
+    }
+
+    let timeline_filter = &room_filter.timeline;
+    let limit = timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 1000);
+    let store_filter = timeline_filter.to_store();
+    let full_ids: Vec<String> = joined.iter().filter(|p| p.full).map(|p| p.room_id.clone()).collect();
+    let delta_ids: Vec<String> = joined.iter().filter(|p| !p.full).map(|p| p.room_id.clone()).collect();
+    let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
+    for row in store::events::latest_events_per_room(&mut *tx, &full_ids, 0, upto, limit + 1, &store_filter).await? {
+        timelines.entry(row.room_id.clone()).or_default().push(row);
+    }
+    if !delta_ids.is_empty() {
+        for row in store::events::latest_events_per_room(&mut *tx, &delta_ids, from, upto, limit + 1, &store_filter).await? {
+            timelines.entry(row.room_id.clone()).or_default().push(row);
+        }
+    }
+    let current_state: HashMap<String, Vec<EventRow>> = {
+        let mut by_room: HashMap<String, Vec<EventRow>> = HashMap::new();
+        for row in store::events::current_state_of_rooms(&mut *tx, &full_ids).await? {
+            by_room.entry(row.room_id.clone()).or_default().push(row);
+        }
+        by_room
+    };
+
+    let mut rooms = Rooms::default();
+    for plan in &joined {
+        let mut rows = timelines.remove(&plan.room_id).unwrap_or_default();
+        let limited = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        rows.reverse();
+        if !plan.full && rows.is_empty() {
+            continue;
+        }
+        let current = current_state.get(&plan.room_id);
+        let room = joined_room(state, &mut tx, requester, viewer, plan, rows, limited, current, from, upto, filter).await?;
+        rooms.join.insert(plan.room_id.clone(), room);
+    }
+    for m in invited {
+        rooms.invite.insert(m.room_id.clone(), invited_room(state, user, &m.room_id).await?);
+    }
+    for m in left {
+        let full = initial || full_state;
+        let room = left_room(state, &mut tx, requester, viewer, m, full, from, limit, filter).await?;
+        rooms.leave.insert(m.room_id.clone(), room);
+    }
+    tx.commit().await?;
+
+    Ok(SyncResponse {
+        next_batch: SyncToken { position: upto, typing: since.map_or(0, |s| s.typing) }.encode(),
+        rooms,
+        presence: Events::default(),
+        account_data: Events::default(),
+        to_device: Events::default(),
+        device_lists: DeviceLists::default(),
+        device_one_time_keys_count: BTreeMap::new(),
+        device_unused_fallback_key_types: Vec::new(),
+    })
+}
+
+/// The newest event per (type, state_key) among `rows` (oldest first).
+fn latest_per_key(rows: Vec<EventRow>) -> Vec<EventRow> {
+    let mut latest: HashMap<(String, String), EventRow> = HashMap::new();
+    for row in rows {
+        let key = (row.event_type.clone(), row.state_key.clone().unwrap_or_default());
+        latest.insert(key, row);
+    }
+    let mut out: Vec<EventRow> = latest.into_values().collect();
+    out.sort_by_key(|r| r.stream_ordering);
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn joined_room(
+    state: &AppState,
+    tx: &mut PgConnection,
+    requester: &Requester,
+    viewer: Viewer<'_>,
+    plan: &RoomPlan,
+    mut rows: Vec<EventRow>,
+    limited: bool,
+    current: Option<&Vec<EventRow>>,
+    from: i64,
+    upto: i64,
+    filter: &Filter,
+) -> Result<JoinedRoom> {
+    let user = requester.user_id.as_str();
+    let room_id = plan.room_id.as_str();
+    let state_filter = &filter.room.state;
+
+    // History visibility: most rooms are "shared", where a joined member sees everything.
+    let hv_shared = current.map_or(true, |cur| {
+        cur.iter()
+            .find(|r| r.event_type == "m.room.history_visibility")
+            .and_then(|r| serde_json::from_str::<Value>(&r.client_json).ok())
+            .is_none_or(|v| matches!(v["content"]["history_visibility"].as_str(), Some("shared" | "world_readable") | None))
+    });
+    if plan.full && !hv_shared {
+        let vis = Visibility::load(&mut *tx, room_id, user).await?;
+        rows.retain(|r| vis.can_see_row(r, user));
+    }
+    let first_pos = rows.first().map_or(upto + 1, |r| r.stream_ordering);
+    let prev_batch = crate::service::messages::position_token(first_pos - 1);
+
+    // State before the timeline: the whole of it for a full room, the changes since `from` otherwise.
+    let mut state_rows: Vec<EventRow> = if plan.full {
+        let has_state_in_timeline = rows.iter().any(|r| r.state_key.is_some());
+        match (current, has_state_in_timeline) {
+            (Some(cur), false) => cur.clone(),
+            _ => store::events::state_at(&mut *tx, room_id, first_pos - 1).await?,
+        }
+    } else if limited {
+        latest_per_key(store::events::state_changes(&mut *tx, &[plan.room_id.clone()], from, first_pos - 1).await?)
+    } else {
+        Vec::new()
+    };
+    state_rows.retain(|r| state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender));
+
+    if state_filter.lazy_load_members {
+        apply_lazy_loading(state, tx, requester, room_id, &rows, &mut state_rows, state_filter, first_pos, plan.full).await?;
+    }
+
+    let summary = summary(state, room_id, user).await?;
+    let mut timeline_events = timeline::render_all(state, &rows, viewer).await?;
+    let mut state_events = timeline::render_all(state, &state_rows, viewer).await?;
+    if let Some(fields) = &filter.event_fields {
+        timeline_events = timeline_events.iter().map(|e| timeline::keep_fields(e, fields)).collect();
+        state_events = state_events.iter().map(|e| timeline::keep_fields(e, fields)).collect();
+    }
+    Ok(JoinedRoom {
+        timeline: Timeline { events: timeline_events, limited, prev_batch },
+        state: Events { events: state_events },
+        ephemeral: Events::default(),
+        account_data: Events::default(),
+        summary,
+        unread_notifications: json!({"notification_count": 0, "highlight_count": 0}),
+        unread_thread_notifications: json!({}),
+    })
+}
+
+/// Lazy-loaded members: only the member events the timeline's senders need (and the user's own),
+/// minus those this device already has unless redundant members are asked for.
+#[allow(clippy::too_many_arguments)]
+async fn apply_lazy_loading(
+    state: &AppState,
+    tx: &mut PgConnection,
+    requester: &Requester,
+    room_id: &str,
+    timeline_rows: &[EventRow],
+    state_rows: &mut Vec<EventRow>,
+    state_filter: &RoomEventFilter,
+    first_pos: i64,
+    full: bool,
+) -> Result<()> {
+    let user = requester.user_id.as_str();
+    let in_timeline: HashSet<&str> = timeline_rows
+        .iter()
+        .filter(|r| r.event_type == "m.room.member")
+        .filter_map(|r| r.state_key.as_deref())
+        .collect();
+    let mut wanted: Vec<String> = timeline_rows.iter().map(|r| r.sender.clone()).collect();
+    if full {
+        wanted.push(user.to_owned());
+    }
+    wanted.sort();
+    wanted.dedup();
+    wanted.retain(|u| !in_timeline.contains(u.as_str()));
+    if !state_filter.include_redundant_members {
+        wanted = state.sync_members.unsent(user, requester.device_id.as_str(), room_id, wanted);
+    }
+    state_rows.retain(|r| r.event_type != "m.room.member");
+    if !wanted.is_empty() && state_filter.allows_type("m.room.member") {
+        let members = store::events::members_at(&mut *tx, room_id, &wanted, first_pos - 1).await?;
+        state_rows.extend(members);
+    }
+    let sent: Vec<String> = state_rows
+        .iter()
+        .filter(|r| r.event_type == "m.room.member")
+        .filter_map(|r| r.state_key.clone())
+        .chain(in_timeline.iter().map(|s| s.to_string()))
+        .collect();
+    state.sync_members.record(user, requester.device_id.as_str(), room_id, sent);
+    Ok(())
+}
+
+impl LazyMemberCache {
+    fn forget_device(&self, user: &str, device: &str) {
+        self.sent.lock().unwrap().remove(&(user.to_owned(), device.to_owned()));
+    }
+
+    fn unsent(&self, user: &str, device: &str, room: &str, wanted: Vec<String>) -> Vec<String> {
+        let sent = self.sent.lock().unwrap();
+        match sent.get(&(user.to_owned(), device.to_owned())).and_then(|rooms| rooms.get(room)) {
+            Some(members) => wanted.into_iter().filter(|u| !members.contains(u)).collect(),
+            None => wanted,
+        }
+    }
+
+    fn record(&self, user: &str, device: &str, room: &str, members: Vec<String>) {
+        let mut sent = self.sent.lock().unwrap();
+        if sent.len() > 50_000 {
+            sent.clear();
+        }
+        sent.entry((user.to_owned(), device.to_owned())).or_default().entry(room.to_owned()).or_default().extend(members);
+    }
+}
+
+/// m.heroes (when the room has no name or alias) and the member counts clients name rooms from.
+async fn summary(state: &AppState, room_id: &str, user: &str) -> Result<Value> {
+    let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else { return Ok(json!({})) };
+    let joined: Vec<&str> = snapshot.members_with("join").collect();
+    let invited: Vec<&str> = snapshot.members_with("invite").collect();
+    let mut summary = json!({
+        "m.joined_member_count": joined.len(),
+        "m.invited_member_count": invited.len(),
+    });
+    let named = snapshot.entry("m.room.name", "").is_some_and(|e| e.content["name"].as_str().is_some_and(|n| !n.is_empty()))
+        || snapshot.entry("m.room.canonical_alias", "").is_some_and(|e| e.content["alias"].is_string());
+    if !named {
+        let mut heroes: Vec<&str> = joined.iter().chain(&invited).copied().filter(|u| *u != user).collect();
+        if heroes.is_empty() {
+            // Everyone left: name the room after those who were there.
+            heroes = snapshot.members_with("leave").chain(snapshot.members_with("ban")).filter(|u| *u != user).collect();
+        }
+        heroes.sort_unstable();
+        heroes.truncate(5);
+        summary["m.heroes"] = json!(heroes);
+    }
+    Ok(summary)
+}
+
+/// Stripped state for an invite, including the invite event itself (with `is_direct`).
+async fn invited_room(state: &AppState, user: &str, room_id: &str) -> Result<InvitedRoom> {
+    let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else {
+        return Ok(InvitedRoom { invite_state: Events::default() });
+    };
+    let mut events = Vec::new();
+    let mut push = |event_type: &str, state_key: &str| {
+        if let Some(e) = snapshot.entry(event_type, state_key) {
+            let stripped = json!({"type": event_type, "state_key": state_key, "sender": e.sender, "content": e.content});
+            if let Ok(raw) = RawValue::from_string(stripped.to_string()) {
+                events.push(raw);
+            }
+        }
+    };
+    for t in STRIPPED_STATE {
+        push(t, "");
+    }
+    let inviter = snapshot.entry("m.room.member", user).map(|e| e.sender.clone());
+    if let Some(inviter) = inviter.filter(|i| i != user) {
+        push("m.room.member", &inviter);
+    }
+    push("m.room.member", user);
+    Ok(InvitedRoom { invite_state: Events { events } })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn left_room(
+    state: &AppState,
+    tx: &mut PgConnection,
+    requester: &Requester,
+    viewer: Viewer<'_>,
+    m: &store::rooms::MembershipRow,
+    full: bool,
+    from: i64,
+    limit: i64,
+    filter: &Filter,
+) -> Result<LeftRoom> {
+    let user = requester.user_id.as_str();
+    let leave_pos = m.stream_ordering;
+    let store_filter = filter.room.timeline.to_store();
+    let after = if full { 0 } else { from };
+    let rooms = [m.room_id.clone()];
+    let mut rows = store::events::latest_events_per_room(&mut *tx, &rooms, after, leave_pos, limit + 1, &store_filter).await?;
+    let limited = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    let vis = Visibility::load(&mut *tx, &m.room_id, user).await?;
+    rows.retain(|r| vis.can_see_row(r, user));
+    let first_pos = rows.first().map_or(leave_pos + 1, |r| r.stream_ordering);
+    let mut state_rows = if full {
+        store::events::state_at(&mut *tx, &m.room_id, first_pos - 1).await?
+    } else if limited {
+        latest_per_key(store::events::state_changes(&mut *tx, &rooms, from, first_pos - 1).await?)
+    } else {
+        Vec::new()
+    };
+    let state_filter = &filter.room.state;
+    state_rows.retain(|r| state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender));
+    Ok(LeftRoom {
+        timeline: Timeline {
+            events: timeline::render_all(state, &rows, viewer).await?,
+            limited,
+            prev_batch: crate::service::messages::position_token(first_pos - 1),
+        },
+        state: Events { events: timeline::render_all(state, &state_rows, viewer).await? },
+        account_data: Events::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        let t = SyncToken { position: 42, typing: 7 };
+        assert_eq!(SyncToken::parse(&t.encode()), Some(t));
+        assert_eq!(SyncToken::parse("s5"), Some(SyncToken { position: 5, typing: 0 }));
+        for bad in ["", "5", "s", "sx", "s-1", "s1_x", "garbage"] {
+            assert_eq!(SyncToken::parse(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! History visibility: which events of a room a user may see, per the spec's rules. Built from two
+//! short histories — the user's membership and the room's `m.room.history_visibility` — so that any
+//! number of events can be checked without further queries.
+
+use sqlx::PgConnection;
+
+use crate::store::events::EventRow;
+use crate::{Result, store};
+
+pub struct Visibility {
+    /// (position, membership after that event), oldest first.
+    memberships: Vec<(i64, String)>,
+    /// (position, history_visibility after that event), oldest first.
+    settings: Vec<(i64, String)>,
+    /// The user is joined now: `shared` history is open to them.
+    joined_now: bool,
+}
+
+impl Visibility {
+    pub async fn load(conn: &mut PgConnection, room_id: &str, user_id: &str) -> Result<Self> {
+        let memberships: Vec<(i64, String)> =
+            store::events::state_key_history(&mut *conn, room_id, "m.room.member", user_id, "membership")
+                .await?
+                .into_iter()
+                .map(|(pos, m)| (pos, m.unwrap_or_else(|| "leave".into())))
+                .collect();
+        let settings = store::events::state_key_history(&mut *conn, room_id, "m.room.history_visibility", "", "history_visibility")
+            .await?
+            .into_iter()
+            .map(|(pos, v)| (pos, v.unwrap_or_else(|| "shared".into())))
+            .collect();
+        let joined_now = memberships.last().is_some_and(|(_, m)| m == "join");
+        Ok(Self { memberships, settings, joined_now })
+    }
+
+    fn value_before(list: &[(i64, String)], pos: i64) -> Option<&str> {
+        let i = list.partition_point(|(p, _)| *p < pos);
+        i.checked_sub(1).map(|i| list[i].1.as_str())
+    }
+
+    fn value_at_or_before(list: &[(i64, String)], pos: i64) -> Option<&str> {
+        let i = list.partition_point(|(p, _)| *p <= pos);
+        i.checked_sub(1).map(|i| list[i].1.as_str())
+    }
+
+    /// Whether the user may see the event at `pos`; `own_member_event` when it is the user's own
+    /// membership event (they see the event that changed their membership).
+    pub fn can_see(&self, pos: i64, own_member_event: bool) -> bool {
+        let setting = Self::value_before(&self.settings, pos).unwrap_or("shared");
+        if setting == "world_readable" {
+            return true;
+        }
+        let membership = if own_member_event {
+            Self::value_at_or_before(&self.memberships, pos)
+        } else {
+            Self::value_before(&self.memberships, pos)
+        }
+        .unwrap_or("leave");
+        match (membership, setting) {
+            ("join", _) => true,
+            (_, "shared") => self.joined_now,
+            ("invite", "invited") => true,
+            _ => false,
+        }
+    }
+
+    pub fn can_see_row(&self, row: &EventRow, user_id: &str) -> bool {
+        let own = row.event_type == "m.room.member" && row.state_key.as_deref() == Some(user_id);
+        self.can_see(row.stream_ordering, own)
+    }
+
+    /// The last position the user may see state at: their leave when they left, else `upto`.
+    pub fn state_horizon(&self, upto: i64) -> i64 {
+        match self.memberships.last() {
+            Some((pos, m)) if m != "join" && m != "invite" => (*pos).min(upto),
+            _ => upto,
+        }
+    }
+
+    /// Whether the user is (or was) allowed to look into the room at all.
+    pub fn may_read_room(&self) -> bool {
+        self.joined_now
+            || !self.memberships.is_empty()
+            || self.settings.last().is_some_and(|(_, v)| v == "world_readable")
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.joined_now
+    }
+
+    /// True when every event is visible without checking one by one (the common case).
+    pub fn all_visible(&self) -> bool {
+        self.joined_now && self.settings.iter().all(|(_, v)| v == "shared" || v == "world_readable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(memberships: &[(i64, &str)], settings: &[(i64, &str)]) -> Visibility {
+        let m: Vec<(i64, String)> = memberships.iter().map(|(p, s)| (*p, s.to_string())).collect();
+        let joined_now = m.last().is_some_and(|(_, s)| s == "join");
+        Visibility { memberships: m, settings: settings.iter().map(|(p, s)| (*p, s.to_string())).collect(), joined_now }
+    }
+
+    #[test]
+    fn shared_history_is_visible_to_current_members() {
+        let vis = v(&[(10, "join")], &[(3, "shared")]);
+        assert!(vis.can_see(5, false));
+        assert!(vis.can_see(11, false));
+    }
+
+    #[test]
+    fn after_leaving_only_events_while_joined_are_visible() {
+        let vis = v(&[(10, "join"), (20, "leave")], &[(3, "shared")]);
+        assert!(!vis.can_see(5, false));
+        assert!(vis.can_see(15, false));
+        assert!(vis.can_see(20, true), "the user's own leave event");
+        assert!(!vis.can_see(25, false));
+    }
+
+    #[test]
+    fn joined_visibility_hides_history_before_the_join() {
+        let vis = v(&[(10, "join")], &[(3, "joined")]);
+        assert!(!vis.can_see(5, false));
+        assert!(vis.can_see(10, true));
+        assert!(vis.can_see(12, false));
+    }
+
+    #[test]
+    fn invited_visibility_shows_events_since_the_invite() {
+        let vis = v(&[(8, "invite"), (10, "join")], &[(3, "invited")]);
+        assert!(!vis.can_see(5, false));
+        assert!(vis.can_see(9, false));
+    }
+
+    #[test]
+    fn world_readable_is_visible_to_anyone() {
+        let vis = v(&[], &[(3, "world_readable")]);
+        assert!(vis.can_see(5, false));
+        assert!(!vis.can_see(2, false));
+    }
+}
