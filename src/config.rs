@@ -20,6 +20,7 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub messages: Messages,
+    pub directory: Directory,
     pub log: Log,
 }
 
@@ -79,6 +80,14 @@ pub struct Messages {
     pub sanitize_html: bool,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Directory {
+    /// The user directory searches every local user, not only those sharing a room with the searcher
+    /// or sitting in public rooms.
+    pub search_all_users: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -107,6 +116,7 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             messages: Messages::default(),
+            directory: Directory::default(),
             log: Log::default(),
         }
     }

@@ -71,6 +71,7 @@ impl AppState {
         }));
         state.writer.start(state.clone());
         service::notifier::start_listener(state.clone()).await?;
+        service::maintenance::start(state.clone());
         Ok(state)
     }
 

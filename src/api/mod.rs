@@ -2,11 +2,13 @@
 
 pub mod account;
 pub mod auth;
+pub mod directory;
 pub mod discovery;
 pub mod extract;
 pub mod login;
 pub mod membership;
 pub mod messages;
+pub mod profile;
 pub mod register;
 pub mod rooms;
 pub mod send;
@@ -38,7 +40,9 @@ pub fn router(state: AppState) -> Router {
         .merge(membership::routes())
         .merge(send::routes())
         .merge(messages::routes())
-        .merge(sync::routes());
+        .merge(sync::routes())
+        .merge(profile::routes())
+        .merge(directory::routes());
     let client_v1 = Router::new().merge(messages::v1_routes());
 
     Router::new()

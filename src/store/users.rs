@@ -100,3 +100,43 @@ pub async fn touch_device(db: &PgPool, user_id: &str, device_id: &str, ts: i64, 
     .await?;
     Ok(())
 }
+
+pub struct DirectoryUser {
+    pub user_id: String,
+    pub displayname: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+/// Local users matching `pattern` (an ILIKE pattern) on user ID or display name, who share a room
+/// with `searcher` or sit in a public room — or all users when `everyone`.
+pub async fn search_directory(
+    db: &PgPool,
+    searcher: &str,
+    pattern: &str,
+    everyone: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<DirectoryUser>> {
+    sqlx::query_as!(
+        DirectoryUser,
+        r#"SELECT u.user_id, u.displayname, u.avatar_url FROM users u
+           WHERE NOT u.deactivated
+             AND (u.user_id ILIKE $2 OR u.displayname ILIKE $2)
+             AND ($3 OR u.user_id = $1
+                  OR EXISTS (SELECT 1 FROM memberships mine JOIN memberships theirs ON theirs.room_id = mine.room_id
+                             WHERE mine.user_id = $1 AND mine.membership = 'join'
+                               AND theirs.user_id = u.user_id AND theirs.membership = 'join')
+                  OR EXISTS (SELECT 1 FROM memberships m
+                             JOIN room_state s ON s.room_id = m.room_id AND s.event_type = 'm.room.join_rules' AND s.state_key = ''
+                             JOIN events e ON e.event_id = s.event_id
+                             WHERE m.user_id = u.user_id AND m.membership = 'join'
+                               AND e.client_json::jsonb -> 'content' ->> 'join_rule' = 'public'))
+           ORDER BY (u.displayname IS NULL), u.displayname, u.user_id
+           LIMIT $4"#,
+        searcher,
+        pattern,
+        everyone,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}

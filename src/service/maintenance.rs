@@ -1,0 +1,23 @@
+//! Background housekeeping.
+
+use std::time::Duration;
+
+use crate::{AppState, store};
+
+/// Transaction IDs are remembered at least this long (the spec asks for idempotent retries).
+const TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
+pub fn start(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let cutoff = store::now_ms() - TXN_RETENTION_MS;
+            match store::events::prune_txns(&state.db, cutoff).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old transaction IDs"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning transaction IDs failed"),
+            }
+        }
+    });
+}
