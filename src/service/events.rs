@@ -68,6 +68,10 @@ pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_
     let strings = |v: &[String]| CanonicalJsonValue::Array(v.iter().map(|s| string(s)).collect());
 
     let mut content = canonical_content(&draft.content)?;
+    // The whole PDU must fit in 64 KiB; refuse early what cannot, before hashing and signing.
+    if CanonicalJsonValue::Object(content.clone()).to_string().len() > MAX_EVENT_BYTES {
+        return Err(Error::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes")));
+    }
     if let Some(redacts) = &draft.redacts {
         if place.version != RoomVersion::V10 {
             // v11 moved `redacts` into the content, where redaction keeps it.
@@ -97,7 +101,10 @@ pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_
     }
 
     ruma::signatures::hash_and_sign_event(state.server_name.as_str(), &state.signing_key, &mut pdu, &rules.redaction)
-        .map_err(|e| Error::internal(format!("signing: {e}")))?;
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => Error::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes")),
+            e => Error::internal(format!("signing: {e}")),
+        })?;
     let pdu_text = CanonicalJsonValue::Object(pdu.clone()).to_string();
     if pdu_text.len() > MAX_EVENT_BYTES {
         return Err(Error::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes")));
