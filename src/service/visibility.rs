@@ -38,24 +38,18 @@ impl Visibility {
         i.checked_sub(1).map(|i| list[i].1.as_str())
     }
 
-    fn value_at_or_before(list: &[(i64, String)], pos: i64) -> Option<&str> {
-        let i = list.partition_point(|(p, _)| *p <= pos);
-        i.checked_sub(1).map(|i| list[i].1.as_str())
-    }
-
     /// Whether the user may see the event at `pos`; `own_member_event` when it is the user's own
     /// membership event (they see the event that changed their membership).
     pub fn can_see(&self, pos: i64, own_member_event: bool) -> bool {
+        // Users always see the events that changed their own membership (their invite, their kick).
+        if own_member_event {
+            return true;
+        }
         let setting = Self::value_before(&self.settings, pos).unwrap_or("shared");
         if setting == "world_readable" {
             return true;
         }
-        let membership = if own_member_event {
-            Self::value_at_or_before(&self.memberships, pos)
-        } else {
-            Self::value_before(&self.memberships, pos)
-        }
-        .unwrap_or("leave");
+        let membership = Self::value_before(&self.memberships, pos).unwrap_or("leave");
         match (membership, setting) {
             ("join", _) => true,
             (_, "shared") => self.joined_now,
