@@ -324,3 +324,16 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("server_name"));
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The documented example must parse, and say exactly what the defaults are.
+    #[test]
+    fn config_example_parses_to_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let example = Config::from_toml(&text).unwrap();
+        assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
+    }
+}
