@@ -30,12 +30,19 @@ pub async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
     let database = crate::server::open_database(&config).await?;
     let state = crate::AppState::build(config, database.pool.clone()).await?;
     let result = match command {
-        UserCommand::Create { name, admin, password_file } => {
+        UserCommand::Create {
+            name,
+            admin,
+            password_file,
+        } => {
             let password = match password_file {
-                Some(path) => std::fs::read_to_string(path)?.trim_end_matches('\n').to_owned(),
+                Some(path) => std::fs::read_to_string(path)?
+                    .trim_end_matches('\n')
+                    .to_owned(),
                 None => anyhow::bail!("--password-file is required"),
             };
-            let user_id = crate::service::accounts::validate_localpart(&state, &name.to_lowercase())?;
+            let user_id =
+                crate::service::accounts::validate_localpart(&state, &name.to_lowercase())?;
             crate::service::accounts::create_user(&state, &user_id, Some(password), admin).await?;
             println!("created {user_id}");
             Ok(())

@@ -49,6 +49,7 @@ pub enum RegistrationPolicy {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct Registration {
     /// Unset: `open` for the zero-config private setup on loopback, `disabled` otherwise.
     pub policy: Option<RegistrationPolicy>,
@@ -124,25 +125,28 @@ impl Default for Config {
 
 impl Default for Listen {
     fn default() -> Self {
-        Self { address: IpAddr::from([127, 0, 0, 1]), port: 8008 }
+        Self {
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 8008,
+        }
     }
 }
 
 impl Default for Database {
     fn default() -> Self {
-        Self { url: None, max_connections: 16 }
-    }
-}
-
-impl Default for Registration {
-    fn default() -> Self {
-        Self { policy: None, shared_secret: None }
+        Self {
+            url: None,
+            max_connections: 16,
+        }
     }
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_request_body: 1024 * 1024, max_upload: 50 * 1024 * 1024 }
+        Self {
+            max_request_body: 1024 * 1024,
+            max_upload: 50 * 1024 * 1024,
+        }
     }
 }
 
@@ -150,19 +154,28 @@ impl Default for RateLimits {
     fn default() -> Self {
         // Generous enough for a test suite or a benchmark registering users from one address,
         // tight enough to make password guessing slow.
-        Self { enabled: true, per_second: 5.0, burst: 50 }
+        Self {
+            enabled: true,
+            per_second: 5.0,
+            burst: 50,
+        }
     }
 }
 
 impl Default for Messages {
     fn default() -> Self {
-        Self { sanitize_html: true }
+        Self {
+            sanitize_html: true,
+        }
     }
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Human }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
     }
 }
 
@@ -170,7 +183,10 @@ impl Default for Log {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
@@ -190,9 +206,14 @@ impl Config {
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse { path: path.into(), message })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.into(),
+            message,
+        })
     }
 
     pub fn from_toml(text: &str) -> Result<Self, String> {
@@ -228,39 +249,61 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
         if ruma::ServerName::parse(&self.server_name).is_err() {
-            return invalid("server_name", "must be a valid Matrix server name such as example.org");
+            return invalid(
+                "server_name",
+                "must be a valid Matrix server name such as example.org",
+            );
         }
-        if let Some(url) = &self.public_baseurl {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return invalid("public_baseurl", "must start with http:// or https://");
-            }
+        if let Some(url) = &self.public_baseurl
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("public_baseurl", "must start with http:// or https://");
         }
         if !crate::service::room_versions::SUPPORTED.contains(&self.default_room_version.as_str()) {
-            return invalid("default_room_version", "must be one of \"10\", \"11\", \"12\"");
+            return invalid(
+                "default_room_version",
+                "must be one of \"10\", \"11\", \"12\"",
+            );
         }
-        if let Some(url) = &self.database.url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return invalid("database.url", "must be a postgres:// URL");
-            }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", "must be a postgres:// URL");
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "must be at least 1");
         }
         if self.limits.max_request_body < 65536 {
-            return invalid("limits.max_request_body", "must be at least 65536 bytes (one event)");
+            return invalid(
+                "limits.max_request_body",
+                "must be at least 65536 bytes (one event)",
+            );
         }
         if self.rate_limits.per_second <= 0.0 || self.rate_limits.burst == 0 {
             return invalid("rate_limits", "per_second and burst must be positive");
         }
-        if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
-            return invalid("log.level", "is not a valid filter such as \"info\" or \"axon=debug\"");
+        if self
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return invalid(
+                "log.level",
+                "is not a valid filter such as \"info\" or \"axon=debug\"",
+            );
         }
-        if let Some(secret) = &self.registration.shared_secret {
-            if secret.is_empty() {
-                return invalid("registration.shared_secret", "must not be empty");
-            }
+        if let Some(secret) = &self.registration.shared_secret
+            && secret.is_empty()
+        {
+            return invalid("registration.shared_secret", "must not be empty");
         }
         Ok(())
     }
@@ -314,14 +357,23 @@ mod tests {
     #[test]
     fn database_url_closes_open_registration() {
         let mut c = Config::default();
-        c.apply_env(|k| (k == "AXON_DATABASE_URL").then(|| "postgres://x/y".to_string())).unwrap();
+        c.apply_env(|k| (k == "AXON_DATABASE_URL").then(|| "postgres://x/y".to_string()))
+            .unwrap();
         assert_eq!(c.registration_policy(), RegistrationPolicy::Disabled);
     }
 
     #[test]
     fn bad_server_name_is_named() {
-        let c = Config { server_name: "not a name".into(), ..Config::default() };
-        assert!(c.validate().unwrap_err().to_string().contains("server_name"));
+        let c = Config {
+            server_name: "not a name".into(),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("server_name")
+        );
     }
 }
 
@@ -332,7 +384,9 @@ mod example_tests {
     /// The documented example must parse, and say exactly what the defaults are.
     #[test]
     fn config_example_parses_to_the_defaults() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+                .unwrap();
         let example = Config::from_toml(&text).unwrap();
         assert_eq!(format!("{example:?}"), format!("{:?}", Config::default()));
     }

@@ -13,7 +13,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug)]
 pub enum Error {
     /// A refusal the client caused: status, Matrix errcode, a readable reason, extra fields.
-    Matrix { status: StatusCode, errcode: &'static str, message: Cow<'static, str>, extra: Map<String, Value> },
+    Matrix {
+        status: StatusCode,
+        errcode: &'static str,
+        message: Cow<'static, str>,
+        extra: Map<String, Value>,
+    },
     /// A User-Interactive Authentication challenge: 401 with the body as built by the UIA helper.
     Uia(Value),
     /// Our fault. The cause is logged; the client sees only M_UNKNOWN.
@@ -53,8 +58,17 @@ constructors! {
 }
 
 impl Error {
-    pub fn matrix(status: StatusCode, errcode: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self::Matrix { status, errcode, message: message.into(), extra: Map::new() }
+    pub fn matrix(
+        status: StatusCode,
+        errcode: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::Matrix {
+            status,
+            errcode,
+            message: message.into(),
+            extra: Map::new(),
+        }
     }
 
     pub fn with_extra(mut self, key: &str, value: Value) -> Self {
@@ -66,12 +80,17 @@ impl Error {
 
     /// An access token we do not know, or no longer honour.
     pub fn unknown_token(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::matrix(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", message).with_extra("soft_logout", json!(false))
+        Self::matrix(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", message)
+            .with_extra("soft_logout", json!(false))
     }
 
     pub fn limit_exceeded(retry_after_ms: u64) -> Self {
-        Self::matrix(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", "Too many requests; slow down")
-            .with_extra("retry_after_ms", json!(retry_after_ms))
+        Self::matrix(
+            StatusCode::TOO_MANY_REQUESTS,
+            "M_LIMIT_EXCEEDED",
+            "Too many requests; slow down",
+        )
+        .with_extra("retry_after_ms", json!(retry_after_ms))
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
@@ -90,7 +109,9 @@ impl Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Matrix { errcode, message, .. } => write!(f, "{errcode}: {message}"),
+            Self::Matrix {
+                errcode, message, ..
+            } => write!(f, "{errcode}: {message}"),
             Self::Uia(_) => f.write_str("user-interactive authentication required"),
             Self::Internal(cause) => write!(f, "internal error: {cause}"),
         }
@@ -102,7 +123,12 @@ impl std::error::Error for Error {}
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         match self {
-            Self::Matrix { status, errcode, message, mut extra } => {
+            Self::Matrix {
+                status,
+                errcode,
+                message,
+                mut extra,
+            } => {
                 extra.insert("errcode".into(), errcode.into());
                 extra.insert("error".into(), Value::String(message.into_owned()));
                 (status, Json(Value::Object(extra))).into_response()

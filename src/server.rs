@@ -23,12 +23,13 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
         Some(url) => (PgConnectOptions::from_str(url)?, None),
         None => {
             let dir = config.data_dir.join("postgres");
-            let cluster = tokio::task::spawn_blocking(move || -> anyhow::Result<(Cluster, bool)> {
-                let cluster = Cluster::init(&dir)?;
-                let started = cluster.start()?;
-                Ok((cluster, started))
-            })
-            .await??;
+            let cluster =
+                tokio::task::spawn_blocking(move || -> anyhow::Result<(Cluster, bool)> {
+                    let cluster = Cluster::init(&dir)?;
+                    let started = cluster.start()?;
+                    Ok((cluster, started))
+                })
+                .await??;
             let (cluster, started) = cluster;
             create_database_if_missing(&cluster, "axon").await?;
             (cluster.connect_options("axon"), started.then_some(cluster))
@@ -39,7 +40,10 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
         .connect_with(options)
         .await?;
     MIGRATOR.run(&pool).await?;
-    Ok(Database { pool, owned_cluster })
+    Ok(Database {
+        pool,
+        owned_cluster,
+    })
 }
 
 pub async fn create_database_if_missing(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
@@ -50,7 +54,9 @@ pub async fn create_database_if_missing(cluster: &Cluster, name: &str) -> anyhow
         .fetch_optional(&mut conn)
         .await?;
     if exists.is_none() {
-        sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await?;
     }
     Ok(())
 }
@@ -72,9 +78,14 @@ async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
     let state = AppState::build(config, pool).await?;
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, server_name = %state.server_name, "Axon is listening");
-    axum::serve(listener, state.router().into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        state
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("stopped accepting requests");
     Ok(())
 }

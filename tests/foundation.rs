@@ -9,7 +9,12 @@ use crate::common::*;
 async fn versions_lists_spec_versions() {
     let app = spawn_app().await;
     let v = app.get("/_matrix/client/versions").await.ok();
-    let versions: Vec<&str> = v["versions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let versions: Vec<&str> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert!(versions.contains(&"v1.11"), "{versions:?}");
 }
 
@@ -33,44 +38,83 @@ async fn capabilities_offer_room_versions_10_to_12_default_12() {
         assert_eq!(rv["available"][version], "stable");
     }
     // Capabilities need a token.
-    app.get("/_matrix/client/v3/capabilities").await.expect_err(401, "M_MISSING_TOKEN");
+    app.get("/_matrix/client/v3/capabilities")
+        .await
+        .expect_err(401, "M_MISSING_TOKEN");
 }
 
 #[tokio::test]
 async fn unknown_endpoint_is_404_unrecognized() {
     let app = spawn_app().await;
-    app.get("/_matrix/client/v3/no/such/endpoint").await.expect_err(404, "M_UNRECOGNIZED");
+    app.get("/_matrix/client/v3/no/such/endpoint")
+        .await
+        .expect_err(404, "M_UNRECOGNIZED");
     app.get("/nothing").await.expect_err(404, "M_UNRECOGNIZED");
 }
 
 #[tokio::test]
 async fn wrong_method_is_405_unrecognized() {
     let app = spawn_app().await;
-    app.request(Method::DELETE, "/_matrix/client/v3/login", None, None).await.expect_err(405, "M_UNRECOGNIZED");
-    app.request(Method::POST, "/_matrix/client/versions", None, None).await.expect_err(405, "M_UNRECOGNIZED");
+    app.request(Method::DELETE, "/_matrix/client/v3/login", None, None)
+        .await
+        .expect_err(405, "M_UNRECOGNIZED");
+    app.request(Method::POST, "/_matrix/client/versions", None, None)
+        .await
+        .expect_err(405, "M_UNRECOGNIZED");
 }
 
 #[tokio::test]
 async fn body_that_is_not_json_is_m_not_json() {
     let app = spawn_app().await;
-    let r = app.raw(Method::POST, "/_matrix/client/v3/login", None, b"{not json".to_vec()).await;
+    let r = app
+        .raw(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            b"{not json".to_vec(),
+        )
+        .await;
     r.expect_err(400, "M_NOT_JSON");
 }
 
 #[tokio::test]
 async fn json_of_the_wrong_shape_is_m_bad_json() {
     let app = spawn_app().await;
-    let r = app.request(Method::POST, "/_matrix/client/v3/login", None, Some(json!({"type": 5}))).await;
+    let r = app
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": 5})),
+        )
+        .await;
     r.expect_err(400, "M_BAD_JSON");
-    let r = app.request(Method::POST, "/_matrix/client/v3/login", None, Some(json!([1, 2]))).await;
+    let r = app
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!([1, 2])),
+        )
+        .await;
     r.expect_err(400, "M_BAD_JSON");
 }
 
 #[tokio::test]
 async fn oversized_body_is_m_too_large() {
     let app = spawn_app().await;
-    let big = format!("{{\"type\":\"m.login.password\",\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
-    let r = app.raw(Method::POST, "/_matrix/client/v3/login", None, big.into_bytes()).await;
+    let big = format!(
+        "{{\"type\":\"m.login.password\",\"pad\":\"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let r = app
+        .raw(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            big.into_bytes(),
+        )
+        .await;
     r.expect_err(413, "M_TOO_LARGE");
 }
 
@@ -79,10 +123,16 @@ async fn cors_preflight_allows_any_origin() {
     let app = spawn_app().await;
     let resp = app
         .http
-        .request(Method::OPTIONS, format!("{}/_matrix/client/v3/login", app.base_url))
+        .request(
+            Method::OPTIONS,
+            format!("{}/_matrix/client/v3/login", app.base_url),
+        )
         .header("Origin", "https://app.element.io")
         .header("Access-Control-Request-Method", "POST")
-        .header("Access-Control-Request-Headers", "authorization,content-type")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
         .send()
         .await
         .unwrap();
@@ -93,12 +143,21 @@ async fn cors_preflight_allows_any_origin() {
     for m in ["GET", "POST", "PUT", "DELETE", "OPTIONS"] {
         assert!(methods.contains(m), "{methods}");
     }
-    let headers = h["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    let headers = h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
     for name in ["x-requested-with", "content-type", "authorization"] {
         assert!(headers.contains(name), "{headers}");
     }
     // Ordinary responses carry the origin header too.
-    let r = app.http.get(format!("{}/_matrix/client/versions", app.base_url)).header("Origin", "https://x.org").send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/_matrix/client/versions", app.base_url))
+        .header("Origin", "https://x.org")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "*");
 }
 
@@ -106,14 +165,22 @@ async fn cors_preflight_allows_any_origin() {
 async fn r0_paths_and_unknown_query_parameters_work() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
-    let r = alice.get("/_matrix/client/r0/account/whoami?_cacheBuster=12345").await.ok();
+    let r = alice
+        .get("/_matrix/client/r0/account/whoami?_cacheBuster=12345")
+        .await
+        .ok();
     assert_eq!(r["user_id"], alice.user_id);
 }
 
 #[tokio::test]
 async fn health_answers_ok() {
     let app = spawn_app().await;
-    let r = app.http.get(format!("{}/health", app.base_url)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/health", app.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -126,7 +193,13 @@ fn config_error_names_the_key() {
     assert!(err.contains("port"), "{err}");
     std::fs::write(&path, "server_name = \"bad name!\"\n").unwrap();
     let config = axon::Config::from_file(&path).unwrap();
-    assert!(config.validate().unwrap_err().to_string().contains("server_name"));
+    assert!(
+        config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("server_name")
+    );
 }
 
 #[test]
@@ -134,7 +207,11 @@ fn bad_config_stops_the_binary_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("axon.toml");
     std::fs::write(&path, "[database]\nmax_connections = 0\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_axon")).arg("--config").arg(&path).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("database.max_connections"), "{stderr}");
@@ -153,13 +230,29 @@ fn managed_cluster_start_stop_restart_keeps_data() {
     }
     let cluster = axon::postgres::Cluster::init(&pgdir).unwrap();
     assert!(cluster.start().unwrap(), "first start starts it");
-    assert!(!cluster.start().unwrap(), "a second start reuses the running cluster");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    assert!(
+        !cluster.start().unwrap(),
+        "a second start reuses the running cluster"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        axon::server::create_database_if_missing(&cluster, "axon").await.unwrap();
-        let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("axon")).await.unwrap();
-        sqlx::query("CREATE TABLE kept (v int)").execute(&mut c).await.unwrap();
-        sqlx::query("INSERT INTO kept VALUES (42)").execute(&mut c).await.unwrap();
+        axon::server::create_database_if_missing(&cluster, "axon")
+            .await
+            .unwrap();
+        let mut c = sqlx::PgConnection::connect_with(&cluster.connect_options("axon"))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE kept (v int)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO kept VALUES (42)")
+            .execute(&mut c)
+            .await
+            .unwrap();
     });
     cluster.stop().unwrap();
     assert!(!cluster.is_running());
@@ -168,8 +261,13 @@ fn managed_cluster_start_stop_restart_keeps_data() {
     let again = axon::postgres::Cluster::init(&pgdir).unwrap();
     assert!(again.start().unwrap());
     rt.block_on(async {
-        let mut c = sqlx::PgConnection::connect_with(&again.connect_options("axon")).await.unwrap();
-        let v: i32 = sqlx::query_scalar("SELECT v FROM kept").fetch_one(&mut c).await.unwrap();
+        let mut c = sqlx::PgConnection::connect_with(&again.connect_options("axon"))
+            .await
+            .unwrap();
+        let v: i32 = sqlx::query_scalar("SELECT v FROM kept")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
         assert_eq!(v, 42);
     });
     again.stop().unwrap();

@@ -10,31 +10,50 @@ use crate::common::*;
 use crate::rooms::create_room;
 
 pub async fn send(user: &User, room: &str, content: Value, txn: &str) -> Resp {
-    user.put(&format!("/rooms/{}/send/m.room.message/{}", enc(room), enc(txn)), content).await
+    user.put(
+        &format!("/rooms/{}/send/m.room.message/{}", enc(room), enc(txn)),
+        content,
+    )
+    .await
 }
 
 pub async fn send_ok(user: &User, room: &str, body: &str) -> String {
     let txn = format!("t{}", axon::service::auth::random_string(10));
-    send(user, room, json!({"msgtype": "m.text", "body": body}), &txn).await.ok()["event_id"].as_str().unwrap().to_owned()
+    send(user, room, json!({"msgtype": "m.text", "body": body}), &txn)
+        .await
+        .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn get_event(user: &User, room: &str, event_id: &str) -> Resp {
-    user.get(&format!("/rooms/{}/event/{}", enc(room), enc(event_id))).await
+    user.get(&format!("/rooms/{}/event/{}", enc(room), enc(event_id)))
+        .await
 }
 
 async fn messages(user: &User, room: &str, query: &str) -> Value {
-    user.get(&format!("/rooms/{}/messages?{query}", enc(room))).await.ok()
+    user.get(&format!("/rooms/{}/messages?{query}", enc(room)))
+        .await
+        .ok()
 }
 
 fn ids(events: &Value) -> Vec<String> {
-    events.as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect()
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn joined_pair(app: &TestApp) -> (User, User, String) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
     (alice, bob, room)
 }
 
@@ -57,7 +76,12 @@ async fn every_msgtype_is_stored_and_served_unchanged() {
         json!({"msgtype": "m.text", "body": "**b**", "format": "org.matrix.custom.html", "formatted_body": "<b>b</b>"}),
     ];
     for (i, content) in contents.iter().enumerate() {
-        let id = send(&alice, &room, content.clone(), &format!("m{i}")).await.ok()["event_id"].as_str().unwrap().to_owned();
+        let id = send(&alice, &room, content.clone(), &format!("m{i}"))
+            .await
+            .ok()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let event = get_event(&alice, &room, &id).await.ok();
         assert_eq!(&event["content"], content, "msgtype {}", content["msgtype"]);
         assert_eq!(event["type"], "m.room.message");
@@ -75,26 +99,66 @@ async fn invalid_messages_are_refused_with_m_bad_json_naming_the_key() {
         (json!({"msgtype": "m.text", "body": 5}), "body"),
         (json!({"body": "no type"}), "msgtype"),
         (json!({"msgtype": 1, "body": "x"}), "msgtype"),
-        (json!({"msgtype": "m.text", "body": "x", "format": "org.matrix.custom.html", "formatted_body": 3}), "formatted_body"),
-        (json!({"msgtype": "m.image", "body": "x", "url": "https://example.org/a.png"}), "url"),
-        (json!({"msgtype": "m.image", "body": "x", "url": "mxc://a/b", "info": "big"}), "info"),
+        (
+            json!({"msgtype": "m.text", "body": "x", "format": "org.matrix.custom.html", "formatted_body": 3}),
+            "formatted_body",
+        ),
+        (
+            json!({"msgtype": "m.image", "body": "x", "url": "https://example.org/a.png"}),
+            "url",
+        ),
+        (
+            json!({"msgtype": "m.image", "body": "x", "url": "mxc://a/b", "info": "big"}),
+            "info",
+        ),
         (json!({"msgtype": "m.location", "body": "x"}), "geo_uri"),
     ];
     for (i, (content, key)) in cases.iter().enumerate() {
         let r = send(&alice, &room, content.clone(), &format!("bad{i}")).await;
         r.expect_err(400, "M_BAD_JSON");
-        assert!(r.body["error"].as_str().unwrap().contains(key), "{content} -> {}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap().contains(key),
+            "{content} -> {}",
+            r.body
+        );
     }
     // Not JSON at all, and not an object.
-    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/nj", enc(&room));
-    app.raw(Method::PUT, &path, Some(&alice.token), b"{nope".to_vec()).await.expect_err(400, "M_NOT_JSON");
-    app.raw(Method::PUT, &path, Some(&alice.token), b"[1]".to_vec()).await.expect_err(400, "M_BAD_JSON");
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message/nj",
+        enc(&room)
+    );
+    app.raw(Method::PUT, &path, Some(&alice.token), b"{nope".to_vec())
+        .await
+        .expect_err(400, "M_NOT_JSON");
+    app.raw(Method::PUT, &path, Some(&alice.token), b"[1]".to_vec())
+        .await
+        .expect_err(400, "M_BAD_JSON");
     // Floats and out-of-range integers are not canonical JSON.
-    send(&alice, &room, json!({"msgtype": "m.text", "body": "x", "n": 1.5}), "float").await.expect_err(400, "M_BAD_JSON");
-    send(&alice, &room, json!({"msgtype": "m.text", "body": "x", "n": 9007199254740992i64}), "big").await.expect_err(400, "M_BAD_JSON");
+    send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "x", "n": 1.5}),
+        "float",
+    )
+    .await
+    .expect_err(400, "M_BAD_JSON");
+    send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "x", "n": 9007199254740992i64}),
+        "big",
+    )
+    .await
+    .expect_err(400, "M_BAD_JSON");
     // Nothing was stored by the refusals.
     let page = messages(&alice, &room, "dir=b&limit=50").await;
-    assert!(page["chunk"].as_array().unwrap().iter().all(|e| e["type"] != "m.room.message"));
+    assert!(
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] != "m.room.message")
+    );
 }
 
 #[tokio::test]
@@ -102,9 +166,21 @@ async fn other_event_types_are_not_message_validated() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
-    for t in ["m.room.message.feedback", "org.example.thing", "m.room.encrypted"] {
-        let r = alice.put(&format!("/rooms/{}/send/{t}/x", enc(&room)), json!({"anything": [1]})).await.ok();
-        let event = get_event(&alice, &room, r["event_id"].as_str().unwrap()).await.ok();
+    for t in [
+        "m.room.message.feedback",
+        "org.example.thing",
+        "m.room.encrypted",
+    ] {
+        let r = alice
+            .put(
+                &format!("/rooms/{}/send/{t}/x", enc(&room)),
+                json!({"anything": [1]}),
+            )
+            .await
+            .ok();
+        let event = get_event(&alice, &room, r["event_id"].as_str().unwrap())
+            .await
+            .ok();
         assert_eq!(event["type"], t);
         assert_eq!(event["content"], json!({"anything": [1]}));
     }
@@ -115,7 +191,13 @@ async fn oversized_event_is_m_too_large() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
-    let r = send(&alice, &room, json!({"msgtype": "m.text", "body": "x".repeat(70_000)}), "huge").await;
+    let r = send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "x".repeat(70_000)}),
+        "huge",
+    )
+    .await;
     r.expect_err(413, "M_TOO_LARGE");
 }
 
@@ -126,8 +208,14 @@ async fn formatted_body_is_sanitised_before_storing() {
     let room = create_room(&alice, json!({})).await;
     let html = r#"<b>hi</b><script>alert(1)</script><a href="javascript:alert(1)">x</a><img src="https://evil/x.png" onerror="alert(1)">"#;
     let content = json!({"msgtype": "m.text", "body": "hi", "format": "org.matrix.custom.html", "formatted_body": html});
-    let id = send(&alice, &room, content, "xss").await.ok()["event_id"].as_str().unwrap().to_owned();
-    let stored = get_event(&alice, &room, &id).await.ok()["content"]["formatted_body"].as_str().unwrap().to_owned();
+    let id = send(&alice, &room, content, "xss").await.ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = get_event(&alice, &room, &id).await.ok()["content"]["formatted_body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for bad in ["<script", "javascript:", "onerror", "https://evil"] {
         assert!(!stored.contains(bad), "{bad} survived: {stored}");
     }
@@ -135,8 +223,14 @@ async fn formatted_body_is_sanitised_before_storing() {
     // Allowed HTML is untouched, byte for byte.
     let clean = r#"<p>Hello <em>world</em> <code class="language-rust">fn</code></p>"#;
     let content = json!({"msgtype": "m.text", "body": "x", "format": "org.matrix.custom.html", "formatted_body": clean});
-    let id = send(&alice, &room, content, "clean").await.ok()["event_id"].as_str().unwrap().to_owned();
-    assert_eq!(get_event(&alice, &room, &id).await.ok()["content"]["formatted_body"], clean);
+    let id = send(&alice, &room, content, "clean").await.ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        get_event(&alice, &room, &id).await.ok()["content"]["formatted_body"],
+        clean
+    );
 }
 
 #[tokio::test]
@@ -148,8 +242,14 @@ async fn sanitising_can_be_switched_off() {
     let room = create_room(&alice, json!({})).await;
     let html = "<b>x</b><script>1</script>";
     let content = json!({"msgtype": "m.text", "body": "x", "format": "org.matrix.custom.html", "formatted_body": html});
-    let id = send(&alice, &room, content, "raw").await.ok()["event_id"].as_str().unwrap().to_owned();
-    assert_eq!(get_event(&alice, &room, &id).await.ok()["content"]["formatted_body"], html);
+    let id = send(&alice, &room, content, "raw").await.ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        get_event(&alice, &room, &id).await.ok()["content"]["formatted_body"],
+        html
+    );
 }
 
 #[tokio::test]
@@ -157,13 +257,39 @@ async fn txn_retry_returns_the_same_event_and_creates_nothing() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
-    let first = send(&alice, &room, json!({"msgtype": "m.text", "body": "one"}), "txn1").await.ok();
-    let again = send(&alice, &room, json!({"msgtype": "m.text", "body": "one"}), "txn1").await.ok();
-    let other_content = send(&alice, &room, json!({"msgtype": "m.text", "body": "different"}), "txn1").await.ok();
+    let first = send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "one"}),
+        "txn1",
+    )
+    .await
+    .ok();
+    let again = send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "one"}),
+        "txn1",
+    )
+    .await
+    .ok();
+    let other_content = send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "different"}),
+        "txn1",
+    )
+    .await
+    .ok();
     assert_eq!(first["event_id"], again["event_id"]);
     assert_eq!(first["event_id"], other_content["event_id"]);
     let page = messages(&alice, &room, "dir=b&limit=50").await;
-    let count = page["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.message").count();
+    let count = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .count();
     assert_eq!(count, 1);
 }
 
@@ -173,23 +299,67 @@ async fn txn_scope_is_device_and_endpoint() {
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
     let room2 = create_room(&alice, json!({})).await;
-    let base = send(&alice, &room, json!({"msgtype": "m.text", "body": "a"}), "same").await.ok()["event_id"].clone();
+    let base = send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "a"}),
+        "same",
+    )
+    .await
+    .ok()["event_id"]
+        .clone();
     // Another room: a different transaction.
-    let other_room = send(&alice, &room2, json!({"msgtype": "m.text", "body": "a"}), "same").await.ok()["event_id"].clone();
+    let other_room = send(
+        &alice,
+        &room2,
+        json!({"msgtype": "m.text", "body": "a"}),
+        "same",
+    )
+    .await
+    .ok()["event_id"]
+        .clone();
     assert_ne!(base, other_room);
     // Another event type: a different transaction.
-    let other_type = alice.put(&format!("/rooms/{}/send/org.example.t/same", enc(&room)), json!({"a": 1})).await.ok()["event_id"].clone();
+    let other_type = alice
+        .put(
+            &format!("/rooms/{}/send/org.example.t/same", enc(&room)),
+            json!({"a": 1}),
+        )
+        .await
+        .ok()["event_id"]
+        .clone();
     assert_ne!(base, other_type);
     // Another device of the same user: a different transaction.
     let login = app
         .request(Method::POST, "/_matrix/client/v3/login", None, Some(json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "correct horse"})))
         .await
         .ok();
-    let alice2 = User { token: login["access_token"].as_str().unwrap().into(), device_id: login["device_id"].as_str().unwrap().into(), ..alice.clone() };
-    let other_device = send(&alice2, &room, json!({"msgtype": "m.text", "body": "a"}), "same").await.ok()["event_id"].clone();
+    let alice2 = User {
+        token: login["access_token"].as_str().unwrap().into(),
+        device_id: login["device_id"].as_str().unwrap().into(),
+        ..alice.clone()
+    };
+    let other_device = send(
+        &alice2,
+        &room,
+        json!({"msgtype": "m.text", "body": "a"}),
+        "same",
+    )
+    .await
+    .ok()["event_id"]
+        .clone();
     assert_ne!(base, other_device);
     // The r0 path is the same endpoint.
-    let r0 = alice.put(&format!("/_matrix/client/r0/rooms/{}/send/m.room.message/same", enc(&room)), json!({"msgtype": "m.text", "body": "a"})).await.ok();
+    let r0 = alice
+        .put(
+            &format!(
+                "/_matrix/client/r0/rooms/{}/send/m.room.message/same",
+                enc(&room)
+            ),
+            json!({"msgtype": "m.text", "body": "a"}),
+        )
+        .await
+        .ok();
     assert_eq!(r0["event_id"], base);
 }
 
@@ -198,11 +368,25 @@ async fn txn_survives_a_restart() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
-    let before = send(&alice, &room, json!({"msgtype": "m.text", "body": "a"}), "persist").await.ok();
+    let before = send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "a"}),
+        "persist",
+    )
+    .await
+    .ok();
     // A new process on the same database: nothing is remembered in memory.
     let restarted = spawn_peer(&app).await;
     let alice_again = restarted.as_user(&alice);
-    let after = send(&alice_again, &room, json!({"msgtype": "m.text", "body": "a"}), "persist").await.ok();
+    let after = send(
+        &alice_again,
+        &room,
+        json!({"msgtype": "m.text", "body": "a"}),
+        "persist",
+    )
+    .await
+    .ok();
     assert_eq!(before["event_id"], after["event_id"]);
 }
 
@@ -215,8 +399,25 @@ async fn racing_retries_create_one_event() {
     let alice_b = peer.as_user(&alice);
     let mut tasks = Vec::new();
     for i in 0..10 {
-        let (user, room) = (if i % 2 == 0 { alice.clone() } else { alice_b.clone() }, room.clone());
-        tasks.push(tokio::spawn(async move { send(&user, &room, json!({"msgtype": "m.text", "body": "race"}), "racer").await.ok()["event_id"].clone() }));
+        let (user, room) = (
+            if i % 2 == 0 {
+                alice.clone()
+            } else {
+                alice_b.clone()
+            },
+            room.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            send(
+                &user,
+                &room,
+                json!({"msgtype": "m.text", "body": "race"}),
+                "racer",
+            )
+            .await
+            .ok()["event_id"]
+                .clone()
+        }));
     }
     let mut ids = HashSet::new();
     for t in tasks {
@@ -224,7 +425,15 @@ async fn racing_retries_create_one_event() {
     }
     assert_eq!(ids.len(), 1, "{ids:?}");
     let page = messages(&alice, &room, "dir=b&limit=50").await;
-    assert_eq!(page["chunk"].as_array().unwrap().iter().filter(|e| e["content"]["body"] == "race").count(), 1);
+    assert_eq!(
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["content"]["body"] == "race")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -232,28 +441,71 @@ async fn transaction_id_is_visible_to_the_sending_device_only() {
     let app = spawn_app().await;
     let (alice, bob, room) = joined_pair(&app).await;
     let login = app
-        .request(Method::POST, "/_matrix/client/v3/login", None, Some(json!({"type": "m.login.password", "user": "alice", "password": "correct horse"})))
+        .request(
+            Method::POST,
+            "/_matrix/client/v3/login",
+            None,
+            Some(json!({"type": "m.login.password", "user": "alice", "password": "correct horse"})),
+        )
         .await
         .ok();
-    let alice_phone = User { token: login["access_token"].as_str().unwrap().into(), device_id: login["device_id"].as_str().unwrap().into(), ..alice.clone() };
-    let id = send(&alice, &room, json!({"msgtype": "m.text", "body": "echo"}), "echo-txn").await.ok()["event_id"].as_str().unwrap().to_owned();
+    let alice_phone = User {
+        token: login["access_token"].as_str().unwrap().into(),
+        device_id: login["device_id"].as_str().unwrap().into(),
+        ..alice.clone()
+    };
+    let id = send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "echo"}),
+        "echo-txn",
+    )
+    .await
+    .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let txn_of = |e: &Value| e["unsigned"]["transaction_id"].clone();
-    let find = |events: &Value| events.as_array().unwrap().iter().find(|e| e["event_id"] == id.as_str()).cloned().unwrap();
+    let find = |events: &Value| {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event_id"] == id.as_str())
+            .cloned()
+            .unwrap()
+    };
     // /event
-    assert_eq!(txn_of(&get_event(&alice, &room, &id).await.ok()), "echo-txn");
-    assert_eq!(txn_of(&get_event(&alice_phone, &room, &id).await.ok()), Value::Null);
+    assert_eq!(
+        txn_of(&get_event(&alice, &room, &id).await.ok()),
+        "echo-txn"
+    );
+    assert_eq!(
+        txn_of(&get_event(&alice_phone, &room, &id).await.ok()),
+        Value::Null
+    );
     assert_eq!(txn_of(&get_event(&bob, &room, &id).await.ok()), Value::Null);
     // /messages
-    for (user, expected) in [(&alice, json!("echo-txn")), (&alice_phone, Value::Null), (&bob, Value::Null)] {
+    for (user, expected) in [
+        (&alice, json!("echo-txn")),
+        (&alice_phone, Value::Null),
+        (&bob, Value::Null),
+    ] {
         let page = messages(user, &room, "dir=b&limit=5").await;
         assert_eq!(txn_of(&find(&page["chunk"])), expected);
         // /context
-        let ctx = user.get(&format!("/rooms/{}/context/{}", enc(&room), enc(&id))).await.ok();
+        let ctx = user
+            .get(&format!("/rooms/{}/context/{}", enc(&room), enc(&id)))
+            .await
+            .ok();
         assert_eq!(txn_of(&ctx["event"]), expected);
         // /sync
         let sync = user.get("/sync").await.ok();
-        assert_eq!(txn_of(&find(&sync["rooms"]["join"][&room]["timeline"]["events"])), expected);
+        assert_eq!(
+            txn_of(&find(&sync["rooms"]["join"][&room]["timeline"]["events"])),
+            expected
+        );
     }
 }
 
@@ -265,7 +517,9 @@ async fn concurrent_senders_get_one_linear_order() {
     let mut users = vec![alice.clone()];
     for i in 0..4 {
         let u = app.register(&format!("user{i}")).await;
-        u.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
+        u.post(&format!("/join/{}", enc(&room)), json!({}))
+            .await
+            .ok();
         users.push(u);
     }
     let mut tasks = Vec::new();
@@ -274,7 +528,19 @@ async fn concurrent_senders_get_one_linear_order() {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             for i in 0..10 {
-                mine.push(send(&user, &room, json!({"msgtype": "m.text", "body": format!("{n}-{i}")}), &format!("c{i}")).await.ok()["event_id"].as_str().unwrap().to_owned());
+                mine.push(
+                    send(
+                        &user,
+                        &room,
+                        json!({"msgtype": "m.text", "body": format!("{n}-{i}")}),
+                        &format!("c{i}"),
+                    )
+                    .await
+                    .ok()["event_id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
             mine
         }));
@@ -288,8 +554,14 @@ async fn concurrent_senders_get_one_linear_order() {
     let order_b = ids(&messages(&users[3], &room, "dir=f&limit=200").await["chunk"]);
     assert_eq!(order_a, order_b);
     for mine in per_sender {
-        let positions: Vec<usize> = mine.iter().map(|id| order_a.iter().position(|x| x == id).unwrap()).collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "sender order broken: {positions:?}");
+        let positions: Vec<usize> = mine
+            .iter()
+            .map(|id| order_a.iter().position(|x| x == id).unwrap())
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "sender order broken: {positions:?}"
+        );
     }
     // prev_events chain: each event's depth is one more than the previous.
     let events = messages(&alice, &room, "dir=f&limit=200").await;
@@ -346,7 +618,13 @@ async fn messages_filter_by_type_and_sender() {
     let (alice, bob, room) = joined_pair(&app).await;
     send_ok(&alice, &room, "from alice").await;
     send_ok(&bob, &room, "from bob").await;
-    alice.put(&format!("/rooms/{}/send/org.example.x/1", enc(&room)), json!({"url": "mxc://a/b"})).await.ok();
+    alice
+        .put(
+            &format!("/rooms/{}/send/org.example.x/1", enc(&room)),
+            json!({"url": "mxc://a/b"}),
+        )
+        .await
+        .ok();
     let f = enc(&json!({"types": ["m.room.message"], "senders": [bob.user_id]}).to_string());
     let page = messages(&alice, &room, &format!("dir=b&filter={f}")).await;
     let chunk = page["chunk"].as_array().unwrap();
@@ -354,24 +632,51 @@ async fn messages_filter_by_type_and_sender() {
     assert_eq!(chunk[0]["content"]["body"], "from bob");
     let f = enc(&json!({"not_types": ["m.room.*"]}).to_string());
     let page = messages(&alice, &room, &format!("dir=b&filter={f}")).await;
-    assert!(page["chunk"].as_array().unwrap().iter().all(|e| e["type"] == "org.example.x"));
+    assert!(
+        page["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] == "org.example.x")
+    );
     let f = enc(&json!({"contains_url": true}).to_string());
     let page = messages(&alice, &room, &format!("dir=b&filter={f}")).await;
     assert_eq!(page["chunk"].as_array().unwrap().len(), 1);
     // Bad parameters are 400s.
-    alice.get(&format!("/rooms/{}/messages?dir=x", enc(&room))).await.expect_err(400, "M_INVALID_PARAM");
-    alice.get(&format!("/rooms/{}/messages?dir=b&from=garbage", enc(&room))).await.expect_err(400, "M_INVALID_PARAM");
+    alice
+        .get(&format!("/rooms/{}/messages?dir=x", enc(&room)))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
+    alice
+        .get(&format!(
+            "/rooms/{}/messages?dir=b&from=garbage",
+            enc(&room)
+        ))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
 async fn historical_display_names_page_by_page() {
     let app = spawn_app().await;
     let (alice, bob, room) = joined_pair(&app).await;
-    alice.put(&format!("/profile/{}/displayname", enc(&alice.user_id)), json!({"displayname": "Old Alice"})).await.ok();
+    alice
+        .put(
+            &format!("/profile/{}/displayname", enc(&alice.user_id)),
+            json!({"displayname": "Old Alice"}),
+        )
+        .await
+        .ok();
     for i in 0..5 {
         send_ok(&alice, &room, &format!("old {i}")).await;
     }
-    alice.put(&format!("/profile/{}/displayname", enc(&alice.user_id)), json!({"displayname": "New Alice"})).await.ok();
+    alice
+        .put(
+            &format!("/profile/{}/displayname", enc(&alice.user_id)),
+            json!({"displayname": "New Alice"}),
+        )
+        .await
+        .ok();
     for i in 0..5 {
         send_ok(&alice, &room, &format!("new {i}")).await;
     }
@@ -386,11 +691,23 @@ async fn historical_display_names_page_by_page() {
             .unwrap()
     };
     let newer = messages(&bob, &room, &format!("dir=b&limit=5&filter={f}")).await;
-    assert!(newer["chunk"].as_array().unwrap().iter().all(|e| e["content"]["body"].as_str().unwrap().starts_with("new")));
+    assert!(
+        newer["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["content"]["body"].as_str().unwrap().starts_with("new"))
+    );
     assert_eq!(name_in(&newer), "New Alice");
     let end = newer["end"].as_str().unwrap();
     let older = messages(&bob, &room, &format!("dir=b&limit=5&filter={f}&from={end}")).await;
-    assert!(older["chunk"].as_array().unwrap().iter().all(|e| e["content"]["body"].as_str().unwrap().starts_with("old")));
+    assert!(
+        older["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["content"]["body"].as_str().unwrap().starts_with("old"))
+    );
     assert_eq!(name_in(&older), "Old Alice");
 }
 
@@ -401,20 +718,52 @@ async fn redaction_rules() {
     let mine = send_ok(&bob, &room, "bob's secret").await;
     let alices = send_ok(&alice, &room, "alice's").await;
     // Bob (power 0) cannot redact Alice's event; he can redact his own.
-    bob.put(&format!("/rooms/{}/redact/{}/r1", enc(&room), enc(&alices)), json!({})).await.expect_err(403, "M_FORBIDDEN");
-    let redaction = bob.put(&format!("/rooms/{}/redact/{}/r2", enc(&room), enc(&mine)), json!({"reason": "oops"})).await.ok();
+    bob.put(
+        &format!("/rooms/{}/redact/{}/r1", enc(&room), enc(&alices)),
+        json!({}),
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
+    let redaction = bob
+        .put(
+            &format!("/rooms/{}/redact/{}/r2", enc(&room), enc(&mine)),
+            json!({"reason": "oops"}),
+        )
+        .await
+        .ok();
     let event = get_event(&alice, &room, &mine).await.ok();
     assert_eq!(event["content"], json!({}), "{event}");
-    assert_eq!(event["unsigned"]["redacted_because"]["event_id"], redaction["event_id"]);
-    assert_eq!(event["unsigned"]["redacted_because"]["content"]["reason"], "oops");
+    assert_eq!(
+        event["unsigned"]["redacted_because"]["event_id"],
+        redaction["event_id"]
+    );
+    assert_eq!(
+        event["unsigned"]["redacted_because"]["content"]["reason"],
+        "oops"
+    );
     assert_eq!(event["event_id"], mine.as_str());
     // The room creator (power 100) may redact Bob's events.
     let bobs = send_ok(&bob, &room, "spam").await;
-    alice.put(&format!("/rooms/{}/redact/{}/r3", enc(&room), enc(&bobs)), json!({})).await.ok();
+    alice
+        .put(
+            &format!("/rooms/{}/redact/{}/r3", enc(&room), enc(&bobs)),
+            json!({}),
+        )
+        .await
+        .ok();
     // Unknown event: 404.
-    alice.put(&format!("/rooms/{}/redact/$nope/r4", enc(&room)), json!({})).await.expect_err(404, "M_NOT_FOUND");
+    alice
+        .put(&format!("/rooms/{}/redact/$nope/r4", enc(&room)), json!({}))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
     // The redaction is idempotent by txn too.
-    let again = bob.put(&format!("/rooms/{}/redact/{}/r2", enc(&room), enc(&mine)), json!({"reason": "oops"})).await.ok();
+    let again = bob
+        .put(
+            &format!("/rooms/{}/redact/{}/r2", enc(&room), enc(&mine)),
+            json!({"reason": "oops"}),
+        )
+        .await
+        .ok();
     assert_eq!(again["event_id"], redaction["event_id"]);
 }
 
@@ -425,9 +774,15 @@ async fn relations_and_bundled_aggregations() {
     let root = send_ok(&alice, &room, "root").await;
     let edit = json!({"msgtype": "m.text", "body": "* root edited", "m.new_content": {"msgtype": "m.text", "body": "root edited"},
                       "m.relates_to": {"rel_type": "m.replace", "event_id": root}});
-    let edit_id = send(&alice, &room, edit, "edit").await.ok()["event_id"].as_str().unwrap().to_owned();
+    let edit_id = send(&alice, &room, edit, "edit").await.ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let reaction = bob
-        .put(&format!("/rooms/{}/send/m.reaction/re1", enc(&room)), json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}}))
+        .put(
+            &format!("/rooms/{}/send/m.reaction/re1", enc(&room)),
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"}}),
+        )
         .await
         .ok()["event_id"]
         .as_str()
@@ -436,34 +791,79 @@ async fn relations_and_bundled_aggregations() {
     let mut thread_ids = Vec::new();
     for i in 0..3 {
         let content = json!({"msgtype": "m.text", "body": format!("in thread {i}"), "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
-        thread_ids.push(send(&bob, &room, content, &format!("th{i}")).await.ok()["event_id"].as_str().unwrap().to_owned());
+        thread_ids.push(
+            send(&bob, &room, content, &format!("th{i}")).await.ok()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let event = get_event(&alice, &room, &root).await.ok();
     let rel = &event["unsigned"]["m.relations"];
     assert_eq!(rel["m.replace"]["event_id"], edit_id.as_str(), "{event}");
     assert_eq!(rel["m.thread"]["count"], 3);
-    assert_eq!(rel["m.thread"]["latest_event"]["event_id"], thread_ids[2].as_str());
+    assert_eq!(
+        rel["m.thread"]["latest_event"]["event_id"],
+        thread_ids[2].as_str()
+    );
     assert_eq!(rel["m.thread"]["current_user_participated"], true);
     // /relations, all and by type, paginated.
-    let all = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&room), enc(&root))).await.ok();
+    let all = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}",
+            enc(&room),
+            enc(&root)
+        ))
+        .await
+        .ok();
     assert_eq!(all["chunk"].as_array().unwrap().len(), 5);
-    let page = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.thread?limit=2", enc(&room), enc(&root))).await.ok();
-    assert_eq!(ids(&page["chunk"]), vec![thread_ids[2].clone(), thread_ids[1].clone()]);
+    let page = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}/m.thread?limit=2",
+            enc(&room),
+            enc(&root)
+        ))
+        .await
+        .ok();
+    assert_eq!(
+        ids(&page["chunk"]),
+        vec![thread_ids[2].clone(), thread_ids[1].clone()]
+    );
     let next = page["next_batch"].as_str().unwrap();
-    let page2 = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.thread?limit=2&from={next}", enc(&room), enc(&root))).await.ok();
+    let page2 = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}/m.thread?limit=2&from={next}",
+            enc(&room),
+            enc(&root)
+        ))
+        .await
+        .ok();
     assert_eq!(ids(&page2["chunk"]), vec![thread_ids[0].clone()]);
     assert!(page2.get("next_batch").is_none());
-    let reactions = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.annotation/m.reaction", enc(&room), enc(&root))).await.ok();
+    let reactions = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/relations/{}/m.annotation/m.reaction",
+            enc(&room),
+            enc(&root)
+        ))
+        .await
+        .ok();
     assert_eq!(ids(&reactions["chunk"]), vec![reaction]);
     // /threads lists the root.
-    let threads = alice.get(&format!("/_matrix/client/v1/rooms/{}/threads", enc(&room))).await.ok();
+    let threads = alice
+        .get(&format!("/_matrix/client/v1/rooms/{}/threads", enc(&room)))
+        .await
+        .ok();
     assert_eq!(ids(&threads["chunk"]), vec![root.clone()]);
     // An edit by someone else is not bundled as the replacement.
     let fake = json!({"msgtype": "m.text", "body": "* hacked", "m.new_content": {"msgtype": "m.text", "body": "hacked"},
                       "m.relates_to": {"rel_type": "m.replace", "event_id": root}});
     send(&bob, &room, fake, "fake").await.ok();
     let event = get_event(&alice, &room, &root).await.ok();
-    assert_eq!(event["unsigned"]["m.relations"]["m.replace"]["event_id"], edit_id.as_str());
+    assert_eq!(
+        event["unsigned"]["m.relations"]["m.replace"]["event_id"],
+        edit_id.as_str()
+    );
 }
 
 #[tokio::test]
@@ -475,11 +875,30 @@ async fn context_returns_surrounding_events_and_state() {
     for i in 0..9 {
         sent.push(send_ok(&alice, &room, &format!("c{i}")).await);
     }
-    let ctx = alice.get(&format!("/rooms/{}/context/{}?limit=4", enc(&room), enc(&sent[4]))).await.ok();
+    let ctx = alice
+        .get(&format!(
+            "/rooms/{}/context/{}?limit=4",
+            enc(&room),
+            enc(&sent[4])
+        ))
+        .await
+        .ok();
     assert_eq!(ctx["event"]["event_id"], sent[4].as_str());
-    assert_eq!(ids(&ctx["events_before"]), vec![sent[3].clone(), sent[2].clone()]);
-    assert_eq!(ids(&ctx["events_after"]), vec![sent[5].clone(), sent[6].clone()]);
-    assert!(ctx["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.name"));
+    assert_eq!(
+        ids(&ctx["events_before"]),
+        vec![sent[3].clone(), sent[2].clone()]
+    );
+    assert_eq!(
+        ids(&ctx["events_after"]),
+        vec![sent[5].clone(), sent[6].clone()]
+    );
+    assert!(
+        ctx["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.name")
+    );
     // The tokens continue with /messages.
     let start = ctx["start"].as_str().unwrap();
     let before = messages(&alice, &room, &format!("dir=b&limit=1&from={start}")).await;
@@ -492,14 +911,36 @@ async fn timestamp_to_event_finds_the_nearest_event() {
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
     let id = send_ok(&alice, &room, "stamp").await;
-    let ts = get_event(&alice, &room, &id).await.ok()["origin_server_ts"].as_i64().unwrap();
-    let found = alice.get(&format!("/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={}&dir=b", enc(&room), ts + 1)).await.ok();
+    let ts = get_event(&alice, &room, &id).await.ok()["origin_server_ts"]
+        .as_i64()
+        .unwrap();
+    let found = alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={}&dir=b",
+            enc(&room),
+            ts + 1
+        ))
+        .await
+        .ok();
     assert_eq!(found["event_id"], id.as_str());
-    alice.get(&format!("/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={}&dir=f", enc(&room), ts + 10_000)).await.expect_err(404, "M_NOT_FOUND");
+    alice
+        .get(&format!(
+            "/_matrix/client/v1/rooms/{}/timestamp_to_event?ts={}&dir=f",
+            enc(&room),
+            ts + 10_000
+        ))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
 }
 
 async fn set_visibility(alice: &User, room: &str, setting: &str) {
-    alice.put(&format!("/rooms/{}/state/m.room.history_visibility", enc(room)), json!({"history_visibility": setting})).await.ok();
+    alice
+        .put(
+            &format!("/rooms/{}/state/m.room.history_visibility", enc(room)),
+            json!({"history_visibility": setting}),
+        )
+        .await
+        .ok();
 }
 
 /// Bob joins after some history: what he sees depends on history_visibility.
@@ -510,13 +951,25 @@ async fn history_seen_by_late_joiner(setting: &str) -> (Vec<String>, Vec<String>
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     set_visibility(&alice, &room, setting).await;
     let before = send_ok(&alice, &room, "before").await;
-    alice.post(&format!("/rooms/{}/invite", enc(&room)), json!({"user_id": bob.user_id})).await.ok();
+    alice
+        .post(
+            &format!("/rooms/{}/invite", enc(&room)),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .ok();
     let invited = send_ok(&alice, &room, "while invited").await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
     let after = send_ok(&alice, &room, "after").await;
     let seen = ids(&messages(&bob, &room, "dir=b&limit=100").await["chunk"]);
     let candidates = vec![before, invited, after];
-    let visible = candidates.iter().filter(|id| seen.contains(id)).cloned().collect();
+    let visible = candidates
+        .iter()
+        .filter(|id| seen.contains(id))
+        .cloned()
+        .collect();
     (candidates, visible)
 }
 
@@ -546,13 +999,20 @@ async fn history_visibility_world_readable_is_open_to_non_members() {
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     let id = send_ok(&alice, &room, "secret").await;
     // Not world-readable: a stranger is refused.
-    eve.get(&format!("/rooms/{}/messages?dir=b", enc(&room))).await.expect_err(403, "M_FORBIDDEN");
-    get_event(&eve, &room, &id).await.expect_err(404, "M_NOT_FOUND");
+    eve.get(&format!("/rooms/{}/messages?dir=b", enc(&room)))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    get_event(&eve, &room, &id)
+        .await
+        .expect_err(404, "M_NOT_FOUND");
     set_visibility(&alice, &room, "world_readable").await;
     let id2 = send_ok(&alice, &room, "public").await;
     let seen = ids(&messages(&eve, &room, "dir=b&limit=50").await["chunk"]);
     assert!(seen.contains(&id2));
-    assert!(!seen.contains(&id), "events from before world_readable stay hidden");
+    assert!(
+        !seen.contains(&id),
+        "events from before world_readable stay hidden"
+    );
 }
 
 #[tokio::test]
@@ -560,12 +1020,23 @@ async fn a_user_who_left_sees_nothing_after_leaving() {
     let app = spawn_app().await;
     let (alice, bob, room) = joined_pair(&app).await;
     let during = send_ok(&alice, &room, "while bob is here").await;
-    bob.post(&format!("/rooms/{}/leave", enc(&room)), json!({})).await.ok();
+    bob.post(&format!("/rooms/{}/leave", enc(&room)), json!({}))
+        .await
+        .ok();
     let after = send_ok(&alice, &room, "after bob left").await;
     let seen = ids(&messages(&bob, &room, "dir=b&limit=50").await["chunk"]);
     assert!(seen.contains(&during));
     assert!(!seen.contains(&after));
-    get_event(&bob, &room, &after).await.expect_err(404, "M_NOT_FOUND");
+    get_event(&bob, &room, &after)
+        .await
+        .expect_err(404, "M_NOT_FOUND");
     // Sending is refused once left.
-    send(&bob, &room, json!({"msgtype": "m.text", "body": "x"}), "gone").await.expect_err(403, "M_FORBIDDEN");
+    send(
+        &bob,
+        &room,
+        json!({"msgtype": "m.text", "body": "x"}),
+        "gone",
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
 }

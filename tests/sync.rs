@@ -19,13 +19,19 @@ fn timeline<'a>(s: &'a Value, room: &str) -> &'a Value {
 }
 
 fn event_ids(events: &Value) -> Vec<String> {
-    events.as_array().map_or(vec![], |a| a.iter().map(|e| e["event_id"].as_str().unwrap().to_owned()).collect())
+    events.as_array().map_or(vec![], |a| {
+        a.iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    })
 }
 
 fn bodies(events: &Value) -> Vec<String> {
-    events
-        .as_array()
-        .map_or(vec![], |a| a.iter().filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)).collect())
+    events.as_array().map_or(vec![], |a| {
+        a.iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    })
 }
 
 #[tokio::test]
@@ -37,8 +43,16 @@ async fn initial_sync_has_state_and_timeline_and_a_token() {
     let s = sync(&alice, "").await;
     assert!(s["next_batch"].is_string());
     let joined = &s["rooms"]["join"][&room];
-    assert_eq!(bodies(&joined["timeline"]["events"]).last().unwrap(), "hello");
-    let all: Vec<&Value> = joined["state"]["events"].as_array().unwrap().iter().chain(joined["timeline"]["events"].as_array().unwrap()).collect();
+    assert_eq!(
+        bodies(&joined["timeline"]["events"]).last().unwrap(),
+        "hello"
+    );
+    let all: Vec<&Value> = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(joined["timeline"]["events"].as_array().unwrap())
+        .collect();
     assert!(all.iter().any(|e| e["type"] == "m.room.create"));
     assert!(all.iter().any(|e| e["type"] == "m.room.name"));
     // Present and empty until their features land.
@@ -62,7 +76,11 @@ async fn incremental_sync_returns_only_new_events() {
     assert_eq!(bodies(&timeline(&s2, &room)["events"]), vec!["new"]);
     assert_eq!(timeline(&s2, &room)["limited"], false);
     // Nothing new: the room is absent.
-    let s3 = sync(&alice, &format!("since={}", s2["next_batch"].as_str().unwrap())).await;
+    let s3 = sync(
+        &alice,
+        &format!("since={}", s2["next_batch"].as_str().unwrap()),
+    )
+    .await;
     assert!(s3["rooms"]["join"].get(&room).is_none(), "{s3}");
 }
 
@@ -83,7 +101,13 @@ async fn limited_timeline_prev_batch_continues_without_gap_or_overlap() {
     assert_eq!(tl["limited"], true);
     assert_eq!(event_ids(&tl["events"]), sent[10..].to_vec());
     let prev = tl["prev_batch"].as_str().unwrap();
-    let page = alice.get(&format!("/rooms/{}/messages?dir=b&limit=5&from={prev}", enc(&room))).await.ok();
+    let page = alice
+        .get(&format!(
+            "/rooms/{}/messages?dir=b&limit=5&from={prev}",
+            enc(&room)
+        ))
+        .await
+        .ok();
     let mut back = event_ids(&page["chunk"]);
     back.reverse();
     assert_eq!(back, sent[5..10].to_vec());
@@ -95,35 +119,86 @@ async fn invites_leaves_kicks_and_bans_appear_in_the_right_section() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"name": "Secret"})).await;
-    let since = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
-    alice.post(&format!("/rooms/{}/invite", enc(&room)), json!({"user_id": bob.user_id})).await.ok();
+    let since = sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .post(
+            &format!("/rooms/{}/invite", enc(&room)),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .ok();
     let s = sync(&bob, &format!("since={since}")).await;
     let invite_state = &s["rooms"]["invite"][&room]["invite_state"]["events"];
-    assert!(invite_state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret"));
-    assert!(invite_state.as_array().unwrap().iter().all(|e| e.get("event_id").is_none()), "stripped state");
+    assert!(
+        invite_state
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Secret")
+    );
+    assert!(
+        invite_state
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("event_id").is_none()),
+        "stripped state"
+    );
     let since = s["next_batch"].as_str().unwrap().to_owned();
-    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({})).await.ok();
+    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({}))
+        .await
+        .ok();
     let s = sync(&bob, &format!("since={since}")).await;
-    assert!(s["rooms"]["join"].get(&room).is_some(), "a new join is a full room");
+    assert!(
+        s["rooms"]["join"].get(&room).is_some(),
+        "a new join is a full room"
+    );
     let since = s["next_batch"].as_str().unwrap().to_owned();
     let last = send_ok(&alice, &room, "last words").await;
-    alice.post(&format!("/rooms/{}/kick", enc(&room)), json!({"user_id": bob.user_id, "reason": "bye"})).await.ok();
+    alice
+        .post(
+            &format!("/rooms/{}/kick", enc(&room)),
+            json!({"user_id": bob.user_id, "reason": "bye"}),
+        )
+        .await
+        .ok();
     send_ok(&alice, &room, "after the kick").await;
     let s = sync(&bob, &format!("since={since}")).await;
     let left = &s["rooms"]["leave"][&room];
     let tl = event_ids(&left["timeline"]["events"]);
     assert!(tl.contains(&last));
-    let final_event = left["timeline"]["events"].as_array().unwrap().last().unwrap().clone();
+    let final_event = left["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(final_event["content"]["membership"], "leave");
     assert_eq!(final_event["content"]["reason"], "bye");
     assert!(!bodies(&left["timeline"]["events"]).contains(&"after the kick".to_owned()));
     assert!(s["rooms"]["join"].get(&room).is_none());
     // A ban shows up the same way.
-    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({})).await.expect_err(403, "M_FORBIDDEN");
+    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
     let since = s["next_batch"].as_str().unwrap().to_owned();
-    alice.post(&format!("/rooms/{}/ban", enc(&room)), json!({"user_id": bob.user_id})).await.ok();
+    alice
+        .post(
+            &format!("/rooms/{}/ban", enc(&room)),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .ok();
     let s = sync(&bob, &format!("since={since}")).await;
-    let last = s["rooms"]["leave"][&room]["timeline"]["events"].as_array().unwrap().last().unwrap().clone();
+    let last = s["rooms"]["leave"][&room]["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(last["content"]["membership"], "ban");
 }
 
@@ -134,17 +209,28 @@ async fn summary_counts_members_and_names_heroes() {
     let bob = app.register("bob").await;
     let carol = app.register("carol").await;
     let room = create_room(&alice, json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id, carol.user_id]})).await;
-    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({})).await.ok();
+    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({}))
+        .await
+        .ok();
     let s = sync(&alice, "").await;
     let summary = &s["rooms"]["join"][&room]["summary"];
     assert_eq!(summary["m.joined_member_count"], 2);
     assert_eq!(summary["m.invited_member_count"], 1);
-    let heroes: Vec<&str> = summary["m.heroes"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    let heroes: Vec<&str> = summary["m.heroes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap())
+        .collect();
     assert_eq!(heroes, vec![bob.user_id.as_str(), carol.user_id.as_str()]);
     // A named room needs no heroes.
     let named = create_room(&alice, json!({"name": "Named"})).await;
     let s = sync(&alice, "").await;
-    assert!(s["rooms"]["join"][&named]["summary"].get("m.heroes").is_none());
+    assert!(
+        s["rooms"]["join"][&named]["summary"]
+            .get("m.heroes")
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -154,7 +240,13 @@ async fn filters_select_rooms_types_and_fields() {
     let room_a = create_room(&alice, json!({})).await;
     let room_b = create_room(&alice, json!({})).await;
     send_ok(&alice, &room_a, "a").await;
-    alice.put(&format!("/rooms/{}/send/org.example.x/1", enc(&room_a)), json!({"k": 1})).await.ok();
+    alice
+        .put(
+            &format!("/rooms/{}/send/org.example.x/1", enc(&room_a)),
+            json!({"k": 1}),
+        )
+        .await
+        .ok();
     // rooms / not_rooms
     let f = enc(&json!({"room": {"rooms": [room_a]}}).to_string());
     let s = sync(&alice, &format!("filter={f}")).await;
@@ -167,22 +259,55 @@ async fn filters_select_rooms_types_and_fields() {
     let f = enc(&json!({"room": {"timeline": {"types": ["org.example.x"]}, "state": {"types": ["m.room.create"]}}}).to_string());
     let s = sync(&alice, &format!("filter={f}")).await;
     let joined = &s["rooms"]["join"][&room_a];
-    assert!(joined["timeline"]["events"].as_array().unwrap().iter().all(|e| e["type"] == "org.example.x"));
-    assert!(joined["state"]["events"].as_array().unwrap().iter().all(|e| e["type"] == "m.room.create"));
+    assert!(
+        joined["timeline"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] == "org.example.x")
+    );
+    assert!(
+        joined["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["type"] == "m.room.create")
+    );
     // event_fields
     let f = enc(&json!({"event_fields": ["type", "content.body"], "room": {"rooms": [room_a], "timeline": {"types": ["m.room.message"]}}}).to_string());
     let s = sync(&alice, &format!("filter={f}")).await;
     let e = &s["rooms"]["join"][&room_a]["timeline"]["events"][0];
-    assert_eq!(e, &json!({"type": "m.room.message", "content": {"body": "a"}}));
+    assert_eq!(
+        e,
+        &json!({"type": "m.room.message", "content": {"body": "a"}})
+    );
     // A stored filter by ID.
-    let id = alice.post(&format!("/user/{}/filter", enc(&alice.user_id)), json!({"room": {"rooms": [room_b]}})).await.ok()["filter_id"].as_str().unwrap().to_owned();
-    let stored = alice.get(&format!("/user/{}/filter/{id}", enc(&alice.user_id))).await.ok();
+    let id = alice
+        .post(
+            &format!("/user/{}/filter", enc(&alice.user_id)),
+            json!({"room": {"rooms": [room_b]}}),
+        )
+        .await
+        .ok()["filter_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stored = alice
+        .get(&format!("/user/{}/filter/{id}", enc(&alice.user_id)))
+        .await
+        .ok();
     assert_eq!(stored["room"]["rooms"], json!([room_b]));
     let s = sync(&alice, &format!("filter={id}")).await;
     assert!(s["rooms"]["join"].get(&room_a).is_none());
     assert!(s["rooms"]["join"].get(&room_b).is_some());
-    alice.get("/sync?filter=999999").await.expect_err(404, "M_NOT_FOUND");
-    alice.get("/sync?filter=%7Bbroken").await.expect_err(400, "M_INVALID_PARAM");
+    alice
+        .get("/sync?filter=999999")
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    alice
+        .get("/sync?filter=%7Bbroken")
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
@@ -190,7 +315,10 @@ async fn include_leave_shows_rooms_left_before_the_initial_sync() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
-    alice.post(&format!("/rooms/{}/leave", enc(&room)), json!({})).await.ok();
+    alice
+        .post(&format!("/rooms/{}/leave", enc(&room)), json!({}))
+        .await
+        .ok();
     let s = sync(&alice, "").await;
     assert!(s["rooms"]["leave"].get(&room).is_none());
     let f = enc(&json!({"room": {"include_leave": true}}).to_string());
@@ -206,14 +334,19 @@ async fn lazy_loading_sends_only_needed_members() {
     let mut others = Vec::new();
     for i in 0..4 {
         let u = app.register(&format!("member{i}")).await;
-        u.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
+        u.post(&format!("/join/{}", enc(&room)), json!({}))
+            .await
+            .ok();
         others.push(u);
     }
     for i in 0..12 {
         send_ok(&alice, &room, &format!("filler {i}")).await;
     }
     send_ok(&others[0], &room, "from member0").await;
-    let f = enc(&json!({"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": true}}}).to_string());
+    let f = enc(
+        &json!({"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": true}}})
+            .to_string(),
+    );
     let s = sync(&others[3], &format!("filter={f}")).await;
     let members: HashSet<String> = s["rooms"]["join"][&room]["state"]["events"]
         .as_array()
@@ -222,23 +355,42 @@ async fn lazy_loading_sends_only_needed_members() {
         .filter(|e| e["type"] == "m.room.member")
         .map(|e| e["state_key"].as_str().unwrap().to_owned())
         .collect();
-    let expected: HashSet<String> = [&alice.user_id, &others[0].user_id, &others[3].user_id].into_iter().cloned().collect();
+    let expected: HashSet<String> = [&alice.user_id, &others[0].user_id, &others[3].user_id]
+        .into_iter()
+        .cloned()
+        .collect();
     assert_eq!(members, expected);
     let since = s["next_batch"].as_str().unwrap().to_owned();
     // Already sent members are not repeated...
     send_ok(&alice, &room, "again").await;
     let s = sync(&others[3], &format!("filter={f}&since={since}")).await;
-    let repeated: Vec<&Value> = s["rooms"]["join"][&room]["state"]["events"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.member").collect();
+    let repeated: Vec<&Value> = s["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .collect();
     assert!(repeated.is_empty(), "{repeated:?}");
     // ...unless redundant members are asked for.
     let since = s["next_batch"].as_str().unwrap().to_owned();
     send_ok(&alice, &room, "once more").await;
     let f2 = enc(&json!({"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": true, "include_redundant_members": true}}}).to_string());
     let s = sync(&others[3], &format!("filter={f2}&since={since}")).await;
-    assert!(s["rooms"]["join"][&room]["state"]["events"].as_array().unwrap().iter().any(|e| e["state_key"] == alice.user_id.as_str()));
+    assert!(
+        s["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["state_key"] == alice.user_id.as_str())
+    );
     // Without lazy loading, every member is there.
     let s = sync(&others[3], "").await;
-    let all: Vec<&Value> = s["rooms"]["join"][&room]["state"]["events"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.member").collect();
+    let all: Vec<&Value> = s["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .collect();
     assert_eq!(all.len(), 5);
 }
 
@@ -248,11 +400,19 @@ async fn long_poll_times_out_empty_and_wakes_on_events() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
-    let since = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    let since = sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let t = Instant::now();
     let s = sync(&bob, &format!("since={since}&timeout=500")).await;
-    assert!(t.elapsed() >= Duration::from_millis(450), "returned early: {s}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(450),
+        "returned early: {s}"
+    );
     assert!(s["rooms"]["join"].as_object().unwrap().is_empty());
     // A message wakes the waiting sync well before its timeout.
     let waiter = {
@@ -277,7 +437,10 @@ async fn long_poll_times_out_empty_and_wakes_on_events() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let room2 = create_room(&alice, json!({"invite": [bob.user_id]})).await;
-    let s = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("woken")
+        .unwrap();
     assert!(s["rooms"]["invite"].get(&room2).is_some());
 }
 
@@ -285,8 +448,14 @@ async fn long_poll_times_out_empty_and_wakes_on_events() {
 async fn bad_since_tokens_are_refused_cleanly() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
-    alice.get("/sync?since=garbage").await.expect_err(400, "M_INVALID_PARAM");
-    alice.get("/sync?timeout=soon").await.expect_err(400, "M_INVALID_PARAM");
+    alice
+        .get("/sync?since=garbage")
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
+    alice
+        .get("/sync?timeout=soon")
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
     // A token from the future gets a full resync, not an error.
     let room = create_room(&alice, json!({})).await;
     let s = sync(&alice, "since=s999999999_0").await;
@@ -302,11 +471,18 @@ async fn incremental_syncs_see_every_event_exactly_once_under_concurrent_writes(
     let mut senders = Vec::new();
     for i in 0..4 {
         let u = app.register(&format!("sender{i}")).await;
-        u.post(&format!("/join/{}", enc(&room_a)), json!({})).await.ok();
-        u.post(&format!("/join/{}", enc(&room_b)), json!({})).await.ok();
+        u.post(&format!("/join/{}", enc(&room_a)), json!({}))
+            .await
+            .ok();
+        u.post(&format!("/join/{}", enc(&room_b)), json!({}))
+            .await
+            .ok();
         senders.push(u);
     }
-    let mut since = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
+    let mut since = sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut tasks = Vec::new();
     for (n, u) in senders.iter().enumerate() {
         let (u, a, b) = (u.clone(), room_a.clone(), room_b.clone());
@@ -353,12 +529,24 @@ async fn two_instances_behave_as_one_server() {
     let alice = app_a.register("alice").await;
     let bob_on_b = app_b.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob_on_b.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
+    bob_on_b
+        .post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
     // Alice's sync on A sees Bob's join, made through B.
     let s = sync(&alice, "").await;
-    assert!(s["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().iter().any(|e| e["state_key"] == bob_on_b.user_id.as_str()));
+    assert!(
+        s["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["state_key"] == bob_on_b.user_id.as_str())
+    );
     // A sync waiting on B is woken by a send through A, within moments.
-    let since = sync(&bob_on_b, "").await["next_batch"].as_str().unwrap().to_owned();
+    let since = sync(&bob_on_b, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let waiter = {
         let bob = bob_on_b.clone();
         tokio::spawn(async move {
@@ -371,11 +559,23 @@ async fn two_instances_behave_as_one_server() {
     send_ok(&alice, &room, "across processes").await;
     let (elapsed, s) = waiter.await.unwrap();
     assert!(elapsed < Duration::from_secs(3), "woken after {elapsed:?}");
-    assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["across processes"]);
+    assert_eq!(
+        bodies(&timeline(&s, &room)["events"]),
+        vec!["across processes"]
+    );
     // Both processes write to the same room alternately; state caches stay correct.
     let alice_on_b = app_b.as_user(&alice);
-    alice_on_b.put(&format!("/rooms/{}/state/m.room.name", enc(&room)), json!({"name": "via B"})).await.ok();
-    let name = alice.get(&format!("/rooms/{}/state/m.room.name", enc(&room))).await.ok();
+    alice_on_b
+        .put(
+            &format!("/rooms/{}/state/m.room.name", enc(&room)),
+            json!({"name": "via B"}),
+        )
+        .await
+        .ok();
+    let name = alice
+        .get(&format!("/rooms/{}/state/m.room.name", enc(&room)))
+        .await
+        .ok();
     assert_eq!(name["name"], "via B");
     for i in 0..10 {
         let user = if i % 2 == 0 { &alice } else { &bob_on_b };
@@ -383,15 +583,28 @@ async fn two_instances_behave_as_one_server() {
     }
     // Power levels changed on B are enforced on A (no stale cache).
     alice_on_b
-        .put(&format!("/rooms/{}/state/m.room.power_levels", enc(&room)), json!({"users": {}, "events_default": 50, "state_default": 50}))
+        .put(
+            &format!("/rooms/{}/state/m.room.power_levels", enc(&room)),
+            json!({"users": {}, "events_default": 50, "state_default": 50}),
+        )
         .await
         .ok();
     let bob_on_a = app_a.as_user(&bob_on_b);
-    crate::messaging::send(&bob_on_a, &room, json!({"msgtype": "m.text", "body": "muted"}), "muted").await.expect_err(403, "M_FORBIDDEN");
+    crate::messaging::send(
+        &bob_on_a,
+        &room,
+        json!({"msgtype": "m.text", "body": "muted"}),
+        "muted",
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
     // A token from one process works on the other.
     let s_a = sync(&alice, "").await;
     let since = s_a["next_batch"].as_str().unwrap();
     send_ok(&alice, &room, "after token").await;
     let s_b = sync(&alice_on_b, &format!("since={since}")).await;
-    assert_eq!(bodies(&timeline(&s_b, &room)["events"]), vec!["after token"]);
+    assert_eq!(
+        bodies(&timeline(&s_b, &room)["events"]),
+        vec!["after token"]
+    );
 }

@@ -10,7 +10,9 @@ use crate::service::accounts;
 use crate::{AppState, Result};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/account/whoami", get(whoami)).route("/logout", post(logout))
+    Router::new()
+        .route("/account/whoami", get(whoami))
+        .route("/logout", post(logout))
 }
 
 async fn whoami(requester: Requester) -> JsonResponse<Value> {
@@ -21,7 +23,11 @@ async fn whoami(requester: Requester) -> JsonResponse<Value> {
     }))
 }
 
-async fn logout(State(state): State<AppState>, _requester: Requester, AccessToken(token): AccessToken) -> Result<JsonResponse<Value>> {
+async fn logout(
+    State(state): State<AppState>,
+    _requester: Requester,
+    AccessToken(token): AccessToken,
+) -> Result<JsonResponse<Value>> {
     accounts::logout(&state, &token).await?;
     Ok(JsonResponse(json!({})))
 }

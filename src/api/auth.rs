@@ -17,7 +17,9 @@ pub fn token_of(parts: &Parts) -> Option<String> {
         return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
     }
     let query = parts.uri.query()?;
-    form_urlencoded_pairs(query).find(|(k, _)| k == "access_token").map(|(_, v)| v)
+    form_urlencoded_pairs(query)
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v)
 }
 
 fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
@@ -36,12 +38,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -51,7 +54,10 @@ fn percent_decode(s: &str) -> String {
 
 /// The client's address (the peer; a reverse proxy's X-Forwarded-For is not trusted by default).
 pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The peer address as an extractor, for rate limiting unauthenticated endpoints.
@@ -70,7 +76,9 @@ pub struct AccessToken(pub String);
 impl FromRequestParts<AppState> for AccessToken {
     type Rejection = Error;
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Error> {
-        token_of(parts).map(AccessToken).ok_or_else(|| Error::missing_token("Missing access token"))
+        token_of(parts)
+            .map(AccessToken)
+            .ok_or_else(|| Error::missing_token("Missing access token"))
     }
 }
 

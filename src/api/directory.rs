@@ -13,14 +13,28 @@ use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/directory/room/{alias}", get(get_alias).put(put_alias).delete(delete_alias))
-        .route("/directory/list/room/{room_id}", get(get_visibility).put(put_visibility))
-        .route("/publicRooms", get(get_public_rooms).post(post_public_rooms))
+        .route(
+            "/directory/room/{alias}",
+            get(get_alias).put(put_alias).delete(delete_alias),
+        )
+        .route(
+            "/directory/list/room/{room_id}",
+            get(get_visibility).put(put_visibility),
+        )
+        .route(
+            "/publicRooms",
+            get(get_public_rooms).post(post_public_rooms),
+        )
         .route("/user_directory/search", post(search_users))
 }
 
-async fn get_alias(State(state): State<AppState>, Path(alias): Path<String>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(directory::resolve_alias(&state, &alias).await?))
+async fn get_alias(
+    State(state): State<AppState>,
+    Path(alias): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        directory::resolve_alias(&state, &alias).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -38,13 +52,22 @@ async fn put_alias(
     Ok(JsonResponse(json!({})))
 }
 
-async fn delete_alias(State(state): State<AppState>, requester: Requester, Path(alias): Path<String>) -> Result<JsonResponse<Value>> {
+async fn delete_alias(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(alias): Path<String>,
+) -> Result<JsonResponse<Value>> {
     directory::delete_alias(&state, &requester, &alias).await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn get_visibility(State(state): State<AppState>, Path(room_id): Path<String>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(directory::get_visibility(&state, &room_id).await?))
+async fn get_visibility(
+    State(state): State<AppState>,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        directory::get_visibility(&state, &room_id).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -71,17 +94,27 @@ struct PublicRoomsQuery {
 
 fn check_server(state: &AppState, server: Option<&str>) -> Result<()> {
     match server {
-        Some(s) if s != state.server_name.as_str() => {
-            Err(Error::forbidden("Federation is not supported yet: only this server's directory is available"))
-        }
+        Some(s) if s != state.server_name.as_str() => Err(Error::forbidden(
+            "Federation is not supported yet: only this server's directory is available",
+        )),
         _ => Ok(()),
     }
 }
 
-async fn get_public_rooms(State(state): State<AppState>, Query(q): Query<PublicRoomsQuery>) -> Result<JsonResponse<Value>> {
+async fn get_public_rooms(
+    State(state): State<AppState>,
+    Query(q): Query<PublicRoomsQuery>,
+) -> Result<JsonResponse<Value>> {
     check_server(&state, q.server.as_deref())?;
-    let limit = q.limit.as_deref().map(str::parse::<i64>).transpose().map_err(|_| Error::invalid_param("limit must be an integer"))?;
-    Ok(JsonResponse(directory::public_rooms(&state, limit, q.since.as_deref(), None).await?))
+    let limit = q
+        .limit
+        .as_deref()
+        .map(str::parse::<i64>)
+        .transpose()
+        .map_err(|_| Error::invalid_param("limit must be an integer"))?;
+    Ok(JsonResponse(
+        directory::public_rooms(&state, limit, q.since.as_deref(), None).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -109,7 +142,9 @@ async fn post_public_rooms(
 ) -> Result<JsonResponse<Value>> {
     check_server(&state, q.server.as_deref())?;
     let term = body.filter.and_then(|f| f.generic_search_term);
-    Ok(JsonResponse(directory::public_rooms(&state, body.limit, body.since.as_deref(), term.as_deref()).await?))
+    Ok(JsonResponse(
+        directory::public_rooms(&state, body.limit, body.since.as_deref(), term.as_deref()).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -118,6 +153,12 @@ struct SearchBody {
     limit: Option<i64>,
 }
 
-async fn search_users(State(state): State<AppState>, requester: Requester, Json(body): Json<SearchBody>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(directory::search_users(&state, &requester, &body.search_term, body.limit).await?))
+async fn search_users(
+    State(state): State<AppState>,
+    requester: Requester,
+    Json(body): Json<SearchBody>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        directory::search_users(&state, &requester, &body.search_term, body.limit).await?,
+    ))
 }

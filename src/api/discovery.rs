@@ -31,8 +31,10 @@ async fn well_known(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn capabilities(State(state): State<AppState>, _requester: Requester) -> Json<Value> {
-    let available: serde_json::Map<String, Value> =
-        room_versions::SUPPORTED.iter().map(|v| (v.to_string(), json!("stable"))).collect();
+    let available: serde_json::Map<String, Value> = room_versions::SUPPORTED
+        .iter()
+        .map(|v| (v.to_string(), json!("stable")))
+        .collect();
     Json(json!({
         "capabilities": {
             "m.room_versions": { "default": state.config.default_room_version, "available": available },

@@ -25,19 +25,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 
 /// The raw body, size-limited, for handlers that need the exact bytes (event content).
 pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Error> {
-    Bytes::from_request(req, state).await.map_err(|rejection: BytesRejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::too_large("Request body too large")
-        } else {
-            Error::not_json(format!("Could not read the request body: {rejection}"))
-        }
-    })
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|rejection: BytesRejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Error::too_large("Request body too large")
+            } else {
+                Error::not_json(format!("Could not read the request body: {rejection}"))
+            }
+        })
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
     serde_json::from_value(value).map_err(|e| Error::bad_json(format!("Invalid JSON: {e}")))
 }
 
@@ -51,7 +57,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e: QueryRejection| Error::invalid_param(format!("Invalid query parameters: {e}")))
+            .map_err(|e: QueryRejection| {
+                Error::invalid_param(format!("Invalid query parameters: {e}"))
+            })
     }
 }
 
@@ -65,6 +73,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Path(p.0))
-            .map_err(|e: PathRejection| Error::invalid_param(format!("Invalid path parameter: {e}")))
+            .map_err(|e: PathRejection| {
+                Error::invalid_param(format!("Invalid path parameter: {e}"))
+            })
     }
 }

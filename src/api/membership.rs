@@ -40,7 +40,15 @@ async fn invite(
     Path(room_id): Path<String>,
     Json(body): Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "invite", body.reason.as_deref()).await?;
+    rooms::change_membership(
+        &state,
+        &requester,
+        &room_id,
+        &body.user_id,
+        "invite",
+        body.reason.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -60,7 +68,13 @@ async fn join(
     Path(room_id_or_alias): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
-    let room_id = rooms::join(&state, &requester, &room_id_or_alias, body.reason.as_deref()).await?;
+    let room_id = rooms::join(
+        &state,
+        &requester,
+        &room_id_or_alias,
+        body.reason.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({ "room_id": room_id })))
 }
 
@@ -71,7 +85,15 @@ async fn leave(
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
     let me = requester.user_id.to_string();
-    rooms::change_membership(&state, &requester, &room_id, &me, "leave", body.reason.as_deref()).await?;
+    rooms::change_membership(
+        &state,
+        &requester,
+        &room_id,
+        &me,
+        "leave",
+        body.reason.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -81,7 +103,15 @@ async fn kick(
     Path(room_id): Path<String>,
     Json(body): Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "leave", body.reason.as_deref()).await?;
+    rooms::change_membership(
+        &state,
+        &requester,
+        &room_id,
+        &body.user_id,
+        "leave",
+        body.reason.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -91,7 +121,15 @@ async fn ban(
     Path(room_id): Path<String>,
     Json(body): Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "ban", body.reason.as_deref()).await?;
+    rooms::change_membership(
+        &state,
+        &requester,
+        &room_id,
+        &body.user_id,
+        "ban",
+        body.reason.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -101,11 +139,23 @@ async fn unban(
     Path(room_id): Path<String>,
     Json(body): Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::change_membership(&state, &requester, &room_id, &body.user_id, "leave", body.reason.as_deref()).await?;
+    rooms::change_membership(
+        &state,
+        &requester,
+        &room_id,
+        &body.user_id,
+        "leave",
+        body.reason.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn forget(State(state): State<AppState>, requester: Requester, Path(room_id): Path<String>) -> Result<JsonResponse<Value>> {
+async fn forget(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
     rooms::forget(&state, &requester, &room_id).await?;
     Ok(JsonResponse(json!({})))
 }

@@ -21,10 +21,19 @@ pub fn routes() -> Router<AppState> {
 pub fn v1_routes() -> Router<AppState> {
     Router::new()
         .route("/rooms/{room_id}/relations/{event_id}", get(relations))
-        .route("/rooms/{room_id}/relations/{event_id}/{rel_type}", get(relations_of_type))
-        .route("/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}", get(relations_of_type_and_event))
+        .route(
+            "/rooms/{room_id}/relations/{event_id}/{rel_type}",
+            get(relations_of_type),
+        )
+        .route(
+            "/rooms/{room_id}/relations/{event_id}/{rel_type}/{event_type}",
+            get(relations_of_type_and_event),
+        )
         .route("/rooms/{room_id}/threads", get(threads))
-        .route("/rooms/{room_id}/timestamp_to_event", get(timestamp_to_event))
+        .route(
+            "/rooms/{room_id}/timestamp_to_event",
+            get(timestamp_to_event),
+        )
 }
 
 #[derive(Deserialize)]
@@ -37,7 +46,12 @@ struct MessagesParams {
 }
 
 fn parse_limit(limit: Option<&str>) -> Result<Option<i64>> {
-    limit.map(|l| l.parse::<i64>().map_err(|_| Error::invalid_param("limit must be an integer"))).transpose()
+    limit
+        .map(|l| {
+            l.parse::<i64>()
+                .map_err(|_| Error::invalid_param("limit must be an integer"))
+        })
+        .transpose()
 }
 
 async fn get_messages(
@@ -53,7 +67,9 @@ async fn get_messages(
         limit: parse_limit(p.limit.as_deref())?,
         filter: p.filter,
     };
-    Ok(JsonResponse(messages::messages(&state, &requester, &room_id, query).await?))
+    Ok(JsonResponse(
+        messages::messages(&state, &requester, &room_id, query).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -69,7 +85,17 @@ async fn context(
     Query(p): Query<ContextParams>,
 ) -> Result<JsonResponse<Context>> {
     let limit = parse_limit(p.limit.as_deref())?;
-    Ok(JsonResponse(messages::context(&state, &requester, &room_id, &event_id, limit, p.filter.as_deref()).await?))
+    Ok(JsonResponse(
+        messages::context(
+            &state,
+            &requester,
+            &room_id,
+            &event_id,
+            limit,
+            p.filter.as_deref(),
+        )
+        .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -103,7 +129,16 @@ async fn relations_of_type_and_event(
     Path((room_id, event_id, rel_type, event_type)): Path<(String, String, String, String)>,
     Query(p): Query<RelationsParams>,
 ) -> Result<JsonResponse<RelationsPage>> {
-    relations_inner(state, requester, room_id, event_id, Some(rel_type), Some(event_type), p).await
+    relations_inner(
+        state,
+        requester,
+        room_id,
+        event_id,
+        Some(rel_type),
+        Some(event_type),
+        p,
+    )
+    .await
 }
 
 async fn relations_inner(
@@ -145,7 +180,17 @@ async fn threads(
     Query(p): Query<ThreadsParams>,
 ) -> Result<JsonResponse<RelationsPage>> {
     let limit = parse_limit(p.limit.as_deref())?;
-    Ok(JsonResponse(messages::threads(&state, &requester, &room_id, p.include.as_deref(), p.from.as_deref(), limit).await?))
+    Ok(JsonResponse(
+        messages::threads(
+            &state,
+            &requester,
+            &room_id,
+            p.include.as_deref(),
+            p.from.as_deref(),
+            limit,
+        )
+        .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -160,11 +205,14 @@ async fn timestamp_to_event(
     Path(room_id): Path<String>,
     Query(p): Query<TimestampParams>,
 ) -> Result<JsonResponse<Value>> {
-    let ts = p
-        .ts
-        .ok_or_else(|| Error::missing_param("ts is required"))?
-        .parse::<i64>()
-        .map_err(|_| Error::invalid_param("ts must be an integer"))?;
-    let dir = p.dir.ok_or_else(|| Error::missing_param("dir is required"))?;
-    Ok(JsonResponse(messages::timestamp_to_event(&state, &requester, &room_id, ts, &dir).await?))
+    let ts =
+        p.ts.ok_or_else(|| Error::missing_param("ts is required"))?
+            .parse::<i64>()
+            .map_err(|_| Error::invalid_param("ts must be an integer"))?;
+    let dir = p
+        .dir
+        .ok_or_else(|| Error::missing_param("dir is required"))?;
+    Ok(JsonResponse(
+        messages::timestamp_to_event(&state, &requester, &room_id, ts, &dir).await?,
+    ))
 }

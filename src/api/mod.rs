@@ -97,5 +97,9 @@ async fn unrecognized() -> Error {
 }
 
 async fn method_not_allowed() -> Error {
-    Error::matrix(axum::http::StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "Unrecognized request method")
+    Error::matrix(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "M_UNRECOGNIZED",
+        "Unrecognized request method",
+    )
 }

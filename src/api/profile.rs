@@ -13,15 +13,23 @@ use crate::{AppState, Error, Result};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/profile/{user_id}", get(get_profile))
-        .route("/profile/{user_id}/{field}", get(get_field).put(put_field).delete(delete_field))
+        .route(
+            "/profile/{user_id}/{field}",
+            get(get_field).put(put_field).delete(delete_field),
+        )
 }
 
-async fn get_profile(State(state): State<AppState>, _requester: Requester, Path(user_id): Path<String>) -> Result<JsonResponse<Value>> {
+async fn get_profile(
+    State(state): State<AppState>,
+    _requester: Requester,
+    Path(user_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
     Ok(JsonResponse(profile::get_profile(&state, &user_id).await?))
 }
 
 fn parse_field(key: &str) -> Result<Field> {
-    Field::parse(key).ok_or_else(|| Error::not_found(format!("Profile field {key} is not supported")))
+    Field::parse(key)
+        .ok_or_else(|| Error::not_found(format!("Profile field {key} is not supported")))
 }
 
 async fn get_field(

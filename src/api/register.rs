@@ -13,7 +13,9 @@ use crate::service::{accounts, uia};
 use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/register", post(register)).route("/register/available", get(available))
+    Router::new()
+        .route("/register", post(register))
+        .route("/register/available", get(available))
 }
 
 /// Synapse's admin API lives outside the client prefix.
@@ -52,21 +54,36 @@ async fn register(
     state.rate_limiter.check("register", ip)?;
     let localpart = match &body.username {
         Some(name) => name.to_lowercase(),
-        None => format!("u{}", crate::service::auth::random_string(12).to_lowercase()),
+        None => format!(
+            "u{}",
+            crate::service::auth::random_string(12).to_lowercase()
+        ),
     };
     let user_id = accounts::validate_localpart(&state, &localpart)?;
     if crate::store::users::user_exists(&state.db, &user_id).await? {
         return Err(Error::user_in_use("User ID already taken"));
     }
-    uia::check(&state, body.auth.as_ref(), &[&["m.login.dummy"]], json!({}), async |_, _| Ok(true)).await?;
+    uia::check(
+        &state,
+        body.auth.as_ref(),
+        &[&["m.login.dummy"]],
+        json!({}),
+        async |_, _| Ok(true),
+    )
+    .await?;
     accounts::create_user(&state, &user_id, body.password, false).await?;
     if body.inhibit_login {
         return Ok(JsonResponse(json!({ "user_id": user_id })));
     }
     let ip = ip.map(|ip| ip.to_string());
-    let session =
-        accounts::open_session(&state, &user_id, body.device_id, body.initial_device_display_name.as_deref(), ip.as_deref())
-            .await?;
+    let session = accounts::open_session(
+        &state,
+        &user_id,
+        body.device_id,
+        body.initial_device_display_name.as_deref(),
+        ip.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({
         "user_id": session.user_id,
         "access_token": session.access_token,
@@ -80,7 +97,10 @@ struct AvailableQuery {
     username: String,
 }
 
-async fn available(State(state): State<AppState>, Query(q): Query<AvailableQuery>) -> Result<JsonResponse<Value>> {
+async fn available(
+    State(state): State<AppState>,
+    Query(q): Query<AvailableQuery>,
+) -> Result<JsonResponse<Value>> {
     let user_id = accounts::validate_localpart(&state, &q.username)?;
     if crate::store::users::user_exists(&state.db, &user_id).await? {
         return Err(Error::user_in_use("User ID already taken"));

@@ -18,9 +18,18 @@ pub fn routes() -> Router<AppState> {
         .route("/rooms/{room_id}/members", get(members))
         .route("/rooms/{room_id}/joined_members", get(joined_members))
         .route("/rooms/{room_id}/state", get(full_state))
-        .route("/rooms/{room_id}/state/{event_type}", get(get_state_empty_key).put(put_state_empty_key))
-        .route("/rooms/{room_id}/state/{event_type}/", get(get_state_empty_key).put(put_state_empty_key))
-        .route("/rooms/{room_id}/state/{event_type}/{state_key}", get(get_state).put(put_state))
+        .route(
+            "/rooms/{room_id}/state/{event_type}",
+            get(get_state_empty_key).put(put_state_empty_key),
+        )
+        .route(
+            "/rooms/{room_id}/state/{event_type}/",
+            get(get_state_empty_key).put(put_state_empty_key),
+        )
+        .route(
+            "/rooms/{room_id}/state/{event_type}/{state_key}",
+            get(get_state).put(put_state),
+        )
         .route("/rooms/{room_id}/event/{event_id}", get(get_event))
         .route("/rooms/{room_id}/aliases", get(aliases))
 }
@@ -34,7 +43,10 @@ async fn create_room(
     Ok(JsonResponse(json!({ "room_id": room_id })))
 }
 
-async fn joined_rooms(State(state): State<AppState>, requester: Requester) -> Result<JsonResponse<Value>> {
+async fn joined_rooms(
+    State(state): State<AppState>,
+    requester: Requester,
+) -> Result<JsonResponse<Value>> {
     let rooms = store::rooms::joined_rooms(&state.db, requester.user_id.as_str()).await?;
     Ok(JsonResponse(json!({ "joined_rooms": rooms })))
 }
@@ -52,18 +64,37 @@ async fn members(
     Path(room_id): Path<String>,
     Query(q): Query<MembersQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let chunk = rooms::members(&state, &requester, &room_id, q.at.as_deref(), q.membership.as_deref(), q.not_membership.as_deref())
-        .await?;
+    let chunk = rooms::members(
+        &state,
+        &requester,
+        &room_id,
+        q.at.as_deref(),
+        q.membership.as_deref(),
+        q.not_membership.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({ "chunk": chunk })))
 }
 
-async fn joined_members(State(state): State<AppState>, requester: Requester, Path(room_id): Path<String>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(rooms::joined_members(&state, &requester, &room_id).await?))
+async fn joined_members(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        rooms::joined_members(&state, &requester, &room_id).await?,
+    ))
 }
 
-async fn full_state(State(state): State<AppState>, requester: Requester, Path(room_id): Path<String>) -> Result<JsonResponse<Value>> {
+async fn full_state(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
     let events = rooms::full_state(&state, &requester, &room_id).await?;
-    Ok(JsonResponse(serde_json::to_value(events).map_err(crate::Error::internal)?))
+    Ok(JsonResponse(
+        serde_json::to_value(events).map_err(crate::Error::internal)?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -78,7 +109,9 @@ async fn get_state(
     Query(q): Query<StateQuery>,
 ) -> Result<JsonResponse<Value>> {
     let whole = q.format.as_deref() == Some("event");
-    Ok(JsonResponse(rooms::state_event(&state, &requester, &room_id, &event_type, &state_key, whole).await?))
+    Ok(JsonResponse(
+        rooms::state_event(&state, &requester, &room_id, &event_type, &state_key, whole).await?,
+    ))
 }
 
 async fn get_state_empty_key(
@@ -88,7 +121,9 @@ async fn get_state_empty_key(
     Query(q): Query<StateQuery>,
 ) -> Result<JsonResponse<Value>> {
     let whole = q.format.as_deref() == Some("event");
-    Ok(JsonResponse(rooms::state_event(&state, &requester, &room_id, &event_type, "", whole).await?))
+    Ok(JsonResponse(
+        rooms::state_event(&state, &requester, &room_id, &event_type, "", whole).await?,
+    ))
 }
 
 async fn put_state(
@@ -106,7 +141,15 @@ async fn put_state_empty_key(
     Path((room_id, event_type)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Result<JsonResponse<Value>> {
-    put_state_inner(state, requester, room_id, event_type, String::new(), request).await
+    put_state_inner(
+        state,
+        requester,
+        room_id,
+        event_type,
+        String::new(),
+        request,
+    )
+    .await
 }
 
 async fn put_state_inner(
@@ -119,7 +162,15 @@ async fn put_state_inner(
 ) -> Result<JsonResponse<Value>> {
     let bytes = body_bytes(request, &state).await?;
     let content = messages::parse_content(&bytes)?;
-    let event_id = rooms::set_state(&state, &requester, &room_id, &event_type, &state_key, content).await?;
+    let event_id = rooms::set_state(
+        &state,
+        &requester,
+        &room_id,
+        &event_type,
+        &state_key,
+        content,
+    )
+    .await?;
     Ok(JsonResponse(json!({ "event_id": event_id })))
 }
 
@@ -128,10 +179,16 @@ async fn get_event(
     requester: Requester,
     Path((room_id, event_id)): Path<(String, String)>,
 ) -> Result<JsonResponse<Box<serde_json::value::RawValue>>> {
-    Ok(JsonResponse(messages::get_event(&state, &requester, &room_id, &event_id).await?))
+    Ok(JsonResponse(
+        messages::get_event(&state, &requester, &room_id, &event_id).await?,
+    ))
 }
 
-async fn aliases(State(state): State<AppState>, requester: Requester, Path(room_id): Path<String>) -> Result<JsonResponse<Value>> {
+async fn aliases(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
     rooms::full_state(&state, &requester, &room_id).await?;
     let aliases = store::rooms::aliases_of(&state.db, &room_id).await?;
     Ok(JsonResponse(json!({ "aliases": aliases })))

@@ -23,7 +23,8 @@ async fn send(
     request: Request,
 ) -> Result<JsonResponse<Value>> {
     let content = messages::parse_content(&body_bytes(request, &state).await?)?;
-    let event_id = messages::send(&state, &requester, &room_id, &event_type, &txn_id, content).await?;
+    let event_id =
+        messages::send(&state, &requester, &room_id, &event_type, &txn_id, content).await?;
     Ok(JsonResponse(json!({ "event_id": event_id })))
 }
 
@@ -34,6 +35,7 @@ async fn redact(
     request: Request,
 ) -> Result<JsonResponse<Value>> {
     let content = messages::parse_content(&body_bytes(request, &state).await?)?;
-    let event_id = messages::redact(&state, &requester, &room_id, &event_id, &txn_id, content).await?;
+    let event_id =
+        messages::redact(&state, &requester, &room_id, &event_id, &txn_id, content).await?;
     Ok(JsonResponse(json!({ "event_id": event_id })))
 }

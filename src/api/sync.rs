@@ -35,20 +35,30 @@ async fn get_sync(
 ) -> Result<JsonResponse<SyncResponse>> {
     let timeout_ms = match p.timeout.as_deref() {
         None | Some("") => 0,
-        Some(t) => t.parse::<u64>().map_err(|_| Error::invalid_param("timeout must be a non-negative integer"))?,
+        Some(t) => t
+            .parse::<u64>()
+            .map_err(|_| Error::invalid_param("timeout must be a non-negative integer"))?,
     };
     let full_state = match p.full_state.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(Error::invalid_param("full_state must be true or false")),
     };
-    if let Some(presence) = p.set_presence.as_deref() {
-        if !matches!(presence, "online" | "offline" | "unavailable") {
-            return Err(Error::invalid_param("set_presence must be online, offline or unavailable"));
-        }
+    if let Some(presence) = p.set_presence.as_deref()
+        && !matches!(presence, "online" | "offline" | "unavailable")
+    {
+        return Err(Error::invalid_param(
+            "set_presence must be online, offline or unavailable",
+        ));
     }
     let filter = filter::resolve(&state, requester.user_id.as_str(), p.filter.as_deref()).await?;
-    let request = SyncRequest { since: p.since, timeout_ms, full_state, set_presence: p.set_presence, filter };
+    let request = SyncRequest {
+        since: p.since,
+        timeout_ms,
+        full_state,
+        set_presence: p.set_presence,
+        filter,
+    };
     Ok(JsonResponse(sync::sync(&state, &requester, request).await?))
 }
 
@@ -79,5 +89,7 @@ async fn get_filter(
     Path((user_id, filter_id)): Path<(String, String)>,
 ) -> Result<JsonResponse<Value>> {
     require_self(&requester, &user_id)?;
-    Ok(JsonResponse(filter::get(&state, &user_id, &filter_id).await?))
+    Ok(JsonResponse(
+        filter::get(&state, &user_id, &filter_id).await?,
+    ))
 }

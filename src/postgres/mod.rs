@@ -13,21 +13,25 @@ use sqlx::postgres::PgConnectOptions;
 
 /// The superuser initdb creates; it owns Axon's databases.
 const SUPERUSER: &str = "axon";
-pub const PACKAGE_HINT: &str =
-    "PostgreSQL server binaries not found: install the PostgreSQL server package (apt-get install postgresql)";
+pub const PACKAGE_HINT: &str = "PostgreSQL server binaries not found: install the PostgreSQL server package (apt-get install postgresql)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("{PACKAGE_HINT}")]
     NoBinaries,
-    #[error("running as root, but there is no `postgres` system user to run PostgreSQL as (install the postgresql package)")]
+    #[error(
+        "running as root, but there is no `postgres` system user to run PostgreSQL as (install the postgresql package)"
+    )]
     NoPostgresUser,
     #[error("{what}: {detail}")]
     Failed { what: String, detail: String },
 }
 
 fn failed(what: impl Into<String>, detail: impl std::fmt::Display) -> ClusterError {
-    ClusterError::Failed { what: what.into(), detail: detail.to_string() }
+    ClusterError::Failed {
+        what: what.into(),
+        detail: detail.to_string(),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +62,10 @@ pub fn find_bindir() -> Result<PathBuf, ClusterError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or(ClusterError::NoBinaries)
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(ClusterError::NoBinaries)
 }
 
 impl Cluster {
@@ -74,13 +81,18 @@ impl Cluster {
         } else {
             None
         };
-        std::fs::create_dir_all(dir).map_err(|e| failed(format!("creating {}", dir.display()), e))?;
-        let dir = std::fs::canonicalize(dir).map_err(|e| failed(format!("resolving {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| failed(format!("creating {}", dir.display()), e))?;
+        let dir = std::fs::canonicalize(dir)
+            .map_err(|e| failed(format!("resolving {}", dir.display()), e))?;
         // The socket path must fit in sun_path (107 bytes).
         if dir.join(".s.PGSQL.5432").as_os_str().len() > 100 {
             return Err(failed(
                 "PostgreSQL data directory",
-                format!("{} is too long a path for a unix socket; choose a shorter data_dir", dir.display()),
+                format!(
+                    "{} is too long a path for a unix socket; choose a shorter data_dir",
+                    dir.display()
+                ),
             ));
         }
         if let Some((uid, gid)) = run_as {
@@ -89,7 +101,11 @@ impl Cluster {
         }
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| failed(format!("restricting {}", dir.display()), e))?;
-        let cluster = Self { bindir, dir, run_as };
+        let cluster = Self {
+            bindir,
+            dir,
+            run_as,
+        };
         if !cluster.dir.join("PG_VERSION").exists() {
             cluster.initdb()?;
         }
@@ -124,10 +140,15 @@ impl Cluster {
         tracing::info!(dir = %self.dir.display(), "creating the private PostgreSQL cluster");
         self.run(
             "initdb",
-            self.command("initdb")
-                .arg("-D")
-                .arg(&self.dir)
-                .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"]),
+            self.command("initdb").arg("-D").arg(&self.dir).args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-instructions",
+            ]),
         )
     }
 
@@ -187,7 +208,12 @@ impl Cluster {
     pub fn stop(&self) -> Result<(), ClusterError> {
         self.run(
             "stopping PostgreSQL",
-            self.command("pg_ctl").arg("stop").arg("-w").args(["-m", "fast"]).arg("-D").arg(&self.dir),
+            self.command("pg_ctl")
+                .arg("stop")
+                .arg("-w")
+                .args(["-m", "fast"])
+                .arg("-D")
+                .arg(&self.dir),
         )
     }
 
@@ -195,16 +221,19 @@ impl Cluster {
     /// where nothing gets to clean up. Durability is traded for speed; the data is thrown away.
     pub fn spawn_ephemeral(&self) -> Result<std::process::Child, ClusterError> {
         let mut cmd = self.command("postgres");
-        cmd.arg("-D").arg(&self.dir).args(self.server_options()).args([
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-            "-c",
-            "max_connections=500",
-        ]);
+        cmd.arg("-D")
+            .arg(&self.dir)
+            .args(self.server_options())
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=500",
+            ]);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe; it runs between fork and exec.
         unsafe {
@@ -223,6 +252,9 @@ impl Cluster {
     }
 
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
-        PgConnectOptions::new().socket(&self.dir).username(SUPERUSER).database(database)
+        PgConnectOptions::new()
+            .socket(&self.dir)
+            .username(SUPERUSER)
+            .database(database)
     }
 }

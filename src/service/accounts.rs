@@ -19,7 +19,9 @@ pub struct Session {
 pub async fn hash_password(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
     })
     .await
     .map_err(Error::internal)?
@@ -37,12 +39,20 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
             DUMMY
                 .get_or_init(|| {
                     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-                    Argon2::default().hash_password(random_string(16).as_bytes(), &salt).map(|h| h.to_string()).unwrap_or_default()
+                    Argon2::default()
+                        .hash_password(random_string(16).as_bytes(), &salt)
+                        .map(|h| h.to_string())
+                        .unwrap_or_default()
                 })
                 .clone()
         });
-        let Ok(parsed) = PasswordHash::new(&text) else { return false };
-        Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok() && real
+        let Ok(parsed) = PasswordHash::new(&text) else {
+            return false;
+        };
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+            && real
     })
     .await
     .map_err(Error::internal)
@@ -51,7 +61,9 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
 /// The spec's localpart rules (lowercase historical grammar) and the 255-byte user ID limit.
 pub fn validate_localpart(state: &AppState, localpart: &str) -> Result<String> {
     if localpart.is_empty()
-        || !localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'))
+        || !localpart.bytes().all(
+            |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'),
+        )
     {
         return Err(Error::invalid_username(
             "User ID can only contain characters a-z, 0-9, or '=_-./+'",
@@ -76,22 +88,42 @@ pub async fn open_session(
     let token = new_access_token();
     let mut tx = state.db.begin().await?;
     store::users::upsert_device(&mut *tx, user_id, &device_id, display_name, ip).await?;
-    store::tokens::insert_access_token(&mut *tx, &hash_token(&token), user_id, &device_id, None).await?;
+    store::tokens::insert_access_token(&mut *tx, &hash_token(&token), user_id, &device_id, None)
+        .await?;
     tx.commit().await?;
-    Ok(Session { user_id: user_id.to_owned(), device_id, access_token: Some(token) })
+    Ok(Session {
+        user_id: user_id.to_owned(),
+        device_id,
+        access_token: Some(token),
+    })
 }
 
 /// Creates the user; `M_USER_IN_USE` if the name was ever taken.
-pub async fn create_user(state: &AppState, user_id: &str, password: Option<String>, is_admin: bool) -> Result<()> {
+pub async fn create_user(
+    state: &AppState,
+    user_id: &str,
+    password: Option<String>,
+    is_admin: bool,
+) -> Result<()> {
     let hash = match password {
         Some(p) => Some(hash_password(p).await?),
         None => None,
     };
-    let localpart = user_id.trim_start_matches('@').split(':').next().unwrap_or_default();
+    let localpart = user_id
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap_or_default();
     use crate::error::OnConstraint;
-    store::users::insert_user(&state.db, user_id, hash.as_deref(), is_admin, Some(localpart))
-        .await
-        .on_constraint("users_pkey", || Error::user_in_use("User ID already taken"))
+    store::users::insert_user(
+        &state.db,
+        user_id,
+        hash.as_deref(),
+        is_admin,
+        Some(localpart),
+    )
+    .await
+    .on_constraint("users_pkey", || Error::user_in_use("User ID already taken"))
 }
 
 pub async fn logout(state: &AppState, token: &str) -> Result<()> {

@@ -49,7 +49,11 @@ pub fn hash_token(token: &str) -> [u8; 32] {
 
 /// A random opaque string of `len` alphanumerics (access tokens use 43: over 256 bits).
 pub fn random_string(len: usize) -> String {
-    rand::thread_rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 pub fn new_access_token() -> String {
@@ -79,7 +83,10 @@ pub async fn authenticate(state: &AppState, token: &str, ip: Option<String>) -> 
                 is_guest: owner.is_guest,
                 is_admin: owner.is_admin,
             };
-            let entry = CachedToken { requester, expires_ts: owner.expires_ts };
+            let entry = CachedToken {
+                requester,
+                expires_ts: owner.expires_ts,
+            };
             let mut entries = state.tokens.entries.lock().unwrap();
             if entries.len() >= CACHE_LIMIT {
                 entries.clear();
@@ -90,7 +97,9 @@ pub async fn authenticate(state: &AppState, token: &str, ip: Option<String>) -> 
     };
     let now = store::now_ms();
     if entry.expires_ts.is_some_and(|ts| ts <= now) {
-        return Err(Error::unknown_token("Access token has expired").with_extra("soft_logout", true.into()));
+        return Err(
+            Error::unknown_token("Access token has expired").with_extra("soft_logout", true.into())
+        );
     }
     note_last_seen(state, &entry.requester, now, ip);
     Ok(entry.requester)
@@ -111,8 +120,14 @@ fn note_last_seen(state: &AppState, requester: &Requester, now: i64, ip: Option<
     let state = state.clone();
     let requester = requester.clone();
     tokio::spawn(async move {
-        if let Err(e) =
-            store::users::touch_device(&state.db, requester.user_id.as_str(), requester.device_id.as_str(), now, ip.as_deref()).await
+        if let Err(e) = store::users::touch_device(
+            &state.db,
+            requester.user_id.as_str(),
+            requester.device_id.as_str(),
+            now,
+            ip.as_deref(),
+        )
+        .await
         {
             tracing::warn!(error = %e, "could not record last_seen");
         }

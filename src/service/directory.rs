@@ -8,7 +8,8 @@ use crate::service::writer::room_snapshot;
 use crate::{AppState, Error, Result, store};
 
 fn parse_local_alias(state: &AppState, alias: &str) -> Result<()> {
-    let parsed = ruma::RoomAliasId::parse(alias).map_err(|_| Error::invalid_param(format!("{alias} is not a room alias")))?;
+    let parsed = ruma::RoomAliasId::parse(alias)
+        .map_err(|_| Error::invalid_param(format!("{alias} is not a room alias")))?;
     if parsed.server_name() != state.server_name {
         return Err(Error::invalid_param("Room alias must be on this server"));
     }
@@ -16,21 +17,42 @@ fn parse_local_alias(state: &AppState, alias: &str) -> Result<()> {
 }
 
 pub async fn resolve_alias(state: &AppState, alias: &str) -> Result<Value> {
-    ruma::RoomAliasId::parse(alias).map_err(|_| Error::invalid_param(format!("{alias} is not a room alias")))?;
+    ruma::RoomAliasId::parse(alias)
+        .map_err(|_| Error::invalid_param(format!("{alias} is not a room alias")))?;
     let room_id = store::rooms::resolve_alias(&state.db, alias)
         .await?
         .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     Ok(json!({"room_id": room_id, "servers": [state.server_name.as_str()]}))
 }
 
-pub async fn create_alias(state: &AppState, requester: &Requester, alias: &str, room_id: &str) -> Result<()> {
+pub async fn create_alias(
+    state: &AppState,
+    requester: &Requester,
+    alias: &str,
+    room_id: &str,
+) -> Result<()> {
     parse_local_alias(state, alias)?;
-    if store::rooms::room_version(&state.db, room_id).await?.is_none() {
+    if store::rooms::room_version(&state.db, room_id)
+        .await?
+        .is_none()
+    {
         return Err(Error::not_found("Unknown room"));
     }
     let mut conn = state.db.acquire().await?;
-    if !store::rooms::insert_alias(&mut conn, alias, room_id, requester.user_id.as_str(), store::now_ms()).await? {
-        return Err(Error::matrix(axum::http::StatusCode::CONFLICT, "M_UNKNOWN", "Room alias already exists"));
+    if !store::rooms::insert_alias(
+        &mut conn,
+        alias,
+        room_id,
+        requester.user_id.as_str(),
+        store::now_ms(),
+    )
+    .await?
+    {
+        return Err(Error::matrix(
+            axum::http::StatusCode::CONFLICT,
+            "M_UNKNOWN",
+            "Room alias already exists",
+        ));
     }
     Ok(())
 }
@@ -46,7 +68,12 @@ pub async fn delete_alias(state: &AppState, requester: &Requester, alias: &str) 
         match room_snapshot(state, &room_id).await? {
             Some(s) => {
                 auth_rules::user_power_level(s.version, &*s, me)
-                    >= auth_rules::required_event_level(s.version, &*s, "m.room.canonical_alias", true)
+                    >= auth_rules::required_event_level(
+                        s.version,
+                        &*s,
+                        "m.room.canonical_alias",
+                        true,
+                    )
             }
             None => false,
         }
@@ -59,23 +86,43 @@ pub async fn delete_alias(state: &AppState, requester: &Requester, alias: &str) 
 }
 
 pub async fn get_visibility(state: &AppState, room_id: &str) -> Result<Value> {
-    let public = store::rooms::is_public(&state.db, room_id).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let public = store::rooms::is_public(&state.db, room_id)
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
     Ok(json!({"visibility": if public { "public" } else { "private" }}))
 }
 
 /// Publishing needs the power to change the room's canonical alias (moderators and up).
-pub async fn set_visibility(state: &AppState, requester: &Requester, room_id: &str, visibility: &str) -> Result<()> {
+pub async fn set_visibility(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    visibility: &str,
+) -> Result<()> {
     let public = match visibility {
         "public" => true,
         "private" => false,
-        _ => return Err(Error::invalid_param("visibility must be \"public\" or \"private\"")),
+        _ => {
+            return Err(Error::invalid_param(
+                "visibility must be \"public\" or \"private\"",
+            ));
+        }
     };
-    let snapshot = room_snapshot(state, room_id).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let snapshot = room_snapshot(state, room_id)
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
     let me = requester.user_id.as_str();
     let level = auth_rules::user_power_level(snapshot.version, &*snapshot, me);
-    let needed = auth_rules::required_event_level(snapshot.version, &*snapshot, "m.room.canonical_alias", true);
+    let needed = auth_rules::required_event_level(
+        snapshot.version,
+        &*snapshot,
+        "m.room.canonical_alias",
+        true,
+    );
     if !requester.is_admin && (snapshot.membership(me) != Some("join") || level < needed) {
-        return Err(Error::forbidden("You may not change this room's directory visibility"));
+        return Err(Error::forbidden(
+            "You may not change this room's directory visibility",
+        ));
     }
     store::rooms::set_public(&state.db, room_id, public).await?;
     Ok(())
@@ -83,8 +130,13 @@ pub async fn set_visibility(state: &AppState, requester: &Requester, room_id: &s
 
 /// One entry of /publicRooms, from the room's current state.
 async fn public_room_entry(state: &AppState, room_id: &str, joined: i64) -> Result<Option<Value>> {
-    let Some(s) = room_snapshot(state, room_id).await? else { return Ok(None) };
-    let text = |t: &str, k: &str| s.entry(t, "").and_then(|e| e.content[k].as_str().map(str::to_owned));
+    let Some(s) = room_snapshot(state, room_id).await? else {
+        return Ok(None);
+    };
+    let text = |t: &str, k: &str| {
+        s.entry(t, "")
+            .and_then(|e| e.content[k].as_str().map(str::to_owned))
+    };
     let mut entry = json!({
         "room_id": room_id,
         "num_joined_members": joined,
@@ -108,7 +160,12 @@ async fn public_room_entry(state: &AppState, room_id: &str, joined: i64) -> Resu
 
 /// Keyset pagination over (member count desc, room ID): a token names the last room of a page, so
 /// pages stay stable while rooms come and go.
-pub async fn public_rooms(state: &AppState, limit: Option<i64>, since: Option<&str>, search: Option<&str>) -> Result<Value> {
+pub async fn public_rooms(
+    state: &AppState,
+    limit: Option<i64>,
+    since: Option<&str>,
+    search: Option<&str>,
+) -> Result<Value> {
     let rows = store::rooms::public_rooms(&state.db).await?;
     let total = rows.len();
     let term = search.map(str::to_lowercase).filter(|t| !t.is_empty());
@@ -118,7 +175,11 @@ pub async fn public_rooms(state: &AppState, limit: Option<i64>, since: Option<&s
             let matches = term.as_ref().is_none_or(|t| {
                 ["name", "topic", "canonical_alias", "room_id"]
                     .iter()
-                    .any(|k| entry[*k].as_str().is_some_and(|v| v.to_lowercase().contains(t.as_str())))
+                    .any(|k| {
+                        entry[*k]
+                            .as_str()
+                            .is_some_and(|v| v.to_lowercase().contains(t.as_str()))
+                    })
             });
             if matches {
                 entries.push(((row.joined, row.room_id), entry));
@@ -127,8 +188,12 @@ pub async fn public_rooms(state: &AppState, limit: Option<i64>, since: Option<&s
     }
     let key_of = |token: &str| -> Result<(i64, String, bool)> {
         let (dir, rest) = token.split_at(1);
-        let (joined, room) = rest.split_once('_').ok_or_else(|| Error::invalid_param("Invalid since token"))?;
-        let joined = joined.parse().map_err(|_| Error::invalid_param("Invalid since token"))?;
+        let (joined, room) = rest
+            .split_once('_')
+            .ok_or_else(|| Error::invalid_param("Invalid since token"))?;
+        let joined = joined
+            .parse()
+            .map_err(|_| Error::invalid_param("Invalid since token"))?;
         match dir {
             "n" => Ok((joined, room.to_owned(), true)),
             "p" => Ok((joined, room.to_owned(), false)),
@@ -147,11 +212,17 @@ pub async fn public_rooms(state: &AppState, limit: Option<i64>, since: Option<&s
             let (joined, room, forward) = key_of(token)?;
             let key = (joined, room);
             if forward {
-                let rest: Vec<_> = entries.into_iter().filter(|(k, _)| later(k, &key)).collect();
+                let rest: Vec<_> = entries
+                    .into_iter()
+                    .filter(|(k, _)| later(k, &key))
+                    .collect();
                 let more = rest.len() > limit;
                 (rest.into_iter().take(limit).collect(), true, more)
             } else {
-                let before: Vec<_> = entries.into_iter().filter(|(k, _)| later(&key, k)).collect();
+                let before: Vec<_> = entries
+                    .into_iter()
+                    .filter(|(k, _)| later(&key, k))
+                    .collect();
                 let skip = before.len().saturating_sub(limit);
                 (before.into_iter().skip(skip).collect(), skip > 0, true)
             }
@@ -161,23 +232,30 @@ pub async fn public_rooms(state: &AppState, limit: Option<i64>, since: Option<&s
         "chunk": page.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(),
         "total_room_count_estimate": total,
     });
-    if has_next {
-        if let Some(((j, r), _)) = page.last() {
-            out["next_batch"] = json!(format!("n{j}_{r}"));
-        }
+    if has_next && let Some(((j, r), _)) = page.last() {
+        out["next_batch"] = json!(format!("n{j}_{r}"));
     }
-    if has_prev {
-        if let Some(((j, r), _)) = page.first() {
-            out["prev_batch"] = json!(format!("p{j}_{r}"));
-        }
+    if has_prev && let Some(((j, r), _)) = page.first() {
+        out["prev_batch"] = json!(format!("p{j}_{r}"));
     }
     Ok(out)
 }
 
 /// POST /user_directory/search.
-pub async fn search_users(state: &AppState, requester: &Requester, term: &str, limit: Option<i64>) -> Result<Value> {
+pub async fn search_users(
+    state: &AppState,
+    requester: &Requester,
+    term: &str,
+    limit: Option<i64>,
+) -> Result<Value> {
     let limit = limit.unwrap_or(10).clamp(1, 100);
-    let pattern = format!("%{}%", term.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let pattern = format!(
+        "%{}%",
+        term.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
     let rows = store::users::search_directory(
         &state.db,
         requester.user_id.as_str(),

@@ -61,7 +61,12 @@ pub fn canonical_content(content: &Map<String, Value>) -> Result<CanonicalJsonOb
         .map_err(|e| Error::bad_json(format!("Event content is not canonical JSON: {e}")))
 }
 
-pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_server_ts: i64) -> Result<BuiltEvent> {
+pub fn build(
+    state: &AppState,
+    draft: &EventDraft,
+    place: Placement<'_>,
+    origin_server_ts: i64,
+) -> Result<BuiltEvent> {
     let rules = room_versions::rules(place.version);
     let mut pdu = CanonicalJsonObject::new();
     let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
@@ -69,8 +74,14 @@ pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_
 
     let mut content = canonical_content(&draft.content)?;
     // The whole PDU must fit in 64 KiB; refuse early what cannot, before hashing and signing.
-    if CanonicalJsonValue::Object(content.clone()).to_string().len() > MAX_EVENT_BYTES {
-        return Err(Error::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes")));
+    if CanonicalJsonValue::Object(content.clone())
+        .to_string()
+        .len()
+        > MAX_EVENT_BYTES
+    {
+        return Err(Error::too_large(format!(
+            "Event is larger than {MAX_EVENT_BYTES} bytes"
+        )));
     }
     if let Some(redacts) = &draft.redacts {
         if place.version != RoomVersion::V10 {
@@ -82,7 +93,10 @@ pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_
     }
     pdu.insert("auth_events".into(), strings(&place.auth_events));
     pdu.insert("content".into(), CanonicalJsonValue::Object(content));
-    pdu.insert("depth".into(), CanonicalJsonValue::Integer(place.depth.try_into().map_err(Error::internal)?));
+    pdu.insert(
+        "depth".into(),
+        CanonicalJsonValue::Integer(place.depth.try_into().map_err(Error::internal)?),
+    );
     pdu.insert(
         "origin_server_ts".into(),
         CanonicalJsonValue::Integer(origin_server_ts.try_into().map_err(Error::internal)?),
@@ -100,14 +114,23 @@ pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_
         pdu.insert("origin".into(), string(state.server_name.as_str()));
     }
 
-    ruma::signatures::hash_and_sign_event(state.server_name.as_str(), &state.signing_key, &mut pdu, &rules.redaction)
-        .map_err(|e| match e {
-            ruma::signatures::JsonError::PduTooLarge => Error::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes")),
-            e => Error::internal(format!("signing: {e}")),
-        })?;
+    ruma::signatures::hash_and_sign_event(
+        state.server_name.as_str(),
+        &state.signing_key,
+        &mut pdu,
+        &rules.redaction,
+    )
+    .map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => {
+            Error::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes"))
+        }
+        e => Error::internal(format!("signing: {e}")),
+    })?;
     let pdu_text = CanonicalJsonValue::Object(pdu.clone()).to_string();
     if pdu_text.len() > MAX_EVENT_BYTES {
-        return Err(Error::too_large(format!("Event is larger than {MAX_EVENT_BYTES} bytes")));
+        return Err(Error::too_large(format!(
+            "Event is larger than {MAX_EVENT_BYTES} bytes"
+        )));
     }
     let hash = ruma::signatures::reference_hash(&pdu, &rules)
         .map_err(|e| Error::too_large(format!("Event cannot be hashed: {e}")))?;
@@ -165,8 +188,13 @@ pub fn build(state: &AppState, draft: &EventDraft, place: Placement<'_>, origin_
 
 /// `m.relates_to` as (target event, relation type); replies (`m.in_reply_to`) are not relations.
 fn relation_of(content: &Map<String, Value>) -> (Option<String>, Option<String>) {
-    let Some(relates) = content.get("m.relates_to").and_then(Value::as_object) else { return (None, None) };
-    match (relates.get("event_id").and_then(Value::as_str), relates.get("rel_type").and_then(Value::as_str)) {
+    let Some(relates) = content.get("m.relates_to").and_then(Value::as_object) else {
+        return (None, None);
+    };
+    match (
+        relates.get("event_id").and_then(Value::as_str),
+        relates.get("rel_type").and_then(Value::as_str),
+    ) {
         (Some(id), Some(rel)) => (Some(id.to_owned()), Some(rel.to_owned())),
         _ => (None, None),
     }

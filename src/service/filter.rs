@@ -89,7 +89,10 @@ pub fn type_matches(pattern: &str, event_type: &str) -> bool {
 impl RoomEventFilter {
     pub fn to_store(&self) -> StoreFilter {
         StoreFilter {
-            types: self.types.as_ref().map(|t| t.iter().map(|t| like_pattern(t)).collect()),
+            types: self
+                .types
+                .as_ref()
+                .map(|t| t.iter().map(|t| like_pattern(t)).collect()),
             not_types: self.not_types.iter().map(|t| like_pattern(t)).collect(),
             senders: self.senders.clone(),
             not_senders: self.not_senders.clone(),
@@ -101,15 +104,25 @@ impl RoomEventFilter {
         if self.not_types.iter().any(|p| type_matches(p, event_type)) {
             return false;
         }
-        self.types.as_ref().is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
     }
 
     pub fn allows_sender(&self, sender: &str) -> bool {
-        !self.not_senders.iter().any(|s| s == sender) && self.senders.as_ref().is_none_or(|s| s.iter().any(|x| x == sender))
+        !self.not_senders.iter().any(|s| s == sender)
+            && self
+                .senders
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|x| x == sender))
     }
 
     pub fn allows_room(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|r| r.iter().any(|x| x == room_id))
     }
 }
 
@@ -118,20 +131,27 @@ impl EventFilter {
         if self.not_types.iter().any(|p| type_matches(p, event_type)) {
             return false;
         }
-        self.types.as_ref().is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
     }
 }
 
 impl RoomFilter {
     pub fn allows_room(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|r| r.iter().any(|x| x == room_id))
     }
 }
 
 pub fn parse_room_event_filter(text: Option<&str>) -> Result<RoomEventFilter> {
     match text {
         None | Some("") => Ok(RoomEventFilter::default()),
-        Some(text) => serde_json::from_str(text).map_err(|e| Error::invalid_param(format!("Invalid filter: {e}"))),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| Error::invalid_param(format!("Invalid filter: {e}"))),
     }
 }
 
@@ -139,11 +159,12 @@ pub fn parse_room_event_filter(text: Option<&str>) -> Result<RoomEventFilter> {
 pub async fn resolve(state: &AppState, user_id: &str, text: Option<&str>) -> Result<Filter> {
     match text {
         None | Some("") => Ok(Filter::default()),
-        Some(text) if text.trim_start().starts_with('{') => {
-            serde_json::from_str(text).map_err(|e| Error::invalid_param(format!("Invalid filter: {e}")))
-        }
+        Some(text) if text.trim_start().starts_with('{') => serde_json::from_str(text)
+            .map_err(|e| Error::invalid_param(format!("Invalid filter: {e}"))),
         Some(id) => {
-            let id: i64 = id.parse().map_err(|_| Error::invalid_param("Invalid filter ID"))?;
+            let id: i64 = id
+                .parse()
+                .map_err(|_| Error::invalid_param("Invalid filter ID"))?;
             let stored = store::filters::get(&state.db, user_id, id)
                 .await?
                 .ok_or_else(|| Error::not_found("No such filter"))?;
@@ -154,14 +175,19 @@ pub async fn resolve(state: &AppState, user_id: &str, text: Option<&str>) -> Res
 
 /// Validates and stores a filter, returning its ID.
 pub async fn create(state: &AppState, user_id: &str, body: Value) -> Result<String> {
-    let _: Filter = serde_json::from_value(body.clone()).map_err(|e| Error::bad_json(format!("Invalid filter: {e}")))?;
+    let _: Filter = serde_json::from_value(body.clone())
+        .map_err(|e| Error::bad_json(format!("Invalid filter: {e}")))?;
     let id = store::filters::insert(&state.db, user_id, &body.to_string()).await?;
     Ok(id.to_string())
 }
 
 pub async fn get(state: &AppState, user_id: &str, filter_id: &str) -> Result<Value> {
-    let id: i64 = filter_id.parse().map_err(|_| Error::not_found("No such filter"))?;
-    let stored = store::filters::get(&state.db, user_id, id).await?.ok_or_else(|| Error::not_found("No such filter"))?;
+    let id: i64 = filter_id
+        .parse()
+        .map_err(|_| Error::not_found("No such filter"))?;
+    let stored = store::filters::get(&state.db, user_id, id)
+        .await?
+        .ok_or_else(|| Error::not_found("No such filter"))?;
     serde_json::from_str(&stored).map_err(Error::internal)
 }
 

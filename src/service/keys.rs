@@ -18,5 +18,6 @@ pub async fn load_or_generate(db: &PgPool) -> Result<Ed25519KeyPair> {
             store::secrets::insert_or_get(db, SIGNING_KEY, &generated).await?
         }
     };
-    Ed25519KeyPair::from_der(&der, KEY_VERSION.into()).map_err(|e| Error::internal(format!("signing key: {e}")))
+    Ed25519KeyPair::from_der(&der, KEY_VERSION.into())
+        .map_err(|e| Error::internal(format!("signing key: {e}")))
 }

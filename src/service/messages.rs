@@ -29,12 +29,16 @@ pub fn position_token(position: i64) -> String {
 }
 
 fn viewer(requester: &Requester) -> Viewer<'_> {
-    Viewer { user_id: requester.user_id.as_str(), device_id: Some(requester.device_id.as_str()) }
+    Viewer {
+        user_id: requester.user_id.as_str(),
+        device_id: Some(requester.device_id.as_str()),
+    }
 }
 
 /// Parses event content from the request body: a JSON object with canonical values.
 pub fn parse_content(body: &[u8]) -> Result<Map<String, Value>> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(Error::bad_json("Event content must be a JSON object")),
@@ -42,7 +46,10 @@ pub fn parse_content(body: &[u8]) -> Result<Map<String, Value>> {
 }
 
 async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
-    if store::rooms::room_version(&state.db, room_id).await?.is_none() {
+    if store::rooms::room_version(&state.db, room_id)
+        .await?
+        .is_none()
+    {
         return Err(Error::not_found("Unknown room"));
     }
     Ok(())
@@ -74,8 +81,15 @@ pub async fn send(
         scope: json!(["send", room_id, event_type]).to_string(),
         txn_id: txn_id.to_owned(),
     };
-    let committed = state.writer.submit(Target::Existing(room_id.to_owned()), vec![draft], Some(txn)).await?;
-    committed.event_ids.into_iter().next().ok_or_else(|| Error::internal("no event"))
+    let committed = state
+        .writer
+        .submit(Target::Existing(room_id.to_owned()), vec![draft], Some(txn))
+        .await?;
+    committed
+        .event_ids
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("no event"))
 }
 
 /// PUT /rooms/{roomId}/redact/{eventId}/{txnId}: own events, or with the redact power level.
@@ -91,14 +105,19 @@ pub async fn redact(
         .await?
         .filter(|e| e.room_id == room_id)
         .ok_or_else(|| Error::not_found("Unknown event"))?;
-    let snapshot = room_snapshot(state, room_id).await?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let snapshot = room_snapshot(state, room_id)
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
     let sender = requester.user_id.as_str();
     if snapshot.membership(sender) != Some("join") {
         return Err(Error::forbidden("You are not in this room"));
     }
-    auth_rules::may_redact(snapshot.version, &*snapshot, sender, &target.sender).map_err(|e| Error::forbidden(e.0))?;
+    auth_rules::may_redact(snapshot.version, &*snapshot, sender, &target.sender)
+        .map_err(|e| Error::forbidden(e.0))?;
     if target.event_type == "m.room.create" {
-        return Err(Error::forbidden("The room's create event cannot be redacted"));
+        return Err(Error::forbidden(
+            "The room's create event cannot be redacted",
+        ));
     }
     content.remove("redacts");
     let mut draft = EventDraft::new("m.room.redaction", None, sender, Value::Object(content));
@@ -111,8 +130,15 @@ pub async fn redact(
         scope: json!(["redact", room_id, target_id]).to_string(),
         txn_id: txn_id.to_owned(),
     };
-    let committed = state.writer.submit(Target::Existing(room_id.to_owned()), vec![draft], Some(txn)).await?;
-    committed.event_ids.into_iter().next().ok_or_else(|| Error::internal("no event"))
+    let committed = state
+        .writer
+        .submit(Target::Existing(room_id.to_owned()), vec![draft], Some(txn))
+        .await?;
+    committed
+        .event_ids
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("no event"))
 }
 
 /// Reads the room's visibility for the requester; 403 when they were never allowed in.
@@ -147,7 +173,12 @@ pub struct MessagesQuery {
 const MAX_PAGE: i64 = 1000;
 
 /// GET /rooms/{roomId}/messages.
-pub async fn messages(state: &AppState, requester: &Requester, room_id: &str, q: MessagesQuery) -> Result<MessagesPage> {
+pub async fn messages(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    q: MessagesQuery,
+) -> Result<MessagesPage> {
     let backwards = match q.dir.as_str() {
         "b" => true,
         "f" => false,
@@ -155,7 +186,8 @@ pub async fn messages(state: &AppState, requester: &Requester, room_id: &str, q:
     };
     let filter = parse_room_event_filter(q.filter.as_deref())?;
     let limit = q.limit.unwrap_or(10).clamp(0, MAX_PAGE);
-    let parse = |t: &str| parse_position(t).ok_or_else(|| Error::invalid_param("Invalid pagination token"));
+    let parse =
+        |t: &str| parse_position(t).ok_or_else(|| Error::invalid_param("Invalid pagination token"));
     let user = requester.user_id.as_str();
     let vis = visibility_for(state, room_id, user).await?;
     let upto = store::stream::current(&state.db).await?;
@@ -175,15 +207,36 @@ pub async fn messages(state: &AppState, requester: &Requester, room_id: &str, q:
     while (chunk_rows.len() as i64) < limit {
         let want = limit - chunk_rows.len() as i64;
         let rows = if backwards {
-            let rows = store::events::room_events_backward(&state.db, room_id, cursor, want, &store_filter).await?;
-            rows.into_iter().take_while(|r| to.is_none_or(|t| r.stream_ordering > t)).collect::<Vec<_>>()
+            let rows = store::events::room_events_backward(
+                &state.db,
+                room_id,
+                cursor,
+                want,
+                &store_filter,
+            )
+            .await?;
+            rows.into_iter()
+                .take_while(|r| to.is_none_or(|t| r.stream_ordering > t))
+                .collect::<Vec<_>>()
         } else {
             let bound = to.unwrap_or(horizon).min(horizon);
-            store::events::room_events_forward(&state.db, room_id, cursor, bound, want, &store_filter).await?
+            store::events::room_events_forward(
+                &state.db,
+                room_id,
+                cursor,
+                bound,
+                want,
+                &store_filter,
+            )
+            .await?
         };
         let got = rows.len() as i64;
         if let Some(last) = rows.last() {
-            cursor = if backwards { last.stream_ordering - 1 } else { last.stream_ordering };
+            cursor = if backwards {
+                last.stream_ordering - 1
+            } else {
+                last.stream_ordering
+            };
         }
         chunk_rows.extend(rows.into_iter().filter(|r| vis.can_see_row(r, user)));
         if got < want {
@@ -193,8 +246,12 @@ pub async fn messages(state: &AppState, requester: &Requester, room_id: &str, q:
     }
     let chunk = timeline::render_all(state, &chunk_rows, viewer(requester)).await?;
     let state_events = if filter.lazy_load_members && !chunk_rows.is_empty() {
-        let senders: Vec<String> =
-            chunk_rows.iter().map(|r| r.sender.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let senders: Vec<String> = chunk_rows
+            .iter()
+            .map(|r| r.sender.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let at = chunk_rows[0].stream_ordering;
         let members = store::events::members_at(&state.db, room_id, &senders, at).await?;
         timeline::render_all(state, &members, viewer(requester)).await?
@@ -202,18 +259,31 @@ pub async fn messages(state: &AppState, requester: &Requester, room_id: &str, q:
         Vec::new()
     };
     let end = (!exhausted && !chunk_rows.is_empty()).then(|| position_token(cursor));
-    Ok(MessagesPage { chunk, start: position_token(from), end, state: state_events })
+    Ok(MessagesPage {
+        chunk,
+        start: position_token(from),
+        end,
+        state: state_events,
+    })
 }
 
 /// GET /rooms/{roomId}/event/{eventId}.
-pub async fn get_event(state: &AppState, requester: &Requester, room_id: &str, event_id: &str) -> Result<Box<RawValue>> {
+pub async fn get_event(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    event_id: &str,
+) -> Result<Box<RawValue>> {
     let user = requester.user_id.as_str();
-    let vis = visibility_for(state, room_id, user).await.map_err(|_| Error::not_found("Event not found"))?;
+    let vis = visibility_for(state, room_id, user)
+        .await
+        .map_err(|_| Error::not_found("Event not found"))?;
     let row = store::events::event_by_id(&state.db, event_id)
         .await?
         .filter(|r| r.room_id == room_id && vis.can_see_row(r, user))
         .ok_or_else(|| Error::not_found("Event not found"))?;
-    let mut rendered = timeline::render_all(state, std::slice::from_ref(&row), viewer(requester)).await?;
+    let mut rendered =
+        timeline::render_all(state, std::slice::from_ref(&row), viewer(requester)).await?;
     Ok(rendered.remove(0))
 }
 
@@ -248,20 +318,35 @@ pub async fn context(
     let store_filter = filter.to_store();
     let before_n = limit / 2;
     let after_n = limit - before_n;
-    let before: Vec<EventRow> =
-        store::events::room_events_backward(&state.db, room_id, row.stream_ordering - 1, before_n, &store_filter)
-            .await?
-            .into_iter()
-            .filter(|r| vis.can_see_row(r, user))
-            .collect();
-    let after: Vec<EventRow> =
-        store::events::room_events_forward(&state.db, room_id, row.stream_ordering, upto, after_n, &store_filter)
-            .await?
-            .into_iter()
-            .filter(|r| vis.can_see_row(r, user))
-            .collect();
-    let start = before.last().map_or(row.stream_ordering - 1, |r| r.stream_ordering - 1);
-    let end = after.last().map_or(row.stream_ordering, |r| r.stream_ordering);
+    let before: Vec<EventRow> = store::events::room_events_backward(
+        &state.db,
+        room_id,
+        row.stream_ordering - 1,
+        before_n,
+        &store_filter,
+    )
+    .await?
+    .into_iter()
+    .filter(|r| vis.can_see_row(r, user))
+    .collect();
+    let after: Vec<EventRow> = store::events::room_events_forward(
+        &state.db,
+        room_id,
+        row.stream_ordering,
+        upto,
+        after_n,
+        &store_filter,
+    )
+    .await?
+    .into_iter()
+    .filter(|r| vis.can_see_row(r, user))
+    .collect();
+    let start = before
+        .last()
+        .map_or(row.stream_ordering - 1, |r| r.stream_ordering - 1);
+    let end = after
+        .last()
+        .map_or(row.stream_ordering, |r| r.stream_ordering);
     let state_rows = if filter.lazy_load_members {
         let senders: Vec<String> = std::iter::once(&row)
             .chain(&before)
@@ -317,7 +402,9 @@ pub async fn relations(
     let backwards = dir.unwrap_or("b") != "f";
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let from = match from {
-        Some(t) => Some(parse_position(t).ok_or_else(|| Error::invalid_param("Invalid pagination token"))?),
+        Some(t) => Some(
+            parse_position(t).ok_or_else(|| Error::invalid_param("Invalid pagination token"))?,
+        ),
         None => None,
     };
     let rows = store::events::relations_page(
@@ -331,13 +418,27 @@ pub async fn relations(
     )
     .await?;
     let more = rows.len() as i64 > limit;
-    let rows: Vec<EventRow> = rows.into_iter().take(limit as usize).filter(|r| vis.can_see_row(r, user)).collect();
+    let rows: Vec<EventRow> = rows
+        .into_iter()
+        .take(limit as usize)
+        .filter(|r| vis.can_see_row(r, user))
+        .collect();
     let next_batch = if more {
-        rows.last().map(|r| position_token(if backwards { r.stream_ordering - 1 } else { r.stream_ordering }))
+        rows.last().map(|r| {
+            position_token(if backwards {
+                r.stream_ordering - 1
+            } else {
+                r.stream_ordering
+            })
+        })
     } else {
         None
     };
-    Ok(RelationsPage { chunk: timeline::render_all(state, &rows, viewer(requester)).await?, next_batch, prev_batch: None })
+    Ok(RelationsPage {
+        chunk: timeline::render_all(state, &rows, viewer(requester)).await?,
+        next_batch,
+        prev_batch: None,
+    })
 }
 
 /// GET /rooms/{roomId}/threads: thread roots, most recently active first.
@@ -353,20 +454,47 @@ pub async fn threads(
     let vis = visibility_for(state, room_id, user).await?;
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);
     let before = match from {
-        Some(t) => parse_position(t).ok_or_else(|| Error::invalid_param("Invalid pagination token"))?,
+        Some(t) => {
+            parse_position(t).ok_or_else(|| Error::invalid_param("Invalid pagination token"))?
+        }
         None => i64::MAX,
     };
     let participated = include == Some("participated");
-    let roots = store::events::thread_roots(&state.db, room_id, before, participated.then_some(user), limit + 1).await?;
+    let roots = store::events::thread_roots(
+        &state.db,
+        room_id,
+        before,
+        participated.then_some(user),
+        limit + 1,
+    )
+    .await?;
     let more = roots.len() as i64 > limit;
     let roots: Vec<(EventRow, i64)> = roots.into_iter().take(limit as usize).collect();
-    let next_batch = if more { roots.last().map(|(_, latest)| position_token(latest - 1)) } else { None };
-    let rows: Vec<EventRow> = roots.into_iter().map(|(r, _)| r).filter(|r| vis.can_see_row(r, user)).collect();
-    Ok(RelationsPage { chunk: timeline::render_all(state, &rows, viewer(requester)).await?, next_batch, prev_batch: None })
+    let next_batch = if more {
+        roots.last().map(|(_, latest)| position_token(latest - 1))
+    } else {
+        None
+    };
+    let rows: Vec<EventRow> = roots
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| vis.can_see_row(r, user))
+        .collect();
+    Ok(RelationsPage {
+        chunk: timeline::render_all(state, &rows, viewer(requester)).await?,
+        next_batch,
+        prev_batch: None,
+    })
 }
 
 /// GET /rooms/{roomId}/timestamp_to_event.
-pub async fn timestamp_to_event(state: &AppState, requester: &Requester, room_id: &str, ts: i64, dir: &str) -> Result<Value> {
+pub async fn timestamp_to_event(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    ts: i64,
+    dir: &str,
+) -> Result<Value> {
     let forwards = match dir {
         "f" => true,
         "b" => false,

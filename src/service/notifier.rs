@@ -34,7 +34,9 @@ pub struct Subscription {
 impl Subscription {
     /// Returns when a subscribed key is woken (or was woken since subscribing), or at the deadline.
     pub async fn wait(&self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.waiter.notify.notified()).await.is_ok()
+        tokio::time::timeout(timeout, self.waiter.notify.notified())
+            .await
+            .is_ok()
     }
 }
 
@@ -61,13 +63,18 @@ impl Default for Notifier {
 
 impl Notifier {
     pub fn new() -> Self {
-        Self { instance: crate::service::auth::random_string(12), waiters: Mutex::new(HashMap::new()) }
+        Self {
+            instance: crate::service::auth::random_string(12),
+            waiters: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn subscribe<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Subscription {
         // notify_one stores a permit when nobody is waiting yet, so a wake between subscribing and
         // waiting is not lost.
-        let waiter = Arc::new(Waiter { notify: Notify::new() });
+        let waiter = Arc::new(Waiter {
+            notify: Notify::new(),
+        });
         let mut waiters = self.waiters.lock().unwrap();
         for key in keys {
             let list = waiters.entry(key.to_owned()).or_default();
@@ -105,20 +112,40 @@ impl Notifier {
 
     /// The NOTIFY payload for a commit touching `keys` and the cached state of `rooms`.
     pub fn payload(&self, keys: &[String], rooms: &[String]) -> String {
-        let message = Message { i: self.instance.clone(), k: Some(keys.to_vec()), r: rooms.to_vec(), c: None };
+        let message = Message {
+            i: self.instance.clone(),
+            k: Some(keys.to_vec()),
+            r: rooms.to_vec(),
+            c: None,
+        };
         let text = serde_json::to_string(&message).unwrap_or_default();
         if text.len() <= MAX_PAYLOAD {
             return text;
         }
-        let everything = Message { i: self.instance.clone(), k: None, r: vec![], c: Some("rooms".into()) };
+        let everything = Message {
+            i: self.instance.clone(),
+            k: None,
+            r: vec![],
+            c: Some("rooms".into()),
+        };
         serde_json::to_string(&everything).unwrap_or_default()
     }
 }
 
 /// Tells every other process to drop a cache ("tokens", "rooms").
 pub async fn broadcast_invalidation(state: &AppState, cache: &str) -> Result<()> {
-    let message = Message { i: state.notifier.instance.clone(), k: Some(vec![]), r: vec![], c: Some(cache.into()) };
-    crate::store::stream::notify(&state.db, CHANNEL, &serde_json::to_string(&message).unwrap_or_default()).await?;
+    let message = Message {
+        i: state.notifier.instance.clone(),
+        k: Some(vec![]),
+        r: vec![],
+        c: Some(cache.into()),
+    };
+    crate::store::stream::notify(
+        &state.db,
+        CHANNEL,
+        &serde_json::to_string(&message).unwrap_or_default(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -149,10 +176,12 @@ pub async fn start_listener(state: AppState) -> Result<()> {
     tokio::spawn(async move {
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => match serde_json::from_str::<Message>(notification.payload()) {
-                    Ok(message) => apply(&state, message),
-                    Err(e) => tracing::warn!(error = %e, "unreadable notification"),
-                },
+                Ok(Some(notification)) => {
+                    match serde_json::from_str::<Message>(notification.payload()) {
+                        Ok(message) => apply(&state, message),
+                        Err(e) => tracing::warn!(error = %e, "unreadable notification"),
+                    }
+                }
                 // The connection dropped and notifications may be lost: assume everything changed.
                 Ok(None) => {
                     tracing::warn!("LISTEN connection lost; reconnecting");

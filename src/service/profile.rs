@@ -49,14 +49,22 @@ impl Field {
 
 /// Sets (or with `None` clears) a profile field, then updates the member event in each joined room
 /// so that old messages keep the old name (prev_content) and new ones show the new.
-pub async fn set_field(state: &AppState, requester: &Requester, user_id: &str, field: Field, value: Option<String>) -> Result<()> {
+pub async fn set_field(
+    state: &AppState,
+    requester: &Requester,
+    user_id: &str,
+    field: Field,
+    value: Option<String>,
+) -> Result<()> {
     if requester.user_id.as_str() != user_id {
         return Err(Error::forbidden("You can only change your own profile"));
     }
     if let Some(v) = &value {
         match field {
             Field::DisplayName if v.chars().count() > MAX_DISPLAYNAME => {
-                return Err(Error::invalid_param(format!("displayname is longer than {MAX_DISPLAYNAME} characters")));
+                return Err(Error::invalid_param(format!(
+                    "displayname is longer than {MAX_DISPLAYNAME} characters"
+                )));
             }
             Field::AvatarUrl if v.len() > MAX_AVATAR_URL => {
                 return Err(Error::invalid_param("avatar_url is too long"));
@@ -69,12 +77,20 @@ pub async fn set_field(state: &AppState, requester: &Requester, user_id: &str, f
     }
     let value = value.filter(|v| !v.is_empty());
     match field {
-        Field::DisplayName => store::users::set_displayname(&state.db, user_id, value.as_deref()).await?,
-        Field::AvatarUrl => store::users::set_avatar_url(&state.db, user_id, value.as_deref()).await?,
+        Field::DisplayName => {
+            store::users::set_displayname(&state.db, user_id, value.as_deref()).await?
+        }
+        Field::AvatarUrl => {
+            store::users::set_avatar_url(&state.db, user_id, value.as_deref()).await?
+        }
     }
     for room_id in store::rooms::joined_rooms(&state.db, user_id).await? {
-        let Some(snapshot) = room_snapshot(state, &room_id).await? else { continue };
-        let Some(current) = snapshot.entry("m.room.member", user_id) else { continue };
+        let Some(snapshot) = room_snapshot(state, &room_id).await? else {
+            continue;
+        };
+        let Some(current) = snapshot.entry("m.room.member", user_id) else {
+            continue;
+        };
         let mut content = current.content.clone();
         if content[field.key()].as_str() == value.as_deref() {
             continue;
@@ -88,7 +104,11 @@ pub async fn set_field(state: &AppState, requester: &Requester, user_id: &str, f
             }
         }
         let draft = EventDraft::new("m.room.member", Some(user_id), user_id, content);
-        if let Err(e) = state.writer.submit(Target::Existing(room_id.clone()), vec![draft], None).await {
+        if let Err(e) = state
+            .writer
+            .submit(Target::Existing(room_id.clone()), vec![draft], None)
+            .await
+        {
             // One room refusing (say, power levels forbid member changes) must not block the rest.
             tracing::warn!(%room_id, error = %e, "profile change not propagated");
         }

@@ -8,11 +8,14 @@ use std::time::Instant;
 use crate::config::RateLimits;
 use crate::{Error, Result};
 
+/// (action, client address) → (tokens left, when last refilled).
+type Buckets = HashMap<(&'static str, IpAddr), (f64, Instant)>;
+
 pub struct RateLimiter {
     enabled: bool,
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<(&'static str, IpAddr), (f64, Instant)>>,
+    buckets: Mutex<Buckets>,
 }
 
 impl RateLimiter {
@@ -27,7 +30,9 @@ impl RateLimiter {
 
     /// Takes one token from the bucket of (`action`, `ip`), or says how long to wait.
     pub fn check(&self, action: &'static str, ip: Option<IpAddr>) -> Result<()> {
-        let (true, Some(ip)) = (self.enabled, ip) else { return Ok(()) };
+        let (true, Some(ip)) = (self.enabled, ip) else {
+            return Ok(());
+        };
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap();
         if buckets.len() > 100_000 {
@@ -37,7 +42,8 @@ impl RateLimiter {
             buckets.retain(|_, (tokens, at)| *tokens + at.elapsed().as_secs_f64() * rate < burst);
         }
         let (tokens, at) = buckets.entry((action, ip)).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;

@@ -32,7 +32,10 @@ impl RoomSnapshot {
     }
 
     pub fn membership(&self, user_id: &str) -> Option<&str> {
-        self.entry("m.room.member", user_id)?.content.get("membership")?.as_str()
+        self.entry("m.room.member", user_id)?
+            .content
+            .get("membership")?
+            .as_str()
     }
 
     pub fn members_with(&self, membership: &str) -> impl Iterator<Item = &str> {
@@ -40,7 +43,9 @@ impl RoomSnapshot {
             .get("m.room.member")
             .into_iter()
             .flatten()
-            .filter(move |(_, e)| e.content.get("membership").and_then(Value::as_str) == Some(membership))
+            .filter(move |(_, e)| {
+                e.content.get("membership").and_then(Value::as_str) == Some(membership)
+            })
             .map(|(user, _)| user.as_str())
     }
 }
@@ -48,7 +53,10 @@ impl RoomSnapshot {
 impl auth_rules::RoomState for RoomSnapshot {
     fn get(&self, event_type: &str, state_key: &str) -> Option<auth_rules::StateEvent<'_>> {
         self.entry(event_type, state_key)
-            .map(|e| auth_rules::StateEvent { sender: &e.sender, content: &e.content })
+            .map(|e| auth_rules::StateEvent {
+                sender: &e.sender,
+                content: &e.content,
+            })
     }
 }
 
@@ -63,7 +71,10 @@ impl RoomCache {
     }
 
     pub fn put(&self, snapshot: Arc<RoomSnapshot>) {
-        self.rooms.lock().unwrap().insert(snapshot.room_id.clone(), snapshot);
+        self.rooms
+            .lock()
+            .unwrap()
+            .insert(snapshot.room_id.clone(), snapshot);
     }
 
     pub fn invalidate(&self, room_id: &str) {

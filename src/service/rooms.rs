@@ -40,17 +40,29 @@ pub struct InitialStateEvent {
     pub content: Value,
 }
 
-pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoomRequest) -> Result<String> {
+pub async fn create_room(
+    state: &AppState,
+    requester: &Requester,
+    req: CreateRoomRequest,
+) -> Result<String> {
     let creator = requester.user_id.as_str();
-    let version_name = req.room_version.clone().unwrap_or_else(|| state.config.default_room_version.clone());
-    let version = room_versions::parse(&version_name)
-        .ok_or_else(|| Error::unsupported_room_version(format!("Room version {version_name} is not supported")))?;
+    let version_name = req
+        .room_version
+        .clone()
+        .unwrap_or_else(|| state.config.default_room_version.clone());
+    let version = room_versions::parse(&version_name).ok_or_else(|| {
+        Error::unsupported_room_version(format!("Room version {version_name} is not supported"))
+    })?;
     if !req.invite_3pid.is_empty() {
-        return Err(Error::invalid_param("Third-party invites (invite_3pid) are not supported"));
+        return Err(Error::invalid_param(
+            "Third-party invites (invite_3pid) are not supported",
+        ));
     }
     let visibility = req.visibility.as_deref().unwrap_or("private");
     if !matches!(visibility, "public" | "private") {
-        return Err(Error::invalid_param("visibility must be \"public\" or \"private\""));
+        return Err(Error::invalid_param(
+            "visibility must be \"public\" or \"private\"",
+        ));
     }
     let preset = match req.preset.as_deref() {
         Some(p @ ("private_chat" | "trusted_private_chat" | "public_chat")) => p,
@@ -60,9 +72,12 @@ pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoo
     };
     let mut invitees = Vec::new();
     for user in &req.invite {
-        let user_id = ruma::UserId::parse(user).map_err(|_| Error::invalid_param(format!("{user} is not a user ID")))?;
+        let user_id = ruma::UserId::parse(user)
+            .map_err(|_| Error::invalid_param(format!("{user} is not a user ID")))?;
         if user_id.server_name() != state.server_name {
-            return Err(Error::forbidden("Federation is not supported yet: only local users can be invited"));
+            return Err(Error::forbidden(
+                "Federation is not supported yet: only local users can be invited",
+            ));
         }
         if !invitees.contains(user) {
             invitees.push(user.clone());
@@ -71,13 +86,20 @@ pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoo
     let alias = match &req.room_alias_name {
         Some(local) => {
             if local.is_empty() || local.contains(':') || local.chars().any(char::is_whitespace) {
-                return Err(Error::matrix(axum_status(400), "M_INVALID_PARAM", "Invalid room_alias_name"));
+                return Err(Error::matrix(
+                    axum_status(400),
+                    "M_INVALID_PARAM",
+                    "Invalid room_alias_name",
+                ));
             }
             let alias = format!("#{local}:{}", state.server_name);
             if ruma::RoomAliasId::parse(&alias).is_err() {
                 return Err(Error::invalid_param("Invalid room_alias_name"));
             }
-            if store::rooms::resolve_alias(&state.db, &alias).await?.is_some() {
+            if store::rooms::resolve_alias(&state.db, &alias)
+                .await?
+                .is_some()
+            {
                 return Err(Error::room_in_use("Room alias already taken"));
             }
             Some(alias)
@@ -108,9 +130,19 @@ pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoo
         }
         create.insert("additional_creators".into(), Value::Array(extra));
     }
-    drafts.push(EventDraft::new("m.room.create", Some(""), creator, Value::Object(create)));
+    drafts.push(EventDraft::new(
+        "m.room.create",
+        Some(""),
+        creator,
+        Value::Object(create),
+    ));
     // 2. the creator joins
-    drafts.push(EventDraft::new("m.room.member", Some(creator), creator, member_content("join", profile.as_ref(), None)));
+    drafts.push(EventDraft::new(
+        "m.room.member",
+        Some(creator),
+        creator,
+        member_content("join", profile.as_ref(), None),
+    ));
     // 3. power levels
     let mut power = default_power_levels(version, creator, preset, &invitees);
     if let Some(overrides) = &req.power_level_content_override {
@@ -118,26 +150,57 @@ pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoo
             power.insert(k.clone(), v.clone());
         }
     }
-    drafts.push(EventDraft::new("m.room.power_levels", Some(""), creator, Value::Object(power)));
+    drafts.push(EventDraft::new(
+        "m.room.power_levels",
+        Some(""),
+        creator,
+        Value::Object(power),
+    ));
     // 4. canonical alias
     if let Some(alias) = &alias {
-        drafts.push(EventDraft::new("m.room.canonical_alias", Some(""), creator, json!({"alias": alias})));
+        drafts.push(EventDraft::new(
+            "m.room.canonical_alias",
+            Some(""),
+            creator,
+            json!({"alias": alias}),
+        ));
     }
     // 5. the preset's state
     let (join_rule, guest_access) = match preset {
         "public_chat" => ("public", "forbidden"),
         _ => ("invite", "can_join"),
     };
-    drafts.push(EventDraft::new("m.room.join_rules", Some(""), creator, json!({"join_rule": join_rule})));
-    drafts.push(EventDraft::new("m.room.history_visibility", Some(""), creator, json!({"history_visibility": "shared"})));
-    drafts.push(EventDraft::new("m.room.guest_access", Some(""), creator, json!({"guest_access": guest_access})));
+    drafts.push(EventDraft::new(
+        "m.room.join_rules",
+        Some(""),
+        creator,
+        json!({"join_rule": join_rule}),
+    ));
+    drafts.push(EventDraft::new(
+        "m.room.history_visibility",
+        Some(""),
+        creator,
+        json!({"history_visibility": "shared"}),
+    ));
+    drafts.push(EventDraft::new(
+        "m.room.guest_access",
+        Some(""),
+        creator,
+        json!({"guest_access": guest_access}),
+    ));
     // 6. initial_state
     for event in &req.initial_state {
         if matches!(event.event_type.as_str(), "m.room.create" | "m.room.member") {
-            return Err(Error::invalid_room_state(format!("{} cannot be set in initial_state", event.event_type)));
+            return Err(Error::invalid_room_state(format!(
+                "{} cannot be set in initial_state",
+                event.event_type
+            )));
         }
         let Value::Object(content) = &event.content else {
-            return Err(Error::invalid_room_state(format!("initial_state {} content must be an object", event.event_type)));
+            return Err(Error::invalid_room_state(format!(
+                "initial_state {} content must be an object",
+                event.event_type
+            )));
         };
         let mut content = content.clone();
         message_validation::validate_state_content(&event.event_type, &content)
@@ -145,15 +208,29 @@ pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoo
         if state.config.messages.sanitize_html {
             message_validation::sanitize_content(&event.event_type, &mut content);
         }
-        drafts.push(EventDraft::new(&event.event_type, Some(&event.state_key), creator, Value::Object(content)));
+        drafts.push(EventDraft::new(
+            &event.event_type,
+            Some(&event.state_key),
+            creator,
+            Value::Object(content),
+        ));
     }
     // 7. name and topic
     if let Some(name) = &req.name {
-        let name = name.as_str().ok_or_else(|| Error::bad_json("name must be a string"))?;
-        drafts.push(EventDraft::new("m.room.name", Some(""), creator, json!({"name": name})));
+        let name = name
+            .as_str()
+            .ok_or_else(|| Error::bad_json("name must be a string"))?;
+        drafts.push(EventDraft::new(
+            "m.room.name",
+            Some(""),
+            creator,
+            json!({"name": name}),
+        ));
     }
     if let Some(topic) = &req.topic {
-        let topic = topic.as_str().ok_or_else(|| Error::bad_json("topic must be a string"))?;
+        let topic = topic
+            .as_str()
+            .ok_or_else(|| Error::bad_json("topic must be a string"))?;
         drafts.push(EventDraft::new(
             "m.room.topic",
             Some(""),
@@ -171,7 +248,12 @@ pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoo
         if req.is_direct {
             content["is_direct"] = json!(true);
         }
-        drafts.push(EventDraft::new("m.room.member", Some(user), creator, content));
+        drafts.push(EventDraft::new(
+            "m.room.member",
+            Some(user),
+            creator,
+            content,
+        ));
     }
 
     let room_id = if version == RoomVersion::V12 {
@@ -179,7 +261,12 @@ pub async fn create_room(state: &AppState, requester: &Requester, req: CreateRoo
     } else {
         Some(format!("!{}:{}", random_string(18), state.server_name))
     };
-    let target = Target::New { version, room_id, is_public: visibility == "public", aliases: alias.into_iter().collect() };
+    let target = Target::New {
+        version,
+        room_id,
+        is_public: visibility == "public",
+        aliases: alias.into_iter().collect(),
+    };
     let committed = state.writer.submit(target, drafts, None).await?;
     Ok(committed.room_id)
 }
@@ -190,7 +277,12 @@ fn axum_status(code: u16) -> axum::http::StatusCode {
 
 /// Synapse's defaults, which clients expect: moderators at 50, admins at 100, invites open to all
 /// members of private rooms.
-fn default_power_levels(version: RoomVersion, creator: &str, preset: &str, invitees: &[String]) -> Map<String, Value> {
+fn default_power_levels(
+    version: RoomVersion,
+    creator: &str,
+    preset: &str,
+    invitees: &[String],
+) -> Map<String, Value> {
     let mut users = Map::new();
     if version != RoomVersion::V12 {
         users.insert(creator.into(), json!(100));
@@ -200,7 +292,11 @@ fn default_power_levels(version: RoomVersion, creator: &str, preset: &str, invit
             }
         }
     }
-    let tombstone = if version == RoomVersion::V12 { 150 } else { 100 };
+    let tombstone = if version == RoomVersion::V12 {
+        150
+    } else {
+        100
+    };
     let invite = if preset == "public_chat" { 50 } else { 0 };
     let Value::Object(map) = json!({
         "users": users,
@@ -229,7 +325,11 @@ fn default_power_levels(version: RoomVersion, creator: &str, preset: &str, invit
 }
 
 /// A member event's content with the user's profile, as clients expect to find it.
-pub fn member_content(membership: &str, profile: Option<&store::users::UserRow>, reason: Option<&str>) -> Value {
+pub fn member_content(
+    membership: &str,
+    profile: Option<&store::users::UserRow>,
+    reason: Option<&str>,
+) -> Value {
     let mut content = json!({"membership": membership});
     if let Some(p) = profile {
         if let Some(name) = &p.displayname {
@@ -251,26 +351,37 @@ pub async fn resolve_room(state: &AppState, room_id_or_alias: &str) -> Result<St
         let alias = ruma::RoomAliasId::parse(room_id_or_alias)
             .map_err(|_| Error::invalid_param(format!("{room_id_or_alias} is not a room alias")))?;
         if alias.server_name() != state.server_name {
-            return Err(Error::not_found("Federation is not supported yet: cannot resolve remote aliases"));
+            return Err(Error::not_found(
+                "Federation is not supported yet: cannot resolve remote aliases",
+            ));
         }
         return store::rooms::resolve_alias(&state.db, room_id_or_alias)
             .await?
             .ok_or_else(|| Error::not_found("Room alias not found"));
     }
     if !room_id_or_alias.starts_with('!') || ruma::RoomId::parse(room_id_or_alias).is_err() {
-        return Err(Error::invalid_param(format!("{room_id_or_alias} is not a room ID or alias")));
+        return Err(Error::invalid_param(format!(
+            "{room_id_or_alias} is not a room ID or alias"
+        )));
     }
     Ok(room_id_or_alias.to_owned())
 }
 
 /// Fails with 404 (unknown room) or 403 (a remote room we cannot join without federation).
 async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
-    if store::rooms::room_version(&state.db, room_id).await?.is_some() {
+    if store::rooms::room_version(&state.db, room_id)
+        .await?
+        .is_some()
+    {
         return Ok(());
     }
-    let remote = room_id.split_once(':').is_some_and(|(_, server)| server != state.server_name.as_str());
+    let remote = room_id
+        .split_once(':')
+        .is_some_and(|(_, server)| server != state.server_name.as_str());
     if remote {
-        Err(Error::forbidden("Federation is not supported yet: this room is on another server"))
+        Err(Error::forbidden(
+            "Federation is not supported yet: this room is on another server",
+        ))
     } else {
         Err(Error::not_found("Unknown room"))
     }
@@ -286,10 +397,13 @@ pub async fn change_membership(
     reason: Option<&str>,
 ) -> Result<Committed> {
     require_room(state, room_id).await?;
-    let target_id = ruma::UserId::parse(target).map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
+    let target_id = ruma::UserId::parse(target)
+        .map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
     let profile = if membership == "join" || membership == "invite" {
         if target_id.server_name() != state.server_name {
-            return Err(Error::forbidden("Federation is not supported yet: only local users can be invited"));
+            return Err(Error::forbidden(
+                "Federation is not supported yet: only local users can be invited",
+            ));
         }
         let user = store::users::get_user(&state.db, target).await?;
         if user.as_ref().is_none_or(|u| u.deactivated) {
@@ -300,18 +414,31 @@ pub async fn change_membership(
         None
     };
     let content = member_content(membership, profile.as_ref(), reason);
-    let draft = EventDraft::new("m.room.member", Some(target), sender.user_id.as_str(), content);
-    state.writer.submit(Target::Existing(room_id.to_owned()), vec![draft], None).await
+    let draft = EventDraft::new(
+        "m.room.member",
+        Some(target),
+        sender.user_id.as_str(),
+        content,
+    );
+    state
+        .writer
+        .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
+        .await
 }
 
-pub async fn join(state: &AppState, requester: &Requester, room_id_or_alias: &str, reason: Option<&str>) -> Result<String> {
+pub async fn join(
+    state: &AppState,
+    requester: &Requester,
+    room_id_or_alias: &str,
+    reason: Option<&str>,
+) -> Result<String> {
     let room_id = resolve_room(state, room_id_or_alias).await?;
     let me = requester.user_id.as_str();
     // Joining again is a no-op that answers with the room, as Synapse does.
-    if let Some(snapshot) = room_snapshot(state, &room_id).await? {
-        if snapshot.membership(me) == Some("join") {
-            return Ok(room_id);
-        }
+    if let Some(snapshot) = room_snapshot(state, &room_id).await?
+        && snapshot.membership(me) == Some("join")
+    {
+        return Ok(room_id);
     }
     change_membership(state, requester, &room_id, me, "join", reason).await?;
     Ok(room_id)
@@ -321,9 +448,9 @@ pub async fn forget(state: &AppState, requester: &Requester, room_id: &str) -> R
     let me = requester.user_id.as_str();
     match store::rooms::membership(&state.db, room_id, me).await? {
         None => Err(Error::not_found("You have never been in this room")),
-        Some(m) if m == "join" || m == "invite" || m == "knock" => {
-            Err(Error::unknown("You must leave the room before forgetting it"))
-        }
+        Some(m) if m == "join" || m == "invite" || m == "knock" => Err(Error::unknown(
+            "You must leave the room before forgetting it",
+        )),
         Some(_) => {
             store::rooms::forget(&state.db, room_id, me).await?;
             Ok(())
@@ -341,7 +468,8 @@ pub async fn set_state(
     mut content: Map<String, Value>,
 ) -> Result<String> {
     require_room(state, room_id).await?;
-    message_validation::validate_state_content(event_type, &content).map_err(|e| Error::bad_json(e.0))?;
+    message_validation::validate_state_content(event_type, &content)
+        .map_err(|e| Error::bad_json(e.0))?;
     if state.config.messages.sanitize_html {
         message_validation::sanitize_content(event_type, &mut content);
     }
@@ -349,35 +477,59 @@ pub async fn set_state(
     if event_type == "m.room.canonical_alias" {
         check_canonical_alias(state, room_id, &content).await?;
     }
-    if let Some(snapshot) = room_snapshot(state, room_id).await? {
-        if let Some(current) = snapshot.entry(event_type, state_key) {
-            if current.sender == sender && current.content == Value::Object(content.clone()) {
-                return Ok(current.event_id.clone());
-            }
-        }
+    if let Some(snapshot) = room_snapshot(state, room_id).await?
+        && let Some(current) = snapshot.entry(event_type, state_key)
+        && current.sender == sender
+        && current.content == Value::Object(content.clone())
+    {
+        return Ok(current.event_id.clone());
     }
     let draft = EventDraft::new(event_type, Some(state_key), sender, Value::Object(content));
-    let committed = state.writer.submit(Target::Existing(room_id.to_owned()), vec![draft], None).await?;
-    committed.event_ids.into_iter().next().ok_or_else(|| Error::internal("no event"))
+    let committed = state
+        .writer
+        .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
+        .await?;
+    committed
+        .event_ids
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::internal("no event"))
 }
 
 /// The spec: aliases in m.room.canonical_alias must exist and point to this room (M_BAD_ALIAS).
-async fn check_canonical_alias(state: &AppState, room_id: &str, content: &Map<String, Value>) -> Result<()> {
+async fn check_canonical_alias(
+    state: &AppState,
+    room_id: &str,
+    content: &Map<String, Value>,
+) -> Result<()> {
     let mut aliases: Vec<&str> = Vec::new();
     if let Some(alias) = content.get("alias") {
-        aliases.push(alias.as_str().ok_or_else(|| Error::bad_json("alias must be a string"))?);
+        aliases.push(
+            alias
+                .as_str()
+                .ok_or_else(|| Error::bad_json("alias must be a string"))?,
+        );
     }
     if let Some(alt) = content.get("alt_aliases") {
-        let alt = alt.as_array().ok_or_else(|| Error::bad_json("alt_aliases must be an array"))?;
+        let alt = alt
+            .as_array()
+            .ok_or_else(|| Error::bad_json("alt_aliases must be an array"))?;
         for a in alt {
-            aliases.push(a.as_str().ok_or_else(|| Error::bad_json("alt_aliases must hold strings"))?);
+            aliases.push(
+                a.as_str()
+                    .ok_or_else(|| Error::bad_json("alt_aliases must hold strings"))?,
+            );
         }
     }
     for alias in aliases {
         if ruma::RoomAliasId::parse(alias).is_err() {
             return Err(Error::invalid_param(format!("{alias} is not a room alias")));
         }
-        if store::rooms::resolve_alias(&state.db, alias).await?.as_deref() != Some(room_id) {
+        if store::rooms::resolve_alias(&state.db, alias)
+            .await?
+            .as_deref()
+            != Some(room_id)
+        {
             return Err(Error::matrix(
                 axum_status(400),
                 "M_BAD_ALIAS",
@@ -394,9 +546,18 @@ pub async fn leave_all_rooms(state: &AppState, user_id: &str) -> Result<()> {
         if !matches!(row.membership.as_str(), "join" | "invite" | "knock") {
             continue;
         }
-        let draft = EventDraft::new("m.room.member", Some(user_id), user_id, json!({"membership": "leave"}));
+        let draft = EventDraft::new(
+            "m.room.member",
+            Some(user_id),
+            user_id,
+            json!({"membership": "leave"}),
+        );
         // A room the user cannot leave (already gone by the time the writer runs) is not an error here.
-        if let Err(e) = state.writer.submit(Target::Existing(row.room_id.clone()), vec![draft], None).await {
+        if let Err(e) = state
+            .writer
+            .submit(Target::Existing(row.room_id.clone()), vec![draft], None)
+            .await
+        {
             tracing::warn!(room_id = %row.room_id, error = %e, "could not leave room");
         }
     }
@@ -406,11 +567,19 @@ pub async fn leave_all_rooms(state: &AppState, user_id: &str) -> Result<()> {
 /// The position up to which the user may read the room's state: now if joined (or the room is
 /// world-readable), their leave if they left; 403 if they never were in it.
 async fn state_horizon(state: &AppState, requester: &Requester, room_id: &str) -> Result<i64> {
-    if store::rooms::room_version(&state.db, room_id).await?.is_none() {
+    if store::rooms::room_version(&state.db, room_id)
+        .await?
+        .is_none()
+    {
         return Err(Error::forbidden("You are not allowed to view this room"));
     }
     let mut conn = state.db.acquire().await?;
-    let vis = crate::service::visibility::Visibility::load(&mut conn, room_id, requester.user_id.as_str()).await?;
+    let vis = crate::service::visibility::Visibility::load(
+        &mut conn,
+        room_id,
+        requester.user_id.as_str(),
+    )
+    .await?;
     if !vis.may_read_room() {
         return Err(Error::forbidden("You are not allowed to view this room"));
     }
@@ -419,7 +588,10 @@ async fn state_horizon(state: &AppState, requester: &Requester, room_id: &str) -
 }
 
 fn viewer(requester: &Requester) -> crate::service::timeline::Viewer<'_> {
-    crate::service::timeline::Viewer { user_id: requester.user_id.as_str(), device_id: Some(requester.device_id.as_str()) }
+    crate::service::timeline::Viewer {
+        user_id: requester.user_id.as_str(),
+        device_id: Some(requester.device_id.as_str()),
+    }
 }
 
 /// GET /rooms/{roomId}/state.
@@ -448,9 +620,15 @@ pub async fn state_event(
         .into_iter()
         .find(|r| r.event_type == event_type && r.state_key.as_deref() == Some(state_key))
         .ok_or_else(|| Error::not_found(format!("No {event_type} state with key {state_key:?}")))?;
-    let rendered = crate::service::timeline::render_all(state, std::slice::from_ref(&row), viewer(requester)).await?;
+    let rendered =
+        crate::service::timeline::render_all(state, std::slice::from_ref(&row), viewer(requester))
+            .await?;
     let event: Value = serde_json::from_str(rendered[0].get()).map_err(Error::internal)?;
-    Ok(if whole_event { event } else { event["content"].clone() })
+    Ok(if whole_event {
+        event
+    } else {
+        event["content"].clone()
+    })
 }
 
 /// GET /rooms/{roomId}/members with `at`, `membership` and `not_membership`.
@@ -485,14 +663,23 @@ pub async fn members(
 }
 
 /// GET /rooms/{roomId}/joined_members: only for members.
-pub async fn joined_members(state: &AppState, requester: &Requester, room_id: &str) -> Result<Value> {
-    let snapshot = room_snapshot(state, room_id).await?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+pub async fn joined_members(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+) -> Result<Value> {
+    let snapshot = room_snapshot(state, room_id)
+        .await?
+        .ok_or_else(|| Error::forbidden("You are not in this room"))?;
     if snapshot.membership(requester.user_id.as_str()) != Some("join") {
         return Err(Error::forbidden("You are not in this room"));
     }
     let mut joined = Map::new();
     for user in snapshot.members_with("join") {
-        let content = &snapshot.entry("m.room.member", user).expect("listed member").content;
+        let content = &snapshot
+            .entry("m.room.member", user)
+            .expect("listed member")
+            .content;
         joined.insert(
             user.to_owned(),
             json!({"display_name": content.get("displayname"), "avatar_url": content.get("avatar_url")}),

@@ -69,9 +69,12 @@ pub struct SyncRequest {
 
 /// Member events already sent to a device, per room: lazy loading without redundant members.
 /// In memory and best effort: after a restart, or on another process, members are simply sent again.
+/// (user, device) → room → members sent.
+type SentMembers = HashMap<(String, String), HashMap<String, HashSet<String>>>;
+
 #[derive(Default)]
 pub struct LazyMemberCache {
-    sent: Mutex<HashMap<(String, String), HashMap<String, HashSet<String>>>>,
+    sent: Mutex<SentMembers>,
 }
 
 #[derive(Serialize, Default)]
@@ -156,10 +159,16 @@ impl SyncResponse {
     }
 }
 
-pub async fn sync(state: &AppState, requester: &Requester, req: SyncRequest) -> Result<SyncResponse> {
+pub async fn sync(
+    state: &AppState,
+    requester: &Requester,
+    req: SyncRequest,
+) -> Result<SyncResponse> {
     let since = match req.since.as_deref() {
         None | Some("") => None,
-        Some(token) => Some(SyncToken::parse(token).ok_or_else(|| Error::invalid_param("Invalid since token"))?),
+        Some(token) => Some(
+            SyncToken::parse(token).ok_or_else(|| Error::invalid_param("Invalid since token"))?,
+        ),
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
     let user = requester.user_id.as_str();
@@ -171,7 +180,9 @@ pub async fn sync(state: &AppState, requester: &Requester, req: SyncRequest) -> 
         }
         // Subscribe, then re-check: a commit between the read above and the subscription is seen here.
         let rooms = store::rooms::joined_rooms(&state.db, user).await?;
-        let keys = std::iter::once(user).chain(std::iter::once(device_key.as_str())).chain(rooms.iter().map(String::as_str));
+        let keys = std::iter::once(user)
+            .chain(std::iter::once(device_key.as_str()))
+            .chain(rooms.iter().map(String::as_str));
         let subscription = state.notifier.subscribe(keys);
         let read_at = SyncToken::parse(&response.next_batch).map_or(0, |t| t.position);
         if store::stream::current(&state.db).await? == read_at {
@@ -185,7 +196,9 @@ pub async fn sync(state: &AppState, requester: &Requester, req: SyncRequest) -> 
 
 async fn begin_snapshot(state: &AppState) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     let mut tx = state.db.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     Ok(tx)
 }
 
@@ -203,7 +216,10 @@ async fn compute(
     filter: &Filter,
 ) -> Result<SyncResponse> {
     let user = requester.user_id.as_str();
-    let viewer = Viewer { user_id: user, device_id: Some(requester.device_id.as_str()) };
+    let viewer = Viewer {
+        user_id: user,
+        device_id: Some(requester.device_id.as_str()),
+    };
     let mut tx = begin_snapshot(state).await?;
     let upto = store::stream::current_in(&mut tx).await?;
     // A token from the future (say, a restored database) gets a safe full resync.
@@ -222,29 +238,66 @@ async fn compute(
         }
         let changed = m.stream_ordering > from;
         match m.membership.as_str() {
-            "join" => joined.push(RoomPlan { room_id: m.room_id.clone(), full: initial || full_state || changed }),
+            "join" => joined.push(RoomPlan {
+                room_id: m.room_id.clone(),
+                full: initial || full_state || changed,
+            }),
             "invite" if initial || changed => invited.push(m),
-            "leave" | "ban" if (changed && !initial) || (room_filter.include_leave && (initial || full_state || changed)) => {
+            "leave" | "ban"
+                if (changed && !initial)
+                    || (room_filter.include_leave && (initial || full_state || changed)) =>
+            {
                 left.push(m)
             }
             _ => {}
         }
     }
     if initial {
-        state.sync_members.forget_device(user, requester.device_id.as_str());
+        state
+            .sync_members
+            .forget_device(user, requester.device_id.as_str());
     }
 
     let timeline_filter = &room_filter.timeline;
-    let limit = timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 1000);
+    let limit = timeline_filter
+        .limit
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, 1000);
     let store_filter = timeline_filter.to_store();
-    let full_ids: Vec<String> = joined.iter().filter(|p| p.full).map(|p| p.room_id.clone()).collect();
-    let delta_ids: Vec<String> = joined.iter().filter(|p| !p.full).map(|p| p.room_id.clone()).collect();
+    let full_ids: Vec<String> = joined
+        .iter()
+        .filter(|p| p.full)
+        .map(|p| p.room_id.clone())
+        .collect();
+    let delta_ids: Vec<String> = joined
+        .iter()
+        .filter(|p| !p.full)
+        .map(|p| p.room_id.clone())
+        .collect();
     let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
-    for row in store::events::latest_events_per_room(&mut *tx, &full_ids, 0, upto, limit + 1, &store_filter).await? {
+    for row in store::events::latest_events_per_room(
+        &mut *tx,
+        &full_ids,
+        0,
+        upto,
+        limit + 1,
+        &store_filter,
+    )
+    .await?
+    {
         timelines.entry(row.room_id.clone()).or_default().push(row);
     }
     if !delta_ids.is_empty() {
-        for row in store::events::latest_events_per_room(&mut *tx, &delta_ids, from, upto, limit + 1, &store_filter).await? {
+        for row in store::events::latest_events_per_room(
+            &mut *tx,
+            &delta_ids,
+            from,
+            upto,
+            limit + 1,
+            &store_filter,
+        )
+        .await?
+        {
             timelines.entry(row.room_id.clone()).or_default().push(row);
         }
     }
@@ -266,21 +319,34 @@ async fn compute(
             continue;
         }
         let current = current_state.get(&plan.room_id);
-        let room = joined_room(state, &mut tx, requester, viewer, plan, rows, limited, current, from, upto, filter).await?;
+        let room = joined_room(
+            state, &mut tx, requester, viewer, plan, rows, limited, current, from, upto, filter,
+        )
+        .await?;
         rooms.join.insert(plan.room_id.clone(), room);
     }
     for m in invited {
-        rooms.invite.insert(m.room_id.clone(), invited_room(state, user, &m.room_id).await?);
+        rooms.invite.insert(
+            m.room_id.clone(),
+            invited_room(state, user, &m.room_id).await?,
+        );
     }
     for m in left {
         let full = initial || full_state;
-        let room = left_room(state, &mut tx, requester, viewer, m, full, from, limit, filter).await?;
+        let room = left_room(
+            state, &mut tx, requester, viewer, m, full, from, limit, filter,
+        )
+        .await?;
         rooms.leave.insert(m.room_id.clone(), room);
     }
     tx.commit().await?;
 
     Ok(SyncResponse {
-        next_batch: SyncToken { position: upto, typing: since.map_or(0, |s| s.typing) }.encode(),
+        next_batch: SyncToken {
+            position: upto,
+            typing: since.map_or(0, |s| s.typing),
+        }
+        .encode(),
         rooms,
         presence: Events::default(),
         account_data: Events::default(),
@@ -295,7 +361,10 @@ async fn compute(
 fn latest_per_key(rows: Vec<EventRow>) -> Vec<EventRow> {
     let mut latest: HashMap<(String, String), EventRow> = HashMap::new();
     for row in rows {
-        let key = (row.event_type.clone(), row.state_key.clone().unwrap_or_default());
+        let key = (
+            row.event_type.clone(),
+            row.state_key.clone().unwrap_or_default(),
+        );
         latest.insert(key, row);
     }
     let mut out: Vec<EventRow> = latest.into_values().collect();
@@ -322,11 +391,16 @@ async fn joined_room(
     let state_filter = &filter.room.state;
 
     // History visibility: most rooms are "shared", where a joined member sees everything.
-    let hv_shared = current.map_or(true, |cur| {
+    let hv_shared = current.is_none_or(|cur| {
         cur.iter()
             .find(|r| r.event_type == "m.room.history_visibility")
             .and_then(|r| serde_json::from_str::<Value>(&r.client_json).ok())
-            .is_none_or(|v| matches!(v["content"]["history_visibility"].as_str(), Some("shared" | "world_readable") | None))
+            .is_none_or(|v| {
+                matches!(
+                    v["content"]["history_visibility"].as_str(),
+                    Some("shared" | "world_readable") | None
+                )
+            })
     });
     if plan.full && !hv_shared {
         let vis = Visibility::load(&mut *tx, room_id, user).await?;
@@ -343,26 +417,59 @@ async fn joined_room(
             _ => store::events::state_at(&mut *tx, room_id, first_pos - 1).await?,
         }
     } else if limited {
-        latest_per_key(store::events::state_changes(&mut *tx, &[plan.room_id.clone()], from, first_pos - 1).await?)
+        latest_per_key(
+            store::events::state_changes(
+                &mut *tx,
+                std::slice::from_ref(&plan.room_id),
+                from,
+                first_pos - 1,
+            )
+            .await?,
+        )
     } else {
         Vec::new()
     };
-    state_rows.retain(|r| state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender));
+    state_rows.retain(|r| {
+        state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender)
+    });
 
     if state_filter.lazy_load_members {
-        apply_lazy_loading(state, tx, requester, room_id, &rows, &mut state_rows, state_filter, first_pos, plan.full).await?;
+        apply_lazy_loading(
+            state,
+            tx,
+            requester,
+            room_id,
+            &rows,
+            &mut state_rows,
+            state_filter,
+            first_pos,
+            plan.full,
+        )
+        .await?;
     }
 
     let summary = summary(state, room_id, user).await?;
     let mut timeline_events = timeline::render_all(state, &rows, viewer).await?;
     let mut state_events = timeline::render_all(state, &state_rows, viewer).await?;
     if let Some(fields) = &filter.event_fields {
-        timeline_events = timeline_events.iter().map(|e| timeline::keep_fields(e, fields)).collect();
-        state_events = state_events.iter().map(|e| timeline::keep_fields(e, fields)).collect();
+        timeline_events = timeline_events
+            .iter()
+            .map(|e| timeline::keep_fields(e, fields))
+            .collect();
+        state_events = state_events
+            .iter()
+            .map(|e| timeline::keep_fields(e, fields))
+            .collect();
     }
     Ok(JoinedRoom {
-        timeline: Timeline { events: timeline_events, limited, prev_batch },
-        state: Events { events: state_events },
+        timeline: Timeline {
+            events: timeline_events,
+            limited,
+            prev_batch,
+        },
+        state: Events {
+            events: state_events,
+        },
         ephemeral: Events::default(),
         account_data: Events::default(),
         summary,
@@ -399,7 +506,9 @@ async fn apply_lazy_loading(
     wanted.dedup();
     wanted.retain(|u| !in_timeline.contains(u.as_str()));
     if !state_filter.include_redundant_members {
-        wanted = state.sync_members.unsent(user, requester.device_id.as_str(), room_id, wanted);
+        wanted = state
+            .sync_members
+            .unsent(user, requester.device_id.as_str(), room_id, wanted);
     }
     state_rows.retain(|r| r.event_type != "m.room.member");
     if !wanted.is_empty() && state_filter.allows_type("m.room.member") {
@@ -412,19 +521,30 @@ async fn apply_lazy_loading(
         .filter_map(|r| r.state_key.clone())
         .chain(in_timeline.iter().map(|s| s.to_string()))
         .collect();
-    state.sync_members.record(user, requester.device_id.as_str(), room_id, sent);
+    state
+        .sync_members
+        .record(user, requester.device_id.as_str(), room_id, sent);
     Ok(())
 }
 
 impl LazyMemberCache {
     fn forget_device(&self, user: &str, device: &str) {
-        self.sent.lock().unwrap().remove(&(user.to_owned(), device.to_owned()));
+        self.sent
+            .lock()
+            .unwrap()
+            .remove(&(user.to_owned(), device.to_owned()));
     }
 
     fn unsent(&self, user: &str, device: &str, room: &str, wanted: Vec<String>) -> Vec<String> {
         let sent = self.sent.lock().unwrap();
-        match sent.get(&(user.to_owned(), device.to_owned())).and_then(|rooms| rooms.get(room)) {
-            Some(members) => wanted.into_iter().filter(|u| !members.contains(u)).collect(),
+        match sent
+            .get(&(user.to_owned(), device.to_owned()))
+            .and_then(|rooms| rooms.get(room))
+        {
+            Some(members) => wanted
+                .into_iter()
+                .filter(|u| !members.contains(u))
+                .collect(),
             None => wanted,
         }
     }
@@ -434,26 +554,45 @@ impl LazyMemberCache {
         if sent.len() > 50_000 {
             sent.clear();
         }
-        sent.entry((user.to_owned(), device.to_owned())).or_default().entry(room.to_owned()).or_default().extend(members);
+        sent.entry((user.to_owned(), device.to_owned()))
+            .or_default()
+            .entry(room.to_owned())
+            .or_default()
+            .extend(members);
     }
 }
 
 /// m.heroes (when the room has no name or alias) and the member counts clients name rooms from.
 async fn summary(state: &AppState, room_id: &str, user: &str) -> Result<Value> {
-    let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else { return Ok(json!({})) };
+    let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else {
+        return Ok(json!({}));
+    };
     let joined: Vec<&str> = snapshot.members_with("join").collect();
     let invited: Vec<&str> = snapshot.members_with("invite").collect();
     let mut summary = json!({
         "m.joined_member_count": joined.len(),
         "m.invited_member_count": invited.len(),
     });
-    let named = snapshot.entry("m.room.name", "").is_some_and(|e| e.content["name"].as_str().is_some_and(|n| !n.is_empty()))
-        || snapshot.entry("m.room.canonical_alias", "").is_some_and(|e| e.content["alias"].is_string());
+    let named = snapshot
+        .entry("m.room.name", "")
+        .is_some_and(|e| e.content["name"].as_str().is_some_and(|n| !n.is_empty()))
+        || snapshot
+            .entry("m.room.canonical_alias", "")
+            .is_some_and(|e| e.content["alias"].is_string());
     if !named {
-        let mut heroes: Vec<&str> = joined.iter().chain(&invited).copied().filter(|u| *u != user).collect();
+        let mut heroes: Vec<&str> = joined
+            .iter()
+            .chain(&invited)
+            .copied()
+            .filter(|u| *u != user)
+            .collect();
         if heroes.is_empty() {
             // Everyone left: name the room after those who were there.
-            heroes = snapshot.members_with("leave").chain(snapshot.members_with("ban")).filter(|u| *u != user).collect();
+            heroes = snapshot
+                .members_with("leave")
+                .chain(snapshot.members_with("ban"))
+                .filter(|u| *u != user)
+                .collect();
         }
         heroes.sort_unstable();
         heroes.truncate(5);
@@ -465,7 +604,9 @@ async fn summary(state: &AppState, room_id: &str, user: &str) -> Result<Value> {
 /// Stripped state for an invite, including the invite event itself (with `is_direct`).
 async fn invited_room(state: &AppState, user: &str, room_id: &str) -> Result<InvitedRoom> {
     let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else {
-        return Ok(InvitedRoom { invite_state: Events::default() });
+        return Ok(InvitedRoom {
+            invite_state: Events::default(),
+        });
     };
     let mut events = Vec::new();
     let mut push = |event_type: &str, state_key: &str| {
@@ -479,12 +620,16 @@ async fn invited_room(state: &AppState, user: &str, room_id: &str) -> Result<Inv
     for t in STRIPPED_STATE {
         push(t, "");
     }
-    let inviter = snapshot.entry("m.room.member", user).map(|e| e.sender.clone());
+    let inviter = snapshot
+        .entry("m.room.member", user)
+        .map(|e| e.sender.clone());
     if let Some(inviter) = inviter.filter(|i| i != user) {
         push("m.room.member", &inviter);
     }
     push("m.room.member", user);
-    Ok(InvitedRoom { invite_state: Events { events } })
+    Ok(InvitedRoom {
+        invite_state: Events { events },
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -504,7 +649,15 @@ async fn left_room(
     let store_filter = filter.room.timeline.to_store();
     let after = if full { 0 } else { from };
     let rooms = [m.room_id.clone()];
-    let mut rows = store::events::latest_events_per_room(&mut *tx, &rooms, after, leave_pos, limit + 1, &store_filter).await?;
+    let mut rows = store::events::latest_events_per_room(
+        &mut *tx,
+        &rooms,
+        after,
+        leave_pos,
+        limit + 1,
+        &store_filter,
+    )
+    .await?;
     let limited = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     rows.reverse();
@@ -519,14 +672,18 @@ async fn left_room(
         Vec::new()
     };
     let state_filter = &filter.room.state;
-    state_rows.retain(|r| state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender));
+    state_rows.retain(|r| {
+        state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender)
+    });
     Ok(LeftRoom {
         timeline: Timeline {
             events: timeline::render_all(state, &rows, viewer).await?,
             limited,
             prev_batch: crate::service::messages::position_token(first_pos - 1),
         },
-        state: Events { events: timeline::render_all(state, &state_rows, viewer).await? },
+        state: Events {
+            events: timeline::render_all(state, &state_rows, viewer).await?,
+        },
         account_data: Events::default(),
     })
 }
@@ -537,9 +694,18 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_garbage() {
-        let t = SyncToken { position: 42, typing: 7 };
+        let t = SyncToken {
+            position: 42,
+            typing: 7,
+        };
         assert_eq!(SyncToken::parse(&t.encode()), Some(t));
-        assert_eq!(SyncToken::parse("s5"), Some(SyncToken { position: 5, typing: 0 }));
+        assert_eq!(
+            SyncToken::parse("s5"),
+            Some(SyncToken {
+                position: 5,
+                typing: 0
+            })
+        );
         for bad in ["", "5", "s", "sx", "s-1", "s1_x", "garbage"] {
             assert_eq!(SyncToken::parse(bad), None, "{bad}");
         }

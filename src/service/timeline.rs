@@ -19,18 +19,32 @@ pub struct Viewer<'a> {
 /// Bundled aggregations per event ID, as `unsigned.m.relations` wants them.
 pub type Aggregations = HashMap<String, Value>;
 
-pub fn render(row: &EventRow, viewer: Viewer<'_>, now: i64, aggregations: &Aggregations) -> Box<RawValue> {
+pub fn render(
+    row: &EventRow,
+    viewer: Viewer<'_>,
+    now: i64,
+    aggregations: &Aggregations,
+) -> Box<RawValue> {
     let mut unsigned = Map::new();
     unsigned.insert("age".into(), json!((now - row.origin_server_ts).max(0)));
-    if let (Some(device), Some(txn)) = (&row.device_id, &row.txn_id) {
-        if row.sender == viewer.user_id && viewer.device_id == Some(device.as_str()) {
-            unsigned.insert("transaction_id".into(), json!(txn));
-        }
+    if let (Some(device), Some(txn)) = (&row.device_id, &row.txn_id)
+        && row.sender == viewer.user_id
+        && viewer.device_id == Some(device.as_str())
+    {
+        unsigned.insert("transaction_id".into(), json!(txn));
     }
-    if let Some(extra) = row.state_unsigned.as_deref().and_then(|s| serde_json::from_str::<Map<String, Value>>(s).ok()) {
+    if let Some(extra) = row
+        .state_unsigned
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
+    {
         unsigned.extend(extra);
     }
-    if let Some(because) = row.redacted_because.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+    if let Some(because) = row
+        .redacted_because
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    {
         unsigned.insert("redacted_because".into(), because);
     }
     if let Some(relations) = aggregations.get(&row.event_id) {
@@ -47,29 +61,52 @@ fn splice_unsigned(client_json: &str, unsigned: &Value) -> Box<RawValue> {
         Some(head) => format!("{head},\"unsigned\":{unsigned}}}"),
         None => client_json.to_owned(),
     };
-    RawValue::from_string(text).unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
+    RawValue::from_string(text)
+        .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
 /// Renders rows with their bundled aggregations (one query for the whole batch).
-pub async fn render_all(state: &AppState, rows: &[EventRow], viewer: Viewer<'_>) -> Result<Vec<Box<RawValue>>> {
+pub async fn render_all(
+    state: &AppState,
+    rows: &[EventRow],
+    viewer: Viewer<'_>,
+) -> Result<Vec<Box<RawValue>>> {
     let aggregations = aggregations_for(state, rows, viewer).await?;
     let now = store::now_ms();
-    Ok(rows.iter().map(|r| render(r, viewer, now, &aggregations)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| render(r, viewer, now, &aggregations))
+        .collect())
 }
 
 /// The spec's bundled aggregations: the latest edit (`m.replace`), thread summaries (`m.thread`) and
 /// references (`m.reference`).
-pub async fn aggregations_for(state: &AppState, rows: &[EventRow], viewer: Viewer<'_>) -> Result<Aggregations> {
-    let ids: Vec<String> = rows.iter().filter(|r| r.redacted_because.is_none()).map(|r| r.event_id.clone()).collect();
+pub async fn aggregations_for(
+    state: &AppState,
+    rows: &[EventRow],
+    viewer: Viewer<'_>,
+) -> Result<Aggregations> {
+    let ids: Vec<String> = rows
+        .iter()
+        .filter(|r| r.redacted_because.is_none())
+        .map(|r| r.event_id.clone())
+        .collect();
     if ids.is_empty() {
         return Ok(Aggregations::new());
     }
-    let rel_types = vec!["m.replace".to_owned(), "m.thread".to_owned(), "m.reference".to_owned()];
+    let rel_types = vec![
+        "m.replace".to_owned(),
+        "m.thread".to_owned(),
+        "m.reference".to_owned(),
+    ];
     let related = store::events::relations_of(&state.db, &ids, &rel_types).await?;
     if related.is_empty() {
         return Ok(Aggregations::new());
     }
-    let senders: HashMap<&str, &str> = rows.iter().map(|r| (r.event_id.as_str(), r.sender.as_str())).collect();
+    let senders: HashMap<&str, &str> = rows
+        .iter()
+        .map(|r| (r.event_id.as_str(), r.sender.as_str()))
+        .collect();
     let now = store::now_ms();
     let none = Aggregations::new();
     let mut out: HashMap<String, Map<String, Value>> = HashMap::new();
@@ -79,20 +116,22 @@ pub async fn aggregations_for(state: &AppState, rows: &[EventRow], viewer: Viewe
             .and_then(|v| v.get("content").cloned())
             .unwrap_or(Value::Null);
         let relates = &content["m.relates_to"];
-        let (Some(target), Some(rel_type)) = (relates["event_id"].as_str(), relates["rel_type"].as_str()) else {
+        let (Some(target), Some(rel_type)) =
+            (relates["event_id"].as_str(), relates["rel_type"].as_str())
+        else {
             continue;
         };
         let entry = out.entry(target.to_owned()).or_default();
         match rel_type {
             // Only the original sender's edits count; the newest wins (rows come oldest first).
             "m.replace" if senders.get(target) == Some(&rel.sender.as_str()) => {
-                let rendered: Value =
-                    serde_json::from_str(render(rel, viewer, now, &none).get()).map_err(Error::internal)?;
+                let rendered: Value = serde_json::from_str(render(rel, viewer, now, &none).get())
+                    .map_err(Error::internal)?;
                 entry.insert("m.replace".into(), rendered);
             }
             "m.thread" => {
-                let rendered: Value =
-                    serde_json::from_str(render(rel, viewer, now, &none).get()).map_err(Error::internal)?;
+                let rendered: Value = serde_json::from_str(render(rel, viewer, now, &none).get())
+                    .map_err(Error::internal)?;
                 let thread = entry
                     .entry("m.thread")
                     .or_insert_with(|| json!({"count": 0, "current_user_participated": false}));
@@ -103,7 +142,9 @@ pub async fn aggregations_for(state: &AppState, rows: &[EventRow], viewer: Viewe
                 }
             }
             "m.reference" => {
-                let refs = entry.entry("m.reference").or_insert_with(|| json!({"chunk": []}));
+                let refs = entry
+                    .entry("m.reference")
+                    .or_insert_with(|| json!({"chunk": []}));
                 if let Some(chunk) = refs["chunk"].as_array_mut() {
                     chunk.push(json!({"event_id": rel.event_id}));
                 }
@@ -111,7 +152,11 @@ pub async fn aggregations_for(state: &AppState, rows: &[EventRow], viewer: Viewe
             _ => {}
         }
     }
-    Ok(out.into_iter().filter(|(_, m)| !m.is_empty()).map(|(k, m)| (k, Value::Object(m))).collect())
+    Ok(out
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(k, m)| (k, Value::Object(m)))
+        .collect())
 }
 
 /// Removes everything but `fields` (dotted paths, `\.` escapes a dot) from an event: `event_fields`.
@@ -145,12 +190,18 @@ fn split_field_path(field: &str) -> Vec<String> {
 }
 
 fn copy_path(source: &Map<String, Value>, out: &mut Map<String, Value>, path: &[String]) {
-    let Some((first, rest)) = path.split_first() else { return };
-    let Some(value) = source.get(first) else { return };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(value) = source.get(first) else {
+        return;
+    };
     if rest.is_empty() {
         out.insert(first.clone(), value.clone());
     } else if let Value::Object(inner) = value {
-        let slot = out.entry(first.clone()).or_insert_with(|| Value::Object(Map::new()));
+        let slot = out
+            .entry(first.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(slot) = slot {
             copy_path(inner, slot, rest);
         }
@@ -163,7 +214,10 @@ mod tests {
 
     #[test]
     fn splices_unsigned_into_stored_json() {
-        let raw = splice_unsigned(r#"{"type":"m.room.message","content":{}}"#, &json!({"age": 5}));
+        let raw = splice_unsigned(
+            r#"{"type":"m.room.message","content":{}}"#,
+            &json!({"age": 5}),
+        );
         let v: Value = serde_json::from_str(raw.get()).unwrap();
         assert_eq!(v["unsigned"]["age"], 5);
         assert_eq!(v["type"], "m.room.message");
@@ -171,9 +225,14 @@ mod tests {
 
     #[test]
     fn event_fields_keep_only_named_paths() {
-        let event = RawValue::from_string(r#"{"type":"t","content":{"body":"b","x.y":1,"z":2},"sender":"@a:b"}"#.into())
-            .unwrap();
-        let kept = keep_fields(&event, &["type".into(), "content.body".into(), "content.x\\.y".into()]);
+        let event = RawValue::from_string(
+            r#"{"type":"t","content":{"body":"b","x.y":1,"z":2},"sender":"@a:b"}"#.into(),
+        )
+        .unwrap();
+        let kept = keep_fields(
+            &event,
+            &["type".into(), "content.body".into(), "content.x\\.y".into()],
+        );
         let v: Value = serde_json::from_str(kept.get()).unwrap();
         assert_eq!(v, json!({"type": "t", "content": {"body": "b", "x.y": 1}}));
     }

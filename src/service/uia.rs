@@ -34,26 +34,33 @@ pub async fn check(
         Some(s) => s,
         None => random_string(24),
     };
-    let mut completed = store::uia::completed(&state.db, &session).await?.unwrap_or_default();
+    let mut completed = store::uia::completed(&state.db, &session)
+        .await?
+        .unwrap_or_default();
     let mut failure: Option<Error> = None;
-    if let Some(auth) = auth {
-        if let Some(kind) = auth.kind.as_deref() {
-            if flows.iter().any(|f| f.contains(&kind)) {
-                match verify(kind, auth).await {
-                    Ok(true) => {
-                        if !completed.iter().any(|c| c == kind) {
-                            completed.push(kind.to_owned());
-                        }
+    if let Some(auth) = auth
+        && let Some(kind) = auth.kind.as_deref()
+    {
+        if flows.iter().any(|f| f.contains(&kind)) {
+            match verify(kind, auth).await {
+                Ok(true) => {
+                    if !completed.iter().any(|c| c == kind) {
+                        completed.push(kind.to_owned());
                     }
-                    Ok(false) => {}
-                    Err(e) => failure = Some(e),
                 }
-            } else {
-                failure = Some(Error::unknown(format!("Unsupported authentication type {kind}")));
+                Ok(false) => {}
+                Err(e) => failure = Some(e),
             }
+        } else {
+            failure = Some(Error::unknown(format!(
+                "Unsupported authentication type {kind}"
+            )));
         }
     }
-    if flows.iter().any(|flow| flow.iter().all(|stage| completed.iter().any(|c| c == stage))) {
+    if flows.iter().any(|flow| {
+        flow.iter()
+            .all(|stage| completed.iter().any(|c| c == stage))
+    }) {
         store::uia::delete(&state.db, &session).await?;
         return Ok(());
     }
@@ -66,7 +73,10 @@ pub async fn check(
     if !completed.is_empty() {
         body["completed"] = json!(completed);
     }
-    if let Some(Error::Matrix { errcode, message, .. }) = failure {
+    if let Some(Error::Matrix {
+        errcode, message, ..
+    }) = failure
+    {
         body["errcode"] = json!(errcode);
         body["error"] = json!(message);
     } else if let Some(e) = failure {

@@ -18,19 +18,34 @@ pub struct Visibility {
 
 impl Visibility {
     pub async fn load(conn: &mut PgConnection, room_id: &str, user_id: &str) -> Result<Self> {
-        let memberships: Vec<(i64, String)> =
-            store::events::state_key_history(&mut *conn, room_id, "m.room.member", user_id, "membership")
-                .await?
-                .into_iter()
-                .map(|(pos, m)| (pos, m.unwrap_or_else(|| "leave".into())))
-                .collect();
-        let settings = store::events::state_key_history(&mut *conn, room_id, "m.room.history_visibility", "", "history_visibility")
-            .await?
-            .into_iter()
-            .map(|(pos, v)| (pos, v.unwrap_or_else(|| "shared".into())))
-            .collect();
+        let memberships: Vec<(i64, String)> = store::events::state_key_history(
+            &mut *conn,
+            room_id,
+            "m.room.member",
+            user_id,
+            "membership",
+        )
+        .await?
+        .into_iter()
+        .map(|(pos, m)| (pos, m.unwrap_or_else(|| "leave".into())))
+        .collect();
+        let settings = store::events::state_key_history(
+            &mut *conn,
+            room_id,
+            "m.room.history_visibility",
+            "",
+            "history_visibility",
+        )
+        .await?
+        .into_iter()
+        .map(|(pos, v)| (pos, v.unwrap_or_else(|| "shared".into())))
+        .collect();
         let joined_now = memberships.last().is_some_and(|(_, m)| m == "join");
-        Ok(Self { memberships, settings, joined_now })
+        Ok(Self {
+            memberships,
+            settings,
+            joined_now,
+        })
     }
 
     fn value_before(list: &[(i64, String)], pos: i64) -> Option<&str> {
@@ -75,7 +90,10 @@ impl Visibility {
     pub fn may_read_room(&self) -> bool {
         self.joined_now
             || !self.memberships.is_empty()
-            || self.settings.last().is_some_and(|(_, v)| v == "world_readable")
+            || self
+                .settings
+                .last()
+                .is_some_and(|(_, v)| v == "world_readable")
     }
 
     pub fn is_joined(&self) -> bool {
@@ -84,7 +102,11 @@ impl Visibility {
 
     /// True when every event is visible without checking one by one (the common case).
     pub fn all_visible(&self) -> bool {
-        self.joined_now && self.settings.iter().all(|(_, v)| v == "shared" || v == "world_readable")
+        self.joined_now
+            && self
+                .settings
+                .iter()
+                .all(|(_, v)| v == "shared" || v == "world_readable")
     }
 }
 
@@ -93,9 +115,16 @@ mod tests {
     use super::*;
 
     fn v(memberships: &[(i64, &str)], settings: &[(i64, &str)]) -> Visibility {
-        let m: Vec<(i64, String)> = memberships.iter().map(|(p, s)| (*p, s.to_string())).collect();
+        let m: Vec<(i64, String)> = memberships
+            .iter()
+            .map(|(p, s)| (*p, s.to_string()))
+            .collect();
         let joined_now = m.last().is_some_and(|(_, s)| s == "join");
-        Visibility { memberships: m, settings: settings.iter().map(|(p, s)| (*p, s.to_string())).collect(), joined_now }
+        Visibility {
+            memberships: m,
+            settings: settings.iter().map(|(p, s)| (*p, s.to_string())).collect(),
+            joined_now,
+        }
     }
 
     #[test]

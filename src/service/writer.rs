@@ -26,7 +26,12 @@ pub use crate::store::events::TxnKey;
 
 pub enum Target {
     Existing(String),
-    New { version: RoomVersion, room_id: Option<String>, is_public: bool, aliases: Vec<String> },
+    New {
+        version: RoomVersion,
+        room_id: Option<String>,
+        is_public: bool,
+        aliases: Vec<String>,
+    },
 }
 
 struct Job {
@@ -62,11 +67,28 @@ impl Writer {
     }
 
     /// Appends `drafts` (all or none) to a room, or creates a room from them.
-    pub async fn submit(&self, target: Target, drafts: Vec<EventDraft>, txn: Option<TxnKey>) -> Result<Committed> {
+    pub async fn submit(
+        &self,
+        target: Target,
+        drafts: Vec<EventDraft>,
+        txn: Option<TxnKey>,
+    ) -> Result<Committed> {
         let (reply, answer) = oneshot::channel();
-        let queue = self.queue.get().ok_or_else(|| Error::internal("writer not started"))?;
-        queue.send(Job { target, drafts, txn, reply }).map_err(|_| Error::internal("writer stopped"))?;
-        answer.await.map_err(|_| Error::internal("writer dropped a request"))?
+        let queue = self
+            .queue
+            .get()
+            .ok_or_else(|| Error::internal("writer not started"))?;
+        queue
+            .send(Job {
+                target,
+                drafts,
+                txn,
+                reply,
+            })
+            .map_err(|_| Error::internal("writer stopped"))?;
+        answer
+            .await
+            .map_err(|_| Error::internal("writer dropped a request"))?
     }
 }
 
@@ -79,8 +101,9 @@ async fn run(state: AppState, mut queue: mpsc::UnboundedReceiver<Job>) {
                 Err(_) => break,
             }
         }
-        let (creates, appends): (Vec<Job>, Vec<Job>) =
-            batch.into_iter().partition(|job| matches!(job.target, Target::New { .. }));
+        let (creates, appends): (Vec<Job>, Vec<Job>) = batch
+            .into_iter()
+            .partition(|job| matches!(job.target, Target::New { .. }));
         // A new room commits on its own: an alias collision must fail that room alone.
         for job in creates {
             process(&state, vec![job]).await;
@@ -119,7 +142,9 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
             let mut e = Some(e);
             for job in jobs {
                 // The first job gets the error itself (the only job when a new room fails).
-                let err = e.take().unwrap_or_else(|| Error::internal(shared.clone().unwrap_or_default()));
+                let err = e
+                    .take()
+                    .unwrap_or_else(|| Error::internal(shared.clone().unwrap_or_default()));
                 let _ = job.reply.send(Err(err));
             }
         }
@@ -136,7 +161,12 @@ struct WorkingRoom {
 
 impl WorkingRoom {
     fn new(base: Arc<RoomSnapshot>) -> Self {
-        Self { head_event_id: base.head_event_id.clone(), head_depth: base.head_depth, base, changes: HashMap::new() }
+        Self {
+            head_event_id: base.head_event_id.clone(),
+            head_depth: base.head_depth,
+            base,
+            changes: HashMap::new(),
+        }
     }
 
     fn entry(&self, event_type: &str, state_key: &str) -> Option<&Arc<StateEntry>> {
@@ -164,7 +194,11 @@ impl WorkingRoom {
 
 impl RoomState for WorkingRoom {
     fn get(&self, event_type: &str, state_key: &str) -> Option<auth_rules::StateEvent<'_>> {
-        self.entry(event_type, state_key).map(|e| auth_rules::StateEvent { sender: &e.sender, content: &e.content })
+        self.entry(event_type, state_key)
+            .map(|e| auth_rules::StateEvent {
+                sender: &e.sender,
+                content: &e.content,
+            })
     }
 }
 
@@ -195,39 +229,49 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
 
     // Transactions already committed (a retry) answer with their first event.
     let txn_keys: Vec<&TxnKey> = jobs.iter().filter_map(|j| j.txn.as_ref()).collect();
-    let mut seen_txns: HashMap<TxnKey, (String, String)> = store::events::find_txns(&mut tx, &txn_keys).await?;
+    let mut seen_txns: HashMap<TxnKey, (String, String)> =
+        store::events::find_txns(&mut tx, &txn_keys).await?;
 
     let mut built: Vec<BuiltEvent> = Vec::new();
     let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
     let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>, String)> = Vec::new();
     let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
     for job in jobs {
-        if let Some(key) = &job.txn {
-            if let Some((room_id, event_id)) = seen_txns.get(key) {
-                outcomes.push(Ok(Committed {
-                    room_id: room_id.clone(),
-                    event_ids: vec![event_id.clone()],
-                    deduplicated: true,
-                }));
-                continue;
-            }
+        if let Some(key) = &job.txn
+            && let Some((room_id, event_id)) = seen_txns.get(key)
+        {
+            outcomes.push(Ok(Committed {
+                room_id: room_id.clone(),
+                event_ids: vec![event_id.clone()],
+                deduplicated: true,
+            }));
+            continue;
         }
         let (room_id, result) = match &job.target {
             Target::Existing(room_id) => match working.get_mut(room_id) {
                 Some(room) => (room_id.clone(), build_job(state, room, &job.drafts, now)),
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
             },
-            Target::New { version, room_id, is_public, aliases } => {
-                match build_new_room(state, *version, room_id.as_deref(), &job.drafts, now) {
-                    Ok((room, events)) => {
-                        let room_id = room.base.room_id.clone();
-                        new_rooms.push((room_id.clone(), *version, *is_public, aliases.clone(), String::new()));
-                        working.insert(room_id.clone(), room);
-                        (room_id, Ok(events))
-                    }
-                    Err(e) => (String::new(), Err(e)),
+            Target::New {
+                version,
+                room_id,
+                is_public,
+                aliases,
+            } => match build_new_room(state, *version, room_id.as_deref(), &job.drafts, now) {
+                Ok((room, events)) => {
+                    let room_id = room.base.room_id.clone();
+                    new_rooms.push((
+                        room_id.clone(),
+                        *version,
+                        *is_public,
+                        aliases.clone(),
+                        String::new(),
+                    ));
+                    working.insert(room_id.clone(), room);
+                    (room_id, Ok(events))
                 }
-            }
+                Err(e) => (String::new(), Err(e)),
+            },
         };
         match result {
             Ok(events) => {
@@ -237,7 +281,11 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
                     txn_rows.push((key.clone(), first.clone()));
                 }
                 built.extend(events);
-                outcomes.push(Ok(Committed { room_id, event_ids, deduplicated: false }));
+                outcomes.push(Ok(Committed {
+                    room_id,
+                    event_ids,
+                    deduplicated: false,
+                }));
             }
             Err(e) => outcomes.push(Err(e)),
         }
@@ -249,9 +297,18 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
 
     for (room_id, version, is_public, aliases, _) in &new_rooms {
         let room = &working[room_id];
-        store::rooms::insert_room(&mut tx, room_id, room_versions::name(*version), *is_public, now).await?;
+        store::rooms::insert_room(
+            &mut tx,
+            room_id,
+            room_versions::name(*version),
+            *is_public,
+            now,
+        )
+        .await?;
         for alias in aliases {
-            if !store::rooms::insert_alias(&mut tx, alias, room_id, &room.base_sender(), now).await? {
+            if !store::rooms::insert_alias(&mut tx, alias, room_id, &room.base_sender(), now)
+                .await?
+            {
                 return Err(Error::room_in_use("Room alias already taken"));
             }
         }
@@ -260,30 +317,44 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     // Positions last: the stream lock is held from here to the commit.
     let last = store::stream::advance(&mut tx, built.len() as i64).await?;
     let first = last - built.len() as i64 + 1;
-    let rows: Vec<NewEventRow<'_>> =
-        built.iter().enumerate().map(|(i, e)| NewEventRow { stream_ordering: first + i as i64, event: e }).collect();
+    let rows: Vec<NewEventRow<'_>> = built
+        .iter()
+        .enumerate()
+        .map(|(i, e)| NewEventRow {
+            stream_ordering: first + i as i64,
+            event: e,
+        })
+        .collect();
     store::events::insert_events(&mut tx, &rows).await?;
     let mut redacted_state = Vec::new();
     for event in &built {
-        if let Some(target) = &event.redacts {
-            if let Some(room) = apply_redaction(&mut tx, event, target).await? {
-                redacted_state.push(room);
-            }
+        if let Some(target) = &event.redacts
+            && let Some(room) = apply_redaction(&mut tx, event, target).await?
+        {
+            redacted_state.push(room);
         }
     }
     store::rooms::apply_state(&mut tx, &rows).await?;
     store::events::insert_txns(&mut tx, &txn_rows, now).await?;
-    let heads: Vec<(&str, &str, i64)> =
-        working.values().map(|r| (r.base.room_id.as_str(), r.head_event_id.as_str(), r.head_depth)).collect();
+    let heads: Vec<(&str, &str, i64)> = working
+        .values()
+        .map(|r| {
+            (
+                r.base.room_id.as_str(),
+                r.head_event_id.as_str(),
+                r.head_depth,
+            )
+        })
+        .collect();
     store::rooms::update_heads(&mut tx, &heads).await?;
 
     let mut keys: HashSet<&str> = HashSet::new();
     for e in &built {
         keys.insert(&e.room_id);
-        if e.event_type == "m.room.member" {
-            if let Some(target) = &e.state_key {
-                keys.insert(target);
-            }
+        if e.event_type == "m.room.member"
+            && let Some(target) = &e.state_key
+        {
+            keys.insert(target);
         }
     }
     let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
@@ -305,14 +376,22 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
 
 impl WorkingRoom {
     fn base_sender(&self) -> String {
-        self.entry("m.room.create", "").map(|e| e.sender.clone()).unwrap_or_default()
+        self.entry("m.room.create", "")
+            .map(|e| e.sender.clone())
+            .unwrap_or_default()
     }
 }
 
 /// Replaces the target's served form with its redaction (same room only). Returns the room when the
 /// target was a state event, whose cached content is now stale.
-async fn apply_redaction(conn: &mut PgConnection, redaction: &BuiltEvent, target_id: &str) -> Result<Option<String>> {
-    let Some(target) = store::events::event_by_id(&mut *conn, target_id).await? else { return Ok(None) };
+async fn apply_redaction(
+    conn: &mut PgConnection,
+    redaction: &BuiltEvent,
+    target_id: &str,
+) -> Result<Option<String>> {
+    let Some(target) = store::events::event_by_id(&mut *conn, target_id).await? else {
+        return Ok(None);
+    };
     if target.room_id != redaction.room_id {
         return Ok(None);
     }
@@ -322,16 +401,26 @@ async fn apply_redaction(conn: &mut PgConnection, redaction: &BuiltEvent, target
         .ok_or_else(|| Error::internal("redaction in a room of unknown version"))?;
     let object: ruma::canonical_json::CanonicalJsonObject =
         serde_json::from_str(&target.client_json).map_err(Error::internal)?;
-    let redacted = ruma::canonical_json::redact(object, &room_versions::rules(version).redaction, None)
-        .map_err(|e| Error::internal(format!("redaction: {e}")))?;
+    let redacted =
+        ruma::canonical_json::redact(object, &room_versions::rules(version).redaction, None)
+            .map_err(|e| Error::internal(format!("redaction: {e}")))?;
     let json = ruma::CanonicalJsonValue::Object(redacted).to_string();
     store::events::redact(conn, target_id, &redaction.event_id, &json).await?;
     Ok(target.state_key.is_some().then_some(target.room_id))
 }
 
 /// Checks and builds a job's events in order; on any refusal the room is left as it was.
-fn build_job(state: &AppState, room: &mut WorkingRoom, drafts: &[EventDraft], now: i64) -> Result<Vec<BuiltEvent>> {
-    let saved = (room.head_event_id.clone(), room.head_depth, room.changes.clone());
+fn build_job(
+    state: &AppState,
+    room: &mut WorkingRoom,
+    drafts: &[EventDraft],
+    now: i64,
+) -> Result<Vec<BuiltEvent>> {
+    let saved = (
+        room.head_event_id.clone(),
+        room.head_depth,
+        room.changes.clone(),
+    );
     let mut out = Vec::with_capacity(drafts.len());
     for draft in drafts {
         match build_one(state, room, draft, now) {
@@ -345,11 +434,20 @@ fn build_job(state: &AppState, room: &mut WorkingRoom, drafts: &[EventDraft], no
     Ok(out)
 }
 
-fn build_one(state: &AppState, room: &mut WorkingRoom, draft: &EventDraft, now: i64) -> Result<BuiltEvent> {
+fn build_one(
+    state: &AppState,
+    room: &mut WorkingRoom,
+    draft: &EventDraft,
+    now: i64,
+) -> Result<BuiltEvent> {
     let version = room.base.version;
     let content = Value::Object(draft.content.clone());
-    let new_event =
-        NewEvent { event_type: &draft.event_type, state_key: draft.state_key.as_deref(), sender: &draft.sender, content: &content };
+    let new_event = NewEvent {
+        event_type: &draft.event_type,
+        state_key: draft.state_key.as_deref(),
+        sender: &draft.sender,
+        content: &content,
+    };
     auth_rules::check(version, &new_event, room).map_err(|e| Error::forbidden(e.0))?;
     let auth_events = select_auth_events(version, room, draft);
     let place = Placement {
@@ -373,8 +471,13 @@ fn build_one(state: &AppState, room: &mut WorkingRoom, draft: &EventDraft, now: 
                 .to_string(),
             );
         }
-        let entry = Arc::new(StateEntry { event_id: event.event_id.clone(), sender: draft.sender.clone(), content });
-        room.changes.insert((draft.event_type.clone(), state_key.clone()), entry);
+        let entry = Arc::new(StateEntry {
+            event_id: event.event_id.clone(),
+            sender: draft.sender.clone(),
+            content,
+        });
+        room.changes
+            .insert((draft.event_type.clone(), state_key.clone()), entry);
     }
     Ok(event)
 }
@@ -387,7 +490,9 @@ fn build_new_room(
     drafts: &[EventDraft],
     now: i64,
 ) -> Result<(WorkingRoom, Vec<BuiltEvent>)> {
-    let (create, rest) = drafts.split_first().ok_or_else(|| Error::internal("a new room needs events"))?;
+    let (create, rest) = drafts
+        .split_first()
+        .ok_or_else(|| Error::internal("a new room needs events"))?;
     let content = Value::Object(create.content.clone());
     let empty = RoomSnapshot {
         room_id: String::new(),
@@ -396,11 +501,20 @@ fn build_new_room(
         head_depth: 0,
         state: HashMap::new(),
     };
-    let new_event = NewEvent { event_type: &create.event_type, state_key: Some(""), sender: &create.sender, content: &content };
+    let new_event = NewEvent {
+        event_type: &create.event_type,
+        state_key: Some(""),
+        sender: &create.sender,
+        content: &content,
+    };
     auth_rules::check(version, &new_event, &empty).map_err(|e| Error::bad_json(e.0))?;
     let place = Placement {
         version,
-        room_id: if version == RoomVersion::V12 { None } else { room_id },
+        room_id: if version == RoomVersion::V12 {
+            None
+        } else {
+            room_id
+        },
         prev_events: vec![],
         auth_events: vec![],
         depth: 1,
@@ -410,10 +524,18 @@ fn build_new_room(
     snapshot.room_id = create_event.room_id.clone();
     snapshot.head_event_id = create_event.event_id.clone();
     snapshot.head_depth = 1;
-    snapshot.state.entry("m.room.create".into()).or_default().insert(
-        String::new(),
-        Arc::new(StateEntry { event_id: create_event.event_id.clone(), sender: create.sender.clone(), content }),
-    );
+    snapshot
+        .state
+        .entry("m.room.create".into())
+        .or_default()
+        .insert(
+            String::new(),
+            Arc::new(StateEntry {
+                event_id: create_event.event_id.clone(),
+                sender: create.sender.clone(),
+                content,
+            }),
+        );
     let mut room = WorkingRoom::new(Arc::new(snapshot));
     let mut events = vec![create_event];
     events.extend(build_job(state, &mut room, rest, now)?);
@@ -429,30 +551,37 @@ fn select_auth_events(version: RoomVersion, room: &WorkingRoom, draft: &EventDra
     }
     wanted.push(("m.room.power_levels", ""));
     wanted.push(("m.room.member", &draft.sender));
-    if draft.event_type == "m.room.member" {
-        if let Some(target) = draft.state_key.as_deref() {
-            wanted.push(("m.room.member", target));
-            let membership = draft.content.get("membership").and_then(Value::as_str);
-            if matches!(membership, Some("join" | "invite" | "knock")) {
-                wanted.push(("m.room.join_rules", ""));
-            }
+    if draft.event_type == "m.room.member"
+        && let Some(target) = draft.state_key.as_deref()
+    {
+        wanted.push(("m.room.member", target));
+        let membership = draft.content.get("membership").and_then(Value::as_str);
+        if matches!(membership, Some("join" | "invite" | "knock")) {
+            wanted.push(("m.room.join_rules", ""));
         }
     }
     let mut ids: Vec<String> = Vec::with_capacity(wanted.len());
     for (t, k) in wanted {
-        if let Some(e) = room.entry(t, k) {
-            if !ids.contains(&e.event_id) {
-                ids.push(e.event_id.clone());
-            }
+        if let Some(e) = room.entry(t, k)
+            && !ids.contains(&e.event_id)
+        {
+            ids.push(e.event_id.clone());
         }
     }
     ids
 }
 
 /// Reads a room's current state from the database (inside the locking transaction).
-async fn load_snapshot(conn: &mut PgConnection, head: &store::rooms::RoomHead) -> Result<Arc<RoomSnapshot>> {
-    let version = room_versions::parse(&head.room_version)
-        .ok_or_else(|| Error::internal(format!("room {} has unknown version {}", head.room_id, head.room_version)))?;
+async fn load_snapshot(
+    conn: &mut PgConnection,
+    head: &store::rooms::RoomHead,
+) -> Result<Arc<RoomSnapshot>> {
+    let version = room_versions::parse(&head.room_version).ok_or_else(|| {
+        Error::internal(format!(
+            "room {} has unknown version {}",
+            head.room_id, head.room_version
+        ))
+    })?;
     let mut snapshot = RoomSnapshot {
         room_id: head.room_id.clone(),
         version,
@@ -465,9 +594,16 @@ async fn load_snapshot(conn: &mut PgConnection, head: &store::rooms::RoomHead) -
         let entry = StateEntry {
             event_id: row.event_id,
             sender: row.sender,
-            content: event.get("content").cloned().unwrap_or(Value::Object(Default::default())),
+            content: event
+                .get("content")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default())),
         };
-        snapshot.state.entry(row.event_type).or_default().insert(row.state_key, Arc::new(entry));
+        snapshot
+            .state
+            .entry(row.event_type)
+            .or_default()
+            .insert(row.state_key, Arc::new(entry));
     }
     Ok(Arc::new(snapshot))
 }
@@ -478,7 +614,9 @@ pub async fn room_snapshot(state: &AppState, room_id: &str) -> Result<Option<Arc
         return Ok(Some(snapshot));
     }
     let mut conn = state.db.acquire().await?;
-    let Some(head) = store::rooms::get_head(&mut conn, room_id).await? else { return Ok(None) };
+    let Some(head) = store::rooms::get_head(&mut conn, room_id).await? else {
+        return Ok(None);
+    };
     let snapshot = load_snapshot(&mut conn, &head).await?;
     // Only cache what is still current; a racing writer may have moved on.
     if state.rooms.get(room_id).is_none() {

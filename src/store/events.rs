@@ -45,9 +45,26 @@ pub struct NewEventRow<'a> {
 
 pub async fn insert_events(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) -> sqlx::Result<()> {
     let n = rows.len();
-    let (mut stream, mut ids, mut rooms, mut types, mut keys, mut senders) =
-        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    let (mut ts, mut depths, mut pdus, mut clients, mut unsigned, mut devices, mut txns, mut relates, mut rels, mut urls) = (
+    let (mut stream, mut ids, mut rooms, mut types, mut keys, mut senders) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (
+        mut ts,
+        mut depths,
+        mut pdus,
+        mut clients,
+        mut unsigned,
+        mut devices,
+        mut txns,
+        mut relates,
+        mut rels,
+        mut urls,
+    ) = (
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -107,7 +124,10 @@ pub async fn insert_events(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) ->
 }
 
 /// The (room, event) each already-used transaction key produced.
-pub async fn find_txns(conn: &mut PgConnection, keys: &[&TxnKey]) -> sqlx::Result<HashMap<TxnKey, (String, String)>> {
+pub async fn find_txns(
+    conn: &mut PgConnection,
+    keys: &[&TxnKey],
+) -> sqlx::Result<HashMap<TxnKey, (String, String)>> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
@@ -131,13 +151,22 @@ pub async fn find_txns(conn: &mut PgConnection, keys: &[&TxnKey]) -> sqlx::Resul
     Ok(rows
         .into_iter()
         .map(|r| {
-            let key = TxnKey { user_id: r.user_id, device_id: r.device_id, scope: r.scope, txn_id: r.txn_id };
+            let key = TxnKey {
+                user_id: r.user_id,
+                device_id: r.device_id,
+                scope: r.scope,
+                txn_id: r.txn_id,
+            };
             (key, (r.room_id.unwrap_or_default(), r.event_id))
         })
         .collect())
 }
 
-pub async fn insert_txns(conn: &mut PgConnection, rows: &[(TxnKey, String)], now: i64) -> sqlx::Result<()> {
+pub async fn insert_txns(
+    conn: &mut PgConnection,
+    rows: &[(TxnKey, String)],
+    now: i64,
+) -> sqlx::Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -162,7 +191,12 @@ pub async fn insert_txns(conn: &mut PgConnection, rows: &[(TxnKey, String)], now
 }
 
 pub async fn prune_txns(db: impl PgExecutor<'_>, older_than: i64) -> sqlx::Result<u64> {
-    Ok(sqlx::query!("DELETE FROM event_txns WHERE created_ts < $1", older_than).execute(db).await?.rows_affected())
+    Ok(
+        sqlx::query!("DELETE FROM event_txns WHERE created_ts < $1", older_than)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// An event as served to clients, with what `unsigned` needs.
@@ -302,7 +336,10 @@ pub async fn latest_events_per_room(
     .await
 }
 
-pub async fn event_by_id(db: impl PgExecutor<'_>, event_id: &str) -> sqlx::Result<Option<EventRow>> {
+pub async fn event_by_id(
+    db: impl PgExecutor<'_>,
+    event_id: &str,
+) -> sqlx::Result<Option<EventRow>> {
     sqlx::query_as!(
         EventRow,
         r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
@@ -316,7 +353,11 @@ pub async fn event_by_id(db: impl PgExecutor<'_>, event_id: &str) -> sqlx::Resul
 }
 
 /// The room's state as of stream position `at` (the newest event per key at or below it).
-pub async fn state_at(db: impl PgExecutor<'_>, room_id: &str, at: i64) -> sqlx::Result<Vec<EventRow>> {
+pub async fn state_at(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    at: i64,
+) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
         r#"SELECT DISTINCT ON (e.event_type, e.state_key)
@@ -333,7 +374,10 @@ pub async fn state_at(db: impl PgExecutor<'_>, room_id: &str, at: i64) -> sqlx::
 }
 
 /// The current state of several rooms (through room_state), for sync.
-pub async fn current_state_of_rooms(db: impl PgExecutor<'_>, rooms: &[String]) -> sqlx::Result<Vec<EventRow>> {
+pub async fn current_state_of_rooms(
+    db: impl PgExecutor<'_>,
+    rooms: &[String],
+) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
         r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
@@ -348,7 +392,12 @@ pub async fn current_state_of_rooms(db: impl PgExecutor<'_>, rooms: &[String]) -
 }
 
 /// State events of the rooms with positions in (`after`, `upto`], oldest first.
-pub async fn state_changes(db: impl PgExecutor<'_>, rooms: &[String], after: i64, upto: i64) -> sqlx::Result<Vec<EventRow>> {
+pub async fn state_changes(
+    db: impl PgExecutor<'_>,
+    rooms: &[String],
+    after: i64,
+    upto: i64,
+) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
         r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
@@ -365,7 +414,12 @@ pub async fn state_changes(db: impl PgExecutor<'_>, rooms: &[String], after: i64
 }
 
 /// The member events of `users` as they stood at position `at` (for historical display names).
-pub async fn members_at(db: impl PgExecutor<'_>, room_id: &str, users: &[String], at: i64) -> sqlx::Result<Vec<EventRow>> {
+pub async fn members_at(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    users: &[String],
+    at: i64,
+) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
         r#"SELECT e.stream_ordering AS "stream_ordering!", e.event_id AS "event_id!", e.room_id AS "room_id!",
@@ -408,7 +462,10 @@ pub async fn state_key_history(
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.stream_ordering, r.value)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.stream_ordering, r.value))
+        .collect())
 }
 
 /// Relations pointing at any of `event_ids` with the given types, oldest first.
@@ -432,7 +489,12 @@ pub async fn relations_of(
 }
 
 /// Marks an event redacted and replaces its served form.
-pub async fn redact(conn: &mut PgConnection, event_id: &str, redacted_by: &str, client_json: &str) -> sqlx::Result<()> {
+pub async fn redact(
+    conn: &mut PgConnection,
+    event_id: &str,
+    redacted_by: &str,
+    client_json: &str,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE events SET redacted_by = $2, client_json = $3, relates_to = NULL, rel_type = NULL WHERE event_id = $1",
         event_id,
@@ -528,7 +590,13 @@ pub async fn thread_roots(
 }
 
 /// Events nearest `ts`: the first at or after it (forwards) or at or before it (backwards).
-pub async fn near_timestamp(db: impl PgExecutor<'_>, room_id: &str, ts: i64, forwards: bool, limit: i64) -> sqlx::Result<Vec<EventRow>> {
+pub async fn near_timestamp(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    ts: i64,
+    forwards: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
         r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,

@@ -12,8 +12,16 @@ pub async fn insert(db: impl PgExecutor<'_>, user_id: &str, json: &str) -> sqlx:
     .await
 }
 
-pub async fn get(db: impl PgExecutor<'_>, user_id: &str, filter_id: i64) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2", user_id, filter_id)
-        .fetch_optional(db)
-        .await
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    filter_id: i64,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2",
+        user_id,
+        filter_id
+    )
+    .fetch_optional(db)
+    .await
 }

@@ -34,7 +34,13 @@ pub async fn get_head(conn: &mut PgConnection, room_id: &str) -> sqlx::Result<Op
     .await
 }
 
-pub async fn insert_room(conn: &mut PgConnection, room_id: &str, version: &str, is_public: bool, now: i64) -> sqlx::Result<()> {
+pub async fn insert_room(
+    conn: &mut PgConnection,
+    room_id: &str,
+    version: &str,
+    is_public: bool,
+    now: i64,
+) -> sqlx::Result<()> {
     // The head is set once the events are in (update_heads).
     sqlx::query!(
         "INSERT INTO rooms (room_id, room_version, head_event_id, head_depth, is_public, created_ts)
@@ -49,7 +55,10 @@ pub async fn insert_room(conn: &mut PgConnection, room_id: &str, version: &str, 
     Ok(())
 }
 
-pub async fn update_heads(conn: &mut PgConnection, heads: &[(&str, &str, i64)]) -> sqlx::Result<()> {
+pub async fn update_heads(
+    conn: &mut PgConnection,
+    heads: &[(&str, &str, i64)],
+) -> sqlx::Result<()> {
     let rooms: Vec<String> = heads.iter().map(|h| h.0.to_owned()).collect();
     let events: Vec<String> = heads.iter().map(|h| h.1.to_owned()).collect();
     let depths: Vec<i64> = heads.iter().map(|h| h.2).collect();
@@ -67,7 +76,13 @@ pub async fn update_heads(conn: &mut PgConnection, heads: &[(&str, &str, i64)]) 
 }
 
 /// Returns false when the alias is taken.
-pub async fn insert_alias(conn: &mut PgConnection, alias: &str, room_id: &str, creator: &str, now: i64) -> sqlx::Result<bool> {
+pub async fn insert_alias(
+    conn: &mut PgConnection,
+    alias: &str,
+    room_id: &str,
+    creator: &str,
+    now: i64,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         alias,
@@ -88,7 +103,10 @@ pub struct StateEventRow {
     pub client_json: String,
 }
 
-pub async fn current_state_events(conn: &mut PgConnection, room_id: &str) -> sqlx::Result<Vec<StateEventRow>> {
+pub async fn current_state_events(
+    conn: &mut PgConnection,
+    room_id: &str,
+) -> sqlx::Result<Vec<StateEventRow>> {
     sqlx::query_as!(
         StateEventRow,
         "SELECT s.event_type, s.state_key, s.event_id, e.sender, e.client_json
@@ -102,7 +120,8 @@ pub async fn current_state_events(conn: &mut PgConnection, room_id: &str) -> sql
 /// Moves room_state and memberships to the newest state events among `rows`.
 pub async fn apply_state(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) -> sqlx::Result<()> {
     // One row per key: ON CONFLICT cannot touch a row twice in one statement. Later events win.
-    let mut latest: std::collections::HashMap<(&str, &str, &str), &NewEventRow<'_>> = Default::default();
+    let mut latest: std::collections::HashMap<(&str, &str, &str), &NewEventRow<'_>> =
+        Default::default();
     for row in rows {
         if let Some(key) = &row.event.state_key {
             latest.insert((&row.event.room_id, &row.event.event_type, key), row);
@@ -111,8 +130,10 @@ pub async fn apply_state(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) -> s
     if latest.is_empty() {
         return Ok(());
     }
-    let (mut rooms, mut types, mut keys, mut ids, mut streams) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut m_rooms, mut m_users, mut m_memberships, mut m_ids, mut m_streams) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut rooms, mut types, mut keys, mut ids, mut streams) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut m_rooms, mut m_users, mut m_memberships, mut m_ids, mut m_streams) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for ((room, event_type, key), row) in latest {
         rooms.push(room.to_owned());
         types.push(event_type.to_owned());
@@ -120,7 +141,12 @@ pub async fn apply_state(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) -> s
         ids.push(row.event.event_id.clone());
         streams.push(row.stream_ordering);
         if event_type == "m.room.member" {
-            let membership = row.event.content.get("membership").and_then(|m| m.as_str()).unwrap_or("leave");
+            let membership = row
+                .event
+                .content
+                .get("membership")
+                .and_then(|m| m.as_str())
+                .unwrap_or("leave");
             m_rooms.push(room.to_owned());
             m_users.push(key.to_owned());
             m_memberships.push(membership.to_owned());
@@ -167,7 +193,10 @@ pub struct MembershipRow {
 }
 
 /// Every room the user has a membership in and has not forgotten.
-pub async fn memberships_of(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<MembershipRow>> {
+pub async fn memberships_of(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+) -> sqlx::Result<Vec<MembershipRow>> {
     sqlx::query_as!(
         MembershipRow,
         "SELECT room_id, membership, event_id, stream_ordering FROM memberships
@@ -179,29 +208,48 @@ pub async fn memberships_of(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Res
 }
 
 pub async fn joined_rooms(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!("SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'", user_id)
-        .fetch_all(db)
-        .await
+    sqlx::query_scalar!(
+        "SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'",
+        user_id
+    )
+    .fetch_all(db)
+    .await
 }
 
 pub async fn room_version(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT room_version FROM rooms WHERE room_id = $1", room_id).fetch_optional(db).await
-}
-
-pub async fn resolve_alias(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT room_id FROM room_aliases WHERE alias = $1", alias).fetch_optional(db).await
-}
-
-pub async fn membership(db: impl PgExecutor<'_>, room_id: &str, user_id: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2", room_id, user_id)
+    sqlx::query_scalar!("SELECT room_version FROM rooms WHERE room_id = $1", room_id)
         .fetch_optional(db)
         .await
 }
 
+pub async fn resolve_alias(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT room_id FROM room_aliases WHERE alias = $1", alias)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn membership(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    user_id: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2",
+        room_id,
+        user_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
 pub async fn forget(db: impl PgExecutor<'_>, room_id: &str, user_id: &str) -> sqlx::Result<()> {
-    sqlx::query!("UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2", room_id, user_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2",
+        room_id,
+        user_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -211,34 +259,67 @@ pub struct MemberRow {
 }
 
 pub async fn members(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Vec<MemberRow>> {
-    sqlx::query_as!(MemberRow, "SELECT user_id, membership FROM memberships WHERE room_id = $1", room_id)
-        .fetch_all(db)
-        .await
+    sqlx::query_as!(
+        MemberRow,
+        "SELECT user_id, membership FROM memberships WHERE room_id = $1",
+        room_id
+    )
+    .fetch_all(db)
+    .await
 }
 
 pub async fn aliases_of(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias", room_id).fetch_all(db).await
+    sqlx::query_scalar!(
+        "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias",
+        room_id
+    )
+    .fetch_all(db)
+    .await
 }
 
 pub async fn delete_alias(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<bool> {
-    Ok(sqlx::query!("DELETE FROM room_aliases WHERE alias = $1", alias).execute(db).await?.rows_affected() == 1)
+    Ok(
+        sqlx::query!("DELETE FROM room_aliases WHERE alias = $1", alias)
+            .execute(db)
+            .await?
+            .rows_affected()
+            == 1,
+    )
 }
 
-pub async fn alias_creator(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<Option<(String, String)>> {
-    let row = sqlx::query!("SELECT room_id, creator FROM room_aliases WHERE alias = $1", alias).fetch_optional(db).await?;
+pub async fn alias_creator(
+    db: impl PgExecutor<'_>,
+    alias: &str,
+) -> sqlx::Result<Option<(String, String)>> {
+    let row = sqlx::query!(
+        "SELECT room_id, creator FROM room_aliases WHERE alias = $1",
+        alias
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(|r| (r.room_id, r.creator)))
 }
 
-pub async fn set_public(db: impl PgExecutor<'_>, room_id: &str, is_public: bool) -> sqlx::Result<bool> {
-    Ok(sqlx::query!("UPDATE rooms SET is_public = $2 WHERE room_id = $1", room_id, is_public)
-        .execute(db)
-        .await?
-        .rows_affected()
+pub async fn set_public(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    is_public: bool,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query!(
+        "UPDATE rooms SET is_public = $2 WHERE room_id = $1",
+        room_id,
+        is_public
+    )
+    .execute(db)
+    .await?
+    .rows_affected()
         == 1)
 }
 
 pub async fn is_public(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Option<bool>> {
-    sqlx::query_scalar!("SELECT is_public FROM rooms WHERE room_id = $1", room_id).fetch_optional(db).await
+    sqlx::query_scalar!("SELECT is_public FROM rooms WHERE room_id = $1", room_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Public rooms with their joined-member count, ordered by size then ID (a stable order for paging).

@@ -3,7 +3,9 @@
 use sqlx::PgPool;
 
 pub async fn get(db: &PgPool, name: &str) -> sqlx::Result<Option<Vec<u8>>> {
-    let row = sqlx::query!("SELECT value FROM server_secrets WHERE name = $1", name).fetch_optional(db).await?;
+    let row = sqlx::query!("SELECT value FROM server_secrets WHERE name = $1", name)
+        .fetch_optional(db)
+        .await?;
     Ok(row.map(|r| r.value))
 }
 
@@ -17,6 +19,8 @@ pub async fn insert_or_get(db: &PgPool, name: &str, value: &[u8]) -> sqlx::Resul
     )
     .execute(db)
     .await?;
-    let row = sqlx::query!("SELECT value FROM server_secrets WHERE name = $1", name).fetch_one(db).await?;
+    let row = sqlx::query!("SELECT value FROM server_secrets WHERE name = $1", name)
+        .fetch_one(db)
+        .await?;
     Ok(row.value)
 }

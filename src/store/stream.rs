@@ -4,24 +4,37 @@ use sqlx::{PgConnection, PgPool};
 
 /// The committed watermark: every write at or below it is visible.
 pub async fn current(db: &PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar!("SELECT position FROM stream_head").fetch_one(db).await
+    sqlx::query_scalar!("SELECT position FROM stream_head")
+        .fetch_one(db)
+        .await
 }
 
 /// The same, inside a caller's (repeatable-read) transaction, so later reads agree with it.
 pub async fn current_in(conn: &mut PgConnection) -> sqlx::Result<i64> {
-    sqlx::query_scalar!("SELECT position FROM stream_head").fetch_one(conn).await
+    sqlx::query_scalar!("SELECT position FROM stream_head")
+        .fetch_one(conn)
+        .await
 }
 
 /// Claims `count` positions and returns the last. Takes the stream lock until the transaction ends,
 /// so call it as late in the transaction as possible.
 pub async fn advance(conn: &mut PgConnection, count: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar!("UPDATE stream_head SET position = position + $1 RETURNING position", count)
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        "UPDATE stream_head SET position = position + $1 RETURNING position",
+        count
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// Sends a NOTIFY to the other processes (delivered at commit when run inside a transaction).
-pub async fn notify<'e>(db: impl sqlx::PgExecutor<'e>, channel: &str, payload: &str) -> sqlx::Result<()> {
-    sqlx::query!("SELECT pg_notify($1, $2)", channel, payload).execute(db).await?;
+pub async fn notify<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    channel: &str,
+    payload: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!("SELECT pg_notify($1, $2)", channel, payload)
+        .execute(db)
+        .await?;
     Ok(())
 }

@@ -31,7 +31,10 @@ pub async fn insert_access_token(
     Ok(())
 }
 
-pub async fn find_access_token(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<Option<TokenOwner>> {
+pub async fn find_access_token(
+    db: impl PgExecutor<'_>,
+    hash: &[u8],
+) -> sqlx::Result<Option<TokenOwner>> {
     sqlx::query_as!(
         TokenOwner,
         "SELECT t.user_id, t.device_id, t.expires_ts, u.is_guest, u.is_admin, u.deactivated
@@ -43,6 +46,8 @@ pub async fn find_access_token(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Re
 }
 
 pub async fn delete_access_token(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM access_tokens WHERE token_hash = $1", hash).execute(db).await?;
+    sqlx::query!("DELETE FROM access_tokens WHERE token_hash = $1", hash)
+        .execute(db)
+        .await?;
     Ok(())
 }

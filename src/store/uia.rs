@@ -3,7 +3,12 @@
 use sqlx::PgPool;
 
 pub async fn completed(db: &PgPool, session: &str) -> sqlx::Result<Option<Vec<String>>> {
-    sqlx::query_scalar!("SELECT completed FROM uia_sessions WHERE session_id = $1", session).fetch_optional(db).await
+    sqlx::query_scalar!(
+        "SELECT completed FROM uia_sessions WHERE session_id = $1",
+        session
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn save(db: &PgPool, session: &str, completed: &[String]) -> sqlx::Result<()> {
@@ -20,6 +25,8 @@ pub async fn save(db: &PgPool, session: &str, completed: &[String]) -> sqlx::Res
 }
 
 pub async fn delete(db: &PgPool, session: &str) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM uia_sessions WHERE session_id = $1", session).execute(db).await?;
+    sqlx::query!("DELETE FROM uia_sessions WHERE session_id = $1", session)
+        .execute(db)
+        .await?;
     Ok(())
 }

@@ -45,21 +45,56 @@ pub async fn get_user(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Op
 }
 
 pub async fn user_exists(db: &PgPool, user_id: &str) -> sqlx::Result<bool> {
-    Ok(sqlx::query_scalar!("SELECT 1 AS one FROM users WHERE user_id = $1", user_id).fetch_optional(db).await?.is_some())
+    Ok(
+        sqlx::query_scalar!("SELECT 1 AS one FROM users WHERE user_id = $1", user_id)
+            .fetch_optional(db)
+            .await?
+            .is_some(),
+    )
 }
 
-pub async fn set_password_hash(db: impl PgExecutor<'_>, user_id: &str, hash: &str) -> sqlx::Result<bool> {
-    let done = sqlx::query!("UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, hash).execute(db).await?;
+pub async fn set_password_hash(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    hash: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE users SET password_hash = $2 WHERE user_id = $1",
+        user_id,
+        hash
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn set_displayname(db: impl PgExecutor<'_>, user_id: &str, name: Option<&str>) -> sqlx::Result<()> {
-    sqlx::query!("UPDATE users SET displayname = $2 WHERE user_id = $1", user_id, name).execute(db).await?;
+pub async fn set_displayname(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    name: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE users SET displayname = $2 WHERE user_id = $1",
+        user_id,
+        name
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
-pub async fn set_avatar_url(db: impl PgExecutor<'_>, user_id: &str, url: Option<&str>) -> sqlx::Result<()> {
-    sqlx::query!("UPDATE users SET avatar_url = $2 WHERE user_id = $1", user_id, url).execute(db).await?;
+pub async fn set_avatar_url(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    url: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE users SET avatar_url = $2 WHERE user_id = $1",
+        user_id,
+        url
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -88,7 +123,13 @@ pub async fn upsert_device(
     Ok(())
 }
 
-pub async fn touch_device(db: &PgPool, user_id: &str, device_id: &str, ts: i64, ip: Option<&str>) -> sqlx::Result<()> {
+pub async fn touch_device(
+    db: &PgPool,
+    user_id: &str,
+    device_id: &str,
+    ts: i64,
+    ip: Option<&str>,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip) WHERE user_id = $1 AND device_id = $2",
         user_id,

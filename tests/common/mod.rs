@@ -35,7 +35,9 @@ fn cluster() -> &'static Cluster {
                 Err(e) => tx.send(Err(e)).unwrap(),
             }
         });
-        rx.recv().unwrap().unwrap_or_else(|e| panic!("test cluster: {e}"))
+        rx.recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("test cluster: {e}"))
     })
 }
 
@@ -45,7 +47,10 @@ fn start_cluster() -> Result<(Cluster, std::process::Child), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let cluster = Cluster::init(&dir).map_err(|e| e.to_string())?;
     let child = cluster.spawn_ephemeral().map_err(|e| e.to_string())?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let mut conn = None;
         for _ in 0..300 {
@@ -58,13 +63,19 @@ fn start_cluster() -> Result<(Cluster, std::process::Child), String> {
             }
         }
         let mut conn = conn.ok_or("PostgreSQL did not start")?;
-        sqlx::query(&format!("CREATE DATABASE {TEMPLATE}")).execute(&mut conn).await.map_err(|e| e.to_string())?;
+        sqlx::query(&format!("CREATE DATABASE {TEMPLATE}"))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .connect_with(cluster.connect_options(TEMPLATE))
             .await
             .map_err(|e| e.to_string())?;
-        axon::server::MIGRATOR.run(&pool).await.map_err(|e| e.to_string())?;
+        axon::server::MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
         pool.close().await;
         Ok::<_, String>(())
     })?;
@@ -73,13 +84,17 @@ fn start_cluster() -> Result<(Cluster, std::process::Child), String> {
 
 /// Test clusters of runs whose process is gone.
 fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("axon-test-").and_then(|p| p.parse::<u32>().ok()) {
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
+        if let Some(pid) = name
+            .strip_prefix("axon-test-")
+            .and_then(|p| p.parse::<u32>().ok())
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -87,16 +102,30 @@ fn remove_stale_dirs() {
 /// A fresh database cloned from the migrated template.
 pub async fn fresh_database() -> (String, PgPool) {
     let cluster = cluster();
-    let name = format!("t_{}", axon::service::auth::random_string(16).to_lowercase());
-    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres")).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}")).execute(&mut conn).await.unwrap();
-    let pool = PgPoolOptions::new().max_connections(10).connect_with(cluster.connect_options(&name)).await.unwrap();
+    let name = format!(
+        "t_{}",
+        axon::service::auth::random_string(16).to_lowercase()
+    );
+    let mut conn = PgConnection::connect_with(&cluster.connect_options("postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(cluster.connect_options(&name))
+        .await
+        .unwrap();
     (name, pool)
 }
 
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.server_name = "test.local".into();
+    let mut config = Config {
+        server_name: "test.local".into(),
+        ..Config::default()
+    };
     config.registration.policy = Some(axon::config::RegistrationPolicy::Open);
     config.rate_limits.enabled = false;
     config
@@ -117,7 +146,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(config: Config) -> TestApp {
     // Server logs in test output when RUST_LOG is set.
     if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
     }
     let (db_name, db) = fresh_database().await;
     spawn_on(config, db_name, db).await
@@ -134,14 +166,27 @@ pub async fn spawn_peer(app: &TestApp) -> TestApp {
 }
 
 async fn spawn_on(config: Config, db_name: String, db: PgPool) -> TestApp {
-    let state = AppState::build(config, db.clone()).await.expect("building the app");
+    let state = AppState::build(config, db.clone())
+        .await
+        .expect("building the app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = state.router();
     tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
     });
-    TestApp { base_url: format!("http://{address}"), http: reqwest::Client::new(), state, db, db_name }
+    TestApp {
+        base_url: format!("http://{address}"),
+        http: reqwest::Client::new(),
+        state,
+        db,
+        db_name,
+    }
 }
 
 /// A response: status and JSON body (Null when the body is not JSON).
@@ -159,7 +204,13 @@ impl Resp {
 
     #[track_caller]
     pub fn ok(self) -> Value {
-        assert_eq!(self.status, StatusCode::OK, "expected 200, got {} {}", self.status, self.body);
+        assert_eq!(
+            self.status,
+            StatusCode::OK,
+            "expected 200, got {} {}",
+            self.status,
+            self.body
+        );
         self.body
     }
 
@@ -171,8 +222,16 @@ impl Resp {
 }
 
 impl TestApp {
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-        let mut req = self.http.request(method, format!("{}{}", self.base_url, path));
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base_url, path));
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -184,11 +243,24 @@ impl TestApp {
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp { status, body, headers }
+        Resp {
+            status,
+            body,
+            headers,
+        }
     }
 
-    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Vec<u8>) -> Resp {
-        let mut req = self.http.request(method, format!("{}{}", self.base_url, path)).body(body);
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{}", self.base_url, path))
+            .body(body);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -196,7 +268,11 @@ impl TestApp {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
-        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+        Resp {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -206,7 +282,15 @@ impl TestApp {
     /// Registers `name` with the dummy stage and returns a logged-in user.
     pub async fn register(&self, name: &str) -> User {
         let body = json!({"username": name, "password": "correct horse", "auth": {"type": "m.login.dummy"}});
-        let v = self.request(Method::POST, "/_matrix/client/v3/register", None, Some(body)).await.ok();
+        let v = self
+            .request(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                None,
+                Some(body),
+            )
+            .await
+            .ok();
         User {
             app: self.clone_handle(),
             user_id: v["user_id"].as_str().unwrap().to_owned(),
@@ -216,12 +300,18 @@ impl TestApp {
     }
 
     fn clone_handle(&self) -> AppHandle {
-        AppHandle { base_url: self.base_url.clone(), http: self.http.clone() }
+        AppHandle {
+            base_url: self.base_url.clone(),
+            http: self.http.clone(),
+        }
     }
 
     /// The same user, seen through another instance.
     pub fn as_user(&self, user: &User) -> User {
-        User { app: self.clone_handle(), ..user.clone() }
+        User {
+            app: self.clone_handle(),
+            ..user.clone()
+        }
     }
 }
 
@@ -244,7 +334,9 @@ pub fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -266,7 +358,11 @@ impl User {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
-        Resp { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+        Resp {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Resp {
