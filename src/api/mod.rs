@@ -4,8 +4,11 @@ pub mod account;
 pub mod auth;
 pub mod discovery;
 pub mod extract;
+pub mod keys;
 pub mod login;
 pub mod register;
+pub mod room_keys;
+pub mod to_device;
 
 use std::time::Duration;
 
@@ -28,7 +31,10 @@ pub fn router(state: AppState) -> Router {
     let client = Router::new()
         .merge(account::routes())
         .merge(login::routes())
-        .merge(register::routes());
+        .merge(register::routes())
+        .merge(keys::routes())
+        .merge(to_device::routes())
+        .merge(room_keys::routes());
 
     Router::new()
         .nest("/_matrix/client/v3", client.clone())

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod auth_rules;
+pub mod e2ee;
 pub mod events;
 pub mod keys;
 pub mod notifier;

@@ -2,9 +2,12 @@
 //! (anything that executes) and return plain Rust types; no HTTP types, no rules.
 
 pub mod events;
+pub mod key_backup;
+pub mod keys;
 pub mod rooms;
 pub mod secrets;
 pub mod stream;
+pub mod to_device;
 pub mod tokens;
 pub mod uia;
 pub mod users;
