@@ -37,8 +37,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RawJson<T> {
         let bytes = body_bytes(req, state).await?;
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::not_json("Content not UTF-8"))?;
         let text = if text.trim().is_empty() { "{}" } else { text };
-        let raw: &RawValue = serde_json::from_str(text).map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
-        serde_json::from_str(raw.get()).map(RawJson).map_err(|e| Error::bad_json(format!("Invalid JSON: {e}")))
+        let raw: &RawValue = serde_json::from_str(text)
+            .map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
+        serde_json::from_str(raw.get())
+            .map(RawJson)
+            .map_err(|e| Error::bad_json(format!("Invalid JSON: {e}")))
     }
 }
 
@@ -47,7 +50,13 @@ async fn upload(
     requester: Requester,
     RawJson(body): RawJson<keys::KeysUpload>,
 ) -> Result<JsonResponse<Value>> {
-    let counts = keys::upload(&state, requester.user_id.as_str(), requester.device_id.as_str(), body).await?;
+    let counts = keys::upload(
+        &state,
+        requester.user_id.as_str(),
+        requester.device_id.as_str(),
+        body,
+    )
+    .await?;
     Ok(JsonResponse(json!({ "one_time_key_counts": counts })))
 }
 
@@ -56,8 +65,14 @@ struct QueryBody {
     device_keys: BTreeMap<String, Vec<String>>,
 }
 
-async fn query(State(state): State<AppState>, requester: Requester, Json(body): Json<QueryBody>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(keys::query(&state, requester.user_id.as_str(), &body.device_keys).await?))
+async fn query(
+    State(state): State<AppState>,
+    requester: Requester,
+    Json(body): Json<QueryBody>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        keys::query(&state, requester.user_id.as_str(), &body.device_keys).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -65,8 +80,14 @@ struct ClaimBody {
     one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-async fn claim(State(state): State<AppState>, _requester: Requester, Json(body): Json<ClaimBody>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(keys::claim(&state, &body.one_time_keys).await?))
+async fn claim(
+    State(state): State<AppState>,
+    _requester: Requester,
+    Json(body): Json<ClaimBody>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        keys::claim(&state, &body.one_time_keys).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -80,9 +101,14 @@ async fn changes(
     requester: Requester,
     Query(query): Query<ChangesQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let from = query.from.ok_or_else(|| Error::missing_param("Missing 'from'"))?;
-    let to = query.to.ok_or_else(|| Error::missing_param("Missing 'to'"))?;
-    let (changed, left) = e2ee::changes_between(&state, requester.user_id.as_str(), &from, &to).await?;
+    let from = query
+        .from
+        .ok_or_else(|| Error::missing_param("Missing 'from'"))?;
+    let to = query
+        .to
+        .ok_or_else(|| Error::missing_param("Missing 'to'"))?;
+    let (changed, left) =
+        e2ee::changes_between(&state, requester.user_id.as_str(), &from, &to).await?;
     Ok(JsonResponse(json!({ "changed": changed, "left": left })))
 }
 
@@ -100,5 +126,7 @@ async fn upload_signatures(
     requester: Requester,
     Json(body): Json<BTreeMap<String, BTreeMap<String, Value>>>,
 ) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(cross_signing::upload_signatures(&state, requester.user_id.as_str(), &body).await?))
+    Ok(JsonResponse(
+        cross_signing::upload_signatures(&state, requester.user_id.as_str(), &body).await?,
+    ))
 }

@@ -15,15 +15,35 @@ use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/room_keys/version", get(current_version).post(create_version))
-        .route("/room_keys/version/{version}", get(get_version).put(update_version).delete(delete_version))
-        .route("/room_keys/keys", get(get_all).put(put_all).delete(delete_all))
-        .route("/room_keys/keys/{room_id}", get(get_room).put(put_room).delete(delete_room))
-        .route("/room_keys/keys/{room_id}/{session_id}", get(get_session).put(put_session).delete(delete_session))
+        .route(
+            "/room_keys/version",
+            get(current_version).post(create_version),
+        )
+        .route(
+            "/room_keys/version/{version}",
+            get(get_version).put(update_version).delete(delete_version),
+        )
+        .route(
+            "/room_keys/keys",
+            get(get_all).put(put_all).delete(delete_all),
+        )
+        .route(
+            "/room_keys/keys/{room_id}",
+            get(get_room).put(put_room).delete(delete_room),
+        )
+        .route(
+            "/room_keys/keys/{room_id}/{session_id}",
+            get(get_session).put(put_session).delete(delete_session),
+        )
 }
 
-async fn current_version(State(state): State<AppState>, requester: Requester) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(backup::get_version(&state, requester.user_id.as_str(), None).await?))
+async fn current_version(
+    State(state): State<AppState>,
+    requester: Requester,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        backup::get_version(&state, requester.user_id.as_str(), None).await?,
+    ))
 }
 
 async fn create_version(
@@ -40,7 +60,9 @@ async fn get_version(
     requester: Requester,
     Path(version): Path<String>,
 ) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(backup::get_version(&state, requester.user_id.as_str(), Some(&version)).await?))
+    Ok(JsonResponse(
+        backup::get_version(&state, requester.user_id.as_str(), Some(&version)).await?,
+    ))
 }
 
 async fn update_version(
@@ -69,7 +91,8 @@ struct VersionQuery {
 
 impl VersionQuery {
     fn required(self) -> Result<String> {
-        self.version.ok_or_else(|| Error::missing_param("Missing the 'version' query parameter"))
+        self.version
+            .ok_or_else(|| Error::missing_param("Missing the 'version' query parameter"))
     }
 }
 
@@ -93,8 +116,18 @@ async fn put_all(
     Query(query): Query<VersionQuery>,
     Json(body): Json<AllRoomsBody>,
 ) -> Result<JsonResponse<Value>> {
-    let rooms: RoomSessions = body.rooms.into_iter().map(|(room, r)| (room, r.sessions)).collect();
-    let (etag, count) = backup::put_keys(&state, requester.user_id.as_str(), &query.required()?, &rooms).await?;
+    let rooms: RoomSessions = body
+        .rooms
+        .into_iter()
+        .map(|(room, r)| (room, r.sessions))
+        .collect();
+    let (etag, count) = backup::put_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        &rooms,
+    )
+    .await?;
     Ok(stored(etag, count))
 }
 
@@ -106,7 +139,13 @@ async fn put_room(
     Json(body): Json<RoomBody>,
 ) -> Result<JsonResponse<Value>> {
     let rooms = RoomSessions::from([(room_id, body.sessions)]);
-    let (etag, count) = backup::put_keys(&state, requester.user_id.as_str(), &query.required()?, &rooms).await?;
+    let (etag, count) = backup::put_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        &rooms,
+    )
+    .await?;
     Ok(stored(etag, count))
 }
 
@@ -118,7 +157,13 @@ async fn put_session(
     Json(body): Json<SessionBody>,
 ) -> Result<JsonResponse<Value>> {
     let rooms = RoomSessions::from([(room_id, BTreeMap::from([(session_id, body)]))]);
-    let (etag, count) = backup::put_keys(&state, requester.user_id.as_str(), &query.required()?, &rooms).await?;
+    let (etag, count) = backup::put_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        &rooms,
+    )
+    .await?;
     Ok(stored(etag, count))
 }
 
@@ -127,7 +172,14 @@ async fn get_all(
     requester: Requester,
     Query(query): Query<VersionQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let rows = backup::get_keys(&state, requester.user_id.as_str(), &query.required()?, None, None).await?;
+    let rows = backup::get_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        None,
+        None,
+    )
+    .await?;
     Ok(JsonResponse(json!({ "rooms": backup::rooms_json(rows)? })))
 }
 
@@ -137,8 +189,17 @@ async fn get_room(
     Path(room_id): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let rows = backup::get_keys(&state, requester.user_id.as_str(), &query.required()?, Some(&room_id), None).await?;
-    let room = backup::rooms_json(rows)?.remove(&room_id).unwrap_or_else(|| json!({ "sessions": {} }));
+    let rows = backup::get_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        Some(&room_id),
+        None,
+    )
+    .await?;
+    let room = backup::rooms_json(rows)?
+        .remove(&room_id)
+        .unwrap_or_else(|| json!({ "sessions": {} }));
     Ok(JsonResponse(room))
 }
 
@@ -148,9 +209,17 @@ async fn get_session(
     Path((room_id, session_id)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let rows =
-        backup::get_keys(&state, requester.user_id.as_str(), &query.required()?, Some(&room_id), Some(&session_id)).await?;
-    let row = rows.first().ok_or_else(|| Error::not_found("Key not found"))?;
+    let rows = backup::get_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        Some(&room_id),
+        Some(&session_id),
+    )
+    .await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| Error::not_found("Key not found"))?;
     Ok(JsonResponse(backup::session_json(row)?))
 }
 
@@ -159,7 +228,14 @@ async fn delete_all(
     requester: Requester,
     Query(query): Query<VersionQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let (etag, count) = backup::delete_keys(&state, requester.user_id.as_str(), &query.required()?, None, None).await?;
+    let (etag, count) = backup::delete_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        None,
+        None,
+    )
+    .await?;
     Ok(stored(etag, count))
 }
 
@@ -169,8 +245,14 @@ async fn delete_room(
     Path(room_id): Path<String>,
     Query(query): Query<VersionQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let (etag, count) =
-        backup::delete_keys(&state, requester.user_id.as_str(), &query.required()?, Some(&room_id), None).await?;
+    let (etag, count) = backup::delete_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        Some(&room_id),
+        None,
+    )
+    .await?;
     Ok(stored(etag, count))
 }
 
@@ -180,7 +262,13 @@ async fn delete_session(
     Path((room_id, session_id)): Path<(String, String)>,
     Query(query): Query<VersionQuery>,
 ) -> Result<JsonResponse<Value>> {
-    let (etag, count) =
-        backup::delete_keys(&state, requester.user_id.as_str(), &query.required()?, Some(&room_id), Some(&session_id)).await?;
+    let (etag, count) = backup::delete_keys(
+        &state,
+        requester.user_id.as_str(),
+        &query.required()?,
+        Some(&room_id),
+        Some(&session_id),
+    )
+    .await?;
     Ok(stored(etag, count))
 }

@@ -13,12 +13,22 @@ pub struct VersionRow {
 /// Serialises version creation and key writes of one user (the version numbers and the "current
 /// version" check must not race).
 pub async fn lock_user(conn: &mut PgConnection, user_id: &str) -> sqlx::Result<()> {
-    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended('e2e_backup:' || $1, 0))", user_id).execute(conn).await?;
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('e2e_backup:' || $1, 0))",
+        user_id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
 /// Creates the next version, numbered past every version the user ever had.
-pub async fn create_version(conn: &mut PgConnection, user_id: &str, algorithm: &str, auth_data: &str) -> sqlx::Result<i64> {
+pub async fn create_version(
+    conn: &mut PgConnection,
+    user_id: &str,
+    algorithm: &str,
+    auth_data: &str,
+) -> sqlx::Result<i64> {
     sqlx::query_scalar!(
         r#"INSERT INTO e2e_backup_versions (user_id, version, algorithm, auth_data)
            SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3 FROM e2e_backup_versions WHERE user_id = $1
@@ -32,7 +42,11 @@ pub async fn create_version(conn: &mut PgConnection, user_id: &str, algorithm: &
 }
 
 /// The newest version that is not deleted, or the given one; with its key count.
-pub async fn get_version(db: impl PgExecutor<'_>, user_id: &str, version: Option<i64>) -> sqlx::Result<Option<VersionRow>> {
+pub async fn get_version(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    version: Option<i64>,
+) -> sqlx::Result<Option<VersionRow>> {
     sqlx::query_as!(
         VersionRow,
         r#"SELECT v.version, v.algorithm, v.auth_data, v.etag,
@@ -48,14 +62,27 @@ pub async fn get_version(db: impl PgExecutor<'_>, user_id: &str, version: Option
 }
 
 /// Whether the version ever existed (deleted or not).
-pub async fn version_ever_existed(db: impl PgExecutor<'_>, user_id: &str, version: i64) -> sqlx::Result<bool> {
-    Ok(sqlx::query_scalar!("SELECT 1 AS one FROM e2e_backup_versions WHERE user_id = $1 AND version = $2", user_id, version)
-        .fetch_optional(db)
-        .await?
-        .is_some())
+pub async fn version_ever_existed(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    version: i64,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar!(
+        "SELECT 1 AS one FROM e2e_backup_versions WHERE user_id = $1 AND version = $2",
+        user_id,
+        version
+    )
+    .fetch_optional(db)
+    .await?
+    .is_some())
 }
 
-pub async fn update_auth_data(db: impl PgExecutor<'_>, user_id: &str, version: i64, auth_data: &str) -> sqlx::Result<()> {
+pub async fn update_auth_data(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    version: i64,
+    auth_data: &str,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE e2e_backup_versions SET auth_data = $3 WHERE user_id = $1 AND version = $2",
         user_id,
@@ -68,11 +95,25 @@ pub async fn update_auth_data(db: impl PgExecutor<'_>, user_id: &str, version: i
 }
 
 /// Marks the version deleted and drops its keys.
-pub async fn delete_version(conn: &mut PgConnection, user_id: &str, version: i64) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM e2e_backup_keys WHERE user_id = $1 AND version = $2", user_id, version).execute(&mut *conn).await?;
-    sqlx::query!("UPDATE e2e_backup_versions SET deleted = TRUE WHERE user_id = $1 AND version = $2", user_id, version)
-        .execute(&mut *conn)
-        .await?;
+pub async fn delete_version(
+    conn: &mut PgConnection,
+    user_id: &str,
+    version: i64,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM e2e_backup_keys WHERE user_id = $1 AND version = $2",
+        user_id,
+        version
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE e2e_backup_versions SET deleted = TRUE WHERE user_id = $1 AND version = $2",
+        user_id,
+        version
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -130,7 +171,12 @@ pub async fn sessions_among(
     .await
 }
 
-pub async fn upsert_sessions(conn: &mut PgConnection, user_id: &str, version: i64, rows: &[SessionRow]) -> sqlx::Result<()> {
+pub async fn upsert_sessions(
+    conn: &mut PgConnection,
+    user_id: &str,
+    version: i64,
+    rows: &[SessionRow],
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO e2e_backup_keys
              (user_id, version, room_id, session_id, first_message_index, forwarded_count, is_verified, session_data)
@@ -174,7 +220,11 @@ pub async fn delete_sessions(
 }
 
 /// Bumps the version's etag after its keys changed; returns the new (etag, count).
-pub async fn bump_etag(conn: &mut PgConnection, user_id: &str, version: i64) -> sqlx::Result<(i64, i64)> {
+pub async fn bump_etag(
+    conn: &mut PgConnection,
+    user_id: &str,
+    version: i64,
+) -> sqlx::Result<(i64, i64)> {
     let row = sqlx::query!(
         r#"UPDATE e2e_backup_versions v SET etag = etag + 1 WHERE user_id = $1 AND version = $2
            RETURNING etag, (SELECT COUNT(*) FROM e2e_backup_keys k WHERE k.user_id = $1 AND k.version = $2) AS "count!""#,

@@ -11,7 +11,10 @@ pub struct DeviceKeysRow {
 }
 
 /// The uploaded keys of the existing devices of `user_ids`.
-pub async fn device_keys_of(db: impl PgExecutor<'_>, user_ids: &[String]) -> sqlx::Result<Vec<DeviceKeysRow>> {
+pub async fn device_keys_of(
+    db: impl PgExecutor<'_>,
+    user_ids: &[String],
+) -> sqlx::Result<Vec<DeviceKeysRow>> {
     sqlx::query_as!(
         DeviceKeysRow,
         "SELECT d.user_id, d.device_id, d.display_name, k.key_json
@@ -23,7 +26,11 @@ pub async fn device_keys_of(db: impl PgExecutor<'_>, user_ids: &[String]) -> sql
     .await
 }
 
-pub async fn device_keys(db: impl PgExecutor<'_>, user_id: &str, device_id: &str) -> sqlx::Result<Option<(String, Option<String>)>> {
+pub async fn device_keys(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<Option<(String, Option<String>)>> {
     let row = sqlx::query!(
         "SELECT key_json, ed25519_key FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2",
         user_id,
@@ -55,31 +62,63 @@ pub async fn upsert_device_keys(
 }
 
 /// Forgets everything about a device's encryption: keys, signatures on them, queued messages.
-pub async fn delete_device_crypto(conn: &mut PgConnection, user_id: &str, device_id: &str) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2", user_id, device_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query!("DELETE FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2", user_id, device_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query!("DELETE FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2", user_id, device_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query!("DELETE FROM e2e_signatures WHERE target_user_id = $1 AND target_key_id = $2", user_id, device_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query!("DELETE FROM e2e_to_device WHERE user_id = $1 AND device_id = $2", user_id, device_id)
-        .execute(&mut *conn)
-        .await?;
+pub async fn delete_device_crypto(
+    conn: &mut PgConnection,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM e2e_signatures WHERE target_user_id = $1 AND target_key_id = $2",
+        user_id,
+        device_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM e2e_to_device WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
 /// Whether the user has a device with this ID (keys or not).
-pub async fn device_exists(db: impl PgExecutor<'_>, user_id: &str, device_id: &str) -> sqlx::Result<bool> {
-    Ok(sqlx::query_scalar!("SELECT 1 AS one FROM devices WHERE user_id = $1 AND device_id = $2", user_id, device_id)
-        .fetch_optional(db)
-        .await?
-        .is_some())
+pub async fn device_exists(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query_scalar!(
+        "SELECT 1 AS one FROM devices WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id
+    )
+    .fetch_optional(db)
+    .await?
+    .is_some())
 }
 
 /// One-time keys among `key_ids` (full "algorithm:id") the device already has, with their JSON.
@@ -101,7 +140,10 @@ pub async fn existing_one_time_keys(
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.algorithm, r.key_id, r.key_json)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.algorithm, r.key_id, r.key_json))
+        .collect())
 }
 
 /// Adds one-time keys; keys the device already has are left as they are.
@@ -199,7 +241,11 @@ pub async fn claim_fallback_key(
 
 /// In one query: the count of one-time keys per algorithm (`is_fallback` false) and the algorithms of
 /// unused fallback keys (`is_fallback` true, count 0).
-pub async fn key_counts(db: impl PgExecutor<'_>, user_id: &str, device_id: &str) -> sqlx::Result<Vec<(bool, String, i64)>> {
+pub async fn key_counts(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<Vec<(bool, String, i64)>> {
     let rows = sqlx::query!(
         r#"SELECT FALSE AS "is_fallback!", algorithm AS "algorithm!", COUNT(*) AS "count!"
            FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm
@@ -210,7 +256,10 @@ pub async fn key_counts(db: impl PgExecutor<'_>, user_id: &str, device_id: &str)
     )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.is_fallback, r.algorithm, r.count)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.is_fallback, r.algorithm, r.count))
+        .collect())
 }
 
 pub struct CrossSigningKeyRow {
@@ -220,7 +269,10 @@ pub struct CrossSigningKeyRow {
     pub key_json: String,
 }
 
-pub async fn cross_signing_keys_of(db: impl PgExecutor<'_>, user_ids: &[String]) -> sqlx::Result<Vec<CrossSigningKeyRow>> {
+pub async fn cross_signing_keys_of(
+    db: impl PgExecutor<'_>,
+    user_ids: &[String],
+) -> sqlx::Result<Vec<CrossSigningKeyRow>> {
     sqlx::query_as!(
         CrossSigningKeyRow,
         "SELECT user_id, key_type, public_key, key_json FROM e2e_cross_signing_keys WHERE user_id = ANY($1)",
@@ -264,7 +316,11 @@ pub struct SignatureRow {
 
 /// Uploaded signatures on the keys of `user_ids` that `viewer` may see: the owners' own, and the
 /// viewer's (a user's signature on someone else's master key is for the signer only).
-pub async fn signatures_on(db: impl PgExecutor<'_>, user_ids: &[String], viewer: &str) -> sqlx::Result<Vec<SignatureRow>> {
+pub async fn signatures_on(
+    db: impl PgExecutor<'_>,
+    user_ids: &[String],
+    viewer: &str,
+) -> sqlx::Result<Vec<SignatureRow>> {
     sqlx::query_as!(
         SignatureRow,
         "SELECT target_user_id, target_key_id, signer_user_id, signer_key_id, signature FROM e2e_signatures
@@ -277,7 +333,8 @@ pub async fn signatures_on(db: impl PgExecutor<'_>, user_ids: &[String], viewer:
 }
 
 pub async fn insert_signatures(conn: &mut PgConnection, rows: &[SignatureRow]) -> sqlx::Result<()> {
-    let column = |f: fn(&SignatureRow) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
+    let column =
+        |f: fn(&SignatureRow) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
     sqlx::query!(
         "INSERT INTO e2e_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
@@ -294,14 +351,26 @@ pub async fn insert_signatures(conn: &mut PgConnection, rows: &[SignatureRow]) -
 }
 
 /// Drops the signatures on a user's cross-signing key that is being replaced.
-pub async fn delete_signatures_on(conn: &mut PgConnection, user_id: &str, key_id: &str) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM e2e_signatures WHERE target_user_id = $1 AND target_key_id = $2", user_id, key_id)
-        .execute(conn)
-        .await?;
+pub async fn delete_signatures_on(
+    conn: &mut PgConnection,
+    user_id: &str,
+    key_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM e2e_signatures WHERE target_user_id = $1 AND target_key_id = $2",
+        user_id,
+        key_id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-pub async fn insert_device_list_change(conn: &mut PgConnection, user_id: &str, stream_position: i64) -> sqlx::Result<()> {
+pub async fn insert_device_list_change(
+    conn: &mut PgConnection,
+    user_id: &str,
+    stream_position: i64,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO e2e_device_list_changes (stream_position, user_id) VALUES ($1, $2)",
         stream_position,
@@ -314,7 +383,10 @@ pub async fn insert_device_list_change(conn: &mut PgConnection, user_id: &str, s
 
 /// Who sees `user_id`'s device list: users joined to a room where `user_id` is joined or invited
 /// (invited members are encrypted for too), and `user_id`.
-pub async fn device_list_watchers(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<String>> {
+pub async fn device_list_watchers(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         r#"SELECT DISTINCT b.user_id AS "user_id!" FROM memberships a JOIN memberships b ON b.room_id = a.room_id
            WHERE a.user_id = $1 AND a.membership IN ('join', 'invite') AND b.membership = 'join'
@@ -327,7 +399,12 @@ pub async fn device_list_watchers(db: impl PgExecutor<'_>, user_id: &str) -> sql
 
 /// For `user_id` between stream positions `since` (excluded) and `upto` (included): users to re-query
 /// (`left` false) and users no longer sharing a room (`left` true). See `service::e2ee::device_list_changes`.
-pub async fn device_list_changes(db: impl PgExecutor<'_>, user_id: &str, since: i64, upto: i64) -> sqlx::Result<Vec<(String, bool)>> {
+pub async fn device_list_changes(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> sqlx::Result<Vec<(String, bool)>> {
     let rows = sqlx::query!(
         r#"WITH mine AS (
                SELECT room_id, membership, stream_ordering FROM memberships WHERE user_id = $1

@@ -3,13 +3,28 @@
 use sqlx::{PgConnection, PgExecutor};
 
 /// The devices of `user_ids`, as (user ID, device ID).
-pub async fn devices_of(db: impl PgExecutor<'_>, user_ids: &[String]) -> sqlx::Result<Vec<(String, String)>> {
-    let rows = sqlx::query!("SELECT user_id, device_id FROM devices WHERE user_id = ANY($1)", user_ids).fetch_all(db).await?;
+pub async fn devices_of(
+    db: impl PgExecutor<'_>,
+    user_ids: &[String],
+) -> sqlx::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT user_id, device_id FROM devices WHERE user_id = ANY($1)",
+        user_ids
+    )
+    .fetch_all(db)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.user_id, r.device_id)).collect())
 }
 
 /// Records the transaction ID of a send; false when it was already used (the send is a retry).
-pub async fn claim_txn(conn: &mut PgConnection, user_id: &str, device_id: &str, scope: &str, txn_id: &str, now: i64) -> sqlx::Result<bool> {
+pub async fn claim_txn(
+    conn: &mut PgConnection,
+    user_id: &str,
+    device_id: &str,
+    scope: &str,
+    txn_id: &str,
+    now: i64,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, '', $5)
          ON CONFLICT DO NOTHING",
@@ -31,7 +46,12 @@ pub struct NewMessage {
     pub content: String,
 }
 
-pub async fn insert_messages(conn: &mut PgConnection, sender: &str, event_type: &str, messages: &[NewMessage]) -> sqlx::Result<()> {
+pub async fn insert_messages(
+    conn: &mut PgConnection,
+    sender: &str,
+    event_type: &str,
+    messages: &[NewMessage],
+) -> sqlx::Result<()> {
     let positions: Vec<i64> = messages.iter().map(|m| m.stream_position).collect();
     let users: Vec<String> = messages.iter().map(|m| m.user_id.clone()).collect();
     let devices: Vec<String> = messages.iter().map(|m| m.device_id.clone()).collect();

@@ -36,7 +36,10 @@ fn unknown_version() -> Error {
 
 /// Version strings are the decimal numbers Axon hands out; anything else names no version.
 fn parse_version(version: &str) -> Option<i64> {
-    version.parse::<i64>().ok().filter(|v| *v > 0 && version == v.to_string())
+    version
+        .parse::<i64>()
+        .ok()
+        .filter(|v| *v > 0 && version == v.to_string())
 }
 
 fn version_json(row: VersionRow) -> Result<Value> {
@@ -73,16 +76,27 @@ pub async fn get_version(state: &AppState, user_id: &str, version: Option<&str>)
 }
 
 /// Replaces the auth_data of a version; the algorithm cannot change.
-pub async fn update_version(state: &AppState, user_id: &str, version: &str, body: &VersionBody) -> Result<()> {
+pub async fn update_version(
+    state: &AppState,
+    user_id: &str,
+    version: &str,
+    body: &VersionBody,
+) -> Result<()> {
     if body.version.as_deref().is_some_and(|v| v != version) {
-        return Err(Error::invalid_param("The version in the body does not match the path"));
+        return Err(Error::invalid_param(
+            "The version in the body does not match the path",
+        ));
     }
     let number = parse_version(version).ok_or_else(unknown_version)?;
     let mut tx = state.db.begin().await?;
     backups::lock_user(&mut tx, user_id).await?;
-    let row = backups::get_version(&mut *tx, user_id, Some(number)).await?.ok_or_else(unknown_version)?;
+    let row = backups::get_version(&mut *tx, user_id, Some(number))
+        .await?
+        .ok_or_else(unknown_version)?;
     if row.algorithm != body.algorithm {
-        return Err(Error::invalid_param("The algorithm of a backup version cannot change"));
+        return Err(Error::invalid_param(
+            "The algorithm of a backup version cannot change",
+        ));
     }
     let auth_data = serde_json::to_string(&body.auth_data).map_err(Error::internal)?;
     backups::update_auth_data(&mut *tx, user_id, number, &auth_data).await?;
@@ -117,22 +131,38 @@ pub fn replaces(new: &SessionBody, old: &SessionRow) -> bool {
 
 /// Stores sessions in the current version, keeping the better key where one is already stored.
 /// Returns the version's (etag, count).
-pub async fn put_keys(state: &AppState, user_id: &str, version: &str, rooms: &RoomSessions) -> Result<(String, i64)> {
+pub async fn put_keys(
+    state: &AppState,
+    user_id: &str,
+    version: &str,
+    rooms: &RoomSessions,
+) -> Result<(String, i64)> {
     let mut tx = state.db.begin().await?;
     backups::lock_user(&mut tx, user_id).await?;
-    let current = backups::get_version(&mut *tx, user_id, None).await?.ok_or_else(unknown_version)?;
+    let current = backups::get_version(&mut *tx, user_id, None)
+        .await?
+        .ok_or_else(unknown_version)?;
     if parse_version(version) != Some(current.version) {
-        return Err(Error::matrix(StatusCode::FORBIDDEN, "M_WRONG_ROOM_KEYS_VERSION", "Wrong backup version")
-            .with_extra("current_version", json!(current.version.to_string())));
+        return Err(Error::matrix(
+            StatusCode::FORBIDDEN,
+            "M_WRONG_ROOM_KEYS_VERSION",
+            "Wrong backup version",
+        )
+        .with_extra("current_version", json!(current.version.to_string())));
     }
-    let (room_ids, session_ids): (Vec<String>, Vec<String>) =
-        rooms.iter().flat_map(|(room, sessions)| sessions.keys().map(move |s| (room.clone(), s.clone()))).unzip();
-    let stored = backups::sessions_among(&mut tx, user_id, current.version, &room_ids, &session_ids).await?;
+    let (room_ids, session_ids): (Vec<String>, Vec<String>) = rooms
+        .iter()
+        .flat_map(|(room, sessions)| sessions.keys().map(move |s| (room.clone(), s.clone())))
+        .unzip();
+    let stored =
+        backups::sessions_among(&mut tx, user_id, current.version, &room_ids, &session_ids).await?;
 
     let mut winners = Vec::new();
     for (room_id, sessions) in rooms {
         for (session_id, new) in sessions {
-            let old = stored.iter().find(|s| &s.room_id == room_id && &s.session_id == session_id);
+            let old = stored
+                .iter()
+                .find(|s| &s.room_id == room_id && &s.session_id == session_id);
             if old.is_none_or(|old| replaces(new, old)) {
                 winners.push(SessionRow {
                     room_id: room_id.clone(),
@@ -140,7 +170,8 @@ pub async fn put_keys(state: &AppState, user_id: &str, version: &str, rooms: &Ro
                     first_message_index: new.first_message_index,
                     forwarded_count: new.forwarded_count,
                     is_verified: new.is_verified,
-                    session_data: serde_json::to_string(&new.session_data).map_err(Error::internal)?,
+                    session_data: serde_json::to_string(&new.session_data)
+                        .map_err(Error::internal)?,
                 });
             }
         }
@@ -163,7 +194,9 @@ pub async fn get_keys(
     session_id: Option<&str>,
 ) -> Result<Vec<SessionRow>> {
     let number = parse_version(version).ok_or_else(unknown_version)?;
-    backups::get_version(&state.db, user_id, Some(number)).await?.ok_or_else(unknown_version)?;
+    backups::get_version(&state.db, user_id, Some(number))
+        .await?
+        .ok_or_else(unknown_version)?;
     Ok(backups::sessions(&state.db, user_id, number, room_id, session_id).await?)
 }
 
@@ -178,7 +211,9 @@ pub async fn delete_keys(
     let number = parse_version(version).ok_or_else(unknown_version)?;
     let mut tx = state.db.begin().await?;
     backups::lock_user(&mut tx, user_id).await?;
-    let row = backups::get_version(&mut *tx, user_id, Some(number)).await?.ok_or_else(unknown_version)?;
+    let row = backups::get_version(&mut *tx, user_id, Some(number))
+        .await?
+        .ok_or_else(unknown_version)?;
     if backups::delete_sessions(&mut tx, user_id, number, room_id, session_id).await? == 0 {
         return Ok((row.etag.to_string(), row.count));
     }
@@ -191,7 +226,9 @@ pub async fn delete_keys(
 pub fn rooms_json(rows: Vec<SessionRow>) -> Result<Map<String, Value>> {
     let mut rooms = Map::new();
     for row in rows {
-        let room = rooms.entry(row.room_id.clone()).or_insert_with(|| json!({"sessions": {}}));
+        let room = rooms
+            .entry(row.room_id.clone())
+            .or_insert_with(|| json!({"sessions": {}}));
         room["sessions"][&row.session_id] = session_json(&row)?;
     }
     Ok(rooms)
@@ -212,7 +249,12 @@ mod tests {
     use super::*;
 
     fn new(is_verified: bool, first_message_index: i64, forwarded_count: i64) -> SessionBody {
-        SessionBody { first_message_index, forwarded_count, is_verified, session_data: Map::new() }
+        SessionBody {
+            first_message_index,
+            forwarded_count,
+            is_verified,
+            session_data: Map::new(),
+        }
     }
 
     fn old(is_verified: bool, first_message_index: i64, forwarded_count: i64) -> SessionRow {
@@ -228,12 +270,27 @@ mod tests {
 
     #[test]
     fn better_session_wins() {
-        assert!(replaces(&new(true, 9, 9), &old(false, 0, 0)), "verified beats unverified");
-        assert!(!replaces(&new(false, 0, 0), &old(true, 9, 9)), "unverified never beats verified");
-        assert!(replaces(&new(false, 1, 9), &old(false, 2, 0)), "lower first_message_index wins");
+        assert!(
+            replaces(&new(true, 9, 9), &old(false, 0, 0)),
+            "verified beats unverified"
+        );
+        assert!(
+            !replaces(&new(false, 0, 0), &old(true, 9, 9)),
+            "unverified never beats verified"
+        );
+        assert!(
+            replaces(&new(false, 1, 9), &old(false, 2, 0)),
+            "lower first_message_index wins"
+        );
         assert!(!replaces(&new(false, 3, 0), &old(false, 2, 9)));
-        assert!(replaces(&new(false, 2, 0), &old(false, 2, 1)), "then lower forwarded_count");
-        assert!(!replaces(&new(false, 2, 1), &old(false, 2, 1)), "a tie keeps the stored key");
+        assert!(
+            replaces(&new(false, 2, 0), &old(false, 2, 1)),
+            "then lower forwarded_count"
+        );
+        assert!(
+            !replaces(&new(false, 2, 1), &old(false, 2, 1)),
+            "a tie keeps the stored key"
+        );
     }
 
     #[test]

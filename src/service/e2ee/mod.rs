@@ -36,7 +36,11 @@ pub async fn to_device_for_sync(
     upto: i64,
     limit: i64,
 ) -> Result<Vec<Value>> {
-    Ok(to_device_batch(state, user_id, device_id, since, upto, limit).await?.0)
+    Ok(
+        to_device_batch(state, user_id, device_id, since, upto, limit)
+            .await?
+            .0,
+    )
 }
 
 /// As `to_device_for_sync`, also returning the stream position of the last message when the batch was
@@ -51,8 +55,11 @@ pub async fn to_device_batch(
     limit: i64,
 ) -> Result<(Vec<Value>, Option<i64>)> {
     let limit = limit.max(1);
-    let rows = store::to_device::take_messages(&state.db, user_id, device_id, since, upto, limit).await?;
-    let cut = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.stream_position)).flatten();
+    let rows =
+        store::to_device::take_messages(&state.db, user_id, device_id, since, upto, limit).await?;
+    let cut = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.stream_position))
+        .flatten();
     let mut messages = Vec::with_capacity(rows.len());
     for row in rows {
         let content: Value = serde_json::from_str(&row.content).map_err(Error::internal)?;
@@ -70,7 +77,12 @@ pub async fn to_device_batch(
 /// no other room now. Limits: memberships are read as they are now, not as of `upto` (a membership that
 /// changed after `upto` is reported by the next sync), and a user who left and rejoined in the range is
 /// only "changed".
-pub async fn device_list_changes(state: &AppState, user_id: &str, since: i64, upto: i64) -> Result<(Vec<String>, Vec<String>)> {
+pub async fn device_list_changes(
+    state: &AppState,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> Result<(Vec<String>, Vec<String>)> {
     let rows = store::keys::device_list_changes(&state.db, user_id, since, upto).await?;
     let (mut changed, mut left) = (BTreeSet::new(), BTreeSet::new());
     for (user, is_left) in rows {
@@ -85,7 +97,11 @@ pub async fn device_list_changes(state: &AppState, user_id: &str, since: i64, up
 
 /// device_one_time_keys_count per algorithm and device_unused_fallback_key_types for this device.
 /// `signed_curve25519` is always counted, 0 included: clients read its absence as "unknown".
-pub async fn key_counts(state: &AppState, user_id: &str, device_id: &str) -> Result<(BTreeMap<String, i64>, Vec<String>)> {
+pub async fn key_counts(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+) -> Result<(BTreeMap<String, i64>, Vec<String>)> {
     let rows = store::keys::key_counts(&state.db, user_id, device_id).await?;
     let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
     let mut fallback = Vec::new();
@@ -122,7 +138,11 @@ pub async fn device_removed(state: &AppState, user_id: &str, device_id: &str) ->
 
 /// Records a change of `user_id`'s device list at a new stream position and announces it to the other
 /// processes at commit. Returns the wake keys (the users who see that list) for after the commit.
-pub(crate) async fn record_device_list_change(state: &AppState, tx: &mut PgConnection, user_id: &str) -> Result<Vec<String>> {
+pub(crate) async fn record_device_list_change(
+    state: &AppState,
+    tx: &mut PgConnection,
+    user_id: &str,
+) -> Result<Vec<String>> {
     let keys = store::keys::device_list_watchers(&mut *tx, user_id).await?;
     let position = store::stream::advance(&mut *tx, 1).await?;
     store::keys::insert_device_list_change(&mut *tx, user_id, position).await?;
@@ -135,8 +155,14 @@ pub(crate) fn wake(state: &AppState, keys: &[String]) {
 }
 
 /// GET /keys/changes: the device-list changes between two sync tokens.
-pub async fn changes_between(state: &AppState, user_id: &str, from: &str, to: &str) -> Result<(Vec<String>, Vec<String>)> {
-    let since = stream_position_of(from).ok_or_else(|| Error::invalid_param("Invalid 'from' token"))?;
+pub async fn changes_between(
+    state: &AppState,
+    user_id: &str,
+    from: &str,
+    to: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let since =
+        stream_position_of(from).ok_or_else(|| Error::invalid_param("Invalid 'from' token"))?;
     let upto = stream_position_of(to).ok_or_else(|| Error::invalid_param("Invalid 'to' token"))?;
     if upto <= since {
         return Ok((vec![], vec![]));
@@ -159,13 +185,20 @@ pub async fn send_to_device(
     messages: &ToDeviceMessages,
 ) -> Result<()> {
     let suffix = format!(":{}", state.server_name);
-    let local_users: Vec<String> = messages.keys().filter(|u| u.ends_with(&suffix)).cloned().collect();
+    let local_users: Vec<String> = messages
+        .keys()
+        .filter(|u| u.ends_with(&suffix))
+        .cloned()
+        .collect();
     let devices = store::to_device::devices_of(&state.db, &local_users).await?;
     let mut recipients: Vec<(String, String, String)> = Vec::new();
     for (user_id, by_device) in messages.iter().filter(|(u, _)| u.ends_with(&suffix)) {
         for (target, content) in by_device {
             let content = content.get().to_owned();
-            for (_, device_id) in devices.iter().filter(|(u, d)| u == user_id && (target == "*" || d == target)) {
+            for (_, device_id) in devices
+                .iter()
+                .filter(|(u, d)| u == user_id && (target == "*" || d == target))
+            {
                 recipients.push((user_id.clone(), device_id.clone(), content.clone()));
             }
         }
@@ -173,7 +206,16 @@ pub async fn send_to_device(
 
     let mut tx = state.db.begin().await?;
     let scope = format!("sendToDevice/{event_type}");
-    if !store::to_device::claim_txn(&mut tx, sender, sender_device, &scope, txn_id, store::now_ms()).await? {
+    if !store::to_device::claim_txn(
+        &mut tx,
+        sender,
+        sender_device,
+        &scope,
+        txn_id,
+        store::now_ms(),
+    )
+    .await?
+    {
         // A retry of a send that already happened: the spec asks for the same (empty) answer.
         return Ok(());
     }
@@ -190,7 +232,12 @@ pub async fn send_to_device(
         .map(|(i, (user_id, device_id, content))| {
             keys.insert(user_id.clone());
             keys.insert(format!("device:{user_id}:{device_id}"));
-            store::to_device::NewMessage { stream_position: last - count + 1 + i as i64, user_id, device_id, content }
+            store::to_device::NewMessage {
+                stream_position: last - count + 1 + i as i64,
+                user_id,
+                device_id,
+                content,
+            }
         })
         .collect();
     store::to_device::insert_messages(&mut tx, sender, event_type, &rows).await?;
