@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{record_device_list_change, wake};
+use super::{is_local, record_device_list_change, wake};
 use crate::{AppState, Error, Result, store};
 
 /// The body of POST /keys/upload. Keys stay raw so they are stored exactly as the client signed them.
@@ -147,13 +147,6 @@ pub async fn upload(
     tx.commit().await?;
     wake(state, &keys);
     Ok(super::key_counts(state, user_id, device_id).await?.0)
-}
-
-fn is_local(state: &AppState, user_id: &str) -> bool {
-    user_id
-        .strip_prefix('@')
-        .and_then(|rest| rest.split_once(':'))
-        .is_some_and(|(_, server)| server == state.server_name.as_str())
 }
 
 fn server_of(user_id: &str) -> &str {

@@ -150,6 +150,14 @@ pub(crate) async fn record_device_list_change(
     Ok(keys)
 }
 
+/// Whether the user ID belongs to this server.
+pub(crate) fn is_local(state: &AppState, user_id: &str) -> bool {
+    user_id
+        .strip_prefix('@')
+        .and_then(|rest| rest.split_once(':'))
+        .is_some_and(|(_, server)| server == state.server_name.as_str())
+}
+
 pub(crate) fn wake(state: &AppState, keys: &[String]) {
     state.notifier.wake(keys.iter().map(String::as_str));
 }
@@ -184,15 +192,14 @@ pub async fn send_to_device(
     txn_id: &str,
     messages: &ToDeviceMessages,
 ) -> Result<()> {
-    let suffix = format!(":{}", state.server_name);
     let local_users: Vec<String> = messages
         .keys()
-        .filter(|u| u.ends_with(&suffix))
+        .filter(|u| is_local(state, u))
         .cloned()
         .collect();
     let devices = store::to_device::devices_of(&state.db, &local_users).await?;
     let mut recipients: Vec<(String, String, String)> = Vec::new();
-    for (user_id, by_device) in messages.iter().filter(|(u, _)| u.ends_with(&suffix)) {
+    for (user_id, by_device) in messages.iter().filter(|(u, _)| is_local(state, u)) {
         for (target, content) in by_device {
             let content = content.get().to_owned();
             for (_, device_id) in devices
