@@ -1294,3 +1294,127 @@ async fn backup_writes_to_an_old_version_are_refused() {
         .await
         .expect_err(404, "M_NOT_FOUND");
 }
+
+// ---- malformed input and other servers ----
+
+#[tokio::test]
+async fn malformed_key_requests_are_client_errors() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let r = alice
+        .post(
+            "/keys/upload",
+            json!({"one_time_keys": {"no-algorithm": {"key": "k"}}}),
+        )
+        .await;
+    r.expect_err(400, "M_INVALID_PARAM");
+    alice
+        .post("/keys/upload", json!({"device_keys": "not an object"}))
+        .await
+        .expect_err(400, "M_BAD_JSON");
+    alice
+        .post(
+            "/keys/query",
+            json!({"device_keys": {"@a:test.local": "x"}}),
+        )
+        .await
+        .expect_err(400, "M_BAD_JSON");
+    alice
+        .post("/keys/claim", json!({}))
+        .await
+        .expect_err(400, "M_BAD_JSON");
+    alice
+        .put("/sendToDevice/m.test/t1", json!({"nothing": 1}))
+        .await
+        .expect_err(400, "M_BAD_JSON");
+    let r = app
+        .raw(
+            Method::POST,
+            "/_matrix/client/v3/keys/upload",
+            Some(&alice.token),
+            b"{oops".to_vec(),
+        )
+        .await;
+    r.expect_err(400, "M_NOT_JSON");
+    app.request(
+        Method::POST,
+        "/_matrix/client/v3/keys/query",
+        None,
+        Some(json!({"device_keys": {}})),
+    )
+    .await
+    .expect_err(401, "M_MISSING_TOKEN");
+}
+
+#[tokio::test]
+async fn other_servers_users_are_reported_as_failures() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let v = alice
+        .post(
+            "/keys/query",
+            json!({"device_keys": {"@bob:elsewhere.example": []}}),
+        )
+        .await
+        .ok();
+    assert_eq!(v["device_keys"]["@bob:elsewhere.example"], json!({}));
+    assert!(v["failures"]["elsewhere.example"].is_object(), "{v}");
+    let v = alice
+        .post(
+            "/keys/claim",
+            json!({"one_time_keys": {"@bob:elsewhere.example": {"D": "signed_curve25519"}}}),
+        )
+        .await
+        .ok();
+    assert!(v["failures"]["elsewhere.example"].is_object(), "{v}");
+    // To-device messages to other servers and to unknown devices are dropped, not errors.
+    let body = json!({"messages": {"@bob:elsewhere.example": {"D": {}}, alice.user_id.clone(): {"NOSUCHDEVICE": {}}}});
+    alice.put("/sendToDevice/m.test/t1", body).await.ok();
+}
+
+#[tokio::test]
+async fn changed_device_keys_lose_signatures_made_on_the_old_ones() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let (keys, _) = device_keys(&alice);
+    alice
+        .post("/keys/upload", json!({"device_keys": keys}))
+        .await
+        .ok();
+    let cs = cross_signing_keys(&alice);
+    alice
+        .post("/keys/device_signing/upload", cs.body.clone())
+        .await
+        .ok();
+    let mut signed = keys.clone();
+    sign(&mut signed, &alice.user_id, &cs.self_signing);
+    let v = alice
+        .post(
+            "/keys/signatures/upload",
+            json!({alice.user_id.clone(): {alice.device_id.clone(): signed}}),
+        )
+        .await
+        .ok();
+    assert_eq!(v["failures"], json!({}));
+    let ssk_id = format!("ed25519:{}", cs.self_signing_public);
+    let query = json!({"device_keys": {alice.user_id.clone(): []}});
+    let served = alice.post("/keys/query", query.clone()).await.ok();
+    assert!(
+        served["device_keys"][&alice.user_id][&alice.device_id]["signatures"][&alice.user_id]
+            [&ssk_id]
+            .is_string()
+    );
+
+    let (new_keys, _) = device_keys(&alice);
+    alice
+        .post("/keys/upload", json!({"device_keys": new_keys}))
+        .await
+        .ok();
+    let served = alice.post("/keys/query", query).await.ok();
+    let device = &served["device_keys"][&alice.user_id][&alice.device_id];
+    assert_eq!(device["keys"], new_keys["keys"]);
+    assert!(
+        device["signatures"][&alice.user_id].get(&ssk_id).is_none(),
+        "{device}"
+    );
+}

@@ -350,7 +350,8 @@ pub async fn insert_signatures(conn: &mut PgConnection, rows: &[SignatureRow]) -
     Ok(())
 }
 
-/// Drops the signatures on a user's cross-signing key that is being replaced.
+/// Drops the signatures on one of a user's keys (a device ID or a cross-signing public key) that is
+/// being replaced.
 pub async fn delete_signatures_on(
     conn: &mut PgConnection,
     user_id: &str,

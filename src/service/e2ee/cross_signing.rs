@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{record_device_list_change, wake};
+use super::{record_device_list_change, signed_part, wake};
 use crate::service::uia::{self, AuthData};
 use crate::store::keys::SignatureRow;
 use crate::{AppState, Error, Result, service, store};
@@ -57,16 +57,6 @@ pub fn signature_is_valid(object: &Value, signer: &str, key_id: &str, public_key
         text.as_bytes(),
     )
     .is_ok()
-}
-
-/// The object without what signing leaves out: two uploads of one key compare equal this way.
-fn signed_part(object: &Value) -> Value {
-    let mut object = object.clone();
-    if let Some(map) = object.as_object_mut() {
-        map.remove("signatures");
-        map.remove("unsigned");
-    }
-    object
 }
 
 /// A parsed cross-signing key from an upload.

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{is_local, record_device_list_change, wake};
+use super::{is_local, record_device_list_change, signed_part, wake};
 use crate::{AppState, Error, Result, store};
 
 /// The body of POST /keys/upload. Keys stay raw so they are stored exactly as the client signed them.
@@ -73,10 +73,12 @@ pub async fn upload(
             .get(format!("ed25519:{device_id}"))
             .and_then(Value::as_str);
         let stored = store::keys::device_keys(&mut *tx, user_id, device_id).await?;
-        let unchanged = stored.is_some_and(|(json, _)| {
-            serde_json::from_str::<Value>(&json).ok().as_ref() == Some(&keys)
-        });
-        if !unchanged {
+        let stored: Option<Value> = stored.and_then(|(json, _)| serde_json::from_str(&json).ok());
+        if stored.as_ref() != Some(&keys) {
+            if stored.is_some_and(|stored| signed_part(&stored) != signed_part(&keys)) {
+                // Signatures made on the old keys do not sign the new ones.
+                store::keys::delete_signatures_on(&mut tx, user_id, device_id).await?;
+            }
             store::keys::upsert_device_keys(&mut *tx, user_id, device_id, raw.get(), ed25519)
                 .await?;
             device_list_changed = true;

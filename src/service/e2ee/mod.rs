@@ -150,6 +150,16 @@ pub(crate) async fn record_device_list_change(
     Ok(keys)
 }
 
+/// The object without what signing leaves out: two uploads of one key compare equal this way.
+pub(crate) fn signed_part(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("signatures");
+        map.remove("unsigned");
+    }
+    object
+}
+
 /// Whether the user ID belongs to this server.
 pub(crate) fn is_local(state: &AppState, user_id: &str) -> bool {
     user_id
