@@ -6,3 +6,4 @@ mod foundation;
 mod messaging;
 mod rooms;
 mod sync;
+mod e2ee;

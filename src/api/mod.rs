@@ -5,6 +5,7 @@ pub mod auth;
 pub mod directory;
 pub mod discovery;
 pub mod extract;
+pub mod keys;
 pub mod login;
 pub mod membership;
 pub mod messages;
@@ -13,6 +14,8 @@ pub mod register;
 pub mod rooms;
 pub mod send;
 pub mod sync;
+pub mod room_keys;
+pub mod to_device;
 
 use std::time::Duration;
 
@@ -42,7 +45,10 @@ pub fn router(state: AppState) -> Router {
         .merge(messages::routes())
         .merge(sync::routes())
         .merge(profile::routes())
-        .merge(directory::routes());
+        .merge(directory::routes())
+        .merge(keys::routes())
+        .merge(to_device::routes())
+        .merge(room_keys::routes());
     let client_v1 = Router::new().merge(messages::v1_routes());
 
     Router::new()

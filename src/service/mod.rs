@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod auth;
 pub mod auth_rules;
 pub mod directory;
+pub mod e2ee;
 pub mod events;
 pub mod filter;
 pub mod keys;

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use crate::service::auth::Requester;
+use crate::service::e2ee;
 use crate::service::filter::{Filter, RoomEventFilter};
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
@@ -227,6 +228,17 @@ async fn compute(
     let from = since.map_or(0, |s| s.position);
     let initial = since.is_none();
     let room_filter = &filter.room;
+    let device = requester.device_id.as_str();
+    // To-device first: when more are waiting than one response carries, this response carries only
+    // them and ends at the last one delivered, so nothing is acknowledged unseen.
+    let (to_device, cut) = e2ee::to_device_batch(state, user, device, from, upto, TO_DEVICE_LIMIT).await?;
+    let to_device = Events { events: to_raw(to_device)? };
+    if let Some(cut) = cut {
+        tx.commit().await?;
+        let mut response = SyncResponse::empty(SyncToken { position: cut, typing: since.map_or(0, |s| s.typing) });
+        response.to_device = to_device;
+        return Ok(response);
+    }
     let memberships = store::rooms::memberships_of(&mut *tx, user).await?;
 
     let mut joined: Vec<RoomPlan> = Vec::new();
@@ -341,20 +353,39 @@ async fn compute(
     }
     tx.commit().await?;
 
-    Ok(SyncResponse {
-        next_batch: SyncToken {
-            position: upto,
-            typing: since.map_or(0, |s| s.typing),
+    let mut response = SyncResponse::empty(SyncToken { position: upto, typing: since.map_or(0, |s| s.typing) });
+    response.rooms = rooms;
+    response.to_device = to_device;
+    if !initial {
+        let (changed, left) = e2ee::device_list_changes(state, user, from, upto).await?;
+        response.device_lists = DeviceLists { changed, left };
+    }
+    let (counts, fallback) = e2ee::key_counts(state, user, device).await?;
+    response.device_one_time_keys_count = counts;
+    response.device_unused_fallback_key_types = fallback;
+    Ok(response)
+}
+
+/// At most this many to-device messages in one response.
+const TO_DEVICE_LIMIT: i64 = 1000;
+
+fn to_raw(values: Vec<Value>) -> Result<Vec<Box<RawValue>>> {
+    values.into_iter().map(|v| serde_json::value::to_raw_value(&v).map_err(Error::internal)).collect()
+}
+
+impl SyncResponse {
+    fn empty(token: SyncToken) -> Self {
+        Self {
+            next_batch: token.encode(),
+            rooms: Rooms::default(),
+            presence: Events::default(),
+            account_data: Events::default(),
+            to_device: Events::default(),
+            device_lists: DeviceLists::default(),
+            device_one_time_keys_count: BTreeMap::new(),
+            device_unused_fallback_key_types: Vec::new(),
         }
-        .encode(),
-        rooms,
-        presence: Events::default(),
-        account_data: Events::default(),
-        to_device: Events::default(),
-        device_lists: DeviceLists::default(),
-        device_one_time_keys_count: BTreeMap::new(),
-        device_unused_fallback_key_types: Vec::new(),
-    })
+    }
 }
 
 /// The newest event per (type, state_key) among `rows` (oldest first).

@@ -3,9 +3,12 @@
 
 pub mod events;
 pub mod filters;
+pub mod key_backup;
+pub mod keys;
 pub mod rooms;
 pub mod secrets;
 pub mod stream;
+pub mod to_device;
 pub mod tokens;
 pub mod uia;
 pub mod users;
