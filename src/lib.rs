@@ -36,6 +36,7 @@ pub struct Inner {
     pub tokens: service::auth::TokenCache,
     pub rate_limiter: service::rate_limit::RateLimiter,
     pub uia: service::uia::Uia,
+    pub typing: service::typing::Typing,
 }
 
 impl Deref for AppState {
@@ -59,6 +60,7 @@ impl AppState {
             writer: service::writer::Writer::new(),
             tokens: service::auth::TokenCache::default(),
             uia: service::uia::Uia,
+            typing: service::typing::Typing::new(),
             config,
             db,
             server_name,
@@ -69,6 +71,8 @@ impl AppState {
         }));
         state.writer.start(state.clone());
         service::notifier::start_listener(state.clone()).await?;
+        service::typing::start_listener(state.clone()).await?;
+        service::presence::start_sweeper(state.clone());
         Ok(state)
     }
 

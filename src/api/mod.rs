@@ -1,11 +1,18 @@
 //! HTTP only: routing, extraction, response shaping. No SQL and no rules here.
 
 pub mod account;
+pub mod account_data;
 pub mod auth;
 pub mod discovery;
 pub mod extract;
 pub mod login;
+pub mod presence;
+pub mod push;
+pub mod receipts;
 pub mod register;
+pub mod thirdparty;
+pub mod typing;
+pub mod voip;
 
 use std::time::Duration;
 
@@ -28,13 +35,21 @@ pub fn router(state: AppState) -> Router {
     let client = Router::new()
         .merge(account::routes())
         .merge(login::routes())
-        .merge(register::routes());
+        .merge(register::routes())
+        .merge(account_data::routes())
+        .merge(receipts::routes())
+        .merge(typing::routes())
+        .merge(presence::routes())
+        .merge(push::routes())
+        .merge(voip::routes())
+        .merge(thirdparty::routes());
 
     Router::new()
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
         .merge(discovery::routes())
         .merge(register::admin_routes())
+        .merge(account_data::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))

@@ -1,14 +1,19 @@
 //! The rules: no HTTP types and no SQL strings here.
 
+pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod auth_rules;
 pub mod events;
 pub mod keys;
 pub mod notifier;
+pub mod presence;
+pub mod push;
 pub mod rate_limit;
+pub mod receipts;
 pub mod room_cache;
 pub mod room_versions;
 pub mod rooms;
+pub mod typing;
 pub mod uia;
 pub mod writer;
