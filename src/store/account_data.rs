@@ -33,7 +33,7 @@ pub async fn get_for_update(conn: &mut PgConnection, user_id: &str, room_id: &st
 
 /// Serialises read-modify-write of one (user, room, type) even when the row does not exist yet.
 pub async fn lock_key(conn: &mut PgConnection, user_id: &str, room_id: &str, data_type: &str) -> sqlx::Result<()> {
-    let key = format!("account_data\u{0}{user_id}\u{0}{room_id}\u{0}{data_type}");
+    let key = format!("account_data|{user_id}|{room_id}|{data_type}");
     sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key).execute(conn).await?;
     Ok(())
 }
