@@ -14,18 +14,33 @@ use crate::{AppState, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/user/{user_id}/account_data/{data_type}", get(get_global).put(put_global))
-        .route("/user/{user_id}/rooms/{room_id}/account_data/{data_type}", get(get_room).put(put_room))
+        .route(
+            "/user/{user_id}/account_data/{data_type}",
+            get(get_global).put(put_global),
+        )
+        .route(
+            "/user/{user_id}/rooms/{room_id}/account_data/{data_type}",
+            get(get_room).put(put_room),
+        )
         .route("/user/{user_id}/rooms/{room_id}/tags", get(get_tags))
-        .route("/user/{user_id}/rooms/{room_id}/tags/{tag}", put(put_tag).delete(delete_tag))
+        .route(
+            "/user/{user_id}/rooms/{room_id}/tags/{tag}",
+            put(put_tag).delete(delete_tag),
+        )
 }
 
 /// Deleting account data is MSC3391, not yet in the spec: served under its unstable prefix.
 pub fn other_routes() -> Router<AppState> {
     let prefix = "/_matrix/client/unstable/org.matrix.msc3391";
     Router::new()
-        .route(&format!("{prefix}/user/{{user_id}}/account_data/{{data_type}}"), delete(delete_global))
-        .route(&format!("{prefix}/user/{{user_id}}/rooms/{{room_id}}/account_data/{{data_type}}"), delete(delete_room))
+        .route(
+            &format!("{prefix}/user/{{user_id}}/account_data/{{data_type}}"),
+            delete(delete_global),
+        )
+        .route(
+            &format!("{prefix}/user/{{user_id}}/rooms/{{room_id}}/account_data/{{data_type}}"),
+            delete(delete_room),
+        )
 }
 
 /// The stored JSON text, served as it is.
@@ -33,8 +48,14 @@ fn json_text(text: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
-async fn get_global(State(state): State<AppState>, requester: Requester, Path((user_id, data_type)): Path<(String, String)>) -> Result<Response> {
-    let text = account_data::get_by_client(&state, requester.user_id.as_str(), &user_id, "", &data_type).await?;
+async fn get_global(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((user_id, data_type)): Path<(String, String)>,
+) -> Result<Response> {
+    let text =
+        account_data::get_by_client(&state, requester.user_id.as_str(), &user_id, "", &data_type)
+            .await?;
     Ok(json_text(text))
 }
 
@@ -45,12 +66,25 @@ async fn put_global(
     request: Request,
 ) -> Result<JsonResponse<Value>> {
     let content = account_data::parse_content(&body_bytes(request, &state).await?)?;
-    account_data::set_by_client(&state, requester.user_id.as_str(), &user_id, "", &data_type, &content).await?;
+    account_data::set_by_client(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        "",
+        &data_type,
+        &content,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn delete_global(State(state): State<AppState>, requester: Requester, Path((user_id, data_type)): Path<(String, String)>) -> Result<JsonResponse<Value>> {
-    account_data::delete_by_client(&state, requester.user_id.as_str(), &user_id, "", &data_type).await?;
+async fn delete_global(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((user_id, data_type)): Path<(String, String)>,
+) -> Result<JsonResponse<Value>> {
+    account_data::delete_by_client(&state, requester.user_id.as_str(), &user_id, "", &data_type)
+        .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -59,7 +93,14 @@ async fn get_room(
     requester: Requester,
     Path((user_id, room_id, data_type)): Path<(String, String, String)>,
 ) -> Result<Response> {
-    let text = account_data::get_by_client(&state, requester.user_id.as_str(), &user_id, &room_id, &data_type).await?;
+    let text = account_data::get_by_client(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        &room_id,
+        &data_type,
+    )
+    .await?;
     Ok(json_text(text))
 }
 
@@ -70,7 +111,15 @@ async fn put_room(
     request: Request,
 ) -> Result<JsonResponse<Value>> {
     let content = account_data::parse_content(&body_bytes(request, &state).await?)?;
-    account_data::set_by_client(&state, requester.user_id.as_str(), &user_id, &room_id, &data_type, &content).await?;
+    account_data::set_by_client(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        &room_id,
+        &data_type,
+        &content,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -79,12 +128,25 @@ async fn delete_room(
     requester: Requester,
     Path((user_id, room_id, data_type)): Path<(String, String, String)>,
 ) -> Result<JsonResponse<Value>> {
-    account_data::delete_by_client(&state, requester.user_id.as_str(), &user_id, &room_id, &data_type).await?;
+    account_data::delete_by_client(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        &room_id,
+        &data_type,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn get_tags(State(state): State<AppState>, requester: Requester, Path((user_id, room_id)): Path<(String, String)>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(account_data::tags(&state, requester.user_id.as_str(), &user_id, &room_id).await?))
+async fn get_tags(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((user_id, room_id)): Path<(String, String)>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        account_data::tags(&state, requester.user_id.as_str(), &user_id, &room_id).await?,
+    ))
 }
 
 async fn put_tag(
@@ -93,7 +155,15 @@ async fn put_tag(
     Path((user_id, room_id, tag)): Path<(String, String, String)>,
     Json(body): Json<Map<String, Value>>,
 ) -> Result<JsonResponse<Value>> {
-    account_data::set_tag(&state, requester.user_id.as_str(), &user_id, &room_id, &tag, Some(body)).await?;
+    account_data::set_tag(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        &room_id,
+        &tag,
+        Some(body),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -102,6 +172,14 @@ async fn delete_tag(
     requester: Requester,
     Path((user_id, room_id, tag)): Path<(String, String, String)>,
 ) -> Result<JsonResponse<Value>> {
-    account_data::set_tag(&state, requester.user_id.as_str(), &user_id, &room_id, &tag, None).await?;
+    account_data::set_tag(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        &room_id,
+        &tag,
+        None,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }

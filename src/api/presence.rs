@@ -12,7 +12,10 @@ use crate::service::presence;
 use crate::{AppState, Result};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/presence/{user_id}/status", get(get_status).put(put_status))
+    Router::new().route(
+        "/presence/{user_id}/status",
+        get(get_status).put(put_status),
+    )
 }
 
 #[derive(Deserialize)]
@@ -21,8 +24,14 @@ struct StatusBody {
     status_msg: Option<String>,
 }
 
-async fn get_status(State(state): State<AppState>, requester: Requester, Path(user_id): Path<String>) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(presence::get_status(&state, requester.user_id.as_str(), &user_id).await?))
+async fn get_status(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(user_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        presence::get_status(&state, requester.user_id.as_str(), &user_id).await?,
+    ))
 }
 
 async fn put_status(
@@ -31,6 +40,13 @@ async fn put_status(
     Path(user_id): Path<String>,
     Json(body): Json<StatusBody>,
 ) -> Result<JsonResponse<Value>> {
-    presence::set_status(&state, requester.user_id.as_str(), &user_id, &body.presence, body.status_msg.as_deref()).await?;
+    presence::set_status(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        &body.presence,
+        body.status_msg.as_deref(),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }

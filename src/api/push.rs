@@ -18,31 +18,63 @@ pub fn routes() -> Router<AppState> {
         .route("/pushrules/", get(all_rules))
         .route("/pushrules/{scope}", get(scope_rules))
         .route("/pushrules/{scope}/", get(scope_rules))
-        .route("/pushrules/{scope}/{kind}/{rule_id}", get(get_rule).put(put_rule).delete(delete_rule))
-        .route("/pushrules/{scope}/{kind}/{rule_id}/enabled", get(get_enabled).put(put_enabled))
-        .route("/pushrules/{scope}/{kind}/{rule_id}/actions", get(get_actions).put(put_actions))
+        .route(
+            "/pushrules/{scope}/{kind}/{rule_id}",
+            get(get_rule).put(put_rule).delete(delete_rule),
+        )
+        .route(
+            "/pushrules/{scope}/{kind}/{rule_id}/enabled",
+            get(get_enabled).put(put_enabled),
+        )
+        .route(
+            "/pushrules/{scope}/{kind}/{rule_id}/actions",
+            get(get_actions).put(put_actions),
+        )
         .route("/pushers", get(pushers))
         .route("/pushers/set", post(set_pusher))
         .route("/notifications", get(notifications))
 }
 
-async fn all_rules(State(state): State<AppState>, requester: Requester) -> Result<JsonResponse<Value>> {
+async fn all_rules(
+    State(state): State<AppState>,
+    requester: Requester,
+) -> Result<JsonResponse<Value>> {
     let rules = push::rules_for(&state, requester.user_id.as_str()).await?;
     Ok(JsonResponse(json!({ "global": rules })))
 }
 
-async fn scope_rules(State(state): State<AppState>, requester: Requester, Path(scope): Path<String>) -> Result<JsonResponse<Value>> {
+async fn scope_rules(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(scope): Path<String>,
+) -> Result<JsonResponse<Value>> {
     if scope != "global" {
         return Err(Error::invalid_param("The only push rule scope is global"));
     }
     let rules = push::rules_for(&state, requester.user_id.as_str()).await?;
-    Ok(JsonResponse(serde_json::to_value(rules).map_err(Error::internal)?))
+    Ok(JsonResponse(
+        serde_json::to_value(rules).map_err(Error::internal)?,
+    ))
 }
 
 type RulePath = Path<(String, String, String)>;
 
-async fn get_rule(State(state): State<AppState>, requester: Requester, Path((scope, kind, rule_id)): RulePath) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(push::get_rule(&state, requester.user_id.as_str(), &scope, &kind, &rule_id, None).await?))
+async fn get_rule(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((scope, kind, rule_id)): RulePath,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        push::get_rule(
+            &state,
+            requester.user_id.as_str(),
+            &scope,
+            &kind,
+            &rule_id,
+            None,
+        )
+        .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -59,17 +91,39 @@ async fn put_rule(
     Json(body): Json<push::RuleBody>,
 ) -> Result<JsonResponse<Value>> {
     let user = requester.user_id.as_str();
-    push::put_rule(&state, user, &scope, &kind, &rule_id, placement.before.as_deref(), placement.after.as_deref(), body).await?;
+    let position = push::RulePosition {
+        before: placement.before.as_deref(),
+        after: placement.after.as_deref(),
+    };
+    push::put_rule(&state, user, &scope, &kind, &rule_id, position, body).await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn delete_rule(State(state): State<AppState>, requester: Requester, Path((scope, kind, rule_id)): RulePath) -> Result<JsonResponse<Value>> {
+async fn delete_rule(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((scope, kind, rule_id)): RulePath,
+) -> Result<JsonResponse<Value>> {
     push::delete_rule(&state, requester.user_id.as_str(), &scope, &kind, &rule_id).await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn get_enabled(State(state): State<AppState>, requester: Requester, Path((scope, kind, rule_id)): RulePath) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(push::get_rule(&state, requester.user_id.as_str(), &scope, &kind, &rule_id, Some("enabled")).await?))
+async fn get_enabled(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((scope, kind, rule_id)): RulePath,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        push::get_rule(
+            &state,
+            requester.user_id.as_str(),
+            &scope,
+            &kind,
+            &rule_id,
+            Some("enabled"),
+        )
+        .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -83,12 +137,34 @@ async fn put_enabled(
     Path((scope, kind, rule_id)): RulePath,
     Json(body): Json<EnabledBody>,
 ) -> Result<JsonResponse<Value>> {
-    push::set_enabled(&state, requester.user_id.as_str(), &scope, &kind, &rule_id, body.enabled).await?;
+    push::set_enabled(
+        &state,
+        requester.user_id.as_str(),
+        &scope,
+        &kind,
+        &rule_id,
+        body.enabled,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn get_actions(State(state): State<AppState>, requester: Requester, Path((scope, kind, rule_id)): RulePath) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(push::get_rule(&state, requester.user_id.as_str(), &scope, &kind, &rule_id, Some("actions")).await?))
+async fn get_actions(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((scope, kind, rule_id)): RulePath,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        push::get_rule(
+            &state,
+            requester.user_id.as_str(),
+            &scope,
+            &kind,
+            &rule_id,
+            Some("actions"),
+        )
+        .await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -102,16 +178,39 @@ async fn put_actions(
     Path((scope, kind, rule_id)): RulePath,
     Json(body): Json<ActionsBody>,
 ) -> Result<JsonResponse<Value>> {
-    push::set_actions(&state, requester.user_id.as_str(), &scope, &kind, &rule_id, body.actions).await?;
+    push::set_actions(
+        &state,
+        requester.user_id.as_str(),
+        &scope,
+        &kind,
+        &rule_id,
+        body.actions,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
-async fn pushers(State(state): State<AppState>, requester: Requester) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(push::pushers(&state, requester.user_id.as_str()).await?))
+async fn pushers(
+    State(state): State<AppState>,
+    requester: Requester,
+) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(
+        push::pushers(&state, requester.user_id.as_str()).await?,
+    ))
 }
 
-async fn set_pusher(State(state): State<AppState>, requester: Requester, Json(body): Json<push::SetPusher>) -> Result<JsonResponse<Value>> {
-    push::set_pusher(&state, requester.user_id.as_str(), requester.device_id.as_str(), body).await?;
+async fn set_pusher(
+    State(state): State<AppState>,
+    requester: Requester,
+    Json(body): Json<push::SetPusher>,
+) -> Result<JsonResponse<Value>> {
+    push::set_pusher(
+        &state,
+        requester.user_id.as_str(),
+        requester.device_id.as_str(),
+        body,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 
@@ -122,7 +221,13 @@ struct NotificationsQuery {
     only: Option<String>,
 }
 
-async fn notifications(State(state): State<AppState>, requester: Requester, Query(q): Query<NotificationsQuery>) -> Result<JsonResponse<Value>> {
+async fn notifications(
+    State(state): State<AppState>,
+    requester: Requester,
+    Query(q): Query<NotificationsQuery>,
+) -> Result<JsonResponse<Value>> {
     let user = requester.user_id.as_str();
-    Ok(JsonResponse(push::notifications(&state, user, q.from.as_deref(), q.limit, q.only.as_deref()).await?))
+    Ok(JsonResponse(
+        push::notifications(&state, user, q.from.as_deref(), q.limit, q.only.as_deref()).await?,
+    ))
 }

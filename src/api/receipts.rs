@@ -12,7 +12,10 @@ use crate::{AppState, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/rooms/{room_id}/receipt/{receipt_type}/{event_id}", post(post_receipt))
+        .route(
+            "/rooms/{room_id}/receipt/{receipt_type}/{event_id}",
+            post(post_receipt),
+        )
         .route("/rooms/{room_id}/read_markers", post(read_markers))
 }
 
@@ -22,7 +25,15 @@ async fn post_receipt(
     Path((room_id, receipt_type, event_id)): Path<(String, String, String)>,
     Json(body): Json<Map<String, Value>>,
 ) -> Result<JsonResponse<Value>> {
-    receipts::post(&state, requester.user_id.as_str(), &room_id, &receipt_type, &event_id, body.get("thread_id")).await?;
+    receipts::post(
+        &state,
+        requester.user_id.as_str(),
+        &room_id,
+        &receipt_type,
+        &event_id,
+        body.get("thread_id"),
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }
 

@@ -1,8 +1,8 @@
 //! Third-party networks: Axon bridges none (no application services), so it knows no protocols.
 
+use axum::Json as JsonResponse;
 use axum::Router;
 use axum::routing::get;
-use axum::{Json as JsonResponse};
 use serde_json::{Value, json};
 
 use crate::api::auth::Requester;

@@ -27,6 +27,14 @@ async fn set_typing(
     Path((room_id, user_id)): Path<(String, String)>,
     Json(body): Json<TypingBody>,
 ) -> Result<JsonResponse<Value>> {
-    typing::set_typing(&state, requester.user_id.as_str(), &user_id, &room_id, body.typing, body.timeout).await?;
+    typing::set_typing(
+        &state,
+        requester.user_id.as_str(),
+        &user_id,
+        &room_id,
+        body.typing,
+        body.timeout,
+    )
+    .await?;
     Ok(JsonResponse(json!({})))
 }

@@ -26,13 +26,18 @@ async fn turn_server(State(state): State<AppState>, requester: Requester) -> Jso
         (Some(secret), _, _) => {
             let expiry = store::now_ms() / 1000 + turn.ttl as i64;
             let username = format!("{expiry}:{}", requester.user_id);
-            let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret.as_bytes()) else { return JsonResponse(json!({})) };
+            let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(secret.as_bytes()) else {
+                return JsonResponse(json!({}));
+            };
             mac.update(username.as_bytes());
-            let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            let password =
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
             (username, password)
         }
         (None, Some(username), Some(password)) => (username.clone(), password.clone()),
         _ => return JsonResponse(json!({})),
     };
-    JsonResponse(json!({ "username": username, "password": password, "uris": turn.uris, "ttl": turn.ttl }))
+    JsonResponse(
+        json!({ "username": username, "password": password, "uris": turn.uris, "ttl": turn.ttl }),
+    )
 }

@@ -12,16 +12,23 @@ const SERVER_CONTROLLED: [&str; 2] = ["m.fully_read", "m.push_rules"];
 
 fn check_owner(requester: &str, user_id: &str) -> Result<()> {
     if requester != user_id {
-        return Err(Error::forbidden("Cannot access account data of other users"));
+        return Err(Error::forbidden(
+            "Cannot access account data of other users",
+        ));
     }
     Ok(())
 }
 
 async fn check_room(state: &AppState, user_id: &str, room_id: &str) -> Result<()> {
     if !room_id.starts_with('!') || ruma::RoomId::parse(room_id).is_err() {
-        return Err(Error::invalid_param(format!("{room_id} is not a valid room ID")));
+        return Err(Error::invalid_param(format!(
+            "{room_id} is not a valid room ID"
+        )));
     }
-    if store::account_data::membership(&state.db, user_id, room_id).await?.is_none() {
+    if store::account_data::membership(&state.db, user_id, room_id)
+        .await?
+        .is_none()
+    {
         return Err(Error::forbidden("You are not a member of this room"));
     }
     Ok(())
@@ -29,8 +36,8 @@ async fn check_room(state: &AppState, user_id: &str, room_id: &str) -> Result<()
 
 /// Validates a client's PUT body: a JSON object, kept byte for byte.
 pub fn parse_content(body: &[u8]) -> Result<String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
     if !value.is_object() {
         return Err(Error::bad_json("Content must be a JSON object"));
     }
@@ -39,7 +46,14 @@ pub fn parse_content(body: &[u8]) -> Result<String> {
 }
 
 /// PUT by a client. `room_id` '' is global.
-pub async fn set_by_client(state: &AppState, requester: &str, user_id: &str, room_id: &str, data_type: &str, content: &str) -> Result<()> {
+pub async fn set_by_client(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+    content: &str,
+) -> Result<()> {
     check_owner(requester, user_id)?;
     if !room_id.is_empty() {
         check_room(state, user_id, room_id).await?;
@@ -55,7 +69,13 @@ pub async fn set_by_client(state: &AppState, requester: &str, user_id: &str, roo
 }
 
 /// DELETE by a client (MSC3391): the content becomes {}, which /sync reports as a deletion.
-pub async fn delete_by_client(state: &AppState, requester: &str, user_id: &str, room_id: &str, data_type: &str) -> Result<()> {
+pub async fn delete_by_client(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+) -> Result<()> {
     check_owner(requester, user_id)?;
     if !room_id.is_empty() {
         check_room(state, user_id, room_id).await?;
@@ -68,7 +88,9 @@ pub async fn delete_by_client(state: &AppState, requester: &str, user_id: &str, 
         ));
     }
     match store::account_data::get(&state.db, user_id, room_id, data_type).await? {
-        Some(content) if !is_empty_object(&content) => set(state, user_id, room_id, data_type, "{}").await,
+        Some(content) if !is_empty_object(&content) => {
+            set(state, user_id, room_id, data_type, "{}").await
+        }
         // Nothing to delete: nothing for /sync to report either.
         _ => Ok(()),
     }
@@ -79,7 +101,13 @@ fn is_empty_object(content: &str) -> bool {
 }
 
 /// GET by a client: the stored JSON text. Deleted ({}) and unset types are M_NOT_FOUND.
-pub async fn get_by_client(state: &AppState, requester: &str, user_id: &str, room_id: &str, data_type: &str) -> Result<String> {
+pub async fn get_by_client(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+) -> Result<String> {
     check_owner(requester, user_id)?;
     if !room_id.is_empty() {
         check_room(state, user_id, room_id).await?;
@@ -95,7 +123,13 @@ pub async fn get_by_client(state: &AppState, requester: &str, user_id: &str, roo
 }
 
 /// Stores account data (any type: the server's own writers use this directly) and wakes the user's syncs.
-pub async fn set(state: &AppState, user_id: &str, room_id: &str, data_type: &str, content: &str) -> Result<()> {
+pub async fn set(
+    state: &AppState,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+    content: &str,
+) -> Result<()> {
     let mut tx = state.db.begin().await?;
     let position = store::stream::advance(&mut tx, 1).await?;
     store::account_data::put(&mut tx, user_id, room_id, data_type, content, position).await?;
@@ -114,15 +148,26 @@ pub async fn update(
     let mut tx = state.db.begin().await?;
     store::account_data::lock_key(&mut tx, user_id, room_id, data_type).await?;
     let current = store::account_data::get_for_update(&mut tx, user_id, room_id, data_type).await?;
-    let Some(new) = change(current)? else { return Ok(()) };
+    let Some(new) = change(current)? else {
+        return Ok(());
+    };
     let position = store::stream::advance(&mut tx, 1).await?;
     store::account_data::put(&mut tx, user_id, room_id, data_type, &new, position).await?;
     commit_and_wake(state, tx, user_id).await
 }
 
-async fn commit_and_wake(state: &AppState, mut tx: sqlx::Transaction<'_, sqlx::Postgres>, user_id: &str) -> Result<()> {
+async fn commit_and_wake(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: &str,
+) -> Result<()> {
     let keys = [user_id.to_owned()];
-    store::stream::notify(&mut *tx, notifier::CHANNEL, &state.notifier.payload(&keys, &[])).await?;
+    store::stream::notify(
+        &mut *tx,
+        notifier::CHANNEL,
+        &state.notifier.payload(&keys, &[]),
+    )
+    .await?;
     tx.commit().await?;
     state.notifier.wake([user_id]);
     Ok(())
@@ -130,7 +175,12 @@ async fn commit_and_wake(state: &AppState, mut tx: sqlx::Transaction<'_, sqlx::P
 
 /// Global and per-room account data events ({"type", "content"}) changed in (since, upto]; since = 0 means all.
 /// On a full sync (since = 0) m.push_rules is always present, with the server defaults if the user never changed them.
-pub async fn for_sync(state: &AppState, user_id: &str, since: i64, upto: i64) -> Result<(Vec<Value>, HashMap<String, Vec<Value>>)> {
+pub async fn for_sync(
+    state: &AppState,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> Result<(Vec<Value>, HashMap<String, Vec<Value>>)> {
     let rows = store::account_data::changed(&state.db, user_id, since, upto).await?;
     let mut global = Vec::new();
     let mut rooms: HashMap<String, Vec<Value>> = HashMap::new();
@@ -159,7 +209,12 @@ pub async fn for_sync(state: &AppState, user_id: &str, since: i64, upto: i64) ->
 }
 
 /// GET .../tags: {"tags": {...}}.
-pub async fn tags(state: &AppState, requester: &str, user_id: &str, room_id: &str) -> Result<Value> {
+pub async fn tags(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    room_id: &str,
+) -> Result<Value> {
     check_owner(requester, user_id)?;
     check_room(state, user_id, room_id).await?;
     let content = store::account_data::get(&state.db, user_id, room_id, "m.tag").await?;
@@ -172,20 +227,30 @@ pub async fn tags(state: &AppState, requester: &str, user_id: &str, room_id: &st
 }
 
 /// PUT (Some(body)) or DELETE (None) one tag.
-pub async fn set_tag(state: &AppState, requester: &str, user_id: &str, room_id: &str, tag: &str, body: Option<Map<String, Value>>) -> Result<()> {
+pub async fn set_tag(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    room_id: &str,
+    tag: &str,
+    body: Option<Map<String, Value>>,
+) -> Result<()> {
     check_owner(requester, user_id)?;
     check_room(state, user_id, room_id).await?;
     if tag.len() > 255 {
         return Err(Error::invalid_param("Tag names are at most 255 bytes"));
     }
-    if let Some(order) = body.as_ref().and_then(|b| b.get("order")) {
-        if !order.is_number() {
-            return Err(Error::bad_json("order must be a number"));
-        }
+    if body
+        .as_ref()
+        .and_then(|b| b.get("order"))
+        .is_some_and(|order| !order.is_number())
+    {
+        return Err(Error::bad_json("order must be a number"));
     }
     update(state, user_id, room_id, "m.tag", |current| {
-        let mut content: Map<String, Value> =
-            current.and_then(|c| serde_json::from_str(&c).ok()).unwrap_or_default();
+        let mut content: Map<String, Value> = current
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default();
         let mut tags = match content.remove("tags") {
             Some(Value::Object(tags)) => tags,
             _ => Map::new(),

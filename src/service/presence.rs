@@ -29,24 +29,47 @@ fn event_content(row: &PresenceRow, now: i64) -> Value {
 }
 
 /// PUT /presence/{userId}/status.
-pub async fn set_status(state: &AppState, requester: &str, user_id: &str, presence: &str, status_msg: Option<&str>) -> Result<()> {
+pub async fn set_status(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    presence: &str,
+    status_msg: Option<&str>,
+) -> Result<()> {
     if requester != user_id {
-        return Err(Error::forbidden("You cannot set the presence of another user"));
+        return Err(Error::forbidden(
+            "You cannot set the presence of another user",
+        ));
     }
     if !STATES.contains(&presence) {
-        return Err(Error::invalid_param(format!("Unknown presence state {presence}")));
+        return Err(Error::invalid_param(format!(
+            "Unknown presence state {presence}"
+        )));
     }
     if !state.config.presence.enabled {
         return Ok(());
     }
     let now = store::now_ms();
-    write(state, &PresenceUpdate { user_id, state: presence, status_msg, last_active_ts: now, last_sync_ts: 0 }).await
+    write(
+        state,
+        &PresenceUpdate {
+            user_id,
+            state: presence,
+            status_msg,
+            last_active_ts: now,
+            last_sync_ts: 0,
+        },
+    )
+    .await
 }
 
 /// GET /presence/{userId}/status: for the user and those sharing a room with them.
 pub async fn get_status(state: &AppState, requester: &str, user_id: &str) -> Result<Value> {
-    if requester != user_id && !store::presence::share_a_room(&state.db, requester, user_id).await? {
-        return Err(Error::forbidden("You are not allowed to see their presence"));
+    if requester != user_id && !store::presence::share_a_room(&state.db, requester, user_id).await?
+    {
+        return Err(Error::forbidden(
+            "You are not allowed to see their presence",
+        ));
     }
     if !state.config.presence.enabled {
         return Ok(json!({ "presence": "offline" }));
@@ -61,9 +84,9 @@ pub async fn get_status(state: &AppState, requester: &str, user_id: &str) -> Res
 async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
     let mut tx = state.db.begin().await?;
     let current = store::presence::get_for_update(&mut tx, update.user_id).await?;
-    let visible_change = current
-        .as_ref()
-        .is_none_or(|row| row.state != update.state || row.status_msg.as_deref() != update.status_msg);
+    let visible_change = current.as_ref().is_none_or(|row| {
+        row.state != update.state || row.status_msg.as_deref() != update.status_msg
+    });
     if !visible_change {
         store::presence::upsert(&mut tx, update, None).await?;
         tx.commit().await?;
@@ -76,15 +99,30 @@ async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
 }
 
 /// Users sharing a room with the user wait under the room's key; the user under their own.
-async fn commit_and_wake(state: &AppState, mut tx: sqlx::Transaction<'_, sqlx::Postgres>, user_id: &str, mut keys: Vec<String>) -> Result<()> {
+async fn commit_and_wake(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: &str,
+    mut keys: Vec<String>,
+) -> Result<()> {
     keys.push(user_id.to_owned());
-    store::stream::notify(&mut *tx, notifier::CHANNEL, &state.notifier.payload(&keys, &[])).await?;
+    store::stream::notify(
+        &mut *tx,
+        notifier::CHANNEL,
+        &state.notifier.payload(&keys, &[]),
+    )
+    .await?;
     tx.commit().await?;
     state.notifier.wake(keys.iter().map(String::as_str));
     Ok(())
 }
 
-pub async fn for_sync(state: &AppState, user_id: &str, since: i64, upto: i64) -> Result<Vec<Value>> {
+pub async fn for_sync(
+    state: &AppState,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> Result<Vec<Value>> {
     if !state.config.presence.enabled {
         return Ok(vec![]);
     }
@@ -113,7 +151,13 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
             // A client syncing as online counts as activity; throttled, and invisible to others.
             if now - row.last_active_ts >= SYNC_TOUCH_INTERVAL_MS {
                 let status_msg = row.status_msg.as_deref();
-                let update = PresenceUpdate { user_id, state: wanted, status_msg, last_active_ts: now, last_sync_ts: now };
+                let update = PresenceUpdate {
+                    user_id,
+                    state: wanted,
+                    status_msg,
+                    last_active_ts: now,
+                    last_sync_ts: now,
+                };
                 let mut tx = state.db.begin().await?;
                 store::presence::upsert(&mut tx, &update, None).await?;
                 tx.commit().await?;
@@ -122,9 +166,31 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
         }
         Some(row) => {
             let status_msg = row.status_msg.as_deref();
-            write(state, &PresenceUpdate { user_id, state: wanted, status_msg, last_active_ts: now, last_sync_ts: now }).await
+            write(
+                state,
+                &PresenceUpdate {
+                    user_id,
+                    state: wanted,
+                    status_msg,
+                    last_active_ts: now,
+                    last_sync_ts: now,
+                },
+            )
+            .await
         }
-        None => write(state, &PresenceUpdate { user_id, state: wanted, status_msg: None, last_active_ts: now, last_sync_ts: now }).await,
+        None => {
+            write(
+                state,
+                &PresenceUpdate {
+                    user_id,
+                    state: wanted,
+                    status_msg: None,
+                    last_active_ts: now,
+                    last_sync_ts: now,
+                },
+            )
+            .await
+        }
     }
 }
 
@@ -134,12 +200,23 @@ pub async fn sweep(state: &AppState) -> Result<()> {
     let now = store::now_ms();
     let idle_before = now - state.config.presence.idle_after_ms as i64;
     let offline_before = now - state.config.presence.offline_after_ms as i64;
-    for (user_id, new_state) in store::presence::stale(&state.db, idle_before, offline_before).await? {
+    for (user_id, new_state) in
+        store::presence::stale(&state.db, idle_before, offline_before).await?
+    {
         let mut tx = state.db.begin().await?;
         let rooms = store::rooms::joined_rooms(&mut *tx, &user_id).await?;
         let position = store::stream::advance(&mut tx, 1).await?;
         // Another process may have swept (or the user come back) meanwhile.
-        if !store::presence::mark_stale(&mut tx, &user_id, &new_state, idle_before, offline_before, position).await? {
+        if !store::presence::mark_stale(
+            &mut tx,
+            &user_id,
+            &new_state,
+            idle_before,
+            offline_before,
+            position,
+        )
+        .await?
+        {
             tx.rollback().await?;
             continue;
         }
@@ -153,7 +230,11 @@ pub fn start_sweeper(state: AppState) {
     if !state.config.presence.enabled {
         return;
     }
-    let shortest = state.config.presence.idle_after_ms.min(state.config.presence.offline_after_ms);
+    let shortest = state
+        .config
+        .presence
+        .idle_after_ms
+        .min(state.config.presence.offline_after_ms);
     let period = Duration::from_millis((shortest / 4).clamp(50, 15_000));
     tokio::spawn(async move {
         loop {

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ruma::push::{
-    Action, AnyPushRuleRef, ConditionalPushRule, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule,
-    NewPushRule, NewSimplePushRule, PatternedPushRule, PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx,
-    RemovePushRuleError, RuleKind, Ruleset,
+    Action, AnyPushRuleRef, ConditionalPushRule, InsertPushRuleError, NewConditionalPushRule,
+    NewPatternedPushRule, NewPushRule, NewSimplePushRule, PatternedPushRule, PushCondition,
+    PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
 };
 use ruma::serde::Raw;
 use ruma::{Int, OwnedRoomId, OwnedUserId, UInt, UserId};
@@ -38,7 +38,9 @@ fn parse_user(user_id: &str) -> Result<OwnedUserId> {
 pub fn normalise(user_id: &str, stored: Option<&str>) -> Result<Ruleset> {
     let user = parse_user(user_id)?;
     let defaults = Ruleset::server_default(&user);
-    let Some(stored) = stored else { return Ok(defaults) };
+    let Some(stored) = stored else {
+        return Ok(defaults);
+    };
     let Some(saved) = serde_json::from_str::<Value>(stored)
         .ok()
         .and_then(|v| v.get("global").cloned())
@@ -77,14 +79,24 @@ fn merge(defaults: Ruleset, saved: Ruleset) -> Ruleset {
             }
             out.push(rule);
         }
-        let at = usize::from(after_master && out.first().is_some_and(|r| r.rule_id == ".m.rule.master"));
+        let at =
+            usize::from(after_master && out.first().is_some_and(|r| r.rule_id == ".m.rule.master"));
         out.splice(at..at, own);
         out
     }
     let mut merged = Ruleset::new();
-    merged.override_ = conditional(defaults.override_.iter(), saved.override_.iter(), true).into_iter().collect();
-    merged.underride = conditional(defaults.underride.iter(), saved.underride.iter(), false).into_iter().collect();
-    let mut content: Vec<PatternedPushRule> = saved.content.iter().filter(|r| !r.default).cloned().collect();
+    merged.override_ = conditional(defaults.override_.iter(), saved.override_.iter(), true)
+        .into_iter()
+        .collect();
+    merged.underride = conditional(defaults.underride.iter(), saved.underride.iter(), false)
+        .into_iter()
+        .collect();
+    let mut content: Vec<PatternedPushRule> = saved
+        .content
+        .iter()
+        .filter(|r| !r.default)
+        .cloned()
+        .collect();
     for rule in &defaults.content {
         let mut rule = rule.clone();
         if let Some(s) = saved.content.get(rule.rule_id.as_str()) {
@@ -95,7 +107,12 @@ fn merge(defaults: Ruleset, saved: Ruleset) -> Ruleset {
     }
     merged.content = content.into_iter().collect();
     merged.room = saved.room.iter().filter(|r| !r.default).cloned().collect();
-    merged.sender = saved.sender.iter().filter(|r| !r.default).cloned().collect();
+    merged.sender = saved
+        .sender
+        .iter()
+        .filter(|r| !r.default)
+        .cloned()
+        .collect();
     merged
 }
 
@@ -106,7 +123,11 @@ pub async fn rules_for(state: &AppState, user_id: &str) -> Result<Ruleset> {
 }
 
 /// Changes the user's rules under a lock; /sync then reports the new m.push_rules.
-async fn modify(state: &AppState, user_id: &str, change: impl FnOnce(&mut Ruleset) -> Result<()>) -> Result<()> {
+async fn modify(
+    state: &AppState,
+    user_id: &str,
+    change: impl FnOnce(&mut Ruleset) -> Result<()>,
+) -> Result<()> {
     account_data::update(state, user_id, "", PUSH_RULES, |current| {
         let mut rules = normalise(user_id, current.as_deref())?;
         change(&mut rules)?;
@@ -117,7 +138,9 @@ async fn modify(state: &AppState, user_id: &str, change: impl FnOnce(&mut Rulese
 
 fn kind_of(kind: &str) -> Result<RuleKind> {
     if !KINDS.contains(&kind) {
-        return Err(Error::invalid_param(format!("Unknown push rule kind {kind}")));
+        return Err(Error::invalid_param(format!(
+            "Unknown push rule kind {kind}"
+        )));
     }
     Ok(RuleKind::from(kind))
 }
@@ -145,7 +168,14 @@ fn not_found() -> Error {
 }
 
 /// GET /pushrules/global/{kind}/{ruleId}[/{attr}]: attr None, "enabled" or "actions".
-pub async fn get_rule(state: &AppState, user_id: &str, scope: &str, kind: &str, rule_id: &str, attr: Option<&str>) -> Result<Value> {
+pub async fn get_rule(
+    state: &AppState,
+    user_id: &str,
+    scope: &str,
+    kind: &str,
+    rule_id: &str,
+    attr: Option<&str>,
+) -> Result<Value> {
     check_scope(scope)?;
     let kind = kind_of(kind)?;
     let rules = rules_for(state, user_id).await?;
@@ -167,16 +197,23 @@ pub struct RuleBody {
     pub pattern: Option<String>,
 }
 
+/// Where PUT places a rule among the user's own rules of its kind.
+#[derive(Default, Clone, Copy)]
+pub struct RulePosition<'a> {
+    pub before: Option<&'a str>,
+    pub after: Option<&'a str>,
+}
+
 pub async fn put_rule(
     state: &AppState,
     user_id: &str,
     scope: &str,
     kind: &str,
     rule_id: &str,
-    before: Option<&str>,
-    after: Option<&str>,
+    position: RulePosition<'_>,
     body: RuleBody,
 ) -> Result<()> {
+    let RulePosition { before, after } = position;
     check_scope(scope)?;
     let rule = match kind_of(kind)? {
         RuleKind::Override => NewPushRule::Override(NewConditionalPushRule::new(
@@ -190,8 +227,14 @@ pub async fn put_rule(
             body.actions,
         )),
         RuleKind::Content => {
-            let pattern = body.pattern.ok_or_else(|| Error::missing_param("Content rules need a pattern"))?;
-            NewPushRule::Content(NewPatternedPushRule::new(rule_id.to_owned(), pattern, body.actions))
+            let pattern = body
+                .pattern
+                .ok_or_else(|| Error::missing_param("Content rules need a pattern"))?;
+            NewPushRule::Content(NewPatternedPushRule::new(
+                rule_id.to_owned(),
+                pattern,
+                body.actions,
+            ))
         }
         RuleKind::Room => {
             let room = OwnedRoomId::try_from(rule_id)
@@ -207,10 +250,12 @@ pub async fn put_rule(
     };
     modify(state, user_id, |rules| {
         rules.insert(rule, after, before).map_err(|e| match e {
-            InsertPushRuleError::ServerDefaultRuleId => {
-                Error::invalid_param("Rule IDs starting with a dot are reserved for server-default rules")
+            InsertPushRuleError::ServerDefaultRuleId => Error::invalid_param(
+                "Rule IDs starting with a dot are reserved for server-default rules",
+            ),
+            InsertPushRuleError::InvalidRuleId => {
+                Error::invalid_param("Rule IDs cannot contain / or \\")
             }
-            InsertPushRuleError::InvalidRuleId => Error::invalid_param("Rule IDs cannot contain / or \\"),
             InsertPushRuleError::RelativeToServerDefaultRule => {
                 Error::invalid_param("Rules cannot be placed relative to server-default rules")
             }
@@ -219,35 +264,71 @@ pub async fn put_rule(
                 "M_UNKNOWN",
                 "before/after rule not found",
             ),
-            _ => Error::matrix(axum::http::StatusCode::BAD_REQUEST, "M_UNKNOWN", e.to_string()),
+            _ => Error::matrix(
+                axum::http::StatusCode::BAD_REQUEST,
+                "M_UNKNOWN",
+                e.to_string(),
+            ),
         })
     })
     .await
 }
 
-pub async fn delete_rule(state: &AppState, user_id: &str, scope: &str, kind: &str, rule_id: &str) -> Result<()> {
+pub async fn delete_rule(
+    state: &AppState,
+    user_id: &str,
+    scope: &str,
+    kind: &str,
+    rule_id: &str,
+) -> Result<()> {
     check_scope(scope)?;
     let kind = kind_of(kind)?;
     modify(state, user_id, |rules| {
         rules.remove(kind, rule_id).map_err(|e| match e {
             // As Synapse: only the user's own rules exist to be deleted.
-            RemovePushRuleError::ServerDefault => Error::not_found("Server-default rules cannot be deleted"),
+            RemovePushRuleError::ServerDefault => {
+                Error::not_found("Server-default rules cannot be deleted")
+            }
             _ => not_found(),
         })
     })
     .await
 }
 
-pub async fn set_enabled(state: &AppState, user_id: &str, scope: &str, kind: &str, rule_id: &str, enabled: bool) -> Result<()> {
+pub async fn set_enabled(
+    state: &AppState,
+    user_id: &str,
+    scope: &str,
+    kind: &str,
+    rule_id: &str,
+    enabled: bool,
+) -> Result<()> {
     check_scope(scope)?;
     let kind = kind_of(kind)?;
-    modify(state, user_id, |rules| rules.set_enabled(kind, rule_id, enabled).map_err(|_| not_found())).await
+    modify(state, user_id, |rules| {
+        rules
+            .set_enabled(kind, rule_id, enabled)
+            .map_err(|_| not_found())
+    })
+    .await
 }
 
-pub async fn set_actions(state: &AppState, user_id: &str, scope: &str, kind: &str, rule_id: &str, actions: Vec<Action>) -> Result<()> {
+pub async fn set_actions(
+    state: &AppState,
+    user_id: &str,
+    scope: &str,
+    kind: &str,
+    rule_id: &str,
+    actions: Vec<Action>,
+) -> Result<()> {
     check_scope(scope)?;
     let kind = kind_of(kind)?;
-    modify(state, user_id, |rules| rules.set_actions(kind, rule_id, actions).map_err(|_| not_found())).await
+    modify(state, user_id, |rules| {
+        rules
+            .set_actions(kind, rule_id, actions)
+            .map_err(|_| not_found())
+    })
+    .await
 }
 
 /// Unread notification counts of one room.
@@ -262,29 +343,45 @@ pub struct UnreadCounts {
 
 /// unread_notifications and unread_thread_notifications per room for the user. Rooms without
 /// unread notifications are absent (their counts are 0).
-pub async fn unread_counts(state: &AppState, user_id: &str, rooms: &[String]) -> Result<HashMap<String, UnreadCounts>> {
+pub async fn unread_counts(
+    state: &AppState,
+    user_id: &str,
+    rooms: &[String],
+) -> Result<HashMap<String, UnreadCounts>> {
     let mut out: HashMap<String, UnreadCounts> = HashMap::new();
     for row in store::receipts::unread(&state.db, user_id, rooms).await? {
         let counts = out.entry(row.room_id).or_default();
         counts.notification_count += row.notifications;
         counts.highlight_count += row.highlights;
         if row.thread_id != "main" {
-            counts.threads.insert(row.thread_id, (row.notifications, row.highlights));
+            counts
+                .threads
+                .insert(row.thread_id, (row.notifications, row.highlights));
         }
     }
     Ok(out)
 }
 
 /// GET /notifications.
-pub async fn notifications(state: &AppState, user_id: &str, from: Option<&str>, limit: Option<i64>, only: Option<&str>) -> Result<Value> {
+pub async fn notifications(
+    state: &AppState,
+    user_id: &str,
+    from: Option<&str>,
+    limit: Option<i64>,
+    only: Option<&str>,
+) -> Result<Value> {
     let before = match from {
         None | Some("") => i64::MAX,
-        Some(token) => token.parse::<i64>().map_err(|_| Error::invalid_param("Invalid from token"))?,
+        Some(token) => token
+            .parse::<i64>()
+            .map_err(|_| Error::invalid_param("Invalid from token"))?,
     };
     let limit = limit.unwrap_or(20).clamp(1, 100);
     let only_highlight = only.is_some_and(|o| o.contains("highlight"));
     let rows = store::receipts::list(&state.db, user_id, before, limit, only_highlight).await?;
-    let next_token = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.stream_ordering.to_string())).flatten();
+    let next_token = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| r.stream_ordering.to_string()))
+        .flatten();
     let mut notifications = Vec::with_capacity(rows.len());
     for row in rows {
         let mut event: Value = serde_json::from_str(&row.client_json).map_err(Error::internal)?;
@@ -330,15 +427,26 @@ struct RoomContext {
 
 fn room_context(state: &AppState, snapshot: Arc<RoomSnapshot>) -> RoomContext {
     let suffix = format!(":{}", state.server_name);
-    let members: Vec<String> = snapshot.members_with("join").filter(|u| u.ends_with(&suffix)).map(str::to_owned).collect();
+    let members: Vec<String> = snapshot
+        .members_with("join")
+        .filter(|u| u.ends_with(&suffix))
+        .map(str::to_owned)
+        .collect();
     let power_levels = power_levels_ctx(&snapshot);
-    RoomContext { snapshot, members, power_levels }
+    RoomContext {
+        snapshot,
+        members,
+        power_levels,
+    }
 }
 
 /// The room's power levels as the @room rule needs them (who may notify the whole room).
 fn power_levels_ctx(snapshot: &RoomSnapshot) -> Option<PushConditionPowerLevelsCtx> {
     let int = |v: &Value| v.as_i64().and_then(Int::new);
-    let content = snapshot.entry("m.room.power_levels", "").map(|e| e.content.clone()).unwrap_or_else(|| json!({}));
+    let content = snapshot
+        .entry("m.room.power_levels", "")
+        .map(|e| e.content.clone())
+        .unwrap_or_else(|| json!({}));
     let mut users = BTreeMap::new();
     if let Some(map) = content.get("users").and_then(Value::as_object) {
         for (user, level) in map {
@@ -347,7 +455,10 @@ fn power_levels_ctx(snapshot: &RoomSnapshot) -> Option<PushConditionPowerLevelsC
             }
         }
     }
-    let users_default = content.get("users_default").and_then(int).unwrap_or_default();
+    let users_default = content
+        .get("users_default")
+        .and_then(int)
+        .unwrap_or_default();
     let notifications = content
         .get("notifications")
         .cloned()
@@ -356,32 +467,54 @@ fn power_levels_ctx(snapshot: &RoomSnapshot) -> Option<PushConditionPowerLevelsC
     let mut creators: Vec<OwnedUserId> = Vec::new();
     if let Some(create) = snapshot.entry("m.room.create", "") {
         creators.extend(OwnedUserId::try_from(create.sender.as_str()).ok());
-        if let Some(extra) = create.content.get("additional_creators").and_then(Value::as_array) {
-            creators.extend(extra.iter().filter_map(Value::as_str).filter_map(|u| OwnedUserId::try_from(u).ok()));
+        if let Some(extra) = create
+            .content
+            .get("additional_creators")
+            .and_then(Value::as_array)
+        {
+            creators.extend(
+                extra
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|u| OwnedUserId::try_from(u).ok()),
+            );
         }
     }
     let rules = room_versions::rules(snapshot.version);
     let rules = ruma::room_version_rules::RoomPowerLevelsRules::new(&rules.authorization, creators);
-    Some(PushConditionPowerLevelsCtx::new(users, users_default, notifications, rules))
+    Some(PushConditionPowerLevelsCtx::new(
+        users,
+        users_default,
+        notifications,
+        rules,
+    ))
 }
 
 /// Evaluates push rules of the room's local joined members for newly committed events and records notifications; wakes users whose counts changed; sends to pushers.
 pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result<()> {
     let mut rooms: HashMap<&str, RoomContext> = HashMap::new();
     for event in events {
-        if !rooms.contains_key(event.room_id.as_str()) {
-            if let Some(snapshot) = writer::room_snapshot(state, &event.room_id).await? {
-                rooms.insert(&event.room_id, room_context(state, snapshot));
-            }
+        if rooms.contains_key(event.room_id.as_str()) {
+            continue;
+        }
+        if let Some(snapshot) = writer::room_snapshot(state, &event.room_id).await? {
+            rooms.insert(&event.room_id, room_context(state, snapshot));
         }
     }
-    let everyone: Vec<String> =
-        rooms.values().flat_map(|r| r.members.iter().cloned()).collect::<HashSet<_>>().into_iter().collect();
+    let everyone: Vec<String> = rooms
+        .values()
+        .flat_map(|r| r.members.iter().cloned())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     if everyone.is_empty() {
         return Ok(());
     }
     let stored: HashMap<String, String> =
-        store::account_data::global_of_users(&state.db, &everyone, PUSH_RULES).await?.into_iter().collect();
+        store::account_data::global_of_users(&state.db, &everyone, PUSH_RULES)
+            .await?
+            .into_iter()
+            .collect();
     let mut rulesets: HashMap<&str, Ruleset> = HashMap::new();
     for user in &everyone {
         rulesets.insert(user, normalise(user, stored.get(user).map(String::as_str))?);
@@ -391,8 +524,12 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
     let mut rows: Vec<NewNotification> = Vec::new();
     let mut pushes: Vec<(usize, String, Vec<Action>)> = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        let Some(room) = rooms.get(event.room_id.as_str()) else { continue };
-        let Ok(room_id) = OwnedRoomId::try_from(event.room_id.as_str()) else { continue };
+        let Some(room) = rooms.get(event.room_id.as_str()) else {
+            continue;
+        };
+        let Ok(room_id) = OwnedRoomId::try_from(event.room_id.as_str()) else {
+            continue;
+        };
         let mut json_event = json!({
             "event_id": event.event_id,
             "room_id": event.room_id,
@@ -404,19 +541,31 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
             json_event["state_key"] = json!(key);
         }
         let raw: Raw<Value> = Raw::new(&json_event).map_err(Error::internal)?;
-        let member_count = UInt::try_from(room.members.len().max(room.snapshot.members_with("join").count()) as u64)
-            .unwrap_or_default();
+        let member_count = UInt::try_from(
+            room.members
+                .len()
+                .max(room.snapshot.members_with("join").count()) as u64,
+        )
+        .unwrap_or_default();
         for user in &room.members {
             if *user == event.sender {
                 continue;
             }
-            let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
+            let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else {
+                continue;
+            };
             let display_name = room
                 .snapshot
                 .entry("m.room.member", user)
-                .and_then(|m| m.content.get("displayname").and_then(Value::as_str).map(str::to_owned))
+                .and_then(|m| {
+                    m.content
+                        .get("displayname")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
                 .unwrap_or_else(|| user_id.localpart().to_owned());
-            let mut ctx = PushConditionRoomCtx::new(room_id.clone(), member_count, user_id, display_name);
+            let mut ctx =
+                PushConditionRoomCtx::new(room_id.clone(), member_count, user_id, display_name);
             if let Some(power_levels) = &room.power_levels {
                 ctx = ctx.with_power_levels(power_levels.clone());
             }
@@ -434,25 +583,36 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
                 highlight: actions.iter().any(Action::is_highlight),
                 ts: now,
             });
-            if actions.iter().any(Action::should_notify) {
-                pushes.push((index, user.clone(), actions.to_vec()));
-            }
+            pushes.push((index, user.clone(), actions.to_vec()));
         }
     }
     // Only rows not recorded before count: evaluating an event twice changes nothing.
-    let notified: HashSet<String> = store::receipts::insert_notifications(&state.db, &rows).await?.into_iter().collect();
+    let notified: HashSet<String> = store::receipts::insert_notifications(&state.db, &rows)
+        .await?
+        .into_iter()
+        .collect();
     if notified.is_empty() {
         return Ok(());
     }
     let keys: Vec<String> = notified.iter().cloned().collect();
-    store::stream::notify(&state.db, notifier::CHANNEL, &state.notifier.payload(&keys, &[])).await?;
+    store::stream::notify(
+        &state.db,
+        notifier::CHANNEL,
+        &state.notifier.payload(&keys, &[]),
+    )
+    .await?;
     state.notifier.wake(keys.iter().map(String::as_str));
 
     pushes.retain(|(_, user, _)| notified.contains(user));
     if pushes.is_empty() {
         return Ok(());
     }
-    let push_users: Vec<String> = pushes.iter().map(|(_, u, _)| u.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let push_users: Vec<String> = pushes
+        .iter()
+        .map(|(_, u, _)| u.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
     let pushers = store::push::of_users(&state.db, &push_users).await?;
     if pushers.is_empty() {
         return Ok(());
@@ -460,14 +620,26 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
     let mut unread: HashMap<String, i64> = HashMap::new();
     for user in &push_users {
         if pushers.iter().any(|p| &p.user_id == user) {
-            unread.insert(user.clone(), store::receipts::total_unread(&state.db, user).await?);
+            unread.insert(
+                user.clone(),
+                store::receipts::total_unread(&state.db, user).await?,
+            );
         }
     }
     for (index, user, actions) in pushes {
         let event = &events[index];
         let room = &rooms[event.room_id.as_str()];
-        for pusher in pushers.iter().filter(|p| p.user_id == user && p.kind == "http") {
-            let body = gateway_body(event, &room.snapshot, pusher, &actions, unread.get(&user).copied().unwrap_or(0));
+        for pusher in pushers
+            .iter()
+            .filter(|p| p.user_id == user && p.kind == "http")
+        {
+            let body = gateway_body(
+                event,
+                &room.snapshot,
+                pusher,
+                &actions,
+                unread.get(&user).copied().unwrap_or(0),
+            );
             tokio::spawn(deliver(state.clone(), pusher.clone(), body));
         }
     }
@@ -475,16 +647,26 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
 }
 
 /// The /_matrix/push/v1/notify request for one pusher.
-fn gateway_body(event: &NewEvent, room: &RoomSnapshot, pusher: &PusherRow, actions: &[Action], unread: i64) -> Value {
+fn gateway_body(
+    event: &NewEvent,
+    room: &RoomSnapshot,
+    pusher: &PusherRow,
+    actions: &[Action],
+    unread: i64,
+) -> Value {
     let mut data: Map<String, Value> = serde_json::from_str(&pusher.data).unwrap_or_default();
     data.remove("url");
     let event_id_only = data.get("format").and_then(Value::as_str) == Some("event_id_only");
     let mut tweaks = Map::new();
     for action in actions {
-        if let Ok(Value::Object(obj)) = serde_json::to_value(action) {
-            if let Some(Value::String(name)) = obj.get("set_tweak") {
-                tweaks.insert(name.clone(), obj.get("value").cloned().unwrap_or(Value::Bool(true)));
-            }
+        let Ok(Value::Object(obj)) = serde_json::to_value(action) else {
+            continue;
+        };
+        if let Some(Value::String(name)) = obj.get("set_tweak") {
+            tweaks.insert(
+                name.clone(),
+                obj.get("value").cloned().unwrap_or(Value::Bool(true)),
+            );
         }
     }
     let device = json!({
@@ -511,11 +693,15 @@ fn gateway_body(event: &NewEvent, room: &RoomSnapshot, pusher: &PusherRow, actio
         {
             notification["sender_display_name"] = json!(name);
         }
-        if let Some(name) = room.entry("m.room.name", "").and_then(|n| n.content.get("name").and_then(Value::as_str)) {
+        if let Some(name) = room
+            .entry("m.room.name", "")
+            .and_then(|n| n.content.get("name").and_then(Value::as_str))
+        {
             notification["room_name"] = json!(name);
         }
         if event.event_type == "m.room.member" {
-            notification["user_is_target"] = json!(event.state_key.as_deref() == Some(pusher.user_id.as_str()));
+            notification["user_is_target"] =
+                json!(event.state_key.as_deref() == Some(pusher.user_id.as_str()));
         }
     }
     json!({ "notification": notification })
@@ -527,20 +713,36 @@ async fn deliver(state: AppState, pusher: PusherRow, body: Value) {
         .ok()
         .and_then(|d| d.get("url").and_then(Value::as_str).map(str::to_owned));
     let Some(url) = url else { return };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(15)).build();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build();
     let Ok(client) = client else { return };
     let mut wait = FIRST_RETRY;
     for attempt in 1..=DELIVERY_ATTEMPTS {
         match client.post(&url).json(&body).send().await {
             Ok(response) if response.status().is_success() => {
                 let answer: Value = response.json().await.unwrap_or(Value::Null);
-                let rejected = answer.get("rejected").and_then(Value::as_array).is_some_and(|r| {
-                    r.iter().any(|k| k.as_str() == Some(pusher.pushkey.as_str()))
-                });
-                if rejected {
-                    if let Err(e) = store::push::delete(&state.db, &pusher.user_id, &pusher.app_id, &pusher.pushkey).await {
-                        tracing::warn!(error = %e, "could not remove a rejected pusher");
+                let rejected = answer
+                    .get("rejected")
+                    .and_then(Value::as_array)
+                    .is_some_and(|r| {
+                        r.iter()
+                            .any(|k| k.as_str() == Some(pusher.pushkey.as_str()))
+                    });
+                let removal = match rejected {
+                    true => {
+                        store::push::delete(
+                            &state.db,
+                            &pusher.user_id,
+                            &pusher.app_id,
+                            &pusher.pushkey,
+                        )
+                        .await
                     }
+                    false => Ok(()),
+                };
+                if let Err(e) = removal {
+                    tracing::warn!(error = %e, "could not remove a rejected pusher");
                 }
                 return;
             }
@@ -549,7 +751,9 @@ async fn deliver(state: AppState, pusher: PusherRow, body: Value) {
                 tracing::warn!(status = %response.status(), app_id = %pusher.app_id, "push gateway refused a notification");
                 return;
             }
-            Ok(response) => tracing::debug!(status = %response.status(), attempt, "push gateway failed"),
+            Ok(response) => {
+                tracing::debug!(status = %response.status(), attempt, "push gateway failed")
+            }
             Err(e) => tracing::debug!(error = %e, attempt, "push gateway unreachable"),
         }
         if attempt < DELIVERY_ATTEMPTS {
@@ -575,7 +779,12 @@ pub struct SetPusher {
     pub append: bool,
 }
 
-pub async fn set_pusher(state: &AppState, user_id: &str, device_id: &str, body: SetPusher) -> Result<()> {
+pub async fn set_pusher(
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+    body: SetPusher,
+) -> Result<()> {
     if body.pushkey.len() > 512 {
         return Err(Error::invalid_param("pushkey is at most 512 bytes"));
     }
@@ -587,7 +796,9 @@ pub async fn set_pusher(state: &AppState, user_id: &str, device_id: &str, body: 
         return Ok(());
     };
     if kind != "http" {
-        return Err(Error::invalid_param(format!("Unsupported pusher kind {kind}")));
+        return Err(Error::invalid_param(format!(
+            "Unsupported pusher kind {kind}"
+        )));
     }
     let mut missing = Vec::new();
     if body.app_display_name.is_none() {
@@ -603,17 +814,25 @@ pub async fn set_pusher(state: &AppState, user_id: &str, device_id: &str, body: 
         missing.push("data");
     }
     if !missing.is_empty() {
-        return Err(Error::missing_param(format!("Missing parameters: {}", missing.join(", "))));
+        return Err(Error::missing_param(format!(
+            "Missing parameters: {}",
+            missing.join(", ")
+        )));
     }
     let data = body.data.unwrap_or_default();
-    let url = data.get("url").and_then(Value::as_str).ok_or_else(|| Error::missing_param("data.url is required for http pushers"))?;
+    let url = data
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::missing_param("data.url is required for http pushers"))?;
     let path_ok = url
         .split_once("://")
         .filter(|(scheme, _)| matches!(*scheme, "http" | "https"))
         .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
         .is_some_and(|path| path.split(['?', '#']).next() == Some("/_matrix/push/v1/notify"));
     if !path_ok {
-        return Err(Error::invalid_param("data.url must be an http(s) URL with the path /_matrix/push/v1/notify"));
+        return Err(Error::invalid_param(
+            "data.url must be an http(s) URL with the path /_matrix/push/v1/notify",
+        ));
     }
     let row = PusherRow {
         user_id: user_id.to_owned(),

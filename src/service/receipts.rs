@@ -11,18 +11,33 @@ use crate::{AppState, Error, Result, store};
 pub const RECEIPT_TYPES: [&str; 3] = ["m.read", "m.read.private", "m.fully_read"];
 
 /// POST /receipt: `thread_id` None for an unthreaded receipt.
-pub async fn post(state: &AppState, user_id: &str, room_id: &str, receipt_type: &str, event_id: &str, thread_id: Option<&Value>) -> Result<()> {
+pub async fn post(
+    state: &AppState,
+    user_id: &str,
+    room_id: &str,
+    receipt_type: &str,
+    event_id: &str,
+    thread_id: Option<&Value>,
+) -> Result<()> {
     if !RECEIPT_TYPES.contains(&receipt_type) {
-        return Err(Error::invalid_param(format!("Unknown receipt type {receipt_type}")));
+        return Err(Error::invalid_param(format!(
+            "Unknown receipt type {receipt_type}"
+        )));
     }
     let thread_id = match thread_id {
         None => None,
         Some(Value::String(t)) if !t.is_empty() => Some(t.as_str()),
-        Some(_) => return Err(Error::invalid_param("thread_id field must be a non-empty string")),
+        Some(_) => {
+            return Err(Error::invalid_param(
+                "thread_id field must be a non-empty string",
+            ));
+        }
     };
     if receipt_type == "m.fully_read" {
         if thread_id.is_some() {
-            return Err(Error::invalid_param("thread_id is not allowed for m.fully_read"));
+            return Err(Error::invalid_param(
+                "thread_id is not allowed for m.fully_read",
+            ));
         }
         return set_fully_read(state, user_id, room_id, event_id).await;
     }
@@ -30,7 +45,12 @@ pub async fn post(state: &AppState, user_id: &str, room_id: &str, receipt_type: 
 }
 
 /// POST /read_markers.
-pub async fn read_markers(state: &AppState, user_id: &str, room_id: &str, body: &Map<String, Value>) -> Result<()> {
+pub async fn read_markers(
+    state: &AppState,
+    user_id: &str,
+    room_id: &str,
+    body: &Map<String, Value>,
+) -> Result<()> {
     let field = |name: &str| -> Result<Option<String>> {
         match body.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -38,7 +58,11 @@ pub async fn read_markers(state: &AppState, user_id: &str, room_id: &str, body: 
             Some(_) => Err(Error::bad_json(format!("{name} must be an event ID"))),
         }
     };
-    let (fully_read, read, private) = (field("m.fully_read")?, field("m.read")?, field("m.read.private")?);
+    let (fully_read, read, private) = (
+        field("m.fully_read")?,
+        field("m.read")?,
+        field("m.read.private")?,
+    );
     check_joined(state, user_id, room_id).await?;
     if let Some(event_id) = fully_read {
         set_fully_read(state, user_id, room_id, &event_id).await?;
@@ -68,14 +92,26 @@ async fn event_in_room(state: &AppState, room_id: &str, event_id: &str) -> Resul
     }
 }
 
-async fn set_fully_read(state: &AppState, user_id: &str, room_id: &str, event_id: &str) -> Result<()> {
+async fn set_fully_read(
+    state: &AppState,
+    user_id: &str,
+    room_id: &str,
+    event_id: &str,
+) -> Result<()> {
     check_joined(state, user_id, room_id).await?;
     event_in_room(state, room_id, event_id).await?;
     let content = json!({ "event_id": event_id }).to_string();
     account_data::set(state, user_id, room_id, "m.fully_read", &content).await
 }
 
-async fn set_receipt(state: &AppState, user_id: &str, room_id: &str, receipt_type: &str, event_id: &str, thread_id: Option<&str>) -> Result<()> {
+async fn set_receipt(
+    state: &AppState,
+    user_id: &str,
+    room_id: &str,
+    receipt_type: &str,
+    event_id: &str,
+    thread_id: Option<&str>,
+) -> Result<()> {
     check_joined(state, user_id, room_id).await?;
     let event_stream = event_in_room(state, room_id, event_id).await?;
     let receipt = NewReceipt {
@@ -96,14 +132,25 @@ async fn set_receipt(state: &AppState, user_id: &str, room_id: &str, receipt_typ
     }
     // Room members see the receipt; the reader's own unread counts change.
     let keys = [room_id.to_owned(), user_id.to_owned()];
-    store::stream::notify(&mut *tx, notifier::CHANNEL, &state.notifier.payload(&keys, &[])).await?;
+    store::stream::notify(
+        &mut *tx,
+        notifier::CHANNEL,
+        &state.notifier.payload(&keys, &[]),
+    )
+    .await?;
     tx.commit().await?;
     state.notifier.wake(keys.iter().map(String::as_str));
     Ok(())
 }
 
 /// m.receipt ephemeral events (one per room) for receipts in (since, upto] in these rooms; private receipts only the user's own.
-pub async fn for_sync(state: &AppState, user_id: &str, rooms: &[String], since: i64, upto: i64) -> Result<HashMap<String, Value>> {
+pub async fn for_sync(
+    state: &AppState,
+    user_id: &str,
+    rooms: &[String],
+    since: i64,
+    upto: i64,
+) -> Result<HashMap<String, Value>> {
     let rows = store::receipts::changed(&state.db, user_id, rooms, since, upto).await?;
     let mut contents: HashMap<String, Map<String, Value>> = HashMap::new();
     for row in rows {
@@ -114,7 +161,9 @@ pub async fn for_sync(state: &AppState, user_id: &str, rooms: &[String], since: 
         let content = contents.entry(row.room_id).or_default();
         let by_type = content.entry(row.event_id).or_insert_with(|| json!({}));
         let by_user = by_type.as_object_mut().and_then(|m| {
-            Some(m.entry(row.receipt_type).or_insert_with(|| json!({})).as_object_mut()?)
+            m.entry(row.receipt_type)
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
         });
         if let Some(by_user) = by_user {
             // A user with both a threaded and an unthreaded receipt on one event: keep the unthreaded one.

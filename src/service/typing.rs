@@ -45,7 +45,9 @@ impl Inner {
 
     /// Drops the room's expired typers; true when some were dropped.
     fn expire(&mut self, room_id: &str, now: i64) -> bool {
-        let Some(room) = self.rooms.get_mut(room_id) else { return false };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return false;
+        };
         let before = room.users.len();
         room.users.retain(|_, expiry| *expiry > now);
         if room.users.len() == before {
@@ -79,11 +81,23 @@ impl Default for Typing {
 
 impl Typing {
     pub fn new() -> Self {
-        Self { inner: Mutex::new(Inner { rooms: HashMap::new(), clock: store::now_ms() }) }
+        Self {
+            inner: Mutex::new(Inner {
+                rooms: HashMap::new(),
+                clock: store::now_ms(),
+            }),
+        }
     }
 
     /// Applies a change; true when the room's set of typers changed.
-    fn apply(&self, room_id: &str, user_id: &str, typing: bool, expires_at: i64, at_ms: i64) -> bool {
+    fn apply(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        typing: bool,
+        expires_at: i64,
+        at_ms: i64,
+    ) -> bool {
         let mut inner = self.inner.lock().unwrap();
         inner.clock = inner.clock.max(at_ms);
         let now = store::now_ms();
@@ -105,16 +119,27 @@ impl Typing {
 }
 
 /// PUT /rooms/{roomId}/typing/{userId}.
-pub async fn set_typing(state: &AppState, requester: &str, user_id: &str, room_id: &str, typing: bool, timeout_ms: Option<i64>) -> Result<()> {
+pub async fn set_typing(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    room_id: &str,
+    typing: bool,
+    timeout_ms: Option<i64>,
+) -> Result<()> {
     if requester != user_id {
-        return Err(Error::forbidden("You cannot set the typing state of another user"));
+        return Err(Error::forbidden(
+            "You cannot set the typing state of another user",
+        ));
     }
     let snapshot = writer::room_snapshot(state, room_id).await?;
     if snapshot.as_ref().and_then(|s| s.membership(user_id)) != Some("join") {
         return Err(Error::forbidden("You are not joined to this room"));
     }
     let timeout_ms = if typing {
-        timeout_ms.ok_or_else(|| Error::bad_json("timeout is required when typing is true"))?.clamp(0, MAX_TIMEOUT_MS)
+        timeout_ms
+            .ok_or_else(|| Error::bad_json("timeout is required when typing is true"))?
+            .clamp(0, MAX_TIMEOUT_MS)
     } else {
         0
     };
@@ -135,7 +160,10 @@ pub async fn set_typing(state: &AppState, requester: &str, user_id: &str, room_i
 
 fn apply_and_wake(state: &AppState, m: &Message) {
     let expires_at = m.at_ms + m.timeout_ms;
-    if state.typing.apply(&m.room_id, &m.user_id, m.typing, expires_at, m.at_ms) {
+    if state
+        .typing
+        .apply(&m.room_id, &m.user_id, m.typing, expires_at, m.at_ms)
+    {
         state.notifier.wake([m.room_id.as_str()]);
     }
     if m.typing {
@@ -145,7 +173,12 @@ fn apply_and_wake(state: &AppState, m: &Message) {
         let delay = (expires_at - store::now_ms()).max(0) as u64;
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(delay + 1)).await;
-            let expired = state.typing.inner.lock().unwrap().expire(&room_id, store::now_ms());
+            let expired = state
+                .typing
+                .inner
+                .lock()
+                .unwrap()
+                .expire(&room_id, store::now_ms());
             if expired {
                 state.notifier.wake([room_id.as_str()]);
             }
@@ -154,7 +187,11 @@ fn apply_and_wake(state: &AppState, m: &Message) {
 }
 
 /// m.typing events for rooms whose typing set changed after `since_ms` (0 = all rooms with typers), and the new typing token (ms).
-pub fn for_sync(state: &AppState, rooms: &[String], since_ms: i64) -> (HashMap<String, Value>, i64) {
+pub fn for_sync(
+    state: &AppState,
+    rooms: &[String],
+    since_ms: i64,
+) -> (HashMap<String, Value>, i64) {
     let mut inner = state.typing.inner.lock().unwrap();
     // A token from a process whose clock runs ahead: later changes here must still count as newer.
     inner.clock = inner.clock.max(since_ms);
@@ -162,12 +199,21 @@ pub fn for_sync(state: &AppState, rooms: &[String], since_ms: i64) -> (HashMap<S
     let mut events = HashMap::new();
     for room_id in rooms {
         inner.expire(room_id, now);
-        let Some(room) = inner.rooms.get(room_id) else { continue };
-        let report = if since_ms == 0 { !room.users.is_empty() } else { room.changed > since_ms };
+        let Some(room) = inner.rooms.get(room_id) else {
+            continue;
+        };
+        let report = if since_ms == 0 {
+            !room.users.is_empty()
+        } else {
+            room.changed > since_ms
+        };
         if report {
             let mut user_ids: Vec<&String> = room.users.keys().collect();
             user_ids.sort();
-            events.insert(room_id.clone(), json!({"type": "m.typing", "content": {"user_ids": user_ids}}));
+            events.insert(
+                room_id.clone(),
+                json!({"type": "m.typing", "content": {"user_ids": user_ids}}),
+            );
         }
     }
     (events, inner.clock)
@@ -180,11 +226,15 @@ pub async fn start_listener(state: AppState) -> Result<()> {
     tokio::spawn(async move {
         loop {
             match listener.try_recv().await {
-                Ok(Some(notification)) => match serde_json::from_str::<Message>(notification.payload()) {
-                    Ok(message) if message.i != state.notifier.instance => apply_and_wake(&state, &message),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "unreadable typing notification"),
-                },
+                Ok(Some(notification)) => {
+                    match serde_json::from_str::<Message>(notification.payload()) {
+                        Ok(message) if message.i != state.notifier.instance => {
+                            apply_and_wake(&state, &message)
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "unreadable typing notification"),
+                    }
+                }
                 // Typing is transient: a lost change corrects itself at the next change or expiry.
                 Ok(None) => tracing::warn!("typing LISTEN connection lost; reconnecting"),
                 Err(e) => {

@@ -8,7 +8,12 @@ pub struct AccountDataRow {
     pub content: String,
 }
 
-pub async fn get(db: impl PgExecutor<'_>, user_id: &str, room_id: &str, data_type: &str) -> sqlx::Result<Option<String>> {
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!(
         "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3",
         user_id,
@@ -20,7 +25,12 @@ pub async fn get(db: impl PgExecutor<'_>, user_id: &str, room_id: &str, data_typ
 }
 
 /// The same row, locked until the transaction ends (read-modify-write of tags and push rules).
-pub async fn get_for_update(conn: &mut PgConnection, user_id: &str, room_id: &str, data_type: &str) -> sqlx::Result<Option<String>> {
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!(
         "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND data_type = $3 FOR UPDATE",
         user_id,
@@ -32,13 +42,27 @@ pub async fn get_for_update(conn: &mut PgConnection, user_id: &str, room_id: &st
 }
 
 /// Serialises read-modify-write of one (user, room, type) even when the row does not exist yet.
-pub async fn lock_key(conn: &mut PgConnection, user_id: &str, room_id: &str, data_type: &str) -> sqlx::Result<()> {
+pub async fn lock_key(
+    conn: &mut PgConnection,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+) -> sqlx::Result<()> {
     let key = format!("account_data|{user_id}|{room_id}|{data_type}");
-    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key).execute(conn).await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
-pub async fn put(conn: &mut PgConnection, user_id: &str, room_id: &str, data_type: &str, content: &str, position: i64) -> sqlx::Result<()> {
+pub async fn put(
+    conn: &mut PgConnection,
+    user_id: &str,
+    room_id: &str,
+    data_type: &str,
+    content: &str,
+    position: i64,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO account_data (user_id, room_id, data_type, content, stream_position) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (user_id, room_id, data_type)
@@ -55,7 +79,12 @@ pub async fn put(conn: &mut PgConnection, user_id: &str, room_id: &str, data_typ
 }
 
 /// Everything of the user that changed in (since, upto].
-pub async fn changed(db: impl PgExecutor<'_>, user_id: &str, since: i64, upto: i64) -> sqlx::Result<Vec<AccountDataRow>> {
+pub async fn changed(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> sqlx::Result<Vec<AccountDataRow>> {
     sqlx::query_as!(
         AccountDataRow,
         "SELECT room_id, data_type, content FROM account_data
@@ -70,7 +99,11 @@ pub async fn changed(db: impl PgExecutor<'_>, user_id: &str, since: i64, upto: i
 }
 
 /// The contents of one global type for several users (push rules of a room's members).
-pub async fn global_of_users(db: impl PgExecutor<'_>, user_ids: &[String], data_type: &str) -> sqlx::Result<Vec<(String, String)>> {
+pub async fn global_of_users(
+    db: impl PgExecutor<'_>,
+    user_ids: &[String],
+    data_type: &str,
+) -> sqlx::Result<Vec<(String, String)>> {
     let rows = sqlx::query!(
         "SELECT user_id, content FROM account_data WHERE user_id = ANY($1) AND room_id = '' AND data_type = $2",
         user_ids,
@@ -82,8 +115,16 @@ pub async fn global_of_users(db: impl PgExecutor<'_>, user_ids: &[String], data_
 }
 
 /// The user's membership in a room, if any row exists (any state, forgotten or not).
-pub async fn membership(db: impl PgExecutor<'_>, user_id: &str, room_id: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2", room_id, user_id)
-        .fetch_optional(db)
-        .await
+pub async fn membership(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    room_id: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2",
+        room_id,
+        user_id
+    )
+    .fetch_optional(db)
+    .await
 }

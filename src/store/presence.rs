@@ -10,13 +10,20 @@ pub struct PresenceRow {
 }
 
 pub async fn get(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Option<PresenceRow>> {
-    sqlx::query_as!(PresenceRow, "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id = $1", user_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        PresenceRow,
+        "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The row locked until the transaction ends, so that concurrent updates do not interleave.
-pub async fn get_for_update(conn: &mut PgConnection, user_id: &str) -> sqlx::Result<Option<PresenceRow>> {
+pub async fn get_for_update(
+    conn: &mut PgConnection,
+    user_id: &str,
+) -> sqlx::Result<Option<PresenceRow>> {
     sqlx::query_as!(
         PresenceRow,
         "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id = $1 FOR UPDATE",
@@ -35,7 +42,11 @@ pub struct PresenceUpdate<'a> {
 }
 
 /// Writes the state; `position` is Some when /sync must report the change.
-pub async fn upsert(conn: &mut PgConnection, p: &PresenceUpdate<'_>, position: Option<i64>) -> sqlx::Result<()> {
+pub async fn upsert(
+    conn: &mut PgConnection,
+    p: &PresenceUpdate<'_>,
+    position: Option<i64>,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO presence (user_id, state, status_msg, last_active_ts, last_sync_ts, stream_position)
          VALUES ($1, $2, $3, $4, $5, COALESCE($6::bigint, 0))
@@ -57,12 +68,22 @@ pub async fn upsert(conn: &mut PgConnection, p: &PresenceUpdate<'_>, position: O
 
 /// Records a sync without changing what others see.
 pub async fn touch_sync(db: impl PgExecutor<'_>, user_id: &str, now: i64) -> sqlx::Result<bool> {
-    let done = sqlx::query!("UPDATE presence SET last_sync_ts = $2 WHERE user_id = $1", user_id, now).execute(db).await?;
+    let done = sqlx::query!(
+        "UPDATE presence SET last_sync_ts = $2 WHERE user_id = $1",
+        user_id,
+        now
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Users whose shown state has gone stale: online but idle, or not syncing any more.
-pub async fn stale(db: impl PgExecutor<'_>, idle_before: i64, offline_before: i64) -> sqlx::Result<Vec<(String, String)>> {
+pub async fn stale(
+    db: impl PgExecutor<'_>,
+    idle_before: i64,
+    offline_before: i64,
+) -> sqlx::Result<Vec<(String, String)>> {
     let rows = sqlx::query!(
         "SELECT user_id, CASE WHEN last_sync_ts < $2 AND last_active_ts < $2 THEN 'offline' ELSE 'unavailable' END AS \"state!\"
          FROM presence
@@ -77,7 +98,14 @@ pub async fn stale(db: impl PgExecutor<'_>, idle_before: i64, offline_before: i6
 }
 
 /// Moves a user to `state` if the row still matches the staleness condition; true when changed.
-pub async fn mark_stale(conn: &mut PgConnection, user_id: &str, state: &str, idle_before: i64, offline_before: i64, position: i64) -> sqlx::Result<bool> {
+pub async fn mark_stale(
+    conn: &mut PgConnection,
+    user_id: &str,
+    state: &str,
+    idle_before: i64,
+    offline_before: i64,
+    position: i64,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "UPDATE presence SET state = $2, stream_position = $5
          WHERE user_id = $1 AND state <> 'offline' AND state <> $2
@@ -94,7 +122,12 @@ pub async fn mark_stale(conn: &mut PgConnection, user_id: &str, state: &str, idl
 }
 
 /// Presence changes in (since, upto] of users sharing a joined room with `user_id`, and the user's own.
-pub async fn changed_for(db: impl PgExecutor<'_>, user_id: &str, since: i64, upto: i64) -> sqlx::Result<Vec<PresenceRow>> {
+pub async fn changed_for(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> sqlx::Result<Vec<PresenceRow>> {
     sqlx::query_as!(
         PresenceRow,
         "SELECT p.user_id, p.state, p.status_msg, p.last_active_ts FROM presence p

@@ -28,7 +28,10 @@ pub async fn of_user(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec
 }
 
 /// The pushers of several users (the members a new event notifies).
-pub async fn of_users(db: impl PgExecutor<'_>, user_ids: &[String]) -> sqlx::Result<Vec<PusherRow>> {
+pub async fn of_users(
+    db: impl PgExecutor<'_>,
+    user_ids: &[String],
+) -> sqlx::Result<Vec<PusherRow>> {
     sqlx::query_as!(
         PusherRow,
         "SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data, created_ts
@@ -64,17 +67,37 @@ pub async fn upsert(conn: &mut PgConnection, p: &PusherRow, device_id: &str) -> 
     Ok(())
 }
 
-pub async fn delete(db: impl PgExecutor<'_>, user_id: &str, app_id: &str, pushkey: &str) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3", user_id, app_id, pushkey)
-        .execute(db)
-        .await?;
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3",
+        user_id,
+        app_id,
+        pushkey
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// append=false: the (app_id, pushkey) now belongs to this user only.
-pub async fn delete_others(db: impl PgExecutor<'_>, user_id: &str, app_id: &str, pushkey: &str) -> sqlx::Result<()> {
-    sqlx::query!("DELETE FROM pushers WHERE app_id = $2 AND pushkey = $3 AND user_id <> $1", user_id, app_id, pushkey)
-        .execute(db)
-        .await?;
+pub async fn delete_others(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM pushers WHERE app_id = $2 AND pushkey = $3 AND user_id <> $1",
+        user_id,
+        app_id,
+        pushkey
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }

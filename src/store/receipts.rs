@@ -22,7 +22,11 @@ pub struct NewReceipt<'a> {
 }
 
 /// Stores a receipt unless the stored one is for a later event; true when something changed.
-pub async fn upsert(conn: &mut PgConnection, r: &NewReceipt<'_>, position: i64) -> sqlx::Result<bool> {
+pub async fn upsert(
+    conn: &mut PgConnection,
+    r: &NewReceipt<'_>,
+    position: i64,
+) -> sqlx::Result<bool> {
     let done = sqlx::query!(
         "INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, event_stream, ts, stream_position)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -45,7 +49,13 @@ pub async fn upsert(conn: &mut PgConnection, r: &NewReceipt<'_>, position: i64) 
 }
 
 /// Receipts in these rooms that changed in (since, upto]; private ones only of `user_id`.
-pub async fn changed(db: impl PgExecutor<'_>, user_id: &str, rooms: &[String], since: i64, upto: i64) -> sqlx::Result<Vec<ReceiptRow>> {
+pub async fn changed(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    rooms: &[String],
+    since: i64,
+    upto: i64,
+) -> sqlx::Result<Vec<ReceiptRow>> {
     sqlx::query_as!(
         ReceiptRow,
         "SELECT room_id, user_id, receipt_type, thread_id, event_id, ts FROM receipts
@@ -61,10 +71,16 @@ pub async fn changed(db: impl PgExecutor<'_>, user_id: &str, rooms: &[String], s
 }
 
 /// The room and stream position of an event.
-pub async fn event_position(db: impl PgExecutor<'_>, event_id: &str) -> sqlx::Result<Option<(String, i64)>> {
-    let row = sqlx::query!("SELECT room_id, stream_ordering FROM events WHERE event_id = $1", event_id)
-        .fetch_optional(db)
-        .await?;
+pub async fn event_position(
+    db: impl PgExecutor<'_>,
+    event_id: &str,
+) -> sqlx::Result<Option<(String, i64)>> {
+    let row = sqlx::query!(
+        "SELECT room_id, stream_ordering FROM events WHERE event_id = $1",
+        event_id
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(|r| (r.room_id, r.stream_ordering)))
 }
 
@@ -80,7 +96,10 @@ pub struct NewNotification {
 }
 
 /// Records notifications; an event already evaluated for a user is left as it was.
-pub async fn insert_notifications(db: impl PgExecutor<'_>, rows: &[NewNotification]) -> sqlx::Result<Vec<String>> {
+pub async fn insert_notifications(
+    db: impl PgExecutor<'_>,
+    rows: &[NewNotification],
+) -> sqlx::Result<Vec<String>> {
     if rows.is_empty() {
         return Ok(vec![]);
     }
@@ -119,7 +138,11 @@ pub struct UnreadRow {
 
 /// Notifications after the user's read receipts, per room and thread. An unthreaded receipt covers
 /// every thread; a threaded one only its thread.
-pub async fn unread(db: impl PgExecutor<'_>, user_id: &str, rooms: &[String]) -> sqlx::Result<Vec<UnreadRow>> {
+pub async fn unread(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    rooms: &[String],
+) -> sqlx::Result<Vec<UnreadRow>> {
     sqlx::query_as!(
         UnreadRow,
         r#"SELECT n.room_id, n.thread_id,
@@ -149,7 +172,13 @@ pub struct NotificationRow {
 }
 
 /// GET /notifications: newest first, before `before` (exclusive), optionally highlights only.
-pub async fn list(db: impl PgExecutor<'_>, user_id: &str, before: i64, limit: i64, only_highlight: bool) -> sqlx::Result<Vec<NotificationRow>> {
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    before: i64,
+    limit: i64,
+    only_highlight: bool,
+) -> sqlx::Result<Vec<NotificationRow>> {
     sqlx::query_as!(
         NotificationRow,
         r#"SELECT n.room_id, n.stream_ordering, n.actions, n.ts, e.client_json,
