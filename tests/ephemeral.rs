@@ -1165,6 +1165,53 @@ async fn push_rule_change_reaches_sync_and_wakes() {
 // ---- evaluation, counts, notifications ----
 
 #[tokio::test]
+async fn an_invite_notifies_the_invited_local_user() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&app, &alice, &[]).await;
+    let content = json!({"membership": "invite"});
+    let draft = EventDraft::new(
+        "m.room.member",
+        Some(&bob.user_id),
+        &alice.user_id,
+        content.clone(),
+    );
+    let committed = app
+        .state
+        .writer
+        .submit(Target::Existing(room.clone()), vec![draft], None)
+        .await
+        .unwrap();
+    let event_id = committed.event_ids[0].clone();
+    let stream_ordering: i64 =
+        sqlx::query_scalar("SELECT stream_ordering FROM events WHERE event_id = $1")
+            .bind(&event_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let event = NewEvent {
+        event_id: event_id.clone(),
+        room_id: room.clone(),
+        sender: alice.user_id.clone(),
+        event_type: "m.room.member".into(),
+        state_key: Some(bob.user_id.clone()),
+        content,
+        stream_ordering,
+        thread_id: None,
+    };
+    push::process_new_events(&app.state, &[event])
+        .await
+        .unwrap();
+    let list = bob.get("/notifications").await.ok();
+    assert_eq!(
+        list["notifications"][0]["event"]["event_id"],
+        event_id.as_str()
+    );
+    assert_eq!(counts(&app, &bob, &room).await.notification_count, 1);
+}
+
+#[tokio::test]
 async fn default_rules_count_messages_mentions_and_skip_notices() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;

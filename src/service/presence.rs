@@ -148,14 +148,18 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
     let current = store::presence::get(&state.db, user_id).await?;
     match current {
         Some(row) if row.state == wanted => {
-            // A client syncing as online counts as activity; throttled, and invisible to others.
-            if now - row.last_active_ts >= SYNC_TOUCH_INTERVAL_MS {
+            // A client syncing as online counts as activity. Bookkeeping only (others see no
+            // change), so it is throttled.
+            let active = wanted == "online";
+            let due = now - row.last_sync_ts >= SYNC_TOUCH_INTERVAL_MS
+                || (active && now - row.last_active_ts >= SYNC_TOUCH_INTERVAL_MS);
+            if due {
                 let status_msg = row.status_msg.as_deref();
                 let update = PresenceUpdate {
                     user_id,
                     state: wanted,
                     status_msg,
-                    last_active_ts: now,
+                    last_active_ts: if active { now } else { row.last_active_ts },
                     last_sync_ts: now,
                 };
                 let mut tx = state.db.begin().await?;

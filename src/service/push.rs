@@ -440,6 +440,14 @@ fn room_context(state: &AppState, snapshot: Arc<RoomSnapshot>) -> RoomContext {
     }
 }
 
+/// The local user an m.room.member invite event is for.
+fn local_invitee(event: &NewEvent, local_suffix: &str) -> Option<String> {
+    let target = event.state_key.as_deref()?;
+    let is_invite = event.event_type == "m.room.member"
+        && event.content.get("membership").and_then(Value::as_str) == Some("invite");
+    (is_invite && target.ends_with(local_suffix)).then(|| target.to_owned())
+}
+
 /// The room's power levels as the @room rule needs them (who may notify the whole room).
 fn power_levels_ctx(snapshot: &RoomSnapshot) -> Option<PushConditionPowerLevelsCtx> {
     let int = |v: &Value| v.as_i64().and_then(Int::new);
@@ -501,9 +509,15 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
             rooms.insert(&event.room_id, room_context(state, snapshot));
         }
     }
+    let suffix = format!(":{}", state.server_name);
+    let invitees: HashSet<String> = events
+        .iter()
+        .filter_map(|e| local_invitee(e, &suffix))
+        .collect();
     let everyone: Vec<String> = rooms
         .values()
         .flat_map(|r| r.members.iter().cloned())
+        .chain(invitees)
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -541,13 +555,11 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
             json_event["state_key"] = json!(key);
         }
         let raw: Raw<Value> = Raw::new(&json_event).map_err(Error::internal)?;
-        let member_count = UInt::try_from(
-            room.members
-                .len()
-                .max(room.snapshot.members_with("join").count()) as u64,
-        )
-        .unwrap_or_default();
-        for user in &room.members {
+        let member_count =
+            UInt::try_from(room.snapshot.members_with("join").count() as u64).unwrap_or_default();
+        // An invited local user is not a member yet, but .m.rule.invite_for_me is for them.
+        let invitee = local_invitee(event, &suffix).filter(|u| !room.members.contains(u));
+        for user in room.members.iter().chain(invitee.as_ref()) {
             if *user == event.sender {
                 continue;
             }
@@ -877,4 +889,87 @@ pub async fn pushers(state: &AppState, user_id: &str) -> Result<Value> {
         })
         .collect();
     Ok(json!({ "pushers": pushers }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(rules: &Ruleset) -> String {
+        json!({ "global": rules }).to_string()
+    }
+
+    #[test]
+    fn no_stored_rules_means_the_defaults() {
+        let rules = normalise("@a:x", None).unwrap();
+        assert_eq!(
+            rules.override_.first().map(|r| r.rule_id.as_str()),
+            Some(".m.rule.master")
+        );
+        assert!(
+            rules
+                .underride
+                .iter()
+                .any(|r| r.rule_id == ".m.rule.message")
+        );
+    }
+
+    #[test]
+    fn user_rules_follow_master_and_default_changes_stick() {
+        let mut rules = normalise("@a:x", None).unwrap();
+        let mine = NewConditionalPushRule::new("mine".into(), vec![], vec![Action::Notify]);
+        rules
+            .insert(NewPushRule::Override(mine), None, None)
+            .unwrap();
+        rules
+            .set_enabled(RuleKind::Underride, ".m.rule.message", false)
+            .unwrap();
+        let merged = normalise("@a:x", Some(&stored(&rules))).unwrap();
+        let ids: Vec<&str> = merged
+            .override_
+            .iter()
+            .map(|r| r.rule_id.as_str())
+            .collect();
+        assert_eq!(&ids[..2], &[".m.rule.master", "mine"]);
+        assert_eq!(
+            merged.override_.len(),
+            Ruleset::server_default(&parse_user("@a:x").unwrap())
+                .override_
+                .len()
+                + 1
+        );
+        assert!(!merged.underride.get(".m.rule.message").unwrap().enabled);
+    }
+
+    #[test]
+    fn stale_default_rules_are_refreshed_and_unknown_ones_dropped() {
+        let mut rules = normalise("@a:x", None).unwrap();
+        let mut old = rules.underride.get(".m.rule.message").unwrap().clone();
+        old.conditions.clear();
+        rules.underride.replace(old);
+        let mut gone = rules.underride.get(".m.rule.call").unwrap().clone();
+        gone.rule_id = ".m.rule.retired".into();
+        rules.underride.insert(gone);
+        let merged = normalise("@a:x", Some(&stored(&rules))).unwrap();
+        assert!(
+            !merged
+                .underride
+                .get(".m.rule.message")
+                .unwrap()
+                .conditions
+                .is_empty()
+        );
+        assert!(merged.underride.get(".m.rule.retired").is_none());
+    }
+
+    #[test]
+    fn unreadable_stored_rules_fall_back_to_defaults() {
+        let merged = normalise("@a:x", Some("not json")).unwrap();
+        assert_eq!(
+            merged.override_.len(),
+            Ruleset::server_default(&parse_user("@a:x").unwrap())
+                .override_
+                .len()
+        );
+    }
 }

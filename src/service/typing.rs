@@ -246,3 +246,35 @@ pub async fn start_listener(state: AppState) -> Result<()> {
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_stamped_above_every_token() {
+        let typing = Typing::new();
+        let now = store::now_ms();
+        let token = typing.inner.lock().unwrap().clock;
+        assert!(typing.apply("!r:x", "@a:x", true, now + 60_000, now));
+        let changed = typing.inner.lock().unwrap().rooms["!r:x"].changed;
+        assert!(changed > token);
+        // Refreshing the timeout is not a change.
+        assert!(!typing.apply("!r:x", "@a:x", true, now + 90_000, now));
+        assert!(typing.apply("!r:x", "@a:x", false, 0, now));
+        assert!(!typing.apply("!r:x", "@a:x", false, 0, now));
+    }
+
+    #[test]
+    fn expiry_is_a_change() {
+        let typing = Typing::new();
+        let now = store::now_ms();
+        typing.apply("!r:x", "@a:x", true, now + 10, now);
+        let mut inner = typing.inner.lock().unwrap();
+        let before = inner.rooms["!r:x"].changed;
+        assert!(inner.expire("!r:x", now + 11));
+        assert!(inner.rooms["!r:x"].users.is_empty());
+        assert!(inner.rooms["!r:x"].changed > before);
+        assert!(!inner.expire("!r:x", now + 12));
+    }
+}

@@ -7,12 +7,13 @@ pub struct PresenceRow {
     pub state: String,
     pub status_msg: Option<String>,
     pub last_active_ts: i64,
+    pub last_sync_ts: i64,
 }
 
 pub async fn get(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Option<PresenceRow>> {
     sqlx::query_as!(
         PresenceRow,
-        "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id = $1",
+        "SELECT user_id, state, status_msg, last_active_ts, last_sync_ts FROM presence WHERE user_id = $1",
         user_id
     )
     .fetch_optional(db)
@@ -26,7 +27,7 @@ pub async fn get_for_update(
 ) -> sqlx::Result<Option<PresenceRow>> {
     sqlx::query_as!(
         PresenceRow,
-        "SELECT user_id, state, status_msg, last_active_ts FROM presence WHERE user_id = $1 FOR UPDATE",
+        "SELECT user_id, state, status_msg, last_active_ts, last_sync_ts FROM presence WHERE user_id = $1 FOR UPDATE",
         user_id
     )
     .fetch_optional(conn)
@@ -64,18 +65,6 @@ pub async fn upsert(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-/// Records a sync without changing what others see.
-pub async fn touch_sync(db: impl PgExecutor<'_>, user_id: &str, now: i64) -> sqlx::Result<bool> {
-    let done = sqlx::query!(
-        "UPDATE presence SET last_sync_ts = $2 WHERE user_id = $1",
-        user_id,
-        now
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() > 0)
 }
 
 /// Users whose shown state has gone stale: online but idle, or not syncing any more.
@@ -130,7 +119,7 @@ pub async fn changed_for(
 ) -> sqlx::Result<Vec<PresenceRow>> {
     sqlx::query_as!(
         PresenceRow,
-        "SELECT p.user_id, p.state, p.status_msg, p.last_active_ts FROM presence p
+        "SELECT p.user_id, p.state, p.status_msg, p.last_active_ts, p.last_sync_ts FROM presence p
          WHERE p.stream_position > $2 AND p.stream_position <= $3
            AND (p.user_id = $1 OR EXISTS (
                SELECT 1 FROM memberships mine JOIN memberships theirs ON theirs.room_id = mine.room_id
