@@ -1503,6 +1503,13 @@ async fn pushers_are_validated_stored_and_deleted() {
     bob.post("/pushers/set", pusher(url, "key1")).await.ok();
     assert_eq!(alice.get("/pushers").await.ok(), json!({"pushers": []}));
 
+    // A device's pushers go with it (for logout and device deletion).
+    alice.post("/pushers/set", pusher(url, "key2")).await.ok();
+    push::remove_device_pushers(&app.state, &alice.user_id, &alice.device_id)
+        .await
+        .unwrap();
+    assert_eq!(alice.get("/pushers").await.ok(), json!({"pushers": []}));
+
     let mut delete = pusher(url, "key1");
     delete["kind"] = Value::Null;
     bob.post("/pushers/set", delete).await.ok();

@@ -867,6 +867,12 @@ pub async fn set_pusher(
     Ok(())
 }
 
+/// Removes the pushers a device set: call when the device is logged out or deleted, as Synapse does.
+pub async fn remove_device_pushers(state: &AppState, user_id: &str, device_id: &str) -> Result<()> {
+    store::push::delete_for_device(&state.db, user_id, device_id).await?;
+    Ok(())
+}
+
 /// GET /pushers.
 pub async fn pushers(state: &AppState, user_id: &str) -> Result<Value> {
     let rows = store::push::of_user(&state.db, user_id).await?;

@@ -101,3 +101,19 @@ pub async fn delete_others(
     .await?;
     Ok(())
 }
+
+/// The pushers a device set (when the device is logged out or deleted).
+pub async fn delete_for_device(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM pushers WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
