@@ -758,6 +758,16 @@ async fn typing_only_for_yourself_in_joined_rooms() {
         )
         .await
         .expect_err(400, "M_BAD_JSON");
+    // Without a timeout, typing lasts the usual 30 s (as Synapse).
+    alice
+        .put(
+            &format!("/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id)),
+            json!({"typing": true}),
+        )
+        .await
+        .ok();
+    let (events, _) = typing::for_sync(&app.state, std::slice::from_ref(&room), 0);
+    assert_eq!(events[&room]["content"]["user_ids"], json!([alice.user_id]));
 }
 
 #[tokio::test]
@@ -1107,7 +1117,7 @@ async fn push_rule_errors() {
     alice
         .get("/pushrules/global/sideways/x")
         .await
-        .expect_err(400, "M_INVALID_PARAM");
+        .expect_err(400, "M_UNRECOGNIZED");
     alice
         .put("/pushrules/global/override/x", json!({}))
         .await

@@ -138,9 +138,12 @@ async fn modify(
 
 fn kind_of(kind: &str) -> Result<RuleKind> {
     if !KINDS.contains(&kind) {
-        return Err(Error::invalid_param(format!(
-            "Unknown push rule kind {kind}"
-        )));
+        // As Synapse.
+        return Err(Error::matrix(
+            axum::http::StatusCode::BAD_REQUEST,
+            "M_UNRECOGNIZED",
+            format!("Unknown push rule kind {kind}"),
+        ));
     }
     Ok(RuleKind::from(kind))
 }

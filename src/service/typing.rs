@@ -17,6 +17,7 @@ use crate::service::writer;
 use crate::{AppState, Error, Result, store};
 
 pub const CHANNEL: &str = "axon_typing";
+const DEFAULT_TIMEOUT_MS: i64 = 30_000;
 /// Clients ask for 30 s; a longer timeout is cut to this.
 const MAX_TIMEOUT_MS: i64 = 10 * 60 * 1000;
 
@@ -136,9 +137,10 @@ pub async fn set_typing(
     if snapshot.as_ref().and_then(|s| s.membership(user_id)) != Some("join") {
         return Err(Error::forbidden("You are not joined to this room"));
     }
+    // As Synapse: a missing timeout means the usual 30 s.
     let timeout_ms = if typing {
         timeout_ms
-            .ok_or_else(|| Error::bad_json("timeout is required when typing is true"))?
+            .unwrap_or(DEFAULT_TIMEOUT_MS)
             .clamp(0, MAX_TIMEOUT_MS)
     } else {
         0
