@@ -364,6 +364,18 @@ mod tests {
     }
 
     #[test]
+    fn presence_and_turn_sections_parse_and_validate() {
+        let c = Config::from_toml("[presence]\nenabled = false\n[turn]\nuris = [\"turn:t.example.org\"]\nshared_secret = \"s\"\nttl = 60\n").unwrap();
+        assert!(!c.presence.enabled);
+        assert_eq!(c.turn.ttl, 60);
+        c.validate().unwrap();
+        let both = Config::from_toml("[turn]\nshared_secret = \"s\"\nusername = \"u\"\n").unwrap();
+        assert!(both.validate().unwrap_err().to_string().contains("turn"));
+        let zero = Config::from_toml("[presence]\nidle_after_ms = 0\n").unwrap();
+        assert!(zero.validate().unwrap_err().to_string().contains("presence"));
+    }
+
+    #[test]
     fn bad_server_name_is_named() {
         let c = Config { server_name: "not a name".into(), ..Config::default() };
         assert!(c.validate().unwrap_err().to_string().contains("server_name"));
