@@ -957,6 +957,9 @@ async fn default_push_rules_are_served() {
     assert_eq!(ids("override")[0], ".m.rule.master");
     assert!(ids("override").contains(&".m.rule.suppress_notices".to_owned()));
     assert!(ids("underride").contains(&".m.rule.message".to_owned()));
+    // Kinds without rules are served empty, not left out.
+    assert_eq!(all["global"]["room"], json!([]));
+    assert_eq!(all["global"]["sender"], json!([]));
     assert_eq!(alice.get("/pushrules/global/").await.ok(), all["global"]);
     let rule = alice
         .get("/pushrules/global/override/.m.rule.master")

@@ -40,7 +40,9 @@ async fn all_rules(
     requester: Requester,
 ) -> Result<JsonResponse<Value>> {
     let rules = push::rules_for(&state, requester.user_id.as_str()).await?;
-    Ok(JsonResponse(json!({ "global": rules })))
+    Ok(JsonResponse(
+        json!({ "global": push::ruleset_json(&rules) }),
+    ))
 }
 
 async fn scope_rules(
@@ -52,9 +54,7 @@ async fn scope_rules(
         return Err(Error::invalid_param("The only push rule scope is global"));
     }
     let rules = push::rules_for(&state, requester.user_id.as_str()).await?;
-    Ok(JsonResponse(
-        serde_json::to_value(rules).map_err(Error::internal)?,
-    ))
+    Ok(JsonResponse(push::ruleset_json(&rules)))
 }
 
 type RulePath = Path<(String, String, String)>;

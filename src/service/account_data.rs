@@ -114,7 +114,7 @@ pub async fn get_by_client(
     }
     if room_id.is_empty() && data_type == "m.push_rules" {
         let rules = crate::service::push::rules_for(state, user_id).await?;
-        return Ok(json!({ "global": rules }).to_string());
+        return Ok(json!({ "global": crate::service::push::ruleset_json(&rules) }).to_string());
     }
     match store::account_data::get(&state.db, user_id, room_id, data_type).await? {
         Some(content) if !is_empty_object(&content) => Ok(content),
@@ -190,7 +190,7 @@ pub async fn for_sync(
             saw_push_rules = true;
             // Served normalised: the stored rules merged over the current server defaults.
             let rules = crate::service::push::normalise(user_id, Some(&row.content))?;
-            global.push(json!({"type": "m.push_rules", "content": {"global": rules}}));
+            global.push(json!({"type": "m.push_rules", "content": {"global": crate::service::push::ruleset_json(&rules)}}));
             continue;
         }
         let content: Value = serde_json::from_str(&row.content).map_err(Error::internal)?;
@@ -203,7 +203,7 @@ pub async fn for_sync(
     }
     if since == 0 && !saw_push_rules {
         let rules = crate::service::push::normalise(user_id, None)?;
-        global.push(json!({"type": "m.push_rules", "content": {"global": rules}}));
+        global.push(json!({"type": "m.push_rules", "content": {"global": crate::service::push::ruleset_json(&rules)}}));
     }
     Ok((global, rooms))
 }

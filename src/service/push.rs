@@ -116,6 +116,17 @@ fn merge(defaults: Ruleset, saved: Ruleset) -> Ruleset {
     merged
 }
 
+/// A ruleset as clients receive it: every kind present, empty ones as [] (as Synapse serves it).
+pub fn ruleset_json(rules: &Ruleset) -> Value {
+    let mut value = serde_json::to_value(rules).unwrap_or_else(|_| json!({}));
+    if let Some(map) = value.as_object_mut() {
+        for kind in KINDS {
+            map.entry(kind).or_insert_with(|| json!([]));
+        }
+    }
+    value
+}
+
 /// The user's current ruleset.
 pub async fn rules_for(state: &AppState, user_id: &str) -> Result<Ruleset> {
     let stored = store::account_data::get(&state.db, user_id, "", PUSH_RULES).await?;
