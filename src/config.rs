@@ -22,6 +22,8 @@ pub struct Config {
     pub messages: Messages,
     pub directory: Directory,
     pub log: Log,
+    pub presence: Presence,
+    pub turn: Turn,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +91,32 @@ pub struct Directory {
     pub search_all_users: bool,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Presence {
+    /// Off: presence is neither stored nor sent, and everyone reads as offline.
+    pub enabled: bool,
+    /// An online user with no activity for this long becomes unavailable.
+    pub idle_after_ms: u64,
+    /// A user neither active nor syncing for this long becomes offline.
+    pub offline_after_ms: u64,
+}
+
+/// TURN servers handed to clients by GET /voip/turnServer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Turn {
+    /// e.g. `turn:turn.example.org:3478?transport=udp`; none: the endpoint answers `{}`.
+    pub uris: Vec<String>,
+    /// The TURN server's `static-auth-secret` (coturn `use-auth-secret`): time-limited credentials.
+    pub shared_secret: Option<String>,
+    /// Static credentials, when there is no shared secret.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Lifetime of the credentials, in seconds.
+    pub ttl: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -119,7 +147,22 @@ impl Default for Config {
             messages: Messages::default(),
             directory: Directory::default(),
             log: Log::default(),
+            presence: Presence::default(),
+            turn: Turn::default(),
         }
+    }
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        // Offline well after a long-polling /sync (30 s) would have come back.
+        Self { enabled: true, idle_after_ms: 5 * 60 * 1000, offline_after_ms: 2 * 60 * 1000 }
+    }
+}
+
+impl Default for Turn {
+    fn default() -> Self {
+        Self { uris: vec![], shared_secret: None, username: None, password: None, ttl: 86400 }
     }
 }
 
@@ -305,6 +348,18 @@ impl Config {
         {
             return invalid("registration.shared_secret", "must not be empty");
         }
+        if self.presence.idle_after_ms == 0 || self.presence.offline_after_ms == 0 {
+            return invalid("presence", "idle_after_ms and offline_after_ms must be positive");
+        }
+        if self.turn.ttl == 0 {
+            return invalid("turn.ttl", "must be at least 1 second");
+        }
+        if self.turn.shared_secret.as_deref() == Some("") {
+            return invalid("turn.shared_secret", "must not be empty");
+        }
+        if self.turn.shared_secret.is_some() && (self.turn.username.is_some() || self.turn.password.is_some()) {
+            return invalid("turn", "set either shared_secret or username and password, not both");
+        }
         Ok(())
     }
 
@@ -360,6 +415,18 @@ mod tests {
         c.apply_env(|k| (k == "AXON_DATABASE_URL").then(|| "postgres://x/y".to_string()))
             .unwrap();
         assert_eq!(c.registration_policy(), RegistrationPolicy::Disabled);
+    }
+
+    #[test]
+    fn presence_and_turn_sections_parse_and_validate() {
+        let c = Config::from_toml("[presence]\nenabled = false\n[turn]\nuris = [\"turn:t.example.org\"]\nshared_secret = \"s\"\nttl = 60\n").unwrap();
+        assert!(!c.presence.enabled);
+        assert_eq!(c.turn.ttl, 60);
+        c.validate().unwrap();
+        let both = Config::from_toml("[turn]\nshared_secret = \"s\"\nusername = \"u\"\n").unwrap();
+        assert!(both.validate().unwrap_err().to_string().contains("turn"));
+        let zero = Config::from_toml("[presence]\nidle_after_ms = 0\n").unwrap();
+        assert!(zero.validate().unwrap_err().to_string().contains("presence"));
     }
 
     #[test]

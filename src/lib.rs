@@ -37,6 +37,7 @@ pub struct Inner {
     pub rate_limiter: service::rate_limit::RateLimiter,
     pub uia: service::uia::Uia,
     pub sync_members: service::sync::LazyMemberCache,
+    pub typing: service::typing::Typing,
 }
 
 impl Deref for AppState {
@@ -61,6 +62,7 @@ impl AppState {
             tokens: service::auth::TokenCache::default(),
             uia: service::uia::Uia,
             sync_members: Default::default(),
+            typing: service::typing::Typing::new(),
             config,
             db,
             server_name,
@@ -72,6 +74,8 @@ impl AppState {
         state.writer.start(state.clone());
         service::notifier::start_listener(state.clone()).await?;
         service::maintenance::start(state.clone());
+        service::typing::start_listener(state.clone()).await?;
+        service::presence::start_sweeper(state.clone());
         Ok(state)
     }
 

@@ -7,3 +7,4 @@ mod messaging;
 mod rooms;
 mod sync;
 mod e2ee;
+mod ephemeral;

@@ -1,6 +1,7 @@
 //! HTTP only: routing, extraction, response shaping. No SQL and no rules here.
 
 pub mod account;
+pub mod account_data;
 pub mod auth;
 pub mod directory;
 pub mod discovery;
@@ -16,6 +17,12 @@ pub mod send;
 pub mod sync;
 pub mod room_keys;
 pub mod to_device;
+pub mod presence;
+pub mod push;
+pub mod receipts;
+pub mod thirdparty;
+pub mod typing;
+pub mod voip;
 
 use std::time::Duration;
 
@@ -48,7 +55,14 @@ pub fn router(state: AppState) -> Router {
         .merge(directory::routes())
         .merge(keys::routes())
         .merge(to_device::routes())
-        .merge(room_keys::routes());
+        .merge(room_keys::routes())
+        .merge(account_data::routes())
+        .merge(receipts::routes())
+        .merge(typing::routes())
+        .merge(presence::routes())
+        .merge(push::routes())
+        .merge(voip::routes())
+        .merge(thirdparty::routes());
     let client_v1 = Router::new().merge(messages::v1_routes());
 
     Router::new()
@@ -57,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/_matrix/client/v1", client_v1)
         .merge(discovery::routes())
         .merge(register::admin_routes())
+        .merge(account_data::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))

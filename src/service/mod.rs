@@ -1,5 +1,6 @@
 //! The rules: no HTTP types and no SQL strings here.
 
+pub mod account_data;
 pub mod accounts;
 pub mod auth;
 pub mod auth_rules;
@@ -13,13 +14,17 @@ pub mod message_validation;
 pub mod messages;
 pub mod notifier;
 pub mod profile;
+pub mod presence;
+pub mod push;
 pub mod rate_limit;
+pub mod receipts;
 pub mod room_cache;
 pub mod room_versions;
 pub mod rooms;
 pub mod sanitize;
 pub mod sync;
 pub mod timeline;
+pub mod typing;
 pub mod uia;
 pub mod visibility;
 pub mod writer;

@@ -1,10 +1,14 @@
 //! Every SQL statement lives here, grouped by table family. Functions take a connection or pool
 //! (anything that executes) and return plain Rust types; no HTTP types, no rules.
 
+pub mod account_data;
 pub mod events;
 pub mod filters;
 pub mod key_backup;
 pub mod keys;
+pub mod presence;
+pub mod push;
+pub mod receipts;
 pub mod rooms;
 pub mod secrets;
 pub mod stream;

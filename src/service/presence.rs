@@ -1,0 +1,251 @@
+//! Presence of local users: set by PUT /presence and by /sync's set_presence, shown to users who
+//! share a joined room. A sweeper turns idle users unavailable and users whose clients stopped
+//! syncing offline.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::service::notifier;
+use crate::store::presence::{PresenceRow, PresenceUpdate};
+use crate::{AppState, Error, Result, store};
+
+pub const STATES: [&str; 3] = ["online", "offline", "unavailable"];
+/// Last-sync bookkeeping is written at most this often per user.
+const SYNC_TOUCH_INTERVAL_MS: i64 = 5_000;
+/// Within this of the last activity a user is "currently active".
+const CURRENTLY_ACTIVE_MS: i64 = 60_000;
+
+fn event_content(row: &PresenceRow, now: i64) -> Value {
+    let mut content = json!({
+        "presence": row.state,
+        "last_active_ago": (now - row.last_active_ts).max(0),
+        "currently_active": row.state == "online" && now - row.last_active_ts < CURRENTLY_ACTIVE_MS,
+    });
+    if let Some(msg) = &row.status_msg {
+        content["status_msg"] = json!(msg);
+    }
+    content
+}
+
+/// PUT /presence/{userId}/status.
+pub async fn set_status(
+    state: &AppState,
+    requester: &str,
+    user_id: &str,
+    presence: &str,
+    status_msg: Option<&str>,
+) -> Result<()> {
+    if requester != user_id {
+        return Err(Error::forbidden(
+            "You cannot set the presence of another user",
+        ));
+    }
+    if !STATES.contains(&presence) {
+        return Err(Error::invalid_param(format!(
+            "Unknown presence state {presence}"
+        )));
+    }
+    if !state.config.presence.enabled {
+        return Ok(());
+    }
+    let now = store::now_ms();
+    write(
+        state,
+        &PresenceUpdate {
+            user_id,
+            state: presence,
+            status_msg,
+            last_active_ts: now,
+            last_sync_ts: 0,
+        },
+    )
+    .await
+}
+
+/// GET /presence/{userId}/status: for the user and those sharing a room with them.
+pub async fn get_status(state: &AppState, requester: &str, user_id: &str) -> Result<Value> {
+    if requester != user_id && !store::presence::share_a_room(&state.db, requester, user_id).await?
+    {
+        return Err(Error::forbidden(
+            "You are not allowed to see their presence",
+        ));
+    }
+    if !state.config.presence.enabled {
+        return Ok(json!({ "presence": "offline" }));
+    }
+    match store::presence::get(&state.db, user_id).await? {
+        Some(row) => Ok(event_content(&row, store::now_ms())),
+        None => Ok(json!({ "presence": "offline" })),
+    }
+}
+
+/// Stores a presence change; /sync reports it (and wakes) only when what others see changed.
+async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    let current = store::presence::get_for_update(&mut tx, update.user_id).await?;
+    let visible_change = current.as_ref().is_none_or(|row| {
+        row.state != update.state || row.status_msg.as_deref() != update.status_msg
+    });
+    if !visible_change {
+        store::presence::upsert(&mut tx, update, None).await?;
+        tx.commit().await?;
+        return Ok(());
+    }
+    let rooms = store::rooms::joined_rooms(&mut *tx, update.user_id).await?;
+    let position = store::stream::advance(&mut tx, 1).await?;
+    store::presence::upsert(&mut tx, update, Some(position)).await?;
+    commit_and_wake(state, tx, update.user_id, rooms).await
+}
+
+/// Users sharing a room with the user wait under the room's key; the user under their own.
+async fn commit_and_wake(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    user_id: &str,
+    mut keys: Vec<String>,
+) -> Result<()> {
+    keys.push(user_id.to_owned());
+    store::stream::notify(
+        &mut *tx,
+        notifier::CHANNEL,
+        &state.notifier.payload(&keys, &[]),
+    )
+    .await?;
+    tx.commit().await?;
+    state.notifier.wake(keys.iter().map(String::as_str));
+    Ok(())
+}
+
+pub async fn for_sync(
+    state: &AppState,
+    user_id: &str,
+    since: i64,
+    upto: i64,
+) -> Result<Vec<Value>> {
+    if !state.config.presence.enabled {
+        return Ok(vec![]);
+    }
+    let now = store::now_ms();
+    let rows = store::presence::changed_for(&state.db, user_id, since, upto).await?;
+    Ok(rows
+        .iter()
+        .map(|row| json!({"type": "m.presence", "sender": row.user_id, "content": event_content(row, now)}))
+        .collect())
+}
+
+/// set_presence on /sync (online/offline/unavailable), and activity bookkeeping.
+/// `None` means online, as the spec says; "offline" leaves the user's presence alone.
+pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>) -> Result<()> {
+    if !state.config.presence.enabled {
+        return Ok(());
+    }
+    let wanted = set_presence.unwrap_or("online");
+    if wanted == "offline" || !STATES.contains(&wanted) {
+        return Ok(());
+    }
+    let now = store::now_ms();
+    let current = store::presence::get(&state.db, user_id).await?;
+    match current {
+        Some(row) if row.state == wanted => {
+            // A client syncing as online counts as activity. Bookkeeping only (others see no
+            // change), so it is throttled.
+            let active = wanted == "online";
+            let due = now - row.last_sync_ts >= SYNC_TOUCH_INTERVAL_MS
+                || (active && now - row.last_active_ts >= SYNC_TOUCH_INTERVAL_MS);
+            if due {
+                let status_msg = row.status_msg.as_deref();
+                let update = PresenceUpdate {
+                    user_id,
+                    state: wanted,
+                    status_msg,
+                    last_active_ts: if active { now } else { row.last_active_ts },
+                    last_sync_ts: now,
+                };
+                let mut tx = state.db.begin().await?;
+                store::presence::upsert(&mut tx, &update, None).await?;
+                tx.commit().await?;
+            }
+            Ok(())
+        }
+        Some(row) => {
+            let status_msg = row.status_msg.as_deref();
+            write(
+                state,
+                &PresenceUpdate {
+                    user_id,
+                    state: wanted,
+                    status_msg,
+                    last_active_ts: now,
+                    last_sync_ts: now,
+                },
+            )
+            .await
+        }
+        None => {
+            write(
+                state,
+                &PresenceUpdate {
+                    user_id,
+                    state: wanted,
+                    status_msg: None,
+                    last_active_ts: now,
+                    last_sync_ts: now,
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// One sweep: online users idle for `idle_after_ms` become unavailable; users neither active nor
+/// syncing for `offline_after_ms` become offline.
+pub async fn sweep(state: &AppState) -> Result<()> {
+    let now = store::now_ms();
+    let idle_before = now - state.config.presence.idle_after_ms as i64;
+    let offline_before = now - state.config.presence.offline_after_ms as i64;
+    for (user_id, new_state) in
+        store::presence::stale(&state.db, idle_before, offline_before).await?
+    {
+        let mut tx = state.db.begin().await?;
+        let rooms = store::rooms::joined_rooms(&mut *tx, &user_id).await?;
+        let position = store::stream::advance(&mut tx, 1).await?;
+        // Another process may have swept (or the user come back) meanwhile.
+        if !store::presence::mark_stale(
+            &mut tx,
+            &user_id,
+            &new_state,
+            idle_before,
+            offline_before,
+            position,
+        )
+        .await?
+        {
+            tx.rollback().await?;
+            continue;
+        }
+        commit_and_wake(state, tx, &user_id, rooms).await?;
+    }
+    Ok(())
+}
+
+/// Starts the sweeper (when presence is enabled).
+pub fn start_sweeper(state: AppState) {
+    if !state.config.presence.enabled {
+        return;
+    }
+    let shortest = state
+        .config
+        .presence
+        .idle_after_ms
+        .min(state.config.presence.offline_after_ms);
+    let period = Duration::from_millis((shortest / 4).clamp(50, 15_000));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            if let Err(e) = sweep(&state).await {
+                tracing::warn!(error = %e, "presence sweep failed");
+            }
+        }
+    });
+}
