@@ -512,8 +512,30 @@ fn power_levels_ctx(snapshot: &RoomSnapshot) -> Option<PushConditionPowerLevelsC
     ))
 }
 
-/// Evaluates push rules of the room's local joined members for newly committed events and records notifications; wakes users whose counts changed; sends to pushers.
-pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result<()> {
+/// What the push rules decided for a batch of events: notification rows to record (in the same
+/// transaction as the events, so counts never lag behind the timeline) and pushes to deliver after.
+#[derive(Default)]
+pub struct Evaluation {
+    pub rows: Vec<NewNotification>,
+    /// Index into `rows`' events, the user, the actions.
+    pushes: Vec<(usize, String, Vec<Action>)>,
+    rooms: HashMap<String, Arc<RoomSnapshot>>,
+}
+
+impl Evaluation {
+    /// Sets the stream position of each row once the writer has allocated them.
+    pub fn set_positions(&mut self, position_of: impl Fn(&str) -> Option<i64>) {
+        for row in &mut self.rows {
+            if let Some(p) = position_of(&row.event_id) {
+                row.stream_ordering = p;
+            }
+        }
+    }
+}
+
+/// Evaluates the push rules of each room's local members (and invited local users) for new events.
+/// Reads only: the caller records `rows` (see `record`) and then calls `deliver`.
+pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluation> {
     let mut rooms: HashMap<&str, RoomContext> = HashMap::new();
     for event in events {
         if rooms.contains_key(event.room_id.as_str()) {
@@ -536,7 +558,7 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
         .into_iter()
         .collect();
     if everyone.is_empty() {
-        return Ok(());
+        return Ok(Evaluation::default());
     }
     let stored: HashMap<String, String> =
         store::account_data::global_of_users(&state.db, &everyone, PUSH_RULES)
@@ -612,8 +634,15 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
             pushes.push((index, user.clone(), actions.to_vec()));
         }
     }
+    let rooms = rooms.into_iter().map(|(k, v)| (k.to_owned(), v.snapshot)).collect();
+    Ok(Evaluation { rows, pushes, rooms })
+}
+
+/// Evaluates, records and delivers on its own: for events committed without the writer's help.
+pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result<()> {
+    let evaluation = evaluate(state, events).await?;
     // Only rows not recorded before count: evaluating an event twice changes nothing.
-    let notified: HashSet<String> = store::receipts::insert_notifications(&state.db, &rows)
+    let notified: HashSet<String> = store::receipts::insert_notifications(&state.db, &evaluation.rows)
         .await?
         .into_iter()
         .collect();
@@ -628,7 +657,12 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
     )
     .await?;
     state.notifier.wake(keys.iter().map(String::as_str));
+    deliver(state, events, evaluation, &notified).await
+}
 
+/// Sends the pushes of an evaluation to the users' HTTP pushers (in the background).
+pub async fn deliver(state: &AppState, events: &[NewEvent], evaluation: Evaluation, notified: &HashSet<String>) -> Result<()> {
+    let Evaluation { mut pushes, rooms, .. } = evaluation;
     pushes.retain(|(_, user, _)| notified.contains(user));
     if pushes.is_empty() {
         return Ok(());
@@ -654,19 +688,19 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
     }
     for (index, user, actions) in pushes {
         let event = &events[index];
-        let room = &rooms[event.room_id.as_str()];
+        let Some(room) = rooms.get(event.room_id.as_str()) else { continue };
         for pusher in pushers
             .iter()
             .filter(|p| p.user_id == user && p.kind == "http")
         {
             let body = gateway_body(
                 event,
-                &room.snapshot,
+                room,
                 pusher,
                 &actions,
                 unread.get(&user).copied().unwrap_or(0),
             );
-            tokio::spawn(deliver(state.clone(), pusher.clone(), body));
+            tokio::spawn(deliver_one(state.clone(), pusher.clone(), body));
         }
     }
     Ok(())
@@ -734,7 +768,7 @@ fn gateway_body(
 }
 
 /// Posts to the gateway, retrying with doubling waits; pushkeys the gateway rejects are removed.
-async fn deliver(state: AppState, pusher: PusherRow, body: Value) {
+async fn deliver_one(state: AppState, pusher: PusherRow, body: Value) {
     let url = serde_json::from_str::<Value>(&pusher.data)
         .ok()
         .and_then(|d| d.get("url").and_then(Value::as_str).map(str::to_owned));

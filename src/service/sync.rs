@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use crate::service::auth::Requester;
-use crate::service::e2ee;
+use crate::service::{account_data, e2ee, presence, push, receipts, typing};
 use crate::service::filter::{Filter, RoomEventFilter};
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
@@ -173,6 +173,7 @@ pub async fn sync(
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
     let user = requester.user_id.as_str();
+    presence::on_sync(state, user, req.set_presence.as_deref()).await?;
     let device_key = format!("device:{user}:{}", requester.device_id);
     loop {
         let response = compute(state, requester, since, req.full_state, &req.filter).await?;
@@ -353,9 +354,61 @@ async fn compute(
     }
     tx.commit().await?;
 
-    let mut response = SyncResponse::empty(SyncToken { position: upto, typing: since.map_or(0, |s| s.typing) });
+    // The per-user streams, bounded by the same positions.
+    let joined_ids: Vec<String> = joined.iter().map(|p| p.room_id.clone()).collect();
+    let (global_data, mut room_data) = account_data::for_sync(state, user, from, upto).await?;
+    let mut receipts = receipts::for_sync(state, user, &joined_ids, from, upto).await?;
+    let (mut typing, typing_token) = typing::for_sync(state, &joined_ids, since.map_or(0, |s| s.typing));
+    let presence_events = presence::for_sync(state, user, from, upto).await?;
+    for room_id in &joined_ids {
+        let data: Vec<Value> = room_data
+            .remove(room_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["type"].as_str().is_some_and(|t| room_filter.account_data.allows_type(t)))
+            .collect();
+        let ephemeral: Vec<Value> = [receipts.remove(room_id), typing.remove(room_id)]
+            .into_iter()
+            .flatten()
+            .filter(|e| e["type"].as_str().is_some_and(|t| room_filter.ephemeral.allows_type(t)))
+            .collect();
+        if data.is_empty() && ephemeral.is_empty() {
+            continue;
+        }
+        if !rooms.join.contains_key(room_id) {
+            rooms.join.insert(room_id.clone(), quiet_room(state, room_id, user, upto).await?);
+        }
+        let room = rooms.join.get_mut(room_id).expect("inserted above");
+        room.account_data = Events { events: to_raw(data)? };
+        room.ephemeral = Events { events: to_raw(ephemeral)? };
+    }
+    let in_response: Vec<String> = rooms.join.keys().cloned().collect();
+    let counts = push::unread_counts(state, user, &in_response).await?;
+    let per_thread = room_filter.timeline.unread_thread_notifications;
+    for (room_id, room) in rooms.join.iter_mut() {
+        let c = counts.get(room_id);
+        let (mut notes, mut highlights) = c.map_or((0, 0), |c| (c.notification_count, c.highlight_count));
+        if per_thread {
+            let mut threads = serde_json::Map::new();
+            for (root, (n, h)) in c.map(|c| c.threads.clone()).unwrap_or_default() {
+                notes -= n;
+                highlights -= h;
+                threads.insert(root, json!({"notification_count": n, "highlight_count": h}));
+            }
+            room.unread_thread_notifications = Value::Object(threads);
+        }
+        room.unread_notifications = json!({"notification_count": notes, "highlight_count": highlights});
+    }
+
+    let mut response = SyncResponse::empty(SyncToken { position: upto, typing: typing_token });
     response.rooms = rooms;
     response.to_device = to_device;
+    let global_data =
+        global_data.into_iter().filter(|e| e["type"].as_str().is_some_and(|t| filter.account_data.allows_type(t))).collect();
+    response.account_data = Events { events: to_raw(global_data)? };
+    let presence_events =
+        presence_events.into_iter().filter(|e| e["type"].as_str().is_some_and(|t| filter.presence.allows_type(t))).collect();
+    response.presence = Events { events: to_raw(presence_events)? };
     if !initial {
         let (changed, left) = e2ee::device_list_changes(state, user, from, upto).await?;
         response.device_lists = DeviceLists { changed, left };
@@ -364,6 +417,23 @@ async fn compute(
     response.device_one_time_keys_count = counts;
     response.device_unused_fallback_key_types = fallback;
     Ok(response)
+}
+
+/// A joined room with no new timeline events but other news (account data, receipts, typing).
+async fn quiet_room(state: &AppState, room_id: &str, user: &str, upto: i64) -> Result<JoinedRoom> {
+    Ok(JoinedRoom {
+        timeline: Timeline {
+            events: Vec::new(),
+            limited: false,
+            prev_batch: crate::service::messages::position_token(upto),
+        },
+        state: Events::default(),
+        ephemeral: Events::default(),
+        account_data: Events::default(),
+        summary: summary(state, room_id, user).await?,
+        unread_notifications: json!({"notification_count": 0, "highlight_count": 0}),
+        unread_thread_notifications: json!({}),
+    })
 }
 
 /// At most this many to-device messages in one response.

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::service::auth_rules::{self, NewEvent, RoomState, RoomVersion};
 use crate::service::events::{self, BuiltEvent, EventDraft, Placement};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
-use crate::service::{notifier, room_versions};
+use crate::service::{notifier, push, room_versions};
 use crate::store::{self, events::NewEventRow};
 use crate::{AppState, Error, Result};
 
@@ -295,6 +295,10 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         return Ok(outcomes);
     }
 
+    // Push rules are evaluated before the commit so that unread counts commit with their events.
+    let new_events: Vec<push::NewEvent> = built.iter().map(push_event).collect();
+    let mut evaluation = push::evaluate(state, &new_events).await?;
+
     for (room_id, version, is_public, aliases, _) in &new_rooms {
         let room = &working[room_id];
         store::rooms::insert_room(
@@ -326,6 +330,10 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         })
         .collect();
     store::events::insert_events(&mut tx, &rows).await?;
+    let positions: HashMap<&str, i64> = rows.iter().map(|r| (r.event.event_id.as_str(), r.stream_ordering)).collect();
+    evaluation.set_positions(|id| positions.get(id).copied());
+    let notified: HashSet<String> =
+        store::receipts::insert_notifications(&mut *tx, &evaluation.rows).await?.into_iter().collect();
     let mut redacted_state = Vec::new();
     for event in &built {
         if let Some(target) = &event.redacts
@@ -371,7 +379,41 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         state.rooms.invalidate(&room);
     }
     state.notifier.wake(keys.iter().map(String::as_str));
+    if !notified.is_empty() {
+        let state = state.clone();
+        let new_events: Vec<push::NewEvent> = new_events
+            .into_iter()
+            .map(|mut e| {
+                e.stream_ordering = positions_owned(&rows, &e.event_id);
+                e
+            })
+            .collect();
+        tokio::spawn(async move {
+            if let Err(e) = push::deliver(&state, &new_events, evaluation, &notified).await {
+                tracing::warn!(error = %e, "push delivery failed");
+            }
+        });
+    }
     Ok(outcomes)
+}
+
+fn positions_owned(rows: &[NewEventRow<'_>], event_id: &str) -> i64 {
+    rows.iter().find(|r| r.event.event_id == event_id).map_or(0, |r| r.stream_ordering)
+}
+
+/// The push rules' view of a new event; positions are filled in once allocated.
+fn push_event(e: &BuiltEvent) -> push::NewEvent {
+    let thread_id = (e.rel_type.as_deref() == Some("m.thread")).then(|| e.relates_to.clone()).flatten();
+    push::NewEvent {
+        event_id: e.event_id.clone(),
+        room_id: e.room_id.clone(),
+        sender: e.sender.clone(),
+        event_type: e.event_type.clone(),
+        state_key: e.state_key.clone(),
+        content: e.content.clone(),
+        stream_ordering: 0,
+        thread_id,
+    }
 }
 
 impl WorkingRoom {
