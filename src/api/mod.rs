@@ -5,6 +5,7 @@ pub mod auth;
 pub mod discovery;
 pub mod extract;
 pub mod login;
+pub mod media;
 pub mod register;
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/_matrix/client/r0", client)
         .merge(discovery::routes())
         .merge(register::admin_routes())
+        .merge(media::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod auth_rules;
 pub mod events;
 pub mod keys;
+pub mod media;
 pub mod notifier;
 pub mod rate_limit;
 pub mod room_cache;
