@@ -80,7 +80,7 @@ pub struct Messages {
     pub sanitize_html: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Media {
     /// Where uploaded files and thumbnails live; unset: `data_dir/media`.
@@ -93,7 +93,7 @@ pub struct Media {
     pub url_preview: UrlPreview,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UrlPreview {
     /// URL previews make the server fetch arbitrary URLs for its users: off by default.
@@ -172,18 +172,6 @@ impl Default for RateLimits {
 impl Default for Messages {
     fn default() -> Self {
         Self { sanitize_html: true }
-    }
-}
-
-impl Default for Media {
-    fn default() -> Self {
-        Self { path: None, legacy_unauthenticated_downloads: false, url_preview: UrlPreview::default() }
-    }
-}
-
-impl Default for UrlPreview {
-    fn default() -> Self {
-        Self { enabled: false, ip_range_allowlist: Vec::new() }
     }
 }
 

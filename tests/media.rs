@@ -31,7 +31,10 @@ struct Fetched {
 
 impl Fetched {
     fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
 
     fn json(&self) -> Value {
@@ -44,7 +47,11 @@ async fn send(req: reqwest::RequestBuilder) -> Fetched {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap().to_vec();
-    Fetched { status, headers, bytes }
+    Fetched {
+        status,
+        headers,
+        bytes,
+    }
 }
 
 async fn upload(user: &User, bytes: Vec<u8>, content_type: &str, filename: Option<&str>) -> String {
@@ -52,7 +59,13 @@ async fn upload(user: &User, bytes: Vec<u8>, content_type: &str, filename: Optio
     if let Some(name) = filename {
         url = format!("{url}?filename={}", enc(name));
     }
-    let req = user.app.http.post(url).bearer_auth(&user.token).header("content-type", content_type).body(bytes);
+    let req = user
+        .app
+        .http
+        .post(url)
+        .bearer_auth(&user.token)
+        .header("content-type", content_type)
+        .body(bytes);
     let r = send(req).await;
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.bytes));
     let uri = r.json()["content_uri"].as_str().unwrap().to_owned();
@@ -65,19 +78,29 @@ fn media_path(uri: &str) -> String {
 }
 
 async fn download(user: &User, uri: &str) -> Fetched {
-    let url = format!("{}/_matrix/client/v1/media/download/{}", user.app.base_url, media_path(uri));
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/{}",
+        user.app.base_url,
+        media_path(uri)
+    );
     send(user.app.http.get(url).bearer_auth(&user.token)).await
 }
 
 async fn thumbnail(user: &User, uri: &str, query: &str) -> Fetched {
-    let url = format!("{}/_matrix/client/v1/media/thumbnail/{}?{query}", user.app.base_url, media_path(uri));
+    let url = format!(
+        "{}/_matrix/client/v1/media/thumbnail/{}?{query}",
+        user.app.base_url,
+        media_path(uri)
+    );
     send(user.app.http.get(url).bearer_auth(&user.token)).await
 }
 
 /// Files in the content-addressed store.
 fn stored_files(root: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             if entry.path().is_dir() {
                 walk(&entry.path(), out);
@@ -111,15 +134,25 @@ async fn upload_then_download_is_byte_identical() {
     assert_eq!(r.bytes, bytes);
     assert_eq!(r.header("content-type"), "application/pdf");
     assert_eq!(r.header("content-length"), "5000");
-    assert_eq!(r.header("content-disposition"), "attachment; filename=report.pdf");
+    assert_eq!(
+        r.header("content-disposition"),
+        "attachment; filename=report.pdf"
+    );
     assert_security_headers(&r);
 
     // Another user may download it too; the override name replaces the stored one.
     let bob = app.register("bob").await;
-    let url = format!("{}/_matrix/client/v1/media/download/{}/other.pdf", app.base_url, media_path(&uri));
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/{}/other.pdf",
+        app.base_url,
+        media_path(&uri)
+    );
     let r = send(app.http.get(url).bearer_auth(&bob.token)).await;
     assert_eq!(r.bytes, bytes);
-    assert_eq!(r.header("content-disposition"), "attachment; filename=other.pdf");
+    assert_eq!(
+        r.header("content-disposition"),
+        "attachment; filename=other.pdf"
+    );
 }
 
 /// Deterministic pseudo-random bytes, generated in chunks so the test never holds the whole file.
@@ -146,10 +179,14 @@ async fn large_upload_streams_in_and_out() {
         expected.update(chunk(42, i, CHUNK));
     }
     let expected = hex::encode(expected.finalize());
-    let body = futures_util::stream::iter(0..CHUNKS).map(|i| Ok::<_, std::io::Error>(chunk(42, i, CHUNK)));
+    let body =
+        futures_util::stream::iter(0..CHUNKS).map(|i| Ok::<_, std::io::Error>(chunk(42, i, CHUNK)));
     let req = app
         .http
-        .post(format!("{}/_matrix/media/v3/upload?filename=big.bin", app.base_url))
+        .post(format!(
+            "{}/_matrix/media/v3/upload?filename=big.bin",
+            app.base_url
+        ))
         .bearer_auth(&alice.token)
         .header("content-type", "application/octet-stream")
         .body(reqwest::Body::wrap_stream(body));
@@ -161,12 +198,28 @@ async fn large_upload_streams_in_and_out() {
     let files = stored_files(dir.path());
     assert_eq!(files.len(), 1);
     assert_eq!(files[0].file_name().unwrap().to_str().unwrap(), expected);
-    assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), CHUNK as u64 * CHUNKS);
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().len(),
+        CHUNK as u64 * CHUNKS
+    );
 
-    let url = format!("{}/_matrix/client/v1/media/download/{}", app.base_url, media_path(&uri));
-    let resp = app.http.get(url).bearer_auth(&alice.token).send().await.unwrap();
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/{}",
+        app.base_url,
+        media_path(&uri)
+    );
+    let resp = app
+        .http
+        .get(url)
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-length"], (CHUNK as u64 * CHUNKS).to_string().as_str());
+    assert_eq!(
+        resp.headers()["content-length"],
+        (CHUNK as u64 * CHUNKS).to_string().as_str()
+    );
     let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut stream = resp.bytes_stream();
@@ -189,8 +242,14 @@ async fn identical_uploads_are_stored_once() {
     assert_ne!(a, b);
     assert_eq!(stored_files(dir.path()).len(), 1);
     // Each keeps its own metadata.
-    assert_eq!(download(&alice, &b).await.header("content-disposition"), "inline; filename=b.txt");
-    assert_eq!(download(&alice, &a).await.header("content-disposition"), "inline; filename=a.txt");
+    assert_eq!(
+        download(&alice, &b).await.header("content-disposition"),
+        "inline; filename=b.txt"
+    );
+    assert_eq!(
+        download(&alice, &a).await.header("content-disposition"),
+        "inline; filename=a.txt"
+    );
     upload(&alice, b"other bytes".to_vec(), "text/plain", None).await;
     assert_eq!(stored_files(dir.path()).len(), 2);
 }
@@ -200,41 +259,92 @@ async fn asynchronous_create_then_upload() {
     let (app, _dir) = media_app(|_| {}).await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let created = alice.post("/_matrix/media/v1/create", serde_json::json!({})).await.ok();
+    let created = alice
+        .post("/_matrix/media/v1/create", serde_json::json!({}))
+        .await
+        .ok();
     let uri = created["content_uri"].as_str().unwrap().to_owned();
     let expires = created["unused_expires_at"].as_i64().unwrap();
     assert!(expires > axon::store::now_ms() + 23 * 3600 * 1000);
 
     // Not uploaded yet: waiting briefly ends in 504.
-    let url = format!("{}/_matrix/client/v1/media/download/{}?timeout_ms=100", app.base_url, media_path(&uri));
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/{}?timeout_ms=100",
+        app.base_url,
+        media_path(&uri)
+    );
     let r = send(app.http.get(&url).bearer_auth(&alice.token)).await;
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["errcode"], "M_NOT_YET_UPLOADED");
 
     // A download waiting for it is answered when the upload lands.
-    let waiting_url = format!("{}/_matrix/client/v1/media/download/{}?timeout_ms=10000", app.base_url, media_path(&uri));
-    let waiter = tokio::spawn(send(app.http.get(waiting_url).bearer_auth(bob.token.clone())));
+    let waiting_url = format!(
+        "{}/_matrix/client/v1/media/download/{}?timeout_ms=10000",
+        app.base_url,
+        media_path(&uri)
+    );
+    let waiter = tokio::spawn(send(
+        app.http.get(waiting_url).bearer_auth(bob.token.clone()),
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let put_url = format!("{}/_matrix/media/v3/upload/{}?filename=later.txt", app.base_url, media_path(&uri));
+    let put_url = format!(
+        "{}/_matrix/media/v3/upload/{}?filename=later.txt",
+        app.base_url,
+        media_path(&uri)
+    );
     // Someone else's ID: forbidden.
     let r = send(app.http.put(&put_url).bearer_auth(&bob.token).body("nope")).await;
-    assert_eq!((r.status, r.json()["errcode"].as_str().unwrap()), (403, "M_FORBIDDEN"));
-    let r = send(app.http.put(&put_url).bearer_auth(&alice.token).header("content-type", "text/plain").body("at last")).await;
+    assert_eq!(
+        (r.status, r.json()["errcode"].as_str().unwrap()),
+        (403, "M_FORBIDDEN")
+    );
+    let r = send(
+        app.http
+            .put(&put_url)
+            .bearer_auth(&alice.token)
+            .header("content-type", "text/plain")
+            .body("at last"),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.json());
     assert_eq!(r.json(), serde_json::json!({}));
 
     let r = waiter.await.unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes, b"at last");
-    assert_eq!(r.header("content-disposition"), "inline; filename=later.txt");
+    assert_eq!(
+        r.header("content-disposition"),
+        "inline; filename=later.txt"
+    );
 
     // Uploading twice is refused.
-    let r = send(app.http.put(&put_url).bearer_auth(&alice.token).body("again")).await;
-    assert_eq!((r.status, r.json()["errcode"].as_str().unwrap()), (409, "M_CANNOT_OVERWRITE_MEDIA"));
+    let r = send(
+        app.http
+            .put(&put_url)
+            .bearer_auth(&alice.token)
+            .body("again"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["errcode"].as_str().unwrap()),
+        (409, "M_CANNOT_OVERWRITE_MEDIA")
+    );
     // An ID never created is unknown.
-    let r = send(app.http.put(format!("{}/_matrix/media/v3/upload/test.local/nosuchid", app.base_url)).bearer_auth(&alice.token).body("x")).await;
-    assert_eq!((r.status, r.json()["errcode"].as_str().unwrap()), (404, "M_NOT_FOUND"));
+    let r = send(
+        app.http
+            .put(format!(
+                "{}/_matrix/media/v3/upload/test.local/nosuchid",
+                app.base_url
+            ))
+            .bearer_auth(&alice.token)
+            .body("x"),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["errcode"].as_str().unwrap()),
+        (404, "M_NOT_FOUND")
+    );
 }
 
 #[tokio::test]
@@ -242,9 +352,15 @@ async fn pending_uploads_per_user_are_capped() {
     let (app, _dir) = media_app(|_| {}).await;
     let alice = app.register("alice").await;
     for _ in 0..axon::service::media::MAX_PENDING_UPLOADS {
-        alice.post("/_matrix/media/v1/create", serde_json::json!({})).await.ok();
+        alice
+            .post("/_matrix/media/v1/create", serde_json::json!({}))
+            .await
+            .ok();
     }
-    alice.post("/_matrix/media/v1/create", serde_json::json!({})).await.expect_err(429, "M_LIMIT_EXCEEDED");
+    alice
+        .post("/_matrix/media/v1/create", serde_json::json!({}))
+        .await
+        .expect_err(429, "M_LIMIT_EXCEEDED");
 }
 
 #[tokio::test]
@@ -262,25 +378,47 @@ async fn authenticated_endpoints_need_a_token() {
     ] {
         app.get(&endpoint).await.expect_err(401, "M_MISSING_TOKEN");
     }
-    let r = app.raw(Method::POST, "/_matrix/media/v3/upload", None, b"x".to_vec()).await;
+    let r = app
+        .raw(
+            Method::POST,
+            "/_matrix/media/v3/upload",
+            None,
+            b"x".to_vec(),
+        )
+        .await;
     r.expect_err(401, "M_MISSING_TOKEN");
-    app.request(Method::POST, "/_matrix/media/v1/create", None, None).await.expect_err(401, "M_MISSING_TOKEN");
+    app.request(Method::POST, "/_matrix/media/v1/create", None, None)
+        .await
+        .expect_err(401, "M_MISSING_TOKEN");
 }
 
 #[tokio::test]
 async fn config_reports_the_upload_limit() {
     let (app, _dir) = media_app(|c| c.limits.max_upload = 12_345_678).await;
     let alice = app.register("alice").await;
-    assert_eq!(alice.get("/_matrix/client/v1/media/config").await.ok()["m.upload.size"], 12_345_678);
-    assert_eq!(alice.get("/_matrix/media/v3/config").await.ok()["m.upload.size"], 12_345_678);
+    assert_eq!(
+        alice.get("/_matrix/client/v1/media/config").await.ok()["m.upload.size"],
+        12_345_678
+    );
+    assert_eq!(
+        alice.get("/_matrix/media/v3/config").await.ok()["m.upload.size"],
+        12_345_678
+    );
 }
 
 #[tokio::test]
 async fn unknown_media_is_not_found() {
     let (app, _dir) = media_app(|_| {}).await;
     let alice = app.register("alice").await;
-    for path in ["test.local/doesnotexist", "other.server/abcdef", "test.local/bad..id"] {
-        alice.get(&format!("/_matrix/client/v1/media/download/{path}")).await.expect_err(404, "M_NOT_FOUND");
+    for path in [
+        "test.local/doesnotexist",
+        "other.server/abcdef",
+        "test.local/bad..id",
+    ] {
+        alice
+            .get(&format!("/_matrix/client/v1/media/download/{path}"))
+            .await
+            .expect_err(404, "M_NOT_FOUND");
     }
 }
 
@@ -290,15 +428,26 @@ async fn unauthenticated_endpoints_are_frozen_for_new_media_by_default() {
     let alice = app.register("alice").await;
     let uri = upload(&alice, b"hello".to_vec(), "text/plain", None).await;
     let path = media_path(&uri);
-    app.get(&format!("/_matrix/media/v3/download/{path}")).await.expect_err(404, "M_NOT_FOUND");
-    app.get(&format!("/_matrix/media/v3/thumbnail/{path}?width=32&height=32")).await.expect_err(404, "M_NOT_FOUND");
+    app.get(&format!("/_matrix/media/v3/download/{path}"))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    app.get(&format!(
+        "/_matrix/media/v3/thumbnail/{path}?width=32&height=32"
+    ))
+    .await
+    .expect_err(404, "M_NOT_FOUND");
     // Through the authenticated endpoint it is there.
     assert_eq!(download(&alice, &uri).await.bytes, b"hello");
 
     let (app, _dir) = media_app(|c| c.media.legacy_unauthenticated_downloads = true).await;
     let alice = app.register("alice").await;
     let uri = upload(&alice, b"hello".to_vec(), "text/plain", None).await;
-    let r = send(app.http.get(format!("{}/_matrix/media/v3/download/{}", app.base_url, media_path(&uri)))).await;
+    let r = send(app.http.get(format!(
+        "{}/_matrix/media/v3/download/{}",
+        app.base_url,
+        media_path(&uri)
+    )))
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.bytes, b"hello");
     assert_security_headers(&r);
@@ -306,7 +455,12 @@ async fn unauthenticated_endpoints_are_frozen_for_new_media_by_default() {
 
 /// Sends a raw HTTP/1.1 request head and some body bytes, never finishing the body, and returns the
 /// status line and JSON body of the answer.
-async fn raw_unfinished_upload(app: &TestApp, token: &str, extra_headers: &str, body: &[u8]) -> (u16, Value) {
+async fn raw_unfinished_upload(
+    app: &TestApp,
+    token: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> (u16, Value) {
     let address = app.base_url.strip_prefix("http://").unwrap();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let head = format!(
@@ -336,10 +490,15 @@ async fn raw_unfinished_upload(app: &TestApp, token: &str, extra_headers: &str, 
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), read).await.expect("no answer while the body was unfinished");
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no answer while the body was unfinished");
     let end = find(&response, b"\r\n\r\n").expect("a response head");
     let status = String::from_utf8_lossy(&response[9..12]).parse().unwrap();
-    (status, serde_json::from_slice(&response[end + 4..]).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&response[end + 4..]).unwrap_or(Value::Null),
+    )
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -359,21 +518,39 @@ async fn upload_over_the_limit_is_refused_while_streaming() {
         body.extend_from_slice(&piece);
         body.extend_from_slice(b"\r\n");
     }
-    let (status, json) = raw_unfinished_upload(&app, &alice.token, "Transfer-Encoding: chunked\r\n", &body).await;
-    assert_eq!((status, json["errcode"].as_str().unwrap_or("")), (413, "M_TOO_LARGE"), "{json}");
+    let (status, json) =
+        raw_unfinished_upload(&app, &alice.token, "Transfer-Encoding: chunked\r\n", &body).await;
+    assert_eq!(
+        (status, json["errcode"].as_str().unwrap_or("")),
+        (413, "M_TOO_LARGE"),
+        "{json}"
+    );
 
     // A declared length over the limit is refused before any body byte.
-    let (status, json) = raw_unfinished_upload(&app, &alice.token, "Content-Length: 2000000\r\n", b"").await;
-    assert_eq!((status, json["errcode"].as_str().unwrap_or("")), (413, "M_TOO_LARGE"), "{json}");
+    let (status, json) =
+        raw_unfinished_upload(&app, &alice.token, "Content-Length: 2000000\r\n", b"").await;
+    assert_eq!(
+        (status, json["errcode"].as_str().unwrap_or("")),
+        (413, "M_TOO_LARGE"),
+        "{json}"
+    );
 
     // Nothing of the refused uploads remains, not even a temporary file.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(stored_files(dir.path()).is_empty());
-    let leftovers = std::fs::read_dir(dir.path().join("tmp")).map(|d| d.count()).unwrap_or(0);
+    let leftovers = std::fs::read_dir(dir.path().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(leftovers, 0);
 
     // Exactly at the limit is fine; and the limit is the media one, not the 1 MiB JSON body limit.
-    upload(&alice, vec![7u8; 1024 * 1024], "application/octet-stream", None).await;
+    upload(
+        &alice,
+        vec![7u8; 1024 * 1024],
+        "application/octet-stream",
+        None,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -386,13 +563,17 @@ async fn uploads_are_not_bound_by_the_json_body_limit() {
 }
 
 fn test_image(width: u32, height: u32) -> DynamicImage {
-    DynamicImage::ImageRgba8(RgbaImage::from_fn(width, height, |x, y| image::Rgba([(x % 256) as u8, (y % 256) as u8, 128, 255])))
+    DynamicImage::ImageRgba8(RgbaImage::from_fn(width, height, |x, y| {
+        image::Rgba([(x % 256) as u8, (y % 256) as u8, 128, 255])
+    }))
 }
 
 fn encode(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     match format {
-        ImageFormat::Jpeg => DynamicImage::ImageRgb8(image.to_rgb8()).write_to(&mut out, format).unwrap(),
+        ImageFormat::Jpeg => DynamicImage::ImageRgb8(image.to_rgb8())
+            .write_to(&mut out, format)
+            .unwrap(),
         _ => image.write_to(&mut out, format).unwrap(),
     }
     out.into_inner()
@@ -427,7 +608,11 @@ async fn thumbnails_of_each_format_and_method() {
             assert_eq!(r.status, 200, "{mime} {query}: {}", r.json());
             assert_eq!(r.header("content-type"), thumb_mime, "{mime} {query}");
             assert_eq!(dimensions(&r.bytes), expected, "{mime} {query}");
-            assert!(r.header("content-disposition").starts_with("inline; filename=thumbnail."), "{mime}");
+            assert!(
+                r.header("content-disposition")
+                    .starts_with("inline; filename=thumbnail."),
+                "{mime}"
+            );
             assert_security_headers(&r);
             // The second time it comes from the cache, identical.
             let again = thumbnail(&alice, &uri, query).await;
@@ -435,7 +620,10 @@ async fn thumbnails_of_each_format_and_method() {
         }
     }
     // Five sizes for each of the four sources, each generated once.
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM media_thumbnails").fetch_one(&app.db).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM media_thumbnails")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     assert_eq!(rows, 20);
 }
 
@@ -472,11 +660,18 @@ async fn animated_thumbnails_only_when_asked() {
     let r = thumbnail(&alice, &uri, "width=96&height=96&method=crop&animated=true").await;
     assert_eq!(r.header("content-type"), "image/gif");
     let decoder = image::codecs::gif::GifDecoder::new(Cursor::new(&r.bytes)).unwrap();
-    let frames = image::AnimationDecoder::into_frames(decoder).collect_frames().unwrap();
+    let frames = image::AnimationDecoder::into_frames(decoder)
+        .collect_frames()
+        .unwrap();
     assert_eq!(frames.len(), 3);
     assert_eq!(frames[0].buffer().dimensions(), (96, 96));
 
-    let r = thumbnail(&alice, &uri, "width=96&height=96&method=crop&animated=false").await;
+    let r = thumbnail(
+        &alice,
+        &uri,
+        "width=96&height=96&method=crop&animated=false",
+    )
+    .await;
     assert_eq!(r.header("content-type"), "image/png");
     assert_eq!(dimensions(&r.bytes), (96, 96));
     // Without the parameter: not animated either.
@@ -488,16 +683,45 @@ async fn animated_thumbnails_only_when_asked() {
 async fn thumbnail_of_a_non_image_is_refused() {
     let (app, _dir) = media_app(|_| {}).await;
     let alice = app.register("alice").await;
-    let uri = upload(&alice, b"%PDF-1.4 not an image".to_vec(), "application/pdf", None).await;
+    let uri = upload(
+        &alice,
+        b"%PDF-1.4 not an image".to_vec(),
+        "application/pdf",
+        None,
+    )
+    .await;
     let r = thumbnail(&alice, &uri, "width=32&height=32&method=crop").await;
-    assert_eq!((r.status, r.json()["errcode"].as_str().unwrap()), (400, "M_UNKNOWN"));
+    assert_eq!(
+        (r.status, r.json()["errcode"].as_str().unwrap()),
+        (400, "M_UNKNOWN")
+    );
     // An image type claimed for other bytes is no better.
-    let uri = upload(&alice, b"<html>not a png</html>".to_vec(), "image/png", None).await;
+    let uri = upload(
+        &alice,
+        b"<html>not a png</html>".to_vec(),
+        "image/png",
+        None,
+    )
+    .await;
     let r = thumbnail(&alice, &uri, "width=32&height=32&method=crop").await;
-    assert_eq!((r.status, r.json()["errcode"].as_str().unwrap()), (400, "M_UNKNOWN"));
+    assert_eq!(
+        (r.status, r.json()["errcode"].as_str().unwrap()),
+        (400, "M_UNKNOWN")
+    );
     // Nonsense sizes and methods.
-    let uri = upload(&alice, encode(&test_image(100, 100), ImageFormat::Png), "image/png", None).await;
-    for query in ["width=-1&height=32", "width=0&height=32", "width=abc&height=32", "width=32&height=32&method=stretch"] {
+    let uri = upload(
+        &alice,
+        encode(&test_image(100, 100), ImageFormat::Png),
+        "image/png",
+        None,
+    )
+    .await;
+    for query in [
+        "width=-1&height=32",
+        "width=0&height=32",
+        "width=abc&height=32",
+        "width=32&height=32&method=stretch",
+    ] {
         let r = thumbnail(&alice, &uri, query).await;
         assert_eq!(r.status, 400, "{query}");
     }
@@ -511,11 +735,15 @@ async fn html_and_svg_are_never_served_inline() {
     let uri = upload(&alice, html.clone(), "text/html", Some("page.html")).await;
     let r = download(&alice, &uri).await;
     assert_eq!(r.bytes, html);
-    assert_eq!(r.header("content-disposition"), "attachment; filename=page.html");
+    assert_eq!(
+        r.header("content-disposition"),
+        "attachment; filename=page.html"
+    );
     assert!(r.header("content-type").starts_with("text/html"));
     assert_security_headers(&r);
 
-    let svg = br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#.to_vec();
+    let svg =
+        br#"<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>"#.to_vec();
     let uri = upload(&alice, svg.clone(), "image/svg+xml", None).await;
     let r = download(&alice, &uri).await;
     assert_eq!(r.bytes, svg);
@@ -523,20 +751,40 @@ async fn html_and_svg_are_never_served_inline() {
     assert_eq!(r.header("content-type"), "image/svg+xml");
     assert_security_headers(&r);
     // Nor through a thumbnail.
-    assert_eq!(thumbnail(&alice, &uri, "width=32&height=32").await.status, 400);
+    assert_eq!(
+        thumbnail(&alice, &uri, "width=32&height=32").await.status,
+        400
+    );
 }
 
 #[tokio::test]
 async fn unicode_file_names_are_encoded() {
     let (app, _dir) = media_app(|_| {}).await;
     let alice = app.register("alice").await;
-    let uri = upload(&alice, encode(&test_image(4, 4), ImageFormat::Png), "image/png", Some("Grüße 📷.png")).await;
+    let uri = upload(
+        &alice,
+        encode(&test_image(4, 4), ImageFormat::Png),
+        "image/png",
+        Some("Grüße 📷.png"),
+    )
+    .await;
     let r = download(&alice, &uri).await;
-    assert_eq!(r.header("content-disposition"), "inline; filename*=utf-8''Gr%C3%BC%C3%9Fe%20%F0%9F%93%B7.png");
+    assert_eq!(
+        r.header("content-disposition"),
+        "inline; filename*=utf-8''Gr%C3%BC%C3%9Fe%20%F0%9F%93%B7.png"
+    );
     // Quotes and semicolons cannot break out of the header either.
-    let url = format!("{}/_matrix/client/v1/media/download/{}/{}", app.base_url, media_path(&uri), enc("a\"; b=c.png"));
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/{}/{}",
+        app.base_url,
+        media_path(&uri),
+        enc("a\"; b=c.png")
+    );
     let r = send(app.http.get(url).bearer_auth(&alice.token)).await;
-    assert_eq!(r.header("content-disposition"), "inline; filename*=utf-8''a%22%3B%20b%3Dc.png");
+    assert_eq!(
+        r.header("content-disposition"),
+        "inline; filename*=utf-8''a%22%3B%20b%3Dc.png"
+    );
 }
 
 #[tokio::test]
@@ -545,8 +793,18 @@ async fn compression_leaves_images_and_lengths_alone() {
     let alice = app.register("alice").await;
     let png = encode(&test_image(300, 300), ImageFormat::Png);
     let uri = upload(&alice, png.clone(), "image/png", None).await;
-    let url = format!("{}/_matrix/client/v1/media/download/{}", app.base_url, media_path(&uri));
-    let r = send(app.http.get(url).bearer_auth(&alice.token).header("accept-encoding", "gzip")).await;
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/{}",
+        app.base_url,
+        media_path(&uri)
+    );
+    let r = send(
+        app.http
+            .get(url)
+            .bearer_auth(&alice.token)
+            .header("accept-encoding", "gzip"),
+    )
+    .await;
     assert_eq!(r.header("content-encoding"), "");
     assert_eq!(r.header("content-length"), png.len().to_string());
     assert_eq!(r.bytes, png);
@@ -570,9 +828,23 @@ async fn spawn_site() -> String {
                 )
             }),
         )
-        .route("/plain", get(|| async { ([("content-type", "text/html")], "<html><title>Just a title</title></html>") }))
-        .route("/logo.png", get(move || async move { ([("content-type", "image/png")], png) }))
-        .route("/redirect", get(|| async { (axum::http::StatusCode::FOUND, [("location", "/plain")]) }));
+        .route(
+            "/plain",
+            get(|| async {
+                (
+                    [("content-type", "text/html")],
+                    "<html><title>Just a title</title></html>",
+                )
+            }),
+        )
+        .route(
+            "/logo.png",
+            get(move || async move { ([("content-type", "image/png")], png) }),
+        )
+        .route(
+            "/redirect",
+            get(|| async { (axum::http::StatusCode::FOUND, [("location", "/plain")]) }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -584,7 +856,12 @@ async fn url_previews_are_off_by_default() {
     let (app, _dir) = media_app(|_| {}).await;
     let alice = app.register("alice").await;
     let site = spawn_site().await;
-    let r = alice.get(&format!("/_matrix/client/v1/media/preview_url?url={}", enc(&format!("{site}/page")))).await;
+    let r = alice
+        .get(&format!(
+            "/_matrix/client/v1/media/preview_url?url={}",
+            enc(&format!("{site}/page"))
+        ))
+        .await;
     r.expect_err(404, "M_UNRECOGNIZED");
 }
 
@@ -594,11 +871,22 @@ async fn url_preview_refuses_loopback_unless_allowlisted() {
     let alice = app.register("alice").await;
     let site = spawn_site().await;
     let port = site.rsplit(':').next().unwrap();
-    for url in [format!("{site}/page"), format!("http://localhost:{port}/page"), format!("http://[::1]:{port}/page")] {
-        let r = alice.get(&format!("/_matrix/client/v1/media/preview_url?url={}", enc(&url))).await;
+    for url in [
+        format!("{site}/page"),
+        format!("http://localhost:{port}/page"),
+        format!("http://[::1]:{port}/page"),
+    ] {
+        let r = alice
+            .get(&format!(
+                "/_matrix/client/v1/media/preview_url?url={}",
+                enc(&url)
+            ))
+            .await;
         r.expect_err(403, "M_FORBIDDEN");
     }
-    app.get("/_matrix/client/v1/media/preview_url?url=http://example.org/").await.expect_err(401, "M_MISSING_TOKEN");
+    app.get("/_matrix/client/v1/media/preview_url?url=http://example.org/")
+        .await
+        .expect_err(401, "M_MISSING_TOKEN");
 }
 
 #[tokio::test]
@@ -610,7 +898,13 @@ async fn url_preview_reads_open_graph_from_an_allowlisted_site() {
     .await;
     let alice = app.register("alice").await;
     let site = spawn_site().await;
-    let og = alice.get(&format!("/_matrix/client/v1/media/preview_url?url={}", enc(&format!("{site}/page")))).await.ok();
+    let og = alice
+        .get(&format!(
+            "/_matrix/client/v1/media/preview_url?url={}",
+            enc(&format!("{site}/page"))
+        ))
+        .await
+        .ok();
     assert_eq!(og["og:title"], "Axon & friends");
     assert_eq!(og["og:description"], "A homeserver on PostgreSQL");
     assert_eq!(og["og:image:type"], "image/png");
@@ -623,6 +917,12 @@ async fn url_preview_reads_open_graph_from_an_allowlisted_site() {
     assert_eq!(dimensions(&r.bytes), (120, 60));
 
     // <title> stands in for og:title; redirects are followed (and checked again).
-    let og = alice.get(&format!("/_matrix/media/v3/preview_url?url={}", enc(&format!("{site}/redirect")))).await.ok();
+    let og = alice
+        .get(&format!(
+            "/_matrix/media/v3/preview_url?url={}",
+            enc(&format!("{site}/redirect"))
+        ))
+        .await
+        .ok();
     assert_eq!(og["og:title"], "Just a title");
 }

@@ -20,8 +20,7 @@ use crate::service::media::{self, Access, Download, UploadInfo};
 use crate::{AppState, Error, Result};
 
 /// Synapse's policy for served media: nothing in a served file may run or load anything.
-pub const CONTENT_SECURITY_POLICY: &str =
-    "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';";
+pub const CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';";
 
 /// Read-ahead of a download: memory per download is this, whatever the file's size.
 const READ_BUFFER: usize = 64 * 1024;
@@ -61,17 +60,29 @@ pub fn other_routes() -> Router<AppState> {
     // streaming.
     let legacy = Router::new()
         .route("/upload", post(upload).layer(DefaultBodyLimit::disable()))
-        .route("/upload/{server_name}/{media_id}", put(upload_pending).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/upload/{server_name}/{media_id}",
+            put(upload_pending).layer(DefaultBodyLimit::disable()),
+        )
         .route("/create", post(create))
         .route("/download/{server_name}/{media_id}", get(legacy_download))
-        .route("/download/{server_name}/{media_id}/{file_name}", get(legacy_download_named))
+        .route(
+            "/download/{server_name}/{media_id}/{file_name}",
+            get(legacy_download_named),
+        )
         .route("/thumbnail/{server_name}/{media_id}", get(legacy_thumbnail))
         .route("/config", get(config))
         .route("/preview_url", get(preview_url));
     let authenticated = Router::new()
         .route("/download/{server_name}/{media_id}", get(download))
-        .route("/download/{server_name}/{media_id}/{file_name}", get(download_named))
-        .route("/thumbnail/{server_name}/{media_id}", get(authenticated_thumbnail))
+        .route(
+            "/download/{server_name}/{media_id}/{file_name}",
+            get(download_named),
+        )
+        .route(
+            "/thumbnail/{server_name}/{media_id}",
+            get(authenticated_thumbnail),
+        )
         .route("/config", get(config))
         .route("/preview_url", get(preview_url));
     Router::new()
@@ -84,9 +95,18 @@ pub fn other_routes() -> Router<AppState> {
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    headers.insert(HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("cross-origin"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("cross-origin"),
+    );
     response
 }
 
@@ -102,12 +122,18 @@ fn upload_info(headers: &HeaderMap, filename: Option<String>) -> UploadInfo {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_owned);
-    UploadInfo { content_type, filename: filename.filter(|f| !f.is_empty()) }
+    UploadInfo {
+        content_type,
+        filename: filename.filter(|f| !f.is_empty()),
+    }
 }
 
 /// A declared length over the limit is refused before reading anything.
 fn check_declared_length(state: &AppState, headers: &HeaderMap) -> Result<()> {
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let limit = state.config.limits.max_upload as u64;
     match declared {
         Some(length) if length > limit => Err(media::too_large(limit)),
@@ -138,13 +164,24 @@ async fn upload_pending(
 ) -> Result<Response> {
     check_declared_length(&state, &headers)?;
     let info = upload_info(&headers, query.filename);
-    media::upload_pending(&state, &requester, &server_name, &media_id, info, body.into_data_stream()).await?;
+    media::upload_pending(
+        &state,
+        &requester,
+        &server_name,
+        &media_id,
+        info,
+        body.into_data_stream(),
+    )
+    .await?;
     Ok(axum::Json(json!({})).into_response())
 }
 
 async fn create(State(state): State<AppState>, requester: Requester) -> Result<Response> {
     let (content_uri, expires) = media::create(&state, &requester).await?;
-    Ok(axum::Json(json!({ "content_uri": content_uri, "unused_expires_at": expires })).into_response())
+    Ok(
+        axum::Json(json!({ "content_uri": content_uri, "unused_expires_at": expires }))
+            .into_response(),
+    )
 }
 
 async fn config(State(state): State<AppState>, _requester: Requester) -> Response {
@@ -162,7 +199,14 @@ async fn download(
     Path((server_name, media_id)): Path<(String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
-    let file = media::download(&state, &server_name, &media_id, query.timeout_ms, Access::Authenticated).await?;
+    let file = media::download(
+        &state,
+        &server_name,
+        &media_id,
+        query.timeout_ms,
+        Access::Authenticated,
+    )
+    .await?;
     Ok(file_response(file, None))
 }
 
@@ -172,7 +216,14 @@ async fn download_named(
     Path((server_name, media_id, file_name)): Path<(String, String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
-    let file = media::download(&state, &server_name, &media_id, query.timeout_ms, Access::Authenticated).await?;
+    let file = media::download(
+        &state,
+        &server_name,
+        &media_id,
+        query.timeout_ms,
+        Access::Authenticated,
+    )
+    .await?;
     Ok(file_response(file, Some(file_name)))
 }
 
@@ -181,7 +232,14 @@ async fn legacy_download(
     Path((server_name, media_id)): Path<(String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
-    let file = media::download(&state, &server_name, &media_id, query.timeout_ms, Access::Legacy).await?;
+    let file = media::download(
+        &state,
+        &server_name,
+        &media_id,
+        query.timeout_ms,
+        Access::Legacy,
+    )
+    .await?;
     Ok(file_response(file, None))
 }
 
@@ -190,7 +248,14 @@ async fn legacy_download_named(
     Path((server_name, media_id, file_name)): Path<(String, String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
-    let file = media::download(&state, &server_name, &media_id, query.timeout_ms, Access::Legacy).await?;
+    let file = media::download(
+        &state,
+        &server_name,
+        &media_id,
+        query.timeout_ms,
+        Access::Legacy,
+    )
+    .await?;
     Ok(file_response(file, Some(file_name)))
 }
 
@@ -209,7 +274,14 @@ async fn authenticated_thumbnail(
     Path((server_name, media_id)): Path<(String, String)>,
     Query(query): Query<ThumbnailQuery>,
 ) -> Result<Response> {
-    serve_thumbnail(&state, &server_name, &media_id, query, Access::Authenticated).await
+    serve_thumbnail(
+        &state,
+        &server_name,
+        &media_id,
+        query,
+        Access::Authenticated,
+    )
+    .await
 }
 
 async fn legacy_thumbnail(
@@ -229,11 +301,21 @@ async fn serve_thumbnail(
 ) -> Result<Response> {
     let method = match query.method.as_deref() {
         None => Method::Scale,
-        Some(m) => Method::parse(m).ok_or_else(|| Error::invalid_param("method must be \"crop\" or \"scale\""))?,
+        Some(m) => Method::parse(m)
+            .ok_or_else(|| Error::invalid_param("method must be \"crop\" or \"scale\""))?,
     };
     let size = (query.width, query.height, method);
     let animated = query.animated.unwrap_or(false);
-    let file = thumbnail::thumbnail(state, server_name, media_id, size, animated, query.timeout_ms, access).await?;
+    let file = thumbnail::thumbnail(
+        state,
+        server_name,
+        media_id,
+        size,
+        animated,
+        query.timeout_ms,
+        access,
+    )
+    .await?;
     Ok(file_response(file, None))
 }
 
@@ -249,10 +331,14 @@ async fn preview_url(
 ) -> Result<Response> {
     // Disabled, the endpoint does not exist, as with Synapse.
     if !state.config.media.url_preview.enabled {
-        return Err(Error::unrecognized("URL previews are disabled on this server"));
+        return Err(Error::unrecognized(
+            "URL previews are disabled on this server",
+        ));
     }
     let requester = requester?;
-    let url = query.url.ok_or_else(|| Error::missing_param("Missing url parameter"))?;
+    let url = query
+        .url
+        .ok_or_else(|| Error::missing_param("Missing url parameter"))?;
     let og = media::preview::preview(&state, &requester, &url).await?;
     Ok(axum::Json::<Value>(og).into_response())
 }
@@ -260,7 +346,10 @@ async fn preview_url(
 /// Streams a file from disk with its type, length and disposition.
 fn file_response(file: Download, override_name: Option<String>) -> Response {
     let content_type = served_content_type(file.content_type.as_deref());
-    let disposition = content_disposition(&content_type, override_name.as_deref().or(file.filename.as_deref()));
+    let disposition = content_disposition(
+        &content_type,
+        override_name.as_deref().or(file.filename.as_deref()),
+    );
     let body = Body::from_stream(ReaderStream::with_capacity(file.file, READ_BUFFER));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
@@ -274,9 +363,12 @@ fn file_response(file: Download, override_name: Option<String>) -> Response {
 /// The stored type if it is a usable header value (UTF-8 text types get a charset, as Synapse does),
 /// else `application/octet-stream`.
 fn served_content_type(stored: Option<&str>) -> HeaderValue {
-    let Some(stored) = stored else { return HeaderValue::from_static("application/octet-stream") };
+    let Some(stored) = stored else {
+        return HeaderValue::from_static("application/octet-stream");
+    };
     let essence = essence(stored);
-    let value = if essence.starts_with("text/") && !stored.to_ascii_lowercase().contains("charset=") {
+    let value = if essence.starts_with("text/") && !stored.to_ascii_lowercase().contains("charset=")
+    {
         format!("{stored}; charset=utf-8")
     } else {
         stored.to_owned()
@@ -285,7 +377,12 @@ fn served_content_type(stored: Option<&str>) -> HeaderValue {
 }
 
 fn essence(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// `inline` only for the spec's safe types, `attachment` for everything else (HTML, SVG, XML, scripts…),
@@ -297,7 +394,12 @@ pub fn content_disposition(content_type: &HeaderValue, filename: Option<&str>) -
     };
     let value = match filename {
         None => kind.to_owned(),
-        Some(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) => {
+        Some(name)
+            if !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+        {
             format!("{kind}; filename={name}")
         }
         Some(name) => format!("{kind}; filename*=utf-8''{}", encode_attribute_value(name)),
@@ -324,7 +426,13 @@ mod tests {
 
     #[test]
     fn dangerous_types_are_attachments() {
-        for t in ["text/html", "image/svg+xml", "application/javascript", "text/xml", "application/xhtml+xml"] {
+        for t in [
+            "text/html",
+            "image/svg+xml",
+            "application/javascript",
+            "text/xml",
+            "application/xhtml+xml",
+        ] {
             let v = content_disposition(&HeaderValue::from_static(t), None);
             assert_eq!(v, "attachment", "{t}");
         }
@@ -334,14 +442,26 @@ mod tests {
 
     #[test]
     fn filenames_are_escaped() {
-        let v = content_disposition(&HeaderValue::from_static("application/pdf"), Some("résumé 1\".pdf"));
-        assert_eq!(v, "attachment; filename*=utf-8''r%C3%A9sum%C3%A9%201%22.pdf");
+        let v = content_disposition(
+            &HeaderValue::from_static("application/pdf"),
+            Some("résumé 1\".pdf"),
+        );
+        assert_eq!(
+            v,
+            "attachment; filename*=utf-8''r%C3%A9sum%C3%A9%201%22.pdf"
+        );
     }
 
     #[test]
     fn text_gets_a_charset() {
-        assert_eq!(served_content_type(Some("text/plain")), "text/plain; charset=utf-8");
-        assert_eq!(served_content_type(Some("text/plain; charset=latin1")), "text/plain; charset=latin1");
+        assert_eq!(
+            served_content_type(Some("text/plain")),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(
+            served_content_type(Some("text/plain; charset=latin1")),
+            "text/plain; charset=latin1"
+        );
         assert_eq!(served_content_type(None), "application/octet-stream");
     }
 }

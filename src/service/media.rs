@@ -77,14 +77,23 @@ impl Drop for TempFile {
 
 impl Files {
     pub fn new(state: &AppState) -> Self {
-        Self { root: state.config.media_path() }
+        Self {
+            root: state.config.media_path(),
+        }
     }
 
     pub fn path_of(&self, sha256: &str) -> Result<PathBuf> {
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::internal(format!("not a SHA-256 file name: {sha256:?}")));
+            return Err(Error::internal(format!(
+                "not a SHA-256 file name: {sha256:?}"
+            )));
         }
-        Ok(self.root.join("sha256").join(&sha256[0..2]).join(&sha256[2..4]).join(sha256))
+        Ok(self
+            .root
+            .join("sha256")
+            .join(&sha256[0..2])
+            .join(&sha256[2..4])
+            .join(sha256))
     }
 
     /// Streams `body` to disk, refusing it with 413 M_TOO_LARGE as soon as it passes `limit` bytes.
@@ -94,22 +103,30 @@ impl Files {
         E: std::fmt::Display,
     {
         let tmp_dir = self.root.join("tmp");
-        tokio::fs::create_dir_all(&tmp_dir).await.map_err(|e| Error::internal(format!("creating {tmp_dir:?}: {e}")))?;
+        tokio::fs::create_dir_all(&tmp_dir)
+            .await
+            .map_err(|e| Error::internal(format!("creating {tmp_dir:?}: {e}")))?;
         let tmp_path = tmp_dir.join(crate::service::auth::random_string(24));
         let mut guard = TempFile(Some(tmp_path.clone()));
-        let file = tokio::fs::File::create(&tmp_path).await.map_err(|e| Error::internal(format!("creating {tmp_path:?}: {e}")))?;
+        let file = tokio::fs::File::create(&tmp_path)
+            .await
+            .map_err(|e| Error::internal(format!("creating {tmp_path:?}: {e}")))?;
         let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut body = std::pin::pin!(body);
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Error::unknown(format!("The upload was interrupted: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| Error::unknown(format!("The upload was interrupted: {e}")))?;
             size += chunk.len() as u64;
             if size > limit {
                 return Err(too_large(limit));
             }
             hasher.update(&chunk);
-            writer.write_all(&chunk).await.map_err(|e| Error::internal(format!("writing {tmp_path:?}: {e}")))?;
+            writer
+                .write_all(&chunk)
+                .await
+                .map_err(|e| Error::internal(format!("writing {tmp_path:?}: {e}")))?;
         }
         writer.flush().await.map_err(Error::internal)?;
         let file = writer.into_inner();
@@ -123,8 +140,12 @@ impl Files {
             return Ok(StoredFile { sha256, size });
         }
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| Error::internal(format!("creating {dir:?}: {e}")))?;
-        tokio::fs::rename(&tmp_path, &path).await.map_err(|e| Error::internal(format!("renaming into {path:?}: {e}")))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::internal(format!("creating {dir:?}: {e}")))?;
+        tokio::fs::rename(&tmp_path, &path)
+            .await
+            .map_err(|e| Error::internal(format!("renaming into {path:?}: {e}")))?;
         guard.0 = None;
         sync_dir(dir).await;
         Ok(StoredFile { sha256, size })
@@ -132,7 +153,9 @@ impl Files {
 
     pub async fn open(&self, sha256: &str) -> Result<(tokio::fs::File, u64)> {
         let path = self.path_of(sha256)?;
-        let file = tokio::fs::File::open(&path).await.map_err(|e| Error::internal(format!("opening {path:?}: {e}")))?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::internal(format!("opening {path:?}: {e}")))?;
         let size = file.metadata().await.map_err(Error::internal)?.len();
         Ok((file, size))
     }
@@ -162,7 +185,9 @@ fn new_media_id() -> String {
 pub fn valid_media_id(media_id: &str) -> bool {
     !media_id.is_empty()
         && media_id.len() <= 255
-        && media_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && media_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn notifier_key(media_id: &str) -> String {
@@ -174,7 +199,12 @@ fn upload_limit(state: &AppState) -> u64 {
 }
 
 /// POST /upload: stores the body and returns the new `mxc://` URI.
-pub async fn upload<S, E>(state: &AppState, requester: &Requester, info: UploadInfo, body: S) -> Result<String>
+pub async fn upload<S, E>(
+    state: &AppState,
+    requester: &Requester,
+    info: UploadInfo,
+    body: S,
+) -> Result<String>
 where
     S: Stream<Item = std::result::Result<Bytes, E>>,
     E: std::fmt::Display,
@@ -244,14 +274,21 @@ where
     if server_name != state.server_name.as_str() || !valid_media_id(media_id) {
         return Err(unknown());
     }
-    let row = store::media::find(&state.db, media_id).await?.ok_or_else(unknown)?;
+    let row = store::media::find(&state.db, media_id)
+        .await?
+        .ok_or_else(unknown)?;
     if row.uploader != requester.user_id.as_str() {
-        return Err(Error::forbidden("This media ID was created by another user"));
+        return Err(Error::forbidden(
+            "This media ID was created by another user",
+        ));
     }
     if row.sha256.is_some() {
         return Err(cannot_overwrite());
     }
-    if row.unused_expires_ts.is_some_and(|ts| ts <= store::now_ms()) {
+    if row
+        .unused_expires_ts
+        .is_some_and(|ts| ts <= store::now_ms())
+    {
         return Err(unknown());
     }
     let stored = Files::new(state).store(body, upload_limit(state)).await?;
@@ -261,14 +298,23 @@ where
         // Another upload to the same ID finished first (or the ID expired meanwhile).
         return Err(cannot_overwrite());
     }
-    store::stream::notify(&mut *tx, crate::service::notifier::CHANNEL, &state.notifier.payload(&keys, &[])).await?;
+    store::stream::notify(
+        &mut *tx,
+        crate::service::notifier::CHANNEL,
+        &state.notifier.payload(&keys, &[]),
+    )
+    .await?;
     tx.commit().await?;
     state.notifier.wake(keys.iter().map(String::as_str));
     Ok(())
 }
 
 fn cannot_overwrite() -> Error {
-    Error::matrix(axum::http::StatusCode::CONFLICT, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded")
+    Error::matrix(
+        axum::http::StatusCode::CONFLICT,
+        "M_CANNOT_OVERWRITE_MEDIA",
+        "Media already uploaded",
+    )
 }
 
 /// The metadata of an uploaded file, waiting up to `timeout_ms` for a pending asynchronous upload.
@@ -284,12 +330,19 @@ pub async fn find_uploaded(
     if server_name != state.server_name.as_str() || !valid_media_id(media_id) {
         return Err(not_found());
     }
-    let visible = |row: &store::media::MediaRow| access == Access::Authenticated || row.legacy_access;
-    let row = store::media::find(&state.db, media_id).await?.filter(visible).ok_or_else(not_found)?;
+    let visible =
+        |row: &store::media::MediaRow| access == Access::Authenticated || row.legacy_access;
+    let row = store::media::find(&state.db, media_id)
+        .await?
+        .filter(visible)
+        .ok_or_else(not_found)?;
     if row.sha256.is_some() {
         return Ok(row);
     }
-    if row.unused_expires_ts.is_some_and(|ts| ts <= store::now_ms()) {
+    if row
+        .unused_expires_ts
+        .is_some_and(|ts| ts <= store::now_ms())
+    {
         return Err(not_found());
     }
     let wait = Duration::from_millis(timeout_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
@@ -298,10 +351,10 @@ pub async fn find_uploaded(
     loop {
         // Subscribe before looking, so an upload finishing in between still wakes us.
         let subscription = state.notifier.subscribe([key.as_str()]);
-        if let Some(row) = store::media::find(&state.db, media_id).await? {
-            if row.sha256.is_some() {
-                return Ok(row);
-            }
+        if let Some(row) = store::media::find(&state.db, media_id).await?
+            && row.sha256.is_some()
+        {
+            return Ok(row);
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
@@ -326,15 +379,31 @@ pub async fn download(
     let row = find_uploaded(state, server_name, media_id, timeout_ms, access).await?;
     let sha256 = row.sha256.as_deref().unwrap_or_default();
     let (file, size) = Files::new(state).open(sha256).await?;
-    Ok(Download { file, size, content_type: row.content_type, filename: row.filename })
+    Ok(Download {
+        file,
+        size,
+        content_type: row.content_type,
+        filename: row.filename,
+    })
 }
 
 /// Stores bytes already in memory (a fetched preview image) as new media of `uploader`.
-pub async fn store_bytes(state: &AppState, uploader: &str, bytes: Bytes, info: UploadInfo) -> Result<(String, u64)> {
+pub async fn store_bytes(
+    state: &AppState,
+    uploader: &str,
+    bytes: Bytes,
+    info: UploadInfo,
+) -> Result<(String, u64)> {
     let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(bytes)]);
     let stored = Files::new(state).store(body, u64::MAX).await?;
     let media_id = new_media_id();
-    store::media::insert_uploaded(&state.db, &media_id, uploader, &new_file(&stored, &info), false).await?;
+    store::media::insert_uploaded(
+        &state.db,
+        &media_id,
+        uploader,
+        &new_file(&stored, &info),
+        false,
+    )
+    .await?;
     Ok((mxc(state, &media_id), stored.size))
 }
-

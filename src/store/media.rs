@@ -79,7 +79,11 @@ pub async fn count_pending(db: impl PgExecutor<'_>, uploader: &str, now: i64) ->
 }
 
 /// Fills a pending row. False when it was no longer pending (uploaded meanwhile) or has expired.
-pub async fn complete_pending(db: impl PgExecutor<'_>, media_id: &str, file: &NewFile<'_>) -> sqlx::Result<bool> {
+pub async fn complete_pending(
+    db: impl PgExecutor<'_>,
+    media_id: &str,
+    file: &NewFile<'_>,
+) -> sqlx::Result<bool> {
     let now = super::now_ms();
     let result = sqlx::query!(
         "UPDATE media SET sha256 = $2, size = $3, content_type = $4, filename = $5, uploaded_ts = $6,
@@ -123,7 +127,10 @@ pub struct ThumbnailKey<'a> {
     pub animated: bool,
 }
 
-pub async fn find_thumbnail(db: impl PgExecutor<'_>, key: &ThumbnailKey<'_>) -> sqlx::Result<Option<ThumbnailRow>> {
+pub async fn find_thumbnail(
+    db: impl PgExecutor<'_>,
+    key: &ThumbnailKey<'_>,
+) -> sqlx::Result<Option<ThumbnailRow>> {
     sqlx::query_as!(
         ThumbnailRow,
         "SELECT sha256, content_type, size FROM media_thumbnails
@@ -140,7 +147,11 @@ pub async fn find_thumbnail(db: impl PgExecutor<'_>, key: &ThumbnailKey<'_>) -> 
 
 /// Records a thumbnail; a concurrent request that generated the same one first wins harmlessly (the
 /// file is content-addressed, so both wrote the same bytes to the same place).
-pub async fn insert_thumbnail(db: impl PgExecutor<'_>, key: &ThumbnailKey<'_>, thumb: &ThumbnailRow) -> sqlx::Result<()> {
+pub async fn insert_thumbnail(
+    db: impl PgExecutor<'_>,
+    key: &ThumbnailKey<'_>,
+    thumb: &ThumbnailRow,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "INSERT INTO media_thumbnails (source_sha256, width, height, method, animated, sha256, content_type, size, created_ts)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
@@ -160,10 +171,18 @@ pub async fn insert_thumbnail(db: impl PgExecutor<'_>, key: &ThumbnailKey<'_>, t
 }
 
 /// A preview fetched after `since` (ms), if any.
-pub async fn find_url_preview(db: impl PgExecutor<'_>, url: &str, since: i64) -> sqlx::Result<Option<Value>> {
-    sqlx::query_scalar!("SELECT og FROM media_url_previews WHERE url = $1 AND fetched_ts > $2", url, since)
-        .fetch_optional(db)
-        .await
+pub async fn find_url_preview(
+    db: impl PgExecutor<'_>,
+    url: &str,
+    since: i64,
+) -> sqlx::Result<Option<Value>> {
+    sqlx::query_scalar!(
+        "SELECT og FROM media_url_previews WHERE url = $1 AND fetched_ts > $2",
+        url,
+        since
+    )
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn save_url_preview(db: impl PgExecutor<'_>, url: &str, og: &Value) -> sqlx::Result<()> {

@@ -129,31 +129,54 @@ struct Fetched {
 pub async fn preview(state: &AppState, requester: &Requester, url: &str) -> Result<Value> {
     let parsed = Url::parse(url).map_err(|e| Error::invalid_param(format!("Invalid URL: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(Error::invalid_param("Only http and https URLs can be previewed"));
+        return Err(Error::invalid_param(
+            "Only http and https URLs can be previewed",
+        ));
     }
-    if let Some(cached) = store::media::find_url_preview(&state.db, url, store::now_ms() - CACHE_MS).await? {
+    if let Some(cached) =
+        store::media::find_url_preview(&state.db, url, store::now_ms() - CACHE_MS).await?
+    {
         return Ok(cached);
     }
-    let allow: Vec<IpNetwork> =
-        state.config.media.url_preview.ip_range_allowlist.iter().filter_map(|n| IpNetwork::parse(n)).collect();
+    let allow: Vec<IpNetwork> = state
+        .config
+        .media
+        .url_preview
+        .ip_range_allowlist
+        .iter()
+        .filter_map(|n| IpNetwork::parse(n))
+        .collect();
     let page = fetch(&allow, parsed, MAX_PAGE_BYTES, true).await?;
     let mut og = Map::new();
-    if page.content_type.as_deref().is_some_and(|t| t.starts_with("image/")) {
+    if page
+        .content_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with("image/"))
+    {
         add_image(state, requester, &mut og, page).await?;
-    } else if page.content_type.as_deref().is_none_or(|t| t.starts_with("text/html") || t.contains("xhtml")) {
+    } else if page
+        .content_type
+        .as_deref()
+        .is_none_or(|t| t.starts_with("text/html") || t.contains("xhtml"))
+    {
         let html = String::from_utf8_lossy(&page.body);
         og = parse_html(&html);
-        if let Some(image) = og.remove("og:image").and_then(|v| v.as_str().map(str::to_owned)) {
-            match page.url.join(&image) {
-                Ok(image_url) => match fetch(&allow, image_url, MAX_IMAGE_BYTES, false).await {
-                    Ok(image) if image.content_type.as_deref().is_some_and(|t| t.starts_with("image/")) => {
-                        add_image(state, requester, &mut og, image).await?;
-                    }
-                    Ok(_) => {}
-                    // A preview without its picture is still a preview.
-                    Err(e) => tracing::debug!(error = %e, "preview image not fetched"),
-                },
-                Err(_) => {}
+        let image_url = og
+            .remove("og:image")
+            .and_then(|v| v.as_str().and_then(|image| page.url.join(image).ok()));
+        if let Some(image_url) = image_url {
+            match fetch(&allow, image_url, MAX_IMAGE_BYTES, false).await {
+                Ok(image)
+                    if image
+                        .content_type
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with("image/")) =>
+                {
+                    add_image(state, requester, &mut og, image).await?;
+                }
+                Ok(_) => {}
+                // A preview without its picture is still a preview.
+                Err(e) => tracing::debug!(error = %e, "preview image not fetched"),
             }
         }
     }
@@ -163,15 +186,29 @@ pub async fn preview(state: &AppState, requester: &Requester, url: &str) -> Resu
 }
 
 /// Stores a fetched image as media and describes it the way the spec's preview does.
-async fn add_image(state: &AppState, requester: &Requester, og: &mut Map<String, Value>, image: Fetched) -> Result<()> {
+async fn add_image(
+    state: &AppState,
+    requester: &Requester,
+    og: &mut Map<String, Value>,
+    image: Fetched,
+) -> Result<()> {
     let dimensions = image::ImageReader::new(std::io::Cursor::new(&image.body[..]))
         .with_guessed_format()
         .ok()
         .and_then(|r| r.into_dimensions().ok());
     let content_type = image.content_type.clone();
-    let filename = image.url.path_segments().and_then(|mut s| s.next_back()).filter(|s| !s.is_empty()).map(str::to_owned);
-    let info = UploadInfo { content_type: content_type.clone(), filename };
-    let (mxc, size) = super::store_bytes(state, requester.user_id.as_str(), image.body, info).await?;
+    let filename = image
+        .url
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let info = UploadInfo {
+        content_type: content_type.clone(),
+        filename,
+    };
+    let (mxc, size) =
+        super::store_bytes(state, requester.user_id.as_str(), image.body, info).await?;
     og.insert("og:image".into(), json!(mxc));
     og.insert("matrix:image:size".into(), json!(size));
     if let Some(content_type) = content_type {
@@ -186,7 +223,10 @@ async fn add_image(state: &AppState, requester: &Requester, og: &mut Map<String,
 
 /// The addresses `url` may be fetched from; refuses when the host has none allowed.
 async fn checked_addresses(allow: &[IpNetwork], url: &Url) -> Result<(String, Vec<SocketAddr>)> {
-    let host = url.host_str().ok_or_else(|| Error::invalid_param("The URL has no host"))?.to_owned();
+    let host = url
+        .host_str()
+        .ok_or_else(|| Error::invalid_param("The URL has no host"))?
+        .to_owned();
     let port = url.port_or_known_default().unwrap_or(80);
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let resolved: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
@@ -196,10 +236,16 @@ async fn checked_addresses(allow: &[IpNetwork], url: &Url) -> Result<(String, Ve
             .map_err(|_| bad_gateway("DNS resolution failure during URL preview generation"))?
             .collect(),
     };
-    let permitted = |addr: &SocketAddr| !is_non_public(addr.ip()) || allow.iter().any(|n| n.contains(addr.ip()));
+    let permitted = |addr: &SocketAddr| {
+        !is_non_public(addr.ip()) || allow.iter().any(|n| n.contains(addr.ip()))
+    };
     let addresses: Vec<SocketAddr> = resolved.iter().copied().filter(permitted).collect();
     if addresses.is_empty() {
-        return Err(if resolved.is_empty() { bad_gateway("DNS resolution failure during URL preview generation") } else { blocked() });
+        return Err(if resolved.is_empty() {
+            bad_gateway("DNS resolution failure during URL preview generation")
+        } else {
+            blocked()
+        });
     }
     Ok((bare.to_owned(), addresses))
 }
@@ -207,10 +253,21 @@ async fn checked_addresses(allow: &[IpNetwork], url: &Url) -> Result<(String, Ve
 async fn fetch(allow: &[IpNetwork], url: Url, cap: usize, truncate: bool) -> Result<Fetched> {
     tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(allow, url, cap, truncate))
         .await
-        .map_err(|_| Error::matrix(StatusCode::GATEWAY_TIMEOUT, "M_UNKNOWN", "Timed out fetching the URL"))?
+        .map_err(|_| {
+            Error::matrix(
+                StatusCode::GATEWAY_TIMEOUT,
+                "M_UNKNOWN",
+                "Timed out fetching the URL",
+            )
+        })?
 }
 
-async fn fetch_inner(allow: &[IpNetwork], mut url: Url, cap: usize, truncate: bool) -> Result<Fetched> {
+async fn fetch_inner(
+    allow: &[IpNetwork],
+    mut url: Url,
+    cap: usize,
+    truncate: bool,
+) -> Result<Fetched> {
     for _ in 0..=MAX_REDIRECTS {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(bad_gateway("The URL redirected to an unsupported scheme"));
@@ -220,20 +277,27 @@ async fn fetch_inner(allow: &[IpNetwork], mut url: Url, cap: usize, truncate: bo
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .resolve_to_addrs(&host, &addresses)
-            .user_agent(concat!("Axon/", env!("CARGO_PKG_VERSION"), " (URL preview)"))
+            .user_agent(concat!(
+                "Axon/",
+                env!("CARGO_PKG_VERSION"),
+                " (URL preview)"
+            ))
             .build()
             .map_err(Error::internal)?;
         let response = client
             .get(url.clone())
-            .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml,image/*;q=0.9,*/*;q=0.5")
+            .header(
+                reqwest::header::ACCEPT,
+                "text/html,application/xhtml+xml,image/*;q=0.9,*/*;q=0.5",
+            )
             .send()
             .await
             .map_err(|e| bad_gateway(format!("Error fetching the URL: {}", error_chain(&e))))?;
         // Every request goes to an address checked above: if the target is forbidden, so is this.
-        if let Some(peer) = response.remote_addr() {
-            if !addresses.contains(&peer) {
-                return Err(blocked());
-            }
+        if let Some(peer) = response.remote_addr()
+            && !addresses.contains(&peer)
+        {
+            return Err(blocked());
         }
         if response.status().is_redirection() {
             let location = response
@@ -241,11 +305,16 @@ async fn fetch_inner(allow: &[IpNetwork], mut url: Url, cap: usize, truncate: bo
                 .get(reqwest::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
                 .ok_or_else(|| bad_gateway("A redirect without a Location"))?;
-            url = url.join(location).map_err(|_| bad_gateway("A redirect to an invalid URL"))?;
+            url = url
+                .join(location)
+                .map_err(|_| bad_gateway("A redirect to an invalid URL"))?;
             continue;
         }
         if !response.status().is_success() {
-            return Err(bad_gateway(format!("The URL answered {}", response.status())));
+            return Err(bad_gateway(format!(
+                "The URL answered {}",
+                response.status()
+            )));
         }
         let content_type = response
             .headers()
@@ -266,7 +335,11 @@ async fn fetch_inner(allow: &[IpNetwork], mut url: Url, cap: usize, truncate: bo
             }
             body.extend_from_slice(&chunk);
         }
-        return Ok(Fetched { content_type, body: body.freeze(), url: final_url });
+        return Ok(Fetched {
+            content_type,
+            body: body.freeze(),
+            url: final_url,
+        });
     }
     Err(bad_gateway("Too many redirects"))
 }
@@ -294,9 +367,17 @@ pub fn parse_html(html: &str) -> Map<String, Value> {
         let start = at + found + 5;
         let end = lower[start..].find('>').map_or(html.len(), |e| start + e);
         let attributes = parse_attributes(&html[start..end]);
-        let get = |name: &str| attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let get = |name: &str| {
+            attributes
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
         if let Some(content) = get("content") {
-            let key = get("property").or_else(|| get("name")).unwrap_or_default().to_ascii_lowercase();
+            let key = get("property")
+                .or_else(|| get("name"))
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             if key.starts_with("og:") && !og.contains_key(&key) {
                 og.insert(key, json!(content));
             } else if key == "description" && description.is_none() {
@@ -305,20 +386,20 @@ pub fn parse_html(html: &str) -> Map<String, Value> {
         }
         at = end;
     }
-    if !og.contains_key("og:title") {
-        if let Some(title) = title_of(html, &lower) {
-            og.insert("og:title".into(), json!(title));
-        }
+    if !og.contains_key("og:title")
+        && let Some(title) = title_of(html, &lower)
+    {
+        og.insert("og:title".into(), json!(title));
     }
-    if !og.contains_key("og:description") {
-        if let Some(description) = description {
-            og.insert("og:description".into(), json!(description));
-        }
+    if !og.contains_key("og:description")
+        && let Some(description) = description
+    {
+        og.insert("og:description".into(), json!(description));
     }
-    if let Some(Value::String(d)) = og.get_mut("og:description") {
-        if d.chars().count() > MAX_DESCRIPTION_CHARS {
-            *d = d.chars().take(MAX_DESCRIPTION_CHARS).collect::<String>() + "…";
-        }
+    if let Some(Value::String(d)) = og.get_mut("og:description")
+        && d.chars().count() > MAX_DESCRIPTION_CHARS
+    {
+        *d = d.chars().take(MAX_DESCRIPTION_CHARS).collect::<String>() + "…";
     }
     og
 }
@@ -343,7 +424,11 @@ fn parse_attributes(text: &str) -> Vec<(String, String)> {
             i += 1;
         }
         let name_start = i;
-        while i < bytes.len() && !bytes[i].is_ascii_whitespace() && bytes[i] != b'=' && bytes[i] != b'/' {
+        while i < bytes.len()
+            && !bytes[i].is_ascii_whitespace()
+            && bytes[i] != b'='
+            && bytes[i] != b'/'
+        {
             i += 1;
         }
         if name_start == i {
@@ -362,7 +447,10 @@ fn parse_attributes(text: &str) -> Vec<(String, String)> {
             if i < bytes.len() && (bytes[i] == b'"' || bytes[i] == b'\'') {
                 let quote = bytes[i];
                 let value_start = i + 1;
-                let value_end = text[value_start..].bytes().position(|b| b == quote).map_or(text.len(), |p| value_start + p);
+                let value_end = text[value_start..]
+                    .bytes()
+                    .position(|b| b == quote)
+                    .map_or(text.len(), |p| value_start + p);
                 value = decode_entities(&text[value_start..value_end]);
                 i = value_end + 1;
             } else {
@@ -429,14 +517,35 @@ mod tests {
         assert!(net.contains("127.1.2.3".parse().unwrap()));
         assert!(net.contains("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!net.contains("128.0.0.1".parse().unwrap()));
-        assert!(IpNetwork::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(
+            IpNetwork::parse("::1")
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
         assert!(IpNetwork::parse("10.0.0.0/33").is_none());
-        assert!(IpNetwork::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            IpNetwork::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]
     fn private_ranges_are_non_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "::"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
             assert!(is_non_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {

@@ -2,8 +2,8 @@
 //! request (off the async threads) and cached: a file in the content-addressed store plus a row.
 
 use std::fs::File;
-use std::io::{BufReader, Cursor, Seek};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Cursor};
+use std::path::Path;
 
 use bytes::Bytes;
 use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
@@ -11,7 +11,10 @@ use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngDecoder;
 use image::codecs::webp::WebPDecoder;
 use image::imageops::FilterType;
-use image::{AnimationDecoder, DynamicImage, Frame, ImageError, ImageFormat, ImageReader, Limits, RgbaImage};
+use image::{
+    AnimationDecoder, DynamicImage, Frame, ImageDecoder, ImageError, ImageFormat, ImageReader,
+    Limits, RgbaImage,
+};
 
 use super::{Access, Download, Files};
 use crate::store;
@@ -52,8 +55,8 @@ const SIZES: [(u32, u32, Method); 5] = [
 
 /// Decoding bounds: a small file can declare a huge canvas ("decompression bomb").
 const MAX_SIDE: u32 = 12_000;
-const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
-/// An animated thumbnail past this many frames is given up for a still one.
+const MAX_DECODE_BYTES: u64 = 256 * 1024 * 1024;
+/// Frames of an animated thumbnail; a longer animation is cut here.
 const MAX_FRAMES: usize = 300;
 const JPEG_QUALITY: u8 = 80;
 
@@ -61,15 +64,31 @@ const JPEG_QUALITY: u8 = 80;
 /// the requested method; if none is that large, the largest there is.
 pub fn choose_size(width: u32, height: u32, method: Method) -> (u32, u32, Method) {
     let fits = |(w, h, _): &&(u32, u32, Method)| *w >= width && *h >= height;
-    let smallest = |candidates: Vec<&(u32, u32, Method)>| candidates.into_iter().min_by_key(|(w, h, _)| w * h).copied();
-    smallest(SIZES.iter().filter(|s| s.2 == method).filter(fits).collect())
-        .or_else(|| smallest(SIZES.iter().filter(fits).collect()))
-        .unwrap_or(SIZES[SIZES.len() - 1])
+    let smallest = |candidates: Vec<&(u32, u32, Method)>| {
+        candidates
+            .into_iter()
+            .min_by_key(|(w, h, _)| w * h)
+            .copied()
+    };
+    smallest(
+        SIZES
+            .iter()
+            .filter(|s| s.2 == method)
+            .filter(fits)
+            .collect(),
+    )
+    .or_else(|| smallest(SIZES.iter().filter(fits).collect()))
+    .unwrap_or(SIZES[SIZES.len() - 1])
 }
 
+/// Width and height.
+pub type Size = (u32, u32);
+/// A region of an image: x, y, width, height.
+pub type Region = (u32, u32, u32, u32);
+
 /// The dimensions of a `method` thumbnail of a `w`×`h` image for the box `tw`×`th`, and the centred crop
-/// to take first (x, y, w, h). Never larger than the source.
-pub fn plan(w: u32, h: u32, tw: u32, th: u32, method: Method) -> ((u32, u32), Option<(u32, u32, u32, u32)>) {
+/// to take first. Never larger than the source.
+pub fn plan(w: u32, h: u32, tw: u32, th: u32, method: Method) -> (Size, Option<Region>) {
     match method {
         Method::Scale => {
             if w <= tw && h <= th {
@@ -105,12 +124,20 @@ pub async fn thumbnail(
     access: Access,
 ) -> Result<Download> {
     if width == 0 || height == 0 {
-        return Err(Error::invalid_param("width and height must be positive integers"));
+        return Err(Error::invalid_param(
+            "width and height must be positive integers",
+        ));
     }
     let row = super::find_uploaded(state, server_name, media_id, timeout_ms, access).await?;
     let source_sha256 = row.sha256.unwrap_or_default();
     let (tw, th, method) = choose_size(width, height, method);
-    let key = ThumbnailKey { source_sha256: &source_sha256, width: tw as i32, height: th as i32, method: method.as_str(), animated };
+    let key = ThumbnailKey {
+        source_sha256: &source_sha256,
+        width: tw as i32,
+        height: th as i32,
+        method: method.as_str(),
+        animated,
+    };
     let files = Files::new(state);
     if let Some(cached) = store::media::find_thumbnail(&state.db, &key).await? {
         // A file lost from disk is simply generated again.
@@ -119,17 +146,28 @@ pub async fn thumbnail(
         }
     }
     let source = files.path_of(&source_sha256)?;
-    let generated = tokio::task::spawn_blocking(move || generate(&source, tw, th, method, animated))
-        .await
-        .map_err(Error::internal)??;
+    let generated =
+        tokio::task::spawn_blocking(move || generate(&source, tw, th, method, animated))
+            .await
+            .map_err(Error::internal)??;
     let thumb = match generated {
-        Generated::Original { content_type } => {
-            ThumbnailRow { sha256: source_sha256.clone(), content_type: content_type.into(), size: row.size.unwrap_or(0) }
-        }
-        Generated::Image { bytes, content_type } => {
-            let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(bytes))]);
+        Generated::Original { content_type } => ThumbnailRow {
+            sha256: source_sha256.clone(),
+            content_type: content_type.into(),
+            size: row.size.unwrap_or(0),
+        },
+        Generated::Image {
+            bytes,
+            content_type,
+        } => {
+            let body =
+                futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(bytes))]);
             let stored = files.store(body, u64::MAX).await?;
-            ThumbnailRow { sha256: stored.sha256, content_type: content_type.into(), size: stored.size as i64 }
+            ThumbnailRow {
+                sha256: stored.sha256,
+                content_type: content_type.into(),
+                size: stored.size as i64,
+            }
         }
     };
     store::media::insert_thumbnail(&state.db, &key, &thumb).await?;
@@ -138,15 +176,26 @@ pub async fn thumbnail(
 }
 
 fn thumbnail_download(file: tokio::fs::File, size: u64, content_type: String) -> Download {
-    let extension = content_type.strip_prefix("image/").unwrap_or("png").to_owned();
-    Download { file, size, content_type: Some(content_type), filename: Some(format!("thumbnail.{extension}")) }
+    let extension = content_type
+        .strip_prefix("image/")
+        .unwrap_or("png")
+        .to_owned();
+    Download {
+        file,
+        size,
+        content_type: Some(content_type),
+        filename: Some(format!("thumbnail.{extension}")),
+    }
 }
 
 enum Generated {
     /// The source already is what was asked for (no larger than the box, nothing to crop, and not an
     /// animation that was not wanted): serve it as it is, as the spec prefers.
     Original { content_type: &'static str },
-    Image { bytes: Vec<u8>, content_type: &'static str },
+    Image {
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    },
 }
 
 fn cannot_thumbnail() -> Error {
@@ -170,7 +219,9 @@ fn limits() -> Limits {
 }
 
 fn open(path: &Path) -> Result<BufReader<File>> {
-    File::open(path).map(BufReader::new).map_err(|e| Error::internal(format!("opening {path:?}: {e}")))
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| Error::internal(format!("opening {path:?}: {e}")))
 }
 
 fn mime_of(format: ImageFormat) -> &'static str {
@@ -183,10 +234,14 @@ fn mime_of(format: ImageFormat) -> &'static str {
 }
 
 /// Decodes, crops and scales. Blocking: run it on the blocking pool.
-fn generate(path: &PathBuf, tw: u32, th: u32, method: Method, animated: bool) -> Result<Generated> {
-    let mut reader = ImageReader::new(open(path)?).with_guessed_format().map_err(Error::internal)?;
+fn generate(path: &Path, tw: u32, th: u32, method: Method, animated: bool) -> Result<Generated> {
+    let mut reader = ImageReader::new(open(path)?)
+        .with_guessed_format()
+        .map_err(Error::internal)?;
     let format = match reader.format() {
-        Some(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP)) => f,
+        Some(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP)) => {
+            f
+        }
         _ => return Err(cannot_thumbnail()),
     };
     reader.limits(limits());
@@ -194,12 +249,16 @@ fn generate(path: &PathBuf, tw: u32, th: u32, method: Method, animated: bool) ->
     let ((ow, oh), crop) = plan(w, h, tw, th, method);
     let is_animation = is_animation(path, format)?;
     if (ow, oh) == (w, h) && crop.is_none() && (!is_animation || animated) {
-        return Ok(Generated::Original { content_type: mime_of(format) });
+        return Ok(Generated::Original {
+            content_type: mime_of(format),
+        });
     }
     if animated && is_animation {
-        if let Some(bytes) = animated_gif(path, format, (ow, oh), crop)? {
-            return Ok(Generated::Image { bytes, content_type: "image/gif" });
-        }
+        let bytes = animated_gif(path, format, (ow, oh), crop)?;
+        return Ok(Generated::Image {
+            bytes,
+            content_type: "image/gif",
+        });
     }
     let mut reader = ImageReader::with_format(open(path)?, format);
     reader.limits(limits());
@@ -214,11 +273,21 @@ fn generate(path: &PathBuf, tw: u32, th: u32, method: Method, animated: bool) ->
     // JPEG stays JPEG (photos compress far better); anything else becomes PNG, keeping transparency.
     if format == ImageFormat::Jpeg {
         let encoder = JpegEncoder::new_with_quality(&mut bytes, JPEG_QUALITY);
-        DynamicImage::ImageRgb8(image.to_rgb8()).write_with_encoder(encoder).map_err(Error::internal)?;
-        Ok(Generated::Image { bytes: bytes.into_inner(), content_type: "image/jpeg" })
+        DynamicImage::ImageRgb8(image.to_rgb8())
+            .write_with_encoder(encoder)
+            .map_err(Error::internal)?;
+        Ok(Generated::Image {
+            bytes: bytes.into_inner(),
+            content_type: "image/jpeg",
+        })
     } else {
-        image.write_to(&mut bytes, ImageFormat::Png).map_err(Error::internal)?;
-        Ok(Generated::Image { bytes: bytes.into_inner(), content_type: "image/png" })
+        image
+            .write_to(&mut bytes, ImageFormat::Png)
+            .map_err(Error::internal)?;
+        Ok(Generated::Image {
+            bytes: bytes.into_inner(),
+            content_type: "image/png",
+        })
     }
 }
 
@@ -226,49 +295,65 @@ fn generate(path: &PathBuf, tw: u32, th: u32, method: Method, animated: bool) ->
 fn is_animation(path: &Path, format: ImageFormat) -> Result<bool> {
     let reader = open(path)?;
     Ok(match format {
-        ImageFormat::Png => PngDecoder::new(reader).and_then(|d| d.is_apng()).map_err(image_error)?,
-        ImageFormat::WebP => WebPDecoder::new(reader).map(|d| d.has_animation()).map_err(image_error)?,
-        ImageFormat::Gif => GifDecoder::new(reader).map_err(image_error)?.into_frames().take(2).count() > 1,
+        ImageFormat::Png => PngDecoder::new(reader)
+            .and_then(|d| d.is_apng())
+            .map_err(image_error)?,
+        ImageFormat::WebP => WebPDecoder::new(reader)
+            .map(|d| d.has_animation())
+            .map_err(image_error)?,
+        ImageFormat::Gif => {
+            let mut decoder = GifDecoder::new(reader).map_err(image_error)?;
+            decoder.set_limits(limits()).map_err(image_error)?;
+            decoder.into_frames().take(2).count() > 1
+        }
         _ => false,
     })
 }
 
-/// An animated GIF thumbnail of an animated GIF or WebP; `None` when it has too many frames.
+/// An animated GIF thumbnail of an animated GIF or WebP. Frames are decoded, resized and encoded one at
+/// a time, so memory holds one canvas, not the animation; past `MAX_FRAMES` the animation is cut.
 fn animated_gif(
     path: &Path,
     format: ImageFormat,
-    (ow, oh): (u32, u32),
-    crop: Option<(u32, u32, u32, u32)>,
-) -> Result<Option<Vec<u8>>> {
-    let mut reader = open(path)?;
-    reader.rewind().map_err(Error::internal)?;
-    let frames: Vec<Frame> = match format {
-        ImageFormat::Gif => GifDecoder::new(reader).map_err(image_error)?.into_frames().take(MAX_FRAMES + 1).collect::<Result<_, _>>(),
-        ImageFormat::WebP => WebPDecoder::new(reader).map_err(image_error)?.into_frames().take(MAX_FRAMES + 1).collect::<Result<_, _>>(),
-        _ => return Ok(None),
-    }
-    .map_err(image_error)?;
-    if frames.len() > MAX_FRAMES {
-        return Ok(None);
-    }
-    let resized = frames.into_iter().map(|frame| {
-        let delay = frame.delay();
-        let mut buffer: RgbaImage = frame.into_buffer();
-        if let Some((x, y, cw, ch)) = crop {
-            buffer = image::imageops::crop_imm(&buffer, x, y, cw, ch).to_image();
+    (ow, oh): Size,
+    crop: Option<Region>,
+) -> Result<Vec<u8>> {
+    let reader = open(path)?;
+    let frames = match format {
+        ImageFormat::Gif => {
+            let mut decoder = GifDecoder::new(reader).map_err(image_error)?;
+            decoder.set_limits(limits()).map_err(image_error)?;
+            decoder.into_frames()
         }
-        if buffer.dimensions() != (ow, oh) {
-            buffer = image::imageops::resize(&buffer, ow, oh, FilterType::Triangle);
+        ImageFormat::WebP => {
+            let mut decoder = WebPDecoder::new(reader).map_err(image_error)?;
+            decoder.set_limits(limits()).map_err(image_error)?;
+            decoder.into_frames()
         }
-        Frame::from_parts(buffer, 0, 0, delay)
+        _ => return Err(cannot_thumbnail()),
+    };
+    let resized = frames.take(MAX_FRAMES).map(|frame| {
+        frame.map(|frame| {
+            let delay = frame.delay();
+            let mut buffer: RgbaImage = frame.into_buffer();
+            if let Some((x, y, cw, ch)) = crop {
+                buffer = image::imageops::crop_imm(&buffer, x, y, cw, ch).to_image();
+            }
+            if buffer.dimensions() != (ow, oh) {
+                buffer = image::imageops::resize(&buffer, ow, oh, FilterType::Triangle);
+            }
+            Frame::from_parts(buffer, 0, 0, delay)
+        })
     });
     let mut bytes = Vec::new();
     {
         let mut encoder = GifEncoder::new(&mut bytes);
-        encoder.set_repeat(Repeat::Infinite).map_err(Error::internal)?;
-        encoder.encode_frames(resized).map_err(Error::internal)?;
+        encoder
+            .set_repeat(Repeat::Infinite)
+            .map_err(Error::internal)?;
+        encoder.try_encode_frames(resized).map_err(image_error)?;
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -279,10 +364,22 @@ mod tests {
     fn picks_smallest_standard_size_at_least_as_large() {
         assert_eq!(choose_size(20, 20, Method::Crop), (32, 32, Method::Crop));
         assert_eq!(choose_size(50, 50, Method::Crop), (96, 96, Method::Crop));
-        assert_eq!(choose_size(300, 200, Method::Scale), (320, 240, Method::Scale));
-        assert_eq!(choose_size(321, 200, Method::Scale), (640, 480, Method::Scale));
-        assert_eq!(choose_size(200, 200, Method::Crop), (320, 240, Method::Scale));
-        assert_eq!(choose_size(5000, 5000, Method::Scale), (800, 600, Method::Scale));
+        assert_eq!(
+            choose_size(300, 200, Method::Scale),
+            (320, 240, Method::Scale)
+        );
+        assert_eq!(
+            choose_size(321, 200, Method::Scale),
+            (640, 480, Method::Scale)
+        );
+        assert_eq!(
+            choose_size(200, 200, Method::Crop),
+            (320, 240, Method::Scale)
+        );
+        assert_eq!(
+            choose_size(5000, 5000, Method::Scale),
+            (800, 600, Method::Scale)
+        );
     }
 
     #[test]
@@ -293,8 +390,14 @@ mod tests {
 
     #[test]
     fn crop_takes_the_centre_and_never_upscales() {
-        assert_eq!(plan(200, 100, 96, 96, Method::Crop), ((96, 96), Some((50, 0, 100, 100))));
-        assert_eq!(plan(50, 40, 96, 96, Method::Crop), ((40, 40), Some((5, 0, 40, 40))));
+        assert_eq!(
+            plan(200, 100, 96, 96, Method::Crop),
+            ((96, 96), Some((50, 0, 100, 100)))
+        );
+        assert_eq!(
+            plan(50, 40, 96, 96, Method::Crop),
+            ((40, 40), Some((5, 0, 40, 40)))
+        );
         assert_eq!(plan(32, 32, 32, 32, Method::Crop), ((32, 32), None));
     }
 }
