@@ -926,3 +926,34 @@ async fn url_preview_reads_open_graph_from_an_allowlisted_site() {
         .ok();
     assert_eq!(og["og:title"], "Just a title");
 }
+
+#[tokio::test]
+async fn interrupted_upload_leaves_no_file_and_no_row() {
+    let (app, dir) = media_app(|_| {}).await;
+    let alice = app.register("alice").await;
+    let address = app.base_url.strip_prefix("http://").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\nContent-Length: 4000000\r\n\r\n",
+        alice.token
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![9u8; 1_000_000]).await.unwrap();
+    // The server has started writing the temporary file; now the client goes away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(stored_files(dir.path()).is_empty());
+    let leftovers = std::fs::read_dir(dir.path().join("tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        leftovers, 0,
+        "a temporary file survived the interrupted upload"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM media")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
