@@ -957,3 +957,28 @@ async fn interrupted_upload_leaves_no_file_and_no_row() {
         .unwrap();
     assert_eq!(rows, 0);
 }
+
+#[tokio::test]
+async fn r0_upload_and_head_download() {
+    let (app, _dir) = media_app(|_| {}).await;
+    let alice = app.register("alice").await;
+    // Clients such as Hydrogen still upload under r0.
+    let req = app
+        .http
+        .post(format!("{}/_matrix/media/r0/upload", app.base_url))
+        .bearer_auth(&alice.token)
+        .header("content-type", "text/plain")
+        .body("via r0");
+    let r = send(req).await;
+    assert_eq!(r.status, 200);
+    let uri = r.json()["content_uri"].as_str().unwrap().to_owned();
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/{}",
+        app.base_url,
+        media_path(&uri)
+    );
+    let r = send(app.http.head(url).bearer_auth(&alice.token)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), "6");
+    assert!(r.bytes.is_empty());
+}

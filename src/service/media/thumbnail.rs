@@ -253,7 +253,8 @@ fn generate(path: &Path, tw: u32, th: u32, method: Method, animated: bool) -> Re
             content_type: mime_of(format),
         });
     }
-    if animated && is_animation {
+    // Animated GIF and WebP keep their animation when asked; APNG gets a still (the spec allows it).
+    if animated && is_animation && matches!(format, ImageFormat::Gif | ImageFormat::WebP) {
         let bytes = animated_gif(path, format, (ow, oh), crop)?;
         return Ok(Generated::Image {
             bytes,
