@@ -814,6 +814,10 @@ async fn compression_leaves_images_and_lengths_alone() {
 async fn spawn_site() -> String {
     use axum::routing::get;
     let png = encode(&test_image(120, 60), ImageFormat::Png);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    // Another loopback address, which an allowlist of 127.0.0.1 alone does not cover.
+    let elsewhere = format!("http://127.0.0.2:{}/plain", address.port());
     let router = axum::Router::new()
         .route(
             "/page",
@@ -844,9 +848,11 @@ async fn spawn_site() -> String {
         .route(
             "/redirect",
             get(|| async { (axum::http::StatusCode::FOUND, [("location", "/plain")]) }),
+        )
+        .route(
+            "/redirect-elsewhere",
+            get(move || async move { (axum::http::StatusCode::FOUND, [("location", elsewhere)]) }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     format!("http://{address}")
 }
@@ -981,4 +987,29 @@ async fn r0_upload_and_head_download() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), "6");
     assert!(r.bytes.is_empty());
+}
+
+#[tokio::test]
+async fn url_preview_checks_every_redirect() {
+    let (app, _dir) = media_app(|c| {
+        c.media.url_preview.enabled = true;
+        c.media.url_preview.ip_range_allowlist = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let site = spawn_site().await;
+    let preview = |path: &str| {
+        format!(
+            "/_matrix/client/v1/media/preview_url?url={}",
+            enc(&format!("{site}{path}"))
+        )
+    };
+    assert_eq!(
+        alice.get(&preview("/plain")).await.ok()["og:title"],
+        "Just a title"
+    );
+    alice
+        .get(&preview("/redirect-elsewhere"))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
 }
