@@ -24,6 +24,7 @@ pub struct Config {
     pub log: Log,
     pub presence: Presence,
     pub turn: Turn,
+    pub media: Media,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +118,29 @@ pub struct Turn {
     pub ttl: u64,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Media {
+    /// Where uploaded files and thumbnails live; unset: `data_dir/media`.
+    pub path: Option<PathBuf>,
+    /// Whether media uploaded while this is set may also be fetched from the deprecated,
+    /// unauthenticated `/_matrix/media/v3/download` and `/thumbnail`. Off by default: like Synapse
+    /// after its freeze, new media is served only through the authenticated endpoints. The choice is
+    /// recorded per file at upload, so turning it off later does not expose or hide older files.
+    pub legacy_unauthenticated_downloads: bool,
+    pub url_preview: UrlPreview,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlPreview {
+    /// URL previews make the server fetch arbitrary URLs for its users: off by default.
+    pub enabled: bool,
+    /// Networks (`"10.1.0.0/16"`, `"::1/128"`, or a bare address) that previews may reach although
+    /// they are private, loopback or link-local. Empty: only public addresses.
+    pub ip_range_allowlist: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -149,6 +173,7 @@ impl Default for Config {
             log: Log::default(),
             presence: Presence::default(),
             turn: Turn::default(),
+            media: Media::default(),
         }
     }
 }
@@ -343,6 +368,17 @@ impl Config {
                 "is not a valid filter such as \"info\" or \"axon=debug\"",
             );
         }
+        if self.limits.max_upload == 0 {
+            return invalid("limits.max_upload", "must be at least 1 byte");
+        }
+        for network in &self.media.url_preview.ip_range_allowlist {
+            if crate::service::media::preview::IpNetwork::parse(network).is_none() {
+                return invalid(
+                    "media.url_preview.ip_range_allowlist",
+                    "entries must be IP networks such as \"127.0.0.1/32\" or \"fd00::/8\"",
+                );
+            }
+        }
         if let Some(secret) = &self.registration.shared_secret
             && secret.is_empty()
         {
@@ -372,6 +408,11 @@ impl Config {
                 IpAddr::V4(a) => format!("http://{a}:{}/", self.listen.port),
             },
         }
+    }
+
+    /// Where media files live: `media.path`, or `data_dir/media`.
+    pub fn media_path(&self) -> PathBuf {
+        self.media.path.clone().unwrap_or_else(|| self.data_dir.join("media"))
     }
 
     /// The effective policy: open only for the zero-config private setup on loopback.
@@ -427,6 +468,16 @@ mod tests {
         assert!(both.validate().unwrap_err().to_string().contains("turn"));
         let zero = Config::from_toml("[presence]\nidle_after_ms = 0\n").unwrap();
         assert!(zero.validate().unwrap_err().to_string().contains("presence"));
+    }
+
+    #[test]
+    fn media_defaults_and_bad_allowlist() {
+        let c = Config::from_toml("data_dir = \"/srv/axon\"\n").unwrap();
+        assert_eq!(c.media_path(), PathBuf::from("/srv/axon/media"));
+        assert!(!c.media.url_preview.enabled);
+        assert!(!c.media.legacy_unauthenticated_downloads);
+        let c = Config::from_toml("[media.url_preview]\nip_range_allowlist = [\"10.0.0.0/33\"]\n").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("media.url_preview.ip_range_allowlist"));
     }
 
     #[test]

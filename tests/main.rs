@@ -8,3 +8,4 @@ mod rooms;
 mod sync;
 mod e2ee;
 mod ephemeral;
+mod media;

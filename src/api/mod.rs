@@ -11,6 +11,7 @@ pub mod login;
 pub mod membership;
 pub mod messages;
 pub mod profile;
+pub mod media;
 pub mod register;
 pub mod rooms;
 pub mod send;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(discovery::routes())
         .merge(register::admin_routes())
         .merge(account_data::other_routes())
+        .merge(media::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod message_validation;
 pub mod messages;
+pub mod media;
 pub mod notifier;
 pub mod profile;
 pub mod presence;

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod presence;
 pub mod push;
 pub mod receipts;
+pub mod media;
 pub mod rooms;
 pub mod secrets;
 pub mod stream;
