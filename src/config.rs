@@ -181,13 +181,23 @@ impl Default for Config {
 impl Default for Presence {
     fn default() -> Self {
         // Offline well after a long-polling /sync (30 s) would have come back.
-        Self { enabled: true, idle_after_ms: 5 * 60 * 1000, offline_after_ms: 2 * 60 * 1000 }
+        Self {
+            enabled: true,
+            idle_after_ms: 5 * 60 * 1000,
+            offline_after_ms: 2 * 60 * 1000,
+        }
     }
 }
 
 impl Default for Turn {
     fn default() -> Self {
-        Self { uris: vec![], shared_secret: None, username: None, password: None, ttl: 86400 }
+        Self {
+            uris: vec![],
+            shared_secret: None,
+            username: None,
+            password: None,
+            ttl: 86400,
+        }
     }
 }
 
@@ -385,7 +395,10 @@ impl Config {
             return invalid("registration.shared_secret", "must not be empty");
         }
         if self.presence.idle_after_ms == 0 || self.presence.offline_after_ms == 0 {
-            return invalid("presence", "idle_after_ms and offline_after_ms must be positive");
+            return invalid(
+                "presence",
+                "idle_after_ms and offline_after_ms must be positive",
+            );
         }
         if self.turn.ttl == 0 {
             return invalid("turn.ttl", "must be at least 1 second");
@@ -393,8 +406,13 @@ impl Config {
         if self.turn.shared_secret.as_deref() == Some("") {
             return invalid("turn.shared_secret", "must not be empty");
         }
-        if self.turn.shared_secret.is_some() && (self.turn.username.is_some() || self.turn.password.is_some()) {
-            return invalid("turn", "set either shared_secret or username and password, not both");
+        if self.turn.shared_secret.is_some()
+            && (self.turn.username.is_some() || self.turn.password.is_some())
+        {
+            return invalid(
+                "turn",
+                "set either shared_secret or username and password, not both",
+            );
         }
         Ok(())
     }
@@ -412,7 +430,10 @@ impl Config {
 
     /// Where media files live: `media.path`, or `data_dir/media`.
     pub fn media_path(&self) -> PathBuf {
-        self.media.path.clone().unwrap_or_else(|| self.data_dir.join("media"))
+        self.media
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("media"))
     }
 
     /// The effective policy: open only for the zero-config private setup on loopback.
@@ -467,7 +488,12 @@ mod tests {
         let both = Config::from_toml("[turn]\nshared_secret = \"s\"\nusername = \"u\"\n").unwrap();
         assert!(both.validate().unwrap_err().to_string().contains("turn"));
         let zero = Config::from_toml("[presence]\nidle_after_ms = 0\n").unwrap();
-        assert!(zero.validate().unwrap_err().to_string().contains("presence"));
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("presence")
+        );
     }
 
     #[test]
@@ -476,8 +502,14 @@ mod tests {
         assert_eq!(c.media_path(), PathBuf::from("/srv/axon/media"));
         assert!(!c.media.url_preview.enabled);
         assert!(!c.media.legacy_unauthenticated_downloads);
-        let c = Config::from_toml("[media.url_preview]\nip_range_allowlist = [\"10.0.0.0/33\"]\n").unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("media.url_preview.ip_range_allowlist"));
+        let c = Config::from_toml("[media.url_preview]\nip_range_allowlist = [\"10.0.0.0/33\"]\n")
+            .unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("media.url_preview.ip_range_allowlist")
+        );
     }
 
     #[test]

@@ -2,10 +2,10 @@
 
 mod common;
 
+mod e2ee;
+mod ephemeral;
 mod foundation;
+mod media;
 mod messaging;
 mod rooms;
 mod sync;
-mod e2ee;
-mod ephemeral;
-mod media;

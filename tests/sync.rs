@@ -614,25 +614,60 @@ async fn m_direct_round_trips_through_sync_for_both_users() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let room = create_room(&alice, json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id]})).await;
+    let room = create_room(
+        &alice,
+        json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id]}),
+    )
+    .await;
     // Both clients write m.direct themselves; the server stores exactly what they send.
     let alice_map = json!({bob.user_id.clone(): [room.clone()]});
     let bob_map = json!({alice.user_id.clone(): [room.clone()]});
-    let since_a = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
+    let since_a = sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let invite = sync(&bob, "").await;
     let since_b = invite["next_batch"].as_str().unwrap().to_owned();
     assert!(invite["rooms"]["invite"].get(&room).is_some());
-    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({})).await.ok();
-    alice.put(&format!("/user/{}/account_data/m.direct", enc(&alice.user_id)), alice_map.clone()).await.ok();
-    bob.put(&format!("/user/{}/account_data/m.direct", enc(&bob.user_id)), bob_map.clone()).await.ok();
+    bob.post(&format!("/rooms/{}/join", enc(&room)), json!({}))
+        .await
+        .ok();
+    alice
+        .put(
+            &format!("/user/{}/account_data/m.direct", enc(&alice.user_id)),
+            alice_map.clone(),
+        )
+        .await
+        .ok();
+    bob.put(
+        &format!("/user/{}/account_data/m.direct", enc(&bob.user_id)),
+        bob_map.clone(),
+    )
+    .await
+    .ok();
     for (user, since, expected) in [(&alice, since_a, alice_map), (&bob, since_b, bob_map)] {
         let s = sync(user, &format!("since={since}")).await;
-        let direct: Vec<&Value> = s["account_data"]["events"].as_array().unwrap().iter().filter(|e| e["type"] == "m.direct").collect();
+        let direct: Vec<&Value> = s["account_data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.direct")
+            .collect();
         assert_eq!(direct.len(), 1, "exactly once");
         assert_eq!(direct[0]["content"], expected);
         // Not repeated by the next sync.
-        let again = sync(user, &format!("since={}", s["next_batch"].as_str().unwrap())).await;
-        assert!(again["account_data"]["events"].as_array().unwrap().iter().all(|e| e["type"] != "m.direct"));
+        let again = sync(
+            user,
+            &format!("since={}", s["next_batch"].as_str().unwrap()),
+        )
+        .await;
+        assert!(
+            again["account_data"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["type"] != "m.direct")
+        );
     }
 }
 
@@ -642,33 +677,99 @@ async fn receipts_typing_and_room_account_data_arrive_through_sync() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
     let event = send_ok(&alice, &room, "read me").await;
-    let since = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
-    bob.post(&format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&event)), json!({})).await.ok();
-    bob.put(&format!("/rooms/{}/typing/{}", enc(&room), enc(&bob.user_id)), json!({"typing": true, "timeout": 30000})).await.ok();
+    let since = sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.post(
+        &format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&event)),
+        json!({}),
+    )
+    .await
+    .ok();
+    bob.put(
+        &format!("/rooms/{}/typing/{}", enc(&room), enc(&bob.user_id)),
+        json!({"typing": true, "timeout": 30000}),
+    )
+    .await
+    .ok();
     let s = sync(&alice, &format!("since={since}")).await;
-    let ephemeral = s["rooms"]["join"][&room]["ephemeral"]["events"].as_array().unwrap().clone();
-    let receipt = ephemeral.iter().find(|e| e["type"] == "m.receipt").expect("receipt");
-    assert!(receipt["content"][&event]["m.read"].get(&bob.user_id).is_some(), "{receipt}");
-    let typing = ephemeral.iter().find(|e| e["type"] == "m.typing").expect("typing");
+    let ephemeral = s["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let receipt = ephemeral
+        .iter()
+        .find(|e| e["type"] == "m.receipt")
+        .expect("receipt");
+    assert!(
+        receipt["content"][&event]["m.read"]
+            .get(&bob.user_id)
+            .is_some(),
+        "{receipt}"
+    );
+    let typing = ephemeral
+        .iter()
+        .find(|e| e["type"] == "m.typing")
+        .expect("typing");
     assert_eq!(typing["content"]["user_ids"], json!([bob.user_id]));
     // A private receipt reaches only its author.
     let since = s["next_batch"].as_str().unwrap().to_owned();
-    let since_b = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let since_b = sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let later = send_ok(&alice, &room, "private").await;
-    bob.post(&format!("/rooms/{}/receipt/m.read.private/{}", enc(&room), enc(&later)), json!({})).await.ok();
+    bob.post(
+        &format!(
+            "/rooms/{}/receipt/m.read.private/{}",
+            enc(&room),
+            enc(&later)
+        ),
+        json!({}),
+    )
+    .await
+    .ok();
     let s = sync(&alice, &format!("since={since}")).await;
-    let leaked = s["rooms"]["join"][&room]["ephemeral"]["events"].as_array().unwrap().iter().any(|e| e["content"].to_string().contains("m.read.private"));
+    let leaked = s["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["content"].to_string().contains("m.read.private"));
     assert!(!leaked, "{s}");
     let s = sync(&bob, &format!("since={since_b}")).await;
-    assert!(s["rooms"]["join"][&room]["ephemeral"]["events"].as_array().unwrap().iter().any(|e| e["content"].to_string().contains("m.read.private")));
+    assert!(
+        s["rooms"]["join"][&room]["ephemeral"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["content"].to_string().contains("m.read.private"))
+    );
     // Room account data (tags) lands in the room.
     let since = s["next_batch"].as_str().unwrap().to_owned();
-    bob.put(&format!("/user/{}/rooms/{}/tags/m.favourite", enc(&bob.user_id), enc(&room)), json!({"order": 0.5})).await.ok();
+    bob.put(
+        &format!(
+            "/user/{}/rooms/{}/tags/m.favourite",
+            enc(&bob.user_id),
+            enc(&room)
+        ),
+        json!({"order": 0.5}),
+    )
+    .await
+    .ok();
     let s = sync(&bob, &format!("since={since}")).await;
-    let data = s["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap();
-    assert!(data.iter().any(|e| e["type"] == "m.tag" && e["content"]["tags"]["m.favourite"]["order"] == 0.5), "{s}");
+    let data = s["rooms"]["join"][&room]["account_data"]["events"]
+        .as_array()
+        .unwrap();
+    assert!(
+        data.iter()
+            .any(|e| e["type"] == "m.tag" && e["content"]["tags"]["m.favourite"]["order"] == 0.5),
+        "{s}"
+    );
 }
 
 #[tokio::test]
@@ -677,17 +778,40 @@ async fn unread_counts_follow_messages_mentions_and_receipts() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
     send_ok(&alice, &room, "one").await;
-    crate::messaging::send(&alice, &room, json!({"msgtype": "m.notice", "body": "bot"}), "notice").await.ok();
-    let mention = json!({"msgtype": "m.text", "body": "hey bob", "m.mentions": {"user_ids": [bob.user_id]}});
-    let last = crate::messaging::send(&alice, &room, mention, "mention").await.ok()["event_id"].as_str().unwrap().to_owned();
+    crate::messaging::send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.notice", "body": "bot"}),
+        "notice",
+    )
+    .await
+    .ok();
+    let mention =
+        json!({"msgtype": "m.text", "body": "hey bob", "m.mentions": {"user_ids": [bob.user_id]}});
+    let last = crate::messaging::send(&alice, &room, mention, "mention")
+        .await
+        .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let s = sync(&bob, "").await;
     let unread = &s["rooms"]["join"][&room]["unread_notifications"];
-    assert_eq!(unread["notification_count"], 2, "notices do not count: {unread}");
+    assert_eq!(
+        unread["notification_count"], 2,
+        "notices do not count: {unread}"
+    );
     assert_eq!(unread["highlight_count"], 1);
     let since = s["next_batch"].as_str().unwrap().to_owned();
-    bob.post(&format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last)), json!({})).await.ok();
+    bob.post(
+        &format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last)),
+        json!({}),
+    )
+    .await
+    .ok();
     let s = sync(&bob, &format!("since={since}")).await;
     let unread = &s["rooms"]["join"][&room]["unread_notifications"];
     assert_eq!(unread["notification_count"], 0, "{s}");
@@ -700,8 +824,13 @@ async fn wakes_on(trigger: impl AsyncFnOnce(&User, &User, &str)) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({})).await.ok();
-    let since = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    let since = sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let waiter = {
         let bob = bob.clone();
         tokio::spawn(async move {
@@ -713,13 +842,21 @@ async fn wakes_on(trigger: impl AsyncFnOnce(&User, &User, &str)) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     trigger(&alice, &bob, &room).await;
     let (elapsed, s) = waiter.await.unwrap();
-    assert!(elapsed < Duration::from_secs(5), "not woken: {elapsed:?} {s}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "not woken: {elapsed:?} {s}"
+    );
 }
 
 #[tokio::test]
 async fn long_poll_wakes_on_account_data() {
     wakes_on(async |_, bob, _| {
-        bob.put(&format!("/user/{}/account_data/org.example.pref", enc(&bob.user_id)), json!({"a": 1})).await.ok();
+        bob.put(
+            &format!("/user/{}/account_data/org.example.pref", enc(&bob.user_id)),
+            json!({"a": 1}),
+        )
+        .await
+        .ok();
     })
     .await;
 }
@@ -727,9 +864,18 @@ async fn long_poll_wakes_on_account_data() {
 #[tokio::test]
 async fn long_poll_wakes_on_receipts() {
     wakes_on(async |alice, _, room| {
-        let page = alice.get(&format!("/rooms/{}/messages?dir=b&limit=1", enc(room))).await.ok();
+        let page = alice
+            .get(&format!("/rooms/{}/messages?dir=b&limit=1", enc(room)))
+            .await
+            .ok();
         let id = page["chunk"][0]["event_id"].as_str().unwrap().to_owned();
-        alice.post(&format!("/rooms/{}/receipt/m.read/{}", enc(room), enc(&id)), json!({})).await.ok();
+        alice
+            .post(
+                &format!("/rooms/{}/receipt/m.read/{}", enc(room), enc(&id)),
+                json!({}),
+            )
+            .await
+            .ok();
     })
     .await;
 }
@@ -737,7 +883,13 @@ async fn long_poll_wakes_on_receipts() {
 #[tokio::test]
 async fn long_poll_wakes_on_typing() {
     wakes_on(async |alice, _, room| {
-        alice.put(&format!("/rooms/{}/typing/{}", enc(room), enc(&alice.user_id)), json!({"typing": true, "timeout": 5000})).await.ok();
+        alice
+            .put(
+                &format!("/rooms/{}/typing/{}", enc(room), enc(&alice.user_id)),
+                json!({"typing": true, "timeout": 5000}),
+            )
+            .await
+            .ok();
     })
     .await;
 }
@@ -745,8 +897,12 @@ async fn long_poll_wakes_on_typing() {
 #[tokio::test]
 async fn long_poll_wakes_on_to_device_messages() {
     wakes_on(async |alice, bob, _| {
-        let body = json!({"messages": {bob.user_id.clone(): {bob.device_id.clone(): {"hello": "there"}}}});
-        alice.put("/sendToDevice/org.example.ping/t1", body).await.ok();
+        let body =
+            json!({"messages": {bob.user_id.clone(): {bob.device_id.clone(): {"hello": "there"}}}});
+        alice
+            .put("/sendToDevice/org.example.ping/t1", body)
+            .await
+            .ok();
     })
     .await;
 }
@@ -754,7 +910,13 @@ async fn long_poll_wakes_on_to_device_messages() {
 #[tokio::test]
 async fn long_poll_wakes_on_leave_and_kick() {
     wakes_on(async |alice, bob, room| {
-        alice.post(&format!("/rooms/{}/kick", enc(room)), json!({"user_id": bob.user_id})).await.ok();
+        alice
+            .post(
+                &format!("/rooms/{}/kick", enc(room)),
+                json!({"user_id": bob.user_id}),
+            )
+            .await
+            .ok();
     })
     .await;
 }

@@ -254,7 +254,7 @@ pub async fn messages(
             .collect();
         let at = chunk_rows[0].stream_ordering;
         let members = store::events::members_at(&state.db, room_id, &senders, at).await?;
-        timeline::render_all(state, &members, viewer(requester)).await?
+        timeline::render_plain(&members, viewer(requester))
     } else {
         Vec::new()
     };
@@ -367,7 +367,7 @@ pub async fn context(
         events_after: timeline::render_all(state, &after, v).await?,
         start: position_token(start),
         end: position_token(end),
-        state: timeline::render_all(state, &state_rows, v).await?,
+        state: timeline::render_plain(&state_rows, v),
     })
 }
 

@@ -634,18 +634,26 @@ pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluatio
             pushes.push((index, user.clone(), actions.to_vec()));
         }
     }
-    let rooms = rooms.into_iter().map(|(k, v)| (k.to_owned(), v.snapshot)).collect();
-    Ok(Evaluation { rows, pushes, rooms })
+    let rooms = rooms
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.snapshot))
+        .collect();
+    Ok(Evaluation {
+        rows,
+        pushes,
+        rooms,
+    })
 }
 
 /// Evaluates, records and delivers on its own: for events committed without the writer's help.
 pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result<()> {
     let evaluation = evaluate(state, events).await?;
     // Only rows not recorded before count: evaluating an event twice changes nothing.
-    let notified: HashSet<String> = store::receipts::insert_notifications(&state.db, &evaluation.rows)
-        .await?
-        .into_iter()
-        .collect();
+    let notified: HashSet<String> =
+        store::receipts::insert_notifications(&state.db, &evaluation.rows)
+            .await?
+            .into_iter()
+            .collect();
     if notified.is_empty() {
         return Ok(());
     }
@@ -661,8 +669,15 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
 }
 
 /// Sends the pushes of an evaluation to the users' HTTP pushers (in the background).
-pub async fn deliver(state: &AppState, events: &[NewEvent], evaluation: Evaluation, notified: &HashSet<String>) -> Result<()> {
-    let Evaluation { mut pushes, rooms, .. } = evaluation;
+pub async fn deliver(
+    state: &AppState,
+    events: &[NewEvent],
+    evaluation: Evaluation,
+    notified: &HashSet<String>,
+) -> Result<()> {
+    let Evaluation {
+        mut pushes, rooms, ..
+    } = evaluation;
     pushes.retain(|(_, user, _)| notified.contains(user));
     if pushes.is_empty() {
         return Ok(());
@@ -688,7 +703,9 @@ pub async fn deliver(state: &AppState, events: &[NewEvent], evaluation: Evaluati
     }
     for (index, user, actions) in pushes {
         let event = &events[index];
-        let Some(room) = rooms.get(event.room_id.as_str()) else { continue };
+        let Some(room) = rooms.get(event.room_id.as_str()) else {
+            continue;
+        };
         for pusher in pushers
             .iter()
             .filter(|p| p.user_id == user && p.kind == "http")

@@ -602,7 +602,10 @@ pub async fn full_state(
 ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
     let at = state_horizon(state, requester, room_id).await?;
     let rows = store::events::state_at(&state.db, room_id, at).await?;
-    crate::service::timeline::render_all(state, &rows, viewer(requester)).await
+    Ok(crate::service::timeline::render_plain(
+        &rows,
+        viewer(requester),
+    ))
 }
 
 /// GET /rooms/{roomId}/state/{type}/{key}: the content, or the whole event with `format=event`.
@@ -659,7 +662,10 @@ pub async fn members(
             membership.is_none_or(|want| want == m) && not_membership.is_none_or(|not| not != m)
         })
         .collect();
-    crate::service::timeline::render_all(state, &rows, viewer(requester)).await
+    Ok(crate::service::timeline::render_plain(
+        &rows,
+        viewer(requester),
+    ))
 }
 
 /// GET /rooms/{roomId}/joined_members: only for members.

@@ -15,10 +15,10 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use crate::service::auth::Requester;
-use crate::service::{account_data, e2ee, presence, push, receipts, typing};
 use crate::service::filter::{Filter, RoomEventFilter};
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
+use crate::service::{account_data, e2ee, presence, push, receipts, typing};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
@@ -232,11 +232,17 @@ async fn compute(
     let device = requester.device_id.as_str();
     // To-device first: when more are waiting than one response carries, this response carries only
     // them and ends at the last one delivered, so nothing is acknowledged unseen.
-    let (to_device, cut) = e2ee::to_device_batch(state, user, device, from, upto, TO_DEVICE_LIMIT).await?;
-    let to_device = Events { events: to_raw(to_device)? };
+    let (to_device, cut) =
+        e2ee::to_device_batch(state, user, device, from, upto, TO_DEVICE_LIMIT).await?;
+    let to_device = Events {
+        events: to_raw(to_device)?,
+    };
     if let Some(cut) = cut {
         tx.commit().await?;
-        let mut response = SyncResponse::empty(SyncToken { position: cut, typing: since.map_or(0, |s| s.typing) });
+        let mut response = SyncResponse::empty(SyncToken {
+            position: cut,
+            typing: since.map_or(0, |s| s.typing),
+        });
         response.to_device = to_device;
         return Ok(response);
     }
@@ -322,6 +328,9 @@ async fn compute(
         by_room
     };
 
+    // Bundled aggregations for every timeline at once: one query, not one per room.
+    let all_rows: Vec<&EventRow> = timelines.values().flatten().collect();
+    let aggregations = timeline::aggregations_for(state, &all_rows, viewer).await?;
     let mut rooms = Rooms::default();
     for plan in &joined {
         let mut rows = timelines.remove(&plan.room_id).unwrap_or_default();
@@ -333,7 +342,18 @@ async fn compute(
         }
         let current = current_state.get(&plan.room_id);
         let room = joined_room(
-            state, &mut tx, requester, viewer, plan, rows, limited, current, from, upto, filter,
+            state,
+            &mut tx,
+            requester,
+            viewer,
+            plan,
+            rows,
+            limited,
+            current,
+            from,
+            upto,
+            filter,
+            &aggregations,
         )
         .await?;
         rooms.join.insert(plan.room_id.clone(), room);
@@ -358,36 +378,53 @@ async fn compute(
     let joined_ids: Vec<String> = joined.iter().map(|p| p.room_id.clone()).collect();
     let (global_data, mut room_data) = account_data::for_sync(state, user, from, upto).await?;
     let mut receipts = receipts::for_sync(state, user, &joined_ids, from, upto).await?;
-    let (mut typing, typing_token) = typing::for_sync(state, &joined_ids, since.map_or(0, |s| s.typing));
+    let (mut typing, typing_token) =
+        typing::for_sync(state, &joined_ids, since.map_or(0, |s| s.typing));
     let presence_events = presence::for_sync(state, user, from, upto).await?;
     for room_id in &joined_ids {
         let data: Vec<Value> = room_data
             .remove(room_id)
             .unwrap_or_default()
             .into_iter()
-            .filter(|e| e["type"].as_str().is_some_and(|t| room_filter.account_data.allows_type(t)))
+            .filter(|e| {
+                e["type"]
+                    .as_str()
+                    .is_some_and(|t| room_filter.account_data.allows_type(t))
+            })
             .collect();
         let ephemeral: Vec<Value> = [receipts.remove(room_id), typing.remove(room_id)]
             .into_iter()
             .flatten()
-            .filter(|e| e["type"].as_str().is_some_and(|t| room_filter.ephemeral.allows_type(t)))
+            .filter(|e| {
+                e["type"]
+                    .as_str()
+                    .is_some_and(|t| room_filter.ephemeral.allows_type(t))
+            })
             .collect();
         if data.is_empty() && ephemeral.is_empty() {
             continue;
         }
         if !rooms.join.contains_key(room_id) {
-            rooms.join.insert(room_id.clone(), quiet_room(state, room_id, user, upto).await?);
+            rooms.join.insert(
+                room_id.clone(),
+                quiet_room(state, room_id, user, upto).await?,
+            );
         }
         let room = rooms.join.get_mut(room_id).expect("inserted above");
-        room.account_data = Events { events: to_raw(data)? };
-        room.ephemeral = Events { events: to_raw(ephemeral)? };
+        room.account_data = Events {
+            events: to_raw(data)?,
+        };
+        room.ephemeral = Events {
+            events: to_raw(ephemeral)?,
+        };
     }
     let in_response: Vec<String> = rooms.join.keys().cloned().collect();
     let counts = push::unread_counts(state, user, &in_response).await?;
     let per_thread = room_filter.timeline.unread_thread_notifications;
     for (room_id, room) in rooms.join.iter_mut() {
         let c = counts.get(room_id);
-        let (mut notes, mut highlights) = c.map_or((0, 0), |c| (c.notification_count, c.highlight_count));
+        let (mut notes, mut highlights) =
+            c.map_or((0, 0), |c| (c.notification_count, c.highlight_count));
         if per_thread {
             let mut threads = serde_json::Map::new();
             for (root, (n, h)) in c.map(|c| c.threads.clone()).unwrap_or_default() {
@@ -397,18 +434,38 @@ async fn compute(
             }
             room.unread_thread_notifications = Value::Object(threads);
         }
-        room.unread_notifications = json!({"notification_count": notes, "highlight_count": highlights});
+        room.unread_notifications =
+            json!({"notification_count": notes, "highlight_count": highlights});
     }
 
-    let mut response = SyncResponse::empty(SyncToken { position: upto, typing: typing_token });
+    let mut response = SyncResponse::empty(SyncToken {
+        position: upto,
+        typing: typing_token,
+    });
     response.rooms = rooms;
     response.to_device = to_device;
-    let global_data =
-        global_data.into_iter().filter(|e| e["type"].as_str().is_some_and(|t| filter.account_data.allows_type(t))).collect();
-    response.account_data = Events { events: to_raw(global_data)? };
-    let presence_events =
-        presence_events.into_iter().filter(|e| e["type"].as_str().is_some_and(|t| filter.presence.allows_type(t))).collect();
-    response.presence = Events { events: to_raw(presence_events)? };
+    let global_data = global_data
+        .into_iter()
+        .filter(|e| {
+            e["type"]
+                .as_str()
+                .is_some_and(|t| filter.account_data.allows_type(t))
+        })
+        .collect();
+    response.account_data = Events {
+        events: to_raw(global_data)?,
+    };
+    let presence_events = presence_events
+        .into_iter()
+        .filter(|e| {
+            e["type"]
+                .as_str()
+                .is_some_and(|t| filter.presence.allows_type(t))
+        })
+        .collect();
+    response.presence = Events {
+        events: to_raw(presence_events)?,
+    };
     if !initial {
         let (changed, left) = e2ee::device_list_changes(state, user, from, upto).await?;
         response.device_lists = DeviceLists { changed, left };
@@ -440,7 +497,10 @@ async fn quiet_room(state: &AppState, room_id: &str, user: &str, upto: i64) -> R
 const TO_DEVICE_LIMIT: i64 = 1000;
 
 fn to_raw(values: Vec<Value>) -> Result<Vec<Box<RawValue>>> {
-    values.into_iter().map(|v| serde_json::value::to_raw_value(&v).map_err(Error::internal)).collect()
+    values
+        .into_iter()
+        .map(|v| serde_json::value::to_raw_value(&v).map_err(Error::internal))
+        .collect()
 }
 
 impl SyncResponse {
@@ -486,6 +546,7 @@ async fn joined_room(
     from: i64,
     upto: i64,
     filter: &Filter,
+    aggregations: &timeline::Aggregations,
 ) -> Result<JoinedRoom> {
     let user = requester.user_id.as_str();
     let room_id = plan.room_id.as_str();
@@ -550,8 +611,12 @@ async fn joined_room(
     }
 
     let summary = summary(state, room_id, user).await?;
-    let mut timeline_events = timeline::render_all(state, &rows, viewer).await?;
-    let mut state_events = timeline::render_all(state, &state_rows, viewer).await?;
+    let now = store::now_ms();
+    let mut timeline_events: Vec<Box<RawValue>> = rows
+        .iter()
+        .map(|r| timeline::render(r, viewer, now, aggregations))
+        .collect();
+    let mut state_events = timeline::render_plain(&state_rows, viewer);
     if let Some(fields) = &filter.event_fields {
         timeline_events = timeline_events
             .iter()
@@ -783,7 +848,7 @@ async fn left_room(
             prev_batch: crate::service::messages::position_token(first_pos - 1),
         },
         state: Events {
-            events: timeline::render_all(state, &state_rows, viewer).await?,
+            events: timeline::render_plain(&state_rows, viewer),
         },
         account_data: Events::default(),
     })

@@ -71,7 +71,8 @@ pub async fn render_all(
     rows: &[EventRow],
     viewer: Viewer<'_>,
 ) -> Result<Vec<Box<RawValue>>> {
-    let aggregations = aggregations_for(state, rows, viewer).await?;
+    let refs: Vec<&EventRow> = rows.iter().collect();
+    let aggregations = aggregations_for(state, &refs, viewer).await?;
     let now = store::now_ms();
     Ok(rows
         .iter()
@@ -79,11 +80,18 @@ pub async fn render_all(
         .collect())
 }
 
+/// Renders rows without bundled aggregations: for state, which relations do not decorate.
+pub fn render_plain(rows: &[EventRow], viewer: Viewer<'_>) -> Vec<Box<RawValue>> {
+    let now = store::now_ms();
+    let none = Aggregations::new();
+    rows.iter().map(|r| render(r, viewer, now, &none)).collect()
+}
+
 /// The spec's bundled aggregations: the latest edit (`m.replace`), thread summaries (`m.thread`) and
 /// references (`m.reference`).
 pub async fn aggregations_for(
     state: &AppState,
-    rows: &[EventRow],
+    rows: &[&EventRow],
     viewer: Viewer<'_>,
 ) -> Result<Aggregations> {
     let ids: Vec<String> = rows

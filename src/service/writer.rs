@@ -330,10 +330,16 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         })
         .collect();
     store::events::insert_events(&mut tx, &rows).await?;
-    let positions: HashMap<&str, i64> = rows.iter().map(|r| (r.event.event_id.as_str(), r.stream_ordering)).collect();
+    let positions: HashMap<&str, i64> = rows
+        .iter()
+        .map(|r| (r.event.event_id.as_str(), r.stream_ordering))
+        .collect();
     evaluation.set_positions(|id| positions.get(id).copied());
     let notified: HashSet<String> =
-        store::receipts::insert_notifications(&mut *tx, &evaluation.rows).await?.into_iter().collect();
+        store::receipts::insert_notifications(&mut *tx, &evaluation.rows)
+            .await?
+            .into_iter()
+            .collect();
     let mut redacted_state = Vec::new();
     for event in &built {
         if let Some(target) = &event.redacts
@@ -398,12 +404,16 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
 }
 
 fn positions_owned(rows: &[NewEventRow<'_>], event_id: &str) -> i64 {
-    rows.iter().find(|r| r.event.event_id == event_id).map_or(0, |r| r.stream_ordering)
+    rows.iter()
+        .find(|r| r.event.event_id == event_id)
+        .map_or(0, |r| r.stream_ordering)
 }
 
 /// The push rules' view of a new event; positions are filled in once allocated.
 fn push_event(e: &BuiltEvent) -> push::NewEvent {
-    let thread_id = (e.rel_type.as_deref() == Some("m.thread")).then(|| e.relates_to.clone()).flatten();
+    let thread_id = (e.rel_type.as_deref() == Some("m.thread"))
+        .then(|| e.relates_to.clone())
+        .flatten();
     push::NewEvent {
         event_id: e.event_id.clone(),
         room_id: e.room_id.clone(),
