@@ -522,17 +522,6 @@ pub struct Evaluation {
     rooms: HashMap<String, Arc<RoomSnapshot>>,
 }
 
-impl Evaluation {
-    /// Sets the stream position of each row once the writer has allocated them.
-    pub fn set_positions(&mut self, position_of: impl Fn(&str) -> Option<i64>) {
-        for row in &mut self.rows {
-            if let Some(p) = position_of(&row.event_id) {
-                row.stream_ordering = p;
-            }
-        }
-    }
-}
-
 /// Evaluates the push rules of each room's local members (and invited local users) for new events.
 /// Reads only: the caller records `rows` (see `record`) and then calls `deliver`.
 pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluation> {

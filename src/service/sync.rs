@@ -197,11 +197,10 @@ pub async fn sync(
 }
 
 async fn begin_snapshot(state: &AppState) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = state.db.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    Ok(tx)
+    Ok(state
+        .db
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?)
 }
 
 struct RoomPlan {
@@ -376,11 +375,14 @@ async fn compute(
 
     // The per-user streams, bounded by the same positions.
     let joined_ids: Vec<String> = joined.iter().map(|p| p.room_id.clone()).collect();
-    let (global_data, mut room_data) = account_data::for_sync(state, user, from, upto).await?;
-    let mut receipts = receipts::for_sync(state, user, &joined_ids, from, upto).await?;
-    let (mut typing, typing_token) =
-        typing::for_sync(state, &joined_ids, since.map_or(0, |s| s.typing));
-    let presence_events = presence::for_sync(state, user, from, upto).await?;
+    // Independent reads: run them side by side rather than one round trip after another.
+    let typing_since = since.map_or(0, |s| s.typing);
+    let ((global_data, mut room_data), mut receipts, presence_events) = tokio::try_join!(
+        account_data::for_sync(state, user, from, upto),
+        receipts::for_sync(state, user, &joined_ids, from, upto),
+        presence::for_sync(state, user, from, upto),
+    )?;
+    let (mut typing, typing_token) = typing::for_sync(state, &joined_ids, typing_since);
     for room_id in &joined_ids {
         let data: Vec<Value> = room_data
             .remove(room_id)
@@ -419,7 +421,18 @@ async fn compute(
         };
     }
     let in_response: Vec<String> = rooms.join.keys().cloned().collect();
-    let counts = push::unread_counts(state, user, &in_response).await?;
+    let device_lists = async {
+        if initial {
+            Ok((Vec::new(), Vec::new()))
+        } else {
+            e2ee::device_list_changes(state, user, from, upto).await
+        }
+    };
+    let (counts, (changed, left), (key_counts, fallback)) = tokio::try_join!(
+        push::unread_counts(state, user, &in_response),
+        device_lists,
+        e2ee::key_counts(state, user, device)
+    )?;
     let per_thread = room_filter.timeline.unread_thread_notifications;
     for (room_id, room) in rooms.join.iter_mut() {
         let c = counts.get(room_id);
@@ -466,12 +479,8 @@ async fn compute(
     response.presence = Events {
         events: to_raw(presence_events)?,
     };
-    if !initial {
-        let (changed, left) = e2ee::device_list_changes(state, user, from, upto).await?;
-        response.device_lists = DeviceLists { changed, left };
-    }
-    let (counts, fallback) = e2ee::key_counts(state, user, device).await?;
-    response.device_one_time_keys_count = counts;
+    response.device_lists = DeviceLists { changed, left };
+    response.device_one_time_keys_count = key_counts;
     response.device_unused_fallback_key_types = fallback;
     Ok(response)
 }

@@ -1,6 +1,7 @@
 //! The event writer: every event a local user creates goes through here.
 //!
-//! One task per process takes the requests waiting in its queue as a batch and commits them in one
+//! Each of a few lane tasks per process (rooms are spread over them) takes the requests waiting in
+//! its queue as a batch and commits them in one
 //! transaction (group commit): the durable commit is the cost to beat, so concurrent sends share it.
 //! Under the room locks (`SELECT … FOR UPDATE`) each event is checked against the room's current state,
 //! chained to the room's head, built and signed; stream positions are claimed last, holding the stream
@@ -49,9 +50,13 @@ pub struct Committed {
     pub deduplicated: bool,
 }
 
+/// Rooms are spread over this many independent writer lanes: batches of different rooms prepare
+/// and commit side by side, and only the short stream-position step is serialised.
+const LANES: usize = 4;
+
 #[derive(Default)]
 pub struct Writer {
-    queue: OnceLock<mpsc::UnboundedSender<Job>>,
+    lanes: OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
 }
 
 impl Writer {
@@ -60,9 +65,17 @@ impl Writer {
     }
 
     pub fn start(&self, state: AppState) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if self.queue.set(tx).is_ok() {
-            tokio::spawn(run(state, rx));
+        let mut senders = Vec::with_capacity(LANES);
+        let mut receivers = Vec::with_capacity(LANES);
+        for _ in 0..LANES {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        if self.lanes.set(senders).is_ok() {
+            for rx in receivers {
+                tokio::spawn(run(state.clone(), rx));
+            }
         }
     }
 
@@ -74,10 +87,21 @@ impl Writer {
         txn: Option<TxnKey>,
     ) -> Result<Committed> {
         let (reply, answer) = oneshot::channel();
-        let queue = self
-            .queue
+        let lanes = self
+            .lanes
             .get()
             .ok_or_else(|| Error::internal("writer not started"))?;
+        // A room always goes through the same lane: its events stay in submission order.
+        let lane = match &target {
+            Target::Existing(room_id) => {
+                use std::hash::{Hash, Hasher};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                room_id.hash(&mut hasher);
+                (hasher.finish() as usize) % lanes.len()
+            }
+            Target::New { .. } => 0,
+        };
+        let queue = &lanes[lane];
         queue
             .send(Job {
                 target,
@@ -203,6 +227,7 @@ impl RoomState for WorkingRoom {
 }
 
 async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>> {
+    let t0 = std::time::Instant::now();
     let mut tx = state.db.begin().await?;
     let now = store::now_ms();
 
@@ -297,7 +322,9 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
 
     // Push rules are evaluated before the commit so that unread counts commit with their events.
     let new_events: Vec<push::NewEvent> = built.iter().map(push_event).collect();
-    let mut evaluation = push::evaluate(state, &new_events).await?;
+    let t_built = t0.elapsed();
+    let evaluation = push::evaluate(state, &new_events).await?;
+    let t_eval = t0.elapsed();
 
     for (room_id, version, is_public, aliases, _) in &new_rooms {
         let room = &working[room_id];
@@ -318,28 +345,7 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         }
     }
 
-    // Positions last: the stream lock is held from here to the commit.
-    let last = store::stream::advance(&mut tx, built.len() as i64).await?;
-    let first = last - built.len() as i64 + 1;
-    let rows: Vec<NewEventRow<'_>> = built
-        .iter()
-        .enumerate()
-        .map(|(i, e)| NewEventRow {
-            stream_ordering: first + i as i64,
-            event: e,
-        })
-        .collect();
-    store::events::insert_events(&mut tx, &rows).await?;
-    let positions: HashMap<&str, i64> = rows
-        .iter()
-        .map(|r| (r.event.event_id.as_str(), r.stream_ordering))
-        .collect();
-    evaluation.set_positions(|id| positions.get(id).copied());
-    let notified: HashSet<String> =
-        store::receipts::insert_notifications(&mut *tx, &evaluation.rows)
-            .await?
-            .into_iter()
-            .collect();
+    // Everything that needs no stream position comes first, under the room locks only.
     let mut redacted_state = Vec::new();
     for event in &built {
         if let Some(target) = &event.redacts
@@ -348,7 +354,6 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
             redacted_state.push(room);
         }
     }
-    store::rooms::apply_state(&mut tx, &rows).await?;
     store::events::insert_txns(&mut tx, &txn_rows, now).await?;
     let heads: Vec<(&str, &str, i64)> = working
         .values()
@@ -361,7 +366,6 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         })
         .collect();
     store::rooms::update_heads(&mut tx, &heads).await?;
-
     let mut keys: HashSet<&str> = HashSet::new();
     for e in &built {
         keys.insert(&e.room_id);
@@ -373,9 +377,27 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     }
     let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
     let touched: Vec<String> = working.keys().cloned().collect();
+    // Delivered at commit, so it can be queued now.
     let payload = state.notifier.payload(&keys, &touched);
     store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
+
+    // Positions last: the stream lock is held from here to the commit.
+    let t_adv0 = t0.elapsed();
+    let (last, notified) = store::events::insert_batch(&mut tx, &built, &evaluation.rows).await?;
+    let notified: HashSet<String> = notified.into_iter().collect();
+    let first = last - built.len() as i64 + 1;
+    let rows: Vec<NewEventRow<'_>> = built
+        .iter()
+        .enumerate()
+        .map(|(i, e)| NewEventRow {
+            stream_ordering: first + i as i64,
+            event: e,
+        })
+        .collect();
+    store::rooms::apply_state(&mut tx, &rows).await?;
+    let t_pre = t0.elapsed();
     tx.commit().await?;
+    tracing::debug!(events = built.len(), jobs = jobs.len(), ?t_built, ?t_eval, ?t_adv0, ?t_pre, total = ?t0.elapsed(), "batch timing");
 
     for (_, room) in working {
         state.rooms.put(room.finish());

@@ -43,42 +43,31 @@ pub struct NewEventRow<'a> {
     pub event: &'a BuiltEvent,
 }
 
-pub async fn insert_events(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) -> sqlx::Result<()> {
-    let n = rows.len();
-    let (mut stream, mut ids, mut rooms, mut types, mut keys, mut senders) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (
-        mut ts,
-        mut depths,
-        mut pdus,
-        mut clients,
-        mut unsigned,
-        mut devices,
-        mut txns,
-        mut relates,
-        mut rels,
-        mut urls,
-    ) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for row in rows {
-        let e = row.event;
-        stream.push(row.stream_ordering);
+/// Claims stream positions for `events` (in order) and inserts them with their notifications, in one
+/// statement: it takes the stream lock (see store::stream), so the less time between it and the
+/// commit the better. Returns the last position and the users newly notified.
+pub async fn insert_batch(
+    conn: &mut PgConnection,
+    events: &[BuiltEvent],
+    notifications: &[crate::store::receipts::NewNotification],
+) -> sqlx::Result<(i64, Vec<String>)> {
+    let n = events.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut rooms = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    let mut ts = Vec::with_capacity(n);
+    let mut depths = Vec::with_capacity(n);
+    let mut pdus = Vec::with_capacity(n);
+    let mut clients = Vec::with_capacity(n);
+    let mut unsigned: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut devices: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut txns: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut relates: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut rels: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut urls = Vec::with_capacity(n);
+    for e in events {
         ids.push(e.event_id.clone());
         rooms.push(e.room_id.clone());
         types.push(e.event_type.clone());
@@ -95,13 +84,40 @@ pub async fn insert_events(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) ->
         rels.push(e.rel_type.clone());
         urls.push(e.contains_url);
     }
-    sqlx::query!(
-        "INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender, origin_server_ts,
-             depth, pdu, client_json, state_unsigned, device_id, txn_id, relates_to, rel_type, contains_url)
-         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
-             $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-             $16::bool[])",
-        &stream,
+    let n_users: Vec<String> = notifications.iter().map(|r| r.user_id.clone()).collect();
+    let n_events: Vec<String> = notifications.iter().map(|r| r.event_id.clone()).collect();
+    let n_threads: Vec<String> = notifications.iter().map(|r| r.thread_id.clone()).collect();
+    let n_actions: Vec<String> = notifications.iter().map(|r| r.actions.clone()).collect();
+    let n_highlights: Vec<bool> = notifications.iter().map(|r| r.highlight).collect();
+    let n_ts: Vec<i64> = notifications.iter().map(|r| r.ts).collect();
+    let row = sqlx::query!(
+        r#"WITH pos AS (
+               UPDATE stream_head SET position = position + $1 RETURNING position
+           ), ev AS (
+               INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender,
+                   origin_server_ts, depth, pdu, client_json, state_unsigned, device_id, txn_id, relates_to,
+                   rel_type, contains_url)
+               SELECT (SELECT position FROM pos) - $1 + u.ord, u.event_id, u.room_id, u.event_type, u.state_key,
+                   u.sender, u.ts, u.depth, u.pdu, u.client_json, u.state_unsigned, u.device_id, u.txn_id,
+                   u.relates_to, u.rel_type, u.contains_url
+               FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[],
+                   $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                   $16::bool[])
+                   WITH ORDINALITY AS u(event_id, room_id, event_type, state_key, sender, ts, depth, pdu,
+                   client_json, state_unsigned, device_id, txn_id, relates_to, rel_type, contains_url, ord)
+               RETURNING event_id, room_id, stream_ordering
+           ), notified AS (
+               INSERT INTO notifications (user_id, room_id, stream_ordering, event_id, thread_id, actions, highlight, ts)
+               SELECT n.user_id, ev.room_id, ev.stream_ordering, n.event_id, n.thread_id, n.actions, n.highlight, n.ts
+               FROM UNNEST($17::text[], $18::text[], $19::text[], $20::text[], $21::bool[], $22::bigint[])
+                   AS n(user_id, event_id, thread_id, actions, highlight, ts)
+               JOIN ev ON ev.event_id = n.event_id
+               ON CONFLICT (user_id, stream_ordering) DO NOTHING
+               RETURNING user_id
+           )
+           SELECT (SELECT position FROM pos) AS "last!",
+                  ARRAY(SELECT DISTINCT user_id FROM notified) AS "notified!""#,
+        n as i64,
         &ids,
         &rooms,
         &types,
@@ -116,11 +132,17 @@ pub async fn insert_events(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) ->
         &txns as &[Option<String>],
         &relates as &[Option<String>],
         &rels as &[Option<String>],
-        &urls
+        &urls,
+        &n_users,
+        &n_events,
+        &n_threads,
+        &n_actions,
+        &n_highlights,
+        &n_ts
     )
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok((row.last, row.notified))
 }
 
 /// The (room, event) each already-used transaction key produced.
