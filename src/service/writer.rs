@@ -52,7 +52,7 @@ pub struct Committed {
 
 /// Rooms are spread over this many independent writer lanes: batches of different rooms prepare
 /// and commit side by side, and only the short stream-position step is serialised.
-const LANES: usize = 4;
+const LANES: usize = 2;
 
 #[derive(Default)]
 pub struct Writer {
@@ -227,7 +227,6 @@ impl RoomState for WorkingRoom {
 }
 
 async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>> {
-    let t0 = std::time::Instant::now();
     let mut tx = state.db.begin().await?;
     let now = store::now_ms();
 
@@ -322,9 +321,7 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
 
     // Push rules are evaluated before the commit so that unread counts commit with their events.
     let new_events: Vec<push::NewEvent> = built.iter().map(push_event).collect();
-    let t_built = t0.elapsed();
     let evaluation = push::evaluate(state, &new_events).await?;
-    let t_eval = t0.elapsed();
 
     for (room_id, version, is_public, aliases, _) in &new_rooms {
         let room = &working[room_id];
@@ -382,7 +379,6 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
 
     // Positions last: the stream lock is held from here to the commit.
-    let t_adv0 = t0.elapsed();
     let (last, notified) = store::events::insert_batch(&mut tx, &built, &evaluation.rows).await?;
     let notified: HashSet<String> = notified.into_iter().collect();
     let first = last - built.len() as i64 + 1;
@@ -395,9 +391,7 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         })
         .collect();
     store::rooms::apply_state(&mut tx, &rows).await?;
-    let t_pre = t0.elapsed();
     tx.commit().await?;
-    tracing::debug!(events = built.len(), jobs = jobs.len(), ?t_built, ?t_eval, ?t_adv0, ?t_pre, total = ?t0.elapsed(), "batch timing");
 
     for (_, room) in working {
         state.rooms.put(room.finish());

@@ -158,10 +158,14 @@ pub async fn find_txns(
     let scopes: Vec<String> = keys.iter().map(|k| k.scope.clone()).collect();
     let txn_ids: Vec<String> = keys.iter().map(|k| k.txn_id.clone()).collect();
     let rows = sqlx::query!(
-        r#"SELECT t.user_id, t.device_id, t.scope, t.txn_id, t.event_id, e.room_id AS "room_id?"
-         FROM event_txns t
-         JOIN UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS k(user_id, device_id, scope, txn_id)
-           ON t.user_id = k.user_id AND t.device_id = k.device_id AND t.scope = k.scope AND t.txn_id = k.txn_id
+        // LATERAL: one primary-key probe per key; a plain join lets the planner scan the whole table.
+        r#"SELECT k.user_id AS "user_id!", k.device_id AS "device_id!", k.scope AS "scope!", k.txn_id AS "txn_id!",
+                  t.event_id, e.room_id AS "room_id?"
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS k(user_id, device_id, scope, txn_id)
+         CROSS JOIN LATERAL (
+             SELECT event_id FROM event_txns
+             WHERE user_id = k.user_id AND device_id = k.device_id AND scope = k.scope AND txn_id = k.txn_id
+         ) t
          LEFT JOIN events e ON e.event_id = t.event_id"#,
         &users,
         &devices,

@@ -65,7 +65,7 @@ pub async fn update_heads(
     sqlx::query!(
         "UPDATE rooms SET head_event_id = u.head, head_depth = u.depth
          FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(room_id, head, depth)
-         WHERE rooms.room_id = u.room_id",
+         WHERE rooms.room_id = u.room_id AND rooms.room_id = ANY($1)",
         &rooms,
         &events,
         &depths
