@@ -293,17 +293,19 @@ async fn compute(
         .map(|p| p.room_id.clone())
         .collect();
     let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
-    for row in store::events::latest_events_per_room(
-        &mut *tx,
-        &full_ids,
-        0,
-        upto,
-        limit + 1,
-        &store_filter,
-    )
-    .await?
-    {
-        timelines.entry(row.room_id.clone()).or_default().push(row);
+    if !full_ids.is_empty() {
+        for row in store::events::latest_events_per_room(
+            &mut *tx,
+            &full_ids,
+            0,
+            upto,
+            limit + 1,
+            &store_filter,
+        )
+        .await?
+        {
+            timelines.entry(row.room_id.clone()).or_default().push(row);
+        }
     }
     if !delta_ids.is_empty() {
         for row in store::events::latest_events_per_room(
@@ -321,8 +323,10 @@ async fn compute(
     }
     let current_state: HashMap<String, Vec<EventRow>> = {
         let mut by_room: HashMap<String, Vec<EventRow>> = HashMap::new();
-        for row in store::events::current_state_of_rooms(&mut *tx, &full_ids).await? {
-            by_room.entry(row.room_id.clone()).or_default().push(row);
+        if !full_ids.is_empty() {
+            for row in store::events::current_state_of_rooms(&mut *tx, &full_ids).await? {
+                by_room.entry(row.room_id.clone()).or_default().push(row);
+            }
         }
         by_room
     };
