@@ -49,6 +49,6 @@ async fn capabilities(State(state): State<AppState>, _requester: Requester) -> J
 
 /// For load balancers: answers once the database does.
 async fn health(State(state): State<AppState>) -> Result<&'static str, crate::Error> {
-    crate::store::stream::current(&state.db).await?;
+    crate::service::maintenance::database_ready(&state).await?;
     Ok("OK")
 }

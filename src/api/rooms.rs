@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::api::auth::Requester;
 use crate::api::extract::{Json, Path, Query, body_bytes};
 use crate::service::{messages, rooms};
-use crate::{AppState, Result, store};
+use crate::{AppState, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,7 +47,7 @@ async fn joined_rooms(
     State(state): State<AppState>,
     requester: Requester,
 ) -> Result<JsonResponse<Value>> {
-    let rooms = store::rooms::joined_rooms(&state.db, requester.user_id.as_str()).await?;
+    let rooms = rooms::joined_rooms(&state, &requester).await?;
     Ok(JsonResponse(json!({ "joined_rooms": rooms })))
 }
 
@@ -189,7 +189,6 @@ async fn aliases(
     requester: Requester,
     Path(room_id): Path<String>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::full_state(&state, &requester, &room_id).await?;
-    let aliases = store::rooms::aliases_of(&state.db, &room_id).await?;
+    let aliases = rooms::local_aliases(&state, &requester, &room_id).await?;
     Ok(JsonResponse(json!({ "aliases": aliases })))
 }

@@ -21,3 +21,9 @@ pub fn start(state: AppState) {
         }
     });
 }
+
+/// For load balancers: the database answers.
+pub async fn database_ready(state: &AppState) -> crate::Result<()> {
+    store::stream::current(&state.db).await?;
+    Ok(())
+}

@@ -693,3 +693,18 @@ pub async fn joined_members(
     }
     Ok(json!({ "joined": joined }))
 }
+
+/// GET /joined_rooms.
+pub async fn joined_rooms(state: &AppState, requester: &Requester) -> Result<Vec<String>> {
+    Ok(store::rooms::joined_rooms(&state.db, requester.user_id.as_str()).await?)
+}
+
+/// GET /rooms/{roomId}/aliases: for those who may see the room's state.
+pub async fn local_aliases(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+) -> Result<Vec<String>> {
+    state_horizon(state, requester, room_id).await?;
+    Ok(store::rooms::aliases_of(&state.db, room_id).await?)
+}
