@@ -35,6 +35,9 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
             (cluster.connect_options("axon"), started.then_some(cluster))
         }
     };
+    // Plans are made per execution: a generic plan cached while a table was still empty (a seq scan)
+    // would otherwise stay in use long after the table has grown.
+    let options = options.options([("plan_cache_mode", "force_custom_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(config.database.max_connections)
         .connect_with(options)
