@@ -68,7 +68,9 @@ pub async fn create_database_if_missing(cluster: &Cluster, name: &str) -> anyhow
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let database = open_database(&config).await?;
     let result = serve_on(config, database.pool.clone()).await;
-    database.pool.close().await;
+    // The LISTEN tasks hold pooled connections for good: give the rest a moment to be returned, then
+    // go on (stopping the cluster ends any connection still open).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), database.pool.close()).await;
     if let Some(cluster) = database.owned_cluster {
         tracing::info!("stopping the private PostgreSQL cluster");
         tokio::task::spawn_blocking(move || cluster.stop()).await??;

@@ -274,3 +274,98 @@ fn managed_cluster_start_stop_restart_keeps_data() {
 }
 
 use sqlx::Connection;
+
+/// The binary with no config: starts its private cluster, serves, and on SIGTERM drains, stops the
+/// cluster and exits; a second start reuses the data.
+#[test]
+fn zero_config_server_starts_stops_and_restarts_with_its_data() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+            .env("AXON_DATA_DIR", dir.path().join("data"))
+            .env("AXON_LISTEN_PORT", port.to_string())
+            .env_remove("AXON_CONFIG")
+            .env_remove("DATABASE_URL")
+            .env_remove("AXON_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let wait_up = |base: &str| {
+        rt.block_on(async {
+            for _ in 0..240 {
+                if let Ok(r) = reqwest::get(format!("{base}/_matrix/client/versions")).await {
+                    if r.status() == 200 {
+                        return;
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            panic!("server did not come up");
+        })
+    };
+    let stop = |mut child: std::process::Child| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        for _ in 0..120 {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "{status}");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        let _ = child.kill();
+        panic!("server did not stop on SIGTERM");
+    };
+    let child = start();
+    wait_up(&base);
+    // Zero-config registration is open: register someone to find again after the restart.
+    let body = serde_json::json!({"username": "keeper", "password": "pw", "auth": {"type": "m.login.dummy"}});
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{base}/_matrix/client/v3/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    stop(child);
+    let cluster = axon::postgres::Cluster::init(&dir.path().join("data/postgres")).unwrap();
+    assert!(
+        !cluster.is_running(),
+        "the owned cluster is stopped with the server"
+    );
+    let child = start();
+    wait_up(&base);
+    let available = rt.block_on(async {
+        reqwest::get(format!(
+            "{base}/_matrix/client/v3/register/available?username=keeper"
+        ))
+        .await
+        .unwrap()
+        .status()
+    });
+    assert_eq!(
+        available, 400,
+        "the user registered before the restart is still there"
+    );
+    stop(child);
+}
