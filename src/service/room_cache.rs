@@ -60,6 +60,9 @@ impl auth_rules::RoomState for RoomSnapshot {
     }
 }
 
+/// Snapshots kept in memory at most; a miss costs two indexed queries.
+const MAX_CACHED_ROOMS: usize = 20_000;
+
 #[derive(Default)]
 pub struct RoomCache {
     rooms: Mutex<HashMap<String, Arc<RoomSnapshot>>>,
