@@ -74,10 +74,12 @@ impl RoomCache {
     }
 
     pub fn put(&self, snapshot: Arc<RoomSnapshot>) {
-        self.rooms
-            .lock()
-            .unwrap()
-            .insert(snapshot.room_id.clone(), snapshot);
+        let mut rooms = self.rooms.lock().unwrap();
+        if rooms.len() >= MAX_CACHED_ROOMS && !rooms.contains_key(&snapshot.room_id) {
+            // Crude but bounded: start over rather than grow with every room ever touched.
+            rooms.clear();
+        }
+        rooms.insert(snapshot.room_id.clone(), snapshot);
     }
 
     pub fn invalidate(&self, room_id: &str) {
