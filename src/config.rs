@@ -19,6 +19,7 @@ pub struct Config {
     pub registration: Registration,
     pub limits: Limits,
     pub rate_limits: RateLimits,
+    pub sessions: Sessions,
     pub messages: Messages,
     pub log: Log,
 }
@@ -74,6 +75,14 @@ pub struct RateLimits {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Lifetime of the access tokens of clients that asked for refresh tokens (`refresh_token: true`).
+    /// Other access tokens do not expire.
+    pub refreshable_access_token_lifetime_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Messages {
     /// Clean `formatted_body` HTML to the spec's allowlist before storing.
     pub sanitize_html: bool,
@@ -106,6 +115,7 @@ impl Default for Config {
             registration: Registration::default(),
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
+            sessions: Sessions::default(),
             messages: Messages::default(),
             log: Log::default(),
         }
@@ -141,6 +151,12 @@ impl Default for RateLimits {
         // Generous enough for a test suite or a benchmark registering users from one address,
         // tight enough to make password guessing slow.
         Self { enabled: true, per_second: 5.0, burst: 50 }
+    }
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self { refreshable_access_token_lifetime_ms: 5 * 60 * 1000 }
     }
 }
 
@@ -243,6 +259,9 @@ impl Config {
         }
         if self.rate_limits.per_second <= 0.0 || self.rate_limits.burst == 0 {
             return invalid("rate_limits", "per_second and burst must be positive");
+        }
+        if self.sessions.refreshable_access_token_lifetime_ms < 1000 {
+            return invalid("sessions.refreshable_access_token_lifetime_ms", "must be at least 1000");
         }
         if self.log.level.parse::<tracing_subscriber::EnvFilter>().is_err() {
             return invalid("log.level", "is not a valid filter such as \"info\" or \"axon=debug\"");

@@ -1,7 +1,9 @@
 //! HTTP only: routing, extraction, response shaping. No SQL and no rules here.
 
 pub mod account;
+pub mod admin;
 pub mod auth;
+pub mod devices;
 pub mod discovery;
 pub mod extract;
 pub mod login;
@@ -27,6 +29,8 @@ use crate::{AppState, Error};
 pub fn router(state: AppState) -> Router {
     let client = Router::new()
         .merge(account::routes())
+        .merge(admin::routes())
+        .merge(devices::routes())
         .merge(login::routes())
         .merge(register::routes());
 
@@ -35,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/_matrix/client/r0", client)
         .merge(discovery::routes())
         .merge(register::admin_routes())
+        .merge(register::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))

@@ -7,6 +7,7 @@ pub mod events;
 pub mod keys;
 pub mod notifier;
 pub mod rate_limit;
+pub mod registration;
 pub mod room_cache;
 pub mod room_versions;
 pub mod rooms;

@@ -2,6 +2,7 @@
 //! (anything that executes) and return plain Rust types; no HTTP types, no rules.
 
 pub mod events;
+pub mod registration;
 pub mod rooms;
 pub mod secrets;
 pub mod stream;
