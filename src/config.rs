@@ -19,6 +19,7 @@ pub struct Config {
     pub registration: Registration,
     pub limits: Limits,
     pub rate_limits: RateLimits,
+    pub sessions: Sessions,
     pub messages: Messages,
     pub directory: Directory,
     pub log: Log,
@@ -75,6 +76,14 @@ pub struct RateLimits {
     pub per_second: f64,
     /// Attempts allowed in a burst before the rate applies.
     pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sessions {
+    /// Lifetime of the access tokens of clients that asked for refresh tokens (`refresh_token: true`).
+    /// Other access tokens do not expire.
+    pub refreshable_access_token_lifetime_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +177,7 @@ impl Default for Config {
             registration: Registration::default(),
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
+            sessions: Sessions::default(),
             messages: Messages::default(),
             directory: Directory::default(),
             log: Log::default(),
@@ -236,6 +246,14 @@ impl Default for RateLimits {
             enabled: true,
             per_second: 5.0,
             burst: 50,
+        }
+    }
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self {
+            refreshable_access_token_lifetime_ms: 5 * 60 * 1000,
         }
     }
 }
@@ -366,6 +384,12 @@ impl Config {
         }
         if self.rate_limits.per_second <= 0.0 || self.rate_limits.burst == 0 {
             return invalid("rate_limits", "per_second and burst must be positive");
+        }
+        if self.sessions.refreshable_access_token_lifetime_ms < 1000 {
+            return invalid(
+                "sessions.refreshable_access_token_lifetime_ms",
+                "must be at least 1000",
+            );
         }
         if self
             .log

@@ -17,6 +17,20 @@ pub struct Database {
     pub owned_cluster: Option<Cluster>,
 }
 
+impl Database {
+    /// Closes the pool and stops the private cluster if this process started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        // The LISTEN tasks hold pooled connections for good: give the rest a moment to be returned,
+        // then go on (stopping the cluster ends any connection still open).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.pool.close()).await;
+        if let Some(cluster) = self.owned_cluster {
+            tracing::info!("stopping the private PostgreSQL cluster");
+            tokio::task::spawn_blocking(move || cluster.stop()).await??;
+        }
+        Ok(())
+    }
+}
+
 /// Connects to `database.url`, or starts the private cluster under `data_dir/postgres`; then migrates.
 pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     let (options, owned_cluster) = match &config.database.url {
@@ -68,13 +82,7 @@ pub async fn create_database_if_missing(cluster: &Cluster, name: &str) -> anyhow
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let database = open_database(&config).await?;
     let result = serve_on(config, database.pool.clone()).await;
-    // The LISTEN tasks hold pooled connections for good: give the rest a moment to be returned, then
-    // go on (stopping the cluster ends any connection still open).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), database.pool.close()).await;
-    if let Some(cluster) = database.owned_cluster {
-        tracing::info!("stopping the private PostgreSQL cluster");
-        tokio::task::spawn_blocking(move || cluster.stop()).await??;
-    }
+    database.close().await?;
     result
 }
 

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod accounts;
 mod e2ee;
 mod ephemeral;
 mod foundation;

@@ -1,18 +1,46 @@
-//! The account: whoami, logout.
+//! The account: whoami, logout, logout/all, password change, deactivation, third-party identifiers.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::{AccessToken, Requester};
+use crate::api::auth::{AccessToken, ClientIp, Requester, token_of};
+use crate::api::extract::Json;
 use crate::service::accounts;
-use crate::{AppState, Result};
+use crate::service::uia::{self, Purpose};
+use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/account/whoami", get(whoami))
         .route("/logout", post(logout))
+        .route("/logout/all", post(logout_all))
+        .route("/account/password", post(change_password))
+        .route("/account/deactivate", post(deactivate))
+        .route("/account/3pid", get(threepids))
+        .route("/account/password/email/requestToken", post(no_threepid))
+        .route("/account/password/msisdn/requestToken", post(no_threepid))
+}
+
+/// The requester when the request carries an access token. Password change and deactivation also
+/// work without one: UIA's password stage then says who the user is. A token that is present but
+/// invalid is still refused.
+struct MaybeRequester(Option<Requester>);
+
+impl FromRequestParts<AppState> for MaybeRequester {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        if token_of(parts).is_none() {
+            return Ok(MaybeRequester(None));
+        }
+        Requester::from_request_parts(parts, state)
+            .await
+            .map(|r| MaybeRequester(Some(r)))
+    }
 }
 
 async fn whoami(requester: Requester) -> JsonResponse<Value> {
@@ -23,11 +51,104 @@ async fn whoami(requester: Requester) -> JsonResponse<Value> {
     }))
 }
 
+/// An expired access token may still log out: the client is ending the session anyway.
 async fn logout(
     State(state): State<AppState>,
-    _requester: Requester,
     AccessToken(token): AccessToken,
 ) -> Result<JsonResponse<Value>> {
     accounts::logout(&state, &token).await?;
     Ok(JsonResponse(json!({})))
+}
+
+async fn logout_all(
+    State(state): State<AppState>,
+    requester: Requester,
+) -> Result<JsonResponse<Value>> {
+    accounts::remove_other_devices(&state, requester.user_id.as_str(), None).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+#[derive(Deserialize)]
+struct PasswordBody {
+    new_password: Option<String>,
+    logout_devices: Option<bool>,
+    auth: Option<uia::AuthData>,
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    MaybeRequester(requester): MaybeRequester,
+    Json(body): Json<PasswordBody>,
+) -> Result<JsonResponse<Value>> {
+    let new_password = body
+        .new_password
+        .ok_or_else(|| Error::missing_param("Missing new_password"))?;
+    let user_id = requester.as_ref().map(|r| r.user_id.as_str());
+    let request = uia::Request {
+        purpose: Purpose::ChangePassword,
+        user_id,
+        flows: &[&[uia::PASSWORD]],
+        ip,
+    };
+    let passed = uia::check(&state, request, body.auth.as_ref()).await?;
+    let user_id = passed
+        .user_id
+        .clone()
+        .ok_or_else(|| Error::internal("UIA passed without a user"))?;
+    let keep = requester.as_ref().map(|r| r.device_id.as_str());
+    accounts::change_password(
+        &state,
+        &user_id,
+        new_password,
+        keep,
+        body.logout_devices.unwrap_or(true),
+    )
+    .await?;
+    uia::finish(&state, &passed).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+#[derive(Deserialize)]
+struct DeactivateBody {
+    auth: Option<uia::AuthData>,
+}
+
+async fn deactivate(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    MaybeRequester(requester): MaybeRequester,
+    Json(body): Json<DeactivateBody>,
+) -> Result<JsonResponse<Value>> {
+    let user_id = requester.as_ref().map(|r| r.user_id.as_str());
+    let request = uia::Request {
+        purpose: Purpose::Deactivate,
+        user_id,
+        flows: &[&[uia::PASSWORD]],
+        ip,
+    };
+    let passed = uia::check(&state, request, body.auth.as_ref()).await?;
+    let user_id = passed
+        .user_id
+        .clone()
+        .ok_or_else(|| Error::internal("UIA passed without a user"))?;
+    uia::finish(&state, &passed).await?;
+    accounts::deactivate(&state, &user_id).await?;
+    // Axon binds no third-party identifiers, so there is nothing to unbind anywhere.
+    Ok(JsonResponse(
+        json!({ "id_server_unbind_result": "no-support" }),
+    ))
+}
+
+async fn threepids(_requester: Requester) -> JsonResponse<Value> {
+    JsonResponse(json!({ "threepids": [] }))
+}
+
+/// No account has a third-party identifier to reset its password with.
+async fn no_threepid() -> Error {
+    Error::matrix(
+        axum::http::StatusCode::BAD_REQUEST,
+        "M_THREEPID_NOT_FOUND",
+        "No account has this third-party identifier",
+    )
 }

@@ -1,18 +1,36 @@
-//! Login: GET/POST /login.
+//! Login and token refresh: GET/POST /login, POST /refresh.
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::auth::ClientIp;
 use crate::api::extract::Json;
-use crate::service::accounts;
-use crate::{AppState, Error, Result, store};
+use crate::service::accounts::{self, Session, SessionRequest};
+use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/login", get(flows).post(login))
+    Router::new()
+        .route("/login", get(flows).post(login))
+        .route("/refresh", post(refresh))
+}
+
+/// The answer to a registration or login.
+pub fn session_body(state: &AppState, session: &Session) -> Value {
+    let mut body = json!({
+        "user_id": session.user_id,
+        "access_token": session.access_token,
+        "device_id": session.device_id,
+        "home_server": state.server_name.as_str(),
+        "well_known": { "m.homeserver": { "base_url": state.config.public_baseurl() } },
+    });
+    if let (Some(refresh), Some(expires)) = (&session.refresh_token, session.expires_in_ms) {
+        body["refresh_token"] = json!(refresh);
+        body["expires_in_ms"] = json!(expires);
+    }
+    body
 }
 
 async fn flows() -> JsonResponse<Value> {
@@ -29,6 +47,8 @@ struct LoginBody {
     password: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
+    #[serde(default)]
+    refresh_token: bool,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +69,10 @@ async fn login(
     }
     let user = match (&body.identifier, &body.user) {
         (Some(id), _) if id.kind == "m.id.user" => id.user.clone(),
+        // Axon keeps no third-party identifiers, so no such login can succeed.
+        (Some(id), _) if matches!(id.kind.as_str(), "m.id.thirdparty" | "m.id.phone") => {
+            return Err(Error::forbidden("Invalid username or password"));
+        }
         (Some(id), _) => {
             return Err(Error::unknown(format!(
                 "Unknown identifier type {}",
@@ -61,33 +85,31 @@ async fn login(
     let password = body
         .password
         .ok_or_else(|| Error::missing_param("Missing password"))?;
-    let user_id = if user.starts_with('@') {
-        user.to_lowercase()
-    } else {
-        format!("@{}:{}", user.to_lowercase(), state.server_name)
+    let request = SessionRequest {
+        device_id: body.device_id,
+        initial_device_display_name: body.initial_device_display_name,
+        ip: ip.map(|ip| ip.to_string()),
+        refreshable: body.refresh_token,
     };
-    let row = store::users::get_user(&state.db, &user_id).await?;
-    let stored = row
-        .as_ref()
-        .filter(|u| !u.deactivated)
-        .and_then(|u| u.password_hash.clone());
-    if !accounts::verify_password(password, stored).await? {
-        return Err(Error::forbidden("Invalid username or password"));
-    }
-    let ip = ip.map(|ip| ip.to_string());
-    let session = accounts::open_session(
-        &state,
-        &user_id,
-        body.device_id,
-        body.initial_device_display_name.as_deref(),
-        ip.as_deref(),
-    )
-    .await?;
+    let session = accounts::login(&state, &user, &password, request).await?;
+    Ok(JsonResponse(session_body(&state, &session)))
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<RefreshBody>,
+) -> Result<JsonResponse<Value>> {
+    state.rate_limiter.check("refresh", ip)?;
+    let session = accounts::refresh(&state, &body.refresh_token).await?;
     Ok(JsonResponse(json!({
-        "user_id": session.user_id,
         "access_token": session.access_token,
-        "device_id": session.device_id,
-        "home_server": state.server_name.as_str(),
-        "well_known": { "m.homeserver": { "base_url": state.config.public_baseurl() } },
+        "refresh_token": session.refresh_token,
+        "expires_in_ms": session.expires_in_ms,
     })))
 }

@@ -2,7 +2,9 @@
 
 pub mod account;
 pub mod account_data;
+pub mod admin;
 pub mod auth;
+pub mod devices;
 pub mod directory;
 pub mod discovery;
 pub mod extract;
@@ -45,6 +47,8 @@ use crate::{AppState, Error};
 pub fn router(state: AppState) -> Router {
     let client = Router::new()
         .merge(account::routes())
+        .merge(admin::routes())
+        .merge(devices::routes())
         .merge(login::routes())
         .merge(register::routes())
         .merge(rooms::routes())
@@ -74,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(register::admin_routes())
         .merge(account_data::other_routes())
         .merge(media::other_routes())
+        .merge(register::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))

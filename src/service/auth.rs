@@ -77,6 +77,13 @@ pub async fn authenticate(state: &AppState, token: &str, ip: Option<String>) -> 
             if owner.deactivated {
                 return Err(Error::unknown_token("This account has been deactivated"));
             }
+            let expired = owner.expires_ts.is_some_and(|ts| ts <= store::now_ms());
+            if let (Some(refresh), false) = (&owner.refresh_token_hash, expired) {
+                // The first use of a refreshed access token retires the refresh token it replaced
+                // (spec: the old refresh token stays valid until the new tokens are used). Only a
+                // cache miss gets here, so this costs one statement per token per process.
+                store::tokens::revoke_predecessor(&state.db, refresh).await?;
+            }
             let requester = Requester {
                 user_id: OwnedUserId::try_from(owner.user_id).map_err(Error::internal)?,
                 device_id: owner.device_id.into(),
@@ -97,12 +104,15 @@ pub async fn authenticate(state: &AppState, token: &str, ip: Option<String>) -> 
     };
     let now = store::now_ms();
     if entry.expires_ts.is_some_and(|ts| ts <= now) {
-        return Err(
-            Error::unknown_token("Access token has expired").with_extra("soft_logout", true.into())
-        );
+        return Err(expired_token());
     }
     note_last_seen(state, &entry.requester, now, ip);
     Ok(entry.requester)
+}
+
+/// An expired access token: the client may refresh it or log in again on the same device.
+pub fn expired_token() -> Error {
+    Error::unknown_token("Access token has expired").with_extra("soft_logout", true.into())
 }
 
 /// Records activity at most once per interval per device, off the request path.

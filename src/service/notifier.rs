@@ -168,10 +168,18 @@ fn apply(state: &AppState, message: Message) {
     }
 }
 
+/// A one-connection pool of its own for a LISTEN task: a listener keeps its connection for good, and
+/// must not take it from the pool the requests share.
+pub fn listener_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with((*db.connect_options()).clone())
+}
+
 /// Listens for the other processes' commits. Subscribes before returning, so nothing committed after
 /// start-up is missed.
 pub async fn start_listener(state: AppState) -> Result<()> {
-    let mut listener = PgListener::connect_with(&state.db).await?;
+    let mut listener = PgListener::connect_with(&listener_pool(&state.db)).await?;
     listener.listen(CHANNEL).await?;
     tokio::spawn(async move {
         loop {

@@ -1,12 +1,28 @@
-//! User-Interactive Authentication: sessions, flows, and the stages Axon offers.
+//! User-Interactive Authentication: sessions, flows, and the stages Axon offers (`m.login.dummy`,
+//! `m.login.registration_token`, `m.login.password`).
+//!
+//! A session is bound to one operation and, once known, to one user: completing stages for a
+//! registration cannot authorise a password change, and Alice's session cannot authorise Bob.
+//! A request may also complete a flow in one go without a session (clients such as matrix-nio send
+//! `auth: {type: "m.login.dummy"}` on their first request).
+
+use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::auth::random_string;
+use crate::service::{accounts, auth::random_string, registration};
 use crate::{AppState, Error, Result, store};
 
+/// The UIA service has no state of its own: sessions live in the database so every process sees them.
 pub struct Uia;
+
+pub const DUMMY: &str = "m.login.dummy";
+pub const PASSWORD: &str = "m.login.password";
+pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+
+/// Abandoned sessions are forgotten after a day.
+const SESSION_LIFETIME_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// The `auth` object of a request body.
 #[derive(Debug, Default, Deserialize)]
@@ -21,57 +37,160 @@ pub struct AuthData {
 /// One acceptable sequence of stages.
 pub type Flow = &'static [&'static str];
 
-/// Completes a stage of `auth` if it is valid, then succeeds when one of `flows` is complete.
-/// Otherwise answers 401 with the flows, the session and what is completed, as the spec describes.
-pub async fn check(
-    state: &AppState,
-    auth: Option<&AuthData>,
-    flows: &[Flow],
-    params: Value,
-    verify: impl AsyncFnOnce(&str, &AuthData) -> Result<bool>,
-) -> Result<()> {
-    let session = match auth.and_then(|a| a.session.clone()) {
-        Some(s) => s,
-        None => random_string(24),
-    };
-    let mut completed = store::uia::completed(&state.db, &session)
-        .await?
-        .unwrap_or_default();
-    let mut failure: Option<Error> = None;
-    if let Some(auth) = auth
-        && let Some(kind) = auth.kind.as_deref()
-    {
-        if flows.iter().any(|f| f.contains(&kind)) {
-            match verify(kind, auth).await {
-                Ok(true) => {
-                    if !completed.iter().any(|c| c == kind) {
-                        completed.push(kind.to_owned());
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => failure = Some(e),
-            }
-        } else {
-            failure = Some(Error::unknown(format!(
-                "Unsupported authentication type {kind}"
-            )));
+/// The operation a session authorises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Register,
+    ChangePassword,
+    DeleteDevices,
+    Deactivate,
+    CrossSigning,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Register => "register",
+            Purpose::ChangePassword => "change_password",
+            Purpose::DeleteDevices => "delete_devices",
+            Purpose::Deactivate => "deactivate",
+            Purpose::CrossSigning => "cross_signing",
         }
     }
-    if flows.iter().any(|flow| {
-        flow.iter()
-            .all(|stage| completed.iter().any(|c| c == stage))
-    }) {
-        store::uia::delete(&state.db, &session).await?;
-        return Ok(());
+}
+
+/// What an operation asks of UIA.
+pub struct Request<'a> {
+    pub purpose: Purpose,
+    /// The user the request's access token belongs to, if it has one.
+    pub user_id: Option<&'a str>,
+    pub flows: &'a [Flow],
+    /// For rate limiting password attempts.
+    pub ip: Option<IpAddr>,
+}
+
+/// A completed flow.
+#[derive(Debug)]
+pub struct Passed {
+    /// The stored session, to delete with `finish` once the operation has succeeded.
+    session: Option<String>,
+    /// The user the password stage authenticated (or the requester).
+    pub user_id: Option<String>,
+    /// The registration token a registration presented.
+    pub registration_token: Option<String>,
+}
+
+struct Progress {
+    user_id: Option<String>,
+    completed: Vec<String>,
+    registration_token: Option<String>,
+}
+
+/// Completes the stage `auth` attempts, if valid; succeeds when one of the flows is complete.
+/// Otherwise answers 401 with the flows, params, session, what is completed and, after a failed
+/// attempt, the errcode of the failure, as the spec describes.
+pub async fn check(
+    state: &AppState,
+    request: Request<'_>,
+    auth: Option<&AuthData>,
+) -> Result<Passed> {
+    let now = store::now_ms();
+    let (session_id, mut progress, stored) = match auth.and_then(|a| a.session.as_deref()) {
+        Some(id) => {
+            let row = store::uia::get(&state.db, id)
+                .await?
+                .filter(|row| row.created_ts > now - SESSION_LIFETIME_MS)
+                .ok_or_else(|| Error::unknown("Unknown session ID"))?;
+            if row.purpose != request.purpose.as_str() {
+                return Err(Error::forbidden(
+                    "This authentication session was started for another operation",
+                ));
+            }
+            if let (Some(owner), Some(requester)) = (&row.user_id, request.user_id) {
+                if owner != requester {
+                    return Err(Error::forbidden(
+                        "This authentication session belongs to another user",
+                    ));
+                }
+            }
+            let user_id = row.user_id.or_else(|| request.user_id.map(str::to_owned));
+            (
+                id.to_owned(),
+                Progress {
+                    user_id,
+                    completed: row.completed,
+                    registration_token: row.registration_token,
+                },
+                true,
+            )
+        }
+        None => {
+            let progress = Progress {
+                user_id: request.user_id.map(str::to_owned),
+                completed: vec![],
+                registration_token: None,
+            };
+            (random_string(24), progress, false)
+        }
+    };
+
+    let mut failure: Option<Error> = None;
+    if let (Some(auth), Some(kind)) = (auth, auth.and_then(|a| a.kind.as_deref())) {
+        let offered = request.flows.iter().any(|flow| flow.contains(&kind));
+        let attempt = if offered {
+            verify_stage(state, &request, kind, auth, &mut progress).await
+        } else {
+            Err(Error::unknown(format!(
+                "Authentication type {kind} is not offered here"
+            )))
+        };
+        match attempt {
+            Ok(()) => {
+                if !progress.completed.iter().any(|c| c == kind) {
+                    progress.completed.push(kind.to_owned());
+                }
+            }
+            // Shown inside the 401 so the client can retry the stage; other failures end the request.
+            Err(e @ Error::Matrix { status, .. })
+                if status.is_client_error() && status.as_u16() != 429 =>
+            {
+                failure = Some(e)
+            }
+            Err(e) => return Err(e),
+        }
     }
-    store::uia::save(&state.db, &session, &completed).await?;
-    let mut body = json!({
-        "flows": flows.iter().map(|f| json!({"stages": f})).collect::<Vec<_>>(),
-        "params": params,
-        "session": session,
+
+    let done = request.flows.iter().any(|flow| {
+        flow.iter()
+            .all(|stage| progress.completed.iter().any(|c| c == stage))
     });
-    if !completed.is_empty() {
-        body["completed"] = json!(completed);
+    if done {
+        return Ok(Passed {
+            session: stored.then_some(session_id),
+            user_id: progress.user_id,
+            registration_token: progress.registration_token,
+        });
+    }
+
+    if !stored {
+        store::uia::prune(&state.db, now - SESSION_LIFETIME_MS).await?;
+    }
+    store::uia::save(
+        &state.db,
+        &session_id,
+        request.purpose.as_str(),
+        progress.user_id.as_deref(),
+        &progress.completed,
+        progress.registration_token.as_deref(),
+    )
+    .await?;
+    let mut body = json!({
+        "flows": request.flows.iter().map(|flow| json!({"stages": flow})).collect::<Vec<_>>(),
+        "params": {},
+        "session": session_id,
+    });
+    if !progress.completed.is_empty() {
+        body["completed"] = json!(progress.completed);
     }
     if let Some(Error::Matrix {
         errcode, message, ..
@@ -79,8 +198,77 @@ pub async fn check(
     {
         body["errcode"] = json!(errcode);
         body["error"] = json!(message);
-    } else if let Some(e) = failure {
-        return Err(e);
     }
     Err(Error::Uia(body))
+}
+
+/// Forgets the session once the operation it authorised has succeeded.
+pub async fn finish(state: &AppState, passed: &Passed) -> Result<()> {
+    if let Some(session) = &passed.session {
+        store::uia::delete(&state.db, session).await?;
+    }
+    Ok(())
+}
+
+async fn verify_stage(
+    state: &AppState,
+    request: &Request<'_>,
+    kind: &str,
+    auth: &AuthData,
+    progress: &mut Progress,
+) -> Result<()> {
+    match kind {
+        DUMMY => Ok(()),
+        REGISTRATION_TOKEN => {
+            let token = auth
+                .rest
+                .get("token")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    Error::missing_param("The registration_token stage needs a token")
+                })?;
+            if !registration::token_is_valid(state, token).await? {
+                return Err(Error::unauthorized("Invalid registration token"));
+            }
+            progress.registration_token = Some(token.to_owned());
+            Ok(())
+        }
+        PASSWORD => {
+            state.rate_limiter.check("login", request.ip)?;
+            let named = match auth.rest.get("identifier") {
+                Some(identifier) => {
+                    if identifier.get("type").and_then(Value::as_str) != Some("m.id.user") {
+                        return Err(Error::unknown("Only m.id.user identifiers are supported"));
+                    }
+                    identifier.get("user").and_then(Value::as_str)
+                }
+                None => auth.rest.get("user").and_then(Value::as_str),
+            };
+            let user_id = match (named, &progress.user_id) {
+                (Some(named), Some(known)) => {
+                    let named = accounts::user_id_from_login(state, named);
+                    if &named != known {
+                        return Err(Error::forbidden("You can only authenticate as yourself"));
+                    }
+                    named
+                }
+                (Some(named), None) => accounts::user_id_from_login(state, named),
+                (None, Some(known)) => known.clone(),
+                (None, None) => return Err(Error::missing_param("Missing identifier")),
+            };
+            let password = auth
+                .rest
+                .get("password")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::missing_param("Missing password"))?;
+            if !accounts::check_password(state, &user_id, password).await? {
+                return Err(Error::forbidden("Invalid username or password"));
+            }
+            progress.user_id = Some(user_id);
+            Ok(())
+        }
+        _ => Err(Error::unknown(format!(
+            "Unsupported authentication type {kind}"
+        ))),
+    }
 }

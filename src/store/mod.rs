@@ -10,6 +10,7 @@ pub mod media;
 pub mod presence;
 pub mod push;
 pub mod receipts;
+pub mod registration;
 pub mod rooms;
 pub mod secrets;
 pub mod stream;

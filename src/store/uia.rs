@@ -2,21 +2,43 @@
 
 use sqlx::PgPool;
 
-pub async fn completed(db: &PgPool, session: &str) -> sqlx::Result<Option<Vec<String>>> {
-    sqlx::query_scalar!(
-        "SELECT completed FROM uia_sessions WHERE session_id = $1",
+pub struct SessionRow {
+    pub purpose: String,
+    pub user_id: Option<String>,
+    pub completed: Vec<String>,
+    pub registration_token: Option<String>,
+    pub created_ts: i64,
+}
+
+pub async fn get(db: &PgPool, session: &str) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as!(
+        SessionRow,
+        "SELECT purpose, user_id, completed, registration_token, created_ts FROM uia_sessions WHERE session_id = $1",
         session
     )
     .fetch_optional(db)
     .await
 }
 
-pub async fn save(db: &PgPool, session: &str, completed: &[String]) -> sqlx::Result<()> {
+/// Creates or updates the session.
+pub async fn save(
+    db: &PgPool,
+    session: &str,
+    purpose: &str,
+    user_id: Option<&str>,
+    completed: &[String],
+    registration_token: Option<&str>,
+) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO uia_sessions (session_id, completed, created_ts) VALUES ($1, $2, $3)
-         ON CONFLICT (session_id) DO UPDATE SET completed = EXCLUDED.completed",
+        "INSERT INTO uia_sessions (session_id, purpose, user_id, completed, registration_token, created_ts)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (session_id) DO UPDATE
+         SET user_id = EXCLUDED.user_id, completed = EXCLUDED.completed, registration_token = EXCLUDED.registration_token",
         session,
+        purpose,
+        user_id,
         completed,
+        registration_token,
         super::now_ms()
     )
     .execute(db)
@@ -26,6 +48,14 @@ pub async fn save(db: &PgPool, session: &str, completed: &[String]) -> sqlx::Res
 
 pub async fn delete(db: &PgPool, session: &str) -> sqlx::Result<()> {
     sqlx::query!("DELETE FROM uia_sessions WHERE session_id = $1", session)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Forgets sessions created before `cutoff_ts`.
+pub async fn prune(db: &PgPool, cutoff_ts: i64) -> sqlx::Result<()> {
+    sqlx::query!("DELETE FROM uia_sessions WHERE created_ts < $1", cutoff_ts)
         .execute(db)
         .await?;
     Ok(())

@@ -1,6 +1,6 @@
 //! users and devices.
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 
 pub struct UserRow {
     pub user_id: String,
@@ -44,6 +44,7 @@ pub async fn get_user(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Op
     .await
 }
 
+/// Whether the name was ever issued (deactivated users count: names are never reissued).
 pub async fn user_exists(db: &PgPool, user_id: &str) -> sqlx::Result<bool> {
     Ok(
         sqlx::query_scalar!("SELECT 1 AS one FROM users WHERE user_id = $1", user_id)
@@ -59,9 +60,21 @@ pub async fn set_password_hash(
     hash: &str,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query!(
-        "UPDATE users SET password_hash = $2 WHERE user_id = $1",
+        "UPDATE users SET password_hash = $2 WHERE user_id = $1 AND NOT deactivated",
         user_id,
         hash
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks the user deactivated and forgets its password; the row stays so the name is never reissued.
+/// Returns false when the user does not exist or was already deactivated.
+pub async fn deactivate(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE users SET deactivated = TRUE, password_hash = NULL WHERE user_id = $1 AND NOT deactivated",
+        user_id
     )
     .execute(db)
     .await?;
@@ -98,29 +111,111 @@ pub async fn set_avatar_url(
     Ok(())
 }
 
-/// Creates the device, or refreshes its display name when the client reuses a device ID.
+pub struct DeviceRow {
+    pub device_id: String,
+    pub display_name: Option<String>,
+    pub last_seen_ts: Option<i64>,
+    pub last_seen_ip: Option<String>,
+}
+
+/// Creates the device, or keeps it when the client reuses a device ID (the spec ignores
+/// `initial_device_display_name` for a known device). Returns true when the device is new.
 pub async fn upsert_device(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     user_id: &str,
     device_id: &str,
     display_name: Option<&str>,
     ip: Option<&str>,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<bool> {
     let now = super::now_ms();
-    sqlx::query!(
-        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_ts)
-         VALUES ($1, $2, $3, $4, $5, $4)
-         ON CONFLICT (user_id, device_id) DO UPDATE
-         SET display_name = COALESCE(EXCLUDED.display_name, devices.display_name)",
+    // `xmax = 0` holds exactly for a freshly inserted row.
+    sqlx::query_scalar!(
+        r#"INSERT INTO devices (user_id, device_id, display_name, last_seen_ts, last_seen_ip, created_ts)
+           VALUES ($1, $2, $3, $4, $5, $4)
+           ON CONFLICT (user_id, device_id) DO UPDATE
+           SET last_seen_ts = EXCLUDED.last_seen_ts, last_seen_ip = COALESCE(EXCLUDED.last_seen_ip, devices.last_seen_ip)
+           RETURNING (xmax = 0) AS "inserted!""#,
         user_id,
         device_id,
         display_name,
         now,
         ip
     )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn list_devices(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<DeviceRow>> {
+    sqlx::query_as!(
+        DeviceRow,
+        "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 ORDER BY device_id",
+        user_id
+    )
+    .fetch_all(db)
+    .await
+}
+
+pub async fn get_device(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+) -> sqlx::Result<Option<DeviceRow>> {
+    sqlx::query_as!(
+        DeviceRow,
+        "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Returns false when the user has no such device.
+pub async fn set_device_display_name(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+    name: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE devices SET display_name = $3 WHERE user_id = $1 AND device_id = $2",
+        user_id,
+        device_id,
+        name
+    )
     .execute(db)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deletes the devices (their access and refresh tokens go with them, by cascade); returns those deleted.
+pub async fn delete_devices(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_ids: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "DELETE FROM devices WHERE user_id = $1 AND device_id = ANY($2) RETURNING device_id",
+        user_id,
+        device_ids
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes every device of the user but `keep`; returns those deleted.
+pub async fn delete_devices_except(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    keep: Option<&str>,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "DELETE FROM devices WHERE user_id = $1 AND device_id IS DISTINCT FROM $2 RETURNING device_id",
+        user_id,
+        keep
+    )
+    .fetch_all(db)
+    .await
 }
 
 pub async fn touch_device(

@@ -381,3 +381,12 @@ impl User {
         self.request(Method::DELETE, path, None).await
     }
 }
+
+/// A `postgres://` URL for the test database `db_name` (the cluster listens only on its unix
+/// socket), for running the `axon` binary against a test's database.
+pub fn database_url(db_name: &str) -> String {
+    format!(
+        "postgres://axon@localhost/{db_name}?host={}",
+        cluster().dir().display()
+    )
+}

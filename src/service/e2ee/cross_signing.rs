@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::{record_device_list_change, signed_part, wake};
 use crate::service::uia::{self, AuthData};
 use crate::store::keys::SignatureRow;
-use crate::{AppState, Error, Result, service, store};
+use crate::{AppState, Error, Result, store};
 
 /// The body of POST /keys/device_signing/upload.
 #[derive(Debug, Default, Deserialize)]
@@ -132,14 +132,14 @@ pub async fn upload_keys(state: &AppState, user_id: &str, body: CrossSigningUplo
             stored_value(k.key_type).is_some_and(|v| signed_part(&v) == signed_part(&k.value))
         });
     if stored_of("master").is_some() && !repeats_stored {
-        uia::check(
-            state,
-            body.auth.as_ref(),
-            &[&["m.login.password"]],
-            json!({}),
-            async |_, auth: &AuthData| verify_password(state, user_id, auth).await,
-        )
-        .await?;
+        let request = uia::Request {
+            purpose: uia::Purpose::CrossSigning,
+            user_id: Some(user_id),
+            flows: &[&["m.login.password"]],
+            ip: None,
+        };
+        let passed = uia::check(state, request, body.auth.as_ref()).await?;
+        uia::finish(state, &passed).await?;
     }
     let changed: Vec<&NewKey> = new
         .iter()
@@ -197,41 +197,6 @@ pub async fn upload_keys(state: &AppState, user_id: &str, body: CrossSigningUplo
     tx.commit().await?;
     wake(state, &keys);
     Ok(())
-}
-
-/// The m.login.password stage for the requester themself.
-async fn verify_password(state: &AppState, user_id: &str, auth: &AuthData) -> Result<bool> {
-    if let Some(identifier) = auth
-        .rest
-        .get("identifier")
-        .and_then(|i| i.get("user"))
-        .and_then(Value::as_str)
-    {
-        let localpart = user_id
-            .trim_start_matches('@')
-            .split(':')
-            .next()
-            .unwrap_or_default();
-        if identifier != user_id && identifier != localpart {
-            return Err(Error::forbidden(
-                "Authentication must be for the requesting user",
-            ));
-        }
-    }
-    let password = auth
-        .rest
-        .get("password")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let stored = store::users::get_user(&state.db, user_id)
-        .await?
-        .and_then(|u| u.password_hash);
-    if service::accounts::verify_password(password, stored).await? {
-        Ok(true)
-    } else {
-        Err(Error::forbidden("Invalid password"))
-    }
 }
 
 fn failure(errcode: &str, error: &str) -> Value {
