@@ -307,10 +307,10 @@ fn zero_config_server_starts_stops_and_restarts_with_its_data() {
     let wait_up = |base: &str| {
         rt.block_on(async {
             for _ in 0..240 {
-                if let Ok(r) = reqwest::get(format!("{base}/_matrix/client/versions")).await {
-                    if r.status() == 200 {
-                        return;
-                    }
+                if let Ok(r) = reqwest::get(format!("{base}/_matrix/client/versions")).await
+                    && r.status() == 200
+                {
+                    return;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }

@@ -161,12 +161,12 @@ pub async fn create_user(
     )
     .await
     .on_constraint("users_pkey", || Error::user_in_use("User ID already taken"))?;
-    if let Some(token) = registration_token {
-        if !store::registration::consume_token(&mut tx, token, store::now_ms()).await? {
-            return Err(Error::unauthorized(
-                "The registration token is no longer valid",
-            ));
-        }
+    if let Some(token) = registration_token
+        && !store::registration::consume_token(&mut tx, token, store::now_ms()).await?
+    {
+        return Err(Error::unauthorized(
+            "The registration token is no longer valid",
+        ));
     }
     tx.commit().await?;
     Ok(())

@@ -111,7 +111,7 @@ pub async fn register_with_shared_secret(
 ) -> Result<Session> {
     let secret = shared_secret(state)?;
     let issued = store::registration::take_nonce(&state.db, &request.nonce).await?;
-    if !issued.is_some_and(|ts| ts > store::now_ms() - NONCE_LIFETIME_MS) {
+    if issued.is_none_or(|ts| ts <= store::now_ms() - NONCE_LIFETIME_MS) {
         return Err(Error::unknown("Unrecognised nonce"));
     }
     if request.username.contains('\0') || request.password.contains('\0') {

@@ -106,12 +106,12 @@ pub async fn check(
                     "This authentication session was started for another operation",
                 ));
             }
-            if let (Some(owner), Some(requester)) = (&row.user_id, request.user_id) {
-                if owner != requester {
-                    return Err(Error::forbidden(
-                        "This authentication session belongs to another user",
-                    ));
-                }
+            if let (Some(owner), Some(requester)) = (&row.user_id, request.user_id)
+                && owner != requester
+            {
+                return Err(Error::forbidden(
+                    "This authentication session belongs to another user",
+                ));
             }
             let user_id = row.user_id.or_else(|| request.user_id.map(str::to_owned));
             (
