@@ -35,21 +35,12 @@ struct TargetBody {
 }
 
 async fn invite(
-    State(state): State<AppState>,
+    state: State<AppState>,
     requester: Requester,
-    Path(room_id): Path<String>,
-    Json(body): Json<TargetBody>,
+    room: Path<String>,
+    body: Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::change_membership(
-        &state,
-        &requester,
-        &room_id,
-        &body.user_id,
-        "invite",
-        body.reason.as_deref(),
-    )
-    .await?;
-    Ok(JsonResponse(json!({})))
+    targeted(state, requester, room, body, "invite").await
 }
 
 async fn join_by_id(
@@ -98,53 +89,46 @@ async fn leave(
 }
 
 async fn kick(
-    State(state): State<AppState>,
+    state: State<AppState>,
     requester: Requester,
-    Path(room_id): Path<String>,
-    Json(body): Json<TargetBody>,
+    room: Path<String>,
+    body: Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::change_membership(
-        &state,
-        &requester,
-        &room_id,
-        &body.user_id,
-        "leave",
-        body.reason.as_deref(),
-    )
-    .await?;
-    Ok(JsonResponse(json!({})))
+    targeted(state, requester, room, body, "leave").await
 }
 
 async fn ban(
-    State(state): State<AppState>,
+    state: State<AppState>,
     requester: Requester,
-    Path(room_id): Path<String>,
-    Json(body): Json<TargetBody>,
+    room: Path<String>,
+    body: Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    rooms::change_membership(
-        &state,
-        &requester,
-        &room_id,
-        &body.user_id,
-        "ban",
-        body.reason.as_deref(),
-    )
-    .await?;
-    Ok(JsonResponse(json!({})))
+    targeted(state, requester, room, body, "ban").await
 }
 
 async fn unban(
+    state: State<AppState>,
+    requester: Requester,
+    room: Path<String>,
+    body: Json<TargetBody>,
+) -> Result<JsonResponse<Value>> {
+    targeted(state, requester, room, body, "leave").await
+}
+
+/// A membership change aimed at another user: invite, kick, ban, unban.
+async fn targeted(
     State(state): State<AppState>,
     requester: Requester,
     Path(room_id): Path<String>,
     Json(body): Json<TargetBody>,
+    membership: &str,
 ) -> Result<JsonResponse<Value>> {
     rooms::change_membership(
         &state,
         &requester,
         &room_id,
         &body.user_id,
-        "leave",
+        membership,
         body.reason.as_deref(),
     )
     .await?;
