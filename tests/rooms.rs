@@ -66,6 +66,24 @@ async fn is_direct_marks_every_invite_of_the_call() {
             .ok();
         assert_eq!(member["membership"], "invite");
         assert_eq!(member["is_direct"], true, "{member}");
+        // ... and through /event, as the invitee reads it.
+        let whole = alice
+            .get(&format!(
+                "/rooms/{}/state/m.room.member/{}?format=event",
+                enc(&room),
+                enc(&invitee.user_id)
+            ))
+            .await
+            .ok();
+        let event = invitee
+            .get(&format!(
+                "/rooms/{}/event/{}",
+                enc(&room),
+                enc(whole["event_id"].as_str().unwrap())
+            ))
+            .await
+            .ok();
+        assert_eq!(event["content"]["is_direct"], true, "{event}");
         assert_eq!(
             member["displayname"],
             invitee.user_id[1..].split(':').next().unwrap()
@@ -86,6 +104,16 @@ async fn is_direct_marks_every_invite_of_the_call() {
         .await
         .ok();
     assert!(member.get("is_direct").is_none(), "{member}");
+    let sync = bob.get("/sync").await.ok();
+    let stripped = sync["rooms"]["invite"][&room2]["invite_state"]["events"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let own = stripped
+        .iter()
+        .find(|e| e["state_key"] == bob.user_id.as_str())
+        .unwrap();
+    assert!(own["content"].get("is_direct").is_none(), "{own}");
 }
 
 #[tokio::test]
