@@ -258,7 +258,7 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
 
     let mut built: Vec<BuiltEvent> = Vec::new();
     let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
-    let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>, String)> = Vec::new();
+    let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>)> = Vec::new();
     let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
     for job in jobs {
         if let Some(key) = &job.txn
@@ -284,13 +284,7 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
             } => match build_new_room(state, *version, room_id.as_deref(), &job.drafts, now) {
                 Ok((room, events)) => {
                     let room_id = room.base.room_id.clone();
-                    new_rooms.push((
-                        room_id.clone(),
-                        *version,
-                        *is_public,
-                        aliases.clone(),
-                        String::new(),
-                    ));
+                    new_rooms.push((room_id.clone(), *version, *is_public, aliases.clone()));
                     working.insert(room_id.clone(), room);
                     (room_id, Ok(events))
                 }
@@ -323,7 +317,7 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     let new_events: Vec<push::NewEvent> = built.iter().map(push_event).collect();
     let evaluation = push::evaluate(state, &new_events).await?;
 
-    for (room_id, version, is_public, aliases, _) in &new_rooms {
+    for (room_id, version, is_public, aliases) in &new_rooms {
         let room = &working[room_id];
         store::rooms::insert_room(
             &mut tx,
@@ -403,10 +397,12 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     state.notifier.wake(keys.iter().map(String::as_str));
     if !notified.is_empty() {
         let state = state.clone();
+        // `new_events` and `rows` both follow `built`, event for event.
         let new_events: Vec<push::NewEvent> = new_events
             .into_iter()
-            .map(|mut e| {
-                e.stream_ordering = positions_owned(&rows, &e.event_id);
+            .zip(&rows)
+            .map(|(mut e, row)| {
+                e.stream_ordering = row.stream_ordering;
                 e
             })
             .collect();
@@ -417,12 +413,6 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
         });
     }
     Ok(outcomes)
-}
-
-fn positions_owned(rows: &[NewEventRow<'_>], event_id: &str) -> i64 {
-    rows.iter()
-        .find(|r| r.event.event_id == event_id)
-        .map_or(0, |r| r.stream_ordering)
 }
 
 /// The push rules' view of a new event; positions are filled in once allocated.
