@@ -37,7 +37,10 @@ pub struct Inner {
     pub rate_limiter: service::rate_limit::RateLimiter,
     pub uia: service::uia::Uia,
     pub sync_members: service::sync::LazyMemberCache,
+    pub sync_counts: service::sync::SyncCounts,
+    pub presence_touches: service::presence::SyncTouches,
     pub typing: service::typing::Typing,
+    pub recent: service::recent::RecentEvents,
 }
 
 impl Deref for AppState {
@@ -62,7 +65,10 @@ impl AppState {
             tokens: service::auth::TokenCache::default(),
             uia: service::uia::Uia,
             sync_members: Default::default(),
+            sync_counts: Default::default(),
+            presence_touches: Default::default(),
             typing: service::typing::Typing::new(),
+            recent: Default::default(),
             config,
             db,
             server_name,

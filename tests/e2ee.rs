@@ -53,7 +53,7 @@ fn device_keys(user: &User) -> (Value, Ed25519KeyPair) {
     (keys, key)
 }
 
-fn one_time_keys(prefix: &str, count: usize) -> Value {
+pub(crate) fn one_time_keys(prefix: &str, count: usize) -> Value {
     let mut keys = serde_json::Map::new();
     for i in 0..count {
         keys.insert(

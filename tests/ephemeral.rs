@@ -143,7 +143,7 @@ fn room_adpath(user: &User, room_id: &str, data_type: &str) -> String {
 }
 
 async fn counts(app: &TestApp, user: &User, room_id: &str) -> push::UnreadCounts {
-    let all = push::unread_counts(&app.state, &user.user_id, &[room_id.to_owned()])
+    let all = push::unread_counts(&app.state, &user.user_id, &[room_id.to_owned()], i64::MAX)
         .await
         .unwrap();
     all.get(room_id).cloned().unwrap_or_default()
@@ -1390,13 +1390,19 @@ async fn receipts_reset_unread_counts_and_threads_count_apart() {
         &app.state,
         &carol.user_id,
         &[room.clone(), "!other:test.local".into()],
+        i64::MAX,
     )
     .await
     .unwrap();
     assert!(all.is_empty(), "{all:?}");
-    let all = push::unread_counts(&app.state, &bob.user_id, std::slice::from_ref(&room))
-        .await
-        .unwrap();
+    let all = push::unread_counts(
+        &app.state,
+        &bob.user_id,
+        std::slice::from_ref(&room),
+        i64::MAX,
+    )
+    .await
+    .unwrap();
     assert_eq!(all[&room].notification_count, 2);
 }
 

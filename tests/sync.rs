@@ -920,3 +920,221 @@ async fn long_poll_wakes_on_leave_and_kick() {
     })
     .await;
 }
+
+// ---- Syncs answered from memory (a long poll woken by new messages) ----
+
+/// Starts a long poll of `user` from `since`; the caller then makes the change that should wake it.
+fn long_poll(user: &User, since: &str, query: &str) -> tokio::task::JoinHandle<Value> {
+    let user = user.clone();
+    let query = format!("since={since}&timeout=10000&{query}");
+    tokio::spawn(async move { sync(&user, &query).await })
+}
+
+/// A sync response without what depends on the moment and the process that made it: `age`, and
+/// the typing clock in `next_batch` (each process keeps its own).
+fn comparable(mut s: Value) -> Value {
+    if let Some(token) = s["next_batch"].as_str() {
+        s["next_batch"] = json!(token.split('_').next().unwrap());
+    }
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Object(unsigned)) = map.get_mut("unsigned") {
+                    unsigned.remove("age");
+                }
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut s);
+    s
+}
+
+#[tokio::test]
+async fn a_woken_sync_answers_exactly_as_the_database_would() {
+    // Process A wrote the messages and answers from memory; process B, sharing the database, has
+    // nothing in memory and reads everything. Both must say the same.
+    let app_a = spawn_app().await;
+    let app_b = spawn_peer(&app_a).await;
+    let alice = app_a.register("alice").await;
+    let bob = app_a.register("bob").await;
+    let carol = app_a.register("carol").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    for user in [&bob, &carol] {
+        user.post(&format!("/join/{}", enc(&room)), json!({}))
+            .await
+            .ok();
+    }
+    // Redundant members: which members a device already has is remembered per process.
+    let filter = enc(&json!({"presence": {"types": []},
+                "room": {"state": {"lazy_load_members": true, "include_redundant_members": true},
+                         "timeline": {"limit": 5}}})
+    .to_string());
+    let query = format!("filter={filter}");
+    let mut since_bob = sync(&bob, &query).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut since_alice = sync(&alice, &query).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Local echo for the sender's device, unread counts that grow, the senders' member events.
+    for (sender, body) in [(&alice, "one"), (&alice, "two"), (&carol, "three")] {
+        let bob_waiting = long_poll(&bob, &since_bob, &query);
+        let alice_waiting = long_poll(&alice, &since_alice, &query);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sender
+            .put(
+                &format!("/rooms/{}/send/m.room.message/t-{body}", enc(&room)),
+                json!({"msgtype": "m.text", "body": body, "format": "org.matrix.custom.html",
+                       "formatted_body": format!("<b>{body}</b>")}),
+            )
+            .await
+            .ok();
+        for (user, waiting, since) in [
+            (&bob, bob_waiting, &mut since_bob),
+            (&alice, alice_waiting, &mut since_alice),
+        ] {
+            let from_memory = waiting.await.unwrap();
+            assert_eq!(bodies(&timeline(&from_memory, &room)["events"]), vec![body]);
+            let from_database = sync(&app_b.as_user(user), &format!("since={since}&{query}")).await;
+            assert_eq!(
+                comparable(from_memory.clone()),
+                comparable(from_database),
+                "{} after {body}",
+                user.user_id
+            );
+            *since = from_memory["next_batch"].as_str().unwrap().to_owned();
+        }
+    }
+}
+
+#[tokio::test]
+async fn unread_counts_stay_right_across_woken_syncs_and_receipts() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    let mut since = sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let counts =
+        |s: &Value| s["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone();
+    let mut ids = Vec::new();
+    for (i, expected) in [1, 2, 3].into_iter().enumerate() {
+        let waiting = long_poll(&bob, &since, "");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ids.push(send_ok(&alice, &room, &format!("m{i}")).await);
+        let s = waiting.await.unwrap();
+        assert_eq!(counts(&s), json!(expected), "{s}");
+        since = s["next_batch"].as_str().unwrap().to_owned();
+    }
+    // Reading up to the second message leaves one unread.
+    bob.post(
+        &format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&ids[1])),
+        json!({}),
+    )
+    .await
+    .ok();
+    let s = sync(&bob, &format!("since={since}")).await;
+    since = s["next_batch"].as_str().unwrap().to_owned();
+    assert_eq!(counts(&s), json!(1), "{s}");
+    let waiting = long_poll(&bob, &since, "");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    send_ok(&alice, &room, "m3").await;
+    let s = waiting.await.unwrap();
+    assert_eq!(counts(&s), json!(2), "{s}");
+}
+
+#[tokio::test]
+async fn a_woken_sync_reports_one_time_keys_claimed_meanwhile() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    bob.post(
+        "/keys/upload",
+        json!({"one_time_keys": crate::e2ee::one_time_keys("B", 3)}),
+    )
+    .await
+    .ok();
+    let otks = |s: &Value| s["device_one_time_keys_count"]["signed_curve25519"].clone();
+    let s = sync(&bob, "").await;
+    assert_eq!(otks(&s), json!(3));
+    let mut since = s["next_batch"].as_str().unwrap().to_owned();
+    // A woken sync first (its counts are then remembered), then a claim, then another wake-up.
+    let waiting = long_poll(&bob, &since, "");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    send_ok(&alice, &room, "before the claim").await;
+    let s = waiting.await.unwrap();
+    assert_eq!(otks(&s), json!(3));
+    since = s["next_batch"].as_str().unwrap().to_owned();
+    alice
+        .post(
+            "/keys/claim",
+            json!({"one_time_keys": {bob.user_id.clone(): {bob.device_id.clone(): "signed_curve25519"}}}),
+        )
+        .await
+        .ok();
+    let waiting = long_poll(&bob, &since, "");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    send_ok(&alice, &room, "after the claim").await;
+    let s = waiting.await.unwrap();
+    assert_eq!(otks(&s), json!(2), "{s}");
+}
+
+#[tokio::test]
+async fn a_woken_sync_brings_the_members_a_lazy_loading_client_lacks() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    carol
+        .post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    let filter = enc(&json!({"presence": {"types": []},
+                "room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 1}}})
+    .to_string());
+    let query = format!("filter={filter}");
+    let mut since = sync(&bob, &query).await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let members = |s: &Value| -> Vec<String> {
+        s["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "m.room.member")
+            .map(|e| e["state_key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (sender, expected) in [
+        (&carol, vec![carol.user_id.clone()]),
+        (&alice, vec![alice.user_id.clone()]),
+        (&alice, vec![]),
+        (&carol, vec![]),
+    ] {
+        let waiting = long_poll(&bob, &since, &query);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        send_ok(sender, &room, "hi").await;
+        let s = waiting.await.unwrap();
+        assert_eq!(members(&s), expected, "{s}");
+        since = s["next_batch"].as_str().unwrap().to_owned();
+    }
+}

@@ -124,9 +124,23 @@ impl RoomEventFilter {
                 .as_ref()
                 .is_none_or(|r| r.iter().any(|x| x == room_id))
     }
+
+    /// What `to_store` asks of the database, checked in memory.
+    pub fn allows_event(&self, event_type: &str, sender: &str, contains_url: bool) -> bool {
+        self.allows_type(event_type)
+            && self.allows_sender(sender)
+            && self
+                .contains_url
+                .is_none_or(|wanted| wanted == contains_url)
+    }
 }
 
 impl EventFilter {
+    /// `types: []` or a `*` in `not_types`: nothing of this kind is wanted.
+    pub fn excludes_everything(&self) -> bool {
+        self.types.as_ref().is_some_and(Vec::is_empty) || self.not_types.iter().any(|t| t == "*")
+    }
+
     pub fn allows_type(&self, event_type: &str) -> bool {
         if self.not_types.iter().any(|p| type_matches(p, event_type)) {
             return false;

@@ -19,6 +19,7 @@ pub mod profile;
 pub mod push;
 pub mod rate_limit;
 pub mod receipts;
+pub mod recent;
 pub mod registration;
 pub mod room_cache;
 pub mod room_versions;

@@ -2,6 +2,8 @@
 //! share a joined room. A sweeper turns idle users unavailable and users whose clients stopped
 //! syncing offline.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,6 +17,32 @@ pub const STATES: [&str; 3] = ["online", "offline", "unavailable"];
 const SYNC_TOUCH_INTERVAL_MS: i64 = 5_000;
 /// Within this of the last activity a user is "currently active".
 const CURRENTLY_ACTIVE_MS: i64 = 60_000;
+
+/// When this process last confirmed each user's presence for a sync (state, ms): within the touch
+/// interval a sync has nothing to write, so it need not read either.
+#[derive(Default)]
+pub struct SyncTouches(Mutex<HashMap<String, (String, i64)>>);
+
+impl SyncTouches {
+    fn is_fresh(&self, user_id: &str, wanted: &str, now: i64) -> bool {
+        let touches = self.0.lock().unwrap();
+        touches
+            .get(user_id)
+            .is_some_and(|(state, at)| state == wanted && now - at < SYNC_TOUCH_INTERVAL_MS)
+    }
+
+    fn record(&self, user_id: &str, state: &str, at: i64) {
+        let mut touches = self.0.lock().unwrap();
+        if touches.len() > 100_000 {
+            touches.clear();
+        }
+        touches.insert(user_id.to_owned(), (state.to_owned(), at));
+    }
+
+    fn forget(&self, user_id: &str) {
+        self.0.lock().unwrap().remove(user_id);
+    }
+}
 
 fn event_content(row: &PresenceRow, now: i64) -> Value {
     let mut content = json!({
@@ -82,6 +110,7 @@ pub async fn get_status(state: &AppState, requester: &str, user_id: &str) -> Res
 
 /// Stores a presence change; /sync reports it (and wakes) only when what others see changed.
 async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
+    state.presence_touches.forget(update.user_id);
     let mut tx = state.db.begin().await?;
     let current = store::presence::get_for_update(&mut tx, update.user_id).await?;
     let visible_change = current.as_ref().is_none_or(|row| {
@@ -95,13 +124,14 @@ async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
     let rooms = store::rooms::joined_rooms(&mut *tx, update.user_id).await?;
     let position = store::stream::advance(&mut tx, 1).await?;
     store::presence::upsert(&mut tx, update, Some(position)).await?;
-    commit_and_wake(state, tx, update.user_id, rooms).await
+    commit_and_wake(state, tx, position, update.user_id, rooms).await
 }
 
 /// Users sharing a room with the user wait under the room's key; the user under their own.
 async fn commit_and_wake(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    position: i64,
     user_id: &str,
     mut keys: Vec<String>,
 ) -> Result<()> {
@@ -113,6 +143,7 @@ async fn commit_and_wake(
     )
     .await?;
     tx.commit().await?;
+    state.recent.record_presence(position);
     state.notifier.wake(keys.iter().map(String::as_str));
     Ok(())
 }
@@ -145,6 +176,9 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
         return Ok(());
     }
     let now = store::now_ms();
+    if state.presence_touches.is_fresh(user_id, wanted, now) {
+        return Ok(());
+    }
     let current = store::presence::get(&state.db, user_id).await?;
     match current {
         Some(row) if row.state == wanted => {
@@ -165,6 +199,15 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
                 let mut tx = state.db.begin().await?;
                 store::presence::upsert(&mut tx, &update, None).await?;
                 tx.commit().await?;
+                state.presence_touches.record(user_id, wanted, now);
+            } else {
+                // Fresh until the next write falls due.
+                let touched = if active {
+                    row.last_sync_ts.min(row.last_active_ts)
+                } else {
+                    row.last_sync_ts
+                };
+                state.presence_touches.record(user_id, wanted, touched);
             }
             Ok(())
         }
@@ -180,7 +223,9 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
                     last_sync_ts: now,
                 },
             )
-            .await
+            .await?;
+            state.presence_touches.record(user_id, wanted, now);
+            Ok(())
         }
         None => {
             write(
@@ -193,7 +238,9 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
                     last_sync_ts: now,
                 },
             )
-            .await
+            .await?;
+            state.presence_touches.record(user_id, wanted, now);
+            Ok(())
         }
     }
 }
@@ -224,7 +271,8 @@ pub async fn sweep(state: &AppState) -> Result<()> {
             tx.rollback().await?;
             continue;
         }
-        commit_and_wake(state, tx, &user_id, rooms).await?;
+        commit_and_wake(state, tx, position, &user_id, rooms).await?;
+        state.presence_touches.forget(&user_id);
     }
     Ok(())
 }

@@ -355,15 +355,31 @@ pub struct UnreadCounts {
     pub threads: BTreeMap<String, (i64, i64)>,
 }
 
-/// unread_notifications and unread_thread_notifications per room for the user. Rooms without
-/// unread notifications are absent (their counts are 0).
+impl UnreadCounts {
+    /// Counts one more notification (in a thread unless `thread_id` is "main").
+    pub fn add(&mut self, thread_id: &str, highlight: bool) {
+        let h = i64::from(highlight);
+        self.notification_count += 1;
+        self.highlight_count += h;
+        if thread_id != "main" {
+            let thread = self.threads.entry(thread_id.to_owned()).or_default();
+            thread.0 += 1;
+            thread.1 += h;
+        }
+    }
+}
+
+/// unread_notifications and unread_thread_notifications per room for the user, counting
+/// notifications up to stream position `upto`. Rooms without unread notifications are absent (their
+/// counts are 0).
 pub async fn unread_counts(
     state: &AppState,
     user_id: &str,
     rooms: &[String],
+    upto: i64,
 ) -> Result<HashMap<String, UnreadCounts>> {
     let mut out: HashMap<String, UnreadCounts> = HashMap::new();
-    for row in store::receipts::unread(&state.db, user_id, rooms).await? {
+    for row in store::receipts::unread(&state.db, user_id, rooms, upto).await? {
         let counts = out.entry(row.room_id).or_default();
         counts.notification_count += row.notifications;
         counts.highlight_count += row.highlights;

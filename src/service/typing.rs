@@ -188,6 +188,17 @@ fn apply_and_wake(state: &AppState, m: &Message) {
     }
 }
 
+/// Whether any room's typers changed after `since_ms` (or are due to expire): a sync holding that
+/// token has typing news somewhere.
+pub fn changed_since(state: &AppState, since_ms: i64) -> bool {
+    let inner = state.typing.inner.lock().unwrap();
+    let now = store::now_ms();
+    inner
+        .rooms
+        .values()
+        .any(|room| room.changed > since_ms || room.users.values().any(|expiry| *expiry <= now))
+}
+
 /// m.typing events for rooms whose typing set changed after `since_ms` (0 = all rooms with typers), and the new typing token (ms).
 pub fn for_sync(
     state: &AppState,

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::service::auth_rules::{self, NewEvent, RoomState, RoomVersion};
 use crate::service::events::{self, BuiltEvent, EventDraft, Placement};
+use crate::service::recent::{Notified, RecentEvent};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
 use crate::service::{notifier, push, room_versions};
 use crate::store::{self, events::NewEventRow};
@@ -394,6 +395,24 @@ async fn commit(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>
     for room in redacted_state {
         state.rooms.invalidate(&room);
     }
+    // Before the wake-up: woken long polls answer from it.
+    let mut notified_by_event: HashMap<&str, Vec<Notified>> = HashMap::new();
+    for n in &evaluation.rows {
+        notified_by_event
+            .entry(n.event_id.as_str())
+            .or_default()
+            .push(Notified {
+                user_id: n.user_id.clone(),
+                thread_id: n.thread_id.clone(),
+                highlight: n.highlight,
+            });
+    }
+    state.recent.record(rows.iter().map(|row| {
+        let notified = notified_by_event
+            .remove(row.event.event_id.as_str())
+            .unwrap_or_default();
+        RecentEvent::new(row.event, row.stream_ordering, notified)
+    }));
     state.notifier.wake(keys.iter().map(String::as_str));
     if !notified.is_empty() {
         let state = state.clone();

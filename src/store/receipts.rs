@@ -136,19 +136,20 @@ pub struct UnreadRow {
     pub highlights: i64,
 }
 
-/// Notifications after the user's read receipts, per room and thread. An unthreaded receipt covers
+/// Notifications up to `upto` after the user's read receipts, per room and thread. An unthreaded receipt covers
 /// every thread; a threaded one only its thread.
 pub async fn unread(
     db: impl PgExecutor<'_>,
     user_id: &str,
     rooms: &[String],
+    upto: i64,
 ) -> sqlx::Result<Vec<UnreadRow>> {
     sqlx::query_as!(
         UnreadRow,
         r#"SELECT n.room_id, n.thread_id,
                   count(*) AS "notifications!", count(*) FILTER (WHERE n.highlight) AS "highlights!"
            FROM notifications n
-           WHERE n.user_id = $1 AND n.room_id = ANY($2)
+           WHERE n.user_id = $1 AND n.room_id = ANY($2) AND n.stream_ordering <= $3
              AND n.stream_ordering > COALESCE((
                  SELECT max(r.event_stream) FROM receipts r
                  WHERE r.room_id = n.room_id AND r.user_id = $1
@@ -156,7 +157,8 @@ pub async fn unread(
                    AND (r.thread_id = '' OR r.thread_id = n.thread_id)), 0)
            GROUP BY n.room_id, n.thread_id"#,
         user_id,
-        rooms
+        rooms,
+        upto
     )
     .fetch_all(db)
     .await

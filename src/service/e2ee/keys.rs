@@ -146,6 +146,10 @@ pub async fn upload(
     } else {
         vec![]
     };
+    if !body.one_time_keys.is_empty() || !fallback.is_empty() {
+        // Key counts change: a position of their own tells /sync its cached counts are stale.
+        store::stream::advance(&mut tx, 1).await?;
+    }
     tx.commit().await?;
     wake(state, &keys);
     Ok(super::key_counts(state, user_id, device_id).await?.0)
@@ -278,16 +282,20 @@ pub async fn claim(
         }
         let mut by_device = Map::new();
         for (device_id, algorithm) in devices {
-            let key =
-                match store::keys::claim_one_time_key(&state.db, user_id, device_id, algorithm)
-                    .await?
-                {
-                    Some(key) => Some(key),
-                    None => {
-                        store::keys::claim_fallback_key(&state.db, user_id, device_id, algorithm)
-                            .await?
-                    }
-                };
+            let mut tx = state.db.begin().await?;
+            let key = match store::keys::claim_one_time_key(&mut *tx, user_id, device_id, algorithm)
+                .await?
+            {
+                Some(key) => Some(key),
+                None => {
+                    store::keys::claim_fallback_key(&mut *tx, user_id, device_id, algorithm).await?
+                }
+            };
+            if key.is_some() {
+                // The owner's key counts changed: see `upload`.
+                store::stream::advance(&mut tx, 1).await?;
+            }
+            tx.commit().await?;
             if let Some((key_id, json)) = key {
                 let value: Value = serde_json::from_str(&json).map_err(Error::internal)?;
                 by_device.insert(

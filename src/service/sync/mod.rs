@@ -14,8 +14,15 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
+mod counts;
+mod from_memory;
+
+pub use counts::SyncCounts;
+use from_memory::Freshness;
+
 use crate::service::auth::Requester;
 use crate::service::filter::{Filter, RoomEventFilter};
+use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
 use crate::service::{account_data, e2ee, presence, push, receipts, typing};
@@ -175,8 +182,37 @@ pub async fn sync(
     let user = requester.user_id.as_str();
     presence::on_sync(state, user, req.set_presence.as_deref()).await?;
     let device_key = format!("device:{user}:{}", requester.device_id);
+    // Set once a wait ends in a wake-up: what woke us is then answered at once.
+    let mut woken = false;
+    // Set when the stream moved on past an empty answer: look closer next time.
+    let mut verify = false;
     loop {
-        let response = compute(state, requester, since, req.full_state, &req.filter).await?;
+        let started = Instant::now();
+        let freshness = if verify || Instant::now() >= deadline {
+            Freshness::Verify
+        } else if woken {
+            Freshness::Woken
+        } else {
+            Freshness::FirstLook
+        };
+        // Most incremental syncs (a long poll woken by a message) are answered from memory.
+        let from_memory = match since {
+            Some(token) if !req.full_state => {
+                from_memory::serve(state, requester, token, &req.filter, freshness).await?
+            }
+            _ => None,
+        };
+        let answered_from_memory = from_memory.is_some();
+        let response = match from_memory {
+            Some(response) => response,
+            None => compute(state, requester, since, req.full_state, &req.filter).await?,
+        };
+        tracing::debug!(
+            from_memory = answered_from_memory,
+            compute_us = started.elapsed().as_micros() as u64,
+            empty = response.is_empty(),
+            "sync computed"
+        );
         if since.is_none() || !response.is_empty() || Instant::now() >= deadline {
             return Ok(response);
         }
@@ -192,6 +228,9 @@ pub async fn sync(
             if !subscription.wait(remaining).await {
                 return Ok(response);
             }
+            (woken, verify) = (true, false);
+        } else {
+            (woken, verify) = (false, true);
         }
     }
 }
@@ -277,10 +316,7 @@ async fn compute(
     }
 
     let timeline_filter = &room_filter.timeline;
-    let limit = timeline_filter
-        .limit
-        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-        .clamp(1, 1000);
+    let limit = timeline_limit(timeline_filter);
     let store_filter = timeline_filter.to_store();
     let full_ids: Vec<String> = joined
         .iter()
@@ -432,28 +468,16 @@ async fn compute(
             e2ee::device_list_changes(state, user, from, upto).await
         }
     };
-    let (counts, (changed, left), (key_counts, fallback)) = tokio::try_join!(
-        push::unread_counts(state, user, &in_response),
+    let (mut counts, (changed, left), (key_counts, fallback)) = tokio::try_join!(
+        push::unread_counts(state, user, &in_response, upto),
         device_lists,
         e2ee::key_counts(state, user, device)
     )?;
-    let per_thread = room_filter.timeline.unread_thread_notifications;
-    for (room_id, room) in rooms.join.iter_mut() {
-        let c = counts.get(room_id);
-        let (mut notes, mut highlights) =
-            c.map_or((0, 0), |c| (c.notification_count, c.highlight_count));
-        if per_thread {
-            let mut threads = serde_json::Map::new();
-            for (root, (n, h)) in c.map(|c| c.threads.clone()).unwrap_or_default() {
-                notes -= n;
-                highlights -= h;
-                threads.insert(root, json!({"notification_count": n, "highlight_count": h}));
-            }
-            room.unread_thread_notifications = Value::Object(threads);
-        }
-        room.unread_notifications =
-            json!({"notification_count": notes, "highlight_count": highlights});
-    }
+    fill_unread_counts(
+        &mut rooms.join,
+        &counts,
+        room_filter.timeline.unread_thread_notifications,
+    );
 
     let mut response = SyncResponse::empty(SyncToken {
         position: upto,
@@ -484,9 +508,57 @@ async fn compute(
         events: to_raw(presence_events)?,
     };
     response.device_lists = DeviceLists { changed, left };
-    response.device_one_time_keys_count = key_counts;
-    response.device_unused_fallback_key_types = fallback;
+    response.device_one_time_keys_count = key_counts.clone();
+    response.device_unused_fallback_key_types = fallback.clone();
+    // What the next sync, if answered from memory, counts on.
+    for room_id in in_response {
+        counts.entry(room_id).or_default();
+    }
+    state.sync_counts.put(
+        user,
+        device,
+        counts::DeviceCounts {
+            as_of: upto,
+            unread: counts,
+            keys: counts::KeyCounts {
+                one_time: key_counts,
+                unused_fallback: fallback,
+            },
+        },
+    );
     Ok(response)
+}
+
+/// `unread_notifications` (and per thread when asked) for every joined room in a response.
+fn fill_unread_counts(
+    rooms: &mut BTreeMap<String, JoinedRoom>,
+    counts: &HashMap<String, push::UnreadCounts>,
+    per_thread: bool,
+) {
+    for (room_id, room) in rooms.iter_mut() {
+        let c = counts.get(room_id);
+        let (mut notes, mut highlights) =
+            c.map_or((0, 0), |c| (c.notification_count, c.highlight_count));
+        if per_thread {
+            let mut threads = serde_json::Map::new();
+            for (root, (n, h)) in c.map(|c| c.threads.clone()).unwrap_or_default() {
+                notes -= n;
+                highlights -= h;
+                threads.insert(root, json!({"notification_count": n, "highlight_count": h}));
+            }
+            room.unread_thread_notifications = Value::Object(threads);
+        }
+        room.unread_notifications =
+            json!({"notification_count": notes, "highlight_count": highlights});
+    }
+}
+
+/// The timeline limit a filter asks for, within bounds.
+fn timeline_limit(filter: &RoomEventFilter) -> i64 {
+    filter
+        .limit
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, 1000)
 }
 
 /// A joined room with no new timeline events but other news (account data, receipts, typing).
@@ -743,9 +815,15 @@ impl LazyMemberCache {
 
 /// m.heroes (when the room has no name or alias) and the member counts clients name rooms from.
 async fn summary(state: &AppState, room_id: &str, user: &str) -> Result<Value> {
-    let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else {
-        return Ok(json!({}));
-    };
+    Ok(
+        match crate::service::writer::room_snapshot(state, room_id).await? {
+            Some(snapshot) => summary_of(&snapshot, user),
+            None => json!({}),
+        },
+    )
+}
+
+fn summary_of(snapshot: &RoomSnapshot, user: &str) -> Value {
     let joined: Vec<&str> = snapshot.members_with("join").collect();
     let invited: Vec<&str> = snapshot.members_with("invite").collect();
     let mut summary = json!({
@@ -777,7 +855,7 @@ async fn summary(state: &AppState, room_id: &str, user: &str) -> Result<Value> {
         heroes.truncate(5);
         summary["m.heroes"] = json!(heroes);
     }
-    Ok(summary)
+    summary
 }
 
 /// Stripped state for an invite, including the invite event itself (with `is_direct`).

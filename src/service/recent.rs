@@ -1,0 +1,177 @@
+//! The tail of the event stream this process wrote, kept in memory so that a /sync woken by a
+//! new message can answer without reading it back from the database.
+//!
+//! This process's writer feeds it right after each commit, and presence changes leave a marker.
+//! Anything else that takes a stream position (account data, receipts, to-device messages, another
+//! process's writes) is absent, so it shows up as a gap; a sync whose range has a gap takes the
+//! database path instead.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crate::store::events::{BuiltEvent, EventRow};
+
+/// Enough for a woken long-poll (it is a few positions behind) at thousands of events a second.
+const CAPACITY: usize = 2048;
+
+pub struct RecentEvent {
+    pub row: EventRow,
+    pub relates_to: Option<String>,
+    pub contains_url: bool,
+    pub is_redaction: bool,
+    /// The notifications the event made (what its unread counts grew by).
+    pub notified: Vec<Notified>,
+}
+
+pub struct Notified {
+    pub user_id: String,
+    /// "main" outside threads.
+    pub thread_id: String,
+    pub highlight: bool,
+}
+
+impl RecentEvent {
+    pub fn new(event: &BuiltEvent, stream_ordering: i64, notified: Vec<Notified>) -> Self {
+        Self {
+            row: EventRow {
+                stream_ordering,
+                event_id: event.event_id.clone(),
+                room_id: event.room_id.clone(),
+                event_type: event.event_type.clone(),
+                state_key: event.state_key.clone(),
+                sender: event.sender.clone(),
+                origin_server_ts: event.origin_server_ts,
+                client_json: event.client_json.clone(),
+                state_unsigned: event.state_unsigned.clone(),
+                device_id: event.device_id.clone(),
+                txn_id: event.txn_id.clone(),
+                redacted_because: None,
+            },
+            relates_to: event.relates_to.clone(),
+            contains_url: event.contains_url,
+            is_redaction: event.redacts.is_some() || event.event_type == "m.room.redaction",
+            notified,
+        }
+    }
+}
+
+/// What one stream position holds.
+pub enum RecentEntry {
+    Event(RecentEvent),
+    /// A user's presence changed (syncs that filter presence out may pass over it).
+    Presence,
+}
+
+#[derive(Default)]
+pub struct RecentEvents {
+    by_position: Mutex<BTreeMap<i64, Arc<RecentEntry>>>,
+}
+
+impl RecentEvents {
+    /// Remembers committed events (call only after their transaction committed).
+    pub fn record(&self, events: impl IntoIterator<Item = RecentEvent>) {
+        self.insert(
+            events
+                .into_iter()
+                .map(|e| (e.row.stream_ordering, RecentEntry::Event(e))),
+        );
+    }
+
+    /// Remembers a committed presence change.
+    pub fn record_presence(&self, position: i64) {
+        self.insert([(position, RecentEntry::Presence)]);
+    }
+
+    fn insert(&self, entries: impl IntoIterator<Item = (i64, RecentEntry)>) {
+        let mut map = self.by_position.lock().unwrap();
+        for (position, entry) in entries {
+            map.insert(position, Arc::new(entry));
+        }
+        while map.len() > CAPACITY {
+            map.pop_first();
+        }
+    }
+
+    /// The entries at positions `after + 1`, `after + 2`, … for as long as they follow each other
+    /// without a gap: exactly the stream's content over that range.
+    pub fn run_after(&self, after: i64) -> Vec<Arc<RecentEntry>> {
+        let map = self.by_position.lock().unwrap();
+        let mut out = Vec::new();
+        let mut expected = after + 1;
+        for (&position, event) in map.range(expected..) {
+            if position != expected {
+                break;
+            }
+            out.push(event.clone());
+            expected += 1;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: i64) -> RecentEvent {
+        RecentEvent {
+            row: EventRow {
+                stream_ordering: position,
+                event_id: format!("$e{position}"),
+                room_id: "!r:x".into(),
+                event_type: "m.room.message".into(),
+                state_key: None,
+                sender: "@a:x".into(),
+                origin_server_ts: 0,
+                client_json: "{}".into(),
+                state_unsigned: None,
+                device_id: None,
+                txn_id: None,
+                redacted_because: None,
+            },
+            relates_to: None,
+            contains_url: false,
+            is_redaction: false,
+            notified: Vec::new(),
+        }
+    }
+
+    fn positions(run: &[Arc<RecentEntry>]) -> Vec<i64> {
+        run.iter()
+            .map(|e| match &**e {
+                RecentEntry::Event(e) => e.row.stream_ordering,
+                RecentEntry::Presence => -1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_stops_at_the_first_gap() {
+        let recent = RecentEvents::default();
+        recent.record([event(5), event(6), event(8)]);
+        assert_eq!(positions(&recent.run_after(4)), vec![5, 6]);
+        assert_eq!(positions(&recent.run_after(6)), Vec::<i64>::new());
+        assert_eq!(positions(&recent.run_after(7)), vec![8]);
+        recent.record_presence(7);
+        assert_eq!(positions(&recent.run_after(4)), vec![5, 6, -1, 8]);
+        // Position 3 was never seen: nothing after 2 can be vouched for.
+        assert!(recent.run_after(2).is_empty());
+    }
+
+    #[test]
+    fn out_of_order_commits_fill_the_gap() {
+        let recent = RecentEvents::default();
+        recent.record([event(12), event(13)]);
+        assert!(recent.run_after(9).is_empty());
+        recent.record([event(10), event(11)]);
+        assert_eq!(positions(&recent.run_after(9)), vec![10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn the_oldest_entries_are_dropped_past_capacity() {
+        let recent = RecentEvents::default();
+        recent.record((1..=(CAPACITY as i64 + 10)).map(event));
+        assert!(recent.run_after(0).is_empty());
+        assert_eq!(recent.run_after(10).len(), CAPACITY);
+    }
+}

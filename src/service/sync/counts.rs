@@ -1,0 +1,73 @@
+//! The counts a sync reports that are not events — unread notifications per room and one-time key
+//! counts — as each device's last response reported them, with the stream position they hold at.
+//! A sync answered from memory brings them forward with the notifications of the events it serves
+//! instead of counting again. Anything else that changes them (a read receipt, a key upload or
+//! claim) takes a stream position, which a sync from memory never crosses.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use crate::service::push::UnreadCounts;
+
+/// Beyond this many devices the map starts over: a miss only costs a read.
+const MAX_DEVICES: usize = 50_000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub one_time: BTreeMap<String, i64>,
+    pub unused_fallback: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceCounts {
+    /// The stream position the counts hold at.
+    pub as_of: i64,
+    /// Rooms absent here are unknown (not zero).
+    pub unread: HashMap<String, UnreadCounts>,
+    pub keys: KeyCounts,
+}
+
+#[derive(Default)]
+pub struct SyncCounts {
+    by_device: Mutex<HashMap<(String, String), DeviceCounts>>,
+}
+
+impl SyncCounts {
+    /// The device's counts if they hold at exactly `as_of`.
+    pub fn get(&self, user: &str, device: &str, as_of: i64) -> Option<DeviceCounts> {
+        let map = self.by_device.lock().unwrap();
+        map.get(&(user.to_owned(), device.to_owned()))
+            .filter(|c| c.as_of == as_of)
+            .cloned()
+    }
+
+    pub fn put(&self, user: &str, device: &str, counts: DeviceCounts) {
+        let mut map = self.by_device.lock().unwrap();
+        if map.len() >= MAX_DEVICES {
+            map.clear();
+        }
+        map.insert((user.to_owned(), device.to_owned()), counts);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_only_handed_out_for_their_own_position() {
+        let cache = SyncCounts::default();
+        cache.put(
+            "@a:x",
+            "D",
+            DeviceCounts {
+                as_of: 7,
+                unread: HashMap::new(),
+                keys: KeyCounts::default(),
+            },
+        );
+        assert!(cache.get("@a:x", "D", 7).is_some());
+        assert!(cache.get("@a:x", "D", 8).is_none());
+        assert!(cache.get("@a:x", "E", 7).is_none());
+    }
+}

@@ -1,0 +1,309 @@
+//! Incremental syncs answered from memory: the common case of a long poll woken because messages
+//! arrived in a room, served from the events this process just wrote (`service::recent`) and the
+//! cached room state, with no read of the timeline from the database.
+//!
+//! It applies only when the stream from the token to its head holds nothing but this process's
+//! non-state events; anything else (state changes, redactions, receipts, account data, typing, to-device,
+//! events written by another process, a timeline over the limit)
+//! returns `None` and the caller takes the database path, which handles everything. The reads it
+//! does need (the stream head, unread and key counts, lazy-loaded members) go side by side.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::json;
+
+use super::counts::{DeviceCounts, KeyCounts};
+use super::{
+    Events, JoinedRoom, SyncResponse, SyncToken, Timeline, fill_unread_counts, summary_of,
+    timeline_limit,
+};
+use crate::service::auth::Requester;
+use crate::service::filter::Filter;
+use crate::service::recent::{RecentEntry, RecentEvent};
+use crate::service::timeline::{self, Aggregations, Viewer};
+use crate::service::{e2ee, push, typing};
+use crate::{AppState, Result, store};
+
+/// How sure the caller needs to be that an answer reaches the stream's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The first look of a request: a run of news is checked against the stream head (a sync
+    /// returns everything up to now); an empty run is trusted, since the caller checks the head
+    /// before it waits.
+    FirstLook,
+    /// A wake-up brought us here: the run is the news that woke us, answered at once; anything
+    /// after it comes with the next sync.
+    Woken,
+    /// Always checked (the deadline passed, or the stream moved on past an empty answer).
+    Verify,
+}
+
+pub async fn serve(
+    state: &AppState,
+    requester: &Requester,
+    since: SyncToken,
+    filter: &Filter,
+    freshness: Freshness,
+) -> Result<Option<SyncResponse>> {
+    if filter.event_format.as_deref() == Some("federation")
+        || typing::changed_since(state, since.typing)
+    {
+        return Ok(None);
+    }
+    let user = requester.user_id.as_str();
+    let device = requester.device_id.as_str();
+    let run = state.recent.run_after(since.position);
+    if run.is_empty() {
+        // Nothing new here; with nothing new anywhere either, the answer is an empty response.
+        let cached = state.sync_counts.get(user, device, since.position);
+        let (position, keys) = tokio::try_join!(
+            async {
+                if freshness == Freshness::FirstLook {
+                    Ok(since.position)
+                } else {
+                    Ok(store::stream::current(&state.db).await?)
+                }
+            },
+            key_counts(state, user, device, cached.map(|c| c.keys))
+        )?;
+        if position != since.position {
+            return Ok(None);
+        }
+        let mut response = SyncResponse::empty(since);
+        response.device_one_time_keys_count = keys.one_time;
+        response.device_unused_fallback_key_types = keys.unused_fallback;
+        return Ok(Some(response));
+    }
+    let upto = since.position + run.len() as i64;
+    let mut events: Vec<&RecentEvent> = Vec::with_capacity(run.len());
+    for entry in &run {
+        match &**entry {
+            RecentEntry::Event(event) => events.push(event),
+            RecentEntry::Presence if filter.presence.excludes_everything() => {}
+            RecentEntry::Presence => return Ok(None),
+        }
+    }
+    let Some(by_room) = plan_rooms(&events) else {
+        return Ok(None);
+    };
+
+    let viewer = Viewer {
+        user_id: user,
+        device_id: Some(device),
+    };
+    let room_filter = &filter.room;
+    let timeline_filter = &room_filter.timeline;
+    let state_filter = &room_filter.state;
+    let limit = timeline_limit(timeline_filter) as usize;
+    let now = store::now_ms();
+    let none = Aggregations::new();
+    let mut join: BTreeMap<String, JoinedRoom> = BTreeMap::new();
+    // Lazy loading: (room, senders the device has not had yet, the position before the timeline).
+    let mut members_wanted: Vec<(String, Vec<String>, i64)> = Vec::new();
+    for (room_id, events) in by_room {
+        if !room_filter.allows_room(room_id) {
+            continue;
+        }
+        // The cached state must be the state at the end of the run: the room's head is the run's
+        // last event in it (no later change is folded in).
+        let Some(snapshot) = state.rooms.get(room_id) else {
+            return Ok(None);
+        };
+        let last = events.last().expect("a room in the plan has events");
+        if snapshot.head_event_id != last.row.event_id {
+            return Ok(None);
+        }
+        let membership = snapshot
+            .entry("m.room.member", user)
+            .and_then(|e| e.content["membership"].as_str().map(str::to_owned));
+        if membership.as_deref() != Some("join") {
+            continue;
+        }
+        let rows: Vec<&RecentEvent> = events
+            .into_iter()
+            .filter(|e| {
+                timeline_filter.allows_event(&e.row.event_type, &e.row.sender, e.contains_url)
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        if rows.len() > limit {
+            // A limited timeline needs the state delta: the database path.
+            return Ok(None);
+        }
+        let first = rows[0].row.stream_ordering;
+        if state_filter.lazy_load_members && state_filter.allows_type("m.room.member") {
+            let mut senders: Vec<String> = rows.iter().map(|e| e.row.sender.clone()).collect();
+            senders.sort_unstable();
+            senders.dedup();
+            let missing = if state_filter.include_redundant_members {
+                senders
+            } else {
+                state.sync_members.unsent(user, device, room_id, senders)
+            };
+            if !missing.is_empty() {
+                members_wanted.push((room_id.to_owned(), missing, first - 1));
+            }
+        }
+        let mut events: Vec<_> = rows
+            .iter()
+            .map(|e| timeline::render(&e.row, viewer, now, &none))
+            .collect();
+        if let Some(fields) = &filter.event_fields {
+            events = events
+                .iter()
+                .map(|e| timeline::keep_fields(e, fields))
+                .collect();
+        }
+        join.insert(
+            room_id.to_owned(),
+            JoinedRoom {
+                timeline: Timeline {
+                    events,
+                    limited: false,
+                    prev_batch: crate::service::messages::position_token(first - 1),
+                },
+                state: Events::default(),
+                ephemeral: Events::default(),
+                account_data: Events::default(),
+                summary: summary_of(&snapshot, user),
+                unread_notifications: json!({"notification_count": 0, "highlight_count": 0}),
+                unread_thread_notifications: json!({}),
+            },
+        );
+    }
+
+    // The counts: those of the device's last response brought forward with the run's
+    // notifications; what is not known from it is read (bounded by the run's end).
+    let cached = state.sync_counts.get(user, device, since.position);
+    let mut unread = HashMap::new();
+    let mut keys = None;
+    if let Some(cached) = cached {
+        unread = cached.unread;
+        keys = Some(cached.keys);
+        for event in &events {
+            for n in event.notified.iter().filter(|n| n.user_id == user) {
+                if let Some(counts) = unread.get_mut(&event.row.room_id) {
+                    counts.add(&n.thread_id, n.highlight);
+                }
+            }
+        }
+    }
+    let unknown: Vec<String> = join
+        .keys()
+        .filter(|room| !unread.contains_key(*room))
+        .cloned()
+        .collect();
+    // Side by side, so one round trip at most: whether the run reaches the stream's head (unless a
+    // wake-up brought us here: then the run is what woke us, and anything after it comes next
+    // time), lazy-loaded members, and the counts not known yet.
+    let (position, members, fetched, keys) = tokio::try_join!(
+        async {
+            if freshness == Freshness::Woken {
+                Ok(upto)
+            } else {
+                Ok(store::stream::current(&state.db).await?)
+            }
+        },
+        async {
+            let mut found = Vec::with_capacity(members_wanted.len());
+            for (room_id, users, at) in &members_wanted {
+                let rows = store::events::members_at(&state.db, room_id, users, *at).await?;
+                found.push((room_id, rows));
+            }
+            Ok::<_, crate::Error>(found)
+        },
+        async {
+            if unknown.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                push::unread_counts(state, user, &unknown, upto).await
+            }
+        },
+        key_counts(state, user, device, keys)
+    )?;
+    if position != upto {
+        return Ok(None);
+    }
+    for (room_id, rows) in members {
+        let sent: Vec<String> = rows.iter().filter_map(|r| r.state_key.clone()).collect();
+        state.sync_members.record(user, device, room_id, sent);
+        let mut events = timeline::render_plain(&rows, viewer);
+        if let Some(fields) = &filter.event_fields {
+            events = events
+                .iter()
+                .map(|e| timeline::keep_fields(e, fields))
+                .collect();
+        }
+        if let Some(room) = join.get_mut(room_id.as_str()) {
+            room.state = Events { events };
+        }
+    }
+    let mut fetched = fetched;
+    for room in unknown {
+        let counts = fetched.remove(&room).unwrap_or_default();
+        unread.insert(room, counts);
+    }
+    fill_unread_counts(
+        &mut join,
+        &unread,
+        timeline_filter.unread_thread_notifications,
+    );
+    let mut response = SyncResponse::empty(SyncToken {
+        position: upto,
+        typing: since.typing,
+    });
+    response.rooms.join = join;
+    response.device_one_time_keys_count = keys.one_time.clone();
+    response.device_unused_fallback_key_types = keys.unused_fallback.clone();
+    state.sync_counts.put(
+        user,
+        device,
+        DeviceCounts {
+            as_of: upto,
+            unread,
+            keys,
+        },
+    );
+    Ok(Some(response))
+}
+
+/// The cached key counts, or a read of them.
+async fn key_counts(
+    state: &AppState,
+    user: &str,
+    device: &str,
+    cached: Option<KeyCounts>,
+) -> Result<KeyCounts> {
+    if let Some(keys) = cached {
+        return Ok(keys);
+    }
+    let (one_time, unused_fallback) = e2ee::key_counts(state, user, device).await?;
+    Ok(KeyCounts {
+        one_time,
+        unused_fallback,
+    })
+}
+
+/// The run's events by room, oldest first; `None` when the run holds anything this path does not
+/// handle: state events (membership, names, …), redactions, and relations among the run's own
+/// events (their bundled aggregations would change).
+fn plan_rooms<'a>(run: &[&'a RecentEvent]) -> Option<BTreeMap<&'a str, Vec<&'a RecentEvent>>> {
+    let ids: HashSet<&str> = run.iter().map(|e| e.row.event_id.as_str()).collect();
+    let mut by_room: BTreeMap<&str, Vec<&RecentEvent>> = BTreeMap::new();
+    for event in run {
+        if event.row.state_key.is_some() || event.is_redaction {
+            return None;
+        }
+        if event
+            .relates_to
+            .as_deref()
+            .is_some_and(|target| ids.contains(target))
+        {
+            return None;
+        }
+        by_room.entry(&event.row.room_id).or_default().push(*event);
+    }
+    Some(by_room)
+}
