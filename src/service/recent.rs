@@ -57,7 +57,7 @@ impl RecentEvent {
 
 /// What one stream position holds.
 pub enum RecentEntry {
-    Event(RecentEvent),
+    Event(Box<RecentEvent>),
     /// A user's presence changed (syncs that filter presence out may pass over it).
     Presence,
 }
@@ -73,7 +73,7 @@ impl RecentEvents {
         self.insert(
             events
                 .into_iter()
-                .map(|e| (e.row.stream_ordering, RecentEntry::Event(e))),
+                .map(|e| (e.row.stream_ordering, RecentEntry::Event(Box::new(e)))),
         );
     }
 
@@ -96,16 +96,11 @@ impl RecentEvents {
     /// without a gap: exactly the stream's content over that range.
     pub fn run_after(&self, after: i64) -> Vec<Arc<RecentEntry>> {
         let map = self.by_position.lock().unwrap();
-        let mut out = Vec::new();
-        let mut expected = after + 1;
-        for (&position, event) in map.range(expected..) {
-            if position != expected {
-                break;
-            }
-            out.push(event.clone());
-            expected += 1;
-        }
-        out
+        (after + 1..)
+            .zip(map.range(after + 1..))
+            .take_while(|(expected, (position, _))| expected == *position)
+            .map(|(_, (_, entry))| entry.clone())
+            .collect()
     }
 }
 
