@@ -1138,3 +1138,61 @@ async fn a_woken_sync_brings_the_members_a_lazy_loading_client_lacks() {
         since = s["next_batch"].as_str().unwrap().to_owned();
     }
 }
+
+#[tokio::test]
+async fn event_format_federation_serves_the_pdus() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({"name": "Formats"})).await;
+    let event_id = send_ok(&alice, &room, "as a PDU").await;
+    let federation = enc(&json!({"event_format": "federation"}).to_string());
+    let client = enc(&json!({"event_format": "client"}).to_string());
+    let pdu_keys = [
+        "auth_events",
+        "prev_events",
+        "depth",
+        "hashes",
+        "signatures",
+    ];
+    let s = sync(&alice, &format!("filter={federation}")).await;
+    let joined = &s["rooms"]["join"][&room];
+    let message = joined["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == event_id.as_str())
+        .unwrap();
+    for key in pdu_keys {
+        assert!(message.get(key).is_some(), "{key} missing: {message}");
+    }
+    assert_eq!(message["content"]["body"], "as a PDU");
+    assert!(
+        message["unsigned"]["transaction_id"].is_string(),
+        "{message}"
+    );
+    let every_event = joined["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(joined["timeline"]["events"].as_array().unwrap());
+    for event in every_event {
+        assert!(event["prev_events"].is_array(), "{event}");
+    }
+    // Incremental syncs too; and the client format (the default) has none of it.
+    let since = s["next_batch"].as_str().unwrap();
+    send_ok(&alice, &room, "later").await;
+    let s = sync(&alice, &format!("since={since}&filter={federation}")).await;
+    assert!(
+        timeline(&s, &room)["events"][0]["signatures"].is_object(),
+        "{s}"
+    );
+    let s = sync(&alice, &format!("filter={client}")).await;
+    for event in timeline(&s, &room)["events"].as_array().unwrap() {
+        for key in pdu_keys {
+            assert!(
+                event.get(key).is_none(),
+                "{key} in the client format: {event}"
+            );
+        }
+    }
+}

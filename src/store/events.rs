@@ -362,6 +362,20 @@ pub async fn latest_events_per_room(
     .await
 }
 
+/// The stored PDUs (federation form) of events.
+pub async fn pdus_of(
+    db: impl PgExecutor<'_>,
+    event_ids: &[String],
+) -> sqlx::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT event_id, pdu FROM events WHERE event_id = ANY($1)",
+        event_ids
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.event_id, r.pdu)).collect())
+}
+
 pub async fn event_by_id(
     db: impl PgExecutor<'_>,
     event_id: &str,

@@ -172,6 +172,91 @@ pub async fn sync(
     requester: &Requester,
     req: SyncRequest,
 ) -> Result<SyncResponse> {
+    let federation_format = req.filter.event_format.as_deref() == Some("federation");
+    let event_fields = req.filter.event_fields.clone();
+    let mut response = sync_in_client_format(state, requester, req).await?;
+    if federation_format {
+        to_federation_format(state, &mut response, event_fields.as_deref()).await?;
+    }
+    Ok(response)
+}
+
+/// `event_format: federation`: room events as the federation sees them (the PDU with its
+/// `auth_events`, `prev_events`, `depth`, `hashes` and `signatures`), still with the event ID and
+/// the viewer's `unsigned`. Stripped invite state has no other form.
+async fn to_federation_format(
+    state: &AppState,
+    response: &mut SyncResponse,
+    event_fields: Option<&[String]>,
+) -> Result<()> {
+    // With `event_fields`, only the fields asked for.
+    let wanted = |key: &str| {
+        event_fields.is_none_or(|fields| {
+            fields.iter().any(|f| {
+                f == key
+                    || f.strip_prefix(key)
+                        .is_some_and(|rest| rest.starts_with('.'))
+            })
+        })
+    };
+    let mut lists: Vec<&mut Vec<Box<RawValue>>> = Vec::new();
+    for room in response.rooms.join.values_mut() {
+        lists.push(&mut room.timeline.events);
+        lists.push(&mut room.state.events);
+    }
+    for room in response.rooms.leave.values_mut() {
+        lists.push(&mut room.timeline.events);
+        lists.push(&mut room.state.events);
+    }
+    let mut parsed: Vec<Vec<serde_json::Map<String, Value>>> = Vec::with_capacity(lists.len());
+    let mut ids = Vec::new();
+    for list in &lists {
+        let events: Vec<serde_json::Map<String, Value>> = list
+            .iter()
+            .map(|e| serde_json::from_str(e.get()).map_err(Error::internal))
+            .collect::<Result<_>>()?;
+        ids.extend(
+            events
+                .iter()
+                .filter_map(|e| e.get("event_id").and_then(Value::as_str).map(str::to_owned)),
+        );
+        parsed.push(events);
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let pdus: HashMap<String, serde_json::Map<String, Value>> =
+        store::events::pdus_of(&state.db, &ids)
+            .await?
+            .into_iter()
+            .filter_map(|(id, pdu)| serde_json::from_str(&pdu).ok().map(|pdu| (id, pdu)))
+            .collect();
+    for (list, events) in lists.into_iter().zip(parsed) {
+        *list = events
+            .into_iter()
+            .map(|mut event| {
+                let pdu = event
+                    .get("event_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| pdus.get(id));
+                // The client form already has what both share (redacted content included).
+                for (key, value) in pdu.into_iter().flatten() {
+                    if key != "unsigned" && !event.contains_key(key) && wanted(key) {
+                        event.insert(key.clone(), value.clone());
+                    }
+                }
+                serde_json::value::to_raw_value(&event).map_err(Error::internal)
+            })
+            .collect::<Result<_>>()?;
+    }
+    Ok(())
+}
+
+async fn sync_in_client_format(
+    state: &AppState,
+    requester: &Requester,
+    req: SyncRequest,
+) -> Result<SyncResponse> {
     let since = match req.since.as_deref() {
         None | Some("") => None,
         Some(token) => Some(
