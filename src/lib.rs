@@ -28,6 +28,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub config: Config,
     pub db: PgPool,
+    /// The event writer's own connections (see `writer_pool`).
+    pub writer_db: PgPool,
     pub server_name: OwnedServerName,
     pub signing_key: Ed25519KeyPair,
     pub notifier: service::notifier::Notifier,
@@ -39,6 +41,7 @@ pub struct Inner {
     pub sync_members: service::sync::LazyMemberCache,
     pub sync_counts: service::sync::SyncCounts,
     pub presence_touches: service::presence::SyncTouches,
+    pub push_rules: service::push::RulesetCache,
     pub typing: service::typing::Typing,
     pub recent: service::recent::RecentEvents,
 }
@@ -67,8 +70,10 @@ impl AppState {
             sync_members: Default::default(),
             sync_counts: Default::default(),
             presence_touches: Default::default(),
+            push_rules: Default::default(),
             typing: service::typing::Typing::new(),
             recent: Default::default(),
+            writer_db: service::writer::writer_pool(&db),
             config,
             db,
             server_name,

@@ -1040,3 +1040,78 @@ async fn a_user_who_left_sees_nothing_after_leaving() {
     .await
     .expect_err(403, "M_FORBIDDEN");
 }
+
+/// The `prev_events` of a stored event.
+async fn prev_events(app: &TestApp, event_id: &str) -> Vec<String> {
+    let pdu: String = sqlx::query_scalar("SELECT pdu FROM events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let pdu: Value = serde_json::from_str(&pdu).unwrap();
+    serde_json::from_value(pdu["prev_events"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn a_send_built_on_stale_cached_state_is_redone_on_the_real_head() {
+    // Process A's cached view of the room is put back to before process B's message: A's unlocked
+    // attempt must fail its head check, and the locked retry chain the event after B's.
+    let app_a = spawn_app().await;
+    let app_b = spawn_peer(&app_a).await;
+    let alice = app_a.register("alice").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    send_ok(&alice, &room, "first").await;
+    let stale = app_a.state.rooms.get(&room).expect("cached after a send");
+    let from_b = send_ok(&app_b.as_user(&alice), &room, "through B").await;
+    // Let A hear of B's write, then make A's cache stale again.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app_a.state.rooms.put(stale);
+    let from_a = send_ok(&alice, &room, "through A again").await;
+    assert_eq!(prev_events(&app_a, &from_a).await, vec![from_b.clone()]);
+    // And the room's timeline is one chain in the order the sends were acknowledged.
+    let messages = alice
+        .get(&format!("/rooms/{}/messages?dir=b&limit=3", enc(&room)))
+        .await
+        .ok();
+    let bodies: Vec<&str> = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["content"]["body"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(bodies, vec!["through A again", "through B", "first"]);
+}
+
+#[tokio::test]
+async fn a_transaction_retried_after_other_messages_still_answers_its_first_event() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    let path = format!("/rooms/{}/send/m.room.message/retry-me", enc(&room));
+    let first = alice
+        .put(&path, json!({"msgtype": "m.text", "body": "once"}))
+        .await
+        .ok()["event_id"]
+        .clone();
+    send_ok(&alice, &room, "in between").await;
+    let again = alice
+        .put(&path, json!({"msgtype": "m.text", "body": "twice?"}))
+        .await
+        .ok()["event_id"]
+        .clone();
+    assert_eq!(first, again);
+    let head = send_ok(&alice, &room, "after").await;
+    // The retry stored nothing: the next message follows "in between"'s successor chain directly.
+    let messages = alice
+        .get(&format!("/rooms/{}/messages?dir=b&limit=3", enc(&room)))
+        .await
+        .ok();
+    let ids: Vec<&str> = messages["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[0], head);
+    assert_eq!(ids[2], first.as_str().unwrap());
+}

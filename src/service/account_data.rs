@@ -133,7 +133,7 @@ pub async fn set(
     let mut tx = state.db.begin().await?;
     let position = store::stream::advance(&mut tx, 1).await?;
     store::account_data::put(&mut tx, user_id, room_id, data_type, content, position).await?;
-    commit_and_wake(state, tx, user_id).await
+    commit_and_wake(state, tx, user_id, room_id, data_type).await
 }
 
 /// Read-modify-write of one account data entry under a lock. `change` gets the current content
@@ -153,22 +153,29 @@ pub async fn update(
     };
     let position = store::stream::advance(&mut tx, 1).await?;
     store::account_data::put(&mut tx, user_id, room_id, data_type, &new, position).await?;
-    commit_and_wake(state, tx, user_id).await
+    commit_and_wake(state, tx, user_id, room_id, data_type).await
 }
 
 async fn commit_and_wake(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     user_id: &str,
+    room_id: &str,
+    data_type: &str,
 ) -> Result<()> {
     let keys = [user_id.to_owned()];
-    store::stream::notify(
-        &mut *tx,
-        notifier::CHANNEL,
-        &state.notifier.payload(&keys, &[]),
-    )
-    .await?;
+    // The writer keeps rulesets in memory; every process must forget this one.
+    let push_rules_changed = room_id.is_empty() && data_type == "m.push_rules";
+    let payload = if push_rules_changed {
+        state.notifier.push_rules_payload(&keys, user_id)
+    } else {
+        state.notifier.payload(&keys, &[])
+    };
+    store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
     tx.commit().await?;
+    if push_rules_changed {
+        state.push_rules.forget(user_id);
+    }
     state.notifier.wake([user_id]);
     Ok(())
 }

@@ -53,6 +53,9 @@ pub struct Message {
     /// A cache to clear ("tokens").
     #[serde(default)]
     pub c: Option<String>,
+    /// Users whose push rules changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub p: Vec<String>,
 }
 
 impl Default for Notifier {
@@ -117,6 +120,7 @@ impl Notifier {
             k: Some(keys.to_vec()),
             r: rooms.to_vec(),
             c: None,
+            p: Vec::new(),
         };
         let text = serde_json::to_string(&message).unwrap_or_default();
         if text.len() <= MAX_PAYLOAD {
@@ -127,8 +131,21 @@ impl Notifier {
             k: None,
             r: vec![],
             c: Some("rooms".into()),
+            p: Vec::new(),
         };
         serde_json::to_string(&everything).unwrap_or_default()
+    }
+
+    /// The NOTIFY payload for a change of `user_id`'s push rules (waking `keys`).
+    pub fn push_rules_payload(&self, keys: &[String], user_id: &str) -> String {
+        let message = Message {
+            i: self.instance.clone(),
+            k: Some(keys.to_vec()),
+            r: vec![],
+            c: None,
+            p: vec![user_id.to_owned()],
+        };
+        serde_json::to_string(&message).unwrap_or_default()
     }
 }
 
@@ -139,6 +156,7 @@ pub async fn broadcast_invalidation(state: &AppState, cache: &str) -> Result<()>
         k: Some(vec![]),
         r: vec![],
         c: Some(cache.into()),
+        p: Vec::new(),
     };
     crate::store::stream::notify(
         &state.db,
@@ -156,6 +174,9 @@ fn apply(state: &AppState, message: Message) {
     }
     for room in &message.r {
         state.rooms.invalidate(room);
+    }
+    for user in &message.p {
+        state.push_rules.forget(user);
     }
     match message.c.as_deref() {
         Some("tokens") => state.tokens.clear(),
@@ -195,6 +216,7 @@ pub async fn start_listener(state: AppState) -> Result<()> {
                     tracing::warn!("LISTEN connection lost; reconnecting");
                     state.rooms.clear();
                     state.tokens.clear();
+                    state.push_rules.clear();
                     state.notifier.wake_all();
                 }
                 Err(e) => {

@@ -6,7 +6,7 @@
 //! defaults, so a server upgrade that changes a default rule reaches every user.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ruma::push::{
@@ -125,6 +125,79 @@ pub fn ruleset_json(rules: &Ruleset) -> Value {
         }
     }
     value
+}
+
+/// Users' rulesets, kept in memory: the writer evaluates them for every member on every event.
+/// A change (m.push_rules written, here or on another process) forgets the user's entry.
+#[derive(Default)]
+pub struct RulesetCache {
+    inner: Mutex<RulesetCacheInner>,
+}
+
+#[derive(Default)]
+struct RulesetCacheInner {
+    by_user: HashMap<String, Arc<Ruleset>>,
+    /// Moves on every change: a read that raced one is not cached.
+    generation: u64,
+}
+
+const MAX_CACHED_RULESETS: usize = 100_000;
+
+impl RulesetCache {
+    pub fn forget(&self, user_id: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.by_user.remove(user_id);
+        inner.generation += 1;
+    }
+
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.by_user.clear();
+        inner.generation += 1;
+    }
+}
+
+async fn rulesets_of(state: &AppState, users: &[String]) -> Result<HashMap<String, Arc<Ruleset>>> {
+    let cache = &state.push_rules;
+    let (mut found, missing, generation) = {
+        let inner = cache.inner.lock().unwrap();
+        let mut found = HashMap::with_capacity(users.len());
+        let mut missing = Vec::new();
+        for user in users {
+            match inner.by_user.get(user) {
+                Some(rules) => {
+                    found.insert(user.clone(), rules.clone());
+                }
+                None => missing.push(user.clone()),
+            }
+        }
+        (found, missing, inner.generation)
+    };
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let stored: HashMap<String, String> =
+        store::account_data::global_of_users(&state.db, &missing, PUSH_RULES)
+            .await?
+            .into_iter()
+            .collect();
+    let mut fresh = Vec::with_capacity(missing.len());
+    for user in missing {
+        let rules = Arc::new(normalise(&user, stored.get(&user).map(String::as_str))?);
+        fresh.push((user, rules));
+    }
+    let mut inner = cache.inner.lock().unwrap();
+    let keep = inner.generation == generation;
+    if keep && inner.by_user.len() + fresh.len() > MAX_CACHED_RULESETS {
+        inner.by_user.clear();
+    }
+    for (user, rules) in fresh {
+        if keep {
+            inner.by_user.insert(user.clone(), rules.clone());
+        }
+        found.insert(user, rules);
+    }
+    Ok(found)
 }
 
 /// The user's current ruleset.
@@ -565,15 +638,7 @@ pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluatio
     if everyone.is_empty() {
         return Ok(Evaluation::default());
     }
-    let stored: HashMap<String, String> =
-        store::account_data::global_of_users(&state.db, &everyone, PUSH_RULES)
-            .await?
-            .into_iter()
-            .collect();
-    let mut rulesets: HashMap<&str, Ruleset> = HashMap::new();
-    for user in &everyone {
-        rulesets.insert(user, normalise(user, stored.get(user).map(String::as_str))?);
-    }
+    let rulesets = rulesets_of(state, &everyone).await?;
 
     let now = store::now_ms();
     let mut rows: Vec<NewNotification> = Vec::new();

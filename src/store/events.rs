@@ -43,14 +43,32 @@ pub struct NewEventRow<'a> {
     pub event: &'a BuiltEvent,
 }
 
-/// Claims stream positions for `events` (in order) and inserts them with their notifications, in one
-/// statement: it takes the stream lock (see store::stream), so the less time between it and the
-/// commit the better. Returns the last position and the users newly notified.
+/// Everything a writer batch stores, for `insert_batch`.
+pub struct BatchWrite<'a> {
+    pub events: &'a [BuiltEvent],
+    pub notifications: &'a [crate::store::receipts::NewNotification],
+    /// Transaction keys and the first event each produced.
+    pub txns: &'a [(TxnKey, String)],
+    pub now: i64,
+    /// (room, new head event, its depth, the head it must replace: None when the room is locked).
+    pub heads: &'a [(&'a str, &'a str, i64, Option<&'a str>)],
+    /// A NOTIFY sent at commit: (channel, payload).
+    pub notify: (&'a str, &'a str),
+}
+
+/// Claims stream positions for the batch's events (in order) and stores them with their
+/// notifications, transaction keys and room heads, and queues the NOTIFY: one statement, one round
+/// trip. It takes the stream lock (see store::stream), so the less time between it and the commit
+/// the better. A head given with the head it replaces moves only from that one; if any does not, or
+/// a transaction ID is already stored, the statement fails with SQLSTATE AX001 before taking the
+/// stream lock (see the migration's `axon_assert`). Returns the last position and the users newly
+/// notified.
 pub async fn insert_batch(
     conn: &mut PgConnection,
-    events: &[BuiltEvent],
-    notifications: &[crate::store::receipts::NewNotification],
+    batch: &BatchWrite<'_>,
 ) -> sqlx::Result<(i64, Vec<String>)> {
+    let events = batch.events;
+    let notifications = batch.notifications;
     let n = events.len();
     let mut ids = Vec::with_capacity(n);
     let mut rooms = Vec::with_capacity(n);
@@ -90,9 +108,35 @@ pub async fn insert_batch(
     let n_actions: Vec<String> = notifications.iter().map(|r| r.actions.clone()).collect();
     let n_highlights: Vec<bool> = notifications.iter().map(|r| r.highlight).collect();
     let n_ts: Vec<i64> = notifications.iter().map(|r| r.ts).collect();
+    let t_users: Vec<String> = batch.txns.iter().map(|r| r.0.user_id.clone()).collect();
+    let t_devices: Vec<String> = batch.txns.iter().map(|r| r.0.device_id.clone()).collect();
+    let t_scopes: Vec<String> = batch.txns.iter().map(|r| r.0.scope.clone()).collect();
+    let t_ids: Vec<String> = batch.txns.iter().map(|r| r.0.txn_id.clone()).collect();
+    let t_events: Vec<String> = batch.txns.iter().map(|r| r.1.clone()).collect();
+    let h_rooms: Vec<String> = batch.heads.iter().map(|h| h.0.to_owned()).collect();
+    let h_events: Vec<String> = batch.heads.iter().map(|h| h.1.to_owned()).collect();
+    let h_depths: Vec<i64> = batch.heads.iter().map(|h| h.2).collect();
+    let h_expected: Vec<Option<String>> =
+        batch.heads.iter().map(|h| h.3.map(str::to_owned)).collect();
     let row = sqlx::query!(
-        r#"WITH pos AS (
-               UPDATE stream_head SET position = position + $1 RETURNING position
+        r#"WITH heads AS (
+               UPDATE rooms SET head_event_id = h.head, head_depth = h.depth
+               FROM UNNEST($29::text[], $30::text[], $31::bigint[], $34::text[]) AS h(room_id, head, depth, expected)
+               WHERE rooms.room_id = h.room_id AND (h.expected IS NULL OR rooms.head_event_id = h.expected)
+               RETURNING 1
+           ), txns AS (
+               INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id, created_ts)
+               SELECT *, $28::bigint FROM UNNEST($23::text[], $24::text[], $25::text[], $26::text[], $27::text[])
+               ON CONFLICT DO NOTHING
+               RETURNING 1
+           ), guard AS (
+               SELECT axon_assert((SELECT count(*) FROM heads) = cardinality($29::text[])
+                                      AND (SELECT count(*) FROM txns) = cardinality($23::text[]),
+                                  'a room head moved or a transaction ID was used') AS ok
+           ), pos AS (
+               -- After the guard: the room locks come before the stream lock, as on the locking path.
+               UPDATE stream_head SET position = position + $1 WHERE (SELECT ok FROM guard)
+               RETURNING position
            ), ev AS (
                INSERT INTO events (stream_ordering, event_id, room_id, event_type, state_key, sender,
                    origin_server_ts, depth, pdu, client_json, state_unsigned, device_id, txn_id, relates_to,
@@ -116,7 +160,8 @@ pub async fn insert_batch(
                RETURNING user_id
            )
            SELECT (SELECT position FROM pos) AS "last!",
-                  ARRAY(SELECT DISTINCT user_id FROM notified) AS "notified!""#,
+                  ARRAY(SELECT DISTINCT user_id FROM notified) AS "notified!",
+                  pg_notify($32, $33)::text AS "notify""#,
         n as i64,
         &ids,
         &rooms,
@@ -138,7 +183,19 @@ pub async fn insert_batch(
         &n_threads,
         &n_actions,
         &n_highlights,
-        &n_ts
+        &n_ts,
+        &t_users,
+        &t_devices,
+        &t_scopes,
+        &t_ids,
+        &t_events,
+        batch.now,
+        &h_rooms,
+        &h_events,
+        &h_depths,
+        batch.notify.0,
+        batch.notify.1,
+        &h_expected as &[Option<String>]
     )
     .fetch_one(conn)
     .await?;
@@ -158,7 +215,8 @@ pub async fn find_txns(
     let scopes: Vec<String> = keys.iter().map(|k| k.scope.clone()).collect();
     let txn_ids: Vec<String> = keys.iter().map(|k| k.txn_id.clone()).collect();
     let rows = sqlx::query!(
-        // LATERAL: one primary-key probe per key; a plain join lets the planner scan the whole table.
+        // LATERAL: one unique-index probe per key and per event. A plain join lets the planner scan
+        // a whole table, and a plan cached while the table was small would keep doing so.
         r#"SELECT k.user_id AS "user_id!", k.device_id AS "device_id!", k.scope AS "scope!", k.txn_id AS "txn_id!",
                   t.event_id, e.room_id AS "room_id?"
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS k(user_id, device_id, scope, txn_id)
@@ -166,7 +224,7 @@ pub async fn find_txns(
              SELECT event_id FROM event_txns
              WHERE user_id = k.user_id AND device_id = k.device_id AND scope = k.scope AND txn_id = k.txn_id
          ) t
-         LEFT JOIN events e ON e.event_id = t.event_id"#,
+         LEFT JOIN LATERAL (SELECT room_id FROM events WHERE event_id = t.event_id) e ON TRUE"#,
         &users,
         &devices,
         &scopes,
@@ -186,34 +244,6 @@ pub async fn find_txns(
             (key, (r.room_id.unwrap_or_default(), r.event_id))
         })
         .collect())
-}
-
-pub async fn insert_txns(
-    conn: &mut PgConnection,
-    rows: &[(TxnKey, String)],
-    now: i64,
-) -> sqlx::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let users: Vec<String> = rows.iter().map(|r| r.0.user_id.clone()).collect();
-    let devices: Vec<String> = rows.iter().map(|r| r.0.device_id.clone()).collect();
-    let scopes: Vec<String> = rows.iter().map(|r| r.0.scope.clone()).collect();
-    let txn_ids: Vec<String> = rows.iter().map(|r| r.0.txn_id.clone()).collect();
-    let events: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
-    sqlx::query!(
-        "INSERT INTO event_txns (user_id, device_id, scope, txn_id, event_id, created_ts)
-         SELECT *, $6::bigint FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])",
-        &users,
-        &devices,
-        &scopes,
-        &txn_ids,
-        &events,
-        now
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 pub async fn prune_txns(db: impl PgExecutor<'_>, older_than: i64) -> sqlx::Result<u64> {

@@ -41,7 +41,7 @@ pub async fn insert_room(
     is_public: bool,
     now: i64,
 ) -> sqlx::Result<()> {
-    // The head is set once the events are in (update_heads).
+    // The head is set once the events are in (events::insert_batch).
     sqlx::query!(
         "INSERT INTO rooms (room_id, room_version, head_event_id, head_depth, is_public, created_ts)
          VALUES ($1, $2, '', 0, $3, $4)",
@@ -49,26 +49,6 @@ pub async fn insert_room(
         version,
         is_public,
         now
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn update_heads(
-    conn: &mut PgConnection,
-    heads: &[(&str, &str, i64)],
-) -> sqlx::Result<()> {
-    let rooms: Vec<String> = heads.iter().map(|h| h.0.to_owned()).collect();
-    let events: Vec<String> = heads.iter().map(|h| h.1.to_owned()).collect();
-    let depths: Vec<i64> = heads.iter().map(|h| h.2).collect();
-    sqlx::query!(
-        "UPDATE rooms SET head_event_id = u.head, head_depth = u.depth
-         FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(room_id, head, depth)
-         WHERE rooms.room_id = u.room_id AND rooms.room_id = ANY($1)",
-        &rooms,
-        &events,
-        &depths
     )
     .execute(conn)
     .await?;
