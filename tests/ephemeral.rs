@@ -1652,3 +1652,41 @@ async fn thirdparty_protocols_are_empty() {
         .await
         .expect_err(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn push_rule_changes_apply_to_the_next_message_on_every_process() {
+    // The writer keeps rulesets in memory: a change made through either process must count for the
+    // very next message written by process A.
+    let app_a = spawn_app().await;
+    let app_b = spawn_peer(&app_a).await;
+    let alice = app_a.register("alice").await;
+    let bob = app_a.register("bob").await;
+    let carol = app_a.register("carol").await;
+    let room = crate::rooms::create_room(&alice, json!({"preset": "public_chat"})).await;
+    // Three members: .m.rule.message decides (not .m.rule.room_one_to_one).
+    for user in [&bob, &carol] {
+        user.post(&format!("/join/{}", enc(&room)), json!({}))
+            .await
+            .ok();
+    }
+    let unread = |bob: User, room: String| async move {
+        let s = bob.get("/sync").await.ok();
+        s["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone()
+    };
+    crate::messaging::send_ok(&alice, &room, "one").await;
+    assert_eq!(unread(bob.clone(), room.clone()).await, json!(1));
+    let rule = "/pushrules/global/underride/.m.rule.message/enabled";
+    // Switched off through B.
+    app_b
+        .as_user(&bob)
+        .put(rule, json!({"enabled": false}))
+        .await
+        .ok();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    crate::messaging::send_ok(&alice, &room, "two").await;
+    assert_eq!(unread(bob.clone(), room.clone()).await, json!(1));
+    // Back on through A.
+    bob.put(rule, json!({"enabled": true})).await.ok();
+    crate::messaging::send_ok(&alice, &room, "three").await;
+    assert_eq!(unread(bob.clone(), room.clone()).await, json!(2));
+}
