@@ -33,9 +33,12 @@ enum Command {
 fn main() -> ExitCode {
     // glibc gives each thread group its own malloc arena and keeps their freed memory: under load the
     // server's resident size would grow many times over its working set. Two arenas are plenty.
+    // A fixed mmap threshold: glibc otherwise raises it after the first large free, and the 19 MiB
+    // blocks of every later password hash (argon2) then stay in the heap for good.
     // SAFETY: called before any other thread exists.
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     let cli = Cli::parse();
     let config = match Config::load(cli.config.as_deref()) {

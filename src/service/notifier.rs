@@ -3,6 +3,7 @@
 //! through PostgreSQL LISTEN/NOTIFY on one channel, which also carries cache invalidations.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ pub struct Notifier {
     /// Distinguishes our own NOTIFYs from other processes'.
     pub instance: String,
     waiters: Mutex<HashMap<String, Vec<Weak<Waiter>>>>,
+    /// Counts wake-ups: a subscriber compares it around its subscription to know whether a wake-up
+    /// may have gone by before it was listening.
+    wakes: AtomicU64,
 }
 
 pub struct Waiter {
@@ -69,7 +73,13 @@ impl Notifier {
         Self {
             instance: crate::service::auth::random_string(12),
             waiters: Mutex::new(HashMap::new()),
+            wakes: AtomicU64::new(0),
         }
+    }
+
+    /// How many wake-ups there have been (see `wakes`).
+    pub fn wake_count(&self) -> u64 {
+        self.wakes.load(Ordering::SeqCst)
     }
 
     pub fn subscribe<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Subscription {
@@ -88,6 +98,7 @@ impl Notifier {
     }
 
     pub fn wake<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
         let mut waiters = self.waiters.lock().unwrap();
         for key in keys {
             if let Some(list) = waiters.get_mut(key) {
@@ -106,6 +117,7 @@ impl Notifier {
     }
 
     pub fn wake_all(&self) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
         let mut waiters = self.waiters.lock().unwrap();
         for waiter in waiters.values().flatten().filter_map(Weak::upgrade) {
             waiter.notify.notify_one();

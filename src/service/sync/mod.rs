@@ -301,14 +301,20 @@ async fn sync_in_client_format(
         if since.is_none() || !response.is_empty() || Instant::now() >= deadline {
             return Ok(response);
         }
-        // Subscribe, then re-check: a commit between the read above and the subscription is seen here.
-        let rooms = store::rooms::joined_rooms(&state.db, user).await?;
+        // Read the rooms to listen to and the stream head together, then subscribe. A commit
+        // before that read shows in the head; one after it either wakes the subscription or, if
+        // its wake-up went by before we subscribed, moved the wake count: then look again.
+        let wakes_before = state.notifier.wake_count();
+        let (rooms, mut head) = store::rooms::joined_rooms_and_position(&state.db, user).await?;
         let keys = std::iter::once(user)
             .chain(std::iter::once(device_key.as_str()))
             .chain(rooms.iter().map(String::as_str));
         let subscription = state.notifier.subscribe(keys);
+        if state.notifier.wake_count() != wakes_before {
+            head = store::stream::current(&state.db).await?;
+        }
         let read_at = SyncToken::parse(&response.next_batch).map_or(0, |t| t.position);
-        if store::stream::current(&state.db).await? == read_at {
+        if head == read_at {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if !subscription.wait(remaining).await {
                 return Ok(response);
