@@ -1115,3 +1115,24 @@ async fn a_transaction_retried_after_other_messages_still_answers_its_first_even
     assert_eq!(ids[0], head);
     assert_eq!(ids[2], first.as_str().unwrap());
 }
+
+#[tokio::test]
+async fn a_member_who_joined_through_another_process_can_send_at_once() {
+    // Process A's cached state still says Bob is not in the room (his join went through B): A must
+    // not refuse his message on that word alone.
+    let app_a = spawn_app().await;
+    let app_b = spawn_peer(&app_a).await;
+    let alice = app_a.register("alice").await;
+    let bob = app_a.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    send_ok(&alice, &room, "welcome").await;
+    let before_the_join = app_a.state.rooms.get(&room).expect("cached after a send");
+    app_b
+        .as_user(&bob)
+        .post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app_a.state.rooms.put(before_the_join);
+    send_ok(&bob, &room, "hello from bob").await;
+}

@@ -414,6 +414,12 @@ async fn commit(
             Err(e) => outcomes.push(Err(e)),
         }
     }
+    // A refusal may come from cached state that is behind another process's write (a join made
+    // there a moment ago): only the locked path, which checks the cache against the room's head,
+    // may refuse.
+    if path == Path::Optimistic && outcomes.iter().any(Result::is_err) {
+        return Ok(None);
+    }
     if built.is_empty() {
         if let BatchConn::Locked(tx) = conn {
             tx.rollback().await?;

@@ -1,12 +1,13 @@
 //! Incremental syncs answered from memory: the common case of a long poll woken because messages
-//! arrived in a room, served from the events this process just wrote (`service::recent`) and the
-//! cached room state, with no read of the timeline from the database.
+//! arrived in a room, served from the events this process just wrote (`service::recent`), the cached
+//! room state and the counts remembered per device (`counts`), with no read of the database.
 //!
-//! It applies only when the stream from the token to its head holds nothing but this process's
-//! non-state events; anything else (state changes, redactions, receipts, account data, typing, to-device,
-//! events written by another process, a timeline over the limit)
-//! returns `None` and the caller takes the database path, which handles everything. The reads it
-//! does need (the stream head, unread and key counts, lazy-loaded members) go side by side.
+//! It applies only when the stream from the token on holds nothing but this process's plain events
+//! (and presence changes the filter leaves out). Anything else (state changes, redactions, receipts,
+//! account data, typing, to-device, another process's writes, a timeline over the limit) returns
+//! `None`, and the caller takes the database path, which handles everything. The few reads it may
+//! need (the stream head on a first look, counts not remembered, lazy-loaded members) go side by
+//! side, in one round trip.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
