@@ -6,7 +6,7 @@
 //! process's writes) is absent, so it shows up as a gap; a sync whose range has a gap takes the
 //! database path instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::store::events::{BuiltEvent, EventRow};
@@ -19,6 +19,8 @@ pub struct RecentEvent {
     pub relates_to: Option<String>,
     pub contains_url: bool,
     pub is_redaction: bool,
+    /// The event a redaction removes.
+    pub redacts: Option<String>,
     /// The notifications the event made (what its unread counts grew by).
     pub notified: Vec<Notified>,
 }
@@ -50,6 +52,7 @@ impl RecentEvent {
             relates_to: event.relates_to.clone(),
             contains_url: event.contains_url,
             is_redaction: event.redacts.is_some() || event.event_type == "m.room.redaction",
+            redacts: event.redacts.clone(),
             notified,
         }
     }
@@ -64,7 +67,14 @@ pub enum RecentEntry {
 
 #[derive(Default)]
 pub struct RecentEvents {
-    by_position: Mutex<BTreeMap<i64, Arc<RecentEntry>>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_position: BTreeMap<i64, Arc<RecentEntry>>,
+    /// Event ID → position, for the events in `by_position`.
+    by_id: HashMap<String, i64>,
 }
 
 impl RecentEvents {
@@ -83,21 +93,42 @@ impl RecentEvents {
     }
 
     fn insert(&self, entries: impl IntoIterator<Item = (i64, RecentEntry)>) {
-        let mut map = self.by_position.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap();
         for (position, entry) in entries {
-            map.insert(position, Arc::new(entry));
+            if let RecentEntry::Event(event) = &entry {
+                // A redacted event's stored form changed: forget it, which leaves a gap there (a
+                // sync over it reads the database).
+                if let Some(target) = &event.redacts
+                    && let Some(at) = inner.by_id.remove(target)
+                {
+                    inner.by_position.remove(&at);
+                }
+                inner.by_id.insert(event.row.event_id.clone(), position);
+            }
+            inner.by_position.insert(position, Arc::new(entry));
         }
-        while map.len() > CAPACITY {
-            map.pop_first();
+        while inner.by_position.len() > CAPACITY {
+            if let Some((_, entry)) = inner.by_position.pop_first()
+                && let RecentEntry::Event(event) = &*entry
+            {
+                inner.by_id.remove(&event.row.event_id);
+            }
         }
+    }
+
+    /// A recent event by ID.
+    pub fn event(&self, event_id: &str) -> Option<Arc<RecentEntry>> {
+        let inner = self.inner.lock().unwrap();
+        let position = inner.by_id.get(event_id)?;
+        inner.by_position.get(position).cloned()
     }
 
     /// The entries at positions `after + 1`, `after + 2`, … for as long as they follow each other
     /// without a gap: exactly the stream's content over that range.
     pub fn run_after(&self, after: i64) -> Vec<Arc<RecentEntry>> {
-        let map = self.by_position.lock().unwrap();
+        let inner = self.inner.lock().unwrap();
         (after + 1..)
-            .zip(map.range(after + 1..))
+            .zip(inner.by_position.range(after + 1..))
             .take_while(|(expected, (position, _))| expected == *position)
             .map(|(_, (_, entry))| entry.clone())
             .collect()
@@ -127,6 +158,7 @@ mod tests {
             relates_to: None,
             contains_url: false,
             is_redaction: false,
+            redacts: None,
             notified: Vec::new(),
         }
     }
@@ -163,10 +195,26 @@ mod tests {
     }
 
     #[test]
+    fn a_redaction_leaves_a_gap_where_its_target_was() {
+        let recent = RecentEvents::default();
+        recent.record([event(1), event(2)]);
+        assert!(recent.event("$e1").is_some());
+        let mut redaction = event(3);
+        redaction.is_redaction = true;
+        redaction.redacts = Some("$e1".into());
+        recent.record([redaction]);
+        assert!(recent.event("$e1").is_none());
+        assert!(recent.run_after(0).is_empty());
+        assert_eq!(positions(&recent.run_after(1)), vec![2, 3]);
+    }
+
+    #[test]
     fn the_oldest_entries_are_dropped_past_capacity() {
         let recent = RecentEvents::default();
         recent.record((1..=(CAPACITY as i64 + 10)).map(event));
         assert!(recent.run_after(0).is_empty());
         assert_eq!(recent.run_after(10).len(), CAPACITY);
+        assert!(recent.event("$e10").is_none());
+        assert!(recent.event("$e11").is_some());
     }
 }

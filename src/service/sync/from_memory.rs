@@ -23,6 +23,7 @@ use crate::service::filter::Filter;
 use crate::service::recent::{RecentEntry, RecentEvent};
 use crate::service::timeline::{self, Aggregations, Viewer};
 use crate::service::{e2ee, push, typing};
+use crate::store::events::EventRow;
 use crate::{AppState, Result, store};
 
 /// How sure the caller needs to be that an answer reaches the stream's head.
@@ -99,8 +100,7 @@ pub async fn serve(
     let now = store::now_ms();
     let none = Aggregations::new();
     let mut join: BTreeMap<String, JoinedRoom> = BTreeMap::new();
-    // Lazy loading: (room, senders the device has not had yet, the position before the timeline).
-    let mut members_wanted: Vec<(String, Vec<String>, i64)> = Vec::new();
+    let mut members_wanted: Vec<MembersWanted> = Vec::new();
     for (room_id, events) in by_room {
         if !room_filter.allows_room(room_id) {
             continue;
@@ -144,7 +144,26 @@ pub async fn serve(
                 state.sync_members.unsent(user, device, room_id, senders)
             };
             if !missing.is_empty() {
-                members_wanted.push((room_id.to_owned(), missing, first - 1));
+                // The member events are usually recent enough to be in memory too.
+                let mut wanted = MembersWanted {
+                    room_id: room_id.to_owned(),
+                    order: missing.clone(),
+                    at: first - 1,
+                    from_memory: Vec::new(),
+                    to_read: Vec::new(),
+                };
+                for member in missing {
+                    let recent = snapshot
+                        .entry("m.room.member", &member)
+                        .and_then(|e| state.recent.event(&e.event_id));
+                    match recent.as_deref() {
+                        Some(RecentEntry::Event(event)) => {
+                            wanted.from_memory.push(event.row.clone())
+                        }
+                        _ => wanted.to_read.push(member),
+                    }
+                }
+                members_wanted.push(wanted);
             }
         }
         let mut events: Vec<_> = rows
@@ -209,9 +228,27 @@ pub async fn serve(
         },
         async {
             let mut found = Vec::with_capacity(members_wanted.len());
-            for (room_id, users, at) in &members_wanted {
-                let rows = store::events::members_at(&state.db, room_id, users, *at).await?;
-                found.push((room_id, rows));
+            for wanted in &members_wanted {
+                let mut rows = wanted.from_memory.clone();
+                if !wanted.to_read.is_empty() {
+                    rows.extend(
+                        store::events::members_at(
+                            &state.db,
+                            &wanted.room_id,
+                            &wanted.to_read,
+                            wanted.at,
+                        )
+                        .await?,
+                    );
+                }
+                // In the order the database path gives them.
+                rows.sort_by_key(|r| {
+                    wanted
+                        .order
+                        .iter()
+                        .position(|u| Some(u) == r.state_key.as_ref())
+                });
+                found.push((&wanted.room_id, rows));
             }
             Ok::<_, crate::Error>(found)
         },
@@ -268,6 +305,17 @@ pub async fn serve(
         },
     );
     Ok(Some(response))
+}
+
+/// Lazy loading: the member events a device lacks for one room's timeline.
+struct MembersWanted {
+    room_id: String,
+    /// The senders, in the order the database path lists their member events.
+    order: Vec<String>,
+    /// The position before the timeline (what the database read is bounded by).
+    at: i64,
+    from_memory: Vec<EventRow>,
+    to_read: Vec<String>,
 }
 
 /// The cached key counts, or a read of them.
