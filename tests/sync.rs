@@ -930,6 +930,21 @@ fn long_poll(user: &User, since: &str, query: &str) -> tokio::task::JoinHandle<V
     tokio::spawn(async move { sync(&user, &query).await })
 }
 
+/// A long poll of `user` from `since`, woken by `sender`'s message `body` in `room`.
+async fn woken_by_message(
+    user: &User,
+    since: &str,
+    query: &str,
+    sender: &User,
+    room: &str,
+    body: &str,
+) -> Value {
+    let waiting = long_poll(user, since, query);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    send_ok(sender, room, body).await;
+    waiting.await.unwrap()
+}
+
 /// A sync response without what depends on the moment and the process that made it: `age`, and
 /// the typing clock in `next_batch` (each process keeps its own).
 fn comparable(mut s: Value) -> Value {
@@ -1046,10 +1061,7 @@ async fn unread_counts_stay_right_across_woken_syncs_and_receipts() {
     let s = sync(&bob, &format!("since={since}")).await;
     since = s["next_batch"].as_str().unwrap().to_owned();
     assert_eq!(counts(&s), json!(1), "{s}");
-    let waiting = long_poll(&bob, &since, "");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    send_ok(&alice, &room, "m3").await;
-    let s = waiting.await.unwrap();
+    let s = woken_by_message(&bob, &since, "", &alice, &room, "m3").await;
     assert_eq!(counts(&s), json!(2), "{s}");
 }
 
@@ -1073,10 +1085,7 @@ async fn a_woken_sync_reports_one_time_keys_claimed_meanwhile() {
     assert_eq!(otks(&s), json!(3));
     let mut since = s["next_batch"].as_str().unwrap().to_owned();
     // A woken sync first (its counts are then remembered), then a claim, then another wake-up.
-    let waiting = long_poll(&bob, &since, "");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    send_ok(&alice, &room, "before the claim").await;
-    let s = waiting.await.unwrap();
+    let s = woken_by_message(&bob, &since, "", &alice, &room, "before the claim").await;
     assert_eq!(otks(&s), json!(3));
     since = s["next_batch"].as_str().unwrap().to_owned();
     alice
@@ -1086,10 +1095,7 @@ async fn a_woken_sync_reports_one_time_keys_claimed_meanwhile() {
         )
         .await
         .ok();
-    let waiting = long_poll(&bob, &since, "");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    send_ok(&alice, &room, "after the claim").await;
-    let s = waiting.await.unwrap();
+    let s = woken_by_message(&bob, &since, "", &alice, &room, "after the claim").await;
     assert_eq!(otks(&s), json!(2), "{s}");
 }
 
@@ -1130,10 +1136,7 @@ async fn a_woken_sync_brings_the_members_a_lazy_loading_client_lacks() {
         (&alice, vec![]),
         (&carol, vec![]),
     ] {
-        let waiting = long_poll(&bob, &since, &query);
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        send_ok(sender, &room, "hi").await;
-        let s = waiting.await.unwrap();
+        let s = woken_by_message(&bob, &since, &query, sender, &room, "hi").await;
         assert_eq!(members(&s), expected, "{s}");
         since = s["next_batch"].as_str().unwrap().to_owned();
     }
