@@ -127,12 +127,21 @@ impl Notifier {
 
     /// The NOTIFY payload for a commit touching `keys` and the cached state of `rooms`.
     pub fn payload(&self, keys: &[String], rooms: &[String]) -> String {
+        self.encode(keys, rooms, &[])
+    }
+
+    /// The NOTIFY payload for a change of `user_id`'s push rules (waking `keys`).
+    pub fn push_rules_payload(&self, keys: &[String], user_id: &str) -> String {
+        self.encode(keys, &[], &[user_id.to_owned()])
+    }
+
+    fn encode(&self, keys: &[String], rooms: &[String], push_rules: &[String]) -> String {
         let message = Message {
             i: self.instance.clone(),
             k: Some(keys.to_vec()),
             r: rooms.to_vec(),
             c: None,
-            p: Vec::new(),
+            p: push_rules.to_vec(),
         };
         let text = serde_json::to_string(&message).unwrap_or_default();
         if text.len() <= MAX_PAYLOAD {
@@ -143,21 +152,9 @@ impl Notifier {
             k: None,
             r: vec![],
             c: Some("rooms".into()),
-            p: Vec::new(),
+            p: push_rules.to_vec(),
         };
         serde_json::to_string(&everything).unwrap_or_default()
-    }
-
-    /// The NOTIFY payload for a change of `user_id`'s push rules (waking `keys`).
-    pub fn push_rules_payload(&self, keys: &[String], user_id: &str) -> String {
-        let message = Message {
-            i: self.instance.clone(),
-            k: Some(keys.to_vec()),
-            r: vec![],
-            c: None,
-            p: vec![user_id.to_owned()],
-        };
-        serde_json::to_string(&message).unwrap_or_default()
     }
 }
 

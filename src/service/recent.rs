@@ -18,7 +18,6 @@ pub struct RecentEvent {
     pub row: EventRow,
     pub relates_to: Option<String>,
     pub contains_url: bool,
-    pub is_redaction: bool,
     /// The event a redaction removes.
     pub redacts: Option<String>,
     /// The notifications the event made (what its unread counts grew by).
@@ -33,6 +32,10 @@ pub struct Notified {
 }
 
 impl RecentEvent {
+    pub fn is_redaction(&self) -> bool {
+        self.redacts.is_some() || self.row.event_type == "m.room.redaction"
+    }
+
     pub fn new(event: &BuiltEvent, stream_ordering: i64, notified: Vec<Notified>) -> Self {
         Self {
             row: EventRow {
@@ -51,7 +54,6 @@ impl RecentEvent {
             },
             relates_to: event.relates_to.clone(),
             contains_url: event.contains_url,
-            is_redaction: event.redacts.is_some() || event.event_type == "m.room.redaction",
             redacts: event.redacts.clone(),
             notified,
         }
@@ -157,7 +159,6 @@ mod tests {
             },
             relates_to: None,
             contains_url: false,
-            is_redaction: false,
             redacts: None,
             notified: Vec::new(),
         }
@@ -200,7 +201,7 @@ mod tests {
         recent.record([event(1), event(2)]);
         assert!(recent.event("$e1").is_some());
         let mut redaction = event(3);
-        redaction.is_redaction = true;
+        redaction.row.event_type = "m.room.redaction".into();
         redaction.redacts = Some("$e1".into());
         recent.record([redaction]);
         assert!(recent.event("$e1").is_none());

@@ -167,6 +167,14 @@ pub async fn aggregations_for(
         .collect())
 }
 
+/// `event_fields` applied to a list of events (nothing to do without it).
+pub fn with_fields(events: Vec<Box<RawValue>>, fields: Option<&[String]>) -> Vec<Box<RawValue>> {
+    match fields {
+        Some(fields) => events.iter().map(|e| keep_fields(e, fields)).collect(),
+        None => events,
+    }
+}
+
 /// Removes everything but `fields` (dotted paths, `\.` escapes a dot) from an event: `event_fields`.
 pub fn keep_fields(event: &RawValue, fields: &[String]) -> Box<RawValue> {
     let Ok(Value::Object(source)) = serde_json::from_str::<Value>(event.get()) else {

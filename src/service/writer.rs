@@ -292,16 +292,13 @@ impl std::ops::DerefMut for BatchConn {
 }
 
 /// Whether the optimistic path can take the batch: plain events (no state, no redactions) to
-/// existing rooms whose state is cached.
-fn optimistic_fits(state: &AppState, jobs: &[Job]) -> bool {
+/// existing rooms. (Rooms whose state is not cached are found when the batch looks for it.)
+fn optimistic_fits(jobs: &[Job]) -> bool {
     jobs.iter().all(|job| match &job.target {
-        Target::Existing(room_id) => {
-            state.rooms.get(room_id).is_some()
-                && job
-                    .drafts
-                    .iter()
-                    .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction")
-        }
+        Target::Existing(_) => job
+            .drafts
+            .iter()
+            .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction"),
         Target::New { .. } => false,
     })
 }
@@ -312,7 +309,7 @@ async fn commit(
     jobs: &[Job],
     path: Path,
 ) -> Result<Option<Vec<Result<Committed>>>> {
-    if path == Path::Optimistic && !optimistic_fits(state, jobs) {
+    if path == Path::Optimistic && !optimistic_fits(jobs) {
         return Ok(None);
     }
     let mut conn = match path {

@@ -33,12 +33,24 @@ pub struct SyncCounts {
 }
 
 impl SyncCounts {
-    /// The device's counts if they hold at exactly `as_of`.
-    pub fn get(&self, user: &str, device: &str, as_of: i64) -> Option<DeviceCounts> {
+    /// Takes the device's counts out if they hold at exactly `as_of` (the caller puts back the
+    /// counts of its own response; without them the next sync reads them again).
+    pub fn take(&self, user: &str, device: &str, as_of: i64) -> Option<DeviceCounts> {
+        let mut map = self.by_device.lock().unwrap();
+        let key = (user.to_owned(), device.to_owned());
+        if map.get(&key).is_some_and(|c| c.as_of == as_of) {
+            map.remove(&key)
+        } else {
+            None
+        }
+    }
+
+    /// The device's key counts if they hold at exactly `as_of`.
+    pub fn keys(&self, user: &str, device: &str, as_of: i64) -> Option<KeyCounts> {
         let map = self.by_device.lock().unwrap();
         map.get(&(user.to_owned(), device.to_owned()))
             .filter(|c| c.as_of == as_of)
-            .cloned()
+            .map(|c| c.keys.clone())
     }
 
     pub fn put(&self, user: &str, device: &str, counts: DeviceCounts) {
@@ -66,8 +78,11 @@ mod tests {
                 keys: KeyCounts::default(),
             },
         );
-        assert!(cache.get("@a:x", "D", 7).is_some());
-        assert!(cache.get("@a:x", "D", 8).is_none());
-        assert!(cache.get("@a:x", "E", 7).is_none());
+        assert!(cache.keys("@a:x", "D", 7).is_some());
+        assert!(cache.keys("@a:x", "D", 8).is_none());
+        assert!(cache.keys("@a:x", "E", 7).is_none());
+        assert!(cache.take("@a:x", "D", 8).is_none());
+        assert!(cache.take("@a:x", "D", 7).is_some());
+        assert!(cache.take("@a:x", "D", 7).is_none());
     }
 }

@@ -57,7 +57,7 @@ pub async fn serve(
     let run = state.recent.run_after(since.position);
     if run.is_empty() {
         // Nothing new here; with nothing new anywhere either, the answer is an empty response.
-        let cached = state.sync_counts.get(user, device, since.position);
+        let cached = state.sync_counts.keys(user, device, since.position);
         let (position, keys) = tokio::try_join!(
             async {
                 if freshness == Freshness::FirstLook {
@@ -66,7 +66,7 @@ pub async fn serve(
                     Ok(store::stream::current(&state.db).await?)
                 }
             },
-            key_counts(state, user, device, cached.map(|c| c.keys))
+            key_counts(state, user, device, cached)
         )?;
         if position != since.position {
             return Ok(None);
@@ -166,16 +166,12 @@ pub async fn serve(
                 members_wanted.push(wanted);
             }
         }
-        let mut events: Vec<_> = rows
-            .iter()
-            .map(|e| timeline::render(&e.row, viewer, now, &none))
-            .collect();
-        if let Some(fields) = &filter.event_fields {
-            events = events
-                .iter()
-                .map(|e| timeline::keep_fields(e, fields))
-                .collect();
-        }
+        let events = timeline::with_fields(
+            rows.iter()
+                .map(|e| timeline::render(&e.row, viewer, now, &none))
+                .collect(),
+            filter.event_fields.as_deref(),
+        );
         join.insert(
             room_id.to_owned(),
             JoinedRoom {
@@ -196,7 +192,7 @@ pub async fn serve(
 
     // The counts: those of the device's last response brought forward with the run's
     // notifications; what is not known from it is read (bounded by the run's end).
-    let cached = state.sync_counts.get(user, device, since.position);
+    let cached = state.sync_counts.take(user, device, since.position);
     let mut unread = HashMap::new();
     let mut keys = None;
     if let Some(cached) = cached {
@@ -267,13 +263,10 @@ pub async fn serve(
     for (room_id, rows) in members {
         let sent: Vec<String> = rows.iter().filter_map(|r| r.state_key.clone()).collect();
         state.sync_members.record(user, device, room_id, sent);
-        let mut events = timeline::render_plain(&rows, viewer);
-        if let Some(fields) = &filter.event_fields {
-            events = events
-                .iter()
-                .map(|e| timeline::keep_fields(e, fields))
-                .collect();
-        }
+        let events = timeline::with_fields(
+            timeline::render_plain(&rows, viewer),
+            filter.event_fields.as_deref(),
+        );
         if let Some(room) = join.get_mut(room_id.as_str()) {
             room.state = Events { events };
         }
@@ -342,7 +335,7 @@ fn plan_rooms<'a>(run: &[&'a RecentEvent]) -> Option<BTreeMap<&'a str, Vec<&'a R
     let ids: HashSet<&str> = run.iter().map(|e| e.row.event_id.as_str()).collect();
     let mut by_room: BTreeMap<&str, Vec<&RecentEvent>> = BTreeMap::new();
     for event in run {
-        if event.row.state_key.is_some() || event.is_redaction {
+        if event.row.state_key.is_some() || event.is_redaction() {
             return None;
         }
         if event

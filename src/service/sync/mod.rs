@@ -788,21 +788,14 @@ async fn joined_room(
 
     let summary = summary(state, room_id, user).await?;
     let now = store::now_ms();
-    let mut timeline_events: Vec<Box<RawValue>> = rows
-        .iter()
-        .map(|r| timeline::render(r, viewer, now, aggregations))
-        .collect();
-    let mut state_events = timeline::render_plain(&state_rows, viewer);
-    if let Some(fields) = &filter.event_fields {
-        timeline_events = timeline_events
-            .iter()
-            .map(|e| timeline::keep_fields(e, fields))
-            .collect();
-        state_events = state_events
-            .iter()
-            .map(|e| timeline::keep_fields(e, fields))
-            .collect();
-    }
+    let fields = filter.event_fields.as_deref();
+    let timeline_events = timeline::with_fields(
+        rows.iter()
+            .map(|r| timeline::render(r, viewer, now, aggregations))
+            .collect(),
+        fields,
+    );
+    let state_events = timeline::with_fields(timeline::render_plain(&state_rows, viewer), fields);
     Ok(JoinedRoom {
         timeline: Timeline {
             events: timeline_events,
