@@ -784,12 +784,21 @@ async fn typing_reaches_other_instances() {
         )
         .await
         .ok();
-    assert!(
-        subscription.wait(Duration::from_secs(5)).await,
-        "the peer was not woken"
-    );
-    let (events, _) = typing::for_sync(&peer.state, std::slice::from_ref(&room), 0);
-    assert_eq!(events[&room]["content"]["user_ids"], json!([alice.user_id]));
+    // The room's creation may still be on its way to the peer and wake it first: wait for the
+    // wake-up that brings the typing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            subscription.wait(remaining).await,
+            "the peer was not woken with the typing"
+        );
+        let (events, _) = typing::for_sync(&peer.state, std::slice::from_ref(&room), 0);
+        if let Some(event) = events.get(&room) {
+            assert_eq!(event["content"]["user_ids"], json!([alice.user_id]));
+            break;
+        }
+    }
 }
 
 // ---- presence ----
