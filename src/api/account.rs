@@ -84,18 +84,14 @@ async fn change_password(
     let new_password = body
         .new_password
         .ok_or_else(|| Error::missing_param("Missing new_password"))?;
-    let user_id = requester.as_ref().map(|r| r.user_id.as_str());
-    let request = uia::Request {
-        purpose: Purpose::ChangePassword,
-        user_id,
-        flows: &[&[uia::PASSWORD]],
+    let (passed, user_id) = password_authenticated(
+        &state,
+        Purpose::ChangePassword,
+        requester.as_ref(),
         ip,
-    };
-    let passed = uia::check(&state, request, body.auth.as_ref()).await?;
-    let user_id = passed
-        .user_id
-        .clone()
-        .ok_or_else(|| Error::internal("UIA passed without a user"))?;
+        body.auth.as_ref(),
+    )
+    .await?;
     let keep = requester.as_ref().map(|r| r.device_id.as_str());
     accounts::change_password(
         &state,
@@ -109,6 +105,29 @@ async fn change_password(
     Ok(JsonResponse(json!({})))
 }
 
+/// User-interactive authentication by password, with or without an access token (the password
+/// names the user then): the passed session and the user it authenticated.
+async fn password_authenticated(
+    state: &AppState,
+    purpose: Purpose,
+    requester: Option<&Requester>,
+    ip: Option<std::net::IpAddr>,
+    auth: Option<&uia::AuthData>,
+) -> Result<(uia::Passed, String)> {
+    let request = uia::Request {
+        purpose,
+        user_id: requester.map(|r| r.user_id.as_str()),
+        flows: &[&[uia::PASSWORD]],
+        ip,
+    };
+    let passed = uia::check(state, request, auth).await?;
+    let user_id = passed
+        .user_id
+        .clone()
+        .ok_or_else(|| Error::internal("UIA passed without a user"))?;
+    Ok((passed, user_id))
+}
+
 #[derive(Deserialize)]
 struct DeactivateBody {
     auth: Option<uia::AuthData>,
@@ -120,18 +139,14 @@ async fn deactivate(
     MaybeRequester(requester): MaybeRequester,
     Json(body): Json<DeactivateBody>,
 ) -> Result<JsonResponse<Value>> {
-    let user_id = requester.as_ref().map(|r| r.user_id.as_str());
-    let request = uia::Request {
-        purpose: Purpose::Deactivate,
-        user_id,
-        flows: &[&[uia::PASSWORD]],
+    let (passed, user_id) = password_authenticated(
+        &state,
+        Purpose::Deactivate,
+        requester.as_ref(),
         ip,
-    };
-    let passed = uia::check(&state, request, body.auth.as_ref()).await?;
-    let user_id = passed
-        .user_id
-        .clone()
-        .ok_or_else(|| Error::internal("UIA passed without a user"))?;
+        body.auth.as_ref(),
+    )
+    .await?;
     uia::finish(&state, &passed).await?;
     accounts::deactivate(&state, &user_id).await?;
     // Axon binds no third-party identifiers, so there is nothing to unbind anywhere.
