@@ -64,6 +64,8 @@ pub fn writer_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
         .options([("plan_cache_mode", "auto")]);
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(LANES as u32 + 1)
+        // Opened at start-up, so the first message does not wait for a new backend.
+        .min_connections(LANES as u32)
         .test_before_acquire(false)
         .connect_lazy_with(options)
 }

@@ -257,7 +257,7 @@ async fn sync_in_client_format(
     requester: &Requester,
     req: SyncRequest,
 ) -> Result<SyncResponse> {
-    let since = match req.since.as_deref() {
+    let mut since = match req.since.as_deref() {
         None | Some("") => None,
         Some(token) => Some(
             SyncToken::parse(token).ok_or_else(|| Error::invalid_param("Invalid since token"))?,
@@ -301,6 +301,9 @@ async fn sync_in_client_format(
         if since.is_none() || !response.is_empty() || Instant::now() >= deadline {
             return Ok(response);
         }
+        // Nothing for this user up to the empty response's position: go on from there, where its
+        // counts are remembered (the next look then starts after what it already passed over).
+        since = SyncToken::parse(&response.next_batch).or(since);
         // Read the rooms to listen to and the stream head together, then subscribe. A commit
         // before that read shows in the head; one after it either wakes the subscription or, if
         // its wake-up went by before we subscribed, moved the wake count: then look again.
@@ -313,7 +316,7 @@ async fn sync_in_client_format(
         if state.notifier.wake_count() != wakes_before {
             head = store::stream::current(&state.db).await?;
         }
-        let read_at = SyncToken::parse(&response.next_batch).map_or(0, |t| t.position);
+        let read_at = since.map_or(0, |t| t.position);
         if head == read_at {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if !subscription.wait(remaining).await {
