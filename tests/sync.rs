@@ -610,6 +610,79 @@ async fn two_instances_behave_as_one_server() {
 }
 
 #[tokio::test]
+async fn a_room_joined_through_another_process_is_listened_to_there() {
+    let app_a = spawn_app().await;
+    let app_b = spawn_peer(&app_a).await;
+    let alice = app_a.register("alice").await;
+    let bob_on_b = app_b.register("bob").await;
+    let bob_on_a = app_a.as_user(&bob_on_b);
+    let first = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let second = create_room(&alice, json!({"preset": "public_chat"})).await;
+    bob_on_b
+        .post(&format!("/join/{}", enc(&first)), json!({}))
+        .await
+        .ok();
+    let since = sync(&bob_on_b, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // B learns Bob's rooms while he waits there; the join through A must make it learn again.
+    let waiter = long_poll(&bob_on_b, &since, "");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    bob_on_a
+        .post(&format!("/join/{}", enc(&second)), json!({}))
+        .await
+        .ok();
+    let s = waiter.await.unwrap();
+    assert!(s["rooms"]["join"].get(&second).is_some(), "{s}");
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let waiter = long_poll(&bob_on_b, &since, "");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    send_ok(&alice, &second, "in the new room").await;
+    let s = waiter.await.unwrap();
+    let elapsed = sent.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "woken after {elapsed:?}");
+    assert_eq!(
+        bodies(&timeline(&s, &second)["events"]),
+        vec!["in the new room"]
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_behind_a_change_outside_the_timeline_answers_at_once() {
+    let app_a = spawn_app().await;
+    let app_b = spawn_peer(&app_a).await;
+    let alice = app_a.register("alice").await;
+    let alice_on_b = app_b.as_user(&alice);
+    let since = sync(&alice, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let data_path = format!("/user/{}/account_data/org.example.k", enc(&alice.user_id));
+    alice.put(&data_path, json!({"n": 1})).await.ok();
+    // Account data is no event the process keeps in memory: a long poll from before it, here or
+    // on another process once that has heard of it, must see the news rather than wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for user in [&alice, &alice_on_b] {
+        let asked = Instant::now();
+        let s = long_poll(user, &since, "").await.unwrap();
+        let elapsed = asked.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "answered after {elapsed:?}"
+        );
+        let types: Vec<&str> = s["account_data"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["type"].as_str())
+            .collect();
+        assert!(types.contains(&"org.example.k"), "{s}");
+    }
+}
+
+#[tokio::test]
 async fn m_direct_round_trips_through_sync_for_both_users() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;

@@ -133,7 +133,7 @@ pub async fn set(
     let mut tx = state.db.begin().await?;
     let position = store::stream::advance(&mut tx, 1).await?;
     store::account_data::put(&mut tx, user_id, room_id, data_type, content, position).await?;
-    commit_and_wake(state, tx, user_id, room_id, data_type).await
+    commit_and_wake(state, tx, position, user_id, room_id, data_type).await
 }
 
 /// Read-modify-write of one account data entry under a lock. `change` gets the current content
@@ -153,12 +153,13 @@ pub async fn update(
     };
     let position = store::stream::advance(&mut tx, 1).await?;
     store::account_data::put(&mut tx, user_id, room_id, data_type, &new, position).await?;
-    commit_and_wake(state, tx, user_id, room_id, data_type).await
+    commit_and_wake(state, tx, position, user_id, room_id, data_type).await
 }
 
 async fn commit_and_wake(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    position: i64,
     user_id: &str,
     room_id: &str,
     data_type: &str,
@@ -169,14 +170,14 @@ async fn commit_and_wake(
     let payload = if push_rules_changed {
         state.notifier.push_rules_payload(&keys, user_id)
     } else {
-        state.notifier.payload(&keys, &[])
+        state.notifier.payload(&keys)
     };
     store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
     tx.commit().await?;
     if push_rules_changed {
         state.push_rules.forget(user_id);
     }
-    state.notifier.wake([user_id]);
+    state.notifier.committed(position, [user_id]);
     Ok(())
 }
 

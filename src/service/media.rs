@@ -301,7 +301,7 @@ where
     store::stream::notify(
         &mut *tx,
         crate::service::notifier::CHANNEL,
-        &state.notifier.payload(&keys, &[]),
+        &state.notifier.payload(&keys),
     )
     .await?;
     tx.commit().await?;

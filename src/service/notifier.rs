@@ -3,7 +3,7 @@
 //! through PostgreSQL LISTEN/NOTIFY on one channel, which also carries cache invalidations.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -21,9 +21,10 @@ pub struct Notifier {
     /// Distinguishes our own NOTIFYs from other processes'.
     pub instance: String,
     waiters: Mutex<HashMap<String, Vec<Weak<Waiter>>>>,
-    /// Counts wake-ups: a subscriber compares it around its subscription to know whether a wake-up
-    /// may have gone by before it was listening.
-    wakes: AtomicU64,
+    /// The highest stream position this process knows to be committed: its own commits and those
+    /// other processes announced. Raised before the wake-up of the commit it stands for, so a
+    /// subscriber that reads it after subscribing either sees the commit here or gets its wake-up.
+    seen: AtomicI64,
 }
 
 pub struct Waiter {
@@ -60,6 +61,13 @@ pub struct Message {
     /// Users whose push rules changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub p: Vec<String>,
+    /// Users whose memberships changed (their cached joined rooms are stale).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub m: Vec<String>,
+    /// The stream position the commit reached; added by the statement that sends the message
+    /// (`store::stream::notify`), where the position is known.
+    #[serde(default, skip_serializing)]
+    pub s: Option<i64>,
 }
 
 impl Default for Notifier {
@@ -73,13 +81,24 @@ impl Notifier {
         Self {
             instance: crate::service::auth::random_string(12),
             waiters: Mutex::new(HashMap::new()),
-            wakes: AtomicU64::new(0),
+            seen: AtomicI64::new(0),
         }
     }
 
-    /// How many wake-ups there have been (see `wakes`).
-    pub fn wake_count(&self) -> u64 {
-        self.wakes.load(Ordering::SeqCst)
+    /// See `seen`.
+    pub fn seen(&self) -> i64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    /// Records that positions up to `position` are committed (call before the wake-up).
+    pub fn raise_seen(&self, position: i64) {
+        self.seen.fetch_max(position, Ordering::SeqCst);
+    }
+
+    /// After a commit that took stream positions up to `position`: wakes the subscribers of `keys`.
+    pub fn committed<'a>(&self, position: i64, keys: impl IntoIterator<Item = &'a str>) {
+        self.raise_seen(position);
+        self.wake(keys);
     }
 
     pub fn subscribe<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Subscription {
@@ -97,8 +116,9 @@ impl Notifier {
         Subscription { waiter }
     }
 
+    /// Wakes the subscribers of `keys` for a change outside the stream (typing, media); a stream
+    /// change goes through `committed`.
     pub fn wake<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
         let mut waiters = self.waiters.lock().unwrap();
         for key in keys {
             if let Some(list) = waiters.get_mut(key) {
@@ -117,7 +137,6 @@ impl Notifier {
     }
 
     pub fn wake_all(&self) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
         let mut waiters = self.waiters.lock().unwrap();
         for waiter in waiters.values().flatten().filter_map(Weak::upgrade) {
             waiter.notify.notify_one();
@@ -125,34 +144,58 @@ impl Notifier {
         waiters.retain(|_, list| list.iter().any(|w| w.strong_count() > 0));
     }
 
-    /// The NOTIFY payload for a commit touching `keys` and the cached state of `rooms`.
-    pub fn payload(&self, keys: &[String], rooms: &[String]) -> String {
-        self.encode(keys, rooms, &[])
+    /// The NOTIFY payload for a commit that wakes `keys`.
+    pub fn payload(&self, keys: &[String]) -> String {
+        self.encode(Message {
+            k: Some(keys.to_vec()),
+            ..self.message()
+        })
+    }
+
+    /// The NOTIFY payload for a batch of events: it wakes `keys`, changes the state of `rooms` and
+    /// the memberships of `members`.
+    pub fn events_payload(&self, keys: &[String], rooms: &[String], members: &[String]) -> String {
+        self.encode(Message {
+            k: Some(keys.to_vec()),
+            r: rooms.to_vec(),
+            m: members.to_vec(),
+            ..self.message()
+        })
     }
 
     /// The NOTIFY payload for a change of `user_id`'s push rules (waking `keys`).
     pub fn push_rules_payload(&self, keys: &[String], user_id: &str) -> String {
-        self.encode(keys, &[], &[user_id.to_owned()])
+        self.encode(Message {
+            k: Some(keys.to_vec()),
+            p: vec![user_id.to_owned()],
+            ..self.message()
+        })
     }
 
-    fn encode(&self, keys: &[String], rooms: &[String], push_rules: &[String]) -> String {
-        let message = Message {
+    /// A message from this process that asks nothing yet.
+    fn message(&self) -> Message {
+        Message {
             i: self.instance.clone(),
-            k: Some(keys.to_vec()),
-            r: rooms.to_vec(),
+            k: Some(Vec::new()),
+            r: Vec::new(),
             c: None,
-            p: push_rules.to_vec(),
-        };
+            p: Vec::new(),
+            m: Vec::new(),
+            s: None,
+        }
+    }
+
+    fn encode(&self, message: Message) -> String {
         let text = serde_json::to_string(&message).unwrap_or_default();
         if text.len() <= MAX_PAYLOAD {
             return text;
         }
+        // Too long to send: everyone wakes and forgets every room and membership.
         let everything = Message {
-            i: self.instance.clone(),
             k: None,
-            r: vec![],
             c: Some("rooms".into()),
-            p: push_rules.to_vec(),
+            p: message.p,
+            ..self.message()
         };
         serde_json::to_string(&everything).unwrap_or_default()
     }
@@ -161,11 +204,8 @@ impl Notifier {
 /// Tells every other process to drop a cache ("tokens", "rooms").
 pub async fn broadcast_invalidation(state: &AppState, cache: &str) -> Result<()> {
     let message = Message {
-        i: state.notifier.instance.clone(),
-        k: Some(vec![]),
-        r: vec![],
         c: Some(cache.into()),
-        p: Vec::new(),
+        ..state.notifier.message()
     };
     crate::store::stream::notify(
         &state.db,
@@ -187,10 +227,19 @@ fn apply(state: &AppState, message: Message) {
     for user in &message.p {
         state.push_rules.forget(user);
     }
+    state
+        .joined_rooms
+        .forget(message.m.iter().map(String::as_str));
     match message.c.as_deref() {
         Some("tokens") => state.tokens.clear(),
-        Some("rooms") => state.rooms.clear(),
+        Some("rooms") => {
+            state.rooms.clear();
+            state.joined_rooms.clear();
+        }
         _ => {}
+    }
+    if let Some(position) = message.s {
+        state.notifier.raise_seen(position);
     }
     match message.k {
         Some(keys) => state.notifier.wake(keys.iter().map(String::as_str)),
@@ -211,6 +260,10 @@ pub fn listener_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
 pub async fn start_listener(state: AppState) -> Result<()> {
     let mut listener = PgListener::connect_with(&listener_pool(&state.db)).await?;
     listener.listen(CHANNEL).await?;
+    // Listening first: a commit after this read is announced to us.
+    state
+        .notifier
+        .raise_seen(crate::store::stream::current(&mut listener).await?);
     tokio::spawn(async move {
         loop {
             match listener.try_recv().await {
@@ -220,12 +273,24 @@ pub async fn start_listener(state: AppState) -> Result<()> {
                         Err(e) => tracing::warn!(error = %e, "unreadable notification"),
                     }
                 }
-                // The connection dropped and notifications may be lost: assume everything changed.
+                // The connection dropped and notifications may be lost: listen again, learn the
+                // stream head, and then assume everything changed.
                 Ok(None) => {
                     tracing::warn!("LISTEN connection lost; reconnecting");
+                    // A query through the listener reconnects it and listens again.
+                    loop {
+                        match crate::store::stream::current(&mut listener).await {
+                            Ok(head) => break state.notifier.raise_seen(head),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "LISTEN reconnection failed; retrying");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                    }
                     state.rooms.clear();
                     state.tokens.clear();
                     state.push_rules.clear();
+                    state.joined_rooms.clear();
                     state.notifier.wake_all();
                 }
                 Err(e) => {
@@ -236,4 +301,29 @@ pub async fn start_listener(state: AppState) -> Result<()> {
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_position_the_statement_appends_is_read_back() {
+        let notifier = Notifier::new();
+        let payload = notifier.events_payload(&["!r:x".into()], &[], &["@a:x".into()]);
+        assert!(!payload.contains("\"s\""), "{payload}");
+        // What `store::stream::notify` sends: the object with `s` added before its closing brace.
+        let sent = format!("{},\"s\":42}}", &payload[..payload.len() - 1]);
+        let message: Message = serde_json::from_str(&sent).unwrap();
+        assert_eq!(message.s, Some(42));
+        assert_eq!(message.m, vec!["@a:x".to_owned()]);
+    }
+
+    #[test]
+    fn committed_raises_what_was_seen_and_never_lowers_it() {
+        let notifier = Notifier::new();
+        notifier.committed(7, ["@a:x"]);
+        notifier.raise_seen(5);
+        assert_eq!(notifier.seen(), 7);
+    }
 }

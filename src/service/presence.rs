@@ -136,15 +136,12 @@ async fn commit_and_wake(
     mut keys: Vec<String>,
 ) -> Result<()> {
     keys.push(user_id.to_owned());
-    store::stream::notify(
-        &mut *tx,
-        notifier::CHANNEL,
-        &state.notifier.payload(&keys, &[]),
-    )
-    .await?;
+    store::stream::notify(&mut *tx, notifier::CHANNEL, &state.notifier.payload(&keys)).await?;
     tx.commit().await?;
     state.recent.record_presence(position);
-    state.notifier.wake(keys.iter().map(String::as_str));
+    state
+        .notifier
+        .committed(position, keys.iter().map(String::as_str));
     Ok(())
 }
 

@@ -728,12 +728,7 @@ pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result
         return Ok(());
     }
     let keys: Vec<String> = notified.iter().cloned().collect();
-    store::stream::notify(
-        &state.db,
-        notifier::CHANNEL,
-        &state.notifier.payload(&keys, &[]),
-    )
-    .await?;
+    store::stream::notify(&state.db, notifier::CHANNEL, &state.notifier.payload(&keys)).await?;
     state.notifier.wake(keys.iter().map(String::as_str));
     deliver(state, events, evaluation, &notified).await
 }

@@ -132,14 +132,11 @@ async fn set_receipt(
     }
     // Room members see the receipt; the reader's own unread counts change.
     let keys = [room_id.to_owned(), user_id.to_owned()];
-    store::stream::notify(
-        &mut *tx,
-        notifier::CHANNEL,
-        &state.notifier.payload(&keys, &[]),
-    )
-    .await?;
+    store::stream::notify(&mut *tx, notifier::CHANNEL, &state.notifier.payload(&keys)).await?;
     tx.commit().await?;
-    state.notifier.wake(keys.iter().map(String::as_str));
+    state
+        .notifier
+        .committed(position, keys.iter().map(String::as_str));
     Ok(())
 }
 

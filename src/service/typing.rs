@@ -199,6 +199,16 @@ pub fn changed_since(state: &AppState, since_ms: i64) -> bool {
         .any(|room| room.changed > since_ms || room.users.values().any(|expiry| *expiry <= now))
 }
 
+/// Whether the typers of any of `rooms` changed after `since_ms` (or are due to expire).
+pub fn changed_in(state: &AppState, rooms: &[String], since_ms: i64) -> bool {
+    let inner = state.typing.inner.lock().unwrap();
+    let now = store::now_ms();
+    rooms
+        .iter()
+        .filter_map(|r| inner.rooms.get(r))
+        .any(|room| room.changed > since_ms || room.users.values().any(|expiry| *expiry <= now))
+}
+
 /// m.typing events for rooms whose typing set changed after `since_ms` (0 = all rooms with typers), and the new typing token (ms).
 pub fn for_sync(
     state: &AppState,

@@ -471,17 +471,20 @@ async fn commit(
         })
         .collect();
     let mut keys: HashSet<&str> = HashSet::new();
+    let mut members: HashSet<&str> = HashSet::new();
     for e in &built {
         keys.insert(&e.room_id);
         if e.event_type == "m.room.member"
             && let Some(target) = &e.state_key
         {
             keys.insert(target);
+            members.insert(target);
         }
     }
     let keys: Vec<String> = keys.into_iter().map(str::to_owned).collect();
+    let members: Vec<String> = members.into_iter().map(str::to_owned).collect();
     let touched: Vec<String> = working.keys().cloned().collect();
-    let payload = state.notifier.payload(&keys, &touched);
+    let payload = state.notifier.events_payload(&keys, &touched, &members);
 
     // Positions, events, notifications, transaction keys, heads and the NOTIFY (delivered at
     // commit) in one statement: it takes the stream lock, held from there to the commit.
@@ -544,7 +547,12 @@ async fn commit(
             .unwrap_or_default();
         RecentEvent::new(row.event, row.stream_ordering, notified)
     }));
-    state.notifier.wake(keys.iter().map(String::as_str));
+    state
+        .joined_rooms
+        .forget(members.iter().map(String::as_str));
+    state
+        .notifier
+        .committed(last, keys.iter().map(String::as_str));
     if !notified.is_empty() {
         let state = state.clone();
         // `new_events` and `rows` both follow `built`, event for event.

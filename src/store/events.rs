@@ -52,7 +52,8 @@ pub struct BatchWrite<'a> {
     pub now: i64,
     /// (room, new head event, its depth, the head it must replace: None when the room is locked).
     pub heads: &'a [(&'a str, &'a str, i64, Option<&'a str>)],
-    /// A NOTIFY sent at commit: (channel, payload).
+    /// A NOTIFY sent at commit: (channel, payload: a JSON object, to which the statement adds
+    /// `s`, the batch's last position, as `stream::notify` does).
     pub notify: (&'a str, &'a str),
 }
 
@@ -161,7 +162,8 @@ pub async fn insert_batch(
            )
            SELECT (SELECT position FROM pos) AS "last!",
                   ARRAY(SELECT DISTINCT user_id FROM notified) AS "notified!",
-                  pg_notify($32, $33)::text AS "notify""#,
+                  pg_notify($32, left($33, -1) || ',"s":' || (SELECT position FROM pos) || '}')::text
+                      AS "notify""#,
         n as i64,
         &ids,
         &rooms,

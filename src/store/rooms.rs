@@ -196,22 +196,6 @@ pub async fn joined_rooms(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Resul
     .await
 }
 
-/// The user's joined rooms and the stream watermark, read together.
-pub async fn joined_rooms_and_position(
-    db: impl PgExecutor<'_>,
-    user_id: &str,
-) -> sqlx::Result<(Vec<String>, i64)> {
-    let row = sqlx::query!(
-        r#"SELECT ARRAY(SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join')
-                      AS "rooms!",
-                  (SELECT position FROM stream_head) AS "position!""#,
-        user_id
-    )
-    .fetch_one(db)
-    .await?;
-    Ok((row.rooms, row.position))
-}
-
 pub async fn room_version(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!("SELECT room_version FROM rooms WHERE room_id = $1", room_id)
         .fetch_optional(db)

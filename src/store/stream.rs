@@ -1,9 +1,9 @@
 //! stream_head: the global stream position and its watermark (see the migration's comment).
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgExecutor};
 
 /// The committed watermark: every write at or below it is visible.
-pub async fn current(db: &PgPool) -> sqlx::Result<i64> {
+pub async fn current(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar!("SELECT position FROM stream_head")
         .fetch_one(db)
         .await
@@ -28,13 +28,15 @@ pub async fn advance(conn: &mut PgConnection, count: i64) -> sqlx::Result<i64> {
 }
 
 /// Sends a NOTIFY to the other processes (delivered at commit when run inside a transaction).
-pub async fn notify<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    channel: &str,
-    payload: &str,
-) -> sqlx::Result<()> {
-    sqlx::query!("SELECT pg_notify($1, $2)", channel, payload)
-        .execute(db)
-        .await?;
+/// `payload` is a JSON object; the message gets an `s` member: the stream position as this
+/// transaction sees it (its own last claimed position, once it has claimed some).
+pub async fn notify<'e>(db: impl PgExecutor<'e>, channel: &str, payload: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"SELECT pg_notify($1, left($2, -1) || ',"s":' || (SELECT position FROM stream_head) || '}')"#,
+        channel,
+        payload
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }

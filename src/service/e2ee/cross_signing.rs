@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{record_device_list_change, signed_part, wake};
+use super::{Announced, record_device_list_change, signed_part, wake};
 use crate::service::uia::{self, AuthData};
 use crate::store::keys::SignatureRow;
 use crate::{AppState, Error, Result, store};
@@ -193,9 +193,9 @@ pub async fn upload_keys(state: &AppState, user_id: &str, body: CrossSigningUplo
         )
         .await?;
     }
-    let keys = record_device_list_change(state, &mut tx, user_id).await?;
+    let announced = record_device_list_change(state, &mut tx, user_id).await?;
     tx.commit().await?;
-    wake(state, &keys);
+    wake(state, &announced);
     Ok(())
 }
 
@@ -247,12 +247,12 @@ pub async fn upload_signatures(
     let targets: BTreeSet<String> = rows.iter().map(|r| r.target_user_id.clone()).collect();
     let mut tx = state.db.begin().await?;
     store::keys::insert_signatures(&mut tx, &rows).await?;
-    let mut keys = BTreeSet::new();
+    let mut announced = Announced::default();
     for target in &targets {
-        keys.extend(record_device_list_change(state, &mut tx, target).await?);
+        announced.merge(record_device_list_change(state, &mut tx, target).await?);
     }
     tx.commit().await?;
-    wake(state, &keys.into_iter().collect::<Vec<_>>());
+    wake(state, &announced);
     Ok(json!({"failures": failures}))
 }
 

@@ -6,7 +6,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::{is_local, record_device_list_change, signed_part, wake};
+use sqlx::PgConnection;
+
+use super::{Announced, is_local, record_device_list_change, signed_part, wake};
+use crate::service::notifier::CHANNEL;
 use crate::{AppState, Error, Result, store};
 
 /// The body of POST /keys/upload. Keys stay raw so they are stored exactly as the client signed them.
@@ -141,18 +144,28 @@ pub async fn upload(
         .await?;
     }
 
-    let keys = if device_list_changed {
-        record_device_list_change(state, &mut tx, user_id).await?
-    } else {
-        vec![]
-    };
+    let mut announced = Announced::default();
     if !body.one_time_keys.is_empty() || !fallback.is_empty() {
         // Key counts change: a position of their own tells /sync its cached counts are stale.
-        store::stream::advance(&mut tx, 1).await?;
+        announced = key_counts_changed(state, &mut tx).await?;
+    }
+    if device_list_changed {
+        announced.merge(record_device_list_change(state, &mut tx, user_id).await?);
     }
     tx.commit().await?;
-    wake(state, &keys);
+    wake(state, &announced);
     Ok(super::key_counts(state, user_id, device_id).await?.0)
+}
+
+/// Takes a stream position for a change of a device's key counts (which wakes nobody: the counts
+/// come with the device's next sync) and tells the other processes the position is taken.
+async fn key_counts_changed(state: &AppState, tx: &mut PgConnection) -> Result<Announced> {
+    let position = store::stream::advance(&mut *tx, 1).await?;
+    store::stream::notify(&mut *tx, CHANNEL, &state.notifier.payload(&[])).await?;
+    Ok(Announced {
+        position,
+        keys: Default::default(),
+    })
 }
 
 fn server_of(user_id: &str) -> &str {
@@ -291,11 +304,13 @@ pub async fn claim(
                     store::keys::claim_fallback_key(&mut *tx, user_id, device_id, algorithm).await?
                 }
             };
+            let mut announced = Announced::default();
             if key.is_some() {
                 // The owner's key counts changed: see `upload`.
-                store::stream::advance(&mut tx, 1).await?;
+                announced = key_counts_changed(state, &mut tx).await?;
             }
             tx.commit().await?;
+            wake(state, &announced);
             if let Some((key_id, json)) = key {
                 let value: Value = serde_json::from_str(&json).map_err(Error::internal)?;
                 by_device.insert(

@@ -117,9 +117,9 @@ pub async fn key_counts(
 /// A new device (login, registration): its user's device list changed.
 pub async fn device_added(state: &AppState, user_id: &str, _device_id: &str) -> Result<()> {
     let mut tx = state.db.begin().await?;
-    let keys = record_device_list_change(state, &mut tx, user_id).await?;
+    let announced = record_device_list_change(state, &mut tx, user_id).await?;
     tx.commit().await?;
-    wake(state, &keys);
+    wake(state, &announced);
     Ok(())
 }
 
@@ -128,24 +128,41 @@ pub async fn device_added(state: &AppState, user_id: &str, _device_id: &str) -> 
 pub async fn device_removed(state: &AppState, user_id: &str, device_id: &str) -> Result<()> {
     let mut tx = state.db.begin().await?;
     store::keys::delete_device_crypto(&mut tx, user_id, device_id).await?;
-    let keys = record_device_list_change(state, &mut tx, user_id).await?;
+    let announced = record_device_list_change(state, &mut tx, user_id).await?;
     tx.commit().await?;
-    wake(state, &keys);
+    wake(state, &announced);
     Ok(())
 }
 
+/// What a committed change announces here: the stream position it reached and the keys to wake.
+#[derive(Default)]
+pub(crate) struct Announced {
+    position: i64,
+    keys: BTreeSet<String>,
+}
+
+impl Announced {
+    pub(crate) fn merge(&mut self, other: Announced) {
+        self.position = self.position.max(other.position);
+        self.keys.extend(other.keys);
+    }
+}
+
 /// Records a change of `user_id`'s device list at a new stream position and announces it to the other
-/// processes at commit. Returns the wake keys (the users who see that list) for after the commit.
+/// processes at commit. Returns what to announce here (the users who see that list) after the commit.
 pub(crate) async fn record_device_list_change(
     state: &AppState,
     tx: &mut PgConnection,
     user_id: &str,
-) -> Result<Vec<String>> {
+) -> Result<Announced> {
     let keys = store::keys::device_list_watchers(&mut *tx, user_id).await?;
     let position = store::stream::advance(&mut *tx, 1).await?;
     store::keys::insert_device_list_change(&mut *tx, user_id, position).await?;
-    store::stream::notify(&mut *tx, CHANNEL, &state.notifier.payload(&keys, &[])).await?;
-    Ok(keys)
+    store::stream::notify(&mut *tx, CHANNEL, &state.notifier.payload(&keys)).await?;
+    Ok(Announced {
+        position,
+        keys: keys.into_iter().collect(),
+    })
 }
 
 /// The object without what signing leaves out: two uploads of one key compare equal this way.
@@ -166,8 +183,12 @@ pub(crate) fn is_local(state: &AppState, user_id: &str) -> bool {
         .is_some_and(|(_, server)| server == state.server_name.as_str())
 }
 
-pub(crate) fn wake(state: &AppState, keys: &[String]) {
-    state.notifier.wake(keys.iter().map(String::as_str));
+/// After the commit: what it announced, announced here.
+pub(crate) fn wake(state: &AppState, announced: &Announced) {
+    state.notifier.committed(
+        announced.position,
+        announced.keys.iter().map(String::as_str),
+    );
 }
 
 /// GET /keys/changes: the device-list changes between two sync tokens.
@@ -257,9 +278,15 @@ pub async fn send_to_device(
         .collect();
     store::to_device::insert_messages(&mut tx, sender, event_type, &rows).await?;
     let keys: Vec<String> = keys.into_iter().collect();
-    store::stream::notify(&mut *tx, CHANNEL, &state.notifier.payload(&keys, &[])).await?;
+    store::stream::notify(&mut *tx, CHANNEL, &state.notifier.payload(&keys)).await?;
     tx.commit().await?;
-    wake(state, &keys);
+    wake(
+        state,
+        &Announced {
+            position: last,
+            keys: keys.into_iter().collect(),
+        },
+    );
     Ok(())
 }
 

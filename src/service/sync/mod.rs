@@ -16,9 +16,11 @@ use sqlx::PgConnection;
 
 mod counts;
 mod from_memory;
+mod joined;
 
 pub use counts::SyncCounts;
 use from_memory::Freshness;
+pub use joined::JoinedRoomsCache;
 
 use crate::service::auth::Requester;
 use crate::service::filter::{Filter, RoomEventFilter};
@@ -304,20 +306,17 @@ async fn sync_in_client_format(
         // Nothing for this user up to the empty response's position: go on from there, where its
         // counts are remembered (the next look then starts after what it already passed over).
         since = SyncToken::parse(&response.next_batch).or(since);
-        // Read the rooms to listen to and the stream head together, then subscribe. A commit
-        // before that read shows in the head; one after it either wakes the subscription or, if
-        // its wake-up went by before we subscribed, moved the wake count: then look again.
-        let wakes_before = state.notifier.wake_count();
-        let (rooms, mut head) = store::rooms::joined_rooms_and_position(&state.db, user).await?;
+        // Subscribe, then compare what this process has seen committed with what the response
+        // covers: every commit raises `seen` before its wake-up, so one the response missed either
+        // shows there or wakes the subscription. Typing lives outside the stream: checked alike.
+        let read_at = since.map_or(0, |t| t.position);
+        let typing_at = since.map_or(0, |t| t.typing);
+        let rooms = joined::joined_rooms(state, user).await?;
         let keys = std::iter::once(user)
             .chain(std::iter::once(device_key.as_str()))
             .chain(rooms.iter().map(String::as_str));
         let subscription = state.notifier.subscribe(keys);
-        if state.notifier.wake_count() != wakes_before {
-            head = store::stream::current(&state.db).await?;
-        }
-        let read_at = since.map_or(0, |t| t.position);
-        if head == read_at {
+        if state.notifier.seen() <= read_at && !typing::changed_in(state, &rooms, typing_at) {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if !subscription.wait(remaining).await {
                 return Ok(response);
