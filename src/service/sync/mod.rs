@@ -178,7 +178,12 @@ pub async fn sync(
     let event_fields = req.filter.event_fields.clone();
     let mut response = sync_in_client_format(state, requester, req).await?;
     if federation_format {
-        to_federation_format(state, &mut response, event_fields.as_deref()).await?;
+        Box::pin(to_federation_format(
+            state,
+            &mut response,
+            event_fields.as_deref(),
+        ))
+        .await?;
     }
     Ok(response)
 }
@@ -267,7 +272,7 @@ async fn sync_in_client_format(
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
     let user = requester.user_id.as_str();
-    presence::on_sync(state, user, req.set_presence.as_deref()).await?;
+    Box::pin(presence::on_sync(state, user, req.set_presence.as_deref())).await?;
     let device_key = format!("device:{user}:{}", requester.device_id);
     // Set once a wait ends in a wake-up: what woke us is then answered at once.
     let mut woken = false;
@@ -283,16 +288,34 @@ async fn sync_in_client_format(
             Freshness::FirstLook
         };
         // Most incremental syncs (a long poll woken by a message) are answered from memory.
+        // Both computations are boxed: a waiting long poll then holds only this loop's state, not
+        // the largest of theirs (kilobytes per idle connection).
         let from_memory = match since {
             Some(token) if !req.full_state => {
-                from_memory::serve(state, requester, token, &req.filter, freshness).await?
+                Box::pin(from_memory::serve(
+                    state,
+                    requester,
+                    token,
+                    &req.filter,
+                    freshness,
+                ))
+                .await?
             }
             _ => None,
         };
         let answered_from_memory = from_memory.is_some();
         let response = match from_memory {
             Some(response) => response,
-            None => compute(state, requester, since, req.full_state, &req.filter).await?,
+            None => {
+                Box::pin(compute(
+                    state,
+                    requester,
+                    since,
+                    req.full_state,
+                    &req.filter,
+                ))
+                .await?
+            }
         };
         tracing::debug!(
             from_memory = answered_from_memory,
@@ -311,7 +334,7 @@ async fn sync_in_client_format(
         // shows there or wakes the subscription. Typing lives outside the stream: checked alike.
         let read_at = since.map_or(0, |t| t.position);
         let typing_at = since.map_or(0, |t| t.typing);
-        let rooms = joined::joined_rooms(state, user).await?;
+        let rooms = Box::pin(joined::joined_rooms(state, user)).await?;
         let keys = std::iter::once(user)
             .chain(std::iter::once(device_key.as_str()))
             .chain(rooms.iter().map(String::as_str));
