@@ -968,6 +968,55 @@ async fn long_poll_wakes_on_typing() {
 }
 
 #[tokio::test]
+async fn typing_comes_with_new_messages_and_typing_elsewhere_does_not() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let elsewhere = create_room(&carol, json!({"preset": "public_chat"})).await;
+    bob.post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    let typing = |user: &User, room: &str| {
+        (
+            user.clone(),
+            format!("/rooms/{}/typing/{}", enc(room), enc(&user.user_id)),
+        )
+    };
+    let since = sync(&bob, "").await["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Typing in a room Bob is not in, then a message: the message alone.
+    let (carol, path) = typing(&carol, &elsewhere);
+    carol
+        .put(&path, json!({"typing": true, "timeout": 20000}))
+        .await
+        .ok();
+    send_ok(&alice, &room, "first").await;
+    let s = sync(&bob, &format!("since={since}")).await;
+    assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["first"]);
+    assert_eq!(s["rooms"]["join"][&room]["ephemeral"]["events"], json!([]));
+    // Typing in his room, then a message: both in one response.
+    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let (alice_typing, path) = typing(&alice, &room);
+    alice_typing
+        .put(&path, json!({"typing": true, "timeout": 20000}))
+        .await
+        .ok();
+    send_ok(&alice, &room, "second").await;
+    let s = sync(&bob, &format!("since={since}")).await;
+    assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["second"]);
+    let ephemeral = &s["rooms"]["join"][&room]["ephemeral"]["events"];
+    assert_eq!(ephemeral[0]["type"], "m.typing", "{s}");
+    assert_eq!(
+        ephemeral[0]["content"]["user_ids"],
+        json!([alice.user_id.clone()])
+    );
+}
+
+#[tokio::test]
 async fn long_poll_wakes_on_to_device_messages() {
     wakes_on(async |alice, bob, _| {
         let body =

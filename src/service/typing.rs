@@ -188,17 +188,6 @@ fn apply_and_wake(state: &AppState, m: &Message) {
     }
 }
 
-/// Whether any room's typers changed after `since_ms` (or are due to expire): a sync holding that
-/// token has typing news somewhere.
-pub fn changed_since(state: &AppState, since_ms: i64) -> bool {
-    let inner = state.typing.inner.lock().unwrap();
-    let now = store::now_ms();
-    inner
-        .rooms
-        .values()
-        .any(|room| room.changed > since_ms || room.users.values().any(|expiry| *expiry <= now))
-}
-
 /// Whether the typers of any of `rooms` changed after `since_ms` (or are due to expire).
 pub fn changed_in(state: &AppState, rooms: &[String], since_ms: i64) -> bool {
     let inner = state.typing.inner.lock().unwrap();

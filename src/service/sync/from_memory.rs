@@ -47,13 +47,16 @@ pub async fn serve(
     filter: &Filter,
     freshness: Freshness,
 ) -> Result<Option<SyncResponse>> {
-    if filter.event_format.as_deref() == Some("federation")
-        || typing::changed_since(state, since.typing)
-    {
+    if filter.event_format.as_deref() == Some("federation") {
         return Ok(None);
     }
     let user = requester.user_id.as_str();
     let device = requester.device_id.as_str();
+    // Typing news in the user's rooms is for the database path (typing elsewhere is not news).
+    let rooms = super::joined::joined_rooms(state, user).await?;
+    if typing::changed_in(state, &rooms, since.typing) {
+        return Ok(None);
+    }
     let run = state.recent.run_after(since.position);
     if run.is_empty() {
         // Nothing new here; with nothing new anywhere either, the answer is an empty response.
