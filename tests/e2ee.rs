@@ -119,23 +119,7 @@ async fn shared_room(app: &TestApp, creator: &User, others: &[&User]) -> String 
             json!({"join_rule": "public"}),
         ),
     ];
-    let target = Target::New {
-        version: RoomVersion::V10,
-        room_id: None,
-        is_public: false,
-        aliases: vec![],
-    };
-    let room_id = app
-        .state
-        .writer
-        .submit(target, drafts, None)
-        .await
-        .unwrap()
-        .room_id;
-    for other in others {
-        set_membership(app, &room_id, other, "join").await;
-    }
-    room_id
+    writer_room(app, RoomVersion::V10, drafts, others).await
 }
 
 async fn set_membership(app: &TestApp, room_id: &str, user: &User, membership: &str) {

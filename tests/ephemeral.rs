@@ -13,6 +13,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::rooms::join;
 
 /// A v12 room created by `creator` (joined) through the writer, which the others then join.
 async fn create_room(app: &TestApp, creator: &User, others: &[&User]) -> String {
@@ -38,29 +39,7 @@ async fn create_room(app: &TestApp, creator: &User, others: &[&User]) -> String 
             json!({"join_rule": "public"}),
         ),
     ];
-    let target = Target::New {
-        version: RoomVersion::V12,
-        room_id: None,
-        is_public: false,
-        aliases: vec![],
-    };
-    let room_id = app
-        .state
-        .writer
-        .submit(target, drafts, None)
-        .await
-        .unwrap()
-        .room_id;
-    for user in others {
-        let u = user.user_id.as_str();
-        let draft = EventDraft::new("m.room.member", Some(u), u, json!({"membership": "join"}));
-        app.state
-            .writer
-            .submit(Target::Existing(room_id.clone()), vec![draft], None)
-            .await
-            .unwrap();
-    }
-    room_id
+    writer_room(app, RoomVersion::V12, drafts, others).await
 }
 
 /// Sends an event through the writer and returns it as the push evaluator receives it.
@@ -891,18 +870,27 @@ async fn sync_sets_presence_and_inactivity_turns_it_offline() {
     presence::on_sync(&app.state, &alice.user_id, None)
         .await
         .unwrap();
+    assert_eq!(
+        presence_after_sweeps(&alice, "offline", 40).await,
+        "offline"
+    );
+}
+
+/// The user's presence once it reads `wanted`, or after `tries` looks 100 ms apart.
+async fn presence_after_sweeps(user: &User, wanted: &str, tries: usize) -> String {
+    let path = format!("/presence/{}/status", enc(&user.user_id));
     let mut state = String::new();
-    for _ in 0..40 {
+    for _ in 0..tries {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        state = alice.get(&path).await.ok()["presence"]
+        state = user.get(&path).await.ok()["presence"]
             .as_str()
             .unwrap()
             .to_owned();
-        if state == "offline" {
+        if state == wanted {
             break;
         }
     }
-    assert_eq!(state, "offline");
+    state
 }
 
 #[tokio::test]
@@ -914,18 +902,10 @@ async fn idle_users_become_unavailable() {
     let alice = app.register("alice").await;
     let path = format!("/presence/{}/status", enc(&alice.user_id));
     alice.put(&path, json!({"presence": "online"})).await.ok();
-    let mut state = String::new();
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        state = alice.get(&path).await.ok()["presence"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if state == "unavailable" {
-            break;
-        }
-    }
-    assert_eq!(state, "unavailable");
+    assert_eq!(
+        presence_after_sweeps(&alice, "unavailable", 30).await,
+        "unavailable"
+    );
 }
 
 #[tokio::test]
@@ -1674,9 +1654,7 @@ async fn push_rule_changes_apply_to_the_next_message_on_every_process() {
     let room = crate::rooms::create_room(&alice, json!({"preset": "public_chat"})).await;
     // Three members: .m.rule.message decides (not .m.rule.room_one_to_one).
     for user in [&bob, &carol] {
-        user.post(&format!("/join/{}", enc(&room)), json!({}))
-            .await
-            .ok();
+        join(user, &room).await;
     }
     let unread = |bob: User, room: String| async move {
         let s = bob.get("/sync").await.ok();

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::*;
-use crate::rooms::create_room;
+use crate::rooms::{create_room, join};
 
 pub async fn send(user: &User, room: &str, content: Value, txn: &str) -> Resp {
     user.put(
@@ -51,9 +51,7 @@ async fn joined_pair(app: &TestApp) -> (User, User, String) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     (alice, bob, room)
 }
 
@@ -517,9 +515,7 @@ async fn concurrent_senders_get_one_linear_order() {
     let mut users = vec![alice.clone()];
     for i in 0..4 {
         let u = app.register(&format!("user{i}")).await;
-        u.post(&format!("/join/{}", enc(&room)), json!({}))
-            .await
-            .ok();
+        join(&u, &room).await;
         users.push(u);
     }
     let mut tasks = Vec::new();
@@ -959,9 +955,7 @@ async fn history_seen_by_late_joiner(setting: &str) -> (Vec<String>, Vec<String>
         .await
         .ok();
     let invited = send_ok(&alice, &room, "while invited").await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     let after = send_ok(&alice, &room, "after").await;
     let seen = ids(&messages(&bob, &room, "dir=b&limit=100").await["chunk"]);
     let candidates = vec![before, invited, after];

@@ -11,6 +11,12 @@ pub async fn create_room(user: &User, body: Value) -> String {
         .to_owned()
 }
 
+pub async fn join(user: &User, room: &str) {
+    user.post(&format!("/join/{}", enc(room)), json!({}))
+        .await
+        .ok();
+}
+
 pub async fn state_content(user: &User, room: &str, event_type: &str, key: &str) -> Resp {
     user.get(&format!(
         "/rooms/{}/state/{}/{}",
@@ -527,9 +533,7 @@ async fn power_levels_govern_state_and_messages() {
         json!({"preset": "public_chat", "room_version": "11"}),
     )
     .await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     // state_default 50: Bob (0) may not rename the room or change power levels.
     bob.put(
         &format!("/rooms/{}/state/m.room.name", enc(&room)),
@@ -614,9 +618,7 @@ async fn v12_creators_cannot_be_kicked_or_listed() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     let mut pl = power_levels(&alice, &room).await;
     pl["users"][&bob.user_id] = json!(100);
     alice
@@ -742,9 +744,7 @@ async fn a_user_who_left_sees_state_at_their_leave_and_forget_hides_the_room() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat", "name": "before"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     bob.post(&format!("/rooms/{}/forget", enc(&room)), json!({}))
         .await
         .expect_err(400, "M_UNKNOWN");
@@ -784,9 +784,7 @@ async fn members_and_joined_members() {
         json!({"preset": "public_chat", "invite": [carol.user_id]}),
     )
     .await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     let all = alice
         .get(&format!("/rooms/{}/members", enc(&room)))
         .await
@@ -931,9 +929,7 @@ async fn aliases_create_resolve_delete() {
         .await
         .ok();
     assert_eq!(aliases["aliases"], json!(["#one:test.local"]));
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     bob.delete(&a("#one:test.local"))
         .await
         .expect_err(403, "M_FORBIDDEN");

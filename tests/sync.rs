@@ -8,10 +8,19 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::messaging::send_ok;
-use crate::rooms::create_room;
+use crate::rooms::{create_room, join};
 
 async fn sync(user: &User, query: &str) -> Value {
     user.get(&format!("/sync?{query}")).await.ok()
+}
+
+fn next_batch(s: &Value) -> String {
+    s["next_batch"].as_str().unwrap().to_owned()
+}
+
+/// The `next_batch` of a sync: where the next one starts.
+async fn sync_token(user: &User, query: &str) -> String {
+    next_batch(&sync(user, query).await)
 }
 
 fn timeline<'a>(s: &'a Value, room: &str) -> &'a Value {
@@ -90,7 +99,7 @@ async fn limited_timeline_prev_batch_continues_without_gap_or_overlap() {
     let alice = app.register("alice").await;
     let room = create_room(&alice, json!({})).await;
     let s1 = sync(&alice, "").await;
-    let since = s1["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s1);
     let mut sent = Vec::new();
     for i in 0..15 {
         sent.push(send_ok(&alice, &room, &format!("m{i}")).await);
@@ -119,10 +128,7 @@ async fn invites_leaves_kicks_and_bans_appear_in_the_right_section() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"name": "Secret"})).await;
-    let since = sync(&bob, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = sync_token(&bob, "").await;
     alice
         .post(
             &format!("/rooms/{}/invite", enc(&room)),
@@ -147,7 +153,7 @@ async fn invites_leaves_kicks_and_bans_appear_in_the_right_section() {
             .all(|e| e.get("event_id").is_none()),
         "stripped state"
     );
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     bob.post(&format!("/rooms/{}/join", enc(&room)), json!({}))
         .await
         .ok();
@@ -156,7 +162,7 @@ async fn invites_leaves_kicks_and_bans_appear_in_the_right_section() {
         s["rooms"]["join"].get(&room).is_some(),
         "a new join is a full room"
     );
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     let last = send_ok(&alice, &room, "last words").await;
     alice
         .post(
@@ -184,7 +190,7 @@ async fn invites_leaves_kicks_and_bans_appear_in_the_right_section() {
     bob.post(&format!("/rooms/{}/join", enc(&room)), json!({}))
         .await
         .expect_err(403, "M_FORBIDDEN");
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     alice
         .post(
             &format!("/rooms/{}/ban", enc(&room)),
@@ -334,9 +340,7 @@ async fn lazy_loading_sends_only_needed_members() {
     let mut others = Vec::new();
     for i in 0..4 {
         let u = app.register(&format!("member{i}")).await;
-        u.post(&format!("/join/{}", enc(&room)), json!({}))
-            .await
-            .ok();
+        join(&u, &room).await;
         others.push(u);
     }
     for i in 0..12 {
@@ -360,7 +364,7 @@ async fn lazy_loading_sends_only_needed_members() {
         .cloned()
         .collect();
     assert_eq!(members, expected);
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     // Already sent members are not repeated...
     send_ok(&alice, &room, "again").await;
     let s = sync(&others[3], &format!("filter={f}&since={since}")).await;
@@ -372,7 +376,7 @@ async fn lazy_loading_sends_only_needed_members() {
         .collect();
     assert!(repeated.is_empty(), "{repeated:?}");
     // ...unless redundant members are asked for.
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     send_ok(&alice, &room, "once more").await;
     let f2 = enc(&json!({"room": {"timeline": {"limit": 2}, "state": {"lazy_load_members": true, "include_redundant_members": true}}}).to_string());
     let s = sync(&others[3], &format!("filter={f2}&since={since}")).await;
@@ -400,13 +404,8 @@ async fn long_poll_times_out_empty_and_wakes_on_events() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
-    let since = sync(&bob, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    join(&bob, &room).await;
+    let since = sync_token(&bob, "").await;
     let t = Instant::now();
     let s = sync(&bob, &format!("since={since}&timeout=500")).await;
     assert!(
@@ -430,7 +429,7 @@ async fn long_poll_times_out_empty_and_wakes_on_events() {
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["wake up"]);
     // An invite to a new room wakes too.
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     let waiter = {
         let bob = bob.clone();
         tokio::spawn(async move { sync(&bob, &format!("since={since}&timeout=10000")).await })
@@ -471,18 +470,11 @@ async fn incremental_syncs_see_every_event_exactly_once_under_concurrent_writes(
     let mut senders = Vec::new();
     for i in 0..4 {
         let u = app.register(&format!("sender{i}")).await;
-        u.post(&format!("/join/{}", enc(&room_a)), json!({}))
-            .await
-            .ok();
-        u.post(&format!("/join/{}", enc(&room_b)), json!({}))
-            .await
-            .ok();
+        join(&u, &room_a).await;
+        join(&u, &room_b).await;
         senders.push(u);
     }
-    let mut since = sync(&alice, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut since = sync_token(&alice, "").await;
     let mut tasks = Vec::new();
     for (n, u) in senders.iter().enumerate() {
         let (u, a, b) = (u.clone(), room_a.clone(), room_b.clone());
@@ -505,7 +497,7 @@ async fn incremental_syncs_see_every_event_exactly_once_under_concurrent_writes(
             assert_ne!(timeline(&s, room)["limited"], true);
             seen.extend(event_ids(&timeline(&s, room)["events"]));
         }
-        since = s["next_batch"].as_str().unwrap().to_owned();
+        since = next_batch(&s);
         if done {
             break;
         }
@@ -529,10 +521,7 @@ async fn two_instances_behave_as_one_server() {
     let alice = app_a.register("alice").await;
     let bob_on_b = app_b.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob_on_b
-        .post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob_on_b, &room).await;
     // Alice's sync on A sees Bob's join, made through B.
     let s = sync(&alice, "").await;
     assert!(
@@ -543,10 +532,7 @@ async fn two_instances_behave_as_one_server() {
             .any(|e| e["state_key"] == bob_on_b.user_id.as_str())
     );
     // A sync waiting on B is woken by a send through A, within moments.
-    let since = sync(&bob_on_b, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = sync_token(&bob_on_b, "").await;
     let waiter = {
         let bob = bob_on_b.clone();
         tokio::spawn(async move {
@@ -618,24 +604,15 @@ async fn a_room_joined_through_another_process_is_listened_to_there() {
     let bob_on_a = app_a.as_user(&bob_on_b);
     let first = create_room(&alice, json!({"preset": "public_chat"})).await;
     let second = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob_on_b
-        .post(&format!("/join/{}", enc(&first)), json!({}))
-        .await
-        .ok();
-    let since = sync(&bob_on_b, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    join(&bob_on_b, &first).await;
+    let since = sync_token(&bob_on_b, "").await;
     // B learns Bob's rooms while he waits there; the join through A must make it learn again.
     let waiter = long_poll(&bob_on_b, &since, "");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    bob_on_a
-        .post(&format!("/join/{}", enc(&second)), json!({}))
-        .await
-        .ok();
+    join(&bob_on_a, &second).await;
     let s = waiter.await.unwrap();
     assert!(s["rooms"]["join"].get(&second).is_some(), "{s}");
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     let waiter = long_poll(&bob_on_b, &since, "");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = Instant::now();
@@ -655,10 +632,7 @@ async fn a_long_poll_behind_a_change_outside_the_timeline_answers_at_once() {
     let app_b = spawn_peer(&app_a).await;
     let alice = app_a.register("alice").await;
     let alice_on_b = app_b.as_user(&alice);
-    let since = sync(&alice, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = sync_token(&alice, "").await;
     let data_path = format!("/user/{}/account_data/org.example.k", enc(&alice.user_id));
     alice.put(&data_path, json!({"n": 1})).await.ok();
     // Account data is no event the process keeps in memory: a long poll from before it, here or
@@ -695,12 +669,9 @@ async fn m_direct_round_trips_through_sync_for_both_users() {
     // Both clients write m.direct themselves; the server stores exactly what they send.
     let alice_map = json!({bob.user_id.clone(): [room.clone()]});
     let bob_map = json!({alice.user_id.clone(): [room.clone()]});
-    let since_a = sync(&alice, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since_a = sync_token(&alice, "").await;
     let invite = sync(&bob, "").await;
-    let since_b = invite["next_batch"].as_str().unwrap().to_owned();
+    let since_b = next_batch(&invite);
     assert!(invite["rooms"]["invite"].get(&room).is_some());
     bob.post(&format!("/rooms/{}/join", enc(&room)), json!({}))
         .await
@@ -750,14 +721,9 @@ async fn receipts_typing_and_room_account_data_arrive_through_sync() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     let event = send_ok(&alice, &room, "read me").await;
-    let since = sync(&alice, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = sync_token(&alice, "").await;
     bob.post(
         &format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&event)),
         json!({}),
@@ -791,11 +757,8 @@ async fn receipts_typing_and_room_account_data_arrive_through_sync() {
         .expect("typing");
     assert_eq!(typing["content"]["user_ids"], json!([bob.user_id]));
     // A private receipt reaches only its author.
-    let since = s["next_batch"].as_str().unwrap().to_owned();
-    let since_b = sync(&bob, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = next_batch(&s);
+    let since_b = sync_token(&bob, "").await;
     let later = send_ok(&alice, &room, "private").await;
     bob.post(
         &format!(
@@ -823,7 +786,7 @@ async fn receipts_typing_and_room_account_data_arrive_through_sync() {
             .any(|e| e["content"].to_string().contains("m.read.private"))
     );
     // Room account data (tags) lands in the room.
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     bob.put(
         &format!(
             "/user/{}/rooms/{}/tags/m.favourite",
@@ -851,9 +814,7 @@ async fn unread_counts_follow_messages_mentions_and_receipts() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     send_ok(&alice, &room, "one").await;
     crate::messaging::send(
         &alice,
@@ -878,7 +839,7 @@ async fn unread_counts_follow_messages_mentions_and_receipts() {
         "notices do not count: {unread}"
     );
     assert_eq!(unread["highlight_count"], 1);
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     bob.post(
         &format!("/rooms/{}/receipt/m.read/{}", enc(&room), enc(&last)),
         json!({}),
@@ -897,13 +858,8 @@ async fn wakes_on(trigger: impl AsyncFnOnce(&User, &User, &str)) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
-    let since = sync(&bob, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    join(&bob, &room).await;
+    let since = sync_token(&bob, "").await;
     let waiter = {
         let bob = bob.clone();
         tokio::spawn(async move {
@@ -975,19 +931,14 @@ async fn typing_comes_with_new_messages_and_typing_elsewhere_does_not() {
     let carol = app.register("carol").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     let elsewhere = create_room(&carol, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     let typing = |user: &User, room: &str| {
         (
             user.clone(),
             format!("/rooms/{}/typing/{}", enc(room), enc(&user.user_id)),
         )
     };
-    let since = sync(&bob, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let since = sync_token(&bob, "").await;
     // Typing in a room Bob is not in, then a message: the message alone.
     let (carol, path) = typing(&carol, &elsewhere);
     carol
@@ -999,7 +950,7 @@ async fn typing_comes_with_new_messages_and_typing_elsewhere_does_not() {
     assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["first"]);
     assert_eq!(s["rooms"]["join"][&room]["ephemeral"]["events"], json!([]));
     // Typing in his room, then a message: both in one response.
-    let since = s["next_batch"].as_str().unwrap().to_owned();
+    let since = next_batch(&s);
     let (alice_typing, path) = typing(&alice, &room);
     alice_typing
         .put(&path, json!({"typing": true, "timeout": 20000}))
@@ -1100,9 +1051,7 @@ async fn a_woken_sync_answers_exactly_as_the_database_would() {
     let carol = app_a.register("carol").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     for user in [&bob, &carol] {
-        user.post(&format!("/join/{}", enc(&room)), json!({}))
-            .await
-            .ok();
+        join(user, &room).await;
     }
     // Redundant members: which members a device already has is remembered per process.
     let filter = enc(&json!({"presence": {"types": []},
@@ -1110,14 +1059,8 @@ async fn a_woken_sync_answers_exactly_as_the_database_would() {
                          "timeline": {"limit": 5}}})
     .to_string());
     let query = format!("filter={filter}");
-    let mut since_bob = sync(&bob, &query).await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut since_alice = sync(&alice, &query).await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut since_bob = sync_token(&bob, &query).await;
+    let mut since_alice = sync_token(&alice, &query).await;
     // Local echo for the sender's device, unread counts that grow, the senders' member events.
     for (sender, body) in [(&alice, "one"), (&alice, "two"), (&carol, "three")] {
         let bob_waiting = long_poll(&bob, &since_bob, &query);
@@ -1144,7 +1087,7 @@ async fn a_woken_sync_answers_exactly_as_the_database_would() {
                 "{} after {body}",
                 user.user_id
             );
-            *since = from_memory["next_batch"].as_str().unwrap().to_owned();
+            *since = next_batch(&from_memory);
         }
     }
 }
@@ -1155,13 +1098,8 @@ async fn unread_counts_stay_right_across_woken_syncs_and_receipts() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
-    let mut since = sync(&bob, "").await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    join(&bob, &room).await;
+    let mut since = sync_token(&bob, "").await;
     let counts =
         |s: &Value| s["rooms"]["join"][&room]["unread_notifications"]["notification_count"].clone();
     let mut ids = Vec::new();
@@ -1171,7 +1109,7 @@ async fn unread_counts_stay_right_across_woken_syncs_and_receipts() {
         ids.push(send_ok(&alice, &room, &format!("m{i}")).await);
         let s = waiting.await.unwrap();
         assert_eq!(counts(&s), json!(expected), "{s}");
-        since = s["next_batch"].as_str().unwrap().to_owned();
+        since = next_batch(&s);
     }
     // Reading up to the second message leaves one unread.
     bob.post(
@@ -1181,7 +1119,7 @@ async fn unread_counts_stay_right_across_woken_syncs_and_receipts() {
     .await
     .ok();
     let s = sync(&bob, &format!("since={since}")).await;
-    since = s["next_batch"].as_str().unwrap().to_owned();
+    since = next_batch(&s);
     assert_eq!(counts(&s), json!(1), "{s}");
     let s = woken_by_message(&bob, &since, "", &alice, &room, "m3").await;
     assert_eq!(counts(&s), json!(2), "{s}");
@@ -1193,9 +1131,7 @@ async fn a_woken_sync_reports_one_time_keys_claimed_meanwhile() {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&bob, &room).await;
     bob.post(
         "/keys/upload",
         json!({"one_time_keys": crate::e2ee::one_time_keys("B", 3)}),
@@ -1205,11 +1141,11 @@ async fn a_woken_sync_reports_one_time_keys_claimed_meanwhile() {
     let otks = |s: &Value| s["device_one_time_keys_count"]["signed_curve25519"].clone();
     let s = sync(&bob, "").await;
     assert_eq!(otks(&s), json!(3));
-    let mut since = s["next_batch"].as_str().unwrap().to_owned();
+    let mut since = next_batch(&s);
     // A woken sync first (its counts are then remembered), then a claim, then another wake-up.
     let s = woken_by_message(&bob, &since, "", &alice, &room, "before the claim").await;
     assert_eq!(otks(&s), json!(3));
-    since = s["next_batch"].as_str().unwrap().to_owned();
+    since = next_batch(&s);
     alice
         .post(
             "/keys/claim",
@@ -1228,21 +1164,13 @@ async fn a_woken_sync_brings_the_members_a_lazy_loading_client_lacks() {
     let bob = app.register("bob").await;
     let carol = app.register("carol").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    carol
-        .post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
-    bob.post(&format!("/join/{}", enc(&room)), json!({}))
-        .await
-        .ok();
+    join(&carol, &room).await;
+    join(&bob, &room).await;
     let filter = enc(&json!({"presence": {"types": []},
                 "room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 1}}})
     .to_string());
     let query = format!("filter={filter}");
-    let mut since = sync(&bob, &query).await["next_batch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut since = sync_token(&bob, &query).await;
     let members = |s: &Value| -> Vec<String> {
         s["rooms"]["join"][&room]["state"]["events"]
             .as_array()
@@ -1260,7 +1188,7 @@ async fn a_woken_sync_brings_the_members_a_lazy_loading_client_lacks() {
     ] {
         let s = woken_by_message(&bob, &since, &query, sender, &room, "hi").await;
         assert_eq!(members(&s), expected, "{s}");
-        since = s["next_batch"].as_str().unwrap().to_owned();
+        since = next_batch(&s);
     }
 }
 

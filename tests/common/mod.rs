@@ -390,3 +390,42 @@ pub fn database_url(db_name: &str) -> String {
         cluster().dir().display()
     )
 }
+
+/// A room made directly through the event writer (no createRoom presets): `drafts` are its first
+/// events, and then each of `joiners` joins.
+pub async fn writer_room(
+    app: &TestApp,
+    version: axon::service::auth_rules::RoomVersion,
+    drafts: Vec<axon::service::events::EventDraft>,
+    joiners: &[&User],
+) -> String {
+    use axon::service::writer::Target;
+    let target = Target::New {
+        version,
+        room_id: None,
+        is_public: false,
+        aliases: vec![],
+    };
+    let room_id = app
+        .state
+        .writer
+        .submit(target, drafts, None)
+        .await
+        .unwrap()
+        .room_id;
+    for user in joiners {
+        let u = user.user_id.as_str();
+        let join = axon::service::events::EventDraft::new(
+            "m.room.member",
+            Some(u),
+            u,
+            serde_json::json!({"membership": "join"}),
+        );
+        app.state
+            .writer
+            .submit(Target::Existing(room_id.clone()), vec![join], None)
+            .await
+            .unwrap();
+    }
+    room_id
+}
