@@ -125,6 +125,16 @@ impl RoomEventFilter {
                 .is_none_or(|r| r.iter().any(|x| x == room_id))
     }
 
+    /// See `select`.
+    pub fn select(&self, events: Vec<Value>) -> Vec<Value> {
+        select(
+            events,
+            |t| self.allows_type(t),
+            |s| self.allows_sender(s),
+            self.limit,
+        )
+    }
+
     /// What `to_store` asks of the database, checked in memory.
     pub fn allows_event(&self, event_type: &str, sender: &str, contains_url: bool) -> bool {
         self.allows_type(event_type)
@@ -135,7 +145,42 @@ impl RoomEventFilter {
     }
 }
 
+/// Of a list outside the timeline (account data, ephemeral events, presence), the events a filter
+/// allows by `type` and, where they have one, `sender`, up to its `limit`.
+fn select(
+    events: Vec<Value>,
+    allows_type: impl Fn(&str) -> bool,
+    allows_sender: impl Fn(&str) -> bool,
+    limit: Option<i64>,
+) -> Vec<Value> {
+    let limit = limit.filter(|l| *l > 0).map_or(usize::MAX, |l| l as usize);
+    events
+        .into_iter()
+        .filter(|e| {
+            e["type"].as_str().is_some_and(&allows_type)
+                && e["sender"].as_str().is_none_or(&allows_sender)
+        })
+        .take(limit)
+        .collect()
+}
+
 impl EventFilter {
+    /// See `select`.
+    pub fn select(&self, events: Vec<Value>) -> Vec<Value> {
+        select(
+            events,
+            |t| self.allows_type(t),
+            |s| {
+                !self.not_senders.iter().any(|x| x == s)
+                    && self
+                        .senders
+                        .as_ref()
+                        .is_none_or(|senders| senders.iter().any(|x| x == s))
+            },
+            self.limit,
+        )
+    }
+
     /// `types: []` or a `*` in `not_types`: nothing of this kind is wanted.
     pub fn excludes_everything(&self) -> bool {
         self.types.as_ref().is_some_and(Vec::is_empty) || self.not_types.iter().any(|t| t == "*")

@@ -95,6 +95,17 @@ impl Notifier {
         self.seen.fetch_max(position, Ordering::SeqCst);
     }
 
+    /// After reconnecting to the database: its stream `head`, read when `seen` was `before`, is
+    /// what is committed, even below what was seen (a restored database, a failover to a replica
+    /// that lagged). Otherwise only raised: our own commits may have moved on since the read.
+    fn reset_seen(&self, before: i64, head: i64) {
+        if before > head {
+            self.seen.store(head, Ordering::SeqCst);
+        } else {
+            self.raise_seen(head);
+        }
+    }
+
     /// After a commit that took stream positions up to `position`: wakes the subscribers of `keys`.
     pub fn committed<'a>(&self, position: i64, keys: impl IntoIterator<Item = &'a str>) {
         self.raise_seen(position);
@@ -216,9 +227,21 @@ pub async fn broadcast_invalidation(state: &AppState, cache: &str) -> Result<()>
     Ok(())
 }
 
-/// Applies a message from another process: drop stale caches, then wake the waiters.
+/// Applies a message from another process: drop stale caches, then wake the waiters. Of our own
+/// messages, only what is harmless to repeat: if the commit's reply was lost, the position and the
+/// stale memberships and push rules are still learnt here (our waiters then find the position
+/// when they next look).
 fn apply(state: &AppState, message: Message) {
     if message.i == state.notifier.instance {
+        for user in &message.p {
+            state.push_rules.forget(user);
+        }
+        state
+            .joined_rooms
+            .forget(message.m.iter().map(String::as_str));
+        if let Some(position) = message.s {
+            state.notifier.raise_seen(position);
+        }
         return;
     }
     for room in &message.r {
@@ -273,34 +296,42 @@ pub async fn start_listener(state: AppState) -> Result<()> {
                         Err(e) => tracing::warn!(error = %e, "unreadable notification"),
                     }
                 }
-                // The connection dropped and notifications may be lost: listen again, learn the
-                // stream head, and then assume everything changed.
+                // The connection dropped (and sqlx may have failed to reconnect): notifications
+                // may be lost.
                 Ok(None) => {
                     tracing::warn!("LISTEN connection lost; reconnecting");
-                    // A query through the listener reconnects it and listens again.
-                    loop {
-                        match crate::store::stream::current(&mut listener).await {
-                            Ok(head) => break state.notifier.raise_seen(head),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "LISTEN reconnection failed; retrying");
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                            }
-                        }
-                    }
-                    state.rooms.clear();
-                    state.tokens.clear();
-                    state.push_rules.clear();
-                    state.joined_rooms.clear();
-                    state.notifier.wake_all();
+                    recover(&state, &mut listener).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN failed; retrying");
+                    tracing::warn!(error = %e, "LISTEN failed; reconnecting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    recover(&state, &mut listener).await;
                 }
             }
         }
     });
     Ok(())
+}
+
+/// After notifications may have been lost: listen again, learn the stream head, and then assume
+/// everything changed.
+async fn recover(state: &AppState, listener: &mut PgListener) {
+    // A query through the listener reconnects it and listens again.
+    loop {
+        let before = state.notifier.seen();
+        match crate::store::stream::current(&mut *listener).await {
+            Ok(head) => break state.notifier.reset_seen(before, head),
+            Err(e) => {
+                tracing::warn!(error = %e, "LISTEN reconnection failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    state.rooms.clear();
+    state.tokens.clear();
+    state.push_rules.clear();
+    state.joined_rooms.clear();
+    state.notifier.wake_all();
 }
 
 #[cfg(test)]
@@ -325,5 +356,19 @@ mod tests {
         notifier.committed(7, ["@a:x"]);
         notifier.raise_seen(5);
         assert_eq!(notifier.seen(), 7);
+    }
+
+    #[test]
+    fn a_reconnection_lowers_what_was_seen_only_below_the_databases_head() {
+        let notifier = Notifier::new();
+        notifier.raise_seen(10);
+        // Our own commit raced the head's read: the head read before it is no reason to lower.
+        notifier.reset_seen(9, 9);
+        assert_eq!(notifier.seen(), 10);
+        // The database's head is behind what was seen before the read: it was restored.
+        notifier.reset_seen(10, 4);
+        assert_eq!(notifier.seen(), 4);
+        notifier.reset_seen(4, 6);
+        assert_eq!(notifier.seen(), 6);
     }
 }

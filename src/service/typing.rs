@@ -188,14 +188,14 @@ fn apply_and_wake(state: &AppState, m: &Message) {
     }
 }
 
-/// Whether the typers of any of `rooms` changed after `since_ms` (or are due to expire).
+/// Whether the typers of any of `rooms` changed after `since_ms`. A typer due to expire is not a
+/// change yet: the expiry timer wakes the room when it drops them.
 pub fn changed_in(state: &AppState, rooms: &[String], since_ms: i64) -> bool {
     let inner = state.typing.inner.lock().unwrap();
-    let now = store::now_ms();
     rooms
         .iter()
         .filter_map(|r| inner.rooms.get(r))
-        .any(|room| room.changed > since_ms || room.users.values().any(|expiry| *expiry <= now))
+        .any(|room| room.changed > since_ms)
 }
 
 /// m.typing events for rooms whose typing set changed after `since_ms` (0 = all rooms with typers), and the new typing token (ms).

@@ -81,6 +81,24 @@ pub struct MessageRow {
 /// In one statement: deletes the device's messages at or below `since` (acknowledged) and returns the
 /// first `limit` in (since, upto], in order. The read does not see the deletion, but the ranges are
 /// disjoint.
+/// Deletes the device's messages up to `upto`: the client's token shows it has them.
+pub async fn acknowledge(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    device_id: &str,
+    upto: i64,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM e2e_to_device WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3",
+        user_id,
+        device_id,
+        upto
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn take_messages(
     db: impl PgExecutor<'_>,
     user_id: &str,

@@ -25,6 +25,8 @@ pub struct DeviceCounts {
     /// Rooms absent here are unknown (not zero).
     pub unread: HashMap<String, UnreadCounts>,
     pub keys: KeyCounts,
+    /// The response delivered to-device messages, which the next token acknowledges.
+    pub to_device_delivered: bool,
 }
 
 #[derive(Default)]
@@ -53,6 +55,19 @@ impl SyncCounts {
             .map(|c| c.keys.clone())
     }
 
+    /// Whether the device's response at `as_of` delivered to-device messages that are not yet
+    /// acknowledged; from now on they count as acknowledged.
+    pub fn acknowledge_to_device(&self, user: &str, device: &str, as_of: i64) -> bool {
+        let mut map = self.by_device.lock().unwrap();
+        match map.get_mut(&(user.to_owned(), device.to_owned())) {
+            Some(counts) if counts.as_of == as_of && counts.to_device_delivered => {
+                counts.to_device_delivered = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn put(&self, user: &str, device: &str, counts: DeviceCounts) {
         let mut map = self.by_device.lock().unwrap();
         if map.len() >= MAX_DEVICES {
@@ -76,11 +91,15 @@ mod tests {
                 as_of: 7,
                 unread: HashMap::new(),
                 keys: KeyCounts::default(),
+                to_device_delivered: true,
             },
         );
         assert!(cache.keys("@a:x", "D", 7).is_some());
         assert!(cache.keys("@a:x", "D", 8).is_none());
         assert!(cache.keys("@a:x", "E", 7).is_none());
+        assert!(!cache.acknowledge_to_device("@a:x", "D", 8));
+        assert!(cache.acknowledge_to_device("@a:x", "D", 7));
+        assert!(!cache.acknowledge_to_device("@a:x", "D", 7));
         assert!(cache.take("@a:x", "D", 8).is_none());
         assert!(cache.take("@a:x", "D", 7).is_some());
         assert!(cache.take("@a:x", "D", 7).is_none());

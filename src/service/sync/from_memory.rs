@@ -29,14 +29,15 @@ use crate::{AppState, Result, store};
 /// How sure the caller needs to be that an answer reaches the stream's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
-    /// The first look of a request: a run of news is checked against the stream head (a sync
-    /// returns everything up to now); an empty run is trusted, since the caller checks the head
-    /// before it waits.
+    /// The first look of a long poll: a run of news is checked against the stream head (a sync
+    /// returns everything up to now); an empty run is trusted up to what this process has seen
+    /// committed, and the caller looks further before it waits.
     FirstLook,
     /// A wake-up brought us here: the run is the news that woke us, answered at once; anything
     /// after it comes with the next sync.
     Woken,
-    /// Always checked (the deadline passed, or the stream moved on past an empty answer).
+    /// Always checked against the stream head: a look that will not wait (no timeout, or the
+    /// deadline passed).
     Verify,
 }
 
@@ -47,7 +48,8 @@ pub async fn serve(
     filter: &Filter,
     freshness: Freshness,
 ) -> Result<Option<SyncResponse>> {
-    if filter.event_format.as_deref() == Some("federation") {
+    // The database path serves the PDU format, and a state limit over lazy-loaded members.
+    if filter.event_format.as_deref() == Some("federation") || filter.room.state.limit.is_some() {
         return Ok(None);
     }
     let user = requester.user_id.as_str();
@@ -57,13 +59,23 @@ pub async fn serve(
     if typing::changed_in(state, &rooms, since.typing) {
         return Ok(None);
     }
+    // The to-device messages the token's response delivered are acknowledged by it (the database
+    // path does that as it reads the next ones).
+    if state
+        .sync_counts
+        .acknowledge_to_device(user, device, since.position)
+    {
+        store::to_device::acknowledge(&state.db, user, device, since.position).await?;
+    }
     let run = state.recent.run_after(since.position);
     if run.is_empty() {
         // Nothing new here; with nothing new anywhere either, the answer is an empty response.
         let cached = state.sync_counts.keys(user, device, since.position);
         let (position, keys) = tokio::try_join!(
             async {
-                if freshness == Freshness::FirstLook {
+                // A token past what this process has seen (another process's, or one from the
+                // future) is checked.
+                if freshness == Freshness::FirstLook && since.position <= state.notifier.seen() {
                     Ok(since.position)
                 } else {
                     Ok(store::stream::current(&state.db).await?)
@@ -298,6 +310,7 @@ pub async fn serve(
             as_of: upto,
             unread,
             keys,
+            to_device_delivered: false,
         },
     );
     Ok(Some(response))

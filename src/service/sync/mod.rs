@@ -24,6 +24,7 @@ pub use joined::JoinedRoomsCache;
 
 use crate::service::auth::Requester;
 use crate::service::filter::{Filter, RoomEventFilter};
+use crate::service::notifier::Subscription;
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
@@ -276,16 +277,19 @@ async fn sync_in_client_format(
     let device_key = format!("device:{user}:{}", requester.device_id);
     // Set once a wait ends in a wake-up: what woke us is then answered at once.
     let mut woken = false;
-    // Set when the stream moved on past an empty answer: look closer next time.
-    let mut verify = false;
     loop {
         let started = Instant::now();
-        let freshness = if verify || Instant::now() >= deadline {
-            Freshness::Verify
-        } else if woken {
-            Freshness::Woken
-        } else {
-            Freshness::FirstLook
+        // A long poll subscribes before it looks: a commit its reads miss then wakes it, and one
+        // that woke nobody before it subscribed is in what it reads (every commit is visible, and
+        // counted in `seen`, before its wake-up).
+        let subscription = match since {
+            Some(_) if started < deadline => Some(subscribe(state, user, &device_key).await?),
+            _ => None,
+        };
+        let freshness = match (&subscription, woken) {
+            (None, _) => Freshness::Verify,
+            (Some(_), true) => Freshness::Woken,
+            (Some(_), false) => Freshness::FirstLook,
         };
         // Most incremental syncs (a long poll woken by a message) are answered from memory.
         // Both computations are boxed: a waiting long poll then holds only this loop's state, not
@@ -303,6 +307,13 @@ async fn sync_in_client_format(
             }
             _ => None,
         };
+        // An empty answer from memory covers what this process has seen committed; past that,
+        // the database answers (its snapshot is taken after subscribing).
+        let from_memory = from_memory.filter(|response| {
+            !response.is_empty()
+                || SyncToken::parse(&response.next_batch)
+                    .is_some_and(|at| at.position >= state.notifier.seen())
+        });
         let answered_from_memory = from_memory.is_some();
         let response = match from_memory {
             Some(response) => response,
@@ -323,30 +334,34 @@ async fn sync_in_client_format(
             empty = response.is_empty(),
             "sync computed"
         );
-        if since.is_none() || !response.is_empty() || Instant::now() >= deadline {
+        let Some(subscription) = subscription else {
+            return Ok(response);
+        };
+        if since.is_none() || !response.is_empty() {
             return Ok(response);
         }
         // Nothing for this user up to the empty response's position: go on from there, where its
         // counts are remembered (the next look then starts after what it already passed over).
         since = SyncToken::parse(&response.next_batch).or(since);
-        // Subscribe, then compare what this process has seen committed with what the response
-        // covers: every commit raises `seen` before its wake-up, so one the response missed either
-        // shows there or wakes the subscription. Typing lives outside the stream: checked alike.
-        let read_at = since.map_or(0, |t| t.position);
-        let typing_at = since.map_or(0, |t| t.typing);
-        let rooms = Box::pin(joined::joined_rooms(state, user)).await?;
-        let keys = std::iter::once(user)
-            .chain(std::iter::once(device_key.as_str()))
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if !subscription.wait(remaining).await {
+            return Ok(response);
+        }
+        woken = true;
+    }
+}
+
+/// Subscribes a long poll under its user, its device and its joined rooms. The rooms are read
+/// again if a membership change was forgotten meanwhile: its wake-up may have gone before.
+async fn subscribe(state: &AppState, user: &str, device_key: &str) -> Result<Subscription> {
+    loop {
+        let (rooms, generation) = Box::pin(joined::joined_rooms_at(state, user)).await?;
+        let keys = [user, device_key]
+            .into_iter()
             .chain(rooms.iter().map(String::as_str));
         let subscription = state.notifier.subscribe(keys);
-        if state.notifier.seen() <= read_at && !typing::changed_in(state, &rooms, typing_at) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if !subscription.wait(remaining).await {
-                return Ok(response);
-            }
-            (woken, verify) = (true, false);
-        } else {
-            (woken, verify) = (false, true);
+        if state.joined_rooms.generation() == generation {
+            return Ok(subscription);
         }
     }
 }
@@ -362,6 +377,9 @@ struct RoomPlan {
     room_id: String,
     /// Send the whole state (initial sync, new join, full_state) rather than a delta.
     full: bool,
+    /// The timeline is the room's latest events (initial sync, new join), not those since the
+    /// token (which `full_state` alone does not change).
+    from_start: bool,
 }
 
 async fn compute(
@@ -414,6 +432,7 @@ async fn compute(
             "join" => joined.push(RoomPlan {
                 room_id: m.room_id.clone(),
                 full: initial || full_state || changed,
+                from_start: initial || changed,
             }),
             "invite" if initial || changed => invited.push(m),
             "leave" | "ban"
@@ -434,21 +453,21 @@ async fn compute(
     let timeline_filter = &room_filter.timeline;
     let limit = timeline_limit(timeline_filter);
     let store_filter = timeline_filter.to_store();
-    let full_ids: Vec<String> = joined
-        .iter()
-        .filter(|p| p.full)
-        .map(|p| p.room_id.clone())
-        .collect();
-    let delta_ids: Vec<String> = joined
-        .iter()
-        .filter(|p| !p.full)
-        .map(|p| p.room_id.clone())
-        .collect();
+    let ids_where = |wanted: fn(&RoomPlan) -> bool| -> Vec<String> {
+        joined
+            .iter()
+            .filter(|p| wanted(p))
+            .map(|p| p.room_id.clone())
+            .collect()
+    };
+    let full_ids = ids_where(|p| p.full);
+    let from_start_ids = ids_where(|p| p.from_start);
+    let delta_ids = ids_where(|p| !p.from_start);
     let mut timelines: HashMap<String, Vec<EventRow>> = HashMap::new();
-    if !full_ids.is_empty() {
+    if !from_start_ids.is_empty() {
         for row in store::events::latest_events_per_room(
             &mut *tx,
-            &full_ids,
+            &from_start_ids,
             0,
             upto,
             limit + 1,
@@ -540,25 +559,15 @@ async fn compute(
     )?;
     let (mut typing, typing_token) = typing::for_sync(state, &joined_ids, typing_since);
     for room_id in &joined_ids {
-        let data: Vec<Value> = room_data
-            .remove(room_id)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| {
-                e["type"]
-                    .as_str()
-                    .is_some_and(|t| room_filter.account_data.allows_type(t))
-            })
-            .collect();
-        let ephemeral: Vec<Value> = [receipts.remove(room_id), typing.remove(room_id)]
-            .into_iter()
-            .flatten()
-            .filter(|e| {
-                e["type"]
-                    .as_str()
-                    .is_some_and(|t| room_filter.ephemeral.allows_type(t))
-            })
-            .collect();
+        let data = room_filter
+            .account_data
+            .select(room_data.remove(room_id).unwrap_or_default());
+        let ephemeral = room_filter.ephemeral.select(
+            [receipts.remove(room_id), typing.remove(room_id)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        );
         if data.is_empty() && ephemeral.is_empty() {
             continue;
         }
@@ -600,28 +609,13 @@ async fn compute(
         typing: typing_token,
     });
     response.rooms = rooms;
+    let to_device_delivered = !to_device.events.is_empty();
     response.to_device = to_device;
-    let global_data = global_data
-        .into_iter()
-        .filter(|e| {
-            e["type"]
-                .as_str()
-                .is_some_and(|t| filter.account_data.allows_type(t))
-        })
-        .collect();
     response.account_data = Events {
-        events: to_raw(global_data)?,
+        events: to_raw(filter.account_data.select(global_data))?,
     };
-    let presence_events = presence_events
-        .into_iter()
-        .filter(|e| {
-            e["type"]
-                .as_str()
-                .is_some_and(|t| filter.presence.allows_type(t))
-        })
-        .collect();
     response.presence = Events {
-        events: to_raw(presence_events)?,
+        events: to_raw(filter.presence.select(presence_events))?,
     };
     response.device_lists = DeviceLists { changed, left };
     response.device_one_time_keys_count = key_counts.clone();
@@ -640,6 +634,7 @@ async fn compute(
                 one_time: key_counts,
                 unused_fallback: fallback,
             },
+            to_device_delivered,
         },
     );
     Ok(response)
@@ -666,6 +661,17 @@ fn fill_unread_counts(
         }
         room.unread_notifications =
             json!({"notification_count": notes, "highlight_count": highlights});
+    }
+}
+
+/// A state filter's `limit`: the latest changes are kept, in their order.
+fn keep_latest(state_rows: &mut Vec<EventRow>, limit: Option<i64>) {
+    let Some(limit) = limit.filter(|l| *l > 0).map(|l| l as usize) else {
+        return;
+    };
+    if state_rows.len() > limit {
+        state_rows.sort_by_key(|r| r.stream_ordering);
+        state_rows.drain(..state_rows.len() - limit);
     }
 }
 
@@ -810,6 +816,7 @@ async fn joined_room(
         )
         .await?;
     }
+    keep_latest(&mut state_rows, state_filter.limit);
 
     let summary = summary(state, room_id, user).await?;
     let now = store::now_ms();
@@ -1041,6 +1048,7 @@ async fn left_room(
     state_rows.retain(|r| {
         state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender)
     });
+    keep_latest(&mut state_rows, state_filter.limit);
     Ok(LeftRoom {
         timeline: Timeline {
             events: timeline::render_all(state, &rows, viewer).await?,
