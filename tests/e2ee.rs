@@ -635,7 +635,7 @@ async fn key_upload_new_device_and_removal_are_device_list_changes() {
 
     // A new device.
     let since = position(&app).await;
-    e2ee::device_added(&app.state, &alice.user_id, "NEWDEVICE")
+    e2ee::device_changed(&app.state, &alice.user_id)
         .await
         .unwrap();
     let (changed, _) =

@@ -217,6 +217,14 @@ async fn a_state_limit_keeps_the_latest_state() {
     assert_eq!(state, vec!["m.room.name", "m.room.topic"], "{s}");
     let s = sync(&alice, &filter(json!({"room": {"timeline": {"limit": 1}}}))).await;
     assert!(types(&s["rooms"]["join"][&room]["state"]["events"]).len() > 2);
+    // Lazy loading: the members the timeline needs come whatever the limit.
+    let s = sync(
+        &alice,
+        &filter(json!({"room": {"timeline": {"limit": 1}, "state": {"limit": 1, "lazy_load_members": true}}})),
+    )
+    .await;
+    let state = types(&s["rooms"]["join"][&room]["state"]["events"]);
+    assert_eq!(state, vec!["m.room.topic", "m.room.member"], "{s}");
 }
 
 #[tokio::test]
@@ -436,6 +444,18 @@ async fn device_lists_name_room_mates_that_changed_and_left() {
     let s = sync(&bob, &format!("since={since}")).await;
     assert_eq!(s["device_lists"]["changed"], json!([alice.user_id]), "{s}");
     assert_eq!(s["device_lists"]["left"], json!([]));
+
+    // A new display name is part of the device's published keys: a change too.
+    let since = next_batch(&s);
+    alice
+        .put(
+            &format!("/devices/{}", enc(&alice.device_id)),
+            json!({"display_name": "Work laptop"}),
+        )
+        .await
+        .ok();
+    let s = sync(&bob, &format!("since={since}")).await;
+    assert_eq!(s["device_lists"]["changed"], json!([alice.user_id]), "{s}");
 
     let since = next_batch(&s);
     alice

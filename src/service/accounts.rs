@@ -209,7 +209,7 @@ pub async fn open_session(
     }
     if created {
         // Other users' clients learn of the new device through /sync device_lists.
-        crate::service::e2ee::device_added(state, user_id, &device_id).await?;
+        crate::service::e2ee::device_changed(state, user_id).await?;
     }
     Ok(session)
 }
@@ -392,7 +392,12 @@ pub async fn rename_device(
 ) -> Result<()> {
     let exists = match name {
         Some(name) => {
-            store::users::set_device_display_name(&state.db, user_id, device_id, name).await?
+            let renamed =
+                store::users::set_device_display_name(&state.db, user_id, device_id, name).await?;
+            if renamed {
+                crate::service::e2ee::device_changed(state, user_id).await?;
+            }
+            renamed
         }
         None => store::users::get_device(&state.db, user_id, device_id)
             .await?

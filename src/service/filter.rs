@@ -145,23 +145,26 @@ impl RoomEventFilter {
     }
 }
 
-/// Of a list outside the timeline (account data, ephemeral events, presence), the events a filter
-/// allows by `type` and, where they have one, `sender`, up to its `limit`.
+/// Of a list outside the timeline (account data, ephemeral events, presence; oldest first), the
+/// events a filter allows by `type` and, where they have one, `sender`: the latest, up to its
+/// `limit`.
 fn select(
     events: Vec<Value>,
     allows_type: impl Fn(&str) -> bool,
     allows_sender: impl Fn(&str) -> bool,
     limit: Option<i64>,
 ) -> Vec<Value> {
-    let limit = limit.filter(|l| *l > 0).map_or(usize::MAX, |l| l as usize);
-    events
+    let mut events: Vec<Value> = events
         .into_iter()
         .filter(|e| {
             e["type"].as_str().is_some_and(&allows_type)
                 && e["sender"].as_str().is_none_or(&allows_sender)
         })
-        .take(limit)
-        .collect()
+        .collect();
+    if let Some(limit) = limit.filter(|l| *l > 0).map(|l| l as usize) {
+        events.drain(..events.len().saturating_sub(limit));
+    }
+    events
 }
 
 impl EventFilter {
@@ -170,13 +173,7 @@ impl EventFilter {
         select(
             events,
             |t| self.allows_type(t),
-            |s| {
-                !self.not_senders.iter().any(|x| x == s)
-                    && self
-                        .senders
-                        .as_ref()
-                        .is_none_or(|senders| senders.iter().any(|x| x == s))
-            },
+            |s| self.allows_sender(s),
             self.limit,
         )
     }
@@ -193,6 +190,14 @@ impl EventFilter {
         self.types
             .as_ref()
             .is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+    }
+
+    pub fn allows_sender(&self, sender: &str) -> bool {
+        !self.not_senders.iter().any(|s| s == sender)
+            && self
+                .senders
+                .as_ref()
+                .is_none_or(|s| s.iter().any(|x| x == sender))
     }
 }
 

@@ -99,9 +99,12 @@ impl Notifier {
     /// what is committed, even below what was seen (a restored database, a failover to a replica
     /// that lagged). Otherwise only raised: our own commits may have moved on since the read.
     fn reset_seen(&self, before: i64, head: i64) {
-        if before > head {
-            self.seen.store(head, Ordering::SeqCst);
-        } else {
+        let lowered = before > head
+            && self
+                .seen
+                .compare_exchange(before, head, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        if !lowered {
             self.raise_seen(head);
         }
     }
@@ -115,16 +118,23 @@ impl Notifier {
     pub fn subscribe<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Subscription {
         // notify_one stores a permit when nobody is waiting yet, so a wake between subscribing and
         // waiting is not lost.
-        let waiter = Arc::new(Waiter {
-            notify: Notify::new(),
-        });
+        let subscription = Subscription {
+            waiter: Arc::new(Waiter {
+                notify: Notify::new(),
+            }),
+        };
+        self.extend(&subscription, keys);
+        subscription
+    }
+
+    /// Registers a subscription under more keys (from now on).
+    pub fn extend<'a>(&self, subscription: &Subscription, keys: impl IntoIterator<Item = &'a str>) {
         let mut waiters = self.waiters.lock().unwrap();
         for key in keys {
             let list = waiters.entry(key.to_owned()).or_default();
             list.retain(|w| w.strong_count() > 0);
-            list.push(Arc::downgrade(&waiter));
+            list.push(Arc::downgrade(&subscription.waiter));
         }
-        Subscription { waiter }
     }
 
     /// Wakes the subscribers of `keys` for a change outside the stream (typing, media); a stream
@@ -227,23 +237,33 @@ pub async fn broadcast_invalidation(state: &AppState, cache: &str) -> Result<()>
     Ok(())
 }
 
-/// Applies a message from another process: drop stale caches, then wake the waiters. Of our own
-/// messages, only what is harmless to repeat: if the commit's reply was lost, the position and the
-/// stale memberships and push rules are still learnt here (our waiters then find the position
-/// when they next look).
+/// After this long, one of our own commits whose position was never raised here lost its reply (the
+/// commit landed, the code after it never ran): its message is applied as another process's.
+const OWN_COMMIT_GRACE: Duration = Duration::from_secs(1);
+
+/// Applies a message from another process: drop stale caches, then wake the waiters.
 fn apply(state: &AppState, message: Message) {
     if message.i == state.notifier.instance {
-        for user in &message.p {
-            state.push_rules.forget(user);
-        }
-        state
-            .joined_rooms
-            .forget(message.m.iter().map(String::as_str));
-        if let Some(position) = message.s {
-            state.notifier.raise_seen(position);
+        // Normally the committing code has done all this itself, or is about to.
+        if let Some(position) = message.s.filter(|s| *s > state.notifier.seen()) {
+            let state = state.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(OWN_COMMIT_GRACE).await;
+                if state.notifier.seen() < position {
+                    tracing::warn!(
+                        position,
+                        "a commit of ours was not followed up; applying it"
+                    );
+                    apply_other(&state, message);
+                }
+            });
         }
         return;
     }
+    apply_other(state, message);
+}
+
+fn apply_other(state: &AppState, message: Message) {
     for room in &message.r {
         state.rooms.invalidate(room);
     }

@@ -209,8 +209,12 @@ pub fn for_sync(
     inner.clock = inner.clock.max(since_ms);
     let now = store::now_ms();
     let mut events = HashMap::new();
+    // Expired here, the room's expiry timer finds nothing left to expire: we wake the room.
+    let mut expired = Vec::new();
     for room_id in rooms {
-        inner.expire(room_id, now);
+        if inner.expire(room_id, now) {
+            expired.push(room_id.as_str());
+        }
         let Some(room) = inner.rooms.get(room_id) else {
             continue;
         };
@@ -228,7 +232,10 @@ pub fn for_sync(
             );
         }
     }
-    (events, inner.clock)
+    let clock = inner.clock;
+    drop(inner);
+    state.notifier.wake(expired);
+    (events, clock)
 }
 
 /// Listens for the other processes' typing changes. Subscribes before returning.

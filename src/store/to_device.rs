@@ -78,9 +78,6 @@ pub struct MessageRow {
     pub content: String,
 }
 
-/// In one statement: deletes the device's messages at or below `since` (acknowledged) and returns the
-/// first `limit` in (since, upto], in order. The read does not see the deletion, but the ranges are
-/// disjoint.
 /// Deletes the device's messages up to `upto`: the client's token shows it has them.
 pub async fn acknowledge(
     db: impl PgExecutor<'_>,
@@ -99,6 +96,9 @@ pub async fn acknowledge(
     Ok(())
 }
 
+/// In one statement: deletes the device's messages at or below `since` (acknowledged) and returns the
+/// first `limit` in (since, upto], in order. The read does not see the deletion, but the ranges are
+/// disjoint.
 pub async fn take_messages(
     db: impl PgExecutor<'_>,
     user_id: &str,

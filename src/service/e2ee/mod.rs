@@ -114,8 +114,9 @@ pub async fn key_counts(
     Ok((counts, fallback))
 }
 
-/// A new device (login, registration): its user's device list changed.
-pub async fn device_added(state: &AppState, user_id: &str, _device_id: &str) -> Result<()> {
+/// A new device (login, registration), or a device renamed (its display name is part of what
+/// /keys/query serves): its user's device list changed.
+pub async fn device_changed(state: &AppState, user_id: &str) -> Result<()> {
     let mut tx = state.db.begin().await?;
     let announced = record_device_list_change(state, &mut tx, user_id).await?;
     tx.commit().await?;

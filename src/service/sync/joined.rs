@@ -55,11 +55,6 @@ impl JoinedRoomsCache {
         }
     }
 
-    /// Moves whenever anything is forgotten: a subscriber compares it before and after subscribing.
-    pub fn generation(&self) -> u64 {
-        self.inner.lock().unwrap().generation
-    }
-
     pub fn clear(&self) {
         let mut inner = self.inner.lock().unwrap();
         inner.generation += 1;
@@ -69,21 +64,11 @@ impl JoinedRoomsCache {
 
 /// The rooms `user_id` is joined to, from memory when known.
 pub async fn joined_rooms(state: &AppState, user_id: &str) -> Result<Arc<[String]>> {
-    Ok(joined_rooms_at(state, user_id).await?.0)
-}
-
-/// The rooms, and the cache generation they are current at: if the generation has moved since, a
-/// membership change may have been missed.
-pub async fn joined_rooms_at(state: &AppState, user_id: &str) -> Result<(Arc<[String]>, u64)> {
-    let generation = state.joined_rooms.generation();
     match state.joined_rooms.get(user_id) {
-        Ok(rooms) => Ok((rooms, generation)),
+        Ok(rooms) => Ok(rooms),
         Err(generation) => {
             let rooms = store::rooms::joined_rooms(&state.db, user_id).await?;
-            Ok((
-                state.joined_rooms.put(user_id, rooms, generation),
-                generation,
-            ))
+            Ok(state.joined_rooms.put(user_id, rooms, generation))
         }
     }
 }

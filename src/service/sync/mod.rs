@@ -334,12 +334,9 @@ async fn sync_in_client_format(
             empty = response.is_empty(),
             "sync computed"
         );
-        let Some(subscription) = subscription else {
+        let Some(subscription) = subscription.filter(|_| response.is_empty()) else {
             return Ok(response);
         };
-        if since.is_none() || !response.is_empty() {
-            return Ok(response);
-        }
         // Nothing for this user up to the empty response's position: go on from there, where its
         // counts are remembered (the next look then starts after what it already passed over).
         since = SyncToken::parse(&response.next_batch).or(since);
@@ -351,19 +348,16 @@ async fn sync_in_client_format(
     }
 }
 
-/// Subscribes a long poll under its user, its device and its joined rooms. The rooms are read
-/// again if a membership change was forgotten meanwhile: its wake-up may have gone before.
+/// Subscribes a long poll under its user, its device and its joined rooms. The user's key comes
+/// first: a membership change wakes it after forgetting the cached rooms, so rooms read after it
+/// are either current or followed by that wake-up.
 async fn subscribe(state: &AppState, user: &str, device_key: &str) -> Result<Subscription> {
-    loop {
-        let (rooms, generation) = Box::pin(joined::joined_rooms_at(state, user)).await?;
-        let keys = [user, device_key]
-            .into_iter()
-            .chain(rooms.iter().map(String::as_str));
-        let subscription = state.notifier.subscribe(keys);
-        if state.joined_rooms.generation() == generation {
-            return Ok(subscription);
-        }
-    }
+    let subscription = state.notifier.subscribe([user, device_key]);
+    let rooms = Box::pin(joined::joined_rooms(state, user)).await?;
+    state
+        .notifier
+        .extend(&subscription, rooms.iter().map(String::as_str));
+    Ok(subscription)
 }
 
 async fn begin_snapshot(state: &AppState) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -801,6 +795,8 @@ async fn joined_room(
     state_rows.retain(|r| {
         state_filter.allows_type(&r.event_type) && state_filter.allows_sender(&r.sender)
     });
+    // Before lazy loading: the members the timeline needs come whatever the limit.
+    keep_latest(&mut state_rows, state_filter.limit);
 
     if state_filter.lazy_load_members {
         apply_lazy_loading(
@@ -816,7 +812,6 @@ async fn joined_room(
         )
         .await?;
     }
-    keep_latest(&mut state_rows, state_filter.limit);
 
     let summary = summary(state, room_id, user).await?;
     let now = store::now_ms();
@@ -1020,7 +1015,8 @@ async fn left_room(
     let user = requester.user_id.as_str();
     let leave_pos = m.stream_ordering;
     let store_filter = filter.room.timeline.to_store();
-    let after = if full { 0 } else { from };
+    // An initial sync starts at 0; otherwise (full_state too) the timeline is what came since.
+    let after = from;
     let rooms = [m.room_id.clone()];
     let mut rows = store::events::latest_events_per_room(
         &mut *tx,
