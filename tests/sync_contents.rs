@@ -231,6 +231,7 @@ async fn a_state_limit_keeps_the_latest_state() {
 async fn ephemeral_and_account_data_filters_select_types_and_limits() {
     let app = spawn_app().await;
     let (alice, bob, room) = two_in_a_room(&app).await;
+    let before = sync_token(&bob, "").await;
     let event_id = send_ok(&alice, &room, "read me").await;
     alice
         .post(
@@ -310,6 +311,20 @@ async fn ephemeral_and_account_data_filters_select_types_and_limits() {
     assert_eq!(types(&s["account_data"]["events"]), vec!["org.example.b"]);
     let s = sync(&bob, &filter(json!({"account_data": {"limit": 1}}))).await;
     assert_eq!(types(&s["account_data"]["events"]).len(), 1, "{s}");
+    // Of changes, a limit keeps the latest.
+    let limited =
+        filter(json!({"account_data": {"limit": 1}, "room": {"account_data": {"limit": 1}}}));
+    let s = sync(&bob, &format!("since={before}&{limited}")).await;
+    assert_eq!(
+        types(&s["account_data"]["events"]),
+        vec!["org.example.b"],
+        "{s}"
+    );
+    assert_eq!(
+        types(&s["rooms"]["join"][&room]["account_data"]["events"]),
+        vec!["org.example.b"],
+        "{s}"
+    );
 
     // The room's account data.
     let s = sync(
