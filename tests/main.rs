@@ -6,6 +6,7 @@ mod accounts;
 mod e2ee;
 mod ephemeral;
 mod foundation;
+mod knocking;
 mod long_poll;
 mod media;
 mod messaging;

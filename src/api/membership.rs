@@ -1,4 +1,4 @@
-//! Membership: invite, join, leave, kick, ban, unban, forget.
+//! Membership: invite, join, knock, leave, kick, ban, unban, forget.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -16,6 +16,7 @@ pub fn routes() -> Router<AppState> {
         .route("/rooms/{room_id}/invite", post(invite))
         .route("/rooms/{room_id}/join", post(join_by_id))
         .route("/join/{room_id_or_alias}", post(join))
+        .route("/knock/{room_id_or_alias}", post(knock))
         .route("/rooms/{room_id}/leave", post(leave))
         .route("/rooms/{room_id}/kick", post(kick))
         .route("/rooms/{room_id}/ban", post(ban))
@@ -60,6 +61,22 @@ async fn join(
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
     let room_id = rooms::join(
+        &state,
+        &requester,
+        &room_id_or_alias,
+        body.reason.as_deref(),
+    )
+    .await?;
+    Ok(JsonResponse(json!({ "room_id": room_id })))
+}
+
+async fn knock(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id_or_alias): Path<String>,
+    Json(body): Json<ReasonBody>,
+) -> Result<JsonResponse<Value>> {
+    let room_id = rooms::knock(
         &state,
         &requester,
         &room_id_or_alias,

@@ -399,7 +399,7 @@ pub async fn change_membership(
     require_room(state, room_id).await?;
     let target_id = ruma::UserId::parse(target)
         .map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
-    let profile = if membership == "join" || membership == "invite" {
+    let profile = if matches!(membership, "join" | "invite" | "knock") {
         if target_id.server_name() != state.server_name {
             return Err(Error::forbidden(
                 "Federation is not supported yet: only local users can be invited",
@@ -441,6 +441,20 @@ pub async fn join(
         return Ok(room_id);
     }
     change_membership(state, requester, &room_id, me, "join", reason).await?;
+    Ok(room_id)
+}
+
+/// Asks to be let in to a room whose join rule is `knock` (or `knock_restricted`); the authorization
+/// rules refuse other rooms, and members, invitees and banned users.
+pub async fn knock(
+    state: &AppState,
+    requester: &Requester,
+    room_id_or_alias: &str,
+    reason: Option<&str>,
+) -> Result<String> {
+    let room_id = resolve_room(state, room_id_or_alias).await?;
+    let me = requester.user_id.as_str();
+    change_membership(state, requester, &room_id, me, "knock", reason).await?;
     Ok(room_id)
 }
 

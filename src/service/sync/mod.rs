@@ -123,6 +123,11 @@ pub struct InvitedRoom {
 }
 
 #[derive(Serialize)]
+pub struct KnockedRoom {
+    pub knock_state: Events,
+}
+
+#[derive(Serialize)]
 pub struct LeftRoom {
     pub timeline: Timeline,
     pub state: Events,
@@ -134,7 +139,7 @@ pub struct Rooms {
     pub join: BTreeMap<String, JoinedRoom>,
     pub invite: BTreeMap<String, InvitedRoom>,
     pub leave: BTreeMap<String, LeftRoom>,
-    pub knock: BTreeMap<String, Value>,
+    pub knock: BTreeMap<String, KnockedRoom>,
 }
 
 #[derive(Serialize, Default)]
@@ -416,6 +421,7 @@ async fn compute(
 
     let mut joined: Vec<RoomPlan> = Vec::new();
     let mut invited: Vec<&store::rooms::MembershipRow> = Vec::new();
+    let mut knocked: Vec<&store::rooms::MembershipRow> = Vec::new();
     let mut left: Vec<&store::rooms::MembershipRow> = Vec::new();
     for m in &memberships {
         if !room_filter.allows_room(&m.room_id) {
@@ -429,6 +435,7 @@ async fn compute(
                 from_start: initial || changed,
             }),
             "invite" if initial || changed => invited.push(m),
+            "knock" if initial || changed => knocked.push(m),
             "leave" | "ban"
                 if (changed && !initial)
                     || (room_filter.include_leave && (initial || full_state || changed)) =>
@@ -525,6 +532,14 @@ async fn compute(
         )
         .await?;
         rooms.join.insert(plan.room_id.clone(), room);
+    }
+    for m in knocked {
+        rooms.knock.insert(
+            m.room_id.clone(),
+            KnockedRoom {
+                knock_state: stripped_state(state, user, &m.room_id).await?,
+            },
+        );
     }
     for m in invited {
         rooms.invite.insert(
@@ -971,10 +986,16 @@ fn summary_of(snapshot: &RoomSnapshot, user: &str) -> Value {
 
 /// Stripped state for an invite, including the invite event itself (with `is_direct`).
 async fn invited_room(state: &AppState, user: &str, room_id: &str) -> Result<InvitedRoom> {
+    Ok(InvitedRoom {
+        invite_state: stripped_state(state, user, room_id).await?,
+    })
+}
+
+/// What an invitee or a knocker sees of a room: the stripped state events the spec lists, the
+/// inviter's member event and the user's own (the invite or the knock).
+async fn stripped_state(state: &AppState, user: &str, room_id: &str) -> Result<Events> {
     let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else {
-        return Ok(InvitedRoom {
-            invite_state: Events::default(),
-        });
+        return Ok(Events::default());
     };
     let mut events = Vec::new();
     let mut push = |event_type: &str, state_key: &str| {
@@ -995,9 +1016,7 @@ async fn invited_room(state: &AppState, user: &str, room_id: &str) -> Result<Inv
         push("m.room.member", &inviter);
     }
     push("m.room.member", user);
-    Ok(InvitedRoom {
-        invite_state: Events { events },
-    })
+    Ok(Events { events })
 }
 
 #[allow(clippy::too_many_arguments)]
