@@ -265,85 +265,60 @@ async fn ephemeral_and_account_data_filters_select_types_and_limits() {
         .await
         .ok();
     }
-    let in_room = |s: &Value, part: &str| types(&s["rooms"]["join"][&room][part]["events"]).len();
+    // The sorted types of a list in a sync with this filter: `part` of the room, or "global"
+    // account data.
+    let listed = async |query: String, part: &str| -> Vec<String> {
+        let s = sync(&bob, &query).await;
+        let events = match part {
+            "global" => &s["account_data"]["events"],
+            room_part => &s["rooms"]["join"][&room][room_part]["events"],
+        };
+        let mut found: Vec<String> = types(events).into_iter().map(str::to_owned).collect();
+        found.sort();
+        found
+    };
 
-    let s = sync(&bob, "").await;
-    let ephemeral = &s["rooms"]["join"][&room]["ephemeral"]["events"];
-    let mut all = types(ephemeral);
-    all.sort();
-    assert_eq!(all, vec!["m.receipt", "m.typing"], "{s}");
-
-    let s = sync(
-        &bob,
-        &filter(json!({"room": {"ephemeral": {"types": ["m.typing"]}}})),
-    )
-    .await;
+    // Ephemeral events: types, then a limit.
     assert_eq!(
-        types(&s["rooms"]["join"][&room]["ephemeral"]["events"]),
-        vec!["m.typing"]
+        listed(String::new(), "ephemeral").await,
+        ["m.receipt", "m.typing"]
     );
-    let s = sync(
-        &bob,
-        &filter(json!({"room": {"ephemeral": {"not_types": ["m.typing"]}}})),
-    )
-    .await;
-    assert_eq!(
-        types(&s["rooms"]["join"][&room]["ephemeral"]["events"]),
-        vec!["m.receipt"]
-    );
-    let s = sync(&bob, &filter(json!({"room": {"ephemeral": {"limit": 1}}}))).await;
-    assert_eq!(in_room(&s, "ephemeral"), 1, "{s}");
+    let only_typing = filter(json!({"room": {"ephemeral": {"types": ["m.typing"]}}}));
+    assert_eq!(listed(only_typing, "ephemeral").await, ["m.typing"]);
+    let no_typing = filter(json!({"room": {"ephemeral": {"not_types": ["m.typing"]}}}));
+    assert_eq!(listed(no_typing, "ephemeral").await, ["m.receipt"]);
+    let one = filter(json!({"room": {"ephemeral": {"limit": 1}}}));
+    assert_eq!(listed(one, "ephemeral").await.len(), 1);
 
     // Global account data (which also holds the push rules).
-    let s = sync(
-        &bob,
-        &filter(json!({"account_data": {"types": ["org.example.*"]}})),
-    )
-    .await;
-    let mut global = types(&s["account_data"]["events"]);
-    global.sort();
-    assert_eq!(global, vec!["org.example.a", "org.example.b"], "{s}");
-    let s = sync(
-        &bob,
-        &filter(json!({"account_data": {"not_types": ["org.example.a", "m.push_rules"]}})),
-    )
-    .await;
-    assert_eq!(types(&s["account_data"]["events"]), vec!["org.example.b"]);
-    let s = sync(&bob, &filter(json!({"account_data": {"limit": 1}}))).await;
-    assert_eq!(types(&s["account_data"]["events"]).len(), 1, "{s}");
+    let ours = filter(json!({"account_data": {"types": ["org.example.*"]}}));
+    assert_eq!(
+        listed(ours, "global").await,
+        ["org.example.a", "org.example.b"]
+    );
+    let not_a = filter(json!({"account_data": {"not_types": ["org.example.a", "m.push_rules"]}}));
+    assert_eq!(listed(not_a, "global").await, ["org.example.b"]);
+    let one = filter(json!({"account_data": {"limit": 1}}));
+    assert_eq!(listed(one, "global").await.len(), 1);
+
+    // The room's account data.
+    let only_b = filter(json!({"room": {"account_data": {"types": ["org.example.b"]}}}));
+    assert_eq!(listed(only_b, "account_data").await, ["org.example.b"]);
+    let one = filter(json!({"room": {"account_data": {"limit": 1}}}));
+    assert_eq!(listed(one, "account_data").await.len(), 1);
+    assert_eq!(listed(String::new(), "account_data").await.len(), 2);
+
     // Of changes, a limit keeps the latest.
     let limited =
         filter(json!({"account_data": {"limit": 1}, "room": {"account_data": {"limit": 1}}}));
     let s = sync(&bob, &format!("since={before}&{limited}")).await;
     assert_eq!(
         types(&s["account_data"]["events"]),
-        vec!["org.example.b"],
+        ["org.example.b"],
         "{s}"
     );
-    assert_eq!(
-        types(&s["rooms"]["join"][&room]["account_data"]["events"]),
-        vec!["org.example.b"],
-        "{s}"
-    );
-
-    // The room's account data.
-    let s = sync(
-        &bob,
-        &filter(json!({"room": {"account_data": {"types": ["org.example.b"]}}})),
-    )
-    .await;
-    assert_eq!(
-        types(&s["rooms"]["join"][&room]["account_data"]["events"]),
-        vec!["org.example.b"]
-    );
-    let s = sync(
-        &bob,
-        &filter(json!({"room": {"account_data": {"limit": 1}}})),
-    )
-    .await;
-    assert_eq!(in_room(&s, "account_data"), 1, "{s}");
-    let s = sync(&bob, "").await;
-    assert_eq!(in_room(&s, "account_data"), 2, "{s}");
+    let room_data = &s["rooms"]["join"][&room]["account_data"]["events"];
+    assert_eq!(types(room_data), ["org.example.b"], "{s}");
 }
 
 #[tokio::test]

@@ -50,8 +50,7 @@ async fn join_by_id(
     Path(room_id): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
-    let room_id = rooms::join(&state, &requester, &room_id, body.reason.as_deref()).await?;
-    Ok(JsonResponse(json!({ "room_id": room_id })))
+    entered(rooms::join(&state, &requester, &room_id, body.reason.as_deref()).await)
 }
 
 async fn join(
@@ -60,14 +59,8 @@ async fn join(
     Path(room_id_or_alias): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
-    let room_id = rooms::join(
-        &state,
-        &requester,
-        &room_id_or_alias,
-        body.reason.as_deref(),
-    )
-    .await?;
-    Ok(JsonResponse(json!({ "room_id": room_id })))
+    let reason = body.reason.as_deref();
+    entered(rooms::join(&state, &requester, &room_id_or_alias, reason).await)
 }
 
 async fn knock(
@@ -76,14 +69,13 @@ async fn knock(
     Path(room_id_or_alias): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
-    let room_id = rooms::knock(
-        &state,
-        &requester,
-        &room_id_or_alias,
-        body.reason.as_deref(),
-    )
-    .await?;
-    Ok(JsonResponse(json!({ "room_id": room_id })))
+    let reason = body.reason.as_deref();
+    entered(rooms::knock(&state, &requester, &room_id_or_alias, reason).await)
+}
+
+/// The answer to a join or a knock: the room's ID.
+fn entered(room_id: Result<String>) -> Result<JsonResponse<Value>> {
+    Ok(JsonResponse(json!({ "room_id": room_id? })))
 }
 
 async fn leave(

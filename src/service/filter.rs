@@ -101,28 +101,15 @@ impl RoomEventFilter {
     }
 
     pub fn allows_type(&self, event_type: &str) -> bool {
-        if self.not_types.iter().any(|p| type_matches(p, event_type)) {
-            return false;
-        }
-        self.types
-            .as_ref()
-            .is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+        allows_type(self.types.as_deref(), &self.not_types, event_type)
     }
 
     pub fn allows_sender(&self, sender: &str) -> bool {
-        !self.not_senders.iter().any(|s| s == sender)
-            && self
-                .senders
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|x| x == sender))
+        allows_id(self.senders.as_deref(), &self.not_senders, sender)
     }
 
     pub fn allows_room(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id)
-            && self
-                .rooms
-                .as_ref()
-                .is_none_or(|r| r.iter().any(|x| x == room_id))
+        allows_id(self.rooms.as_deref(), &self.not_rooms, room_id)
     }
 
     /// See `select`.
@@ -143,6 +130,17 @@ impl RoomEventFilter {
                 .contains_url
                 .is_none_or(|wanted| wanted == contains_url)
     }
+}
+
+/// `not_types` wins over `types`; no `types` allows every type.
+fn allows_type(types: Option<&[String]>, not_types: &[String], event_type: &str) -> bool {
+    !not_types.iter().any(|p| type_matches(p, event_type))
+        && types.is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+}
+
+/// For senders and rooms: the exclusions win; no list of inclusions allows everything else.
+fn allows_id(included: Option<&[String]>, excluded: &[String], id: &str) -> bool {
+    !excluded.iter().any(|x| x == id) && included.is_none_or(|ids| ids.iter().any(|x| x == id))
 }
 
 /// Of a list outside the timeline (account data, ephemeral events, presence; oldest first), the
@@ -184,30 +182,17 @@ impl EventFilter {
     }
 
     pub fn allows_type(&self, event_type: &str) -> bool {
-        if self.not_types.iter().any(|p| type_matches(p, event_type)) {
-            return false;
-        }
-        self.types
-            .as_ref()
-            .is_none_or(|types| types.iter().any(|p| type_matches(p, event_type)))
+        allows_type(self.types.as_deref(), &self.not_types, event_type)
     }
 
     pub fn allows_sender(&self, sender: &str) -> bool {
-        !self.not_senders.iter().any(|s| s == sender)
-            && self
-                .senders
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|x| x == sender))
+        allows_id(self.senders.as_deref(), &self.not_senders, sender)
     }
 }
 
 impl RoomFilter {
     pub fn allows_room(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id)
-            && self
-                .rooms
-                .as_ref()
-                .is_none_or(|r| r.iter().any(|x| x == room_id))
+        allows_id(self.rooms.as_deref(), &self.not_rooms, room_id)
     }
 }
 

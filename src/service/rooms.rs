@@ -432,16 +432,7 @@ pub async fn join(
     room_id_or_alias: &str,
     reason: Option<&str>,
 ) -> Result<String> {
-    let room_id = resolve_room(state, room_id_or_alias).await?;
-    let me = requester.user_id.as_str();
-    // Joining again is a no-op that answers with the room, as Synapse does.
-    if let Some(snapshot) = room_snapshot(state, &room_id).await?
-        && snapshot.membership(me) == Some("join")
-    {
-        return Ok(room_id);
-    }
-    change_membership(state, requester, &room_id, me, "join", reason).await?;
-    Ok(room_id)
+    enter(state, requester, room_id_or_alias, "join", reason).await
 }
 
 /// Asks to be let in to a room whose join rule is `knock` (or `knock_restricted`); the authorization
@@ -452,9 +443,27 @@ pub async fn knock(
     room_id_or_alias: &str,
     reason: Option<&str>,
 ) -> Result<String> {
+    enter(state, requester, room_id_or_alias, "knock", reason).await
+}
+
+/// The requester's own `join` or `knock`; answers with the room's ID.
+async fn enter(
+    state: &AppState,
+    requester: &Requester,
+    room_id_or_alias: &str,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<String> {
     let room_id = resolve_room(state, room_id_or_alias).await?;
     let me = requester.user_id.as_str();
-    change_membership(state, requester, &room_id, me, "knock", reason).await?;
+    // Joining again is a no-op that answers with the room, as Synapse does.
+    if membership == "join"
+        && let Some(snapshot) = room_snapshot(state, &room_id).await?
+        && snapshot.membership(me) == Some("join")
+    {
+        return Ok(room_id);
+    }
+    change_membership(state, requester, &room_id, me, membership, reason).await?;
     Ok(room_id)
 }
 
