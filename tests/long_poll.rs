@@ -337,6 +337,12 @@ async fn a_long_poll_sleeps_through_what_is_not_for_its_user() {
         tokio::spawn(async move { sync(&bob, &format!("since={since}&timeout=2500")).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // Bob's keys, watched directly: nothing below may even wake his poll to look again.
+    let device_key = format!("device:{}:{}", bob.user_id, bob.device_id);
+    let watch =
+        app.state
+            .notifier
+            .subscribe([bob.user_id.as_str(), device_key.as_str(), shared.as_str()]);
     for (n, instance) in [&app, &peer].into_iter().enumerate() {
         let carol = instance.as_user(&carol);
         let alice = instance.as_user(&alice);
@@ -362,7 +368,11 @@ async fn a_long_poll_sleeps_through_what_is_not_for_its_user() {
             .ok();
         create_room(&carol, json!({"invite": [alice.user_id]})).await;
     }
-    assert!(!waiting.is_finished(), "woken by changes for others");
+    assert!(!waiting.is_finished(), "answered changes for others");
+    assert!(
+        !watch.wait(Duration::from_millis(300)).await,
+        "woken by changes for others"
+    );
     let s = waiting.await.unwrap();
     assert!(
         started.elapsed() >= Duration::from_millis(2400),
