@@ -120,6 +120,34 @@ async fn limited_timeline_prev_batch_continues_without_gap_or_overlap() {
     let mut back = event_ids(&page["chunk"]);
     back.reverse();
     assert_eq!(back, sent[5..10].to_vec());
+
+    // The same from an initial sync, and paging on from /messages' own `end` to the room's start.
+    let s3 = sync(&alice, &format!("filter={filter}")).await;
+    let tl = timeline(&s3, &room);
+    assert_eq!(tl["limited"], true);
+    assert_eq!(event_ids(&tl["events"]), sent[10..].to_vec());
+    let mut from = tl["prev_batch"].as_str().unwrap().to_owned();
+    let mut earlier: Vec<String> = Vec::new();
+    loop {
+        let page = alice
+            .get(&format!(
+                "/rooms/{}/messages?dir=b&limit=4&from={from}",
+                enc(&room)
+            ))
+            .await
+            .ok();
+        earlier.extend(event_ids(&page["chunk"]));
+        match page["end"].as_str() {
+            Some(end) => from = end.to_owned(),
+            None => break,
+        }
+    }
+    earlier.reverse();
+    // Before the messages: the room's creation events, each once.
+    let created = earlier.len() - 10;
+    assert_eq!(earlier[created..], sent[..10]);
+    let unique: HashSet<&String> = earlier.iter().collect();
+    assert_eq!(unique.len(), earlier.len(), "no event twice");
 }
 
 #[tokio::test]
