@@ -351,6 +351,9 @@ async fn recover(state: &AppState, listener: &mut PgListener) {
     state.tokens.clear();
     state.push_rules.clear();
     state.joined_rooms.clear();
+    // What this process remembers by stream position, in case the database went back in time.
+    state.recent.clear();
+    state.sync_counts.clear();
     state.notifier.wake_all();
 }
 

@@ -118,6 +118,11 @@ impl RecentEvents {
         }
     }
 
+    /// Forgets everything (the database may have been restored: positions can be reused).
+    pub fn clear(&self) {
+        *self.inner.lock().unwrap() = Inner::default();
+    }
+
     /// A recent event by ID.
     pub fn event(&self, event_id: &str) -> Option<Arc<RecentEntry>> {
         let inner = self.inner.lock().unwrap();

@@ -68,6 +68,10 @@ impl SyncCounts {
         }
     }
 
+    pub fn clear(&self) {
+        self.by_device.lock().unwrap().clear();
+    }
+
     pub fn put(&self, user: &str, device: &str, counts: DeviceCounts) {
         let mut map = self.by_device.lock().unwrap();
         if map.len() >= MAX_DEVICES {
