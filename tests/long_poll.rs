@@ -429,3 +429,45 @@ async fn a_sync_token_is_good_on_a_process_started_later() {
         .ok();
     assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["two"]);
 }
+
+/// The LISTEN connection drops (a database restart, a network cut): notifications sent meanwhile are
+/// lost, so every waiting poll is woken to look again, and notifications flow again afterwards.
+#[tokio::test]
+async fn a_lost_listen_connection_wakes_every_waiter_and_is_restored() {
+    let app = spawn_app().await;
+    let peer = spawn_peer(&app).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&bob, &room).await;
+    let watch = app.state.notifier.subscribe([bob.user_id.as_str()]);
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = $1",
+    )
+    .bind(axon::service::notifier::LISTENER_APPLICATION_NAME)
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        !terminated.is_empty(),
+        "the listener connections were found"
+    );
+    assert!(
+        watch.wait(Duration::from_secs(5)).await,
+        "waiters are woken once the listener is back"
+    );
+    // Listening again: a message sent through the other process wakes a poll here.
+    let since = sync_token(&bob, "").await;
+    let waiting = long_poll(&bob, &since, "");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send_ok(&peer.as_user(&alice), &room, "after the outage").await;
+    let s = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken through the restored listener")
+        .unwrap();
+    assert_eq!(
+        bodies(&timeline(&s, &room)["events"]),
+        vec!["after the outage"]
+    );
+}

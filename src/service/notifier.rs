@@ -290,12 +290,18 @@ fn apply_other(state: &AppState, message: Message) {
     }
 }
 
+/// The `application_name` of the LISTEN connections, for telling them apart in `pg_stat_activity`.
+pub const LISTENER_APPLICATION_NAME: &str = "axon listener";
+
 /// A one-connection pool of its own for a LISTEN task: a listener keeps its connection for good, and
 /// must not take it from the pool the requests share.
 pub fn listener_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
+    let options = (*db.connect_options())
+        .clone()
+        .application_name(LISTENER_APPLICATION_NAME);
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect_lazy_with((*db.connect_options()).clone())
+        .connect_lazy_with(options)
 }
 
 /// Listens for the other processes' commits. Subscribes before returning, so nothing committed after
