@@ -243,6 +243,56 @@ pub async fn get(state: &AppState, user_id: &str, filter_id: &str) -> Result<Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn parse<T: serde::de::DeserializeOwned>(value: Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn lists_outside_the_timeline_keep_allowed_types_and_senders_then_the_latest() {
+        let events = vec![
+            json!({"type": "m.presence", "sender": "@a:x"}),
+            json!({"type": "m.presence", "sender": "@b:x"}),
+            json!({"type": "org.example.custom"}),
+            json!({"type": "m.presence", "sender": "@c:x"}),
+        ];
+        let senders = |kept: Vec<Value>| -> Vec<String> {
+            kept.iter()
+                .map(|e| e["sender"].as_str().unwrap_or("-").to_owned())
+                .collect()
+        };
+        let f: EventFilter = parse(json!({"not_senders": ["@b:x"], "types": ["m.*"]}));
+        assert_eq!(senders(f.select(events.clone())), ["@a:x", "@c:x"]);
+        // Events without a sender pass a sender filter; a limit keeps the latest.
+        let f: EventFilter = parse(json!({"senders": ["@a:x"], "limit": 2}));
+        assert_eq!(senders(f.select(events.clone())), ["@a:x", "-"]);
+        let f: RoomEventFilter = parse(json!({"not_types": ["m.presence"]}));
+        assert_eq!(senders(f.select(events.clone())), ["-"]);
+        // No limit, or a meaningless one, keeps everything.
+        let f: EventFilter = parse(json!({"limit": 0}));
+        assert_eq!(f.select(events.clone()).len(), 4);
+    }
+
+    #[test]
+    fn exclusions_win_over_inclusions() {
+        let f: RoomEventFilter = parse(json!({
+            "types": ["m.room.*"], "not_types": ["m.room.member"],
+            "senders": ["@a:x", "@b:x"], "not_senders": ["@b:x"],
+            "rooms": ["!r:x", "!s:x"], "not_rooms": ["!s:x"],
+        }));
+        assert!(f.allows_type("m.room.message"));
+        assert!(!f.allows_type("m.room.member"));
+        assert!(!f.allows_type("m.reaction"));
+        assert!(f.allows_sender("@a:x"));
+        assert!(!f.allows_sender("@b:x"));
+        assert!(!f.allows_sender("@c:x"));
+        assert!(f.allows_room("!r:x"));
+        assert!(!f.allows_room("!s:x"));
+        assert!(!f.allows_room("!t:x"));
+        let everything = RoomEventFilter::default();
+        assert!(everything.allows_type("anything") && everything.allows_sender("@z:x"));
+    }
 
     #[test]
     fn wildcards_match_prefixes_and_infixes() {

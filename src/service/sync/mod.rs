@@ -1081,6 +1081,46 @@ async fn left_room(
 mod tests {
     use super::*;
 
+    fn state_row(stream_ordering: i64, event_type: &str) -> EventRow {
+        EventRow {
+            stream_ordering,
+            event_id: format!("$e{stream_ordering}"),
+            room_id: "!r:x".into(),
+            event_type: event_type.into(),
+            state_key: Some(String::new()),
+            sender: "@a:x".into(),
+            origin_server_ts: 0,
+            client_json: "{}".into(),
+            state_unsigned: None,
+            device_id: None,
+            txn_id: None,
+            redacted_because: None,
+        }
+    }
+
+    #[test]
+    fn a_state_limit_keeps_the_latest_changes_in_order() {
+        let rows = || {
+            vec![
+                state_row(5, "m.room.topic"),
+                state_row(1, "m.room.create"),
+                state_row(9, "m.room.name"),
+                state_row(3, "m.room.join_rules"),
+            ]
+        };
+        let kept = |limit| {
+            let mut rows = rows();
+            keep_latest(&mut rows, limit);
+            rows.iter()
+                .map(|r| r.event_type.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(Some(2)), ["m.room.topic", "m.room.name"]);
+        assert_eq!(kept(None).len(), 4);
+        assert_eq!(kept(Some(0)).len(), 4);
+        assert_eq!(kept(Some(10)).len(), 4);
+    }
+
     #[test]
     fn tokens_round_trip_and_reject_garbage() {
         let t = SyncToken {
