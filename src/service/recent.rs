@@ -148,20 +148,7 @@ mod tests {
 
     fn event(position: i64) -> RecentEvent {
         RecentEvent {
-            row: EventRow {
-                stream_ordering: position,
-                event_id: format!("$e{position}"),
-                room_id: "!r:x".into(),
-                event_type: "m.room.message".into(),
-                state_key: None,
-                sender: "@a:x".into(),
-                origin_server_ts: 0,
-                client_json: "{}".into(),
-                state_unsigned: None,
-                device_id: None,
-                txn_id: None,
-                redacted_because: None,
-            },
+            row: EventRow::example(position, "m.room.message", None),
             relates_to: None,
             contains_url: false,
             redacts: None,

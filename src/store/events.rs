@@ -275,6 +275,27 @@ pub struct EventRow {
     pub redacted_because: Option<String>,
 }
 
+#[cfg(test)]
+impl EventRow {
+    /// An event of `event_type` at `stream_ordering` in `!r:x`, sent by `@a:x`, for unit tests.
+    pub fn example(stream_ordering: i64, event_type: &str, state_key: Option<&str>) -> Self {
+        EventRow {
+            stream_ordering,
+            event_id: format!("$e{stream_ordering}"),
+            room_id: "!r:x".into(),
+            event_type: event_type.into(),
+            state_key: state_key.map(str::to_owned),
+            sender: "@a:x".into(),
+            origin_server_ts: 0,
+            client_json: "{}".into(),
+            state_unsigned: None,
+            device_id: None,
+            txn_id: None,
+            redacted_because: None,
+        }
+    }
+}
+
 /// RoomEventFilter fields that narrow a query. Type patterns are SQL LIKE patterns (`*` → `%`).
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

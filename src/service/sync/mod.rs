@@ -6,7 +6,7 @@
 //! the next incremental sync continues from there with nothing skipped and nothing repeated.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -287,9 +287,12 @@ async fn sync_in_client_format(
         // A long poll subscribes before it looks: a commit its reads miss then wakes it, and one
         // that woke nobody before it subscribed is in what it reads (every commit is visible, and
         // counted in `seen`, before its wake-up).
-        let subscription = match since {
-            Some(_) if started < deadline => Some(subscribe(state, user, &device_key).await?),
-            _ => None,
+        let (subscription, rooms) = match since {
+            Some(_) if started < deadline => {
+                let (subscription, rooms) = subscribe(state, user, &device_key).await?;
+                (Some(subscription), Some(rooms))
+            }
+            _ => (None, None),
         };
         let freshness = match (&subscription, woken) {
             (None, _) => Freshness::Verify,
@@ -301,10 +304,15 @@ async fn sync_in_client_format(
         // the largest of theirs (kilobytes per idle connection).
         let from_memory = match since {
             Some(token) if !req.full_state => {
+                let rooms = match rooms {
+                    Some(rooms) => rooms,
+                    None => Box::pin(joined::joined_rooms(state, user)).await?,
+                };
                 Box::pin(from_memory::serve(
                     state,
                     requester,
                     token,
+                    &rooms,
                     &req.filter,
                     freshness,
                 ))
@@ -353,16 +361,20 @@ async fn sync_in_client_format(
     }
 }
 
-/// Subscribes a long poll under its user, its device and its joined rooms. The user's key comes
-/// first: a membership change wakes it after forgetting the cached rooms, so rooms read after it
-/// are either current or followed by that wake-up.
-async fn subscribe(state: &AppState, user: &str, device_key: &str) -> Result<Subscription> {
+/// Subscribes a long poll under its user, its device and its joined rooms, which it returns. The
+/// user's key comes first: a membership change wakes it after forgetting the cached rooms, so rooms
+/// read after it are either current or followed by that wake-up.
+async fn subscribe(
+    state: &AppState,
+    user: &str,
+    device_key: &str,
+) -> Result<(Subscription, Arc<[String]>)> {
     let subscription = state.notifier.subscribe([user, device_key]);
     let rooms = Box::pin(joined::joined_rooms(state, user)).await?;
     state
         .notifier
         .extend(&subscription, rooms.iter().map(String::as_str));
-    Ok(subscription)
+    Ok((subscription, rooms))
 }
 
 async fn begin_snapshot(state: &AppState) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
@@ -1082,20 +1094,7 @@ mod tests {
     use super::*;
 
     fn state_row(stream_ordering: i64, event_type: &str) -> EventRow {
-        EventRow {
-            stream_ordering,
-            event_id: format!("$e{stream_ordering}"),
-            room_id: "!r:x".into(),
-            event_type: event_type.into(),
-            state_key: Some(String::new()),
-            sender: "@a:x".into(),
-            origin_server_ts: 0,
-            client_json: "{}".into(),
-            state_unsigned: None,
-            device_id: None,
-            txn_id: None,
-            redacted_because: None,
-        }
+        EventRow::example(stream_ordering, event_type, Some(""))
     }
 
     #[test]
