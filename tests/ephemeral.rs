@@ -130,6 +130,16 @@ async fn counts(app: &TestApp, user: &User, room_id: &str) -> push::UnreadCounts
 
 // ---- account data ----
 
+/// `user` starts typing in `room` for `timeout_ms`.
+pub(crate) async fn start_typing(user: &User, room: &str, timeout_ms: u64) {
+    user.put(
+        &format!("/rooms/{}/typing/{}", enc(room), enc(&user.user_id)),
+        json!({"typing": true, "timeout": timeout_ms}),
+    )
+    .await
+    .ok();
+}
+
 #[tokio::test]
 async fn m_direct_round_trips_through_get_and_sync() {
     let app = spawn_app().await;
@@ -662,13 +672,7 @@ async fn typing_is_seen_by_members_and_expires() {
     let rooms = [room.clone()];
     let (_, token) = typing::for_sync(&app.state, &rooms, 0);
     let subscription = app.state.notifier.subscribe([room.as_str()]);
-    alice
-        .put(
-            &format!("/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id)),
-            json!({"typing": true, "timeout": 300}),
-        )
-        .await
-        .ok();
+    start_typing(&alice, &room, 300).await;
     assert!(
         subscription.wait(Duration::from_secs(2)).await,
         "typing did not wake the room"
@@ -756,13 +760,7 @@ async fn typing_reaches_other_instances() {
     let alice = app.register("alice").await;
     let room = create_room(&app, &alice, &[]).await;
     let subscription = peer.state.notifier.subscribe([room.as_str()]);
-    alice
-        .put(
-            &format!("/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id)),
-            json!({"typing": true, "timeout": 30000}),
-        )
-        .await
-        .ok();
+    start_typing(&alice, &room, 30000).await;
     // The room's creation may still be on its way to the peer and wake it first: wait for the
     // wake-up that brings the typing.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::rooms::{create_room, join};
-use crate::sync::{long_poll, next_batch, sync, sync_token, timeline};
+use crate::sync::{last_left_event, long_poll, next_batch, sync, sync_token, timeline};
 
 async fn knock_room(owner: &User) -> String {
     create_room(
@@ -115,10 +115,7 @@ async fn a_knock_can_be_withdrawn_or_refused() {
         .ok();
     let s = sync(&bob, &format!("since={since}")).await;
     assert!(s["rooms"]["knock"].get(&room).is_none(), "{s}");
-    let last = s["rooms"]["leave"][&room]["timeline"]["events"]
-        .as_array()
-        .and_then(|e| e.last().cloned())
-        .unwrap_or_else(|| panic!("the room in rooms.leave: {s}"));
+    let last = last_left_event(&s, &room);
     assert_eq!(last["content"]["membership"], "leave");
     // And may knock again.
     knock(&bob, &room, Some("again")).await.ok();
@@ -134,10 +131,7 @@ async fn a_knock_can_be_withdrawn_or_refused() {
         .await
         .ok();
     let s = sync(&carol, &format!("since={since}")).await;
-    let last = s["rooms"]["leave"][&room]["timeline"]["events"]
-        .as_array()
-        .and_then(|e| e.last().cloned())
-        .unwrap_or_else(|| panic!("the room in rooms.leave: {s}"));
+    let last = last_left_event(&s, &room);
     assert_eq!(last["sender"], alice.user_id.as_str());
     assert_eq!(last["content"]["reason"], "no");
 }

@@ -8,9 +8,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::ephemeral::start_typing;
 use crate::messaging::send_ok;
 use crate::rooms::{create_room, join};
-use crate::sync::{bodies, long_poll, next_batch, sync, sync_token, timeline};
+use crate::sync::{bodies, last_left_event, long_poll, next_batch, sync, sync_token, timeline};
 
 /// Where a change is made: `Same` is the process the long poll waits on; `Other` is a second
 /// process on the same database.
@@ -207,13 +208,7 @@ async fn a_read_receipt_wakes_the_members_long_poll() {
 async fn typing_wakes_the_members_long_poll() {
     wakes_on(
         async |alice, _, room, _| {
-            alice
-                .put(
-                    &format!("/rooms/{}/typing/{}", enc(room), enc(&alice.user_id)),
-                    json!({"typing": true, "timeout": 20000}),
-                )
-                .await
-                .ok();
+            start_typing(alice, room, 20000).await;
         },
         |s, alice, _, room| {
             let ephemeral = &s["rooms"]["join"][room]["ephemeral"]["events"];
@@ -280,11 +275,7 @@ async fn a_kick_wakes_the_kicked_users_long_poll() {
                 .ok();
         },
         |s, alice, bob, room| {
-            let left = &s["rooms"]["leave"][room];
-            let last = left["timeline"]["events"]
-                .as_array()
-                .and_then(|e| e.last())
-                .unwrap_or_else(|| panic!("the room is in rooms.leave: {s}"));
+            let last = last_left_event(s, room);
             assert_eq!(last["type"], "m.room.member");
             assert_eq!(last["state_key"], bob.user_id.as_str());
             assert_eq!(last["sender"], alice.user_id.as_str());
@@ -305,10 +296,7 @@ async fn leaving_on_another_device_wakes_the_long_poll() {
                 .ok();
         },
         |s, _, bob, room| {
-            let last = s["rooms"]["leave"][room]["timeline"]["events"]
-                .as_array()
-                .and_then(|e| e.last())
-                .unwrap_or_else(|| panic!("the room is in rooms.leave: {s}"));
+            let last = last_left_event(s, room);
             assert_eq!(last["sender"], bob.user_id.as_str());
             assert_eq!(last["content"]["membership"], "leave");
         },
@@ -347,13 +335,7 @@ async fn a_long_poll_sleeps_through_what_is_not_for_its_user() {
         let carol = instance.as_user(&carol);
         let alice = instance.as_user(&alice);
         send_ok(&carol, &elsewhere, "not for bob").await;
-        carol
-            .put(
-                &format!("/rooms/{}/typing/{}", enc(&elsewhere), enc(&carol.user_id)),
-                json!({"typing": true, "timeout": 20000}),
-            )
-            .await
-            .ok();
+        start_typing(&carol, &elsewhere, 20000).await;
         alice
             .put(
                 &format!("/user/{}/account_data/org.example.x", enc(&alice.user_id)),

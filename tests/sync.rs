@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::ephemeral::start_typing;
 use crate::messaging::send_ok;
 use crate::rooms::{create_room, join};
 
@@ -25,6 +26,15 @@ pub(crate) async fn sync_token(user: &User, query: &str) -> String {
 
 pub(crate) fn timeline<'a>(s: &'a Value, room: &str) -> &'a Value {
     &s["rooms"]["join"][room]["timeline"]
+}
+
+/// The last timeline event of `room` in the response's `rooms.leave` (the leave, kick or ban).
+#[track_caller]
+pub(crate) fn last_left_event(s: &Value, room: &str) -> Value {
+    s["rooms"]["leave"][room]["timeline"]["events"]
+        .as_array()
+        .and_then(|events| events.last().cloned())
+        .unwrap_or_else(|| panic!("{room} is not in rooms.leave: {s}"))
 }
 
 pub(crate) fn event_ids(events: &Value) -> Vec<String> {
@@ -204,12 +214,7 @@ async fn invites_leaves_kicks_and_bans_appear_in_the_right_section() {
     let left = &s["rooms"]["leave"][&room];
     let tl = event_ids(&left["timeline"]["events"]);
     assert!(tl.contains(&last));
-    let final_event = left["timeline"]["events"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let final_event = last_left_event(&s, &room);
     assert_eq!(final_event["content"]["membership"], "leave");
     assert_eq!(final_event["content"]["reason"], "bye");
     assert!(!bodies(&left["timeline"]["events"]).contains(&"after the kick".to_owned()));
@@ -227,12 +232,7 @@ async fn invites_leaves_kicks_and_bans_appear_in_the_right_section() {
         .await
         .ok();
     let s = sync(&bob, &format!("since={since}")).await;
-    let last = s["rooms"]["leave"][&room]["timeline"]["events"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
+    let last = last_left_event(&s, &room);
     assert_eq!(last["content"]["membership"], "ban");
 }
 
@@ -755,12 +755,7 @@ async fn receipts_typing_and_room_account_data_arrive_through_sync() {
     )
     .await
     .ok();
-    bob.put(
-        &format!("/rooms/{}/typing/{}", enc(&room), enc(&bob.user_id)),
-        json!({"typing": true, "timeout": 30000}),
-    )
-    .await
-    .ok();
+    start_typing(&bob, &room, 30000).await;
     let s = sync(&alice, &format!("since={since}")).await;
     let ephemeral = s["rooms"]["join"][&room]["ephemeral"]["events"]
         .as_array()
@@ -886,30 +881,16 @@ async fn typing_comes_with_new_messages_and_typing_elsewhere_does_not() {
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     let elsewhere = create_room(&carol, json!({"preset": "public_chat"})).await;
     join(&bob, &room).await;
-    let typing = |user: &User, room: &str| {
-        (
-            user.clone(),
-            format!("/rooms/{}/typing/{}", enc(room), enc(&user.user_id)),
-        )
-    };
     let since = sync_token(&bob, "").await;
     // Typing in a room Bob is not in, then a message: the message alone.
-    let (carol, path) = typing(&carol, &elsewhere);
-    carol
-        .put(&path, json!({"typing": true, "timeout": 20000}))
-        .await
-        .ok();
+    start_typing(&carol, &elsewhere, 20000).await;
     send_ok(&alice, &room, "first").await;
     let s = sync(&bob, &format!("since={since}")).await;
     assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["first"]);
     assert_eq!(s["rooms"]["join"][&room]["ephemeral"]["events"], json!([]));
     // Typing in his room, then a message: both in one response.
     let since = next_batch(&s);
-    let (alice_typing, path) = typing(&alice, &room);
-    alice_typing
-        .put(&path, json!({"typing": true, "timeout": 20000}))
-        .await
-        .ok();
+    start_typing(&alice, &room, 20000).await;
     send_ok(&alice, &room, "second").await;
     let s = sync(&bob, &format!("since={since}")).await;
     assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["second"]);

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::common::*;
 use crate::e2ee::one_time_keys;
+use crate::ephemeral::start_typing;
 use crate::messaging::send_ok;
 use crate::rooms::{create_room, join};
 use crate::sync::{bodies, next_batch, sync, sync_token, timeline};
@@ -240,13 +241,7 @@ async fn ephemeral_and_account_data_filters_select_types_and_limits() {
         )
         .await
         .ok();
-    alice
-        .put(
-            &format!("/rooms/{}/typing/{}", enc(&room), enc(&alice.user_id)),
-            json!({"typing": true, "timeout": 30000}),
-        )
-        .await
-        .ok();
+    start_typing(&alice, &room, 30000).await;
     for (data_type, n) in [("org.example.a", 1), ("org.example.b", 2)] {
         bob.put(
             &format!("/user/{}/account_data/{data_type}", enc(&bob.user_id)),
@@ -511,11 +506,8 @@ async fn thread_notifications_are_counted_apart_when_the_filter_asks() {
         )
         .await
         .ok();
-    let s = sync(
-        &bob,
-        &filter(json!({"room": {"timeline": {"unread_thread_notifications": true}}})),
-    )
-    .await;
+    let per_thread = filter(json!({"room": {"timeline": {"unread_thread_notifications": true}}}));
+    let s = sync(&bob, &per_thread).await;
     let joined = &s["rooms"]["join"][&room];
     assert_eq!(
         joined["unread_notifications"]["notification_count"], 1,
@@ -554,11 +546,7 @@ async fn thread_notifications_are_counted_apart_when_the_filter_asks() {
     .await
     .ok();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let s = sync(
-        &bob,
-        &filter(json!({"room": {"timeline": {"unread_thread_notifications": true}}})),
-    )
-    .await;
+    let s = sync(&bob, &per_thread).await;
     let joined = &s["rooms"]["join"][&room];
     assert_eq!(
         joined["unread_notifications"]["notification_count"], 1,
