@@ -41,6 +41,11 @@ pub struct Database {
     /// `postgres://…`; when absent Axon runs its own cluster under `data_dir/postgres`.
     pub url: Option<String>,
     pub max_connections: u32,
+    /// How long a request waits for a pooled connection before it is answered 503.
+    pub acquire_timeout_ms: u64,
+    /// How many database-path /sync computations run at once (each holds one connection); the rest
+    /// queue in order. 0: half the pool.
+    pub max_concurrent_syncs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -225,6 +230,8 @@ impl Default for Database {
         Self {
             url: None,
             max_connections: 16,
+            acquire_timeout_ms: 5000,
+            max_concurrent_syncs: 0,
         }
     }
 }

@@ -23,7 +23,15 @@ pub enum Error {
     Uia(Value),
     /// Our fault. The cause is logged; the client sees only M_UNKNOWN.
     Internal(String),
+    /// The database is unreachable or saturated (a restart, every connection busy): 503 with
+    /// `retry_after_ms`. `lost` says a connection failed, so the request may be tried again on a
+    /// fresh one (see `api::retry`).
+    Unavailable { retry_after_ms: u64, lost: bool },
 }
+
+/// Marks a response whose request failed because a database connection was lost.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLost;
 
 macro_rules! constructors {
     ($($name:ident => $status:ident, $code:literal;)*) => {
@@ -93,6 +101,14 @@ impl Error {
         .with_extra("retry_after_ms", json!(retry_after_ms))
     }
 
+    /// Too busy to serve this now: 503, try again after `retry_after_ms`.
+    pub fn unavailable(retry_after_ms: u64) -> Self {
+        Self::Unavailable {
+            retry_after_ms,
+            lost: false,
+        }
+    }
+
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         Self::Internal(cause.to_string())
     }
@@ -101,7 +117,7 @@ impl Error {
         match self {
             Self::Matrix { errcode, .. } => errcode,
             Self::Uia(_) => "M_FORBIDDEN",
-            Self::Internal(_) => "M_UNKNOWN",
+            Self::Internal(_) | Self::Unavailable { .. } => "M_UNKNOWN",
         }
     }
 }
@@ -114,6 +130,9 @@ impl std::fmt::Display for Error {
             } => write!(f, "{errcode}: {message}"),
             Self::Uia(_) => f.write_str("user-interactive authentication required"),
             Self::Internal(cause) => write!(f, "internal error: {cause}"),
+            Self::Unavailable { .. } => {
+                f.write_str("the server is busy or its database unavailable")
+            }
         }
     }
 }
@@ -142,12 +161,47 @@ impl IntoResponse for Error {
                 )
                     .into_response()
             }
+            Self::Unavailable {
+                retry_after_ms,
+                lost,
+            } => {
+                let secs = retry_after_ms.div_ceil(1000).max(1);
+                let mut response = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                    Json(json!({
+                        "errcode": "M_UNKNOWN",
+                        "error": "The server is busy or its database is unavailable; try again shortly",
+                        "retry_after_ms": retry_after_ms,
+                    })),
+                )
+                    .into_response();
+                if lost {
+                    response.extensions_mut().insert(ConnectionLost);
+                }
+                response
+            }
         }
     }
 }
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        use crate::store::pool;
+        if pool::is_unavailable(&e) {
+            let lost = pool::is_connection_loss(&e);
+            if lost {
+                pool::connection_lost();
+            }
+            tracing::warn!(error = %e, "database unavailable");
+            return Self::Unavailable {
+                retry_after_ms: 1000,
+                lost,
+            };
+        }
+        if pool::is_unstorable_input(&e) {
+            return Self::bad_json(format!("The content cannot be stored: {e}"));
+        }
         Self::Internal(format!("database: {e}"))
     }
 }

@@ -39,6 +39,8 @@ pub struct Inner {
     pub rate_limiter: service::rate_limit::RateLimiter,
     pub uia: service::uia::Uia,
     pub sync_members: service::sync::LazyMemberCache,
+    /// Admission for database-path syncs (one connection each, queued fairly).
+    pub sync_gate: service::sync::SyncGate,
     pub sync_counts: service::sync::SyncCounts,
     pub joined_rooms: service::sync::JoinedRoomsCache,
     pub presence_touches: service::presence::SyncTouches,
@@ -69,6 +71,13 @@ impl AppState {
             tokens: service::auth::TokenCache::default(),
             uia: service::uia::Uia,
             sync_members: Default::default(),
+            sync_gate: service::sync::SyncGate::new(
+                match config.database.max_concurrent_syncs {
+                    0 => (db.options().get_max_connections() / 2) as usize,
+                    n => n as usize,
+                },
+                std::time::Duration::from_millis(config.database.acquire_timeout_ms),
+            ),
             sync_counts: Default::default(),
             joined_rooms: Default::default(),
             presence_touches: Default::default(),

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use axum::serve::ListenerExt;
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 
 use crate::postgres::Cluster;
 use crate::{AppState, Config};
@@ -53,16 +53,15 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     // Plans are made per execution: a generic plan cached while a table was still empty (a seq scan)
     // would otherwise stay in use long after the table has grown.
     let options = options.options([("plan_cache_mode", "force_custom_plan")]);
-    let pool = PgPoolOptions::new()
-        .max_connections(config.database.max_connections)
-        // Opening a connection forks a PostgreSQL backend (milliseconds): kept open, half the pool is
-        // ready for a burst of requests instead of the burst waiting on new connections.
-        .min_connections(config.database.max_connections.div_ceil(2))
-        // sqlx pings every connection it hands out by default: a second round trip per query. A
-        // connection that broke fails its query instead, and the pool replaces it.
-        .test_before_acquire(false)
-        .connect_with(options)
-        .await?;
+    let pool = crate::store::pool::options(
+        config.database.max_connections,
+        std::time::Duration::from_millis(config.database.acquire_timeout_ms),
+    )
+    // Opening a connection forks a PostgreSQL backend (milliseconds): kept open, half the pool is
+    // ready for a burst of requests instead of the burst waiting on new connections.
+    .min_connections(config.database.max_connections.div_ceil(2))
+    .connect_with(options)
+    .await?;
     MIGRATOR.run(&pool).await?;
     Ok(Database {
         pool,

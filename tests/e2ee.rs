@@ -272,9 +272,13 @@ async fn one_time_keys_are_counted_and_claimed_once() {
         "the key comes back as uploaded"
     );
 
-    let (counts, _) = e2ee::key_counts(&app.state, &alice.user_id, &alice.device_id)
-        .await
-        .unwrap();
+    let (counts, _) = e2ee::key_counts(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        &alice.device_id,
+    )
+    .await
+    .unwrap();
     assert_eq!(counts["signed_curve25519"], 2);
     let mut seen = BTreeSet::from([id.clone()]);
     for _ in 0..2 {
@@ -370,9 +374,13 @@ async fn fallback_key_is_handed_out_when_one_time_keys_run_out() {
         )
         .await
         .ok();
-    let (_, unused) = e2ee::key_counts(&app.state, &alice.user_id, &alice.device_id)
-        .await
-        .unwrap();
+    let (_, unused) = e2ee::key_counts(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        &alice.device_id,
+    )
+    .await
+    .unwrap();
     assert_eq!(unused, vec!["signed_curve25519"]);
 
     let claim = json!({"one_time_keys": {alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"}}});
@@ -388,9 +396,13 @@ async fn fallback_key_is_handed_out_when_one_time_keys_run_out() {
             fallback["signed_curve25519:F1"]
         );
     }
-    let (_, unused) = e2ee::key_counts(&app.state, &alice.user_id, &alice.device_id)
-        .await
-        .unwrap();
+    let (_, unused) = e2ee::key_counts(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        &alice.device_id,
+    )
+    .await
+    .unwrap();
     assert!(
         unused.is_empty(),
         "a used fallback key is no longer reported unused"
@@ -401,18 +413,26 @@ async fn fallback_key_is_handed_out_when_one_time_keys_run_out() {
         .post("/keys/upload", json!({"fallback_keys": fallback}))
         .await
         .ok();
-    let (_, unused) = e2ee::key_counts(&app.state, &alice.user_id, &alice.device_id)
-        .await
-        .unwrap();
+    let (_, unused) = e2ee::key_counts(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        &alice.device_id,
+    )
+    .await
+    .unwrap();
     assert!(unused.is_empty());
     let new_fallback = json!({"signed_curve25519:F2": {"key": "fallback-2", "fallback": true}});
     alice
         .post("/keys/upload", json!({"fallback_keys": new_fallback}))
         .await
         .ok();
-    let (_, unused) = e2ee::key_counts(&app.state, &alice.user_id, &alice.device_id)
-        .await
-        .unwrap();
+    let (_, unused) = e2ee::key_counts(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        &alice.device_id,
+    )
+    .await
+    .unwrap();
     assert_eq!(unused, vec!["signed_curve25519"]);
     let v = bob.post("/keys/claim", claim).await.ok();
     assert!(
@@ -553,15 +573,28 @@ async fn to_device_batch_cut_by_the_limit_ends_at_a_message() {
             .ok();
     }
     let upto = position(&app).await;
-    let (first, cut) = e2ee::to_device_batch(&app.state, &bob.user_id, &bob.device_id, 0, upto, 2)
-        .await
-        .unwrap();
+    let (first, cut) = e2ee::to_device_batch(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        &bob.device_id,
+        0,
+        upto,
+        2,
+    )
+    .await
+    .unwrap();
     assert_eq!(first.len(), 2);
     let cut = cut.expect("the batch was cut");
-    let (rest, cut) =
-        e2ee::to_device_batch(&app.state, &bob.user_id, &bob.device_id, cut, upto, 10)
-            .await
-            .unwrap();
+    let (rest, cut) = e2ee::to_device_batch(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        &bob.device_id,
+        cut,
+        upto,
+        10,
+    )
+    .await
+    .unwrap();
     let ns: Vec<i64> = rest
         .iter()
         .map(|m| m["content"]["n"].as_i64().unwrap())
@@ -594,22 +627,37 @@ async fn key_upload_new_device_and_removal_are_device_list_changes() {
         "bob, who shares a room, is woken"
     );
     let upto = position(&app).await;
-    let (changed, left) = e2ee::device_list_changes(&app.state, &bob.user_id, since, upto)
-        .await
-        .unwrap();
+    let (changed, left) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        since,
+        upto,
+    )
+    .await
+    .unwrap();
     assert_eq!(changed, vec![alice.user_id.clone()]);
     assert!(left.is_empty());
-    let (changed, _) = e2ee::device_list_changes(&app.state, &alice.user_id, since, upto)
-        .await
-        .unwrap();
+    let (changed, _) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        since,
+        upto,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         changed,
         vec![alice.user_id.clone()],
         "a user sees their own changes"
     );
-    let (changed, _) = e2ee::device_list_changes(&app.state, &carol.user_id, since, upto)
-        .await
-        .unwrap();
+    let (changed, _) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &carol.user_id,
+        since,
+        upto,
+    )
+    .await
+    .unwrap();
     assert!(changed.is_empty(), "carol shares no room with alice");
 
     // Uploading the same keys again is no change.
@@ -627,10 +675,14 @@ async fn key_upload_new_device_and_removal_are_device_list_changes() {
         .post("/keys/upload", json!({"device_keys": stored}))
         .await
         .ok();
-    let (changed, _) =
-        e2ee::device_list_changes(&app.state, &bob.user_id, same_since, position(&app).await)
-            .await
-            .unwrap();
+    let (changed, _) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        same_since,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert!(changed.is_empty(), "{changed:?}");
 
     // A new device.
@@ -638,10 +690,14 @@ async fn key_upload_new_device_and_removal_are_device_list_changes() {
     e2ee::device_changed(&app.state, &alice.user_id)
         .await
         .unwrap();
-    let (changed, _) =
-        e2ee::device_list_changes(&app.state, &bob.user_id, since, position(&app).await)
-            .await
-            .unwrap();
+    let (changed, _) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        since,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert_eq!(changed, vec![alice.user_id.clone()]);
 
     // A removed device: its keys go, and the change is reported, also through /keys/changes.
@@ -675,9 +731,13 @@ async fn key_upload_new_device_and_removal_are_device_list_changes() {
         json!({}),
         "the removed device's keys are gone"
     );
-    let (counts, _) = e2ee::key_counts(&app.state, &alice.user_id, &alice.device_id)
-        .await
-        .unwrap();
+    let (counts, _) = e2ee::key_counts(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        &alice.device_id,
+    )
+    .await
+    .unwrap();
     assert_eq!(counts["signed_curve25519"], 0);
 }
 
@@ -691,17 +751,27 @@ async fn joining_and_leaving_shared_rooms_show_in_device_lists() {
     let since = position(&app).await;
     set_membership(&app, &room, &bob, "join").await;
     let upto = position(&app).await;
-    let (changed, _) = e2ee::device_list_changes(&app.state, &alice.user_id, since, upto)
-        .await
-        .unwrap();
+    let (changed, _) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        since,
+        upto,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         changed,
         vec![bob.user_id.clone()],
         "a new room member's devices are new to alice"
     );
-    let (changed, _) = e2ee::device_list_changes(&app.state, &bob.user_id, since, upto)
-        .await
-        .unwrap();
+    let (changed, _) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        since,
+        upto,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         changed,
         vec![alice.user_id.clone()],
@@ -711,24 +781,38 @@ async fn joining_and_leaving_shared_rooms_show_in_device_lists() {
     let since = upto;
     set_membership(&app, &room, &bob, "leave").await;
     let upto = position(&app).await;
-    let (changed, left) = e2ee::device_list_changes(&app.state, &alice.user_id, since, upto)
-        .await
-        .unwrap();
+    let (changed, left) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        since,
+        upto,
+    )
+    .await
+    .unwrap();
     assert!(changed.is_empty(), "{changed:?}");
     assert_eq!(left, vec![bob.user_id.clone()]);
-    let (_, left) = e2ee::device_list_changes(&app.state, &bob.user_id, since, upto)
-        .await
-        .unwrap();
+    let (_, left) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        since,
+        upto,
+    )
+    .await
+    .unwrap();
     assert_eq!(left, vec![alice.user_id.clone()]);
     // Bob's later changes are no longer alice's business.
     let since = upto;
     bob.post("/keys/upload", json!({"device_keys": device_keys(&bob).0}))
         .await
         .ok();
-    let (changed, left) =
-        e2ee::device_list_changes(&app.state, &alice.user_id, since, position(&app).await)
-            .await
-            .unwrap();
+    let (changed, left) = e2ee::device_list_changes(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        since,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert!(
         changed.is_empty() && left.is_empty(),
         "{changed:?} {left:?}"

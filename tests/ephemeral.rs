@@ -122,9 +122,14 @@ fn room_adpath(user: &User, room_id: &str, data_type: &str) -> String {
 }
 
 async fn counts(app: &TestApp, user: &User, room_id: &str) -> push::UnreadCounts {
-    let all = push::unread_counts(&app.state, &user.user_id, &[room_id.to_owned()], i64::MAX)
-        .await
-        .unwrap();
+    let all = push::unread_counts(
+        &mut app.state.db.acquire().await.unwrap(),
+        &user.user_id,
+        &[room_id.to_owned()],
+        i64::MAX,
+    )
+    .await
+    .unwrap();
     all.get(room_id).cloned().unwrap_or_default()
 }
 
@@ -151,10 +156,14 @@ async fn m_direct_round_trips_through_get_and_sync() {
         .ok();
     assert_eq!(alice.get(&adpath(&alice, "m.direct")).await.ok(), direct);
 
-    let (global, rooms) =
-        account_data::for_sync(&app.state, &alice.user_id, 0, position(&app).await)
-            .await
-            .unwrap();
+    let (global, rooms) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        0,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     let found: Vec<&Value> = global.iter().filter(|e| e["type"] == "m.direct").collect();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["content"], direct);
@@ -196,16 +205,21 @@ async fn account_data_changes_appear_in_sync_exactly_once() {
         .await
         .ok();
     let after_first = position(&app).await;
-    let (global, _) = account_data::for_sync(&app.state, &alice.user_id, start, after_first)
-        .await
-        .unwrap();
+    let (global, _) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        start,
+        after_first,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         global,
         vec![json!({"type": "org.example.a", "content": {"v": 1}})]
     );
     // Nothing new since.
     let (global, _) = account_data::for_sync(
-        &app.state,
+        &mut app.state.db.acquire().await.unwrap(),
         &alice.user_id,
         after_first,
         position(&app).await,
@@ -218,7 +232,7 @@ async fn account_data_changes_appear_in_sync_exactly_once() {
         .await
         .ok();
     let (global, _) = account_data::for_sync(
-        &app.state,
+        &mut app.state.db.acquire().await.unwrap(),
         &alice.user_id,
         after_first,
         position(&app).await,
@@ -343,9 +357,14 @@ async fn room_account_data_only_in_known_rooms() {
         .get(&room_adpath(&alice, &room, "org.example.other"))
         .await
         .expect_err(404, "M_NOT_FOUND");
-    let (_, rooms) = account_data::for_sync(&app.state, &alice.user_id, 0, position(&app).await)
-        .await
-        .unwrap();
+    let (_, rooms) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        0,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         rooms[&room],
         vec![json!({"type": "org.example.r", "content": {"x": 1}})]
@@ -370,10 +389,14 @@ async fn deleted_account_data_syncs_as_empty_content() {
         .get(&adpath(&alice, "org.example.a"))
         .await
         .expect_err(404, "M_NOT_FOUND");
-    let (global, _) =
-        account_data::for_sync(&app.state, &alice.user_id, before, position(&app).await)
-            .await
-            .unwrap();
+    let (global, _) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        before,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         global,
         vec![json!({"type": "org.example.a", "content": {}})]
@@ -409,9 +432,14 @@ async fn tags_are_set_listed_deleted_and_synced_as_m_tag() {
         alice.get(&base).await.ok(),
         json!({"tags": {"m.favourite": {"order": 0.5}}})
     );
-    let (_, rooms) = account_data::for_sync(&app.state, &alice.user_id, 0, position(&app).await)
-        .await
-        .unwrap();
+    let (_, rooms) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        0,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         rooms[&room],
         vec![json!({"type": "m.tag", "content": {"tags": {"m.favourite": {"order": 0.5}}}})]
@@ -465,9 +493,15 @@ async fn public_receipts_reach_members_and_private_ones_only_the_reader() {
     let upto = position(&app).await;
     let rooms = [room.clone()];
 
-    let seen_by_alice = receipts::for_sync(&app.state, &alice.user_id, &rooms, start, upto)
-        .await
-        .unwrap();
+    let seen_by_alice = receipts::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        &rooms,
+        start,
+        upto,
+    )
+    .await
+    .unwrap();
     let content = &seen_by_alice[&room]["content"][&event.event_id];
     assert_eq!(seen_by_alice[&room]["type"], "m.receipt");
     assert!(content["m.read"][&bob.user_id]["ts"].is_i64());
@@ -476,9 +510,15 @@ async fn public_receipts_reach_members_and_private_ones_only_the_reader() {
         "private receipt leaked: {content}"
     );
 
-    let seen_by_bob = receipts::for_sync(&app.state, &bob.user_id, &rooms, start, upto)
-        .await
-        .unwrap();
+    let seen_by_bob = receipts::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        &rooms,
+        start,
+        upto,
+    )
+    .await
+    .unwrap();
     assert!(
         seen_by_bob[&room]["content"][&event.event_id]["m.read.private"][&bob.user_id]["ts"]
             .is_i64()
@@ -486,7 +526,7 @@ async fn public_receipts_reach_members_and_private_ones_only_the_reader() {
     // Exactly once.
     assert!(
         receipts::for_sync(
-            &app.state,
+            &mut app.state.db.acquire().await.unwrap(),
             &alice.user_id,
             &rooms,
             upto,
@@ -511,7 +551,7 @@ async fn threaded_receipts_carry_their_thread_id() {
     );
     alice.post(&path, json!({"thread_id": "main"})).await.ok();
     let all = receipts::for_sync(
-        &app.state,
+        &mut app.state.db.acquire().await.unwrap(),
         &alice.user_id,
         std::slice::from_ref(&room),
         0,
@@ -613,15 +653,20 @@ async fn read_markers_set_fully_read_and_receipts() {
             .ok(),
         json!({"event_id": first.event_id})
     );
-    let (_, rooms) = account_data::for_sync(&app.state, &bob.user_id, 0, position(&app).await)
-        .await
-        .unwrap();
+    let (_, rooms) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        0,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         rooms[&room],
         vec![json!({"type": "m.fully_read", "content": {"event_id": first.event_id}})]
     );
     let seen = receipts::for_sync(
-        &app.state,
+        &mut app.state.db.acquire().await.unwrap(),
         &bob.user_id,
         std::slice::from_ref(&room),
         0,
@@ -805,24 +850,42 @@ async fn presence_is_visible_only_to_users_sharing_a_room() {
     stranger.get(&path).await.expect_err(403, "M_FORBIDDEN");
 
     let upto = position(&app).await;
-    let for_bob = presence::for_sync(&app.state, &bob.user_id, start, upto)
-        .await
-        .unwrap();
+    let for_bob = presence::for_sync(
+        &app.state,
+        &mut app.state.db.acquire().await.unwrap(),
+        &bob.user_id,
+        start,
+        upto,
+    )
+    .await
+    .unwrap();
     assert_eq!(for_bob.len(), 1);
     assert_eq!(for_bob[0]["sender"], alice.user_id.as_str());
     assert_eq!(for_bob[0]["type"], "m.presence");
     assert_eq!(for_bob[0]["content"]["status_msg"], "lunch");
     assert!(
-        presence::for_sync(&app.state, &stranger.user_id, start, upto)
-            .await
-            .unwrap()
-            .is_empty()
+        presence::for_sync(
+            &app.state,
+            &mut app.state.db.acquire().await.unwrap(),
+            &stranger.user_id,
+            start,
+            upto
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
     assert!(
-        presence::for_sync(&app.state, &bob.user_id, upto, position(&app).await)
-            .await
-            .unwrap()
-            .is_empty()
+        presence::for_sync(
+            &app.state,
+            &mut app.state.db.acquire().await.unwrap(),
+            &bob.user_id,
+            upto,
+            position(&app).await
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
 }
 
@@ -919,10 +982,16 @@ async fn presence_can_be_switched_off() {
         .unwrap();
     assert_eq!(alice.get(&path).await.ok()["presence"], "offline");
     assert!(
-        presence::for_sync(&app.state, &alice.user_id, 0, position(&app).await)
-            .await
-            .unwrap()
-            .is_empty()
+        presence::for_sync(
+            &app.state,
+            &mut app.state.db.acquire().await.unwrap(),
+            &alice.user_id,
+            0,
+            position(&app).await
+        )
+        .await
+        .unwrap()
+        .is_empty()
     );
 }
 
@@ -957,9 +1026,14 @@ async fn default_push_rules_are_served() {
         (Some(true), Some(false))
     );
     // The full-sync account data carries them too.
-    let (global, _) = account_data::for_sync(&app.state, &alice.user_id, 0, position(&app).await)
-        .await
-        .unwrap();
+    let (global, _) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        0,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert!(
         global
             .iter()
@@ -1147,10 +1221,14 @@ async fn push_rule_change_reaches_sync_and_wakes() {
         .await
         .ok();
     assert!(subscription.wait(Duration::from_secs(2)).await);
-    let (global, _) =
-        account_data::for_sync(&app.state, &alice.user_id, start, position(&app).await)
-            .await
-            .unwrap();
+    let (global, _) = account_data::for_sync(
+        &mut app.state.db.acquire().await.unwrap(),
+        &alice.user_id,
+        start,
+        position(&app).await,
+    )
+    .await
+    .unwrap();
     assert_eq!(global.len(), 1);
     let underride = global[0]["content"]["global"]["underride"]
         .as_array()
@@ -1374,7 +1452,7 @@ async fn receipts_reset_unread_counts_and_threads_count_apart() {
     assert_eq!(counts(&app, &carol, &room).await.notification_count, 0);
     // Counts of several rooms at once; rooms with nothing unread are absent.
     let all: HashMap<String, push::UnreadCounts> = push::unread_counts(
-        &app.state,
+        &mut app.state.db.acquire().await.unwrap(),
         &carol.user_id,
         &[room.clone(), "!other:test.local".into()],
         i64::MAX,
@@ -1383,7 +1461,7 @@ async fn receipts_reset_unread_counts_and_threads_count_apart() {
     .unwrap();
     assert!(all.is_empty(), "{all:?}");
     let all = push::unread_counts(
-        &app.state,
+        &mut app.state.db.acquire().await.unwrap(),
         &bob.user_id,
         std::slice::from_ref(&room),
         i64::MAX,

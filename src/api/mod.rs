@@ -18,6 +18,7 @@ pub mod profile;
 pub mod push;
 pub mod receipts;
 pub mod register;
+pub mod retry;
 pub mod room_keys;
 pub mod rooms;
 pub mod send;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(register::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(retry::once_on_lost_connection))
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))
         .layer(
             CompressionLayer::new()

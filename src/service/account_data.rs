@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
+use sqlx::PgConnection;
 
 use crate::service::notifier;
 use crate::{AppState, Error, Result, store};
@@ -184,12 +185,12 @@ async fn commit_and_wake(
 /// Global and per-room account data events ({"type", "content"}) changed in (since, upto]; since = 0 means all.
 /// On a full sync (since = 0) m.push_rules is always present, with the server defaults if the user never changed them.
 pub async fn for_sync(
-    state: &AppState,
+    db: &mut PgConnection,
     user_id: &str,
     since: i64,
     upto: i64,
 ) -> Result<(Vec<Value>, HashMap<String, Vec<Value>>)> {
-    let rows = store::account_data::changed(&state.db, user_id, since, upto).await?;
+    let rows = store::account_data::changed(db, user_id, since, upto).await?;
     let mut global = Vec::new();
     let mut rooms: HashMap<String, Vec<Value>> = HashMap::new();
     let mut saw_push_rules = false;

@@ -244,7 +244,7 @@ pub async fn messages(
             break;
         }
     }
-    let chunk = timeline::render_all(state, &chunk_rows, viewer(requester)).await?;
+    let chunk = timeline::render_all(&state.db, &chunk_rows, viewer(requester)).await?;
     let state_events = if filter.lazy_load_members && !chunk_rows.is_empty() {
         let senders: Vec<String> = chunk_rows
             .iter()
@@ -283,7 +283,7 @@ pub async fn get_event(
         .filter(|r| r.room_id == room_id && vis.can_see_row(r, user))
         .ok_or_else(|| Error::not_found("Event not found"))?;
     let mut rendered =
-        timeline::render_all(state, std::slice::from_ref(&row), viewer(requester)).await?;
+        timeline::render_all(&state.db, std::slice::from_ref(&row), viewer(requester)).await?;
     Ok(rendered.remove(0))
 }
 
@@ -360,11 +360,11 @@ pub async fn context(
         store::events::state_at(&state.db, room_id, row.stream_ordering).await?
     };
     let v = viewer(requester);
-    let mut event = timeline::render_all(state, std::slice::from_ref(&row), v).await?;
+    let mut event = timeline::render_all(&state.db, std::slice::from_ref(&row), v).await?;
     Ok(Context {
         event: event.remove(0),
-        events_before: timeline::render_all(state, &before, v).await?,
-        events_after: timeline::render_all(state, &after, v).await?,
+        events_before: timeline::render_all(&state.db, &before, v).await?,
+        events_after: timeline::render_all(&state.db, &after, v).await?,
         start: position_token(start),
         end: position_token(end),
         state: timeline::render_plain(&state_rows, v),
@@ -435,7 +435,7 @@ pub async fn relations(
         None
     };
     Ok(RelationsPage {
-        chunk: timeline::render_all(state, &rows, viewer(requester)).await?,
+        chunk: timeline::render_all(&state.db, &rows, viewer(requester)).await?,
         next_batch,
         prev_batch: None,
     })
@@ -481,7 +481,7 @@ pub async fn threads(
         .filter(|r| vis.can_see_row(r, user))
         .collect();
     Ok(RelationsPage {
-        chunk: timeline::render_all(state, &rows, viewer(requester)).await?,
+        chunk: timeline::render_all(&state.db, &rows, viewer(requester)).await?,
         next_batch,
         prev_batch: None,
     })

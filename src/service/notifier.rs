@@ -342,6 +342,8 @@ pub async fn start_listener(state: AppState) -> Result<()> {
 /// After notifications may have been lost: listen again, learn the stream head, and then assume
 /// everything changed.
 async fn recover(state: &AppState, listener: &mut PgListener) {
+    // The database may have restarted: the pools' idle connections are then dead too.
+    crate::store::pool::connection_lost();
     // A query through the listener reconnects it and listens again.
     loop {
         let before = state.notifier.seen();

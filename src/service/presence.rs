@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
 use crate::service::notifier;
 use crate::store::presence::{PresenceRow, PresenceUpdate};
@@ -147,6 +148,7 @@ async fn commit_and_wake(
 
 pub async fn for_sync(
     state: &AppState,
+    db: &mut PgConnection,
     user_id: &str,
     since: i64,
     upto: i64,
@@ -155,7 +157,7 @@ pub async fn for_sync(
         return Ok(vec![]);
     }
     let now = store::now_ms();
-    let rows = store::presence::changed_for(&state.db, user_id, since, upto).await?;
+    let rows = store::presence::changed_for(db, user_id, since, upto).await?;
     Ok(rows
         .iter()
         .map(|row| json!({"type": "m.presence", "sender": row.user_id, "content": event_content(row, now)}))

@@ -17,6 +17,7 @@ use ruma::push::{
 use ruma::serde::Raw;
 use ruma::{Int, OwnedRoomId, OwnedUserId, UInt, UserId};
 use serde_json::{Map, Value, json};
+use sqlx::PgConnection;
 
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::{account_data, notifier, room_versions, writer};
@@ -446,13 +447,13 @@ impl UnreadCounts {
 /// notifications up to stream position `upto`. Rooms without unread notifications are absent (their
 /// counts are 0).
 pub async fn unread_counts(
-    state: &AppState,
+    db: &mut PgConnection,
     user_id: &str,
     rooms: &[String],
     upto: i64,
 ) -> Result<HashMap<String, UnreadCounts>> {
     let mut out: HashMap<String, UnreadCounts> = HashMap::new();
-    for row in store::receipts::unread(&state.db, user_id, rooms, upto).await? {
+    for row in store::receipts::unread(db, user_id, rooms, upto).await? {
         let counts = out.entry(row.room_id).or_default();
         counts.notification_count += row.notifications;
         counts.highlight_count += row.highlights;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
+use sqlx::PgConnection;
 
 use crate::service::{account_data, notifier, writer};
 use crate::store::receipts::NewReceipt;
@@ -142,13 +143,13 @@ async fn set_receipt(
 
 /// m.receipt ephemeral events (one per room) for receipts in (since, upto] in these rooms; private receipts only the user's own.
 pub async fn for_sync(
-    state: &AppState,
+    db: &mut PgConnection,
     user_id: &str,
     rooms: &[String],
     since: i64,
     upto: i64,
 ) -> Result<HashMap<String, Value>> {
-    let rows = store::receipts::changed(&state.db, user_id, rooms, since, upto).await?;
+    let rows = store::receipts::changed(db, user_id, rooms, since, upto).await?;
     let mut contents: HashMap<String, Map<String, Value>> = HashMap::new();
     for row in rows {
         let mut receipt = json!({ "ts": row.ts });

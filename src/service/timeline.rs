@@ -5,9 +5,10 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use sqlx::PgExecutor;
 
 use crate::store::events::EventRow;
-use crate::{AppState, Error, Result, store};
+use crate::{Error, Result, store};
 
 /// Who is looking: local echo (`transaction_id`) is for the sending device only.
 #[derive(Debug, Clone, Copy)]
@@ -67,12 +68,12 @@ fn splice_unsigned(client_json: &str, unsigned: &Value) -> Box<RawValue> {
 
 /// Renders rows with their bundled aggregations (one query for the whole batch).
 pub async fn render_all(
-    state: &AppState,
+    db: impl PgExecutor<'_>,
     rows: &[EventRow],
     viewer: Viewer<'_>,
 ) -> Result<Vec<Box<RawValue>>> {
     let refs: Vec<&EventRow> = rows.iter().collect();
-    let aggregations = aggregations_for(state, &refs, viewer).await?;
+    let aggregations = aggregations_for(db, &refs, viewer).await?;
     let now = store::now_ms();
     Ok(rows
         .iter()
@@ -90,7 +91,7 @@ pub fn render_plain(rows: &[EventRow], viewer: Viewer<'_>) -> Vec<Box<RawValue>>
 /// The spec's bundled aggregations: the latest edit (`m.replace`), thread summaries (`m.thread`) and
 /// references (`m.reference`).
 pub async fn aggregations_for(
-    state: &AppState,
+    db: impl PgExecutor<'_>,
     rows: &[&EventRow],
     viewer: Viewer<'_>,
 ) -> Result<Aggregations> {
@@ -107,7 +108,7 @@ pub async fn aggregations_for(
         "m.thread".to_owned(),
         "m.reference".to_owned(),
     ];
-    let related = store::events::relations_of(&state.db, &ids, &rel_types).await?;
+    let related = store::events::relations_of(db, &ids, &rel_types).await?;
     if related.is_empty() {
         return Ok(Aggregations::new());
     }

@@ -27,6 +27,8 @@ use crate::store::{self, events::NewEventRow};
 use crate::{AppState, Error, Result};
 
 const MAX_BATCH: usize = 256;
+/// Requests a lane holds waiting (beyond them, new requests get a 503).
+const MAX_QUEUED: usize = 8192;
 
 pub use crate::store::events::TxnKey;
 
@@ -62,11 +64,9 @@ pub fn writer_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
     let options = (*db.connect_options())
         .clone()
         .options([("plan_cache_mode", "auto")]);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(LANES as u32 + 1)
+    store::pool::options(LANES as u32 + 1, db.options().get_acquire_timeout())
         // Opened at start-up, so the first message does not wait for a new backend.
         .min_connections(LANES as u32)
-        .test_before_acquire(false)
         .connect_lazy_with(options)
 }
 
@@ -77,7 +77,7 @@ const LANES: usize = 1;
 
 #[derive(Default)]
 pub struct Writer {
-    lanes: OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
+    lanes: OnceLock<Vec<mpsc::Sender<Job>>>,
 }
 
 impl Writer {
@@ -89,7 +89,7 @@ impl Writer {
         let mut senders = Vec::with_capacity(LANES);
         let mut receivers = Vec::with_capacity(LANES);
         for _ in 0..LANES {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(MAX_QUEUED);
             senders.push(tx);
             receivers.push(rx);
         }
@@ -124,20 +124,24 @@ impl Writer {
         };
         let queue = &lanes[lane];
         queue
-            .send(Job {
+            .try_send(Job {
                 target,
                 drafts,
                 txn,
                 reply,
             })
-            .map_err(|_| Error::internal("writer stopped"))?;
+            .map_err(|e| match e {
+                // More waiting than the writer commits in a second or two: shed load.
+                mpsc::error::TrySendError::Full(_) => Error::unavailable(500),
+                mpsc::error::TrySendError::Closed(_) => Error::internal("writer stopped"),
+            })?;
         answer
             .await
             .map_err(|_| Error::internal("writer dropped a request"))?
     }
 }
 
-async fn run(state: AppState, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -176,32 +180,49 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         },
         Err(e) => Err(e),
     };
-    match outcome {
+    let e = match outcome {
         Ok(outcomes) => {
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 let _ = job.reply.send(outcome);
             }
+            return;
         }
-        Err(e) => {
-            for room in &rooms {
-                state.rooms.invalidate(room);
-            }
-            let shared = match &e {
-                Error::Internal(_) => None,
-                _ => Some(e.to_string()),
-            };
-            if shared.is_none() {
-                tracing::error!(error = %e, "event batch failed");
-            }
-            let mut e = Some(e);
-            for job in jobs {
-                // The first job gets the error itself (the only job when a new room fails).
-                let err = e
-                    .take()
-                    .unwrap_or_else(|| Error::internal(shared.clone().unwrap_or_default()));
-                let _ = job.reply.send(Err(err));
-            }
+        Err(e) => e,
+    };
+    for room in &rooms {
+        state.rooms.invalidate(room);
+    }
+    if jobs.len() > 1 && !matches!(e, Error::Unavailable { .. }) {
+        // One event may have failed the batch (content the database refuses): each job again on
+        // its own, so only the bad one fails. (With the database unavailable, all would fail.)
+        tracing::warn!(error = %e, jobs = jobs.len(), "event batch failed; retrying its jobs one by one");
+        for job in jobs {
+            Box::pin(process(state, vec![job])).await;
         }
+        return;
+    }
+    if matches!(e, Error::Internal(_)) {
+        tracing::error!(error = %e, "event batch failed");
+    }
+    // Only the database's unavailability reaches here with several jobs: each gets it.
+    let again = match &e {
+        Error::Unavailable {
+            retry_after_ms,
+            lost,
+        } => Some((*retry_after_ms, *lost)),
+        _ => None,
+    };
+    let mut e = Some(e);
+    for job in jobs {
+        let err = match (e.take(), again) {
+            (Some(e), _) => e,
+            (None, Some((retry_after_ms, lost))) => Error::Unavailable {
+                retry_after_ms,
+                lost,
+            },
+            (None, None) => Error::internal("event batch failed"),
+        };
+        let _ = job.reply.send(Err(err));
     }
 }
 
@@ -836,11 +857,23 @@ pub async fn room_snapshot(state: &AppState, room_id: &str) -> Result<Option<Arc
     if let Some(snapshot) = state.rooms.get(room_id) {
         return Ok(Some(snapshot));
     }
-    let mut conn = state.db.acquire().await?;
-    let Some(head) = store::rooms::get_head(&mut conn, room_id).await? else {
+    room_snapshot_on(state, &mut *state.db.acquire().await?, room_id).await
+}
+
+/// As `room_snapshot`, reading through `conn` (outside any transaction: what it reads is cached)
+/// on a miss.
+pub async fn room_snapshot_on(
+    state: &AppState,
+    conn: &mut PgConnection,
+    room_id: &str,
+) -> Result<Option<Arc<RoomSnapshot>>> {
+    if let Some(snapshot) = state.rooms.get(room_id) {
+        return Ok(Some(snapshot));
+    }
+    let Some(head) = store::rooms::get_head(&mut *conn, room_id).await? else {
         return Ok(None);
     };
-    let snapshot = load_snapshot(&mut conn, &head).await?;
+    let snapshot = load_snapshot(conn, &head).await?;
     // Only cache what is still current; a racing writer may have moved on.
     if state.rooms.get(room_id).is_none() {
         state.rooms.put(snapshot.clone());

@@ -7,6 +7,7 @@ pub mod filters;
 pub mod key_backup;
 pub mod keys;
 pub mod media;
+pub mod pool;
 pub mod presence;
 pub mod push;
 pub mod receipts;

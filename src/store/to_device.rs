@@ -96,10 +96,8 @@ pub async fn acknowledge(
     Ok(())
 }
 
-/// In one statement: deletes the device's messages at or below `since` (acknowledged) and returns the
-/// first `limit` in (since, upto], in order. The read does not see the deletion, but the ranges are
-/// disjoint.
-pub async fn take_messages(
+/// The device's first `limit` messages in (since, upto], in order.
+pub async fn pending(
     db: impl PgExecutor<'_>,
     user_id: &str,
     device_id: &str,
@@ -109,10 +107,7 @@ pub async fn take_messages(
 ) -> sqlx::Result<Vec<MessageRow>> {
     sqlx::query_as!(
         MessageRow,
-        "WITH acknowledged AS (
-             DELETE FROM e2e_to_device WHERE user_id = $1 AND device_id = $2 AND stream_position <= $3
-         )
-         SELECT stream_position, sender, event_type, content FROM e2e_to_device
+        "SELECT stream_position, sender, event_type, content FROM e2e_to_device
          WHERE user_id = $1 AND device_id = $2 AND stream_position > $3 AND stream_position <= $4
          ORDER BY stream_position LIMIT $5",
         user_id,

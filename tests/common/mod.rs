@@ -101,6 +101,19 @@ fn remove_stale_dirs() {
 
 /// A fresh database cloned from the migrated template.
 pub async fn fresh_database() -> (String, PgPool) {
+    fresh_database_with_pool(10).await
+}
+
+/// Axon's own pool options (dead connections dropped after a loss, bounded waits) over `db_name`.
+pub async fn test_pool(db_name: &str, max_connections: u32) -> PgPool {
+    axon::store::pool::options(max_connections, std::time::Duration::from_secs(5))
+        .connect_with(cluster().connect_options(db_name))
+        .await
+        .unwrap()
+}
+
+/// A fresh database, and a pool of `max_connections` over it.
+pub async fn fresh_database_with_pool(max_connections: u32) -> (String, PgPool) {
     let cluster = cluster();
     let name = format!(
         "t_{}",
@@ -113,11 +126,7 @@ pub async fn fresh_database() -> (String, PgPool) {
         .execute(&mut conn)
         .await
         .unwrap();
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(cluster.connect_options(&name))
-        .await
-        .unwrap();
+    let pool = test_pool(&name, max_connections).await;
     (name, pool)
 }
 
@@ -155,14 +164,43 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     spawn_on(config, db_name, db).await
 }
 
+/// An Axon whose request pool holds only `max_connections` connections.
+pub async fn spawn_app_with_pool(config: Config, max_connections: u32) -> TestApp {
+    let (db_name, db) = fresh_database_with_pool(max_connections).await;
+    spawn_on(config, db_name, db).await
+}
+
 /// Another Axon process on the same database (as several instances behind a load balancer).
 pub async fn spawn_peer(app: &TestApp) -> TestApp {
-    let pool = PgPoolOptions::new()
-        .max_connections(10)
-        .connect_with(cluster().connect_options(&app.db_name))
-        .await
-        .unwrap();
+    let pool = test_pool(&app.db_name, 10).await;
     spawn_on(app.state.config.clone(), app.db_name.clone(), pool).await
+}
+
+/// A migrated database named `axon` on a cluster of the caller's, once it accepts connections, and
+/// a pool over it with Axon's options.
+pub async fn wait_for_database(cluster: &Cluster) -> PgPool {
+    for _ in 0..300 {
+        if let Ok(mut conn) = PgConnection::connect_with(&cluster.connect_options("postgres")).await
+        {
+            sqlx::query("CREATE DATABASE axon")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let pool = axon::store::pool::options(10, std::time::Duration::from_secs(1))
+                .connect_with(cluster.connect_options("axon"))
+                .await
+                .unwrap();
+            axon::server::MIGRATOR.run(&pool).await.unwrap();
+            return pool;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("PostgreSQL did not start");
+}
+
+/// An Axon on a pool of the caller's.
+pub async fn spawn_on_pool(config: Config, db: PgPool) -> TestApp {
+    spawn_on(config, "axon".into(), db).await
 }
 
 async fn spawn_on(config: Config, db_name: String, db: PgPool) -> TestApp {

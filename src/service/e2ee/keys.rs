@@ -154,7 +154,8 @@ pub async fn upload(
     }
     tx.commit().await?;
     wake(state, &announced);
-    Ok(super::key_counts(state, user_id, device_id).await?.0)
+    let mut conn = state.db.acquire().await?;
+    Ok(super::key_counts(&mut conn, user_id, device_id).await?.0)
 }
 
 /// Takes a stream position for a change of a device's key counts (which wakes nobody: the counts

@@ -21,11 +21,8 @@ pub fn stream_position_of(token: &str) -> Option<i64> {
     crate::service::messages::parse_position(token)
 }
 
-/// To-device messages for this device with stream position in (since, upto], in order, at most `limit`.
-/// Messages at or below `since` are deleted here (the client acknowledged them by syncing with `since`).
-///
-/// When the answer has `limit` messages, more may be waiting: the next token must then not be past the
-/// last one delivered, or the rest would be acknowledged unseen. `to_device_batch` says where that is.
+/// The device's to-device messages in (since, upto] (at most `limit`), after deleting those at or
+/// below `since`, which the client acknowledged by syncing with it.
 pub async fn to_device_for_sync(
     state: &AppState,
     user_id: &str,
@@ -34,18 +31,23 @@ pub async fn to_device_for_sync(
     upto: i64,
     limit: i64,
 ) -> Result<Vec<Value>> {
+    let mut conn = state.db.acquire().await?;
+    store::to_device::acknowledge(&mut *conn, user_id, device_id, since).await?;
     Ok(
-        to_device_batch(state, user_id, device_id, since, upto, limit)
+        to_device_batch(&mut conn, user_id, device_id, since, upto, limit)
             .await?
             .0,
     )
 }
 
-/// As `to_device_for_sync`, also returning the stream position of the last message when the batch was
-/// cut by `limit` (`None` when everything up to `upto` was delivered). Each message has its own stream
-/// position, so a sync token at that position acknowledges exactly the messages delivered.
+/// To-device messages for this device with stream position in (since, upto], in order, at most
+/// `limit` (those at or below `since` were acknowledged: see `store::to_device::acknowledge`), and
+/// the stream position of the last one when the batch was cut by `limit` (`None` when everything up
+/// to `upto` was delivered). The next token must then not be past the last one delivered, or the rest
+/// would be acknowledged unseen; each message has its own stream position, so a token at that
+/// position acknowledges exactly the messages delivered.
 pub async fn to_device_batch(
-    state: &AppState,
+    db: &mut PgConnection,
     user_id: &str,
     device_id: &str,
     since: i64,
@@ -53,8 +55,7 @@ pub async fn to_device_batch(
     limit: i64,
 ) -> Result<(Vec<Value>, Option<i64>)> {
     let limit = limit.max(1);
-    let rows =
-        store::to_device::take_messages(&state.db, user_id, device_id, since, upto, limit).await?;
+    let rows = store::to_device::pending(db, user_id, device_id, since, upto, limit).await?;
     let cut = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.stream_position))
         .flatten();
@@ -76,12 +77,12 @@ pub async fn to_device_batch(
 /// changed after `upto` is reported by the next sync), and a user who left and rejoined in the range is
 /// only "changed".
 pub async fn device_list_changes(
-    state: &AppState,
+    db: &mut PgConnection,
     user_id: &str,
     since: i64,
     upto: i64,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let rows = store::keys::device_list_changes(&state.db, user_id, since, upto).await?;
+    let rows = store::keys::device_list_changes(db, user_id, since, upto).await?;
     let (mut changed, mut left) = (BTreeSet::new(), BTreeSet::new());
     for (user, is_left) in rows {
         if is_left {
@@ -96,11 +97,11 @@ pub async fn device_list_changes(
 /// device_one_time_keys_count per algorithm and device_unused_fallback_key_types for this device.
 /// `signed_curve25519` is always counted, 0 included: clients read its absence as "unknown".
 pub async fn key_counts(
-    state: &AppState,
+    db: &mut PgConnection,
     user_id: &str,
     device_id: &str,
 ) -> Result<(BTreeMap<String, i64>, Vec<String>)> {
-    let rows = store::keys::key_counts(&state.db, user_id, device_id).await?;
+    let rows = store::keys::key_counts(db, user_id, device_id).await?;
     let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
     let mut fallback = Vec::new();
     for (is_fallback, algorithm, count) in rows {
@@ -205,7 +206,8 @@ pub async fn changes_between(
     if upto <= since {
         return Ok((vec![], vec![]));
     }
-    device_list_changes(state, user_id, since, upto).await
+    let mut conn = state.db.acquire().await?;
+    device_list_changes(&mut conn, user_id, since, upto).await
 }
 
 /// The body of PUT /sendToDevice: user ID → device ID (or "*") → content.

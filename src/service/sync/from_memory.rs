@@ -268,7 +268,8 @@ pub async fn serve(
             if unknown.is_empty() {
                 Ok(HashMap::new())
             } else {
-                push::unread_counts(state, user, &unknown, upto).await
+                let mut conn = state.db.acquire().await?;
+                push::unread_counts(&mut conn, user, &unknown, upto).await
             }
         },
         key_counts(state, user, device, keys)
@@ -338,7 +339,8 @@ async fn key_counts(
     if let Some(keys) = cached {
         return Ok(keys);
     }
-    let (one_time, unused_fallback) = e2ee::key_counts(state, user, device).await?;
+    let mut conn = state.db.acquire().await?;
+    let (one_time, unused_fallback) = e2ee::key_counts(&mut conn, user, device).await?;
     Ok(KeyCounts {
         one_time,
         unused_fallback,

@@ -16,10 +16,12 @@ use sqlx::PgConnection;
 
 mod counts;
 mod from_memory;
+mod gate;
 mod joined;
 
 pub use counts::SyncCounts;
 use from_memory::Freshness;
+pub use gate::SyncGate;
 pub use joined::JoinedRoomsCache;
 
 use crate::service::auth::Requester;
@@ -377,11 +379,12 @@ async fn subscribe(
     Ok((subscription, rooms))
 }
 
-async fn begin_snapshot(state: &AppState) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    Ok(state
-        .db
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await?)
+/// The snapshot every read of a database-path response goes through.
+async fn begin_snapshot(conn: &mut PgConnection) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    Ok(
+        sqlx::Connection::begin_with(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await?,
+    )
 }
 
 struct RoomPlan {
@@ -393,8 +396,41 @@ struct RoomPlan {
     from_start: bool,
 }
 
+/// A sync answered from the database. It waits its turn (`SyncGate`), then takes exactly one
+/// connection and does every read through it: a response never waits for a second connection
+/// while holding one, so any number of concurrent syncs cannot starve the pool.
 async fn compute(
     state: &AppState,
+    requester: &Requester,
+    since: Option<SyncToken>,
+    full_state: bool,
+    filter: &Filter,
+) -> Result<SyncResponse> {
+    let user = requester.user_id.as_str();
+    let _turn = state.sync_gate.enter(user).await?;
+    let mut conn = state.db.acquire().await?;
+    let response = compute_on(state, &mut conn, requester, since, full_state, filter).await?;
+    // The token acknowledges the to-device messages it was given (read past them above).
+    if let Some(acknowledged) = since.filter(|s| s.position > 0)
+        && SyncToken::parse(&response.next_batch)
+            .is_some_and(|next| next.position >= acknowledged.position)
+    {
+        store::to_device::acknowledge(
+            &mut *conn,
+            user,
+            requester.device_id.as_str(),
+            acknowledged.position,
+        )
+        .await?;
+    }
+    Ok(response)
+}
+
+/// The reads of `compute`: one repeatable-read snapshot, then (outside it, so what they load may be
+/// cached) the rooms' summaries and stripped state.
+async fn compute_on(
+    state: &AppState,
+    conn: &mut PgConnection,
     requester: &Requester,
     since: Option<SyncToken>,
     full_state: bool,
@@ -405,7 +441,7 @@ async fn compute(
         user_id: user,
         device_id: Some(requester.device_id.as_str()),
     };
-    let mut tx = begin_snapshot(state).await?;
+    let mut tx = begin_snapshot(conn).await?;
     let upto = store::stream::current_in(&mut tx).await?;
     // A token from the future (say, a restored database) gets a safe full resync.
     let since = since.filter(|s| s.position <= upto);
@@ -416,7 +452,7 @@ async fn compute(
     // To-device first: when more are waiting than one response carries, this response carries only
     // them and ends at the last one delivered, so nothing is acknowledged unseen.
     let (to_device, cut) =
-        e2ee::to_device_batch(state, user, device, from, upto, TO_DEVICE_LIMIT).await?;
+        e2ee::to_device_batch(&mut tx, user, device, from, upto, TO_DEVICE_LIMIT).await?;
     let to_device = Events {
         events: to_raw(to_device)?,
     };
@@ -517,7 +553,7 @@ async fn compute(
 
     // Bundled aggregations for every timeline at once: one query, not one per room.
     let all_rows: Vec<&EventRow> = timelines.values().flatten().collect();
-    let aggregations = timeline::aggregations_for(state, &all_rows, viewer).await?;
+    let aggregations = timeline::aggregations_for(&mut *tx, &all_rows, viewer).await?;
     let mut rooms = Rooms::default();
     for plan in &joined {
         let mut rows = timelines.remove(&plan.room_id).unwrap_or_default();
@@ -545,39 +581,21 @@ async fn compute(
         .await?;
         rooms.join.insert(plan.room_id.clone(), room);
     }
-    for m in knocked {
-        rooms.knock.insert(
-            m.room_id.clone(),
-            KnockedRoom {
-                knock_state: stripped_state(state, user, &m.room_id).await?,
-            },
-        );
-    }
-    for m in invited {
-        rooms.invite.insert(
-            m.room_id.clone(),
-            invited_room(state, user, &m.room_id).await?,
-        );
-    }
+    // Stripped state comes from the rooms' current state, after the snapshot.
+    let knocked: Vec<String> = knocked.iter().map(|m| m.room_id.clone()).collect();
+    let invited: Vec<String> = invited.iter().map(|m| m.room_id.clone()).collect();
     for m in left {
         let full = initial || full_state;
-        let room = left_room(
-            state, &mut tx, requester, viewer, m, full, from, limit, filter,
-        )
-        .await?;
+        let room = left_room(&mut tx, requester, viewer, m, full, from, limit, filter).await?;
         rooms.leave.insert(m.room_id.clone(), room);
     }
-    tx.commit().await?;
 
     // The per-user streams, bounded by the same positions.
     let joined_ids: Vec<String> = joined.iter().map(|p| p.room_id.clone()).collect();
-    // Independent reads: run them side by side rather than one round trip after another.
     let typing_since = since.map_or(0, |s| s.typing);
-    let ((global_data, mut room_data), mut receipts, presence_events) = tokio::try_join!(
-        account_data::for_sync(state, user, from, upto),
-        receipts::for_sync(state, user, &joined_ids, from, upto),
-        presence::for_sync(state, user, from, upto),
-    )?;
+    let (global_data, mut room_data) = account_data::for_sync(&mut tx, user, from, upto).await?;
+    let mut receipts = receipts::for_sync(&mut tx, user, &joined_ids, from, upto).await?;
+    let presence_events = presence::for_sync(state, &mut tx, user, from, upto).await?;
     let (mut typing, typing_token) = typing::for_sync(state, &joined_ids, typing_since);
     for room_id in &joined_ids {
         let data = room_filter
@@ -593,10 +611,7 @@ async fn compute(
             continue;
         }
         if !rooms.join.contains_key(room_id) {
-            rooms.join.insert(
-                room_id.clone(),
-                quiet_room(state, room_id, user, upto).await?,
-            );
+            rooms.join.insert(room_id.clone(), quiet_room(upto));
         }
         let room = rooms.join.get_mut(room_id).expect("inserted above");
         room.account_data = Events {
@@ -607,18 +622,26 @@ async fn compute(
         };
     }
     let in_response: Vec<String> = rooms.join.keys().cloned().collect();
-    let device_lists = async {
-        if initial {
-            Ok((Vec::new(), Vec::new()))
-        } else {
-            e2ee::device_list_changes(state, user, from, upto).await
-        }
+    let mut counts = push::unread_counts(&mut tx, user, &in_response, upto).await?;
+    let (changed, left) = if initial {
+        (Vec::new(), Vec::new())
+    } else {
+        e2ee::device_list_changes(&mut tx, user, from, upto).await?
     };
-    let (mut counts, (changed, left), (key_counts, fallback)) = tokio::try_join!(
-        push::unread_counts(state, user, &in_response, upto),
-        device_lists,
-        e2ee::key_counts(state, user, device)
-    )?;
+    let (key_counts, fallback) = e2ee::key_counts(&mut tx, user, device).await?;
+    tx.commit().await?;
+
+    for (room_id, room) in rooms.join.iter_mut() {
+        room.summary = summary(state, conn, room_id, user).await?;
+    }
+    for room_id in knocked {
+        let knock_state = stripped_state(state, conn, user, &room_id).await?;
+        rooms.knock.insert(room_id, KnockedRoom { knock_state });
+    }
+    for room_id in invited {
+        let invite_state = stripped_state(state, conn, user, &room_id).await?;
+        rooms.invite.insert(room_id, InvitedRoom { invite_state });
+    }
     fill_unread_counts(
         &mut rooms.join,
         &counts,
@@ -705,8 +728,9 @@ fn timeline_limit(filter: &RoomEventFilter) -> i64 {
 }
 
 /// A joined room with no new timeline events but other news (account data, receipts, typing).
-async fn quiet_room(state: &AppState, room_id: &str, user: &str, upto: i64) -> Result<JoinedRoom> {
-    Ok(JoinedRoom {
+/// Its summary is filled in with the others'.
+fn quiet_room(upto: i64) -> JoinedRoom {
+    JoinedRoom {
         timeline: Timeline {
             events: Vec::new(),
             limited: false,
@@ -715,10 +739,10 @@ async fn quiet_room(state: &AppState, room_id: &str, user: &str, upto: i64) -> R
         state: Events::default(),
         ephemeral: Events::default(),
         account_data: Events::default(),
-        summary: summary(state, room_id, user).await?,
+        summary: Value::Null,
         unread_notifications: json!({"notification_count": 0, "highlight_count": 0}),
         unread_thread_notifications: json!({}),
-    })
+    }
 }
 
 /// At most this many to-device messages in one response.
@@ -840,7 +864,6 @@ async fn joined_room(
         .await?;
     }
 
-    let summary = summary(state, room_id, user).await?;
     let now = store::now_ms();
     let fields = filter.event_fields.as_deref();
     let timeline_events = timeline::with_fields(
@@ -861,7 +884,8 @@ async fn joined_room(
         },
         ephemeral: Events::default(),
         account_data: Events::default(),
-        summary,
+        // Filled in after the snapshot, from the room's current state.
+        summary: Value::Null,
         unread_notifications: json!({"notification_count": 0, "highlight_count": 0}),
         unread_thread_notifications: json!({}),
     })
@@ -952,9 +976,14 @@ impl LazyMemberCache {
 }
 
 /// m.heroes (when the room has no name or alias) and the member counts clients name rooms from.
-async fn summary(state: &AppState, room_id: &str, user: &str) -> Result<Value> {
+async fn summary(
+    state: &AppState,
+    conn: &mut PgConnection,
+    room_id: &str,
+    user: &str,
+) -> Result<Value> {
     Ok(
-        match crate::service::writer::room_snapshot(state, room_id).await? {
+        match crate::service::writer::room_snapshot_on(state, conn, room_id).await? {
             Some(snapshot) => summary_of(&snapshot, user),
             None => json!({}),
         },
@@ -996,17 +1025,16 @@ fn summary_of(snapshot: &RoomSnapshot, user: &str) -> Value {
     summary
 }
 
-/// Stripped state for an invite, including the invite event itself (with `is_direct`).
-async fn invited_room(state: &AppState, user: &str, room_id: &str) -> Result<InvitedRoom> {
-    Ok(InvitedRoom {
-        invite_state: stripped_state(state, user, room_id).await?,
-    })
-}
-
 /// What an invitee or a knocker sees of a room: the stripped state events the spec lists, the
 /// inviter's member event and the user's own (the invite or the knock).
-async fn stripped_state(state: &AppState, user: &str, room_id: &str) -> Result<Events> {
-    let Some(snapshot) = crate::service::writer::room_snapshot(state, room_id).await? else {
+async fn stripped_state(
+    state: &AppState,
+    conn: &mut PgConnection,
+    user: &str,
+    room_id: &str,
+) -> Result<Events> {
+    let Some(snapshot) = crate::service::writer::room_snapshot_on(state, conn, room_id).await?
+    else {
         return Ok(Events::default());
     };
     let mut events = Vec::new();
@@ -1033,7 +1061,6 @@ async fn stripped_state(state: &AppState, user: &str, room_id: &str) -> Result<E
 
 #[allow(clippy::too_many_arguments)]
 async fn left_room(
-    state: &AppState,
     tx: &mut PgConnection,
     requester: &Requester,
     viewer: Viewer<'_>,
@@ -1078,7 +1105,7 @@ async fn left_room(
     keep_latest(&mut state_rows, state_filter.limit);
     Ok(LeftRoom {
         timeline: Timeline {
-            events: timeline::render_all(state, &rows, viewer).await?,
+            events: timeline::render_all(&mut *tx, &rows, viewer).await?,
             limited,
             prev_batch: crate::service::messages::position_token(first_pos - 1),
         },

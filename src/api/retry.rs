@@ -1,0 +1,53 @@
+//! One more try for a request whose database connection was lost (PostgreSQL restarted, the
+//! network dropped): the pools have by then discarded every connection of the old server, so the
+//! second try runs on fresh ones. A request fails on a lost connection before it commits (a
+//! statement or the commit itself cannot reach the server), and everything Axon acknowledges is
+//! idempotent on retry or made so (transaction IDs), so the replay is safe in practice. If the
+//! database is still down, the answer is the 503 with `retry_after_ms` of the second try.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ConnectionLost;
+
+/// Bodies up to this size are kept for a replay; larger ones (media uploads) are not replayed.
+const MAX_REPLAYED_BODY: u64 = 1024 * 1024;
+
+pub async fn once_on_lost_connection(request: Request, next: Next) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let replayable = match length {
+        Some(n) => n <= MAX_REPLAYED_BODY,
+        None => matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+        ),
+    };
+    if !replayable {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REPLAYED_BODY as usize).await else {
+        // The body broke off (or lied about its length): nothing to serve.
+        return crate::Error::bad_json("Could not read the request body").into_response();
+    };
+    let first = next
+        .clone()
+        .run(Request::from_parts(
+            parts.clone(),
+            Body::from(bytes.clone()),
+        ))
+        .await;
+    if first.extensions().get::<ConnectionLost>().is_none() {
+        return first;
+    }
+    tracing::info!("retrying a request after a lost database connection");
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
