@@ -76,11 +76,45 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
+    /// Off: no limit at all, per address, per account or per user.
     pub enabled: bool,
     /// Sustained login/registration attempts per second per client IP.
     pub per_second: f64,
     /// Attempts allowed in a burst before the rate applies.
     pub burst: u32,
+    /// Whether the per-user limits (message … report) apply. Unset: yes, except in the zero-config
+    /// setup (private database, loopback listener), where registration is open too.
+    pub per_user: Option<bool>,
+    /// Wrong passwords per account (any address); once used up, even the right password waits.
+    pub failed_login: Limit,
+    /// Events sent per user: messages, state events, redactions.
+    pub message: Limit,
+    /// Rooms created per user (each also counts as a message).
+    pub room_creation: Limit,
+    /// Rooms joined per user.
+    pub join: Limit,
+    /// Invites sent into one room.
+    pub invite_per_room: Limit,
+    /// Invites received by one user.
+    pub invite_per_user: Limit,
+    /// Media uploads (and `/create`) per user.
+    pub media_create: Limit,
+    /// Content reports per user.
+    pub report: Limit,
+}
+
+/// A token bucket: `burst` actions at once, then `per_second`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Limit {
+    const fn new(per_second: f64, burst: u32) -> Self {
+        Self { per_second, burst }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -247,12 +281,21 @@ impl Default for Limits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        // Generous enough for a test suite or a benchmark registering users from one address,
-        // tight enough to make password guessing slow.
+        // Per address: generous enough for a test suite or a benchmark registering users from one
+        // address, tight enough to make password guessing slow. The rest are Synapse's defaults.
         Self {
             enabled: true,
             per_second: 5.0,
             burst: 50,
+            per_user: None,
+            failed_login: Limit::new(0.17, 3),
+            message: Limit::new(0.2, 10),
+            room_creation: Limit::new(0.016, 10),
+            join: Limit::new(0.1, 10),
+            invite_per_room: Limit::new(0.3, 10),
+            invite_per_user: Limit::new(0.003, 5),
+            media_create: Limit::new(10.0, 50),
+            report: Limit::new(1.0, 5),
         }
     }
 }
@@ -392,6 +435,21 @@ impl Config {
         if self.rate_limits.per_second <= 0.0 || self.rate_limits.burst == 0 {
             return invalid("rate_limits", "per_second and burst must be positive");
         }
+        let r = &self.rate_limits;
+        for (key, limit) in [
+            ("rate_limits.failed_login", r.failed_login),
+            ("rate_limits.message", r.message),
+            ("rate_limits.room_creation", r.room_creation),
+            ("rate_limits.join", r.join),
+            ("rate_limits.invite_per_room", r.invite_per_room),
+            ("rate_limits.invite_per_user", r.invite_per_user),
+            ("rate_limits.media_create", r.media_create),
+            ("rate_limits.report", r.report),
+        ] {
+            if !(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0 {
+                return invalid(key, "per_second and burst must be positive");
+            }
+        }
         if self.sessions.refreshable_access_token_lifetime_ms < 1000 {
             return invalid(
                 "sessions.refreshable_access_token_lifetime_ms",
@@ -467,15 +525,29 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("media"))
     }
 
+    /// The zero-config setup: Axon's private database and a loopback listener, a local trial.
+    fn is_private_setup(&self) -> bool {
+        self.database.url.is_none() && self.listen.address.is_loopback()
+    }
+
     /// The effective policy: open only for the zero-config private setup on loopback.
     pub fn registration_policy(&self) -> RegistrationPolicy {
-        self.registration.policy.unwrap_or(
-            if self.database.url.is_none() && self.listen.address.is_loopback() {
+        self.registration
+            .policy
+            .unwrap_or(if self.is_private_setup() {
                 RegistrationPolicy::Open
             } else {
                 RegistrationPolicy::Disabled
-            },
-        )
+            })
+    }
+
+    /// Whether the per-user rate limits apply (`rate_limits.per_user`): unset, on everywhere except in
+    /// the zero-config private setup on loopback, where one local user (or a benchmark) may send as
+    /// fast as the server goes. The per-address and failed-login limits do not depend on it.
+    pub fn per_user_rate_limits(&self) -> bool {
+        self.rate_limits
+            .per_user
+            .unwrap_or(!self.is_private_setup())
     }
 }
 
@@ -541,6 +613,34 @@ mod tests {
                 .to_string()
                 .contains("media.url_preview.ip_range_allowlist")
         );
+    }
+
+    #[test]
+    fn rate_limit_tables_parse_and_per_user_limits_follow_the_setup() {
+        // The old keys still work.
+        let c = Config::from_toml("[rate_limits]\nenabled = true\nper_second = 1.0\nburst = 2\n")
+            .unwrap();
+        assert_eq!(c.rate_limits.burst, 2);
+        assert_eq!(c.rate_limits.message.burst, 10);
+        assert!(!c.per_user_rate_limits(), "zero-config setup: off");
+        let c = Config::from_toml(
+            "[database]\nurl = \"postgres://x/y\"\n[rate_limits.message]\nper_second = 3.0\nburst = 30\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert!(c.per_user_rate_limits(), "a real setup: on");
+        assert_eq!(c.rate_limits.message.per_second, 3.0);
+        let c = Config::from_toml("[rate_limits]\nper_user = true\n").unwrap();
+        assert!(c.per_user_rate_limits());
+        let c = Config::from_toml("[rate_limits.join]\nper_second = 0.0\nburst = 1\n").unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("rate_limits.join")
+        );
+        let err = Config::from_toml("[rate_limits.join]\nper_second = 1.0\n").unwrap_err();
+        assert!(err.contains("burst"), "{err}");
     }
 
     #[test]

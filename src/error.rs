@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use axum::Json;
 use axum::http::StatusCode;
+use axum::http::header::{HeaderValue, RETRY_AFTER};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -148,9 +149,20 @@ impl IntoResponse for Error {
                 message,
                 mut extra,
             } => {
+                // A 429 that says how long to wait says it in the header too, in whole seconds.
+                let retry_after = extra
+                    .get("retry_after_ms")
+                    .and_then(Value::as_u64)
+                    .map(|ms| ms.div_ceil(1000).to_string());
                 extra.insert("errcode".into(), errcode.into());
                 extra.insert("error".into(), Value::String(message.into_owned()));
-                (status, Json(Value::Object(extra))).into_response()
+                let mut response = (status, Json(Value::Object(extra))).into_response();
+                if let Some(seconds) = retry_after
+                    && let Ok(value) = HeaderValue::from_str(&seconds)
+                {
+                    response.headers_mut().insert(RETRY_AFTER, value);
+                }
+                response
             }
             Self::Uia(body) => (StatusCode::UNAUTHORIZED, Json(body)).into_response(),
             Self::Internal(cause) => {
@@ -168,7 +180,7 @@ impl IntoResponse for Error {
                 let secs = retry_after_ms.div_ceil(1000).max(1);
                 let mut response = (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                    [(RETRY_AFTER, secs.to_string())],
                     Json(json!({
                         "errcode": "M_UNKNOWN",
                         "error": "The server is busy or its database is unavailable; try again shortly",

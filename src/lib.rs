@@ -65,7 +65,7 @@ impl AppState {
         let signing_key = service::keys::load_or_generate(&db).await?;
         let notifier = service::notifier::Notifier::new();
         let rooms = service::room_cache::RoomCache::default();
-        let rate_limiter = service::rate_limit::RateLimiter::new(&config.rate_limits);
+        let rate_limiter = service::rate_limit::RateLimiter::new(&config);
         let state = AppState(Arc::new(Inner {
             writer: service::writer::Writer::new(),
             tokens: service::auth::TokenCache::default(),

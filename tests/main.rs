@@ -10,6 +10,7 @@ mod knocking;
 mod long_poll;
 mod media;
 mod messaging;
+mod rate_limits;
 mod robustness;
 mod rooms;
 mod sync;

@@ -80,10 +80,19 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
 
 /// Whether `password` is the password of the active user `user_id`. Unknown and deactivated users
 /// cost the same hashing work and answer false.
+///
+/// Failed attempts are limited per account (`rate_limits.failed_login`, whatever the address): while
+/// the account's failures are used up, every password is refused with `M_LIMIT_EXCEEDED` before it is
+/// checked, the right one too, as Synapse does; the refusal lasts until the bucket refills.
 pub async fn check_password(state: &AppState, user_id: &str, password: &str) -> Result<bool> {
+    state.rate_limiter.check_failed_logins(user_id)?;
     let row = store::users::get_user(&state.db, user_id).await?;
     let stored = row.filter(|u| !u.deactivated).and_then(|u| u.password_hash);
-    verify_password(password.to_owned(), stored).await
+    let right = verify_password(password.to_owned(), stored).await?;
+    if !right {
+        state.rate_limiter.note_failed_login(user_id);
+    }
+    Ok(right)
 }
 
 /// The spec's localpart rules (lowercase historical grammar) and the 255-byte user ID limit.

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::service::auth::Requester;
+use crate::service::rate_limit::UserAction;
 use crate::store;
 use crate::{AppState, Error, Result};
 
@@ -209,6 +210,9 @@ where
     S: Stream<Item = std::result::Result<Bytes, E>>,
     E: std::fmt::Display,
 {
+    state
+        .rate_limiter
+        .user(UserAction::MediaCreate, requester)?;
     let stored = Files::new(state).store(body, upload_limit(state)).await?;
     let media_id = new_media_id();
     let file = new_file(&stored, &info);
@@ -234,6 +238,9 @@ fn new_file<'a>(stored: &'a StoredFile, info: &'a UploadInfo) -> store::media::N
 
 /// POST /create: reserves an ID for a later upload. Returns the URI and its expiry.
 pub async fn create(state: &AppState, requester: &Requester) -> Result<(String, i64)> {
+    state
+        .rate_limiter
+        .user(UserAction::MediaCreate, requester)?;
     let now = store::now_ms();
     let pending = store::media::count_pending(&state.db, requester.user_id.as_str(), now).await?;
     if pending >= MAX_PENDING_UPLOADS {

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::service::auth::Requester;
 use crate::service::events::EventDraft;
 use crate::service::filter::{RoomEventFilter, parse_room_event_filter};
+use crate::service::rate_limit::UserAction;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
 use crate::service::writer::{Target, TxnKey, room_snapshot};
@@ -71,6 +72,7 @@ pub async fn send(
         }
     }
     // No room lookup here: the writer answers 404 for an unknown room under its lock, saving a query.
+    state.rate_limiter.user(UserAction::Message, requester)?;
     let sender = requester.user_id.as_str();
     let mut draft = EventDraft::new(event_type, None, sender, Value::Object(content));
     draft.device_id = Some(requester.device_id.to_string());
@@ -119,6 +121,7 @@ pub async fn redact(
             "The room's create event cannot be redacted",
         ));
     }
+    state.rate_limiter.user(UserAction::Message, requester)?;
     content.remove("redacts");
     let mut draft = EventDraft::new("m.room.redaction", None, sender, Value::Object(content));
     draft.redacts = Some(target_id.to_owned());

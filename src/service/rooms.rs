@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 use crate::service::auth::{Requester, random_string};
 use crate::service::auth_rules::RoomVersion;
 use crate::service::events::EventDraft;
+use crate::service::rate_limit::UserAction;
 use crate::service::writer::{Committed, Target, room_snapshot};
 use crate::service::{message_validation, room_versions};
 use crate::{AppState, Error, Result, store};
@@ -58,6 +59,7 @@ pub async fn create_room(
             "Third-party invites (invite_3pid) are not supported",
         ));
     }
+    state.rate_limiter.create_room(requester)?;
     let visibility = req.visibility.as_deref().unwrap_or("private");
     if !matches!(visibility, "public" | "private") {
         return Err(Error::invalid_param(
@@ -409,6 +411,9 @@ pub async fn change_membership(
         if user.as_ref().is_none_or(|u| u.deactivated) {
             return Err(Error::not_found(format!("Unknown user {target}")));
         }
+        if membership == "invite" {
+            state.rate_limiter.invite(sender, room_id, target)?;
+        }
         user
     } else {
         None
@@ -463,6 +468,9 @@ async fn enter(
     {
         return Ok(room_id);
     }
+    if membership == "join" {
+        state.rate_limiter.user(UserAction::Join, requester)?;
+    }
     change_membership(state, requester, &room_id, me, membership, reason).await?;
     Ok(room_id)
 }
@@ -496,6 +504,7 @@ pub async fn set_state(
     if state.config.messages.sanitize_html {
         message_validation::sanitize_content(event_type, &mut content);
     }
+    state.rate_limiter.user(UserAction::Message, requester)?;
     let sender = requester.user_id.as_str();
     if event_type == "m.room.canonical_alias" {
         check_canonical_alias(state, room_id, &content).await?;
