@@ -137,7 +137,7 @@ async fn with_state(
     config: Config,
     f: impl AsyncFnOnce(&AppState) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let database = crate::server::open_database(&config).await?;
+    let database = crate::server::open_database(&config, crate::server::Opener::Command).await?;
     let result = match AppState::build(config, database.pool.clone()).await {
         Ok(state) => f(&state).await,
         Err(e) => Err(e.into()),

@@ -7,15 +7,26 @@ use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::postgres::Cluster;
+use crate::postgres::{Cluster, DataDirLock};
 use crate::{AppState, Config};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// The database Axon runs on, and the private cluster if Axon started it (ours to stop).
+/// The database Axon runs on, and the private cluster if it is ours to stop.
 pub struct Database {
     pub pool: PgPool,
     pub owned_cluster: Option<Cluster>,
+    /// The data directory of a command's private cluster: a server that started meanwhile (and holds
+    /// the directory's lock) keeps the cluster running.
+    pub command_data_dir: Option<std::path::PathBuf>,
+}
+
+/// Who opens the database: the server (which owns the private cluster: it holds the data
+/// directory's lock) or an admin command (which stops the cluster only if it started it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    Server,
+    Command,
 }
 
 impl Database {
@@ -24,6 +35,11 @@ impl Database {
         // The LISTEN tasks hold pooled connections for good: give the rest a moment to be returned,
         // then go on (stopping the cluster ends any connection still open).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.pool.close()).await;
+        if let Some(dir) = &self.command_data_dir
+            && DataDirLock::is_held(dir)
+        {
+            return Ok(());
+        }
         if let Some(cluster) = self.owned_cluster {
             tracing::info!("stopping the private PostgreSQL cluster");
             tokio::task::spawn_blocking(move || cluster.stop()).await??;
@@ -33,7 +49,10 @@ impl Database {
 }
 
 /// Connects to `database.url`, or starts the private cluster under `data_dir/postgres`; then migrates.
-pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+/// The server (which holds the data directory's lock) owns the private cluster whether it started it
+/// or finds it running: a cluster left by a server that was killed is adopted, and stopped on a
+/// clean shutdown.
+pub async fn open_database(config: &Config, opener: Opener) -> anyhow::Result<Database> {
     let (options, owned_cluster) = match &config.database.url {
         Some(url) => (PgConnectOptions::from_str(url)?, None),
         None => {
@@ -47,7 +66,11 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
                 .await??;
             let (cluster, started) = cluster;
             create_database_if_missing(&cluster, "axon").await?;
-            (cluster.connect_options("axon"), started.then_some(cluster))
+            if !started && opener == Opener::Server {
+                tracing::info!("adopting the private PostgreSQL cluster left running");
+            }
+            let ours = started || opener == Opener::Server;
+            (cluster.connect_options("axon"), ours.then_some(cluster))
         }
     };
     // Plans are made per execution: a generic plan cached while a table was still empty (a seq scan)
@@ -63,9 +86,12 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
     .connect_with(options)
     .await?;
     MIGRATOR.run(&pool).await?;
+    let command_data_dir = (opener == Opener::Command && owned_cluster.is_some())
+        .then(|| config.data_dir.clone());
     Ok(Database {
         pool,
         owned_cluster,
+        command_data_dir,
     })
 }
 
@@ -86,7 +112,12 @@ pub async fn create_database_if_missing(cluster: &Cluster, name: &str) -> anyhow
 
 /// Runs the homeserver until SIGINT or SIGTERM, then drains requests and stops the private cluster.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let database = open_database(&config).await?;
+    // One server per private cluster, refused before anything touches the database.
+    let _lock = match config.database.url {
+        None => Some(DataDirLock::acquire(&config.data_dir)?),
+        Some(_) => None,
+    };
+    let database = open_database(&config, Opener::Server).await?;
     let result = serve_on(config, database.pool.clone()).await;
     database.close().await?;
     result
@@ -109,6 +140,8 @@ async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     tracing::info!("stopped accepting requests");
+    // The LISTEN task ends quietly when the database goes away now.
+    state.notifier.stop();
     Ok(())
 }
 

@@ -275,64 +275,134 @@ fn managed_cluster_start_stop_restart_keeps_data() {
 
 use sqlx::Connection;
 
+/// The `axon` binary with no config on `data_dir`, listening on `port`; its log goes to `log`.
+fn spawn_server(data_dir: &std::path::Path, port: u16, log: std::process::Stdio) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+        .env("AXON_DATA_DIR", data_dir)
+        .env("AXON_LISTEN_PORT", port.to_string())
+        .env_remove("AXON_CONFIG")
+        .env_remove("DATABASE_URL")
+        .env_remove("AXON_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory the postgres system user can reach (when the tests run as root).
+fn reachable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+fn wait_up(rt: &tokio::runtime::Runtime, base: &str) {
+    rt.block_on(async {
+        for _ in 0..240 {
+            if let Ok(r) = reqwest::get(format!("{base}/_matrix/client/versions")).await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        panic!("server did not come up");
+    })
+}
+
+/// SIGTERM, then the clean exit it must lead to.
+fn stop(mut child: std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    for _ in 0..120 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let _ = child.kill();
+    panic!("server did not stop on SIGTERM");
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A second server on a data directory another one serves from is refused before it touches the
+/// database; a server killed with SIGKILL leaves its cluster running, and the next server adopts
+/// it, stops it on a clean shutdown, and logs no warning about its own database going away.
+#[test]
+fn one_server_per_data_directory_and_a_killed_servers_cluster_is_adopted() {
+    let dir = reachable_tempdir();
+    let data = dir.path().join("data");
+    let rt = current_thread_runtime();
+    let port = free_port();
+    let first = spawn_server(&data, port, std::process::Stdio::null());
+    wait_up(&rt, &format!("http://127.0.0.1:{port}"));
+
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+        .env("AXON_DATA_DIR", &data)
+        .env("AXON_LISTEN_PORT", free_port().to_string())
+        .env_remove("AXON_CONFIG")
+        .env_remove("DATABASE_URL")
+        .env_remove("AXON_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("already running") && stderr.contains(&first.id().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("migrat"), "it touched the database: {stderr}");
+
+    let mut first = first;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let cluster = axon::postgres::Cluster::init(&data.join("postgres")).unwrap();
+    assert!(cluster.is_running(), "PostgreSQL outlives a killed server");
+
+    let log_path = dir.path().join("third.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let port = free_port();
+    let third = spawn_server(&data, port, log.into());
+    wait_up(&rt, &format!("http://127.0.0.1:{port}"));
+    stop(third);
+    assert!(
+        !cluster.is_running(),
+        "the adopted cluster is stopped with the server"
+    );
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "{log}");
+}
+
 /// The binary with no config: starts its private cluster, serves, and on SIGTERM drains, stops the
 /// cluster and exits; a second start reuses the data.
 #[test]
 fn zero_config_server_starts_stops_and_restarts_with_its_data() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let start = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
-            .env("AXON_DATA_DIR", dir.path().join("data"))
-            .env("AXON_LISTEN_PORT", port.to_string())
-            .env_remove("AXON_CONFIG")
-            .env_remove("DATABASE_URL")
-            .env_remove("AXON_DATABASE_URL")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let dir = reachable_tempdir();
+    let port = free_port();
+    let start = || spawn_server(&dir.path().join("data"), port, std::process::Stdio::null());
+    let rt = current_thread_runtime();
     let base = format!("http://127.0.0.1:{port}");
-    let wait_up = |base: &str| {
-        rt.block_on(async {
-            for _ in 0..240 {
-                if let Ok(r) = reqwest::get(format!("{base}/_matrix/client/versions")).await
-                    && r.status() == 200
-                {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            }
-            panic!("server did not come up");
-        })
-    };
-    let stop = |mut child: std::process::Child| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        for _ in 0..120 {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "{status}");
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
-        let _ = child.kill();
-        panic!("server did not stop on SIGTERM");
-    };
+    let wait_up = |base: &str| wait_up(&rt, base);
     let child = start();
     wait_up(&base);
     // Zero-config registration is open: register someone to find again after the restart.

@@ -11,6 +11,9 @@ use std::process::{Command, Stdio};
 
 use sqlx::postgres::PgConnectOptions;
 
+mod lock;
+pub use lock::DataDirLock;
+
 /// The superuser initdb creates; it owns Axon's databases.
 const SUPERUSER: &str = "axon";
 pub const PACKAGE_HINT: &str = "PostgreSQL server binaries not found: install the PostgreSQL server package (apt-get install postgresql)";

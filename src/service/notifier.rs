@@ -25,6 +25,8 @@ pub struct Notifier {
     /// other processes announced. Raised before the wake-up of the commit it stands for, so a
     /// subscriber that reads it after subscribing either sees the commit here or gets its wake-up.
     seen: AtomicI64,
+    /// Set when the server shuts down: the LISTEN task then ends quietly when its connection goes.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 pub struct Waiter {
@@ -82,7 +84,17 @@ impl Notifier {
             instance: crate::service::auth::random_string(12),
             waiters: Mutex::new(HashMap::new()),
             seen: AtomicI64::new(0),
+            stopping: Default::default(),
         }
+    }
+
+    /// The server is shutting down: connection losses from here on are expected.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// See `seen`.
@@ -322,6 +334,8 @@ pub async fn start_listener(state: AppState) -> Result<()> {
                         Err(e) => tracing::warn!(error = %e, "unreadable notification"),
                     }
                 }
+                // Shutting down: the database goes away on purpose.
+                _ if state.notifier.is_stopping() => break,
                 // The connection dropped (and sqlx may have failed to reconnect): notifications
                 // may be lost.
                 Ok(None) => {
@@ -346,6 +360,9 @@ async fn recover(state: &AppState, listener: &mut PgListener) {
     crate::store::pool::connection_lost();
     // A query through the listener reconnects it and listens again.
     loop {
+        if state.notifier.is_stopping() {
+            return;
+        }
         let before = state.notifier.seen();
         match crate::store::stream::current(&mut *listener).await {
             Ok(head) => break state.notifier.reset_seen(before, head),
