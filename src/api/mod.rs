@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(register::other_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(extract::reject_nul_in_uri))
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))
         .layer(
             CompressionLayer::new()
