@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
+use crate::e2ee::one_time_keys;
 use crate::rooms::create_room;
 
 /// Row counts of the tables a refused request could have written to.
@@ -308,4 +309,87 @@ async fn an_access_token_with_a_broken_escape_is_just_unknown() {
         // hyper may refuse non-ASCII in the target itself (400); never a 500 or a dropped connection.
         assert!(status == "401" || status == "400", "{target}: {answer}");
     }
+}
+
+// ---- bounded /keys/claim and /keys/query ----
+
+#[tokio::test]
+async fn keys_claim_answers_at_most_1000_devices_per_request() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    alice
+        .post(
+            "/keys/upload",
+            json!({"one_time_keys": one_time_keys("A", 3)}),
+        )
+        .await
+        .ok();
+    // 1,000 devices of "@aaa" sort before alice's: hers is the 1,001st.
+    let fake: serde_json::Map<String, Value> = (0..1000)
+        .map(|i| (format!("DEV{i:04}"), json!("signed_curve25519")))
+        .collect();
+    let claim = json!({"one_time_keys": {
+        "@aaa:test.local": fake,
+        alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"},
+    }});
+    let v = bob.post("/keys/claim", claim).await.ok();
+    assert_eq!(v["one_time_keys"], json!({}), "the excess is not claimed");
+    assert_eq!(v["failures"]["test.local"]["status"], 413, "{v}");
+
+    // Within the limit, the same device's key is claimed.
+    let fake: serde_json::Map<String, Value> = (0..999)
+        .map(|i| (format!("DEV{i:04}"), json!("signed_curve25519")))
+        .collect();
+    let claim = json!({"one_time_keys": {
+        "@aaa:test.local": fake,
+        alice.user_id.clone(): {alice.device_id.clone(): "signed_curve25519"},
+    }});
+    let v = bob.post("/keys/claim", claim).await.ok();
+    assert_eq!(v["failures"], json!({}));
+    assert_eq!(
+        v["one_time_keys"][&alice.user_id][&alice.device_id]
+            .as_object()
+            .unwrap()
+            .len(),
+        1
+    );
+    let counts = alice.post("/keys/upload", json!({})).await.ok();
+    assert_eq!(counts["one_time_key_counts"]["signed_curve25519"], 2);
+}
+
+#[tokio::test]
+async fn keys_query_answers_at_most_1000_users_per_request() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    alice
+        .post(
+            "/keys/upload",
+            json!({"device_keys": {
+                "user_id": alice.user_id, "device_id": alice.device_id,
+                "algorithms": ["m.olm.v1.curve25519-aes-sha2"],
+                "keys": {format!("curve25519:{}", alice.device_id): "k"},
+            }}),
+        )
+        .await;
+    let query = |n: usize| {
+        let mut users: serde_json::Map<String, Value> = (0..n)
+            .map(|i| (format!("@aaa{i:04}:test.local"), json!([])))
+            .collect();
+        users.insert(alice.user_id.clone(), json!([]));
+        json!({"device_keys": users})
+    };
+    let v = bob.post("/keys/query", query(1000)).await.ok();
+    assert!(
+        v["device_keys"].get(&alice.user_id).is_none(),
+        "{}",
+        v["failures"]
+    );
+    assert_eq!(v["failures"]["test.local"]["status"], 413);
+    assert_eq!(v["device_keys"].as_object().unwrap().len(), 1000);
+
+    let v = bob.post("/keys/query", query(999)).await.ok();
+    assert_eq!(v["failures"], json!({}));
+    assert!(v["device_keys"][&alice.user_id].is_object());
 }
