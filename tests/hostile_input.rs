@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 use crate::e2ee::one_time_keys;
-use crate::rooms::create_room;
+use crate::rooms::{create_room, join};
 
 /// Row counts of the tables a refused request could have written to.
 async fn stored_rows(app: &TestApp) -> Vec<(&'static str, i64)> {
@@ -392,4 +392,79 @@ async fn keys_query_answers_at_most_1000_users_per_request() {
     let v = bob.post("/keys/query", query(999)).await.ok();
     assert_eq!(v["failures"], json!({}));
     assert!(v["device_keys"][&alice.user_id].is_object());
+}
+
+// ---- no null where the schema has a string ----
+
+#[tokio::test]
+async fn joined_members_and_user_directory_leave_out_unset_profile_fields() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&bob, &room).await;
+    alice
+        .put(
+            &format!("/profile/{}/avatar_url", enc(&alice.user_id)),
+            json!({"avatar_url": "mxc://test.local/abc"}),
+        )
+        .await
+        .ok();
+
+    let v = bob
+        .get(&format!("/rooms/{}/joined_members", enc(&room)))
+        .await
+        .ok();
+    let bob_entry = v["joined"][&bob.user_id].as_object().unwrap();
+    assert!(!bob_entry.contains_key("avatar_url"), "{v}");
+    assert!(bob_entry.values().all(Value::is_string), "{v}");
+    assert_eq!(
+        v["joined"][&alice.user_id]["avatar_url"],
+        "mxc://test.local/abc"
+    );
+
+    let v = alice
+        .post("/user_directory/search", json!({"search_term": "bob"}))
+        .await
+        .ok();
+    let result = v["results"][0].as_object().unwrap();
+    assert_eq!(result["user_id"], bob.user_id.as_str());
+    assert!(!result.contains_key("avatar_url"), "{v}");
+    assert!(result.values().all(Value::is_string), "{v}");
+}
+
+#[tokio::test]
+async fn joined_members_leave_out_a_null_display_name() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    alice
+        .put(
+            &format!(
+                "/rooms/{}/state/m.room.member/{}",
+                enc(&room),
+                enc(&alice.user_id)
+            ),
+            json!({"membership": "join", "displayname": null, "avatar_url": null}),
+        )
+        .await
+        .ok();
+    let v = alice
+        .get(&format!("/rooms/{}/joined_members", enc(&room)))
+        .await
+        .ok();
+    assert_eq!(v["joined"][&alice.user_id], json!({}), "{v}");
+}
+
+/// As Synapse's `synapse/rest/client/voip.py`: 200 `{}` unless a shared secret, or a username and
+/// a password, are set and not empty.
+#[tokio::test]
+async fn turn_server_with_an_empty_password_is_not_configured() {
+    let mut config = test_config();
+    config.turn.uris = vec!["turn:turn.example.org".into()];
+    config.turn.username = Some("user".into());
+    config.turn.password = Some(String::new());
+    let app = spawn_app_with(config).await;
+    let alice = app.register("alice").await;
+    assert_eq!(alice.get("/voip/turnServer").await.ok(), json!({}));
 }

@@ -268,7 +268,17 @@ pub async fn search_users(
     let results: Vec<Value> = rows
         .into_iter()
         .take(limit as usize)
-        .map(|u| json!({"user_id": u.user_id, "display_name": u.displayname, "avatar_url": u.avatar_url}))
+        .map(|u| {
+            // Unset fields are left out: the schema has no null.
+            let mut user = json!({"user_id": u.user_id});
+            if let Some(name) = u.displayname {
+                user["display_name"] = json!(name);
+            }
+            if let Some(url) = u.avatar_url {
+                user["avatar_url"] = json!(url);
+            }
+            user
+        })
         .collect();
     Ok(json!({"results": results, "limited": limited}))
 }
