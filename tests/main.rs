@@ -6,6 +6,7 @@ mod accounts;
 mod e2ee;
 mod ephemeral;
 mod foundation;
+mod hostile_input;
 mod knocking;
 mod long_poll;
 mod media;

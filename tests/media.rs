@@ -842,6 +842,20 @@ async fn spawn_site() -> String {
             }),
         )
         .route(
+            "/hostile",
+            get(|| async {
+                (
+                    [("content-type", "text/html; charset=utf-8")],
+                    // An entity-looking run whose 12th byte is inside "é", and NULs both raw and
+                    // as a character reference (jsonb cannot store U+0000).
+                    "<html><title>T&#0;itle</title>\
+                     <meta property=\"og:description\" content=\"&aaaaaaaaaa\u{e9};x\">\
+                     <meta property=\"og:site_name\" content=\"a\u{0}b\">\
+                     <meta property=\"og:x\u{0}y\" content=\"z\"></html>",
+                )
+            }),
+        )
+        .route(
             "/logo.png",
             get(move || async move { ([("content-type", "image/png")], png) }),
         )
@@ -931,6 +945,33 @@ async fn url_preview_reads_open_graph_from_an_allowlisted_site() {
         .await
         .ok();
     assert_eq!(og["og:title"], "Just a title");
+}
+
+#[tokio::test]
+async fn url_preview_of_a_hostile_page_is_answered_and_stored() {
+    let (app, _dir) = media_app(|c| {
+        c.media.url_preview.enabled = true;
+        c.media.url_preview.ip_range_allowlist = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let alice = app.register("alice").await;
+    let site = spawn_site().await;
+    let path = format!(
+        "/_matrix/client/v1/media/preview_url?url={}",
+        enc(&format!("{site}/hostile"))
+    );
+    let og = alice.get(&path).await.ok();
+    assert_eq!(og["og:title"], "Title");
+    assert_eq!(og["og:description"], "&aaaaaaaaaa\u{e9};x");
+    assert_eq!(og["og:site_name"], "ab");
+    assert_eq!(og["og:xy"], "z");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM media_url_previews")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    // Served again from the stored preview.
+    assert_eq!(alice.get(&path).await.ok(), og);
 }
 
 #[tokio::test]

@@ -27,29 +27,10 @@ fn form_urlencoded_pairs(query: &str) -> impl Iterator<Item = (String, String)> 
         let (k, v) = pair.split_once('=')?;
         let decode = |s: &str| {
             let s = s.replace('+', " ");
-            percent_decode(&s)
+            crate::api::extract::percent_decode(&s)
         };
         Some((decode(k), decode(v)))
     })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The client's address (the peer; a reverse proxy's X-Forwarded-For is not trusted by default).

@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(retry::once_on_lost_connection))
+        .layer(axum::middleware::from_fn(extract::reject_nul_in_uri))
         .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))
         .layer(
             CompressionLayer::new()

@@ -15,14 +15,22 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/voip/turnServer", get(turn_server))
 }
 
-/// As Synapse: `{}` without TURN settings; with a shared secret, the TURN REST API's time-limited
-/// credentials (username "{expiry}:{user_id}", password base64(HMAC-SHA1(secret, username))).
+/// As Synapse (`synapse/rest/client/voip.py`): 200 `{}` unless TURN is configured (URIs, and a
+/// shared secret or a username and password, none of them empty; `ttl` is never 0); with a shared
+/// secret, the TURN REST API's time-limited credentials (username "{expiry}:{user_id}", password
+/// base64(HMAC-SHA1(secret, username))).
 async fn turn_server(State(state): State<AppState>, requester: Requester) -> JsonResponse<Value> {
     let turn = &state.config.turn;
     if turn.uris.is_empty() {
         return JsonResponse(json!({}));
     }
-    let (username, password) = match (&turn.shared_secret, &turn.username, &turn.password) {
+    let set = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    let (secret, username, password) = (
+        set(&turn.shared_secret),
+        set(&turn.username),
+        set(&turn.password),
+    );
+    let (username, password) = match (&secret, &username, &password) {
         (Some(secret), _, _) => {
             let expiry = store::now_ms() / 1000 + turn.ttl as i64;
             let username = format!("{expiry}:{}", requester.user_id);

@@ -166,6 +166,8 @@ pub async fn public_rooms(
     since: Option<&str>,
     search: Option<&str>,
 ) -> Result<Value> {
+    // As Synapse: an empty `since` is the first page.
+    let since = since.filter(|s| !s.is_empty());
     let rows = store::rooms::public_rooms(&state.db).await?;
     let total = rows.len();
     let term = search.map(str::to_lowercase).filter(|t| !t.is_empty());
@@ -187,18 +189,16 @@ pub async fn public_rooms(
         }
     }
     let key_of = |token: &str| -> Result<(i64, String, bool)> {
-        let (dir, rest) = token.split_at(1);
-        let (joined, room) = rest
-            .split_once('_')
-            .ok_or_else(|| Error::invalid_param("Invalid since token"))?;
-        let joined = joined
-            .parse()
-            .map_err(|_| Error::invalid_param("Invalid since token"))?;
-        match dir {
-            "n" => Ok((joined, room.to_owned(), true)),
-            "p" => Ok((joined, room.to_owned(), false)),
-            _ => Err(Error::invalid_param("Invalid since token")),
-        }
+        // Client text: no byte-index slicing (an empty or non-ASCII token must not panic).
+        let invalid = || Error::invalid_param("Invalid since token");
+        let (forward, rest) = match (token.strip_prefix('n'), token.strip_prefix('p')) {
+            (Some(rest), _) => (true, rest),
+            (_, Some(rest)) => (false, rest),
+            _ => return Err(invalid()),
+        };
+        let (joined, room) = rest.split_once('_').ok_or_else(invalid)?;
+        let joined = joined.parse().map_err(|_| invalid())?;
+        Ok((joined, room.to_owned(), forward))
     };
     // Sort key: joined desc, room asc. "after k" means strictly later in that order.
     let later = |a: &(i64, String), b: &(i64, String)| a.0 < b.0 || (a.0 == b.0 && a.1 > b.1);
@@ -268,7 +268,17 @@ pub async fn search_users(
     let results: Vec<Value> = rows
         .into_iter()
         .take(limit as usize)
-        .map(|u| json!({"user_id": u.user_id, "display_name": u.displayname, "avatar_url": u.avatar_url}))
+        .map(|u| {
+            // Unset fields are left out: the schema has no null.
+            let mut user = json!({"user_id": u.user_id});
+            if let Some(name) = u.displayname {
+                user["display_name"] = json!(name);
+            }
+            if let Some(url) = u.avatar_url {
+                user["avatar_url"] = json!(url);
+            }
+            user
+        })
         .collect();
     Ok(json!({"results": results, "limited": limited}))
 }

@@ -721,10 +721,17 @@ pub async fn joined_members(
             .entry("m.room.member", user)
             .expect("listed member")
             .content;
-        joined.insert(
-            user.to_owned(),
-            json!({"display_name": content.get("displayname"), "avatar_url": content.get("avatar_url")}),
-        );
+        // Each field only when the member event sets it to a string: the schema has no null.
+        let mut member = Map::new();
+        for (field, key) in [
+            ("display_name", "displayname"),
+            ("avatar_url", "avatar_url"),
+        ] {
+            if let Some(value @ Value::String(_)) = content.get(key) {
+                member.insert(field.to_owned(), value.clone());
+            }
+        }
+        joined.insert(user.to_owned(), Value::Object(member));
     }
     Ok(json!({ "joined": joined }))
 }

@@ -1,6 +1,6 @@
 //! Device keys, one-time keys and fallback keys: /keys/upload, /keys/query, /keys/claim.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -11,6 +11,17 @@ use sqlx::PgConnection;
 use super::{Announced, is_local, record_device_list_change, signed_part, wake};
 use crate::service::notifier::CHANNEL;
 use crate::{AppState, Error, Result, store};
+
+/// The most users one /keys/query answers, and the most devices one /keys/claim claims for. Synapse
+/// has no such cap (it batches its queries and lets each device have 10 queries in flight); here
+/// they bound the work one request can cause. The rest are reported under this server's name in
+/// `failures`, for the client to ask again.
+pub const MAX_QUERY_USERS: usize = 1000;
+pub const MAX_CLAIM_DEVICES: usize = 1000;
+
+fn too_many(message: String) -> Value {
+    json!({"status": 413, "errcode": "M_TOO_LARGE", "message": message})
+}
 
 /// The body of POST /keys/upload. Keys stay raw so they are stored exactly as the client signed them.
 #[derive(Debug, Default, Deserialize)]
@@ -211,27 +222,61 @@ pub async fn query(
     requester: &str,
     requested: &BTreeMap<String, Vec<String>>,
 ) -> Result<Value> {
+    let mut failures = Map::new();
+    // Bounded work: the first MAX_QUERY_USERS users are answered, the rest are a failure of this
+    // server to be asked again.
+    if requested.len() > MAX_QUERY_USERS {
+        failures.insert(
+            state.server_name.to_string(),
+            too_many(format!(
+                "At most {MAX_QUERY_USERS} users are answered per request; query the rest in another"
+            )),
+        );
+    }
+    let requested: BTreeMap<&String, HashSet<&str>> = requested
+        .iter()
+        .take(MAX_QUERY_USERS)
+        .map(|(user, devices)| (user, devices.iter().map(String::as_str).collect()))
+        .collect();
     let local: Vec<String> = requested
         .keys()
         .filter(|u| is_local(state, u))
-        .cloned()
+        .map(|u| (*u).clone())
         .collect();
     let devices = store::keys::device_keys_of(&state.db, &local).await?;
     let cross_signing = store::keys::cross_signing_keys_of(&state.db, &local).await?;
     let signatures = store::keys::signatures_on(&state.db, &local, requester).await?;
-    let signatures_on = |user: &str, key_id: &str| {
-        signatures
-            .iter()
-            .filter(move |s| s.target_user_id == user && s.target_key_id == key_id)
-            .collect::<Vec<_>>()
+    // Indexed once, so the work grows with the size of the answer, not its square.
+    let mut signatures_by_key: HashMap<&str, HashMap<&str, Vec<&store::keys::SignatureRow>>> =
+        HashMap::new();
+    for s in &signatures {
+        signatures_by_key
+            .entry(s.target_user_id.as_str())
+            .or_default()
+            .entry(s.target_key_id.as_str())
+            .or_default()
+            .push(s);
+    }
+    let signatures_on = |user: &str, key_id: &str| -> Vec<&store::keys::SignatureRow> {
+        signatures_by_key
+            .get(user)
+            .and_then(|by_key| by_key.get(key_id))
+            .cloned()
+            .unwrap_or_default()
     };
+    let mut devices_by_user: HashMap<&str, Vec<&store::keys::DeviceKeysRow>> = HashMap::new();
+    for row in &devices {
+        devices_by_user
+            .entry(row.user_id.as_str())
+            .or_default()
+            .push(row);
+    }
 
     let mut device_keys = Map::new();
-    let mut failures = Map::new();
-    for (user_id, wanted) in requested {
+    for (user_id, wanted) in &requested {
         let mut by_device = Map::new();
-        for row in devices.iter().filter(|d| &d.user_id == user_id) {
-            if !wanted.is_empty() && !wanted.contains(&row.device_id) {
+        for row in devices_by_user.get(user_id.as_str()).into_iter().flatten() {
+            if !wanted.is_empty() && !wanted.contains(row.device_id.as_str()) {
                 continue;
             }
             let mut key: Value = serde_json::from_str(&row.key_json).map_err(Error::internal)?;
@@ -244,7 +289,7 @@ pub async fn query(
             }
             by_device.insert(row.device_id.clone(), key);
         }
-        device_keys.insert(user_id.clone(), Value::Object(by_device));
+        device_keys.insert((*user_id).clone(), Value::Object(by_device));
         if !is_local(state, user_id) {
             failures.insert(
                 server_of(user_id).to_owned(),
@@ -286,6 +331,7 @@ pub async fn claim(
 ) -> Result<Value> {
     let mut claimed = Map::new();
     let mut failures = Map::new();
+    let mut wanted = Vec::new();
     for (user_id, devices) in requested {
         if !is_local(state, user_id) {
             failures.insert(
@@ -294,35 +340,54 @@ pub async fn claim(
             );
             continue;
         }
-        let mut by_device = Map::new();
-        for (device_id, algorithm) in devices {
-            let mut tx = state.db.begin().await?;
-            let key = match store::keys::claim_one_time_key(&mut *tx, user_id, device_id, algorithm)
-                .await?
-            {
+        wanted.extend(
+            devices
+                .iter()
+                .map(|(device, algorithm)| (user_id, device, algorithm)),
+        );
+    }
+    // Bounded work: the first MAX_CLAIM_DEVICES devices are answered, the rest are a failure of
+    // this server to be asked again.
+    if wanted.len() > MAX_CLAIM_DEVICES {
+        wanted.truncate(MAX_CLAIM_DEVICES);
+        failures.insert(
+            state.server_name.to_string(),
+            too_many(format!(
+                "At most {MAX_CLAIM_DEVICES} devices are answered per request; claim the rest in another"
+            )),
+        );
+    }
+    // One transaction and one announcement for the whole request, not one per device.
+    let mut tx = state.db.begin().await?;
+    let mut any = false;
+    for (user_id, device_id, algorithm) in wanted {
+        let key =
+            match store::keys::claim_one_time_key(&mut *tx, user_id, device_id, algorithm).await? {
                 Some(key) => Some(key),
                 None => {
                     store::keys::claim_fallback_key(&mut *tx, user_id, device_id, algorithm).await?
                 }
             };
-            let mut announced = Announced::default();
-            if key.is_some() {
-                // The owner's key counts changed: see `upload`.
-                announced = key_counts_changed(state, &mut tx).await?;
-            }
-            tx.commit().await?;
-            wake(state, &announced);
-            if let Some((key_id, json)) = key {
-                let value: Value = serde_json::from_str(&json).map_err(Error::internal)?;
-                by_device.insert(
-                    device_id.clone(),
-                    json!({ format!("{algorithm}:{key_id}"): value }),
-                );
-            }
-        }
-        if !by_device.is_empty() {
-            claimed.insert(user_id.clone(), Value::Object(by_device));
+        if let Some((key_id, json)) = key {
+            any = true;
+            let value: Value = serde_json::from_str(&json).map_err(Error::internal)?;
+            let by_device = claimed
+                .entry(user_id.clone())
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+                .expect("inserted as an object");
+            by_device.insert(
+                device_id.clone(),
+                json!({ format!("{algorithm}:{key_id}"): value }),
+            );
         }
     }
+    let mut announced = Announced::default();
+    if any {
+        // The owners' key counts changed: see `upload`.
+        announced = key_counts_changed(state, &mut tx).await?;
+    }
+    tx.commit().await?;
+    wake(state, &announced);
     Ok(json!({"one_time_keys": claimed, "failures": failures}))
 }

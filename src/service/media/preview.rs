@@ -401,7 +401,14 @@ pub fn parse_html(html: &str) -> Map<String, Value> {
     {
         *d = d.chars().take(MAX_DESCRIPTION_CHARS).collect::<String>() + "…";
     }
-    og
+    // The page is anyone's text and the preview is stored as jsonb, which cannot hold U+0000
+    // (a raw NUL in the page or `&#0;`).
+    og.into_iter()
+        .map(|(key, value)| match value {
+            Value::String(s) => (key.replace('\0', ""), Value::String(s.replace('\0', ""))),
+            other => (key.replace('\0', ""), other),
+        })
+        .collect()
 }
 
 fn title_of(html: &str, lower: &str) -> Option<String> {
@@ -472,7 +479,8 @@ fn decode_entities(text: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+        // Bytes, not a string slice: the 12th byte may fall inside a character.
+        let Some(semi) = rest.bytes().take(12).position(|b| b == b';') else {
             out.push('&');
             rest = &rest[1..];
             continue;
