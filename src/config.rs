@@ -101,6 +101,8 @@ pub struct RateLimits {
     pub media_create: Limit,
     /// Content reports per user.
     pub report: Limit,
+    /// Users named in /keys/query and devices in /keys/claim, per user (each counts one token).
+    pub key_lookups: Limit,
 }
 
 /// A token bucket: `burst` actions at once, then `per_second`.
@@ -296,6 +298,7 @@ impl Default for RateLimits {
             invite_per_user: Limit::new(0.003, 5),
             media_create: Limit::new(10.0, 50),
             report: Limit::new(1.0, 5),
+            key_lookups: Limit::new(200.0, 5000),
         }
     }
 }
@@ -445,6 +448,7 @@ impl Config {
             ("rate_limits.invite_per_user", r.invite_per_user),
             ("rate_limits.media_create", r.media_create),
             ("rate_limits.report", r.report),
+            ("rate_limits.key_lookups", r.key_lookups),
         ] {
             if !(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0 {
                 return invalid(key, "per_second and burst must be positive");

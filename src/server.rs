@@ -86,8 +86,8 @@ pub async fn open_database(config: &Config, opener: Opener) -> anyhow::Result<Da
     .connect_with(options)
     .await?;
     MIGRATOR.run(&pool).await?;
-    let command_data_dir = (opener == Opener::Command && owned_cluster.is_some())
-        .then(|| config.data_dir.clone());
+    let command_data_dir =
+        (opener == Opener::Command && owned_cluster.is_some()).then(|| config.data_dir.clone());
     Ok(Database {
         pool,
         owned_cluster,

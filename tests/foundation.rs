@@ -276,7 +276,11 @@ fn managed_cluster_start_stop_restart_keeps_data() {
 use sqlx::Connection;
 
 /// The `axon` binary with no config on `data_dir`, listening on `port`; its log goes to `log`.
-fn spawn_server(data_dir: &std::path::Path, port: u16, log: std::process::Stdio) -> std::process::Child {
+fn spawn_server(
+    data_dir: &std::path::Path,
+    port: u16,
+    log: std::process::Stdio,
+) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_axon"))
         .env("AXON_DATA_DIR", data_dir)
         .env("AXON_LISTEN_PORT", port.to_string())
@@ -371,7 +375,10 @@ fn one_server_per_data_directory_and_a_killed_servers_cluster_is_adopted() {
         stderr.contains("already running") && stderr.contains(&first.id().to_string()),
         "{stderr}"
     );
-    assert!(!stderr.contains("migrat"), "it touched the database: {stderr}");
+    assert!(
+        !stderr.contains("migrat"),
+        "it touched the database: {stderr}"
+    );
 
     let mut first = first;
     first.kill().unwrap();

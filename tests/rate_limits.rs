@@ -35,6 +35,7 @@ fn limited_config() -> Config {
     r.invite_per_user = generous;
     r.media_create = generous;
     r.report = generous;
+    r.key_lookups = generous;
     config
 }
 
@@ -366,4 +367,38 @@ async fn the_zero_config_setup_does_not_throttle_users() {
     real.database.url = Some("postgres://db.example.org/axon".into());
     assert!(real.per_user_rate_limits());
     assert_eq!(real.rate_limits.message.burst, 10);
+}
+
+#[tokio::test]
+async fn key_queries_and_claims_are_charged_by_their_size() {
+    let mut config = limited_config();
+    config.rate_limits.key_lookups = tight(100);
+    let app = spawn_app_with(config).await;
+    let alice = app.register("alice").await;
+    let users: serde_json::Map<String, Value> = (0..150)
+        .map(|i| (format!("@u{i}:test.local"), json!([])))
+        .collect();
+    // Served while the bucket has a token, then charged in full: the next request waits.
+    alice
+        .post("/keys/query", json!({"device_keys": users}))
+        .await
+        .ok();
+    expect_limited(
+        &alice
+            .post("/keys/query", json!({"device_keys": {&alice.user_id: []}}))
+            .await,
+    );
+    expect_limited(
+        &alice
+            .post(
+                "/keys/claim",
+                json!({"one_time_keys": {&alice.user_id: {"DEV": "signed_curve25519"}}}),
+            )
+            .await,
+    );
+    // Another user has a bucket of their own.
+    let bob = app.register("bob").await;
+    bob.post("/keys/query", json!({"device_keys": {&alice.user_id: []}}))
+        .await
+        .ok();
 }

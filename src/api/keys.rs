@@ -70,6 +70,8 @@ async fn query(
     requester: Requester,
     Json(body): Json<QueryBody>,
 ) -> Result<JsonResponse<Value>> {
+    let cost = body.device_keys.len().min(keys::MAX_QUERY_USERS);
+    state.rate_limiter.key_lookups(&requester, cost)?;
     Ok(JsonResponse(
         keys::query(&state, requester.user_id.as_str(), &body.device_keys).await?,
     ))
@@ -82,9 +84,13 @@ struct ClaimBody {
 
 async fn claim(
     State(state): State<AppState>,
-    _requester: Requester,
+    requester: Requester,
     Json(body): Json<ClaimBody>,
 ) -> Result<JsonResponse<Value>> {
+    let devices: usize = body.one_time_keys.values().map(BTreeMap::len).sum();
+    state
+        .rate_limiter
+        .key_lookups(&requester, devices.min(keys::MAX_CLAIM_DEVICES))?;
     Ok(JsonResponse(
         keys::claim(&state, &body.one_time_keys).await?,
     ))

@@ -82,6 +82,22 @@ impl<K: Hash + Eq> Buckets<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.charge(key, own, if update { 1.0 } else { 0.0 }, now)
+    }
+
+    /// Serves a request while `key`'s bucket has a token, and then charges it `cost` tokens (the
+    /// bucket may go into debt: the next requests wait until it is paid off).
+    pub fn charge<Q>(
+        &self,
+        key: &Q,
+        own: impl FnOnce() -> K,
+        cost: f64,
+        now: Instant,
+    ) -> std::result::Result<(), u64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let mut inner = self.inner.lock().unwrap();
         if now >= inner.next_sweep || inner.map.len() >= self.max_keys {
             self.sweep(&mut inner, now);
@@ -91,11 +107,11 @@ impl<K: Hash + Eq> Buckets<K> {
             None => self.burst,
         };
         if tokens >= 1.0 {
-            if update {
+            if cost > 0.0 {
                 match inner.map.get_mut(key) {
-                    Some(bucket) => *bucket = (tokens - 1.0, now),
+                    Some(bucket) => *bucket = (tokens - cost, now),
                     None => {
-                        inner.map.insert(own(), (tokens - 1.0, now));
+                        inner.map.insert(own(), (tokens - cost, now));
                     }
                 }
             }
@@ -149,6 +165,7 @@ pub struct RateLimiter {
     invite_per_user: Buckets<String>,
     media_create: Buckets<String>,
     report: Buckets<String>,
+    key_lookups: Buckets<String>,
 }
 
 fn refusal(wait_ms: u64) -> Error {
@@ -173,6 +190,7 @@ impl RateLimiter {
             invite_per_user: Buckets::new(limits.invite_per_user),
             media_create: Buckets::new(limits.media_create),
             report: Buckets::new(limits.report),
+            key_lookups: Buckets::new(limits.key_lookups),
         }
     }
 
@@ -224,6 +242,17 @@ impl RateLimiter {
         let user = requester.user_id.as_str();
         buckets
             .take(user, || user.to_owned(), true, Instant::now())
+            .map_err(refusal)
+    }
+
+    /// A key query or claim naming `cost` users or devices; admins are exempt.
+    pub fn key_lookups(&self, requester: &Requester, cost: usize) -> Result<()> {
+        if !self.per_user || requester.is_admin {
+            return Ok(());
+        }
+        let user = requester.user_id.as_str();
+        self.key_lookups
+            .charge(user, || user.to_owned(), cost as f64, Instant::now())
             .map_err(refusal)
     }
 
