@@ -98,6 +98,7 @@ impl AppState {
         service::maintenance::start(state.clone());
         service::typing::start_listener(state.clone()).await?;
         service::presence::start_sweeper(state.clone());
+        service::notifier::start_deferred_waker(state.clone());
         Ok(state)
     }
 

@@ -314,3 +314,101 @@ async fn a_postgresql_restart_under_load_gives_no_500() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Presence comes in crowds (everyone reconnecting after a restart): room mates' polls are woken
+/// once per batch for all of it, not once per change, and the poll's answer carries every change
+/// of the batch.
+#[tokio::test]
+async fn presence_changes_wake_room_mates_in_batches() {
+    use axon::service::notifier::DEFERRED_WAKE_INTERVAL;
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let mut mates = Vec::new();
+    for i in 0..4 {
+        let mate = app.register(&format!("mate{i}")).await;
+        crate::rooms::join(&mate, &room).await;
+        mates.push(mate);
+    }
+    let since = crate::sync::sync_token(&alice, "").await;
+    // Counts the wake-ups of a subscriber of the room while the mates change their presence, one
+    // after another (each change used to wake the room at once: four wake-ups).
+    let watch = app.state.notifier.subscribe([room.as_str()]);
+    let counting = tokio::spawn(async move {
+        let mut wakes = 0;
+        let until = Instant::now() + DEFERRED_WAKE_INTERVAL * 3;
+        while Instant::now() < until {
+            if watch.wait(until - Instant::now()).await {
+                wakes += 1;
+            }
+        }
+        wakes
+    });
+    for mate in &mates {
+        mate.put(
+            &format!("/presence/{}/status", enc(&mate.user_id)),
+            json!({"presence": "unavailable", "status_msg": "away"}),
+        )
+        .await
+        .ok();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let wakes = counting.await.unwrap();
+    assert!(
+        (1..=2).contains(&wakes),
+        "{wakes} wake-ups for {} presence changes",
+        mates.len()
+    );
+    let s = crate::sync::sync(&alice, &format!("since={since}&timeout=5000")).await;
+    let senders: Vec<&str> = s["presence"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["content"]["status_msg"] == "away")
+        .map(|e| e["sender"].as_str().unwrap())
+        .collect();
+    assert_eq!(senders.len(), mates.len(), "{s}");
+}
+
+/// A long poll woken by presence gets the change without a database read when this process
+/// wrote it, and the same content the database path gives.
+#[tokio::test]
+async fn a_presence_wake_is_answered_like_the_database_path() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    crate::rooms::join(&bob, &room).await;
+    let since = crate::sync::sync_token(&alice, "set_presence=offline").await;
+    let waiting = crate::sync::long_poll(&alice, &since, "set_presence=offline");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bob.put(
+        &format!("/presence/{}/status", enc(&bob.user_id)),
+        json!({"presence": "online", "status_msg": "here"}),
+    )
+    .await
+    .ok();
+    let woken = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("woken by the presence change")
+        .unwrap();
+    let from_db = crate::sync::sync(&alice, &format!("since={since}&set_presence=offline")).await;
+    let bobs = |s: &serde_json::Value| -> Vec<serde_json::Value> {
+        s["presence"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["sender"] == bob.user_id.as_str())
+            .map(|e| {
+                let mut e = e.clone();
+                e["content"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("last_active_ago");
+                e
+            })
+            .collect()
+    };
+    assert_eq!(bobs(&woken).len(), 1, "{woken}");
+    assert_eq!(bobs(&woken), bobs(&from_db));
+}

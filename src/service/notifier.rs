@@ -2,7 +2,7 @@
 //! a commit wakes only the subscribers of the keys it touched. Commits on other Axon processes arrive
 //! through PostgreSQL LISTEN/NOTIFY on one channel, which also carries cache invalidations.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -27,7 +27,16 @@ pub struct Notifier {
     seen: AtomicI64,
     /// Set when the server shuts down: the LISTEN task then ends quietly when its connection goes.
     stopping: std::sync::atomic::AtomicBool,
+    /// Keys whose wake-up waits for the next batch (`wake_soon`); `None` once it grew too large,
+    /// which wakes everyone instead.
+    deferred: Mutex<Option<HashSet<String>>>,
 }
+
+/// How often deferred wake-ups go out: a subscriber is woken at most this often for changes
+/// that are not urgent, however many there are.
+pub const DEFERRED_WAKE_INTERVAL: Duration = Duration::from_millis(500);
+/// More deferred keys than this wake everyone instead (bounded memory).
+const MAX_DEFERRED: usize = 100_000;
 
 pub struct Waiter {
     notify: Notify,
@@ -66,6 +75,9 @@ pub struct Message {
     /// Users whose memberships changed (their cached joined rooms are stale).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub m: Vec<String>,
+    /// Keys to wake with the next batch of deferred wake-ups (presence: see `wake_soon`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub d: Vec<String>,
     /// The stream position the commit reached; added by the statement that sends the message
     /// (`store::stream::notify`), where the position is known.
     #[serde(default, skip_serializing)]
@@ -85,6 +97,34 @@ impl Notifier {
             waiters: Mutex::new(HashMap::new()),
             seen: AtomicI64::new(0),
             stopping: Default::default(),
+            deferred: Mutex::new(Some(HashSet::new())),
+        }
+    }
+
+    /// Wakes the subscribers of `keys` with the next batch of deferred wake-ups rather than now:
+    /// for news that is not urgent and comes in crowds (presence), so that a subscriber wakes at
+    /// most once per `DEFERRED_WAKE_INTERVAL` for all of it.
+    pub fn wake_soon<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
+        let mut deferred = self.deferred.lock().unwrap();
+        if let Some(set) = deferred.as_mut() {
+            for key in keys {
+                if !set.contains(key) {
+                    set.insert(key.to_owned());
+                }
+            }
+            if set.len() > MAX_DEFERRED {
+                *deferred = None;
+            }
+        }
+    }
+
+    /// Sends the deferred wake-ups gathered since the last call.
+    pub fn wake_deferred(&self) {
+        let taken = self.deferred.lock().unwrap().replace(HashSet::new());
+        match taken {
+            Some(keys) if keys.is_empty() => {}
+            Some(keys) => self.wake(keys.iter().map(String::as_str)),
+            None => self.wake_all(),
         }
     }
 
@@ -205,6 +245,16 @@ impl Notifier {
         })
     }
 
+    /// The NOTIFY payload for a commit that wakes `keys` now and `later` with the next batch of
+    /// deferred wake-ups.
+    pub fn deferred_payload(&self, keys: &[String], later: &[String]) -> String {
+        self.encode(Message {
+            k: Some(keys.to_vec()),
+            d: later.to_vec(),
+            ..self.message()
+        })
+    }
+
     /// A message from this process that asks nothing yet.
     fn message(&self) -> Message {
         Message {
@@ -214,6 +264,7 @@ impl Notifier {
             c: None,
             p: Vec::new(),
             m: Vec::new(),
+            d: Vec::new(),
             s: None,
         }
     }
@@ -296,6 +347,9 @@ fn apply_other(state: &AppState, message: Message) {
     if let Some(position) = message.s {
         state.notifier.raise_seen(position);
     }
+    state
+        .notifier
+        .wake_soon(message.d.iter().map(String::as_str));
     match message.k {
         Some(keys) => state.notifier.wake(keys.iter().map(String::as_str)),
         None => state.notifier.wake_all(),
@@ -314,6 +368,21 @@ pub fn listener_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_lazy_with(options)
+}
+
+/// Sends the deferred wake-ups every `DEFERRED_WAKE_INTERVAL`.
+pub fn start_deferred_waker(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DEFERRED_WAKE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if state.notifier.is_stopping() {
+                break;
+            }
+            state.notifier.wake_deferred();
+        }
+    });
 }
 
 /// Listens for the other processes' commits. Subscribes before returning, so nothing committed after

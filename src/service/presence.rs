@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use crate::service::notifier;
+use crate::service::recent::PresenceNews;
 use crate::store::presence::{PresenceRow, PresenceUpdate};
 use crate::{AppState, Error, Result, store};
 
@@ -125,24 +126,37 @@ async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
     let rooms = store::rooms::joined_rooms(&mut *tx, update.user_id).await?;
     let position = store::stream::advance(&mut tx, 1).await?;
     store::presence::upsert(&mut tx, update, Some(position)).await?;
-    commit_and_wake(state, tx, position, update.user_id, rooms).await
+    let row = PresenceRow {
+        user_id: update.user_id.to_owned(),
+        state: update.state.to_owned(),
+        status_msg: update.status_msg.map(str::to_owned),
+        last_active_ts: update.last_active_ts,
+        last_sync_ts: update.last_sync_ts,
+    };
+    commit_and_wake(state, tx, position, row, rooms).await
 }
 
-/// Users sharing a room with the user wait under the room's key; the user under their own.
+/// The user's own syncs wake at once; users sharing a room with the user wait under the room's
+/// key and are woken with the next batch of deferred wake-ups: presence comes in crowds (everyone
+/// coming online after a restart), and a poll then wakes once for all of it rather than once per
+/// member of its rooms.
 async fn commit_and_wake(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
     position: i64,
-    user_id: &str,
-    mut keys: Vec<String>,
+    row: PresenceRow,
+    rooms: Vec<String>,
 ) -> Result<()> {
-    keys.push(user_id.to_owned());
-    store::stream::notify(&mut *tx, notifier::CHANNEL, &state.notifier.payload(&keys)).await?;
+    let own = [row.user_id.clone()];
+    let payload = state.notifier.deferred_payload(&own, &rooms);
+    store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
     tx.commit().await?;
-    state.recent.record_presence(position);
+    let user_id = row.user_id.clone();
+    state.notifier.wake_soon(rooms.iter().map(String::as_str));
     state
-        .notifier
-        .committed(position, keys.iter().map(String::as_str));
+        .recent
+        .record_presence(position, PresenceNews { row, rooms });
+    state.notifier.committed(position, [user_id.as_str()]);
     Ok(())
 }
 
@@ -158,10 +172,33 @@ pub async fn for_sync(
     }
     let now = store::now_ms();
     let rows = store::presence::changed_for(db, user_id, since, upto).await?;
-    Ok(rows
-        .iter()
-        .map(|row| json!({"type": "m.presence", "sender": row.user_id, "content": event_content(row, now)}))
-        .collect())
+    Ok(rows.iter().map(|row| presence_event(row, now)).collect())
+}
+
+/// The `m.presence` event /sync reports for a user's presence.
+pub fn presence_event(row: &PresenceRow, now: i64) -> Value {
+    json!({"type": "m.presence", "sender": row.user_id, "content": event_content(row, now)})
+}
+
+/// The presence changes among `news` (oldest first) that `user_id`, joined to `rooms`, sees: their
+/// own and those of users sharing a room with them, the latest per user, as /sync reports them.
+pub fn visible_news<'a>(
+    news: impl IntoIterator<Item = &'a PresenceNews>,
+    user_id: &str,
+    rooms: &[String],
+) -> Vec<Value> {
+    let rooms: std::collections::HashSet<&str> = rooms.iter().map(String::as_str).collect();
+    let mut latest: std::collections::BTreeMap<&str, &PresenceRow> = Default::default();
+    for news in news {
+        if news.row.user_id == user_id || news.rooms.iter().any(|r| rooms.contains(r.as_str())) {
+            latest.insert(&news.row.user_id, &news.row);
+        }
+    }
+    let now = store::now_ms();
+    latest
+        .values()
+        .map(|row| presence_event(row, now))
+        .collect()
 }
 
 /// set_presence on /sync (online/offline/unavailable), and activity bookkeeping.
@@ -270,7 +307,11 @@ pub async fn sweep(state: &AppState) -> Result<()> {
             tx.rollback().await?;
             continue;
         }
-        commit_and_wake(state, tx, position, &user_id, rooms).await?;
+        let Some(row) = store::presence::get(&mut *tx, &user_id).await? else {
+            tx.rollback().await?;
+            continue;
+        };
+        commit_and_wake(state, tx, position, row, rooms).await?;
         state.presence_touches.forget(&user_id);
     }
     Ok(())
@@ -295,4 +336,46 @@ pub fn start_sweeper(state: AppState) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn news(user: &str, state: &str, rooms: &[&str]) -> PresenceNews {
+        PresenceNews {
+            row: PresenceRow {
+                user_id: user.into(),
+                state: state.into(),
+                status_msg: None,
+                last_active_ts: 0,
+                last_sync_ts: 0,
+            },
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn news_is_visible_to_the_user_and_room_mates_latest_per_user() {
+        let run = [
+            news("@b:x", "online", &["!shared:x"]),
+            news("@c:x", "online", &["!other:x"]),
+            news("@a:x", "unavailable", &[]),
+            news("@b:x", "unavailable", &["!shared:x"]),
+        ];
+        let seen = visible_news(&run, "@a:x", &["!shared:x".to_owned()]);
+        let states: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|e| {
+                (
+                    e["sender"].as_str().unwrap(),
+                    e["content"]["presence"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            states,
+            vec![("@a:x", "unavailable"), ("@b:x", "unavailable")]
+        );
+    }
 }

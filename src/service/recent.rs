@@ -63,8 +63,16 @@ impl RecentEvent {
 /// What one stream position holds.
 pub enum RecentEntry {
     Event(Box<RecentEvent>),
-    /// A user's presence changed (syncs that filter presence out may pass over it).
-    Presence,
+    /// A user's presence changed.
+    Presence(Box<PresenceNews>),
+}
+
+/// A committed presence change, as /sync reports it.
+pub struct PresenceNews {
+    /// The user's presence as stored by the change.
+    pub row: crate::store::presence::PresenceRow,
+    /// The rooms the user was joined to: who shares one with them sees the change.
+    pub rooms: Vec<String>,
 }
 
 #[derive(Default)]
@@ -90,8 +98,8 @@ impl RecentEvents {
     }
 
     /// Remembers a committed presence change.
-    pub fn record_presence(&self, position: i64) {
-        self.insert([(position, RecentEntry::Presence)]);
+    pub fn record_presence(&self, position: i64, news: PresenceNews) {
+        self.insert([(position, RecentEntry::Presence(Box::new(news)))]);
     }
 
     fn insert(&self, entries: impl IntoIterator<Item = (i64, RecentEntry)>) {
@@ -160,7 +168,7 @@ mod tests {
         run.iter()
             .map(|e| match &**e {
                 RecentEntry::Event(e) => e.row.stream_ordering,
-                RecentEntry::Presence => -1,
+                RecentEntry::Presence(_) => -1,
             })
             .collect()
     }
@@ -172,7 +180,20 @@ mod tests {
         assert_eq!(positions(&recent.run_after(4)), vec![5, 6]);
         assert_eq!(positions(&recent.run_after(6)), Vec::<i64>::new());
         assert_eq!(positions(&recent.run_after(7)), vec![8]);
-        recent.record_presence(7);
+        let row = crate::store::presence::PresenceRow {
+            user_id: "@a:x".into(),
+            state: "online".into(),
+            status_msg: None,
+            last_active_ts: 0,
+            last_sync_ts: 0,
+        };
+        recent.record_presence(
+            7,
+            PresenceNews {
+                row,
+                rooms: Vec::new(),
+            },
+        );
         assert_eq!(positions(&recent.run_after(4)), vec![5, 6, -1, 8]);
         // Position 3 was never seen: nothing after 2 can be vouched for.
         assert!(recent.run_after(2).is_empty());

@@ -3,7 +3,7 @@
 //! room state and the counts remembered per device (`counts`), with no read of the database.
 //!
 //! It applies only when the stream from the token on holds nothing but this process's plain events
-//! (and presence changes the filter leaves out). Anything else (state changes, redactions, receipts,
+//! and presence changes (served from what the change recorded). Anything else (state changes, redactions, receipts,
 //! account data, typing, to-device, another process's writes, a timeline over the limit) returns
 //! `None`, and the caller takes the database path, which handles everything. The few reads it may
 //! need (the stream head on a first look, counts not remembered, lazy-loaded members) go side by
@@ -22,7 +22,7 @@ use crate::service::auth::Requester;
 use crate::service::filter::Filter;
 use crate::service::recent::{RecentEntry, RecentEvent};
 use crate::service::timeline::{self, Aggregations, Viewer};
-use crate::service::{e2ee, push, typing};
+use crate::service::{e2ee, presence, push, typing};
 use crate::store::events::EventRow;
 use crate::{AppState, Result, store};
 
@@ -94,13 +94,20 @@ pub async fn serve(
     }
     let upto = since.position + run.len() as i64;
     let mut events: Vec<&RecentEvent> = Vec::with_capacity(run.len());
+    let mut presence_news = Vec::new();
     for entry in &run {
         match &**entry {
             RecentEntry::Event(event) => events.push(event),
-            RecentEntry::Presence if filter.presence.excludes_everything() => {}
-            RecentEntry::Presence => return Ok(None),
+            RecentEntry::Presence(news) => presence_news.push(&**news),
         }
     }
+    let presence_events = if filter.presence.excludes_everything() {
+        Vec::new()
+    } else {
+        filter
+            .presence
+            .select(presence::visible_news(presence_news, user, rooms))
+    };
     let Some(by_room) = plan_rooms(&events) else {
         return Ok(None);
     };
@@ -303,6 +310,9 @@ pub async fn serve(
         typing: since.typing,
     });
     response.rooms.join = join;
+    response.presence = Events {
+        events: super::to_raw(presence_events)?,
+    };
     response.device_one_time_keys_count = keys.one_time.clone();
     response.device_unused_fallback_key_types = keys.unused_fallback.clone();
     state.sync_counts.put(
