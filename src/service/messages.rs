@@ -360,7 +360,13 @@ pub async fn context(
             .collect();
         store::events::members_at(&state.db, room_id, &senders, row.stream_ordering).await?
     } else {
-        store::events::state_at(&state.db, room_id, row.stream_ordering).await?
+        store::events::state_at(
+            &state.db,
+            room_id,
+            row.stream_ordering,
+            store::events::Members::Included,
+        )
+        .await?
     };
     let v = viewer(requester);
     let mut event = timeline::render_all(&state.db, std::slice::from_ref(&row), v).await?;

@@ -663,7 +663,7 @@ pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluatio
         }
         let raw: Raw<Value> = Raw::new(&json_event).map_err(Error::internal)?;
         let member_count =
-            UInt::try_from(room.snapshot.members_with("join").count() as u64).unwrap_or_default();
+            UInt::try_from(room.snapshot.member_lists().join.len() as u64).unwrap_or_default();
         // An invited local user is not a member yet, but .m.rule.invite_for_me is for them.
         let invitee = local_invitee(event, &suffix).filter(|u| !room.members.contains(u));
         for user in room.members.iter().chain(invitee.as_ref()) {

@@ -3,7 +3,7 @@
 //! noticed and reloaded before it can be used to authorise anything.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -24,6 +24,59 @@ pub struct RoomSnapshot {
     pub head_depth: i64,
     /// type → state_key → entry.
     pub state: HashMap<String, HashMap<String, Arc<StateEntry>>>,
+    /// The members by membership, worked out from `state` on first use (a big room has thousands,
+    /// and every sync's summary and every message's push rules ask). Whoever changes `state` resets
+    /// it (`OnceLock::new()`).
+    pub members: OnceLock<Arc<MemberLists>>,
+}
+
+/// A room's members by membership, each list sorted.
+#[derive(Debug, Default)]
+pub struct MemberLists {
+    pub join: Vec<String>,
+    pub invite: Vec<String>,
+    pub leave: Vec<String>,
+    pub ban: Vec<String>,
+    pub knock: Vec<String>,
+}
+
+impl MemberLists {
+    fn of(state: &HashMap<String, HashMap<String, Arc<StateEntry>>>) -> Self {
+        let mut lists = Self::default();
+        for (user, entry) in state.get("m.room.member").into_iter().flatten() {
+            let list = match entry.content.get("membership").and_then(Value::as_str) {
+                Some("join") => &mut lists.join,
+                Some("invite") => &mut lists.invite,
+                Some("leave") => &mut lists.leave,
+                Some("ban") => &mut lists.ban,
+                Some("knock") => &mut lists.knock,
+                _ => continue,
+            };
+            list.push(user.clone());
+        }
+        for list in [
+            &mut lists.join,
+            &mut lists.invite,
+            &mut lists.leave,
+            &mut lists.ban,
+            &mut lists.knock,
+        ] {
+            list.sort_unstable();
+        }
+        lists
+    }
+
+    /// The users with `membership`.
+    pub fn with(&self, membership: &str) -> &[String] {
+        match membership {
+            "join" => &self.join,
+            "invite" => &self.invite,
+            "leave" => &self.leave,
+            "ban" => &self.ban,
+            "knock" => &self.knock,
+            _ => &[],
+        }
+    }
 }
 
 impl RoomSnapshot {
@@ -38,15 +91,17 @@ impl RoomSnapshot {
             .as_str()
     }
 
+    /// The users with `membership`, in order.
     pub fn members_with(&self, membership: &str) -> impl Iterator<Item = &str> {
-        self.state
-            .get("m.room.member")
-            .into_iter()
-            .flatten()
-            .filter(move |(_, e)| {
-                e.content.get("membership").and_then(Value::as_str) == Some(membership)
-            })
-            .map(|(user, _)| user.as_str())
+        self.member_lists()
+            .with(membership)
+            .iter()
+            .map(String::as_str)
+    }
+
+    pub fn member_lists(&self) -> &MemberLists {
+        self.members
+            .get_or_init(|| Arc::new(MemberLists::of(&self.state)))
     }
 }
 

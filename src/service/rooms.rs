@@ -633,7 +633,8 @@ pub async fn full_state(
     room_id: &str,
 ) -> Result<Vec<Box<serde_json::value::RawValue>>> {
     let at = state_horizon(state, requester, room_id).await?;
-    let rows = store::events::state_at(&state.db, room_id, at).await?;
+    let rows =
+        store::events::state_at(&state.db, room_id, at, store::events::Members::Included).await?;
     Ok(crate::service::timeline::render_plain(
         &rows,
         viewer(requester),
@@ -650,7 +651,8 @@ pub async fn state_event(
     whole_event: bool,
 ) -> Result<Value> {
     let at = state_horizon(state, requester, room_id).await?;
-    let rows = store::events::state_at(&state.db, room_id, at).await?;
+    let rows =
+        store::events::state_at(&state.db, room_id, at, store::events::Members::Included).await?;
     let row = rows
         .into_iter()
         .find(|r| r.event_type == event_type && r.state_key.as_deref() == Some(state_key))
@@ -685,18 +687,19 @@ pub async fn members(
             .min(horizon),
         None => horizon,
     };
-    let rows: Vec<_> = store::events::state_at(&state.db, room_id, at)
-        .await?
-        .into_iter()
-        .filter(|r| r.event_type == "m.room.member")
-        .filter(|r| {
-            let m = serde_json::from_str::<Value>(&r.client_json)
-                .ok()
-                .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            membership.is_none_or(|want| want == m) && not_membership.is_none_or(|not| not != m)
-        })
-        .collect();
+    let rows: Vec<_> =
+        store::events::state_at(&state.db, room_id, at, store::events::Members::Included)
+            .await?
+            .into_iter()
+            .filter(|r| r.event_type == "m.room.member")
+            .filter(|r| {
+                let m = serde_json::from_str::<Value>(&r.client_json)
+                    .ok()
+                    .and_then(|v| v["content"]["membership"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                membership.is_none_or(|want| want == m) && not_membership.is_none_or(|not| not != m)
+            })
+            .collect();
     Ok(crate::service::timeline::render_plain(
         &rows,
         viewer(requester),

@@ -263,6 +263,7 @@ impl WorkingRoom {
         for ((t, k), entry) in self.changes {
             snapshot.state.entry(t).or_default().insert(k, entry);
         }
+        snapshot.members = Default::default();
         Arc::new(snapshot)
     }
 }
@@ -744,6 +745,7 @@ fn build_new_room(
         head_event_id: String::new(),
         head_depth: 0,
         state: HashMap::new(),
+        members: Default::default(),
     };
     let new_event = NewEvent {
         event_type: &create.event_type,
@@ -832,6 +834,7 @@ async fn load_snapshot(
         head_event_id: head.head_event_id.clone(),
         head_depth: head.head_depth,
         state: HashMap::new(),
+        members: Default::default(),
     };
     for row in store::rooms::current_state_events(conn, &head.room_id).await? {
         let event: Value = serde_json::from_str(&row.client_json).map_err(Error::internal)?;

@@ -450,6 +450,7 @@ pub async fn state_at(
     db: impl PgExecutor<'_>,
     room_id: &str,
     at: i64,
+    members: Members,
 ) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
@@ -458,18 +459,29 @@ pub async fn state_at(
                   e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
            FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
            WHERE e.room_id = $1 AND e.state_key IS NOT NULL AND e.stream_ordering <= $2
+             AND ($3 OR e.event_type <> 'm.room.member')
            ORDER BY e.event_type, e.state_key, e.stream_ordering DESC"#,
         room_id,
-        at
+        at,
+        members == Members::Included
     )
     .fetch_all(db)
     .await
+}
+
+/// Whether a read of a room's state includes its member events: a sync that lazy-loads members
+/// reads only those it needs (a big room has thousands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Members {
+    Included,
+    Excluded,
 }
 
 /// The current state of several rooms (through room_state), for sync.
 pub async fn current_state_of_rooms(
     db: impl PgExecutor<'_>,
     rooms: &[String],
+    members: Members,
 ) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
@@ -477,8 +489,9 @@ pub async fn current_state_of_rooms(
                   e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
            FROM room_state s JOIN events e ON e.event_id = s.event_id
            LEFT JOIN events r ON r.event_id = e.redacted_by
-           WHERE s.room_id = ANY($1)"#,
-        rooms
+           WHERE s.room_id = ANY($1) AND ($2 OR s.event_type <> 'm.room.member')"#,
+        rooms,
+        members == Members::Included
     )
     .fetch_all(db)
     .await

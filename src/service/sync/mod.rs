@@ -544,7 +544,12 @@ async fn compute_on(
     let current_state: HashMap<String, Vec<EventRow>> = {
         let mut by_room: HashMap<String, Vec<EventRow>> = HashMap::new();
         if !full_ids.is_empty() {
-            for row in store::events::current_state_of_rooms(&mut *tx, &full_ids).await? {
+            let members = if room_filter.state.lazy_load_members {
+                store::events::Members::Excluded
+            } else {
+                store::events::Members::Included
+            };
+            for row in store::events::current_state_of_rooms(&mut *tx, &full_ids, members).await? {
                 by_room.entry(row.room_id.clone()).or_default().push(row);
             }
         }
@@ -828,7 +833,14 @@ async fn joined_room(
         let has_state_in_timeline = rows.iter().any(|r| r.state_key.is_some());
         match (current, has_state_in_timeline) {
             (Some(cur), false) => cur.clone(),
-            _ => store::events::state_at(&mut *tx, room_id, first_pos - 1).await?,
+            _ => {
+                let members = if state_filter.lazy_load_members {
+                    store::events::Members::Excluded
+                } else {
+                    store::events::Members::Included
+                };
+                store::events::state_at(&mut *tx, room_id, first_pos - 1, members).await?
+            }
         }
     } else if limited {
         latest_per_key(
@@ -991,8 +1003,8 @@ async fn summary(
 }
 
 fn summary_of(snapshot: &RoomSnapshot, user: &str) -> Value {
-    let joined: Vec<&str> = snapshot.members_with("join").collect();
-    let invited: Vec<&str> = snapshot.members_with("invite").collect();
+    let members = snapshot.member_lists();
+    let (joined, invited) = (&members.join, &members.invite);
     let mut summary = json!({
         "m.joined_member_count": joined.len(),
         "m.invited_member_count": invited.len(),
@@ -1004,10 +1016,12 @@ fn summary_of(snapshot: &RoomSnapshot, user: &str) -> Value {
             .entry("m.room.canonical_alias", "")
             .is_some_and(|e| e.content["alias"].is_string());
     if !named {
+        // Each list is sorted: the first five of each are enough to choose from.
         let mut heroes: Vec<&str> = joined
             .iter()
-            .chain(&invited)
-            .copied()
+            .take(6)
+            .chain(invited.iter().take(6))
+            .map(String::as_str)
             .filter(|u| *u != user)
             .collect();
         if heroes.is_empty() {
@@ -1092,7 +1106,13 @@ async fn left_room(
     rows.retain(|r| vis.can_see_row(r, user));
     let first_pos = rows.first().map_or(leave_pos + 1, |r| r.stream_ordering);
     let mut state_rows = if full {
-        store::events::state_at(&mut *tx, &m.room_id, first_pos - 1).await?
+        store::events::state_at(
+            &mut *tx,
+            &m.room_id,
+            first_pos - 1,
+            store::events::Members::Included,
+        )
+        .await?
     } else if limited {
         latest_per_key(store::events::state_changes(&mut *tx, &rooms, from, first_pos - 1).await?)
     } else {
