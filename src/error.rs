@@ -53,6 +53,7 @@ constructors! {
     missing_param => BAD_REQUEST, "M_MISSING_PARAM";
     too_large => PAYLOAD_TOO_LARGE, "M_TOO_LARGE";
     unrecognized => NOT_FOUND, "M_UNRECOGNIZED";
+    unrecognized_request => BAD_REQUEST, "M_UNRECOGNIZED";
     missing_token => UNAUTHORIZED, "M_MISSING_TOKEN";
     user_in_use => BAD_REQUEST, "M_USER_IN_USE";
     invalid_username => BAD_REQUEST, "M_INVALID_USERNAME";

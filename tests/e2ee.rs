@@ -1155,7 +1155,8 @@ async fn backup_versions_are_created_read_updated_and_deleted() {
         .put(&format!("/room_keys/version/{second}"), wrong_algorithm)
         .await
         .expect_err(400, "M_INVALID_PARAM");
-    let wrong_version = json!({"algorithm": algorithm, "auth_data": {}, "version": first});
+    let wrong_version =
+        json!({"algorithm": algorithm, "auth_data": {"public_key": "pk"}, "version": first});
     alice
         .put(&format!("/room_keys/version/{second}"), wrong_version)
         .await
@@ -1184,7 +1185,7 @@ async fn backup_versions_are_created_read_updated_and_deleted() {
     let v = alice
         .post(
             "/room_keys/version",
-            json!({"algorithm": algorithm, "auth_data": {}}),
+            json!({"algorithm": algorithm, "auth_data": {"public_key": "pk"}}),
         )
         .await
         .ok();
@@ -1207,7 +1208,7 @@ async fn backup_keys_follow_the_replacement_rules() {
     let v = alice
         .post(
             "/room_keys/version",
-            json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {}}),
+            json!({"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "pk"}}),
         )
         .await
         .ok();
@@ -1329,7 +1330,7 @@ async fn backup_writes_to_an_old_version_are_refused() {
     let old = alice
         .post(
             "/room_keys/version",
-            json!({"algorithm": algorithm, "auth_data": {}}),
+            json!({"algorithm": algorithm, "auth_data": {"public_key": "pk"}}),
         )
         .await
         .ok()["version"]
@@ -1337,7 +1338,7 @@ async fn backup_writes_to_an_old_version_are_refused() {
     let new = alice
         .post(
             "/room_keys/version",
-            json!({"algorithm": algorithm, "auth_data": {}}),
+            json!({"algorithm": algorithm, "auth_data": {"public_key": "pk"}}),
         )
         .await
         .ok()["version"]
@@ -1484,5 +1485,142 @@ async fn changed_device_keys_lose_signatures_made_on_the_old_ones() {
     assert!(
         device["signatures"][&alice.user_id].get(&ssk_id).is_none(),
         "{device}"
+    );
+}
+
+// ---- issue #17: as clients call them ----
+
+/// As Synapse (`get_e2e_device_keys_for_cs_api`): every device carries `unsigned`, with
+/// `device_display_name` whenever the device has a name, an empty one too.
+#[tokio::test]
+async fn query_serves_unsigned_for_every_device_and_empty_display_names() {
+    let app = spawn_app().await;
+    let alice = login_named(&app, &app.register("alice").await, None).await;
+    let (keys, _) = device_keys(&alice);
+    alice
+        .post("/keys/upload", json!({"device_keys": keys}))
+        .await
+        .ok();
+    let query = json!({"device_keys": {alice.user_id.clone(): [alice.device_id.clone()]}});
+    let v = alice.post("/keys/query", query.clone()).await.ok();
+    assert_eq!(
+        v["device_keys"][&alice.user_id][&alice.device_id]["unsigned"],
+        json!({}),
+        "{v}"
+    );
+    alice
+        .put(
+            &format!("/devices/{}", enc(&alice.device_id)),
+            json!({"display_name": ""}),
+        )
+        .await
+        .ok();
+    let v = alice.post("/keys/query", query).await.ok();
+    assert_eq!(
+        v["device_keys"][&alice.user_id][&alice.device_id]["unsigned"],
+        json!({"device_display_name": ""}),
+        "{v}"
+    );
+}
+
+/// Clients and tools create versions of algorithms the spec does not define (such as the old
+/// `m.megolm_backup.v1`) with any JSON as `auth_data`; Synapse stores it as given.
+#[tokio::test]
+async fn backup_versions_of_other_algorithms_keep_any_auth_data() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    for auth_data in [
+        json!("dGhpcyBzaG91bGQgYWN0dWFsbHkgYmUgZW5jcnlwdGVkIGpzb24K"),
+        json!([1, "two"]),
+        json!(42),
+        json!({"anything": {"nested": true}}),
+    ] {
+        let body = json!({"algorithm": "m.megolm_backup.v1", "auth_data": auth_data});
+        let v = alice.post("/room_keys/version", body).await.ok();
+        let version = v["version"].as_str().unwrap().to_owned();
+        let v = alice
+            .get(&format!("/room_keys/version/{version}"))
+            .await
+            .ok();
+        assert_eq!(v["algorithm"], "m.megolm_backup.v1");
+        assert_eq!(v["auth_data"], auth_data);
+        let update = json!({"algorithm": "m.megolm_backup.v1", "auth_data": "replaced"});
+        alice
+            .put(&format!("/room_keys/version/{version}"), update)
+            .await
+            .ok();
+        let v = alice
+            .get(&format!("/room_keys/version/{version}"))
+            .await
+            .ok();
+        assert_eq!(v["auth_data"], "replaced");
+    }
+}
+
+/// `m.megolm_backup.v1.curve25519-aes-sha2`: `auth_data` is an object with a string
+/// `public_key` (and `signatures`, if given, an object).
+#[tokio::test]
+async fn spec_backup_algorithm_auth_data_is_validated() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let algorithm = "m.megolm_backup.v1.curve25519-aes-sha2";
+    let good = json!({"algorithm": algorithm, "auth_data": {"public_key": "pk", "signatures": {}}});
+    let version = alice.post("/room_keys/version", good).await.ok()["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for bad in [
+        json!("text"),
+        json!({}),
+        json!({"public_key": 5}),
+        json!({"public_key": "pk", "signatures": []}),
+    ] {
+        let body = json!({"algorithm": algorithm, "auth_data": bad});
+        alice
+            .post("/room_keys/version", body.clone())
+            .await
+            .expect_err(400, "M_BAD_JSON");
+        alice
+            .put(&format!("/room_keys/version/{version}"), body)
+            .await
+            .expect_err(400, "M_BAD_JSON");
+    }
+}
+
+/// Clients still call the unstable paths of MSC1756; they answer as the v3 ones do.
+#[tokio::test]
+async fn unstable_cross_signing_upload_paths_answer_like_v3() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let (device, _) = device_keys(&alice);
+    alice
+        .post("/keys/upload", json!({"device_keys": device}))
+        .await
+        .ok();
+    let cs = cross_signing_keys(&alice);
+    alice
+        .post(
+            "/_matrix/client/unstable/keys/device_signing/upload",
+            cs.body.clone(),
+        )
+        .await
+        .ok();
+    let mut signed = device.clone();
+    sign(&mut signed, &alice.user_id, &cs.self_signing);
+    let body = json!({alice.user_id.clone(): {alice.device_id.clone(): signed}});
+    let v = alice
+        .post("/_matrix/client/unstable/keys/signatures/upload", body)
+        .await
+        .ok();
+    assert_eq!(v["failures"], json!({}), "{v}");
+    let query = json!({"device_keys": {alice.user_id.clone(): []}});
+    let v = alice.post("/keys/query", query).await.ok();
+    assert_eq!(v["master_keys"][&alice.user_id], cs.body["master_key"]);
+    let signatures = &v["device_keys"][&alice.user_id][&alice.device_id]["signatures"];
+    assert!(
+        signatures[&alice.user_id]
+            .get(format!("ed25519:{}", cs.self_signing_public))
+            .is_some(),
+        "{signatures}"
     );
 }

@@ -18,6 +18,53 @@ async fn versions_lists_spec_versions() {
     assert!(versions.contains(&"v1.11"), "{versions:?}");
 }
 
+/// Every version up to v1.14 adds only endpoints Axon serves or optional modules; v1.15 adds the
+/// required `GET /v1/room_summary/{roomIdOrAlias}`, which Axon does not serve yet.
+#[tokio::test]
+async fn versions_lists_every_served_version_up_to_v1_14() {
+    let app = spawn_app().await;
+    let v = app.get("/_matrix/client/versions").await.ok();
+    let versions: Vec<&str> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for version in ["v1.12", "v1.13", "v1.14"] {
+        assert!(versions.contains(&version), "{version}: {versions:?}");
+    }
+    assert!(!versions.contains(&"v1.15"), "{versions:?}");
+}
+
+/// Element Web sets up cross-signing only when it sees `org.matrix.e2e_cross_signing`; the other
+/// flags are those Synapse advertises for features Axon implements.
+#[tokio::test]
+async fn versions_advertise_the_unstable_features_axon_implements() {
+    let app = spawn_app().await;
+    let v = app.get("/_matrix/client/versions").await.ok();
+    let features = &v["unstable_features"];
+    for flag in [
+        "org.matrix.e2e_cross_signing",
+        "org.matrix.msc2432",
+        "org.matrix.msc2285.stable",
+        "org.matrix.msc3440.stable",
+        "org.matrix.msc3771",
+        "org.matrix.msc3391",
+    ] {
+        assert_eq!(features[flag], json!(true), "{flag}: {features}");
+    }
+    // Only what is implemented: nothing advertised as false, no labels, no sliding sync.
+    assert!(
+        features
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| *v == json!(true)),
+        "{features}"
+    );
+    assert!(features.get("org.matrix.simplified_msc3575").is_none());
+}
+
 #[tokio::test]
 async fn well_known_points_at_public_baseurl() {
     let mut config = test_config();

@@ -11,6 +11,7 @@ mod knocking;
 mod long_poll;
 mod media;
 mod messaging;
+mod push_rules;
 mod rate_limits;
 mod robustness;
 mod rooms;

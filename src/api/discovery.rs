@@ -18,12 +18,37 @@ pub fn routes() -> Router<AppState> {
         .route("/health", get(health))
 }
 
-/// Only the versions whose required endpoints Axon serves.
+/// The spec versions whose required endpoints Axon serves. v1.13 and v1.14 add only endpoints of the
+/// optional Reporting Content module; v1.15 adds the required `GET /v1/room_summary/{roomIdOrAlias}`,
+/// which Axon does not serve yet (README, "What works").
+const VERSIONS: [&str; 15] = [
+    "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+    "v1.11", "v1.12", "v1.13", "v1.14",
+];
+
+/// The unstable feature flags clients check, among those Synapse advertises, for the features
+/// Axon implements (Synapse: rust/src/handlers/versions.rs).
+const UNSTABLE_FEATURES: [&str; 6] = [
+    // Cross-signing (MSC1756): Element Web sets it up only when it sees this.
+    "org.matrix.e2e_cross_signing",
+    // GET /rooms/{roomId}/aliases (MSC2432).
+    "org.matrix.msc2432",
+    // m.read.private receipts (MSC2285).
+    "org.matrix.msc2285.stable",
+    // Threads (MSC3440): /threads, m.thread relations and bundles.
+    "org.matrix.msc3440.stable",
+    // Threaded read receipts (MSC3771): `thread_id` on receipts.
+    "org.matrix.msc3771",
+    // Deleting account data under its unstable prefix (MSC3391).
+    "org.matrix.msc3391",
+];
+
 async fn versions() -> Json<Value> {
-    Json(json!({
-        "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"],
-        "unstable_features": {},
-    }))
+    let unstable: serde_json::Map<String, Value> = UNSTABLE_FEATURES
+        .iter()
+        .map(|flag| (flag.to_string(), Value::Bool(true)))
+        .collect();
+    Json(json!({ "versions": VERSIONS, "unstable_features": unstable }))
 }
 
 async fn well_known(State(state): State<AppState>) -> Json<Value> {

@@ -26,6 +26,20 @@ pub fn routes() -> Router<AppState> {
         .route("/keys/signatures/upload", post(upload_signatures))
 }
 
+/// The unstable paths of cross-signing (MSC1756) that clients still call, answered like v3.
+pub fn unstable_routes() -> Router<AppState> {
+    let prefix = "/_matrix/client/unstable/keys";
+    Router::new()
+        .route(
+            &format!("{prefix}/device_signing/upload"),
+            post(upload_cross_signing),
+        )
+        .route(
+            &format!("{prefix}/signatures/upload"),
+            post(upload_signatures),
+        )
+}
+
 /// A JSON body parsed straight from its bytes, so `RawValue` fields keep the client's exact text
 /// (the shared `Json` goes through `Value`, which cannot hold raw JSON). Same errors as `Json`.
 pub struct RawJson<T>(pub T);

@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(discovery::routes())
         .merge(register::admin_routes())
         .merge(account_data::other_routes())
+        .merge(keys::unstable_routes())
         .merge(media::other_routes())
         .merge(register::other_routes())
         .fallback(unrecognized)

@@ -12,6 +12,8 @@ use crate::api::extract::{Json, Path, Query};
 use crate::service::push;
 use crate::{AppState, Error, Result};
 
+/// The push rules API at the spec's paths, with Synapse's answers around them: a kind's rules at
+/// `{kind}/`, and 400 M_UNRECOGNIZED for a path without a rule ID or with an unknown attribute.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/pushrules", get(all_rules))
@@ -19,16 +21,20 @@ pub fn routes() -> Router<AppState> {
         .route("/pushrules/{scope}", get(scope_rules))
         .route("/pushrules/{scope}/", get(scope_rules))
         .route(
+            "/pushrules/{scope}/{kind}",
+            get(no_rule_id).put(no_rule_id).delete(no_rule_id),
+        )
+        .route(
+            "/pushrules/{scope}/{kind}/",
+            get(kind_rules).put(no_rule_id).delete(no_rule_id),
+        )
+        .route(
             "/pushrules/{scope}/{kind}/{rule_id}",
             get(get_rule).put(put_rule).delete(delete_rule),
         )
         .route(
-            "/pushrules/{scope}/{kind}/{rule_id}/enabled",
-            get(get_enabled).put(put_enabled),
-        )
-        .route(
-            "/pushrules/{scope}/{kind}/{rule_id}/actions",
-            get(get_actions).put(put_actions),
+            "/pushrules/{scope}/{kind}/{rule_id}/{attr}",
+            get(get_attr).put(put_attr),
         )
         .route("/pushers", get(pushers))
         .route("/pushers/set", post(set_pusher))
@@ -57,23 +63,35 @@ async fn scope_rules(
     Ok(JsonResponse(push::ruleset_json(&rules)))
 }
 
+/// `{kind}` or `{kind}/` where a rule is meant: as Synapse, 400 M_UNRECOGNIZED.
+async fn no_rule_id(_requester: Requester) -> Result<JsonResponse<Value>> {
+    Err(Error::unrecognized_request(
+        "Unrecognised request: a push rule ID is missing",
+    ))
+}
+
+async fn kind_rules(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((scope, kind)): Path<(String, String)>,
+) -> Result<JsonResponse<Value>> {
+    let user = requester.user_id.as_str();
+    Ok(JsonResponse(
+        push::kind_rules(&state, user, &scope, &kind).await?,
+    ))
+}
+
 type RulePath = Path<(String, String, String)>;
+type AttrPath = Path<(String, String, String, String)>;
 
 async fn get_rule(
     State(state): State<AppState>,
     requester: Requester,
     Path((scope, kind, rule_id)): RulePath,
 ) -> Result<JsonResponse<Value>> {
+    let user = requester.user_id.as_str();
     Ok(JsonResponse(
-        push::get_rule(
-            &state,
-            requester.user_id.as_str(),
-            &scope,
-            &kind,
-            &rule_id,
-            None,
-        )
-        .await?,
+        push::get_rule(&state, user, &scope, &kind, &rule_id, None).await?,
     ))
 }
 
@@ -108,21 +126,15 @@ async fn delete_rule(
     Ok(JsonResponse(json!({})))
 }
 
-async fn get_enabled(
+async fn get_attr(
     State(state): State<AppState>,
     requester: Requester,
-    Path((scope, kind, rule_id)): RulePath,
+    Path((scope, kind, rule_id, attr)): AttrPath,
 ) -> Result<JsonResponse<Value>> {
+    let attr = push::RuleAttr::parse(&attr)?;
+    let user = requester.user_id.as_str();
     Ok(JsonResponse(
-        push::get_rule(
-            &state,
-            requester.user_id.as_str(),
-            &scope,
-            &kind,
-            &rule_id,
-            Some("enabled"),
-        )
-        .await?,
+        push::get_rule(&state, user, &scope, &kind, &rule_id, Some(attr)).await?,
     ))
 }
 
@@ -131,62 +143,32 @@ struct EnabledBody {
     enabled: bool,
 }
 
-async fn put_enabled(
-    State(state): State<AppState>,
-    requester: Requester,
-    Path((scope, kind, rule_id)): RulePath,
-    Json(body): Json<EnabledBody>,
-) -> Result<JsonResponse<Value>> {
-    push::set_enabled(
-        &state,
-        requester.user_id.as_str(),
-        &scope,
-        &kind,
-        &rule_id,
-        body.enabled,
-    )
-    .await?;
-    Ok(JsonResponse(json!({})))
-}
-
-async fn get_actions(
-    State(state): State<AppState>,
-    requester: Requester,
-    Path((scope, kind, rule_id)): RulePath,
-) -> Result<JsonResponse<Value>> {
-    Ok(JsonResponse(
-        push::get_rule(
-            &state,
-            requester.user_id.as_str(),
-            &scope,
-            &kind,
-            &rule_id,
-            Some("actions"),
-        )
-        .await?,
-    ))
-}
-
 #[derive(Deserialize)]
 struct ActionsBody {
     actions: Vec<Action>,
 }
 
-async fn put_actions(
+fn parse_body<T: serde::de::DeserializeOwned>(body: Value) -> Result<T> {
+    serde_json::from_value(body).map_err(|e| Error::bad_json(format!("Invalid JSON: {e}")))
+}
+
+async fn put_attr(
     State(state): State<AppState>,
     requester: Requester,
-    Path((scope, kind, rule_id)): RulePath,
-    Json(body): Json<ActionsBody>,
+    Path((scope, kind, rule_id, attr)): AttrPath,
+    Json(body): Json<Value>,
 ) -> Result<JsonResponse<Value>> {
-    push::set_actions(
-        &state,
-        requester.user_id.as_str(),
-        &scope,
-        &kind,
-        &rule_id,
-        body.actions,
-    )
-    .await?;
+    let user = requester.user_id.as_str();
+    match push::RuleAttr::parse(&attr)? {
+        push::RuleAttr::Enabled => {
+            let EnabledBody { enabled } = parse_body(body)?;
+            push::set_enabled(&state, user, &scope, &kind, &rule_id, enabled).await?;
+        }
+        push::RuleAttr::Actions => {
+            let ActionsBody { actions } = parse_body(body)?;
+            push::set_actions(&state, user, &scope, &kind, &rule_id, actions).await?;
+        }
+    }
     Ok(JsonResponse(json!({})))
 }
 

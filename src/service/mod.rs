@@ -17,6 +17,7 @@ pub mod notifier;
 pub mod presence;
 pub mod profile;
 pub mod push;
+pub mod push_defaults;
 pub mod rate_limit;
 pub mod receipts;
 pub mod recent;

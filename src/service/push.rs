@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 
 use crate::service::room_cache::RoomSnapshot;
-use crate::service::{account_data, notifier, room_versions, writer};
+use crate::service::{account_data, notifier, push_defaults, room_versions, writer};
 use crate::store::push::PusherRow;
 use crate::store::receipts::NewNotification;
 use crate::{AppState, Error, Result, store};
@@ -38,7 +38,7 @@ fn parse_user(user_id: &str) -> Result<OwnedUserId> {
 /// The user's ruleset: `stored` (the account data content) merged over the server defaults.
 pub fn normalise(user_id: &str, stored: Option<&str>) -> Result<Ruleset> {
     let user = parse_user(user_id)?;
-    let defaults = Ruleset::server_default(&user);
+    let defaults = push_defaults::server_default(&user);
     let Some(stored) = stored else {
         return Ok(defaults);
     };
@@ -224,11 +224,9 @@ async fn modify(
 fn kind_of(kind: &str) -> Result<RuleKind> {
     if !KINDS.contains(&kind) {
         // As Synapse.
-        return Err(Error::matrix(
-            axum::http::StatusCode::BAD_REQUEST,
-            "M_UNRECOGNIZED",
-            format!("Unknown push rule kind {kind}"),
-        ));
+        return Err(Error::unrecognized_request(format!(
+            "Unknown push rule kind {kind}"
+        )));
     }
     Ok(RuleKind::from(kind))
 }
@@ -255,14 +253,42 @@ fn not_found() -> Error {
     Error::not_found("The push rule was not found")
 }
 
-/// GET /pushrules/global/{kind}/{ruleId}[/{attr}]: attr None, "enabled" or "actions".
+/// GET /pushrules/global/{kind}/: the user's rules of one kind, in order (as Synapse serves it).
+pub async fn kind_rules(state: &AppState, user_id: &str, scope: &str, kind: &str) -> Result<Value> {
+    check_scope(scope)?;
+    kind_of(kind)?;
+    let rules = rules_for(state, user_id).await?;
+    Ok(ruleset_json(&rules)[kind].take())
+}
+
+/// The attributes of a rule that have their own path: `enabled` and `actions`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RuleAttr {
+    Enabled,
+    Actions,
+}
+
+impl RuleAttr {
+    /// Any other attribute is 400 M_UNRECOGNIZED, as in Synapse.
+    pub fn parse(attr: &str) -> Result<Self> {
+        match attr {
+            "enabled" => Ok(Self::Enabled),
+            "actions" => Ok(Self::Actions),
+            _ => Err(Error::unrecognized_request(format!(
+                "Unknown push rule attribute {attr}"
+            ))),
+        }
+    }
+}
+
+/// GET /pushrules/global/{kind}/{ruleId}[/{attr}].
 pub async fn get_rule(
     state: &AppState,
     user_id: &str,
     scope: &str,
     kind: &str,
     rule_id: &str,
-    attr: Option<&str>,
+    attr: Option<RuleAttr>,
 ) -> Result<Value> {
     check_scope(scope)?;
     let kind = kind_of(kind)?;
@@ -270,8 +296,8 @@ pub async fn get_rule(
     let rule = rules.get(kind, rule_id).ok_or_else(not_found)?;
     Ok(match attr {
         None => rule_json(rule)?,
-        Some("enabled") => json!({ "enabled": rule.enabled() }),
-        Some(_) => json!({ "actions": rule.actions() }),
+        Some(RuleAttr::Enabled) => json!({ "enabled": rule.enabled() }),
+        Some(RuleAttr::Actions) => json!({ "actions": rule.actions() }),
     })
 }
 
@@ -466,6 +492,16 @@ pub async fn unread_counts(
     Ok(out)
 }
 
+/// The `profile_tag` /notifications items carry: that of the user's pushers (the oldest one that
+/// has one). Notifications are the user's, not a pusher's, so the tag is the pushers' current one.
+async fn profile_tag_of(state: &AppState, user_id: &str) -> Result<Option<String>> {
+    let pushers = store::push::of_user(&state.db, user_id).await?;
+    Ok(pushers
+        .into_iter()
+        .filter_map(|p| p.profile_tag)
+        .find(|tag| !tag.is_empty()))
+}
+
 /// GET /notifications.
 pub async fn notifications(
     state: &AppState,
@@ -486,6 +522,7 @@ pub async fn notifications(
     let next_token = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.stream_ordering.to_string()))
         .flatten();
+    let profile_tag = profile_tag_of(state, user_id).await?;
     let mut notifications = Vec::with_capacity(rows.len());
     for row in rows {
         let mut event: Value = serde_json::from_str(&row.client_json).map_err(Error::internal)?;
@@ -493,13 +530,17 @@ pub async fn notifications(
             map.remove("room_id");
         }
         let actions: Value = serde_json::from_str(&row.actions).map_err(Error::internal)?;
-        notifications.push(json!({
+        let mut item = json!({
             "actions": actions,
             "event": event,
             "read": row.read,
             "room_id": row.room_id,
             "ts": row.ts,
-        }));
+        });
+        if let Some(tag) = &profile_tag {
+            item["profile_tag"] = json!(tag);
+        }
+        notifications.push(item);
     }
     let mut body = json!({ "notifications": notifications });
     if let Some(token) = next_token {
@@ -541,6 +582,17 @@ fn room_context(state: &AppState, snapshot: Arc<RoomSnapshot>) -> RoomContext {
         snapshot,
         members,
         power_levels,
+    }
+}
+
+/// The display name `.m.rule.contains_display_name` looks for. ruma matches it as a glob, so a name
+/// with `*` or `?` (which would match other words, or every message) or a blank one is replaced by
+/// the localpart, which `.m.rule.contains_user_name` matches anyway. (Synapse matches the name
+/// literally and ignores blank ones.)
+fn name_to_match(display_name: Option<&str>, localpart: &str) -> String {
+    match display_name {
+        Some(name) if !name.trim().is_empty() && !name.contains(['*', '?']) => name.to_owned(),
+        _ => localpart.to_owned(),
     }
 }
 
@@ -673,16 +725,12 @@ pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluatio
             let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else {
                 continue;
             };
-            let display_name = room
-                .snapshot
-                .entry("m.room.member", user)
-                .and_then(|m| {
-                    m.content
-                        .get("displayname")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                })
-                .unwrap_or_else(|| user_id.localpart().to_owned());
+            let display_name = name_to_match(
+                room.snapshot
+                    .entry("m.room.member", user)
+                    .and_then(|m| m.content.get("displayname").and_then(Value::as_str)),
+                user_id.localpart(),
+            );
             let mut ctx =
                 PushConditionRoomCtx::new(room_id.clone(), member_count, user_id, display_name);
             if let Some(power_levels) = &room.power_levels {
@@ -1037,6 +1085,15 @@ mod tests {
     }
 
     #[test]
+    fn display_names_that_would_match_as_globs_are_not_matched() {
+        assert_eq!(name_to_match(Some("Bobby Tables"), "bob"), "Bobby Tables");
+        assert_eq!(name_to_match(Some("*"), "bob"), "bob");
+        assert_eq!(name_to_match(Some("B?b"), "bob"), "bob");
+        assert_eq!(name_to_match(Some("  "), "bob"), "bob");
+        assert_eq!(name_to_match(None, "bob"), "bob");
+    }
+
+    #[test]
     fn no_stored_rules_means_the_defaults() {
         let rules = normalise("@a:x", None).unwrap();
         assert_eq!(
@@ -1070,7 +1127,7 @@ mod tests {
         assert_eq!(&ids[..2], &[".m.rule.master", "mine"]);
         assert_eq!(
             merged.override_.len(),
-            Ruleset::server_default(&parse_user("@a:x").unwrap())
+            crate::service::push_defaults::server_default(&parse_user("@a:x").unwrap())
                 .override_
                 .len()
                 + 1
@@ -1104,7 +1161,7 @@ mod tests {
         let merged = normalise("@a:x", Some("not json")).unwrap();
         assert_eq!(
             merged.override_.len(),
-            Ruleset::server_default(&parse_user("@a:x").unwrap())
+            crate::service::push_defaults::server_default(&parse_user("@a:x").unwrap())
                 .override_
                 .len()
         );

@@ -213,6 +213,16 @@ fn merge_signatures<'a>(
     }
 }
 
+/// A device's `unsigned` as Synapse serves it (`get_e2e_device_keys_for_cs_api`): always present,
+/// replacing whatever the client uploaded, with `device_display_name` whenever the device has a
+/// name, an empty one included.
+fn unsigned_of(row: &store::keys::DeviceKeysRow) -> Value {
+    match &row.display_name {
+        Some(name) => json!({ "device_display_name": name }),
+        None => json!({}),
+    }
+}
+
 /// The keys of the requested local users' devices (all when the list is empty) and their cross-signing
 /// keys, with the signatures `requester` may see. Every requested user is listed, with {} when they
 /// have no devices (or do not exist): clients decide from this whether a room can be encrypted.
@@ -281,11 +291,8 @@ pub async fn query(
             }
             let mut key: Value = serde_json::from_str(&row.key_json).map_err(Error::internal)?;
             merge_signatures(&mut key, signatures_on(user_id, &row.device_id).into_iter());
-            if let (Some(name), Some(object)) = (&row.display_name, key.as_object_mut()) {
-                let unsigned = object.entry("unsigned").or_insert_with(|| json!({}));
-                if let Some(unsigned) = unsigned.as_object_mut() {
-                    unsigned.insert("device_display_name".into(), Value::String(name.clone()));
-                }
+            if let Some(object) = key.as_object_mut() {
+                object.insert("unsigned".into(), unsigned_of(row));
             }
             by_device.insert(row.device_id.clone(), key);
         }
