@@ -20,6 +20,7 @@ pub mod push;
 pub mod rate_limit;
 pub mod receipts;
 pub mod recent;
+pub mod register;
 pub mod registration;
 pub mod room_cache;
 pub mod room_versions;
