@@ -137,9 +137,12 @@ pub struct Messages {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Directory {
-    /// The user directory searches every local user, not only those sharing a room with the searcher
-    /// or sitting in public rooms.
+    /// The user directory searches every local user (but the searcher), not only those sharing a
+    /// room with the searcher or sitting in public rooms.
     pub search_all_users: bool,
+    /// Reading profiles (GET /profile/{userId} and its fields) needs an access token. Off, as in
+    /// Synapse (its key of the same name): anyone may read them.
+    pub require_auth_for_profile_requests: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

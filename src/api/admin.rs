@@ -33,6 +33,9 @@ async fn whois(
         if let Some(ts) = device.last_seen_ts {
             connection.insert("last_seen".into(), json!(ts));
         }
+        if let Some(user_agent) = device.last_seen_user_agent {
+            connection.insert("user_agent".into(), json!(user_agent));
+        }
         devices.insert(
             device.device_id,
             json!({ "sessions": [{ "connections": [connection] }] }),

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 
 pub use crate::service::auth::Requester;
@@ -68,7 +68,13 @@ impl FromRequestParts<AppState> for Requester {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let token = token_of(parts).ok_or_else(|| Error::missing_token("Missing access token"))?;
-        let ip = client_ip(parts).map(|ip| ip.to_string());
-        service::auth::authenticate(state, &token, ip).await
+        let client = service::auth::ClientInfo {
+            ip: client_ip(parts).map(|ip| ip.to_string()),
+            user_agent: parts
+                .headers
+                .get(USER_AGENT)
+                .map(|ua| String::from_utf8_lossy(ua.as_bytes()).into_owned()),
+        };
+        service::auth::authenticate(state, &token, client).await
     }
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::api::auth::Requester;
 use crate::api::extract::{Json, Path};
@@ -50,17 +50,22 @@ async fn join_by_id(
     Path(room_id): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
-    entered(rooms::join(&state, &requester, &room_id, body.reason.as_deref()).await)
+    // Synapse's /rooms/{roomId}/join keeps only the reason of the body (room.py).
+    let mut content = Map::new();
+    if let Some(reason) = body.reason {
+        content.insert("reason".into(), Value::String(reason));
+    }
+    entered(rooms::join(&state, &requester, &room_id, content).await)
 }
 
 async fn join(
     State(state): State<AppState>,
     requester: Requester,
     Path(room_id_or_alias): Path<String>,
-    Json(body): Json<ReasonBody>,
+    Json(body): Json<Map<String, Value>>,
 ) -> Result<JsonResponse<Value>> {
-    let reason = body.reason.as_deref();
-    entered(rooms::join(&state, &requester, &room_id_or_alias, reason).await)
+    // The whole body becomes the member event's content, as in Synapse's JoinRoomAliasServlet.
+    entered(rooms::join(&state, &requester, &room_id_or_alias, body).await)
 }
 
 async fn knock(

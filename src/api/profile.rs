@@ -1,6 +1,7 @@
 //! Profiles: GET /profile/{userId}, GET/PUT /profile/{userId}/{displayname|avatar_url}.
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::routing::get;
 use axum::{Json as JsonResponse, Router};
 use serde_json::{Value, json};
@@ -19,9 +20,24 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// Who may read profiles: anyone, unless `directory.require_auth_for_profile_requests` asks for an
+/// access token (Synapse's rest/client/profile.py reads its key of the same name).
+struct ProfileReader;
+
+impl FromRequestParts<AppState> for ProfileReader {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
+        if state.config.directory.require_auth_for_profile_requests {
+            Requester::from_request_parts(parts, state).await?;
+        }
+        Ok(ProfileReader)
+    }
+}
+
 async fn get_profile(
     State(state): State<AppState>,
-    _requester: Requester,
+    _reader: ProfileReader,
     Path(user_id): Path<String>,
 ) -> Result<JsonResponse<Value>> {
     Ok(JsonResponse(profile::get_profile(&state, &user_id).await?))
@@ -34,7 +50,7 @@ fn parse_field(key: &str) -> Result<Field> {
 
 async fn get_field(
     State(state): State<AppState>,
-    _requester: Requester,
+    _reader: ProfileReader,
     Path((user_id, key)): Path<(String, String)>,
 ) -> Result<JsonResponse<Value>> {
     let field = parse_field(&key)?;

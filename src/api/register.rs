@@ -11,9 +11,10 @@ use crate::api::auth::ClientIp;
 use crate::api::extract::{Json, Query};
 use crate::api::login::session_body;
 use crate::config::RegistrationPolicy;
-use crate::service::accounts::{self, SessionRequest};
+use crate::service::accounts;
+use crate::service::register::{self, Registered};
 use crate::service::registration::{self, SharedSecretRegistration};
-use crate::service::uia::{self, Flow, Purpose};
+use crate::service::uia::{self, Flow};
 use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -46,8 +47,7 @@ struct RegisterBody {
     password: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
-    #[serde(default)]
-    inhibit_login: bool,
+    inhibit_login: Option<bool>,
     #[serde(default)]
     refresh_token: bool,
     auth: Option<uia::AuthData>,
@@ -80,54 +80,26 @@ async fn register(
     }
     let flows = registration_flows(&state)?;
     state.rate_limiter.check("register", ip)?;
-    // The name is checked before any authentication, so the client learns early.
-    let user_id = match &body.username {
-        Some(name) => {
-            let user_id = accounts::validate_localpart(&state, &name.to_lowercase())?;
-            accounts::ensure_available(&state, &user_id).await?;
-            Some(user_id)
-        }
-        None => None,
-    };
-    if body.auth.is_some() && body.password.is_none() {
-        return Err(Error::missing_param("Missing password"));
-    }
-    let request = uia::Request {
-        purpose: Purpose::Register,
-        user_id: None,
+    let request = register::Request {
+        params: register::Params {
+            username: body.username,
+            password: body.password,
+            password_hash: None,
+            device_id: body.device_id,
+            initial_device_display_name: body.initial_device_display_name,
+            inhibit_login: body.inhibit_login,
+        },
+        refresh_token: body.refresh_token,
+        auth: body.auth.as_ref(),
         flows,
         ip,
     };
-    let passed = uia::check(&state, request, body.auth.as_ref()).await?;
-    let password = body
-        .password
-        .ok_or_else(|| Error::missing_param("Missing password"))?;
-    let user_id = match user_id {
-        Some(user_id) => user_id,
-        None => accounts::generate_user_id(&state).await?,
-    };
-    accounts::create_user(
-        &state,
-        &user_id,
-        Some(password),
-        false,
-        passed.registration_token.as_deref(),
-    )
-    .await?;
-    uia::finish(&state, &passed).await?;
-    if body.inhibit_login {
-        return Ok(JsonResponse(
+    match register::register(&state, request).await? {
+        Registered::LoggedIn(session) => Ok(JsonResponse(session_body(&state, &session))),
+        Registered::NotLoggedIn { user_id } => Ok(JsonResponse(
             json!({ "user_id": user_id, "home_server": state.server_name.as_str() }),
-        ));
+        )),
     }
-    let session_request = SessionRequest {
-        device_id: body.device_id,
-        initial_device_display_name: body.initial_device_display_name,
-        ip: ip.map(|ip| ip.to_string()),
-        refreshable: body.refresh_token,
-    };
-    let session = accounts::open_session(&state, &user_id, session_request).await?;
-    Ok(JsonResponse(session_body(&state, &session)))
 }
 
 #[derive(Deserialize)]

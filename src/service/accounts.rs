@@ -6,6 +6,7 @@
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, PasswordHash};
 use ruma::UserId;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::error::OnConstraint;
 use crate::service::auth::{self, hash_token, new_access_token, new_refresh_token, random_string};
@@ -35,9 +36,16 @@ pub struct SessionRequest {
     pub refreshable: bool,
 }
 
+/// Passwords are hashed and checked in Unicode NFKC form, as Synapse does (handlers/auth.py), so
+/// that the same password typed on another keyboard (composed or decomposed accents, say) matches.
+fn normalized(password: &str) -> String {
+    password.nfkc().collect()
+}
+
 /// Hashes off the async runtime: argon2 is deliberately slow.
 pub async fn hash_password(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || {
+        let password = normalized(&password);
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -69,10 +77,14 @@ pub async fn verify_password(password: String, stored: Option<String>) -> Result
         let Ok(parsed) = PasswordHash::new(&text) else {
             return false;
         };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-            && real
+        let matches = |candidate: &str| {
+            Argon2::default()
+                .verify_password(candidate.as_bytes(), &parsed)
+                .is_ok()
+        };
+        // Hashes made before passwords were normalised hold the password as it was typed.
+        let nfkc = normalized(&password);
+        (matches(&nfkc) || (nfkc != password && matches(&password))) && real
     })
     .await
     .map_err(Error::internal)
@@ -155,6 +167,17 @@ pub async fn create_user(
         Some(p) => Some(hash_password(p).await?),
         None => None,
     };
+    create_user_hashed(state, user_id, hash, is_admin, registration_token).await
+}
+
+/// As `create_user`, with the password already hashed (`hash_password`).
+pub async fn create_user_hashed(
+    state: &AppState,
+    user_id: &str,
+    hash: Option<String>,
+    is_admin: bool,
+    registration_token: Option<&str>,
+) -> Result<()> {
     let localpart = user_id
         .trim_start_matches('@')
         .split(':')

@@ -35,7 +35,17 @@ pub struct TokenCache {
 }
 
 const CACHE_LIMIT: usize = 100_000;
-const LAST_SEEN_INTERVAL_MS: i64 = 5 * 60 * 1000;
+/// Activity (time, address, User-Agent) is recorded at most once a minute per device.
+const LAST_SEEN_INTERVAL_MS: i64 = 60 * 1000;
+/// Longer User-Agents are cut to this many characters before they are stored.
+const MAX_USER_AGENT: usize = 512;
+
+/// Where a request comes from, recorded as the device's last activity (shown by /admin/whois).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
 
 impl TokenCache {
     pub fn clear(&self) {
@@ -65,7 +75,7 @@ pub fn new_refresh_token() -> String {
 }
 
 /// Resolves a bearer token to its owner.
-pub async fn authenticate(state: &AppState, token: &str, ip: Option<String>) -> Result<Requester> {
+pub async fn authenticate(state: &AppState, token: &str, client: ClientInfo) -> Result<Requester> {
     let hash = hash_token(token);
     let cached = state.tokens.entries.lock().unwrap().get(&hash).cloned();
     let entry = match cached {
@@ -106,7 +116,7 @@ pub async fn authenticate(state: &AppState, token: &str, ip: Option<String>) -> 
     if entry.expires_ts.is_some_and(|ts| ts <= now) {
         return Err(expired_token());
     }
-    note_last_seen(state, &entry.requester, now, ip);
+    note_last_seen(state, &entry.requester, now, client);
     Ok(entry.requester)
 }
 
@@ -116,7 +126,7 @@ pub fn expired_token() -> Error {
 }
 
 /// Records activity at most once per interval per device, off the request path.
-fn note_last_seen(state: &AppState, requester: &Requester, now: i64, ip: Option<String>) {
+fn note_last_seen(state: &AppState, requester: &Requester, now: i64, client: ClientInfo) {
     let key = (requester.user_id.clone(), requester.device_id.clone());
     {
         let mut seen = state.tokens.last_seen.lock().unwrap();
@@ -135,7 +145,11 @@ fn note_last_seen(state: &AppState, requester: &Requester, now: i64, ip: Option<
             requester.user_id.as_str(),
             requester.device_id.as_str(),
             now,
-            ip.as_deref(),
+            client.ip.as_deref(),
+            client
+                .user_agent
+                .map(|ua| ua.chars().take(MAX_USER_AGENT).collect::<String>())
+                .as_deref(),
         )
         .await
         {

@@ -4,7 +4,8 @@ use serde_json::{Value, json};
 
 use crate::service::auth::Requester;
 use crate::service::auth_rules;
-use crate::service::writer::room_snapshot;
+use crate::service::events::EventDraft;
+use crate::service::writer::{Target, room_snapshot};
 use crate::{AppState, Error, Result, store};
 
 fn parse_local_alias(state: &AppState, alias: &str) -> Result<()> {
@@ -82,7 +83,63 @@ pub async fn delete_alias(state: &AppState, requester: &Requester, alias: &str) 
         return Err(Error::forbidden("You may not delete this alias"));
     }
     store::rooms::delete_alias(&state.db, alias).await?;
-    Ok(())
+    drop_from_canonical_alias(state, requester, &room_id, alias).await
+}
+
+/// After an alias is deleted, takes it out of the room's `m.room.canonical_alias` (its `alias`, or
+/// its `alt_aliases`) so that clients stop showing it. The event is sent by the deleting user; when
+/// they may not send it, the alias stays deleted and the state is left alone, as in Synapse
+/// (handlers/directory.py, `_update_canonical_alias`).
+async fn drop_from_canonical_alias(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    alias: &str,
+) -> Result<()> {
+    let Some(snapshot) = room_snapshot(state, room_id).await? else {
+        return Ok(());
+    };
+    let Some(current) = snapshot.entry("m.room.canonical_alias", "") else {
+        return Ok(());
+    };
+    let Some(content) = without_alias(&current.content, alias) else {
+        return Ok(());
+    };
+    let sender = requester.user_id.as_str();
+    let draft = EventDraft::new("m.room.canonical_alias", Some(""), sender, content);
+    match state
+        .writer
+        .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(Error::Matrix { status, .. }) if status == axum::http::StatusCode::FORBIDDEN => {
+            tracing::info!(%room_id, %alias, "deleted alias left in m.room.canonical_alias");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The canonical alias content without `alias`; None when it does not name it. An `alt_aliases`
+/// that is not an array is left as it is; one left empty is removed.
+fn without_alias(content: &Value, alias: &str) -> Option<Value> {
+    let mut content = content.as_object()?.clone();
+    let mut changed = false;
+    if content.get("alias").and_then(Value::as_str) == Some(alias) {
+        content.remove("alias");
+        changed = true;
+    }
+    if let Some(Value::Array(alt)) = content.get_mut("alt_aliases")
+        && alt.iter().any(|a| a.as_str() == Some(alias))
+    {
+        alt.retain(|a| a.as_str() != Some(alias));
+        changed = true;
+        if alt.is_empty() {
+            content.remove("alt_aliases");
+        }
+    }
+    changed.then_some(Value::Object(content))
 }
 
 pub async fn get_visibility(state: &AppState, room_id: &str) -> Result<Value> {
@@ -281,4 +338,20 @@ pub async fn search_users(
         })
         .collect();
     Ok(json!({"results": results, "limited": limited}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_alias_drops_main_and_alt() {
+        let a = "#a:x";
+        let c = json!({"alias": a, "alt_aliases": [a, "#b:x"]});
+        assert_eq!(without_alias(&c, a), Some(json!({"alt_aliases": ["#b:x"]})));
+        let c = json!({"alias": "#b:x", "alt_aliases": [a]});
+        assert_eq!(without_alias(&c, a), Some(json!({"alias": "#b:x"})));
+        assert_eq!(without_alias(&json!({"alias": "#b:x"}), a), None);
+        assert_eq!(without_alias(&json!({"alt_aliases": "junk"}), a), None);
+    }
 }

@@ -103,16 +103,19 @@ pub async fn redact(
     txn_id: &str,
     mut content: Map<String, Value>,
 ) -> Result<String> {
-    let target = store::events::event_by_id(&state.db, target_id)
-        .await?
-        .filter(|e| e.room_id == room_id)
-        .ok_or_else(|| Error::not_found("Unknown event"))?;
     let snapshot = room_snapshot(state, room_id)
         .await?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
     let sender = requester.user_id.as_str();
     if snapshot.membership(sender) != Some("join") {
         return Err(Error::forbidden("You are not in this room"));
+    }
+    let target = store::events::event_by_id(&state.db, target_id)
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown event"))?;
+    // As Synapse (handlers/message.py): 400, never a redaction in the wrong room.
+    if target.room_id != room_id {
+        return Err(Error::unknown("Cannot redact event from a different room"));
     }
     auth_rules::may_redact(snapshot.version, &*snapshot, sender, &target.sender)
         .map_err(|e| Error::forbidden(e.0))?;

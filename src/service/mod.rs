@@ -21,6 +21,7 @@ pub mod push_defaults;
 pub mod rate_limit;
 pub mod receipts;
 pub mod recent;
+pub mod register;
 pub mod registration;
 pub mod room_cache;
 pub mod room_versions;

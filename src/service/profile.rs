@@ -66,11 +66,12 @@ pub async fn set_field(
                     "displayname is longer than {MAX_DISPLAYNAME} characters"
                 )));
             }
-            Field::AvatarUrl if v.len() > MAX_AVATAR_URL => {
-                return Err(Error::invalid_param("avatar_url is too long"));
-            }
-            Field::AvatarUrl if !v.is_empty() && !v.starts_with("mxc://") => {
-                return Err(Error::invalid_param("avatar_url must be an mxc:// URI"));
+            // Any string, as Synapse (handlers/profile.py set_avatar_url) checks only the length:
+            // clients do send other URIs than mxc://.
+            Field::AvatarUrl if v.chars().count() > MAX_AVATAR_URL => {
+                return Err(Error::invalid_param(format!(
+                    "avatar_url is longer than {MAX_AVATAR_URL} characters"
+                )));
             }
             _ => {}
         }

@@ -332,19 +332,52 @@ pub fn member_content(
     profile: Option<&store::users::UserRow>,
     reason: Option<&str>,
 ) -> Value {
-    let mut content = json!({"membership": membership});
-    if let Some(p) = profile {
-        if let Some(name) = &p.displayname {
-            content["displayname"] = json!(name);
-        }
-        if let Some(url) = &p.avatar_url {
-            content["avatar_url"] = json!(url);
-        }
-    }
+    let mut given = Map::new();
     if let Some(reason) = reason {
-        content["reason"] = json!(reason);
+        given.insert("reason".into(), json!(reason));
     }
-    content
+    member_content_with(membership, profile, given)
+}
+
+/// A member event's content from what the client sent (a reason, a per-room profile, any other
+/// keys: Synapse keeps them all): `membership` is forced, and the user's profile fills in
+/// `displayname` and `avatar_url` where the client left them out.
+pub fn member_content_with(
+    membership: &str,
+    profile: Option<&store::users::UserRow>,
+    mut content: Map<String, Value>,
+) -> Value {
+    // Only a resident server vouches for a restricted join; Synapse strips this key from clients.
+    content.remove("join_authorised_via_users_server");
+    content.insert("membership".into(), json!(membership));
+    if let Some(p) = profile {
+        if let (false, Some(name)) = (content.contains_key("displayname"), &p.displayname) {
+            content.insert("displayname".into(), json!(name));
+        }
+        if let (false, Some(url)) = (content.contains_key("avatar_url"), &p.avatar_url) {
+            content.insert("avatar_url".into(), json!(url));
+        }
+    }
+    Value::Object(content)
+}
+
+/// The keys of a client-supplied member content that the spec types: `reason` a string, a
+/// per-room `displayname` and `avatar_url` strings (or null) within Synapse's length limits.
+pub fn check_member_keys(content: &Map<String, Value>) -> Result<()> {
+    if content.get("reason").is_some_and(|r| !r.is_string()) {
+        return Err(Error::bad_json("reason must be a string"));
+    }
+    for (key, max) in [("displayname", 256), ("avatar_url", 1000)] {
+        match content.get(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s.chars().count() <= max => {}
+            Some(Value::String(_)) => {
+                return Err(Error::bad_json(format!("{key} is too long (max {max})")));
+            }
+            Some(_) => return Err(Error::bad_json(format!("{key} must be a string"))),
+        }
+    }
+    Ok(())
 }
 
 /// A room ID or alias, resolved to a local room.
@@ -399,26 +432,18 @@ pub async fn change_membership(
     reason: Option<&str>,
 ) -> Result<Committed> {
     require_room(state, room_id).await?;
-    let target_id = ruma::UserId::parse(target)
-        .map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
-    let profile = if matches!(membership, "join" | "invite" | "knock") {
-        if target_id.server_name() != state.server_name {
-            return Err(Error::forbidden(
-                "Federation is not supported yet: only local users can be invited",
-            ));
-        }
-        let user = store::users::get_user(&state.db, target).await?;
-        if user.as_ref().is_none_or(|u| u.deactivated) {
-            return Err(Error::not_found(format!("Unknown user {target}")));
-        }
-        if membership == "invite" {
-            state.rate_limiter.invite(sender, room_id, target)?;
-        }
-        user
-    } else {
-        None
-    };
+    let profile = member_profile(state, sender, room_id, target, membership).await?;
     let content = member_content(membership, profile.as_ref(), reason);
+    submit_member(state, sender, room_id, target, content).await
+}
+
+async fn submit_member(
+    state: &AppState,
+    sender: &Requester,
+    room_id: &str,
+    target: &str,
+    content: Value,
+) -> Result<Committed> {
     let draft = EventDraft::new(
         "m.room.member",
         Some(target),
@@ -431,13 +456,44 @@ pub async fn change_membership(
         .await
 }
 
+/// The target's profile for the memberships that carry one (join, invite, knock); refuses remote
+/// and unknown targets of those, and rate-limits invites.
+async fn member_profile(
+    state: &AppState,
+    sender: &Requester,
+    room_id: &str,
+    target: &str,
+    membership: &str,
+) -> Result<Option<store::users::UserRow>> {
+    let target_id = ruma::UserId::parse(target)
+        .map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
+    if !matches!(membership, "join" | "invite" | "knock") {
+        return Ok(None);
+    }
+    if target_id.server_name() != state.server_name {
+        return Err(Error::forbidden(
+            "Federation is not supported yet: only local users can be invited",
+        ));
+    }
+    let user = store::users::get_user(&state.db, target).await?;
+    if user.as_ref().is_none_or(|u| u.deactivated) {
+        return Err(Error::not_found(format!("Unknown user {target}")));
+    }
+    if membership == "invite" {
+        state.rate_limiter.invite(sender, room_id, target)?;
+    }
+    Ok(user)
+}
+
+/// Joins a room. `content` is what the client asked to put in its member event (see
+/// `member_content_with`).
 pub async fn join(
     state: &AppState,
     requester: &Requester,
     room_id_or_alias: &str,
-    reason: Option<&str>,
+    content: Map<String, Value>,
 ) -> Result<String> {
-    enter(state, requester, room_id_or_alias, "join", reason).await
+    enter(state, requester, room_id_or_alias, "join", content).await
 }
 
 /// Asks to be let in to a room whose join rule is `knock` (or `knock_restricted`); the authorization
@@ -448,7 +504,11 @@ pub async fn knock(
     room_id_or_alias: &str,
     reason: Option<&str>,
 ) -> Result<String> {
-    enter(state, requester, room_id_or_alias, "knock", reason).await
+    let mut content = Map::new();
+    if let Some(reason) = reason {
+        content.insert("reason".into(), json!(reason));
+    }
+    enter(state, requester, room_id_or_alias, "knock", content).await
 }
 
 /// The requester's own `join` or `knock`; answers with the room's ID.
@@ -457,21 +517,29 @@ async fn enter(
     requester: &Requester,
     room_id_or_alias: &str,
     membership: &str,
-    reason: Option<&str>,
+    given: Map<String, Value>,
 ) -> Result<String> {
+    check_member_keys(&given)?;
     let room_id = resolve_room(state, room_id_or_alias).await?;
+    require_room(state, &room_id).await?;
     let me = requester.user_id.as_str();
-    // Joining again is a no-op that answers with the room, as Synapse does.
-    if membership == "join"
-        && let Some(snapshot) = room_snapshot(state, &room_id).await?
-        && snapshot.membership(me) == Some("join")
+    let profile = member_profile(state, requester, &room_id, me, membership).await?;
+    let content = member_content_with(membership, profile.as_ref(), given);
+    // Joining again with the same content is a no-op that answers with the room, as in Synapse
+    // (room_member.py); new content (a per-room name, say) is a new member event.
+    let current = room_snapshot(state, &room_id).await?;
+    let current = current.as_ref().and_then(|s| s.entry("m.room.member", me));
+    if let Some(current) = current
+        && membership == "join"
+        && current.sender == me
+        && current.content == content
     {
         return Ok(room_id);
     }
-    if membership == "join" {
+    if membership == "join" && current.is_none_or(|c| c.content["membership"] != "join") {
         state.rate_limiter.user(UserAction::Join, requester)?;
     }
-    change_membership(state, requester, &room_id, me, membership, reason).await?;
+    submit_member(state, requester, &room_id, me, content).await?;
     Ok(room_id)
 }
 

@@ -202,6 +202,14 @@ pub async fn check(
     Err(Error::Uia(body))
 }
 
+impl Passed {
+    /// The stored session the flow was completed in (none when one request completed it), where an
+    /// operation may keep data of its own (`store::uia::merge_data`).
+    pub fn session(&self) -> Option<&str> {
+        self.session.as_deref()
+    }
+}
+
 /// Forgets the session once the operation it authorised has succeeded.
 pub async fn finish(state: &AppState, passed: &Passed) -> Result<()> {
     if let Some(session) = &passed.session {

@@ -1,5 +1,6 @@
 //! uia_sessions.
 
+use serde_json::Value;
 use sqlx::PgPool;
 
 pub struct SessionRow {
@@ -50,6 +51,28 @@ pub async fn delete(db: &PgPool, session: &str) -> sqlx::Result<()> {
     sqlx::query!("DELETE FROM uia_sessions WHERE session_id = $1", session)
         .execute(db)
         .await?;
+    Ok(())
+}
+
+/// The data an operation keeps with the session (a JSON object; see migration 0007).
+pub async fn get_data(db: &PgPool, session: &str) -> sqlx::Result<Option<Value>> {
+    sqlx::query_scalar!(
+        "SELECT data FROM uia_sessions WHERE session_id = $1",
+        session
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Adds the keys of `data` (a JSON object) to the session's data.
+pub async fn merge_data(db: &PgPool, session: &str, data: &Value) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE uia_sessions SET data = data || $2 WHERE session_id = $1",
+        session,
+        data
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 

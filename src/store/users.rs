@@ -116,6 +116,8 @@ pub struct DeviceRow {
     pub display_name: Option<String>,
     pub last_seen_ts: Option<i64>,
     pub last_seen_ip: Option<String>,
+    /// The User-Agent of the most recently recorded request.
+    pub last_seen_user_agent: Option<String>,
 }
 
 /// Creates the device, or keeps it when the client reuses a device ID (the spec ignores
@@ -148,7 +150,7 @@ pub async fn upsert_device(
 pub async fn list_devices(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<DeviceRow>> {
     sqlx::query_as!(
         DeviceRow,
-        "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 ORDER BY device_id",
+        "SELECT device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent FROM devices WHERE user_id = $1 ORDER BY device_id",
         user_id
     )
     .fetch_all(db)
@@ -162,7 +164,7 @@ pub async fn get_device(
 ) -> sqlx::Result<Option<DeviceRow>> {
     sqlx::query_as!(
         DeviceRow,
-        "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 AND device_id = $2",
+        "SELECT device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent FROM devices WHERE user_id = $1 AND device_id = $2",
         user_id,
         device_id
     )
@@ -224,13 +226,17 @@ pub async fn touch_device(
     device_id: &str,
     ts: i64,
     ip: Option<&str>,
+    user_agent: Option<&str>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip) WHERE user_id = $1 AND device_id = $2",
+        "UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip),
+                last_seen_user_agent = COALESCE($5, last_seen_user_agent)
+         WHERE user_id = $1 AND device_id = $2",
         user_id,
         device_id,
         ts,
-        ip
+        ip,
+        user_agent
     )
     .execute(db)
     .await?;
@@ -244,7 +250,9 @@ pub struct DirectoryUser {
 }
 
 /// Local users matching `pattern` (an ILIKE pattern) on user ID or display name, who share a room
-/// with `searcher` or sit in a public room — or all users when `everyone`.
+/// with `searcher` or sit in a public room (join rule `public` or history `world_readable`, as in
+/// Synapse's user directory) — or all users when `everyone`. Sharing a room with oneself does not
+/// count, and `everyone` leaves the searcher out, as Synapse's search_user_dir does.
 pub async fn search_directory(
     db: &PgPool,
     searcher: &str,
@@ -257,15 +265,18 @@ pub async fn search_directory(
         r#"SELECT u.user_id, u.displayname, u.avatar_url FROM users u
            WHERE NOT u.deactivated
              AND (u.user_id ILIKE $2 OR u.displayname ILIKE $2)
-             AND ($3 OR u.user_id = $1
-                  OR EXISTS (SELECT 1 FROM memberships mine JOIN memberships theirs ON theirs.room_id = mine.room_id
+             AND (($3 AND u.user_id <> $1)
+                  OR (NOT $3 AND (EXISTS (SELECT 1 FROM memberships mine JOIN memberships theirs ON theirs.room_id = mine.room_id
                              WHERE mine.user_id = $1 AND mine.membership = 'join'
-                               AND theirs.user_id = u.user_id AND theirs.membership = 'join')
+                               AND theirs.user_id = u.user_id AND theirs.user_id <> $1
+                               AND theirs.membership = 'join')
                   OR EXISTS (SELECT 1 FROM memberships m
-                             JOIN room_state s ON s.room_id = m.room_id AND s.event_type = 'm.room.join_rules' AND s.state_key = ''
+                             JOIN room_state s ON s.room_id = m.room_id AND s.state_key = ''
+                               AND s.event_type IN ('m.room.join_rules', 'm.room.history_visibility')
                              JOIN events e ON e.event_id = s.event_id
                              WHERE m.user_id = u.user_id AND m.membership = 'join'
-                               AND e.client_json::jsonb -> 'content' ->> 'join_rule' = 'public'))
+                               AND (e.client_json::jsonb -> 'content' ->> 'join_rule' = 'public'
+                                    OR e.client_json::jsonb -> 'content' ->> 'history_visibility' = 'world_readable')))))
            ORDER BY (u.displayname IS NULL), u.displayname, u.user_id
            LIMIT $4"#,
         searcher,
