@@ -7,7 +7,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::ClientIp;
+use crate::api::auth::{ClientIp, UiaJson};
 use crate::api::extract::{Json, Query};
 use crate::api::login::session_body;
 use crate::config::RegistrationPolicy;
@@ -71,8 +71,10 @@ async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Query(query): Query<RegisterQuery>,
-    Json(body): Json<RegisterBody>,
+    request: UiaJson<RegisterBody>,
 ) -> Result<JsonResponse<Value>> {
+    // As in Synapse's register servlet, the password is not part of what the session is bound to.
+    let UiaJson { body, operation } = request.without("password");
     match query.kind.as_deref() {
         None | Some("user") => {}
         Some("guest") => return Err(Error::guest_access_forbidden("Guest access is not enabled")),
@@ -94,6 +96,7 @@ async fn register(
     }
     let request = uia::Request {
         purpose: Purpose::Register,
+        operation: &operation,
         user_id: None,
         flows,
         ip,
