@@ -103,7 +103,7 @@ async fn kick(
     room: Path<String>,
     body: Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    targeted(state, requester, room, body, "leave").await
+    targeted(state, requester, room, body, "kick").await
 }
 
 async fn ban(
@@ -121,7 +121,7 @@ async fn unban(
     room: Path<String>,
     body: Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    targeted(state, requester, room, body, "leave").await
+    targeted(state, requester, room, body, "unban").await
 }
 
 /// A membership change aimed at another user: invite, kick, ban, unban.

@@ -389,15 +389,21 @@ async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
     }
 }
 
-/// A membership change by `sender` for `target`.
+/// A membership change by `sender` for `target`: `action` is a membership, or `kick` or `unban`
+/// (both a `leave`; a kick applies only to a member, an invitee or a knocker, as in Synapse's
+/// `RoomMemberHandler.update_membership_locked`, synapse/handlers/room_member.py).
 pub async fn change_membership(
     state: &AppState,
     sender: &Requester,
     room_id: &str,
     target: &str,
-    membership: &str,
+    action: &str,
     reason: Option<&str>,
 ) -> Result<Committed> {
+    let membership = match action {
+        "kick" | "unban" => "leave",
+        other => other,
+    };
     require_room(state, room_id).await?;
     let target_id = ruma::UserId::parse(target)
         .map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
@@ -419,12 +425,13 @@ pub async fn change_membership(
         None
     };
     let content = member_content(membership, profile.as_ref(), reason);
-    let draft = EventDraft::new(
+    let mut draft = EventDraft::new(
         "m.room.member",
         Some(target),
         sender.user_id.as_str(),
         content,
     );
+    draft.kick = action == "kick";
     state
         .writer
         .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
