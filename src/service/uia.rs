@@ -247,7 +247,7 @@ pub async fn finish(state: &AppState, passed: &Passed) -> Result<()> {
 }
 
 /// The user a password stage names, if it names one.
-fn named_user<'a>(auth: &'a AuthData) -> Result<Option<&'a str>> {
+fn named_user(auth: &AuthData) -> Result<Option<&str>> {
     match auth.rest.get("identifier") {
         Some(identifier) => {
             if identifier.get("type").and_then(Value::as_str) != Some("m.id.user") {
