@@ -45,6 +45,8 @@ pub struct Inner {
     pub joined_rooms: service::sync::JoinedRoomsCache,
     pub presence_touches: service::presence::SyncTouches,
     pub push_rules: service::push::RulesetCache,
+    /// Ignore lists, read on every sync.
+    pub ignored: service::ignore::IgnoreCache,
     pub typing: service::typing::Typing,
     pub recent: service::recent::RecentEvents,
 }
@@ -82,6 +84,7 @@ impl AppState {
             joined_rooms: Default::default(),
             presence_touches: Default::default(),
             push_rules: Default::default(),
+            ignored: Default::default(),
             typing: service::typing::Typing::new(),
             recent: Default::default(),
             writer_db: service::writer::writer_pool(&db),

@@ -996,8 +996,8 @@ async fn delete_device_needs_password_uia() {
             Some(json!({"auth": password_auth(&bob, PASSWORD, Some(&session))})),
         )
         .await;
-    assert_eq!(r.status, 401);
-    assert_eq!(r.errcode(), "M_FORBIDDEN");
+    r.expect_err(403, "M_FORBIDDEN");
+    phone.get("/account/whoami").await.ok();
     // Right password.
     alice
         .request(
@@ -1082,6 +1082,94 @@ async fn uia_session_is_bound_to_its_operation() {
         .await;
     r.expect_err(403, "M_FORBIDDEN");
     alice.get("/account/whoami").await.ok();
+}
+
+/// Synapse's check_ui_auth: a session completes only the request that started it.
+#[tokio::test]
+async fn uia_session_completes_only_the_request_that_started_it() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let phone = login_user(&app, "alice").await;
+    let tablet = login_user(&app, "alice").await;
+    let phone_path = format!("/devices/{}", phone.device_id);
+    let r = alice
+        .request(Method::DELETE, &phone_path, Some(json!({})))
+        .await;
+    let session = r.body["session"].as_str().unwrap().to_owned();
+    let auth = password_auth(&alice, PASSWORD, Some(&session));
+    // Another target.
+    alice
+        .request(
+            Method::DELETE,
+            &format!("/devices/{}", tablet.device_id),
+            Some(json!({"auth": auth})),
+        )
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    // Another endpoint for the same device.
+    alice
+        .post(
+            "/delete_devices",
+            json!({"devices": [phone.device_id], "auth": auth}),
+        )
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    tablet.get("/account/whoami").await.ok();
+    phone.get("/account/whoami").await.ok();
+    // A changed body.
+    let body = json!({"devices": [phone.device_id]});
+    let r = alice.post("/delete_devices", body).await;
+    let bulk = r.body["session"].as_str().unwrap().to_owned();
+    alice
+        .post(
+            "/delete_devices",
+            json!({"devices": [phone.device_id, tablet.device_id],
+                   "auth": password_auth(&alice, PASSWORD, Some(&bulk))}),
+        )
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    tablet.get("/account/whoami").await.ok();
+    // The request that started it still completes it.
+    alice
+        .request(Method::DELETE, &phone_path, Some(json!({"auth": auth})))
+        .await
+        .ok();
+    assert_unknown_token(&phone.get("/account/whoami").await, false);
+}
+
+/// Synapse's validate_user_via_ui_auth: UIA authenticates the access token's owner.
+#[tokio::test]
+async fn uia_refuses_the_password_of_another_user() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let bobs = |session: Option<&str>| password_auth(&bob, PASSWORD, session);
+    alice
+        .post(
+            "/account/password",
+            json!({"new_password": "taken over", "auth": bobs(None)}),
+        )
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    alice
+        .post("/account/deactivate", json!({"auth": bobs(None)}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    alice
+        .post(
+            "/delete_devices",
+            json!({"devices": [alice.device_id], "auth": bobs(None)}),
+        )
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    let r = alice.post("/account/deactivate", json!({})).await;
+    let session = r.body["session"].as_str().unwrap().to_owned();
+    alice
+        .post("/account/deactivate", json!({"auth": bobs(Some(&session))}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    alice.get("/account/whoami").await.ok();
+    login(&app, "bob", PASSWORD).await.ok();
 }
 
 // ---- Password change ----

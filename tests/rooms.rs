@@ -523,6 +523,53 @@ async fn membership_transitions_follow_the_auth_rules() {
         .expect_err(404, "M_NOT_FOUND");
 }
 
+/// Synapse's update_membership_locked: "The target user is not in the room" for a kick of a
+/// banned user (it would lift the ban), of one who left, or of one who was never in the room.
+#[tokio::test]
+async fn kick_applies_only_to_members_invitees_and_knockers() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let dave = app.register("dave").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let r = |p: &str| format!("/rooms/{}/{p}", enc(&room));
+    let kick = |user: &User| json!({"user_id": user.user_id});
+    bob.post(&r("join"), json!({})).await.ok();
+    carol.post(&r("join"), json!({})).await.ok();
+    // Banned: the kick is refused and the ban stays.
+    alice.post(&r("ban"), kick(&bob)).await.ok();
+    alice
+        .post(&r("kick"), kick(&bob))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    let member = state_content(&alice, &room, "m.room.member", &bob.user_id).await;
+    assert_eq!(member.ok()["membership"], "ban");
+    bob.post(&r("join"), json!({}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    alice
+        .post(&r("invite"), kick(&bob))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    // Left, and never in the room.
+    carol.post(&r("leave"), json!({})).await.ok();
+    alice
+        .post(&r("kick"), kick(&carol))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    alice
+        .post(&r("kick"), kick(&dave))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    // An invitee can be kicked (the invite is withdrawn).
+    alice.post(&r("invite"), kick(&dave)).await.ok();
+    alice.post(&r("kick"), kick(&dave)).await.ok();
+    // The ban lifts only through /unban.
+    alice.post(&r("unban"), kick(&bob)).await.ok();
+    bob.post(&r("join"), json!({})).await.ok();
+}
+
 #[tokio::test]
 async fn power_levels_govern_state_and_messages() {
     let app = spawn_app().await;

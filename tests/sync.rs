@@ -1157,3 +1157,65 @@ async fn event_format_federation_serves_the_pdus() {
         }
     }
 }
+
+/// Spec "Ignoring Users"; Synapse's filter_events_for_client drops non-state events of ignored
+/// senders. Invites from them are not shown either.
+#[tokio::test]
+async fn events_and_invites_from_ignored_users_are_left_out() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&bob, &room).await;
+    let ignore = |users: Value| {
+        let path = format!(
+            "/user/{}/account_data/m.ignored_user_list",
+            enc(&alice.user_id)
+        );
+        let alice = &alice;
+        async move {
+            alice
+                .put(&path, json!({ "ignored_users": users }))
+                .await
+                .ok();
+        }
+    };
+    ignore(json!({ bob.user_id.clone(): {} })).await;
+    let since = sync_token(&alice, "").await;
+    send_ok(&bob, &room, "from bob").await;
+    send_ok(&alice, &room, "from alice").await;
+    // Incremental (the in-memory path serves it when it can).
+    let s = sync(&alice, &format!("since={since}&timeout=0")).await;
+    assert_eq!(bodies(&timeline(&s, &room)["events"]), ["from alice"]);
+    // Initial: Bob's join (state) stays, his message goes.
+    let s = sync(&alice, "").await;
+    let events = &timeline(&s, &room)["events"];
+    assert_eq!(bodies(events), ["from alice"]);
+    let bob_join = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "m.room.member" && e["state_key"] == json!(bob.user_id));
+    assert!(bob_join, "state events of ignored users stay: {events}");
+    // /messages.
+    let m = alice
+        .get(&format!("/rooms/{}/messages?dir=b&limit=50", enc(&room)))
+        .await
+        .ok();
+    assert_eq!(bodies(&m["chunk"]), ["from alice"]);
+    // Invites, in incremental and initial syncs.
+    let since = sync_token(&alice, "").await;
+    let bobs_room = create_room(&bob, json!({"invite": [alice.user_id]})).await;
+    let s = sync(&alice, &format!("since={since}&timeout=0")).await;
+    assert!(s["rooms"]["invite"].get(&bobs_room).is_none(), "{s}");
+    let s = sync(&alice, "").await;
+    assert!(s["rooms"]["invite"].get(&bobs_room).is_none(), "{s}");
+    // The list changes: the next sync follows it.
+    ignore(json!({})).await;
+    let s = sync(&alice, "").await;
+    assert_eq!(
+        bodies(&timeline(&s, &room)["events"]),
+        ["from bob", "from alice"]
+    );
+    assert!(s["rooms"]["invite"].get(&bobs_room).is_some(), "{s}");
+}

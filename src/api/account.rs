@@ -7,8 +7,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::{AccessToken, ClientIp, Requester, token_of};
-use crate::api::extract::Json;
+use crate::api::auth::{AccessToken, ClientIp, Requester, UiaJson, token_of};
 use crate::service::accounts;
 use crate::service::uia::{self, Purpose};
 use crate::{AppState, Error, Result};
@@ -79,14 +78,18 @@ async fn change_password(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     MaybeRequester(requester): MaybeRequester,
-    Json(body): Json<PasswordBody>,
+    request: UiaJson<PasswordBody>,
 ) -> Result<JsonResponse<Value>> {
+    // The new password is not part of what the session is bound to (only a digest is kept, and a
+    // password's digest can be guessed).
+    let UiaJson { body, operation } = request.without("new_password");
     let new_password = body
         .new_password
         .ok_or_else(|| Error::missing_param("Missing new_password"))?;
     let (passed, user_id) = password_authenticated(
         &state,
         Purpose::ChangePassword,
+        &operation,
         requester.as_ref(),
         ip,
         body.auth.as_ref(),
@@ -110,12 +113,14 @@ async fn change_password(
 async fn password_authenticated(
     state: &AppState,
     purpose: Purpose,
+    operation: &uia::Operation,
     requester: Option<&Requester>,
     ip: Option<std::net::IpAddr>,
     auth: Option<&uia::AuthData>,
 ) -> Result<(uia::Passed, String)> {
     let request = uia::Request {
         purpose,
+        operation,
         user_id: requester.map(|r| r.user_id.as_str()),
         flows: &[&[uia::PASSWORD]],
         ip,
@@ -137,11 +142,12 @@ async fn deactivate(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     MaybeRequester(requester): MaybeRequester,
-    Json(body): Json<DeactivateBody>,
+    UiaJson { body, operation }: UiaJson<DeactivateBody>,
 ) -> Result<JsonResponse<Value>> {
     let (passed, user_id) = password_authenticated(
         &state,
         Purpose::Deactivate,
+        &operation,
         requester.as_ref(),
         ip,
         body.auth.as_ref(),

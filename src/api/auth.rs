@@ -3,11 +3,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
+use crate::api::extract::body_bytes;
 pub use crate::service::auth::Requester;
+use crate::service::uia::Operation;
 use crate::{AppState, Error, service};
 
 /// The bearer token of the request, if any.
@@ -76,5 +80,53 @@ impl FromRequestParts<AppState> for Requester {
                 .map(|ua| String::from_utf8_lossy(ua.as_bytes()).into_owned()),
         };
         service::auth::authenticate(state, &token, client).await
+    }
+}
+
+/// The body of a request protected by user-interactive authentication, with the operation a UIA
+/// session it starts is bound to: method, path (below the version prefix, so `/r0` and `/v3` are
+/// the same request) and the body without `auth`.
+pub struct UiaJson<T> {
+    pub body: T,
+    pub operation: Operation,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for UiaJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
+        let method = req.method().to_string();
+        let path = req.uri().path().to_owned();
+        let bytes = body_bytes(req, state).await?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        let mut params: Value = serde_json::from_slice(text)
+            .map_err(|e| Error::not_json(format!("Content not JSON: {e}")))?;
+        let body = serde_json::from_slice(text)
+            .map_err(|e| Error::bad_json(format!("Invalid JSON: {e}")))?;
+        if let Some(object) = params.as_object_mut() {
+            object.remove("auth");
+        }
+        Ok(UiaJson {
+            body,
+            operation: Operation {
+                method,
+                path,
+                params,
+            },
+        })
+    }
+}
+
+impl<T> UiaJson<T> {
+    /// Leaves a secret field out of the operation's parameters (see `Operation::params`).
+    pub fn without(mut self, field: &str) -> Self {
+        if let Some(object) = self.operation.params.as_object_mut() {
+            object.remove(field);
+        }
+        self
     }
 }

@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::auth::{ClientIp, Requester};
+use crate::api::auth::{ClientIp, Requester, UiaJson};
 use crate::api::extract::{Json, Path};
 use crate::service::accounts::{self, Device};
 use crate::service::uia::{self, Purpose};
@@ -85,9 +85,10 @@ async fn delete_one(
     ClientIp(ip): ClientIp,
     requester: Requester,
     Path(device_id): Path<String>,
-    Json(body): Json<DeleteBody>,
+    UiaJson { body, operation }: UiaJson<DeleteBody>,
 ) -> Result<JsonResponse<Value>> {
-    delete(&state, ip, &requester, vec![device_id], body.auth).await
+    let target = vec![device_id];
+    delete(&state, ip, &requester, &operation, target, body.auth).await
 }
 
 #[derive(Deserialize)]
@@ -100,9 +101,9 @@ async fn delete_many(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     requester: Requester,
-    Json(body): Json<DeleteManyBody>,
+    UiaJson { body, operation }: UiaJson<DeleteManyBody>,
 ) -> Result<JsonResponse<Value>> {
-    delete(&state, ip, &requester, body.devices, body.auth).await
+    delete(&state, ip, &requester, &operation, body.devices, body.auth).await
 }
 
 /// Deleting devices needs the password. Devices that are already gone count as deleted, and
@@ -111,6 +112,7 @@ async fn delete(
     state: &AppState,
     ip: Option<std::net::IpAddr>,
     requester: &Requester,
+    operation: &uia::Operation,
     device_ids: Vec<String>,
     auth: Option<uia::AuthData>,
 ) -> Result<JsonResponse<Value>> {
@@ -125,6 +127,7 @@ async fn delete(
     }
     let request = uia::Request {
         purpose: Purpose::DeleteDevices,
+        operation,
         user_id: Some(user_id),
         flows: &[&[uia::PASSWORD]],
         ip,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::{Requester, UiaJson};
 use crate::api::extract::{Json, Query, body_bytes};
 use crate::service::e2ee::{self, cross_signing, keys};
 use crate::{AppState, Error, Result};
@@ -135,9 +135,9 @@ async fn changes(
 async fn upload_cross_signing(
     State(state): State<AppState>,
     requester: Requester,
-    RawJson(body): RawJson<cross_signing::CrossSigningUpload>,
+    UiaJson { body, operation }: UiaJson<cross_signing::CrossSigningUpload>,
 ) -> Result<JsonResponse<Value>> {
-    cross_signing::upload_keys(&state, requester.user_id.as_str(), body).await?;
+    cross_signing::upload_keys(&state, requester.user_id.as_str(), &operation, body).await?;
     Ok(JsonResponse(json!({})))
 }
 

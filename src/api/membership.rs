@@ -108,7 +108,7 @@ async fn kick(
     room: Path<String>,
     body: Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    targeted(state, requester, room, body, "leave").await
+    targeted(state, requester, room, body, "kick").await
 }
 
 async fn ban(
@@ -126,7 +126,7 @@ async fn unban(
     room: Path<String>,
     body: Json<TargetBody>,
 ) -> Result<JsonResponse<Value>> {
-    targeted(state, requester, room, body, "leave").await
+    targeted(state, requester, room, body, "unban").await
 }
 
 /// A membership change aimed at another user: invite, kick, ban, unban.

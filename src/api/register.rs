@@ -7,7 +7,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::ClientIp;
+use crate::api::auth::{ClientIp, UiaJson};
 use crate::api::extract::{Json, Query};
 use crate::api::login::session_body;
 use crate::config::RegistrationPolicy;
@@ -71,8 +71,16 @@ async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Query(query): Query<RegisterQuery>,
-    Json(body): Json<RegisterBody>,
+    request: UiaJson<RegisterBody>,
 ) -> Result<JsonResponse<Value>> {
+    // A registration session is bound to the endpoint, not the body: its last stage may leave out
+    // the first request's parameters, which the session remembers (Synapse only logs a changed
+    // body here).
+    let UiaJson {
+        body,
+        mut operation,
+    } = request;
+    operation.params = Value::Null;
     match query.kind.as_deref() {
         None | Some("user") => {}
         Some("guest") => return Err(Error::guest_access_forbidden("Guest access is not enabled")),
@@ -91,6 +99,7 @@ async fn register(
         },
         refresh_token: body.refresh_token,
         auth: body.auth.as_ref(),
+        operation: &operation,
         flows,
         ip,
     };

@@ -166,8 +166,9 @@ async fn commit_and_wake(
     data_type: &str,
 ) -> Result<()> {
     let keys = [user_id.to_owned()];
-    // The writer keeps rulesets in memory; every process must forget this one.
-    let push_rules_changed = room_id.is_empty() && data_type == "m.push_rules";
+    // Rulesets and ignore lists are kept in memory; every process must forget this user's.
+    let push_rules_changed = room_id.is_empty()
+        && (data_type == "m.push_rules" || data_type == crate::service::ignore::IGNORED_USER_LIST);
     let payload = if push_rules_changed {
         state.notifier.push_rules_payload(&keys, user_id)
     } else {
@@ -177,6 +178,7 @@ async fn commit_and_wake(
     tx.commit().await?;
     if push_rules_changed {
         state.push_rules.forget(user_id);
+        state.ignored.forget(user_id);
     }
     state.notifier.committed(position, [user_id]);
     Ok(())

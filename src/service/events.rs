@@ -23,6 +23,10 @@ pub struct EventDraft {
     /// The sending device, for local echo (`unsigned.transaction_id`).
     pub device_id: Option<String>,
     pub txn_id: Option<String>,
+    /// A kick (`POST /kick`): refused unless the target is joined, invited or knocking, checked
+    /// under the room's lock. The leave event alone cannot tell: sent for a banned user it is an
+    /// unban, for a user who is not in the room it changes nothing.
+    pub kick: bool,
 }
 
 impl EventDraft {
@@ -39,6 +43,7 @@ impl EventDraft {
             redacts: None,
             device_id: None,
             txn_id: None,
+            kick: false,
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::service::rate_limit::UserAction;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
 use crate::service::writer::{Target, TxnKey, room_snapshot};
-use crate::service::{auth_rules, message_validation};
+use crate::service::{auth_rules, ignore, message_validation};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
@@ -196,6 +196,7 @@ pub async fn messages(
         |t: &str| parse_position(t).ok_or_else(|| Error::invalid_param("Invalid pagination token"));
     let user = requester.user_id.as_str();
     let vis = visibility_for(state, room_id, user).await?;
+    let ignored = ignore::ignored_by(state, user).await?;
     let upto = store::stream::current(&state.db).await?;
     let horizon = vis.state_horizon(upto);
     let from = match &q.from {
@@ -244,7 +245,9 @@ pub async fn messages(
                 last.stream_ordering
             };
         }
-        chunk_rows.extend(rows.into_iter().filter(|r| vis.can_see_row(r, user)));
+        chunk_rows.extend(rows.into_iter().filter(|r| {
+            vis.can_see_row(r, user) && !ignore::hides(&ignored, &r.sender, r.state_key.is_some())
+        }));
         if got < want {
             exhausted = true;
             break;
@@ -324,6 +327,7 @@ pub async fn context(
     let store_filter = filter.to_store();
     let before_n = limit / 2;
     let after_n = limit - before_n;
+    let ignored = ignore::ignored_by(state, user).await?;
     let before: Vec<EventRow> = store::events::room_events_backward(
         &state.db,
         room_id,
@@ -353,6 +357,12 @@ pub async fn context(
     let end = after
         .last()
         .map_or(row.stream_ordering, |r| r.stream_ordering);
+    // After the tokens are taken: they still step over what the user ignores.
+    let unignored = |r: &EventRow| !ignore::hides(&ignored, &r.sender, r.state_key.is_some());
+    let (before, after): (Vec<EventRow>, Vec<EventRow>) = (
+        before.into_iter().filter(unignored).collect(),
+        after.into_iter().filter(unignored).collect(),
+    );
     let state_rows = if filter.lazy_load_members {
         let senders: Vec<String> = std::iter::once(&row)
             .chain(&before)

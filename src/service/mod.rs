@@ -8,6 +8,7 @@ pub mod directory;
 pub mod e2ee;
 pub mod events;
 pub mod filter;
+pub mod ignore;
 pub mod keys;
 pub mod maintenance;
 pub mod media;

@@ -69,7 +69,7 @@ pub struct Message {
     /// A cache to clear ("tokens").
     #[serde(default)]
     pub c: Option<String>,
-    /// Users whose push rules changed.
+    /// Users whose push rules or ignore list changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub p: Vec<String>,
     /// Users whose memberships changed (their cached joined rooms are stale).
@@ -332,6 +332,7 @@ fn apply_other(state: &AppState, message: Message) {
     }
     for user in &message.p {
         state.push_rules.forget(user);
+        state.ignored.forget(user);
     }
     state
         .joined_rooms
@@ -444,6 +445,7 @@ async fn recover(state: &AppState, listener: &mut PgListener) {
     state.rooms.clear();
     state.tokens.clear();
     state.push_rules.clear();
+    state.ignored.clear();
     state.joined_rooms.clear();
     // What this process remembers by stream position, in case the database went back in time.
     state.recent.clear();

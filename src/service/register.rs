@@ -59,6 +59,8 @@ pub struct Request<'a> {
     /// The client supports refresh tokens.
     pub refresh_token: bool,
     pub auth: Option<&'a AuthData>,
+    /// What the UIA session is bound to.
+    pub operation: &'a uia::Operation,
     pub flows: &'a [Flow],
     pub ip: Option<IpAddr>,
 }
@@ -91,6 +93,7 @@ pub async fn register(state: &AppState, request: Request<'_>) -> Result<Register
     }
     let uia_request = uia::Request {
         purpose: Purpose::Register,
+        operation: request.operation,
         user_id: None,
         flows: request.flows,
         ip: request.ip,

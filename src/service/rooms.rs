@@ -422,34 +422,44 @@ async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
     }
 }
 
-/// A membership change by `sender` for `target`.
+/// A membership change by `sender` for `target`: `action` is a membership, or `kick` or `unban`
+/// (both a `leave`; a kick applies only to a member, an invitee or a knocker, as in Synapse's
+/// `RoomMemberHandler.update_membership_locked`, synapse/handlers/room_member.py).
 pub async fn change_membership(
     state: &AppState,
     sender: &Requester,
     room_id: &str,
     target: &str,
-    membership: &str,
+    action: &str,
     reason: Option<&str>,
 ) -> Result<Committed> {
+    let membership = match action {
+        "kick" | "unban" => "leave",
+        other => other,
+    };
     require_room(state, room_id).await?;
     let profile = member_profile(state, sender, room_id, target, membership).await?;
     let content = member_content(membership, profile.as_ref(), reason);
-    submit_member(state, sender, room_id, target, content).await
+    submit_member(state, sender, room_id, target, content, action == "kick").await
 }
 
+/// Submits a member event; `kick` asks the writer to check, under the room lock, that the target
+/// is still a member, an invitee or a knocker.
 async fn submit_member(
     state: &AppState,
     sender: &Requester,
     room_id: &str,
     target: &str,
     content: Value,
+    kick: bool,
 ) -> Result<Committed> {
-    let draft = EventDraft::new(
+    let mut draft = EventDraft::new(
         "m.room.member",
         Some(target),
         sender.user_id.as_str(),
         content,
     );
+    draft.kick = kick;
     state
         .writer
         .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
@@ -539,7 +549,7 @@ async fn enter(
     if membership == "join" && current.is_none_or(|c| c.content["membership"] != "join") {
         state.rate_limiter.user(UserAction::Join, requester)?;
     }
-    submit_member(state, requester, &room_id, me, content).await?;
+    submit_member(state, requester, &room_id, me, content, false).await?;
     Ok(room_id)
 }
 

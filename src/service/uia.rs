@@ -1,8 +1,12 @@
 //! User-Interactive Authentication: sessions, flows, and the stages Axon offers (`m.login.dummy`,
 //! `m.login.registration_token`, `m.login.password`).
 //!
-//! A session is bound to one operation and, once known, to one user: completing stages for a
-//! registration cannot authorise a password change, and Alice's session cannot authorise Bob.
+//! A session is bound to one request and, once known, to one user: the request that started it
+//! (method, path — which names the target, such as the device to delete — and the body minus
+//! `auth`) is the only one it can complete, and Alice's session cannot authorise Bob. As in
+//! Synapse's `AuthHandler.check_ui_auth` (synapse/handlers/auth.py), a request that differs gets
+//! 403 "Requested operation has changed during the UI authentication session"; unlike Synapse,
+//! which only logs a warning when the body changes, a changed body is refused too.
 //! A request may also complete a flow in one go without a session (clients such as matrix-nio send
 //! `auth: {type: "m.login.dummy"}` on their first request).
 
@@ -10,6 +14,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::service::{accounts, auth::random_string, registration};
 use crate::{AppState, Error, Result, store};
@@ -59,9 +64,32 @@ impl Purpose {
     }
 }
 
+/// The request a session is bound to.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// The HTTP method.
+    pub method: String,
+    /// The path below the API version prefix (`/devices/ABC`): it names the target.
+    pub path: String,
+    /// The request body without `auth`. Secrets the caller leaves out (a new password) are not
+    /// part of it: only a digest is stored, but a digest of a password is guessable.
+    pub params: Value,
+}
+
+impl Operation {
+    /// A digest of the operation: what the session stores and later requests are compared with.
+    /// JSON objects serialise with sorted keys, so key order does not matter.
+    fn fingerprint(&self) -> String {
+        let text = json!([self.method, self.path, self.params]).to_string();
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
 /// What an operation asks of UIA.
 pub struct Request<'a> {
     pub purpose: Purpose,
+    /// The request being authorised.
+    pub operation: &'a Operation,
     /// The user the request's access token belongs to, if it has one.
     pub user_id: Option<&'a str>,
     pub flows: &'a [Flow],
@@ -95,6 +123,7 @@ pub async fn check(
     auth: Option<&AuthData>,
 ) -> Result<Passed> {
     let now = store::now_ms();
+    let fingerprint = request.operation.fingerprint();
     let (session_id, mut progress, stored) = match auth.and_then(|a| a.session.as_deref()) {
         Some(id) => {
             let row = store::uia::get(&state.db, id)
@@ -104,6 +133,11 @@ pub async fn check(
             if row.purpose != request.purpose.as_str() {
                 return Err(Error::forbidden(
                     "This authentication session was started for another operation",
+                ));
+            }
+            if row.operation.as_deref() != Some(fingerprint.as_str()) {
+                return Err(Error::forbidden(
+                    "Requested operation has changed during the UI authentication session",
                 ));
             }
             if let (Some(owner), Some(requester)) = (&row.user_id, request.user_id)
@@ -136,6 +170,7 @@ pub async fn check(
 
     let mut failure: Option<Error> = None;
     if let (Some(auth), Some(kind)) = (auth, auth.and_then(|a| a.kind.as_deref())) {
+        refuse_other_user(state, kind, auth, &progress)?;
         let offered = request.flows.iter().any(|flow| flow.contains(&kind));
         let attempt = if offered {
             verify_stage(state, &request, kind, auth, &mut progress).await
@@ -179,6 +214,7 @@ pub async fn check(
         &state.db,
         &session_id,
         request.purpose.as_str(),
+        &fingerprint,
         progress.user_id.as_deref(),
         &progress.completed,
         progress.registration_token.as_deref(),
@@ -218,6 +254,39 @@ pub async fn finish(state: &AppState, passed: &Passed) -> Result<()> {
     Ok(())
 }
 
+/// The user a password stage names, if it names one.
+fn named_user(auth: &AuthData) -> Result<Option<&str>> {
+    match auth.rest.get("identifier") {
+        Some(identifier) => {
+            if identifier.get("type").and_then(Value::as_str) != Some("m.id.user") {
+                return Err(Error::unknown("Only m.id.user identifiers are supported"));
+            }
+            Ok(identifier.get("user").and_then(Value::as_str))
+        }
+        None => Ok(auth.rest.get("user").and_then(Value::as_str)),
+    }
+}
+
+/// A session that knows its user (the access token's owner) authenticates only that user: a
+/// password stage naming anyone else ends the request with 403, as Synapse's
+/// `validate_user_via_ui_auth` does ("Invalid auth"), rather than inviting another attempt.
+fn refuse_other_user(
+    state: &AppState,
+    kind: &str,
+    auth: &AuthData,
+    progress: &Progress,
+) -> Result<()> {
+    if kind != PASSWORD {
+        return Ok(());
+    }
+    if let (Ok(Some(named)), Some(known)) = (named_user(auth), &progress.user_id)
+        && &accounts::user_id_from_login(state, named) != known
+    {
+        return Err(Error::forbidden("You can only authenticate as yourself"));
+    }
+    Ok(())
+}
+
 async fn verify_stage(
     state: &AppState,
     request: &Request<'_>,
@@ -243,15 +312,7 @@ async fn verify_stage(
         }
         PASSWORD => {
             state.rate_limiter.check("login", request.ip)?;
-            let named = match auth.rest.get("identifier") {
-                Some(identifier) => {
-                    if identifier.get("type").and_then(Value::as_str) != Some("m.id.user") {
-                        return Err(Error::unknown("Only m.id.user identifiers are supported"));
-                    }
-                    identifier.get("user").and_then(Value::as_str)
-                }
-                None => auth.rest.get("user").and_then(Value::as_str),
-            };
+            let named = named_user(auth)?;
             let user_id = match (named, &progress.user_id) {
                 (Some(named), Some(known)) => {
                     let named = accounts::user_id_from_login(state, named);

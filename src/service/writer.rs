@@ -694,6 +694,15 @@ fn build_one(
         content: &content,
     };
     auth_rules::check(version, &new_event, room).map_err(|e| Error::forbidden(e.0))?;
+    if draft.kick {
+        let target = draft.state_key.as_deref().unwrap_or_default();
+        if !matches!(
+            auth_rules::membership(room, target),
+            Some("join" | "invite" | "knock")
+        ) {
+            return Err(Error::forbidden("The target user is not in the room"));
+        }
+    }
     let auth_events = select_auth_events(version, room, draft);
     let place = Placement {
         version,

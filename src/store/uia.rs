@@ -5,6 +5,8 @@ use sqlx::PgPool;
 
 pub struct SessionRow {
     pub purpose: String,
+    /// The digest of the request the session is bound to (NULL for sessions from before 0007).
+    pub operation: Option<String>,
     pub user_id: Option<String>,
     pub completed: Vec<String>,
     pub registration_token: Option<String>,
@@ -14,7 +16,7 @@ pub struct SessionRow {
 pub async fn get(db: &PgPool, session: &str) -> sqlx::Result<Option<SessionRow>> {
     sqlx::query_as!(
         SessionRow,
-        "SELECT purpose, user_id, completed, registration_token, created_ts FROM uia_sessions WHERE session_id = $1",
+        "SELECT purpose, operation, user_id, completed, registration_token, created_ts FROM uia_sessions WHERE session_id = $1",
         session
     )
     .fetch_optional(db)
@@ -26,13 +28,14 @@ pub async fn save(
     db: &PgPool,
     session: &str,
     purpose: &str,
+    operation: &str,
     user_id: Option<&str>,
     completed: &[String],
     registration_token: Option<&str>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "INSERT INTO uia_sessions (session_id, purpose, user_id, completed, registration_token, created_ts)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO uia_sessions (session_id, purpose, user_id, completed, registration_token, created_ts, operation)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (session_id) DO UPDATE
          SET user_id = EXCLUDED.user_id, completed = EXCLUDED.completed, registration_token = EXCLUDED.registration_token",
         session,
@@ -40,7 +43,8 @@ pub async fn save(
         user_id,
         completed,
         registration_token,
-        super::now_ms()
+        super::now_ms(),
+        operation
     )
     .execute(db)
     .await?;

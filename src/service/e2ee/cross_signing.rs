@@ -110,7 +110,12 @@ fn parse_key(raw: &RawValue, user_id: &str, key_type: &'static str) -> Result<Ne
 
 /// Publishes the user's cross-signing keys. User-interactive authentication (password) is required
 /// unless the user has no master key yet, or the upload only repeats the stored keys (a retry).
-pub async fn upload_keys(state: &AppState, user_id: &str, body: CrossSigningUpload) -> Result<()> {
+pub async fn upload_keys(
+    state: &AppState,
+    user_id: &str,
+    operation: &uia::Operation,
+    body: CrossSigningUpload,
+) -> Result<()> {
     let mut new = Vec::new();
     for (raw, key_type) in [
         (&body.master_key, "master"),
@@ -134,6 +139,7 @@ pub async fn upload_keys(state: &AppState, user_id: &str, body: CrossSigningUplo
     if stored_of("master").is_some() && !repeats_stored {
         let request = uia::Request {
             purpose: uia::Purpose::CrossSigning,
+            operation,
             user_id: Some(user_id),
             flows: &[&["m.login.password"]],
             ip: None,

@@ -22,7 +22,7 @@ use crate::service::auth::Requester;
 use crate::service::filter::Filter;
 use crate::service::recent::{RecentEntry, RecentEvent};
 use crate::service::timeline::{self, Aggregations, Viewer};
-use crate::service::{e2ee, presence, push, typing};
+use crate::service::{e2ee, ignore, presence, push, typing};
 use crate::store::events::EventRow;
 use crate::{AppState, Result, store};
 
@@ -112,6 +112,10 @@ pub async fn serve(
         return Ok(None);
     };
 
+    // Not cached (just changed): the database path reads it.
+    let Some(ignored) = ignore::cached(state, user) else {
+        return Ok(None);
+    };
     let viewer = Viewer {
         user_id: user,
         device_id: Some(device),
@@ -147,6 +151,7 @@ pub async fn serve(
             .into_iter()
             .filter(|e| {
                 timeline_filter.allows_event(&e.row.event_type, &e.row.sender, e.contains_url)
+                    && !ignore::hides(&ignored, &e.row.sender, e.row.state_key.is_some())
             })
             .collect();
         if rows.is_empty() {

@@ -30,7 +30,7 @@ use crate::service::notifier::Subscription;
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{account_data, e2ee, presence, push, receipts, typing};
+use crate::service::{account_data, e2ee, ignore, presence, push, receipts, typing};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
@@ -408,8 +408,16 @@ async fn compute(
 ) -> Result<SyncResponse> {
     let user = requester.user_id.as_str();
     let _turn = state.sync_gate.enter(user).await?;
+    // Before the connection is taken: a cache miss reads through the pool.
+    let ignored = ignore::ignored_by(state, user).await?;
     let mut conn = state.db.acquire().await?;
-    let response = compute_on(state, &mut conn, requester, since, full_state, filter).await?;
+    let read = Read {
+        since,
+        full_state,
+        filter,
+        ignored: &ignored,
+    };
+    let response = compute_on(state, &mut conn, requester, read).await?;
     // The token acknowledges the to-device messages it was given (read past them above).
     if let Some(acknowledged) = since.filter(|s| s.position > 0)
         && SyncToken::parse(&response.next_batch)
@@ -426,16 +434,29 @@ async fn compute(
     Ok(response)
 }
 
+/// What one database-path sync reads.
+struct Read<'a> {
+    since: Option<SyncToken>,
+    full_state: bool,
+    filter: &'a Filter,
+    /// The users the requester ignores.
+    ignored: &'a HashSet<String>,
+}
+
 /// The reads of `compute`: one repeatable-read snapshot, then (outside it, so what they load may be
 /// cached) the rooms' summaries and stripped state.
 async fn compute_on(
     state: &AppState,
     conn: &mut PgConnection,
     requester: &Requester,
-    since: Option<SyncToken>,
-    full_state: bool,
-    filter: &Filter,
+    read: Read<'_>,
 ) -> Result<SyncResponse> {
+    let Read {
+        since,
+        full_state,
+        filter,
+        ignored,
+    } = read;
     let user = requester.user_id.as_str();
     let viewer = Viewer {
         user_id: user,
@@ -565,6 +586,8 @@ async fn compute_on(
         let limited = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         rows.reverse();
+        // Only non-state events go: the state the timeline leaves out is not in question.
+        rows.retain(|r| !ignore::hides(ignored, &r.sender, r.state_key.is_some()));
         if !plan.full && rows.is_empty() {
             continue;
         }
@@ -591,7 +614,10 @@ async fn compute_on(
     let invited: Vec<String> = invited.iter().map(|m| m.room_id.clone()).collect();
     for m in left {
         let full = initial || full_state;
-        let room = left_room(&mut tx, requester, viewer, m, full, from, limit, filter).await?;
+        let room = left_room(
+            &mut tx, requester, viewer, m, full, from, limit, filter, ignored,
+        )
+        .await?;
         rooms.leave.insert(m.room_id.clone(), room);
     }
 
@@ -644,6 +670,13 @@ async fn compute_on(
         rooms.knock.insert(room_id, KnockedRoom { knock_state });
     }
     for room_id in invited {
+        // Invites from ignored users are not shown (spec: Ignoring Users).
+        if inviter(state, conn, user, &room_id)
+            .await?
+            .is_some_and(|sender| ignored.contains(&sender))
+        {
+            continue;
+        }
         let invite_state = stripped_state(state, conn, user, &room_id).await?;
         rooms.invite.insert(room_id, InvitedRoom { invite_state });
     }
@@ -1039,6 +1072,17 @@ fn summary_of(snapshot: &RoomSnapshot, user: &str) -> Value {
     summary
 }
 
+/// The sender of the user's current member event (the inviter, for an invite).
+async fn inviter(
+    state: &AppState,
+    conn: &mut PgConnection,
+    user: &str,
+    room_id: &str,
+) -> Result<Option<String>> {
+    let snapshot = crate::service::writer::room_snapshot_on(state, conn, room_id).await?;
+    Ok(snapshot.and_then(|s| s.entry("m.room.member", user).map(|e| e.sender.clone())))
+}
+
 /// What an invitee or a knocker sees of a room: the stripped state events the spec lists, the
 /// inviter's member event and the user's own (the invite or the knock).
 async fn stripped_state(
@@ -1083,6 +1127,7 @@ async fn left_room(
     from: i64,
     limit: i64,
     filter: &Filter,
+    ignored: &HashSet<String>,
 ) -> Result<LeftRoom> {
     let user = requester.user_id.as_str();
     let leave_pos = m.stream_ordering;
@@ -1105,6 +1150,7 @@ async fn left_room(
     let vis = Visibility::load(&mut *tx, &m.room_id, user).await?;
     rows.retain(|r| vis.can_see_row(r, user));
     let first_pos = rows.first().map_or(leave_pos + 1, |r| r.stream_ordering);
+    rows.retain(|r| !ignore::hides(ignored, &r.sender, r.state_key.is_some()));
     let mut state_rows = if full {
         store::events::state_at(
             &mut *tx,
