@@ -16,3 +16,4 @@ mod robustness;
 mod rooms;
 mod sync;
 mod sync_contents;
+mod sync_rules;
