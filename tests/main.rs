@@ -19,3 +19,4 @@ mod rooms;
 mod rooms_profiles;
 mod sync;
 mod sync_contents;
+mod sync_rules;

@@ -267,7 +267,11 @@ pub async fn messages(
     } else {
         Vec::new()
     };
-    let end = (!exhausted && !chunk_rows.is_empty()).then(|| position_token(cursor));
+    // `end` whenever more may follow in this direction: backwards until the room's start (or what
+    // the user may see); forwards, the room goes on while the user may still see it (as Synapse:
+    // a page that brought events has an `end`, the live edge included).
+    let more_may_follow = !exhausted || (!backwards && !chunk_rows.is_empty() && horizon >= upto);
+    let end = more_may_follow.then(|| position_token(cursor));
     Ok(MessagesPage {
         chunk,
         start: position_token(from),

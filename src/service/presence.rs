@@ -201,6 +201,26 @@ pub fn visible_news<'a>(
         .collect()
 }
 
+/// The current presence of new room mates for an incremental sync: `users` who came into the
+/// user's rooms and the members of `rooms` the user joined (Synapse's
+/// `_generate_sync_entry_for_presence` adds them whenever their presence last changed).
+pub async fn of_new_room_mates(
+    state: &AppState,
+    db: &mut PgConnection,
+    users: &[String],
+    rooms: &[String],
+) -> Result<Vec<Value>> {
+    if !state.config.presence.enabled || (users.is_empty() && rooms.is_empty()) {
+        return Ok(vec![]);
+    }
+    let now = store::now_ms();
+    let rows = store::presence::of_users_and_members(db, users, rooms).await?;
+    Ok(rows
+        .iter()
+        .map(|row| json!({"type": "m.presence", "sender": row.user_id, "content": event_content(row, now)}))
+        .collect())
+}
+
 /// set_presence on /sync (online/offline/unavailable), and activity bookkeeping.
 /// `None` means online, as the spec says; "offline" leaves the user's presence alone.
 pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>) -> Result<()> {

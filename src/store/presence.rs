@@ -133,6 +133,25 @@ pub async fn changed_for(
     .await
 }
 
+/// The presence of `users` and of the users joined to any of `rooms`, whenever it last changed.
+pub async fn of_users_and_members(
+    db: impl PgExecutor<'_>,
+    users: &[String],
+    rooms: &[String],
+) -> sqlx::Result<Vec<PresenceRow>> {
+    sqlx::query_as!(
+        PresenceRow,
+        "SELECT p.user_id, p.state, p.status_msg, p.last_active_ts, p.last_sync_ts FROM presence p
+         WHERE p.user_id = ANY($1)
+            OR EXISTS (SELECT 1 FROM memberships m
+                       WHERE m.user_id = p.user_id AND m.room_id = ANY($2) AND m.membership = 'join')",
+        users,
+        rooms
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Whether two users share a joined room.
 pub async fn share_a_room(db: impl PgExecutor<'_>, a: &str, b: &str) -> sqlx::Result<bool> {
     sqlx::query_scalar!(

@@ -187,6 +187,52 @@ pub async fn memberships_of(
     .await
 }
 
+/// How a user's membership of each room moved over a stretch of the stream: what it was at `at`,
+/// and which kinds of membership events the user got in (`at`, `upto`].
+pub struct MembershipMove {
+    pub room_id: String,
+    /// The membership as of `at` (`None`: no member event yet).
+    pub before: Option<String>,
+    /// A join in (`at`, `upto`].
+    pub joined: bool,
+    /// Something other than a join (a leave, kick, ban, invite) in (`at`, `upto`].
+    pub not_joined: bool,
+}
+
+/// The user's membership history of `rooms` around (`at`, `upto`]: what /sync needs to tell a new
+/// join (or a leave and rejoin) from a profile change.
+pub async fn membership_moves(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    rooms: &[String],
+    at: i64,
+    upto: i64,
+) -> sqlx::Result<Vec<MembershipMove>> {
+    sqlx::query_as!(
+        MembershipMove,
+        r#"SELECT rm.room_id AS "room_id!",
+                  (SELECT e.client_json::jsonb -> 'content' ->> 'membership' FROM events e
+                   WHERE e.room_id = rm.room_id AND e.event_type = 'm.room.member' AND e.state_key = $1
+                     AND e.stream_ordering <= $3
+                   ORDER BY e.stream_ordering DESC LIMIT 1) AS before,
+                  EXISTS (SELECT 1 FROM events e
+                   WHERE e.room_id = rm.room_id AND e.event_type = 'm.room.member' AND e.state_key = $1
+                     AND e.stream_ordering > $3 AND e.stream_ordering <= $4
+                     AND e.client_json::jsonb -> 'content' ->> 'membership' = 'join') AS "joined!",
+                  EXISTS (SELECT 1 FROM events e
+                   WHERE e.room_id = rm.room_id AND e.event_type = 'm.room.member' AND e.state_key = $1
+                     AND e.stream_ordering > $3 AND e.stream_ordering <= $4
+                     AND e.client_json::jsonb -> 'content' ->> 'membership' IS DISTINCT FROM 'join') AS "not_joined!"
+           FROM UNNEST($2::text[]) AS rm(room_id)"#,
+        user_id,
+        rooms,
+        at,
+        upto
+    )
+    .fetch_all(db)
+    .await
+}
+
 pub async fn joined_rooms(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
         "SELECT room_id FROM memberships WHERE user_id = $1 AND membership = 'join'",

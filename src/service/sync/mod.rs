@@ -394,6 +394,101 @@ struct RoomPlan {
     /// The timeline is the room's latest events (initial sync, new join), not those since the
     /// token (which `full_state` alone does not change).
     from_start: bool,
+    /// Joined since the token (or left and joined again): the client knows nothing of the room.
+    newly_joined: bool,
+}
+
+/// A room the user left (or was kicked or banned from) that goes into `rooms.leave`.
+struct LeftPlan<'a> {
+    membership: &'a store::rooms::MembershipRow,
+    /// Joined since the token too: the client never had the room, so it comes whole.
+    newly_joined: bool,
+}
+
+/// Which rooms go into which section of a response, and how.
+#[derive(Default)]
+struct Plans<'a> {
+    joined: Vec<RoomPlan>,
+    invited: Vec<String>,
+    knocked: Vec<String>,
+    left: Vec<LeftPlan<'a>>,
+}
+
+/// Sorts the user's memberships into the response's sections. A membership that moved since the
+/// token is a new join only when the user was not joined at the token or left and came back in
+/// between (a display name or avatar change is a join after a join: just an event in the
+/// timeline), as Synapse's `_get_room_changes_for_incremental_sync` decides.
+#[allow(clippy::too_many_arguments)]
+async fn plan_rooms<'a>(
+    tx: &mut PgConnection,
+    user: &str,
+    memberships: &'a [store::rooms::MembershipRow],
+    since: Option<SyncToken>,
+    upto: i64,
+    full_state: bool,
+    room_filter: &crate::service::filter::RoomFilter,
+) -> Result<Plans<'a>> {
+    let initial = since.is_none();
+    let from = since.map_or(0, |s| s.position);
+    let moved: Vec<String> = memberships
+        .iter()
+        .filter(|m| !initial && m.stream_ordering > from)
+        .filter(|m| matches!(m.membership.as_str(), "join" | "leave" | "ban"))
+        .filter(|m| room_filter.allows_room(&m.room_id))
+        .map(|m| m.room_id.clone())
+        .collect();
+    let moves: HashMap<String, store::rooms::MembershipMove> = if moved.is_empty() {
+        HashMap::new()
+    } else {
+        store::rooms::membership_moves(&mut *tx, user, &moved, from, upto)
+            .await?
+            .into_iter()
+            .map(|m| (m.room_id.clone(), m))
+            .collect()
+    };
+    let joined_at_token = |room: &str| {
+        moves
+            .get(room)
+            .is_some_and(|m| m.before.as_deref() == Some("join"))
+    };
+    let mut plans = Plans::default();
+    for m in memberships {
+        if !room_filter.allows_room(&m.room_id) {
+            continue;
+        }
+        let changed = m.stream_ordering > from;
+        match m.membership.as_str() {
+            "join" => {
+                let newly_joined = changed
+                    && !initial
+                    && (!joined_at_token(&m.room_id)
+                        || moves.get(&m.room_id).is_some_and(|mv| mv.not_joined));
+                plans.joined.push(RoomPlan {
+                    room_id: m.room_id.clone(),
+                    full: initial || full_state || newly_joined,
+                    from_start: initial || newly_joined,
+                    newly_joined,
+                });
+            }
+            "invite" if initial || changed => plans.invited.push(m.room_id.clone()),
+            "knock" if initial || changed => plans.knocked.push(m.room_id.clone()),
+            "leave" | "ban"
+                if (changed && !initial)
+                    || (room_filter.include_leave && (initial || full_state || changed)) =>
+            {
+                let newly_joined = changed
+                    && !initial
+                    && !joined_at_token(&m.room_id)
+                    && moves.get(&m.room_id).is_some_and(|mv| mv.joined);
+                plans.left.push(LeftPlan {
+                    membership: m,
+                    newly_joined,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(plans)
 }
 
 /// A sync answered from the database. It waits its turn (`SyncGate`), then takes exactly one
@@ -487,33 +582,21 @@ async fn compute_on(
         return Ok(response);
     }
     let memberships = store::rooms::memberships_of(&mut *tx, user).await?;
-
-    let mut joined: Vec<RoomPlan> = Vec::new();
-    let mut invited: Vec<&store::rooms::MembershipRow> = Vec::new();
-    let mut knocked: Vec<&store::rooms::MembershipRow> = Vec::new();
-    let mut left: Vec<&store::rooms::MembershipRow> = Vec::new();
-    for m in &memberships {
-        if !room_filter.allows_room(&m.room_id) {
-            continue;
-        }
-        let changed = m.stream_ordering > from;
-        match m.membership.as_str() {
-            "join" => joined.push(RoomPlan {
-                room_id: m.room_id.clone(),
-                full: initial || full_state || changed,
-                from_start: initial || changed,
-            }),
-            "invite" if initial || changed => invited.push(m),
-            "knock" if initial || changed => knocked.push(m),
-            "leave" | "ban"
-                if (changed && !initial)
-                    || (room_filter.include_leave && (initial || full_state || changed)) =>
-            {
-                left.push(m)
-            }
-            _ => {}
-        }
-    }
+    let Plans {
+        joined,
+        invited,
+        knocked,
+        left,
+    } = plan_rooms(
+        &mut tx,
+        user,
+        &memberships,
+        since,
+        upto,
+        full_state,
+        room_filter,
+    )
+    .await?;
     if initial {
         state
             .sync_members
@@ -581,6 +664,9 @@ async fn compute_on(
     let all_rows: Vec<&EventRow> = timelines.values().flatten().collect();
     let aggregations = timeline::aggregations_for(&mut *tx, &all_rows, viewer).await?;
     let mut rooms = Rooms::default();
+    // Users who joined (or were invited to, or knocked on) rooms in this response: their presence
+    // comes with them, as in Synapse's `calculate_user_changes`.
+    let mut new_room_mates: Vec<String> = Vec::new();
     for plan in &joined {
         let mut rows = timelines.remove(&plan.room_id).unwrap_or_default();
         let limited = rows.len() as i64 > limit;
@@ -588,9 +674,10 @@ async fn compute_on(
         rows.reverse();
         // Only non-state events go: the state the timeline leaves out is not in question.
         rows.retain(|r| !ignore::hides(ignored, &r.sender, r.state_key.is_some()));
-        if !plan.full && rows.is_empty() {
+        if !plan.full && rows.is_empty() && !limited {
             continue;
         }
+        new_room_mates.extend(arriving_members(&rows));
         let current = current_state.get(&plan.room_id);
         let room = joined_room(
             state,
@@ -607,15 +694,19 @@ async fn compute_on(
             &aggregations,
         )
         .await?;
-        rooms.join.insert(plan.room_id.clone(), room);
+        // Nothing to say (a zero limit over a quiet gap): the room stays out.
+        if plan.full || !room.timeline.events.is_empty() || !room.state.is_empty() {
+            rooms.join.insert(plan.room_id.clone(), room);
+        }
     }
     // Stripped state comes from the rooms' current state, after the snapshot.
-    let knocked: Vec<String> = knocked.iter().map(|m| m.room_id.clone()).collect();
-    let invited: Vec<String> = invited.iter().map(|m| m.room_id.clone()).collect();
-    for m in left {
-        let full = initial || full_state;
+    for plan in left {
+        let m = plan.membership;
+        let full = initial || full_state || plan.newly_joined;
+        // Joined since the token: the timeline is the room's latest events up to the leave.
+        let after = if plan.newly_joined { 0 } else { from };
         let room = left_room(
-            &mut tx, requester, viewer, m, full, from, limit, filter, ignored,
+            &mut tx, requester, viewer, m, full, after, limit, filter, ignored,
         )
         .await?;
         rooms.leave.insert(m.room_id.clone(), room);
@@ -626,7 +717,21 @@ async fn compute_on(
     let typing_since = since.map_or(0, |s| s.typing);
     let (global_data, mut room_data) = account_data::for_sync(&mut tx, user, from, upto).await?;
     let mut receipts = receipts::for_sync(&mut tx, user, &joined_ids, from, upto).await?;
-    let presence_events = presence::for_sync(state, &mut tx, user, from, upto).await?;
+    let mut presence_events = presence::for_sync(state, &mut tx, user, from, upto).await?;
+    if !initial {
+        // The presence of those the user newly shares a room with, whenever it last changed.
+        let newly_joined: Vec<String> = joined
+            .iter()
+            .filter(|p| p.newly_joined)
+            .map(|p| p.room_id.clone())
+            .collect();
+        new_room_mates.retain(|u| u != user);
+        let extra = presence::of_new_room_mates(state, &mut tx, &new_room_mates, &newly_joined)
+            .await?
+            .into_iter()
+            .filter(|e| e["sender"] != user);
+        merge_presence(&mut presence_events, extra);
+    }
     let (mut typing, typing_token) = typing::for_sync(state, &joined_ids, typing_since);
     for room_id in &joined_ids {
         let data = room_filter
@@ -746,6 +851,40 @@ fn fill_unread_counts(
     }
 }
 
+/// The users whose member events in `rows` (oldest first) bring them into the room (join, invite,
+/// knock) and who did not leave again after.
+fn arriving_members(rows: &[EventRow]) -> Vec<String> {
+    let mut arriving: Vec<String> = Vec::new();
+    for row in rows.iter().filter(|r| r.event_type == "m.room.member") {
+        let Some(member) = row.state_key.clone() else {
+            continue;
+        };
+        let membership = serde_json::from_str::<Value>(&row.client_json)
+            .ok()
+            .and_then(|e| e["content"]["membership"].as_str().map(str::to_owned));
+        arriving.retain(|u| *u != member);
+        if matches!(membership.as_deref(), Some("join" | "invite" | "knock")) {
+            arriving.push(member);
+        }
+    }
+    arriving
+}
+
+/// Adds presence events of users not already in `events` (one per user).
+fn merge_presence(events: &mut Vec<Value>, extra: impl IntoIterator<Item = Value>) {
+    let mut seen: HashSet<String> = events
+        .iter()
+        .filter_map(|e| e["sender"].as_str().map(str::to_owned))
+        .collect();
+    for event in extra {
+        if let Some(sender) = event["sender"].as_str()
+            && seen.insert(sender.to_owned())
+        {
+            events.push(event);
+        }
+    }
+}
+
 /// A state filter's `limit`: the latest changes are kept, in their order.
 fn keep_latest(state_rows: &mut Vec<EventRow>, limit: Option<i64>) {
     let Some(limit) = limit.filter(|l| *l > 0).map(|l| l as usize) else {
@@ -762,7 +901,7 @@ fn timeline_limit(filter: &RoomEventFilter) -> i64 {
     filter
         .limit
         .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-        .clamp(1, 1000)
+        .clamp(0, 1000)
 }
 
 /// A joined room with no new timeline events but other news (account data, receipts, typing).
@@ -968,7 +1107,18 @@ async fn apply_lazy_loading(
             .sync_members
             .unsent(user, requester.device_id.as_str(), room_id, wanted);
     }
-    state_rows.retain(|r| r.event_type != "m.room.member");
+    // A gap's member changes (leaves included) all stay, as Synapse does for gapped incremental
+    // syncs; the whole state of a full room keeps only the members wanted.
+    if full {
+        state_rows.retain(|r| r.event_type != "m.room.member");
+    } else {
+        let present: HashSet<&str> = state_rows
+            .iter()
+            .filter(|r| r.event_type == "m.room.member")
+            .filter_map(|r| r.state_key.as_deref())
+            .collect();
+        wanted.retain(|u| !present.contains(u.as_str()));
+    }
     if !wanted.is_empty() && state_filter.allows_type("m.room.member") {
         let members = store::events::members_at(&mut *tx, room_id, &wanted, first_pos - 1).await?;
         state_rows.extend(members);
@@ -1188,6 +1338,44 @@ mod tests {
 
     fn state_row(stream_ordering: i64, event_type: &str) -> EventRow {
         EventRow::example(stream_ordering, event_type, Some(""))
+    }
+
+    fn member(stream_ordering: i64, user: &str, membership: &str) -> EventRow {
+        let mut row = EventRow::example(stream_ordering, "m.room.member", Some(user));
+        row.client_json = json!({"content": {"membership": membership}}).to_string();
+        row
+    }
+
+    #[test]
+    fn arriving_members_are_those_who_came_and_stayed() {
+        let rows = vec![
+            member(1, "@a:x", "join"),
+            member(2, "@b:x", "invite"),
+            member(3, "@a:x", "leave"),
+            member(4, "@c:x", "leave"),
+            member(5, "@d:x", "knock"),
+            member(6, "@c:x", "join"),
+        ];
+        assert_eq!(arriving_members(&rows), ["@b:x", "@d:x", "@c:x"]);
+    }
+
+    #[test]
+    fn merged_presence_keeps_one_event_per_user_the_first() {
+        let mut events = vec![json!({"sender": "@a:x", "n": 1})];
+        merge_presence(
+            &mut events,
+            [
+                json!({"sender": "@a:x", "n": 2}),
+                json!({"sender": "@b:x", "n": 3}),
+            ],
+        );
+        assert_eq!(
+            events,
+            [
+                json!({"sender": "@a:x", "n": 1}),
+                json!({"sender": "@b:x", "n": 3})
+            ]
+        );
     }
 
     #[test]
