@@ -319,6 +319,8 @@ async fn a_long_poll_sleeps_through_what_is_not_for_its_user() {
     // Alice is online before Bob starts waiting: her presence will not change meanwhile.
     sync(&alice, "").await;
     let since = sync_token(&bob, "").await;
+    // The batch of deferred wake-ups announcing both presence changes to the room has gone out.
+    tokio::time::sleep(axon::service::notifier::DEFERRED_WAKE_INTERVAL * 2).await;
     let started = Instant::now();
     let waiting = {
         let bob = bob.clone();

@@ -351,7 +351,12 @@ pub fn start_sweeper(state: AppState) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(period).await;
-            if let Err(e) = sweep(&state).await {
+            if state.notifier.is_stopping() {
+                break;
+            }
+            if let Err(e) = sweep(&state).await
+                && !state.notifier.is_stopping()
+            {
                 tracing::warn!(error = %e, "presence sweep failed");
             }
         }

@@ -255,6 +255,8 @@ pub async fn start_listener(state: AppState) -> Result<()> {
                         Err(e) => tracing::warn!(error = %e, "unreadable typing notification"),
                     }
                 }
+                // Shutting down: the database goes away on purpose.
+                _ if state.notifier.is_stopping() => break,
                 // Typing is transient: a lost change corrects itself at the next change or expiry.
                 Ok(None) => tracing::warn!("typing LISTEN connection lost; reconnecting"),
                 Err(e) => {
