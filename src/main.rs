@@ -58,7 +58,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => axon::server::serve(config).await,
+            Command::Serve => {
+                start_trimming();
+                axon::server::serve(config).await
+            }
             Command::User(cmd) => axon::cli::user(config, cmd).await,
             Command::RegistrationToken(cmd) => axon::cli::registration_token(config, cmd).await,
         }
@@ -69,6 +72,26 @@ fn main() -> ExitCode {
             eprintln!("axon: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Gives freed heap memory back to the system every few seconds. glibc returns memory only from
+/// the top of its heaps, so after a burst (a reconnect storm of initial syncs, a fan-out to
+/// thousands of long polls) the server would otherwise keep its peak size for good.
+fn start_trimming() {
+    let trimming = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                // SAFETY: malloc_trim takes glibc's arena locks itself; any thread may call it.
+                unsafe {
+                    nix::libc::malloc_trim(0);
+                }
+            }
+        });
+    if let Err(e) = trimming {
+        tracing::warn!(error = %e, "could not start the memory trimming thread");
     }
 }
 
