@@ -65,6 +65,7 @@ constructors! {
     unknown => BAD_REQUEST, "M_UNKNOWN";
     threepid_denied => FORBIDDEN, "M_THREEPID_DENIED";
     incompatible_room_version => BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION";
+    unable_to_grant_join => BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN";
 }
 
 impl Error {

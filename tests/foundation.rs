@@ -18,10 +18,11 @@ async fn versions_lists_spec_versions() {
     assert!(versions.contains(&"v1.11"), "{versions:?}");
 }
 
-/// Every version up to v1.14 adds only endpoints Axon serves or optional modules; v1.15 adds the
-/// required `GET /v1/room_summary/{roomIdOrAlias}`, which Axon does not serve yet.
+/// Every version up to v1.15 adds only endpoints Axon serves or optional modules (v1.15: the room
+/// summary, and `auth_metadata`, which a server without OAuth 2.0 answers 404 `M_UNRECOGNIZED`);
+/// v1.16 adds custom profile fields, which Axon lacks.
 #[tokio::test]
-async fn versions_lists_every_served_version_up_to_v1_14() {
+async fn versions_lists_every_served_version_up_to_v1_15() {
     let app = spawn_app().await;
     let v = app.get("/_matrix/client/versions").await.ok();
     let versions: Vec<&str> = v["versions"]
@@ -30,10 +31,13 @@ async fn versions_lists_every_served_version_up_to_v1_14() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    for version in ["v1.12", "v1.13", "v1.14"] {
+    for version in ["v1.12", "v1.13", "v1.14", "v1.15"] {
         assert!(versions.contains(&version), "{version}: {versions:?}");
     }
-    assert!(!versions.contains(&"v1.15"), "{versions:?}");
+    assert!(!versions.contains(&"v1.16"), "{versions:?}");
+    app.get("/_matrix/client/v1/auth_metadata")
+        .await
+        .expect_err(404, "M_UNRECOGNIZED");
 }
 
 /// Element Web sets up cross-signing only when it sees `org.matrix.e2e_cross_signing`; the other

@@ -1,13 +1,12 @@
 //! The account: whoami, logout, logout/all, password change, deactivation, third-party identifiers.
 
-use axum::extract::{FromRequestParts, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::{AccessToken, ClientIp, Requester, UiaJson, token_of};
+use crate::api::auth::{AccessToken, ClientIp, MaybeRequester, Requester, UiaJson};
 use crate::service::accounts;
 use crate::service::uia::{self, Purpose};
 use crate::{AppState, Error, Result};
@@ -22,24 +21,6 @@ pub fn routes() -> Router<AppState> {
         .route("/account/3pid", get(threepids))
         .route("/account/password/email/requestToken", post(no_threepid))
         .route("/account/password/msisdn/requestToken", post(no_threepid))
-}
-
-/// The requester when the request carries an access token. Password change and deactivation also
-/// work without one: UIA's password stage then says who the user is. A token that is present but
-/// invalid is still refused.
-struct MaybeRequester(Option<Requester>);
-
-impl FromRequestParts<AppState> for MaybeRequester {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        if token_of(parts).is_none() {
-            return Ok(MaybeRequester(None));
-        }
-        Requester::from_request_parts(parts, state)
-            .await
-            .map(|r| MaybeRequester(Some(r)))
-    }
 }
 
 async fn whoami(requester: Requester) -> JsonResponse<Value> {

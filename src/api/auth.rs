@@ -130,3 +130,21 @@ impl<T> UiaJson<T> {
         self
     }
 }
+
+/// The requester when the request carries an access token, None when it carries none (password
+/// change and deactivation, where UIA's password stage then says who the user is; room
+/// summaries). A token that is present but invalid is still refused.
+pub struct MaybeRequester(pub Option<Requester>);
+
+impl FromRequestParts<AppState> for MaybeRequester {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        if token_of(parts).is_none() {
+            return Ok(MaybeRequester(None));
+        }
+        Requester::from_request_parts(parts, state)
+            .await
+            .map(|r| MaybeRequester(Some(r)))
+    }
+}

@@ -19,11 +19,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The spec versions whose required endpoints Axon serves. v1.13 and v1.14 add only endpoints of the
-/// optional Reporting Content module; v1.15 adds the required `GET /v1/room_summary/{roomIdOrAlias}`,
-/// which Axon does not serve yet (README, "What works").
-const VERSIONS: [&str; 15] = [
+/// optional Reporting Content module; v1.15 adds `GET /v1/room_summary/{roomIdOrAlias}` (served) and
+/// `GET /v1/auth_metadata`, which a server without the OAuth 2.0 API answers 404 `M_UNRECOGNIZED`,
+/// as Axon does. v1.16 adds custom profile fields and `use_state_after`, which Axon lacks (README,
+/// "Spec versions").
+const VERSIONS: [&str; 16] = [
     "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
-    "v1.11", "v1.12", "v1.13", "v1.14",
+    "v1.11", "v1.12", "v1.13", "v1.14", "v1.15",
 ];
 
 /// The unstable feature flags clients check, among those Synapse advertises, for the features

@@ -22,6 +22,7 @@ pub mod retry;
 pub mod room_keys;
 pub mod rooms;
 pub mod send;
+pub mod spaces;
 pub mod sync;
 pub mod thirdparty;
 pub mod to_device;
@@ -69,7 +70,9 @@ pub fn router(state: AppState) -> Router {
         .merge(push::routes())
         .merge(voip::routes())
         .merge(thirdparty::routes());
-    let client_v1 = Router::new().merge(messages::v1_routes());
+    let client_v1 = Router::new()
+        .merge(messages::v1_routes())
+        .merge(spaces::v1_routes());
 
     Router::new()
         .nest("/_matrix/client/v3", client.clone())
@@ -81,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keys::unstable_routes())
         .merge(media::other_routes())
         .merge(register::other_routes())
+        .merge(spaces::unstable_routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(retry::once_on_lost_connection))

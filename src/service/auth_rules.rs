@@ -11,9 +11,10 @@
 //!   concern the event envelope, which the caller builds itself, and are not checked
 //!   here (see [`check`] for the exact list);
 //! * third-party invites (`content.third_party_invite` on an invite) are refused;
-//! * joins to `restricted` / `knock_restricted` rooms are only allowed for users who
-//!   are already invited (or joined): restricted-join authorisation via
-//!   `join_authorised_via_users_server` is not implemented.
+//! * joins to `restricted` / `knock_restricted` rooms by users who are neither invited
+//!   nor joined need `join_authorised_via_users_server` naming a joined user with the
+//!   power to invite (the rule of room versions 8 and later); the signature of that
+//!   user's server is the envelope's business (here it is always this server's).
 //!
 //! Redactions: `m.room.redaction` events are authorised like any other event (the
 //! *redact level* is not part of the auth rules). Whether a redaction may actually
@@ -123,6 +124,8 @@ const MEMBER: &str = "m.room.member";
 const POWER_LEVELS: &str = "m.room.power_levels";
 const JOIN_RULES: &str = "m.room.join_rules";
 const THIRD_PARTY_INVITE: &str = "m.room.third_party_invite";
+/// The member event key naming the user whose server vouched for a restricted join.
+pub const AUTHORISING_USER: &str = "join_authorised_via_users_server";
 
 // ---------------------------------------------------------------------------
 // State accessors
@@ -644,10 +647,7 @@ fn check_member(
                     if invited_or_joined {
                         Ok(())
                     } else {
-                        deny(format!(
-                            "{sender} cannot join: the room's join rule is {rule} and {sender} has not been invited \
-                             (joining through room membership is not supported)"
-                        ))
+                        check_authorised_join(version, event, state, rule)
                     }
                 }
                 Some(rule) => deny(format!(
@@ -754,6 +754,39 @@ fn check_member(
         }
         other => deny(format!("unknown membership {other:?}")),
     }
+}
+
+/// A join to a `restricted` or `knock_restricted` room by a user who is neither invited nor joined
+/// (room versions 8 and later): `content.join_authorised_via_users_server` must name a joined user
+/// with the power to invite. Whether the joiner belongs to an allowed room is the resident server's
+/// check before it vouches (`service::restricted`), not an auth rule.
+fn check_authorised_join(
+    version: RoomVersion,
+    event: &NewEvent<'_>,
+    state: &dyn RoomState,
+    rule: &str,
+) -> Result<(), AuthError> {
+    let sender = event.sender;
+    let Some(authoriser) = event.content.get(AUTHORISING_USER).and_then(Value::as_str) else {
+        return deny(format!(
+            "{sender} cannot join: the room's join rule is {rule}, {sender} has not been invited \
+             and the join names no authorising user ({AUTHORISING_USER})"
+        ));
+    };
+    if membership(state, authoriser) != Some("join") {
+        return deny(format!(
+            "{sender} cannot join: the authorising user {authoriser} is not in the room"
+        ));
+    }
+    let have = user_power_level(version, state, authoriser);
+    let need = invite_level(state);
+    if have < need {
+        return deny(format!(
+            "{sender} cannot join: the authorising user {authoriser} cannot invite (power level {} < {need})",
+            show_level(have)
+        ));
+    }
+    Ok(())
 }
 
 fn outranked(action: &str, target: &str, target_level: i64, have: i64) -> String {
@@ -1124,6 +1157,26 @@ mod tests {
         )
     }
 
+    /// `joiner` joins with `join_authorised_via_users_server` naming `authoriser`.
+    fn authorised(
+        name: &'static str,
+        rule: &'static str,
+        joiner: &'static str,
+        authoriser: &'static str,
+        refused: Option<&'static str>,
+    ) -> Case {
+        case(
+            name,
+            ALL,
+            rule,
+            MEMBER,
+            Some(joiner),
+            joiner,
+            json!({ "membership": "join", AUTHORISING_USER: authoriser }),
+            refused,
+        )
+    }
+
     fn with_setup(mut c: Case, f: impl Fn(&mut TestState, RoomVersion) + 'static) -> Case {
         c.setup = Some(Box::new(f));
         c
@@ -1213,9 +1266,25 @@ mod tests {
             mem("knock: knocker joins without invite", ALL, "knock", KIM, KIM, "join", Some("has not been invited")),
             mem("knock: invited user joins", ALL, "knock", DAN, DAN, "join", ok),
             // join, restricted
-            mem("restricted: outsider joins", ALL, "restricted", CAROL, CAROL, "join", Some("not supported")),
+            mem("restricted: outsider joins", ALL, "restricted", CAROL, CAROL, "join", Some("names no authorising user")),
             mem("restricted: invited user joins", ALL, "restricted", DAN, DAN, "join", ok),
-            mem("knock_restricted: outsider joins", ALL, "knock_restricted", CAROL, CAROL, "join", Some("not supported")),
+            mem("knock_restricted: outsider joins", ALL, "knock_restricted", CAROL, CAROL, "join", Some("names no authorising user")),
+            mem("knock_restricted: knocker joins", ALL, "knock_restricted", KIM, KIM, "join", Some("names no authorising user")),
+            authorised("restricted: vouched for by a member who may invite", "restricted", CAROL, BOB, ok),
+            authorised("knock_restricted: vouched for by a member who may invite", "knock_restricted", KIM, BOB, ok),
+            authorised("restricted: user who left rejoins, vouched for", "restricted", LEO, ADMIN, ok),
+            authorised("restricted: vouched for by someone not in the room", "restricted", CAROL, LEO, Some("@leo:x is not in the room")),
+            authorised("restricted: vouched for by an invitee", "restricted", CAROL, DAN, Some("is not in the room")),
+            with_setup(
+                authorised("restricted: vouched for by a member who may not invite", "restricted", CAROL, BOB, Some("cannot invite")),
+                |s, _| s.pl_field("invite", json!(50)),
+            ),
+            with_setup(
+                authorised("restricted: vouched for by a moderator at the invite level", "restricted", CAROL, MOD, ok),
+                |s, _| s.pl_field("invite", json!(50)),
+            ),
+            authorised("restricted: banned user, vouched for", "restricted", EVE, BOB, Some("banned")),
+            authorised("invite rule ignores a voucher", "invite", CAROL, BOB, Some("has not been invited")),
             mem("knock_restricted: invited user joins", ALL, "knock_restricted", DAN, DAN, "join", ok),
             mem("knock_restricted: member profile", ALL, "knock_restricted", BOB, BOB, "join", ok),
             // join, unknown / missing rule

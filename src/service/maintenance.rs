@@ -18,6 +18,13 @@ pub fn start(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning transaction IDs failed"),
             }
+            match crate::service::spaces::prune_sessions(&state).await {
+                Ok(n) if n > 0 => {
+                    tracing::info!(pruned = n, "pruned hierarchy pagination sessions")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning hierarchy sessions failed"),
+            }
         }
     });
 }

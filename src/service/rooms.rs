@@ -4,11 +4,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::service::auth::{Requester, random_string};
-use crate::service::auth_rules::RoomVersion;
+use crate::service::auth_rules::{self, RoomVersion};
 use crate::service::events::EventDraft;
 use crate::service::rate_limit::UserAction;
 use crate::service::writer::{Committed, Target, room_snapshot};
-use crate::service::{message_validation, room_versions};
+use crate::service::{message_validation, restricted, room_versions};
 use crate::{AppState, Error, Result, store};
 
 /// The body of POST /createRoom.
@@ -534,11 +534,17 @@ async fn enter(
     require_room(state, &room_id).await?;
     let me = requester.user_id.as_str();
     let profile = member_profile(state, requester, &room_id, me, membership).await?;
-    let content = member_content_with(membership, profile.as_ref(), given);
+    let mut content = member_content_with(membership, profile.as_ref(), given);
+    let snapshot = room_snapshot(state, &room_id).await?;
+    if membership == "join"
+        && let Some(snapshot) = &snapshot
+        && let Some(by) = restricted::authorise_join(state, snapshot, me).await?
+    {
+        content[auth_rules::AUTHORISING_USER] = json!(by);
+    }
     // Joining again with the same content is a no-op that answers with the room, as in Synapse
     // (room_member.py); new content (a per-room name, say) is a new member event.
-    let current = room_snapshot(state, &room_id).await?;
-    let current = current.as_ref().and_then(|s| s.entry("m.room.member", me));
+    let current = snapshot.as_ref().and_then(|s| s.entry("m.room.member", me));
     if let Some(current) = current
         && membership == "join"
         && current.sender == me

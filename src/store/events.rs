@@ -497,6 +497,26 @@ pub async fn current_state_of_rooms(
     .await
 }
 
+/// The current state events of one type in a room (a space's `m.space.child` events, say).
+pub async fn current_state_of_type(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    event_type: &str,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
+                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
+           FROM room_state s JOIN events e ON e.event_id = s.event_id
+           LEFT JOIN events r ON r.event_id = e.redacted_by
+           WHERE s.room_id = $1 AND s.event_type = $2"#,
+        room_id,
+        event_type
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// State events of the rooms with positions in (`after`, `upto`], oldest first.
 pub async fn state_changes(
     db: impl PgExecutor<'_>,

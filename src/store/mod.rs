@@ -4,6 +4,7 @@
 pub mod account_data;
 pub mod events;
 pub mod filters;
+pub mod hierarchy;
 pub mod key_backup;
 pub mod keys;
 pub mod media;
