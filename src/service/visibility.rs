@@ -185,7 +185,8 @@ mod tests {
             assert!(ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0), "{ranges:?}");
         }
         let vis = v(&[(10, "join")], &[(3, "joined")]);
-        assert_eq!(vis.visible_ranges(), vec![(11, i64::MAX)]);
+        // Before any setting, history is `shared`.
+        assert_eq!(vis.visible_ranges(), vec![(i64::MIN, 3), (11, i64::MAX)]);
     }
 
     #[test]

@@ -95,6 +95,18 @@ pub async fn search(
     })
 }
 
+/// (position, value) changes of one room: the user's membership, the history visibility.
+type Histories = (Vec<(i64, String)>, Vec<(i64, String)>);
+
+/// How to group: the group name, whether asked for, the group key and the hit's remaining count in
+/// its group, the `Within` of a group token.
+type GroupKind = (
+    &'static str,
+    bool,
+    fn(&Hit) -> (&str, i64),
+    fn(String) -> Within,
+);
+
 /// The rooms searched with their visible ranges, as the three arrays the query takes.
 async fn visible_ranges(
     state: &AppState,
@@ -108,7 +120,7 @@ async fn visible_ranges(
         .filter(|r| c.filter.allows_room(r))
         .filter(|r| !matches!(within, Within::Room(only) if only != r))
         .collect();
-    let mut histories: HashMap<String, (Vec<(i64, String)>, Vec<(i64, String)>)> = HashMap::new();
+    let mut histories: HashMap<String, Histories> = HashMap::new();
     for change in store::search::visibility_histories(&state.db, &rooms, user_id).await? {
         let (members, settings) = histories.entry(change.room_id).or_default();
         if change.is_member {
@@ -236,12 +248,7 @@ fn groups(
     token_at: impl Fn(Within) -> Option<String>,
 ) -> BTreeMap<&'static str, BTreeMap<String, GroupValue>> {
     let mut out = BTreeMap::new();
-    let kinds: [(
-        &'static str,
-        bool,
-        fn(&Hit) -> (&str, i64),
-        fn(String) -> Within,
-    ); 2] = [
+    let kinds: [GroupKind; 2] = [
         (
             "room_id",
             c.group_by_room,
