@@ -37,7 +37,9 @@ def http(url, method="GET", body=None, token=None):
 
 def psql(conninfo, sql):
     out = subprocess.run(["psql", conninfo, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                         check=True, capture_output=True, text=True)
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"psql failed: {out.stderr.strip()}")
     return out.stdout.strip()
 
 
@@ -62,11 +64,11 @@ def fill(args, api, token, user_id):
         CREATE TEMP TABLE bench AS
             SELECT (SELECT position FROM stream_head) + i AS pos, i,
                    ({room_array})[1 + i % {len(rooms)}] AS room_id,
-                   -- 8 words; word k is `word(k)` below. `0 * i` makes the subquery run per row.
+                   -- 8 words; word k is `word(k)` below. `WHERE i > 0` makes the subquery run per row.
                    (SELECT string_agg(translate(substr(md5(
-                        floor(power(random() + 0 * i, 3) * {VOCAB})::int::text), 1, 7),
+                        floor(power(random(), 3) * {VOCAB})::int::text), 1, 7),
                         '0123456789', 'ghijklmnop'), ' ')
-                    FROM generate_series(1, 8) j) AS body
+                    FROM generate_series(1, 8) j WHERE i > 0) AS body
             FROM generate_series(1, {args.messages}) i;
         INSERT INTO events (stream_ordering, event_id, room_id, event_type, sender, origin_server_ts,
                             depth, pdu, client_json)
