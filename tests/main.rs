@@ -17,6 +17,7 @@ mod registration_sessions;
 mod robustness;
 mod rooms;
 mod rooms_profiles;
+mod search;
 mod spaces;
 mod sync;
 mod sync_contents;

@@ -21,6 +21,7 @@ pub mod register;
 pub mod retry;
 pub mod room_keys;
 pub mod rooms;
+pub mod search;
 pub mod send;
 pub mod spaces;
 pub mod sync;
@@ -69,7 +70,8 @@ pub fn router(state: AppState) -> Router {
         .merge(presence::routes())
         .merge(push::routes())
         .merge(voip::routes())
-        .merge(thirdparty::routes());
+        .merge(thirdparty::routes())
+        .merge(search::routes());
     let client_v1 = Router::new()
         .merge(messages::v1_routes())
         .merge(spaces::v1_routes());

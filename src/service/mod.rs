@@ -29,6 +29,7 @@ pub mod room_cache;
 pub mod room_versions;
 pub mod rooms;
 pub mod sanitize;
+pub mod search;
 pub mod spaces;
 pub mod sync;
 pub mod timeline;

@@ -48,6 +48,42 @@ impl Visibility {
         })
     }
 
+    /// From the two histories (oldest first), as `load` reads them: for many rooms read at once.
+    pub fn from_histories(memberships: Vec<(i64, String)>, settings: Vec<(i64, String)>) -> Self {
+        let joined_now = memberships.last().is_some_and(|(_, m)| m == "join");
+        Self {
+            memberships,
+            settings,
+            joined_now,
+        }
+    }
+
+    /// The positions whose (non-membership) events the user may see, as disjoint inclusive ranges,
+    /// oldest first: `can_see` only changes just after a change of membership or setting.
+    pub fn visible_ranges(&self) -> Vec<(i64, i64)> {
+        let mut starts: Vec<i64> = self
+            .memberships
+            .iter()
+            .chain(&self.settings)
+            .map(|(p, _)| p.saturating_add(1))
+            .collect();
+        starts.push(i64::MIN);
+        starts.sort_unstable();
+        starts.dedup();
+        let mut ranges: Vec<(i64, i64)> = Vec::new();
+        for (i, &start) in starts.iter().enumerate() {
+            if !self.can_see(start, false) {
+                continue;
+            }
+            let end = starts.get(i + 1).map_or(i64::MAX, |next| next - 1);
+            match ranges.last_mut() {
+                Some(last) if last.1.saturating_add(1) == start => last.1 = end,
+                _ => ranges.push((start, end)),
+            }
+        }
+        ranges
+    }
+
     fn value_before(list: &[(i64, String)], pos: i64) -> Option<&str> {
         let i = list.partition_point(|(p, _)| *p < pos);
         i.checked_sub(1).map(|i| list[i].1.as_str())
@@ -119,12 +155,38 @@ mod tests {
             .iter()
             .map(|(p, s)| (*p, s.to_string()))
             .collect();
-        let joined_now = m.last().is_some_and(|(_, s)| s == "join");
-        Visibility {
-            memberships: m,
-            settings: settings.iter().map(|(p, s)| (*p, s.to_string())).collect(),
-            joined_now,
+        Visibility::from_histories(
+            m,
+            settings.iter().map(|(p, s)| (*p, s.to_string())).collect(),
+        )
+    }
+
+    /// `visible_ranges` says exactly what `can_see` says, position by position.
+    #[test]
+    fn visible_ranges_agree_with_can_see() {
+        let cases = [
+            v(&[(10, "join")], &[(3, "shared")]),
+            v(&[(10, "join"), (20, "leave")], &[(3, "shared")]),
+            v(&[(10, "join")], &[(3, "joined")]),
+            v(
+                &[(8, "invite"), (10, "join")],
+                &[(3, "invited"), (15, "joined")],
+            ),
+            v(&[(5, "join"), (9, "leave"), (14, "join")], &[(2, "joined")]),
+            v(&[], &[(3, "world_readable"), (12, "joined")]),
+            v(&[(4, "join")], &[]),
+        ];
+        for vis in cases {
+            let ranges = vis.visible_ranges();
+            for pos in 0..40 {
+                let in_ranges = ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&pos));
+                assert_eq!(in_ranges, vis.can_see(pos, false), "{pos}: {ranges:?}");
+            }
+            assert!(ranges.windows(2).all(|w| w[0].1 + 1 < w[1].0), "{ranges:?}");
         }
+        let vis = v(&[(10, "join")], &[(3, "joined")]);
+        // Before any setting, history is `shared`.
+        assert_eq!(vis.visible_ranges(), vec![(i64::MIN, 3), (11, i64::MAX)]);
     }
 
     #[test]

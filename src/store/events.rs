@@ -86,7 +86,13 @@ pub async fn insert_batch(
     let mut relates: Vec<Option<String>> = Vec::with_capacity(n);
     let mut rels: Vec<Option<String>> = Vec::with_capacity(n);
     let mut urls = Vec::with_capacity(n);
+    let (mut s_ids, mut s_keys, mut s_texts) = (Vec::new(), Vec::new(), Vec::new());
     for e in events {
+        if let Some((key, text)) = crate::store::search::searchable(&e.event_type, &e.content) {
+            s_ids.push(e.event_id.clone());
+            s_keys.push(key.to_owned());
+            s_texts.push(text.to_owned());
+        }
         ids.push(e.event_id.clone());
         rooms.push(e.room_id.clone());
         types.push(e.event_type.clone());
@@ -150,7 +156,14 @@ pub async fn insert_batch(
                    $16::bool[])
                    WITH ORDINALITY AS u(event_id, room_id, event_type, state_key, sender, ts, depth, pdu,
                    client_json, state_unsigned, device_id, txn_id, relates_to, rel_type, contains_url, ord)
-               RETURNING event_id, room_id, stream_ordering
+               RETURNING event_id, room_id, stream_ordering, sender, event_type
+           ), searched AS (
+               -- The full-text index (see migration 0010): only events with searchable text.
+               INSERT INTO event_search (stream_ordering, room_id, sender, event_type, key, tsv)
+               SELECT ev.stream_ordering, ev.room_id, ev.sender, ev.event_type, s.key,
+                   to_tsvector('english', s.text)
+               FROM UNNEST($35::text[], $36::text[], $37::text[]) AS s(event_id, key, text)
+               JOIN ev ON ev.event_id = s.event_id
            ), notified AS (
                INSERT INTO notifications (user_id, room_id, stream_ordering, event_id, thread_id, actions, highlight, ts)
                SELECT n.user_id, ev.room_id, ev.stream_ordering, n.event_id, n.thread_id, n.actions, n.highlight, n.ts
@@ -197,7 +210,10 @@ pub async fn insert_batch(
         &h_depths,
         batch.notify.0,
         batch.notify.1,
-        &h_expected as &[Option<String>]
+        &h_expected as &[Option<String>],
+        &s_ids,
+        &s_keys,
+        &s_texts
     )
     .fetch_one(conn)
     .await?;
@@ -614,7 +630,8 @@ pub async fn relations_of(
     .await
 }
 
-/// Marks an event redacted and replaces its served form.
+/// Marks an event redacted and replaces its served form; its text leaves the search index in the
+/// same statement.
 pub async fn redact(
     conn: &mut PgConnection,
     event_id: &str,
@@ -622,7 +639,12 @@ pub async fn redact(
     client_json: &str,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE events SET redacted_by = $2, client_json = $3, relates_to = NULL, rel_type = NULL WHERE event_id = $1",
+        r#"WITH redacted AS (
+               UPDATE events SET redacted_by = $2, client_json = $3, relates_to = NULL, rel_type = NULL
+               WHERE event_id = $1
+               RETURNING stream_ordering
+           )
+           DELETE FROM event_search WHERE stream_ordering IN (SELECT stream_ordering FROM redacted)"#,
         event_id,
         redacted_by,
         client_json

@@ -14,6 +14,7 @@ pub mod push;
 pub mod receipts;
 pub mod registration;
 pub mod rooms;
+pub mod search;
 pub mod secrets;
 pub mod stream;
 pub mod to_device;
