@@ -12,6 +12,7 @@ pub mod presence;
 pub mod push;
 pub mod receipts;
 pub mod registration;
+pub mod reports;
 pub mod rooms;
 pub mod secrets;
 pub mod stream;
