@@ -113,6 +113,16 @@ async fn reporting_an_event_is_stored_for_members_who_can_see_it() {
     bob.post(&path, json!({"score": "high"}))
         .await
         .expect_err(400, "M_BAD_JSON");
+    // Bob may still see the event after leaving, but only members report.
+    bob.post(&format!("/rooms/{}/leave", enc(&room)), json!({}))
+        .await
+        .ok();
+    bob.get(&format!("/rooms/{}/event/{}", enc(&room), enc(&event)))
+        .await
+        .ok();
+    bob.post(&path, json!({"reason": "x"}))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
     assert_eq!(stored(&app).await.len(), 2);
 }
 

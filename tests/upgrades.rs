@@ -362,7 +362,7 @@ async fn upgrade_refusals() {
         .await
         .expect_err(404, "M_NOT_FOUND");
     assert_eq!(
-        alice.get("/joined_rooms").await.ok()["joined_rooms"],
+        bob.get("/joined_rooms").await.ok()["joined_rooms"],
         json!([room])
     );
     upgrade(&alice, "!nowhere:test.local", json!({"new_version": "12"}))

@@ -18,8 +18,8 @@ pub fn routes() -> Router<AppState> {
         .route("/health", get(health))
 }
 
-/// The spec versions whose required endpoints Axon serves. v1.13 and v1.14 add only endpoints of the
-/// optional Reporting Content module; v1.15 adds the required `GET /v1/room_summary/{roomIdOrAlias}`,
+/// The spec versions whose required endpoints Axon serves. v1.13 and v1.14 add only the room and
+/// user report endpoints (optional Reporting Content module, served); v1.15 adds the required `GET /v1/room_summary/{roomIdOrAlias}`,
 /// which Axon does not serve yet (README, "What works").
 const VERSIONS: [&str; 15] = [
     "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
