@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::service::{accounts, registration};
+use crate::service::{accounts, registration, reports};
 use crate::{AppState, Config, store};
 
 #[derive(Subcommand)]
@@ -52,6 +52,46 @@ pub enum TokenCommand {
     List,
     /// Delete a registration token.
     Delete { token: String },
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// List content reports, newest first: id, time (ms), kind, reporter, what was reported, reason.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+pub async fn report(config: Config, command: ReportCommand) -> anyhow::Result<()> {
+    with_state(config, async |state| match command {
+        ReportCommand::List { limit } => {
+            for r in reports::newest(state, limit).await? {
+                let target = match r.kind.as_str() {
+                    "event" => format!(
+                        "{} in {}",
+                        r.event_id.unwrap_or_default(),
+                        r.room_id.unwrap_or_default()
+                    ),
+                    "room" => r.room_id.unwrap_or_default(),
+                    _ => r.target_user_id.unwrap_or_default(),
+                };
+                // One report per line: the reason's line breaks and tabs are escaped.
+                let reason = r.reason.map(|s| s.escape_default().to_string());
+                println!(
+                    "{}\t{}\t{}\t{}\t{target}\t{}",
+                    r.id,
+                    r.received_ts,
+                    r.kind,
+                    r.reporter,
+                    reason.unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    })
+    .await
 }
 
 pub async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {

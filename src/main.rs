@@ -1,4 +1,4 @@
-//! The `axon` command: `axon [serve]`, `axon user …`, `axon registration-token …`.
+//! The `axon` command: `axon [serve]`, `axon user …`, `axon registration-token …`, `axon report list`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,9 @@ enum Command {
     /// Manage registration tokens.
     #[command(subcommand, name = "registration-token")]
     RegistrationToken(axon::cli::TokenCommand),
+    /// Content reports sent by users.
+    #[command(subcommand)]
+    Report(axon::cli::ReportCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             }
             Command::User(cmd) => axon::cli::user(config, cmd).await,
             Command::RegistrationToken(cmd) => axon::cli::registration_token(config, cmd).await,
+            Command::Report(cmd) => axon::cli::report(config, cmd).await,
         }
     });
     match result {

@@ -1397,7 +1397,7 @@ async fn login_and_registration_are_rate_limited_per_ip() {
 
 // ---- The admin CLI ----
 
-fn cli_config(app: &TestApp, dir: &std::path::Path) -> std::path::PathBuf {
+pub fn cli_config(app: &TestApp, dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("axon.toml");
     let text = format!(
         "server_name = \"test.local\"\ndata_dir = \"{}\"\n[database]\nurl = \"{}\"\nmax_connections = 2\n[log]\nlevel = \"warn\"\n",
@@ -1409,7 +1409,11 @@ fn cli_config(app: &TestApp, dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 /// Runs `axon --config … args`, feeding `stdin`; returns (success, stdout, stderr).
-async fn axon_cli(config: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+pub async fn axon_cli(
+    config: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+) -> (bool, String, String) {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_axon"))
         .arg("--config")

@@ -402,3 +402,43 @@ async fn key_queries_and_claims_are_charged_by_their_size() {
         .await
         .ok();
 }
+
+#[tokio::test]
+async fn reporting_is_limited_per_user_across_the_three_endpoints() {
+    let mut config = limited_config();
+    config.rate_limits.report = tight(3);
+    let app = spawn_app_with(config).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({})).await.ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let event = alice
+        .put(
+            &format!("/rooms/{}/send/m.room.message/t1", enc(&room)),
+            json!({"msgtype": "m.text", "body": "x"}),
+        )
+        .await
+        .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reason = json!({"reason": "x"});
+    let event_path = format!("/rooms/{}/report/{}", enc(&room), enc(&event));
+    let room_path = format!("/rooms/{}/report", enc(&room));
+    let user_path = format!("/users/{}/report", enc(&bob.user_id));
+    alice.post(&event_path, reason.clone()).await.ok();
+    alice.post(&room_path, reason.clone()).await.ok();
+    alice.post(&user_path, reason.clone()).await.ok();
+    for path in [&event_path, &room_path, &user_path] {
+        expect_limited(&alice.post(path, reason.clone()).await);
+    }
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reports")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+    // Another user has a bucket of their own.
+    bob.post(&room_path, reason).await.ok();
+}

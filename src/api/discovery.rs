@@ -19,7 +19,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// The spec versions whose required endpoints Axon serves. v1.13 and v1.14 add only endpoints of the
-/// optional Reporting Content module; v1.15 adds `GET /v1/room_summary/{roomIdOrAlias}` (served) and
+/// optional Reporting Content module (served); v1.15 adds `GET /v1/room_summary/{roomIdOrAlias}` (served) and
 /// `GET /v1/auth_metadata`, which a server without the OAuth 2.0 API answers 404 `M_UNRECOGNIZED`,
 /// as Axon does. v1.16 adds custom profile fields and `use_state_after`, which Axon lacks (README,
 /// "Spec versions").

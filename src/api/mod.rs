@@ -18,6 +18,7 @@ pub mod profile;
 pub mod push;
 pub mod receipts;
 pub mod register;
+pub mod reports;
 pub mod retry;
 pub mod room_keys;
 pub mod rooms;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(presence::routes())
         .merge(push::routes())
         .merge(voip::routes())
+        .merge(reports::routes())
         .merge(thirdparty::routes())
         .merge(search::routes());
     let client_v1 = Router::new()

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::api::auth::Requester;
 use crate::api::extract::{Json, Path, Query, body_bytes};
-use crate::service::{messages, rooms};
-use crate::{AppState, Result};
+use crate::service::{messages, rooms, upgrade};
+use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/rooms/{room_id}/event/{event_id}", get(get_event))
         .route("/rooms/{room_id}/aliases", get(aliases))
+        .route("/rooms/{room_id}/upgrade", post(upgrade))
 }
 
 async fn create_room(
@@ -191,4 +192,31 @@ async fn aliases(
 ) -> Result<JsonResponse<Value>> {
     let aliases = rooms::local_aliases(&state, &requester, &room_id).await?;
     Ok(JsonResponse(json!({ "aliases": aliases })))
+}
+
+/// The body of POST /rooms/{roomId}/upgrade.
+#[derive(Deserialize)]
+struct UpgradeBody {
+    new_version: Option<String>,
+    additional_creators: Option<Vec<String>>,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path(room_id): Path<String>,
+    Json(body): Json<UpgradeBody>,
+) -> Result<JsonResponse<Value>> {
+    let version = body
+        .new_version
+        .ok_or_else(|| Error::missing_param("new_version is required"))?;
+    let new_room = upgrade::upgrade_room(
+        &state,
+        &requester,
+        &room_id,
+        &version,
+        body.additional_creators,
+    )
+    .await?;
+    Ok(JsonResponse(json!({ "replacement_room": new_room })))
 }

@@ -287,17 +287,27 @@ pub async fn get_event(
     room_id: &str,
     event_id: &str,
 ) -> Result<Box<RawValue>> {
+    let row = visible_event(state, requester, room_id, event_id).await?;
+    let mut rendered =
+        timeline::render_all(&state.db, std::slice::from_ref(&row), viewer(requester)).await?;
+    Ok(rendered.remove(0))
+}
+
+/// The event `event_id` of `room_id` if `requester` may see it; 404 otherwise.
+pub async fn visible_event(
+    state: &AppState,
+    requester: &Requester,
+    room_id: &str,
+    event_id: &str,
+) -> Result<store::events::EventRow> {
     let user = requester.user_id.as_str();
     let vis = visibility_for(state, room_id, user)
         .await
         .map_err(|_| Error::not_found("Event not found"))?;
-    let row = store::events::event_by_id(&state.db, event_id)
+    store::events::event_by_id(&state.db, event_id)
         .await?
         .filter(|r| r.room_id == room_id && vis.can_see_row(r, user))
-        .ok_or_else(|| Error::not_found("Event not found"))?;
-    let mut rendered =
-        timeline::render_all(&state.db, std::slice::from_ref(&row), viewer(requester)).await?;
-    Ok(rendered.remove(0))
+        .ok_or_else(|| Error::not_found("Event not found"))
 }
 
 #[derive(Serialize)]

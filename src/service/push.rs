@@ -445,6 +445,56 @@ pub async fn set_actions(
     .await
 }
 
+/// Copies the user's enabled rules that name room `old` to room `new` (Synapse's
+/// `copy_push_rules_from_room_to_room_for_user`, synapse/storage/databases/main/push_rule.py):
+/// room rules, and the user's override and underride rules with a `room_id` condition on `old`,
+/// whose copies take `new` as their rule ID and in that condition.
+pub async fn copy_room_rules(state: &AppState, user_id: &str, old: &str, new: &str) -> Result<()> {
+    let rules = rules_for(state, user_id).await?;
+    let new_room = OwnedRoomId::try_from(new).map_err(Error::internal)?;
+    let mut copies: Vec<NewPushRule> = rules
+        .room
+        .iter()
+        .filter(|r| r.enabled && !r.default && r.rule_id == old)
+        .map(|r| NewPushRule::Room(NewSimplePushRule::new(new_room.clone(), r.actions.clone())))
+        .collect();
+    let names_old = |c: &PushCondition| matches!(c, PushCondition::EventMatch(m) if m.key == "room_id" && m.pattern == old);
+    for (overrides, set) in [(true, &rules.override_), (false, &rules.underride)] {
+        for rule in set.iter().filter(|r| r.enabled && !r.default) {
+            if !rule.conditions.iter().any(names_old) {
+                continue;
+            }
+            let conditions = rule
+                .conditions
+                .iter()
+                .map(|c| match c {
+                    PushCondition::EventMatch(m) if names_old(c) => PushCondition::EventMatch(
+                        ruma::push::EventMatchConditionData::new(m.key.clone(), new.to_owned()),
+                    ),
+                    other => other.clone(),
+                })
+                .collect();
+            let copy =
+                NewConditionalPushRule::new(new.to_owned(), conditions, rule.actions.clone());
+            copies.push(if overrides {
+                NewPushRule::Override(copy)
+            } else {
+                NewPushRule::Underride(copy)
+            });
+        }
+    }
+    if copies.is_empty() {
+        return Ok(());
+    }
+    modify(state, user_id, |rules| {
+        for rule in copies {
+            rules.insert(rule, None, None).map_err(Error::internal)?;
+        }
+        Ok(())
+    })
+    .await
+}
+
 /// Unread notification counts of one room.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnreadCounts {

@@ -33,8 +33,8 @@ pub enum UserAction {
     Join,
     /// Media uploads and `/create` (Synapse's `rc_media_create`).
     MediaCreate,
-    /// Reporting content (Synapse's `rc_reports`). Axon has no report endpoint yet; the limit is
-    /// configured and ready for one.
+    /// Reporting content: events, rooms and users (Synapse's `rc_reports`, which Synapse applies to
+    /// user reports only).
     Report,
 }
 

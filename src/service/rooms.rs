@@ -279,7 +279,7 @@ fn axum_status(code: u16) -> axum::http::StatusCode {
 
 /// Synapse's defaults, which clients expect: moderators at 50, admins at 100, invites open to all
 /// members of private rooms.
-fn default_power_levels(
+pub(crate) fn default_power_levels(
     version: RoomVersion,
     creator: &str,
     preset: &str,

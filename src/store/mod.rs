@@ -13,6 +13,7 @@ pub mod presence;
 pub mod push;
 pub mod receipts;
 pub mod registration;
+pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod secrets;

@@ -313,6 +313,18 @@ pub async fn delete_alias(db: impl PgExecutor<'_>, alias: &str) -> sqlx::Result<
     )
 }
 
+/// Points every alias of `from` at `to` (a room upgrade).
+pub async fn move_aliases(db: impl PgExecutor<'_>, from: &str, to: &str) -> sqlx::Result<u64> {
+    Ok(sqlx::query!(
+        "UPDATE room_aliases SET room_id = $2 WHERE room_id = $1",
+        from,
+        to
+    )
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 pub async fn alias_creator(
     db: impl PgExecutor<'_>,
     alias: &str,
