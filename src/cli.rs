@@ -31,7 +31,12 @@ pub enum UserCommand {
         keep_sessions: bool,
     },
     /// Deactivate a user for good: sessions end, the user leaves every room, the name is never reissued.
-    Deactivate { name: String },
+    Deactivate {
+        name: String,
+        /// Also erase: users who join the user's rooms later see the user's events redacted.
+        #[arg(long)]
+        erase: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,9 +124,9 @@ pub async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
             println!("password of {user_id} changed");
             Ok(())
         }
-        UserCommand::Deactivate { name } => {
+        UserCommand::Deactivate { name, erase } => {
             let user_id = accounts::validate_localpart(state, &localpart(state, &name)?)?;
-            accounts::deactivate(state, &user_id).await?;
+            accounts::deactivate(state, &user_id, erase).await?;
             println!("deactivated {user_id}");
             Ok(())
         }

@@ -47,6 +47,8 @@ pub struct Inner {
     pub push_rules: service::push::RulesetCache,
     /// Ignore lists, read on every sync.
     pub ignored: service::ignore::IgnoreCache,
+    /// The erased users (few; their events are served pruned to later joiners).
+    pub erased: service::erasure::ErasedUsers,
     pub typing: service::typing::Typing,
     pub recent: service::recent::RecentEvents,
 }
@@ -85,6 +87,7 @@ impl AppState {
             presence_touches: Default::default(),
             push_rules: Default::default(),
             ignored: Default::default(),
+            erased: Default::default(),
             typing: service::typing::Typing::new(),
             recent: Default::default(),
             writer_db: service::writer::writer_pool(&db),

@@ -1485,6 +1485,15 @@ async fn cli_manages_users_while_the_server_runs() {
     login(&app, "dave", PASSWORD)
         .await
         .expect_err(403, "M_FORBIDDEN");
+    let erased = axon::store::users::erased_users(&app.db).await.unwrap();
+    assert!(erased.is_empty(), "{erased:?}");
+
+    // `--erase`: the deactivation of `POST /account/deactivate` with `erase: true`.
+    app.register("erin").await;
+    let (ok, out, err) = axon_cli(&config, &["user", "deactivate", "erin", "--erase"], "").await;
+    assert!(ok, "{out}{err}");
+    let erased = axon::store::users::erased_users(&app.db).await.unwrap();
+    assert_eq!(erased, vec!["@erin:test.local".to_owned()]);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod common;
 mod accounts;
 mod e2ee;
 mod ephemeral;
+mod erasure;
 mod foundation;
 mod hostile_input;
 mod knocking;

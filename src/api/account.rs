@@ -117,6 +117,9 @@ async fn password_authenticated(
 #[derive(Deserialize)]
 struct DeactivateBody {
     auth: Option<uia::AuthData>,
+    /// Serve the account's events redacted to users who join after (default false).
+    #[serde(default)]
+    erase: bool,
 }
 
 async fn deactivate(
@@ -135,7 +138,7 @@ async fn deactivate(
     )
     .await?;
     uia::finish(&state, &passed).await?;
-    accounts::deactivate(&state, &user_id).await?;
+    accounts::deactivate(&state, &user_id, body.erase).await?;
     // Axon binds no third-party identifiers, so there is nothing to unbind anywhere.
     Ok(JsonResponse(
         json!({ "id_server_unbind_result": "no-support" }),

@@ -387,10 +387,15 @@ pub async fn change_password(
 }
 
 /// Deactivates the account for good: it can no longer log in, every device and token goes, the user
-/// leaves every room, and the name is never issued again.
-pub async fn deactivate(state: &AppState, user_id: &str) -> Result<()> {
+/// leaves every room, and the name is never issued again. With `erase`, the user's events are from
+/// now on served redacted to users who were not in the room when they were sent (`service::erasure`;
+/// marked before the leaves, as Synapse's deactivate_account.py marks before parting the rooms).
+pub async fn deactivate(state: &AppState, user_id: &str, erase: bool) -> Result<()> {
     if !store::users::deactivate(&state.db, user_id).await? {
         return Err(Error::not_found("No such active user"));
+    }
+    if erase {
+        crate::service::erasure::mark(state, user_id).await?;
     }
     remove_other_devices(state, user_id, None).await?;
     crate::service::rooms::leave_all_rooms(state, user_id).await

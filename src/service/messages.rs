@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use crate::service::auth::Requester;
+use crate::service::erasure::Erasure;
 use crate::service::events::EventDraft;
 use crate::service::filter::{RoomEventFilter, parse_room_event_filter};
 use crate::service::rate_limit::UserAction;
@@ -147,6 +148,15 @@ pub async fn redact(
         .ok_or_else(|| Error::internal("no event"))
 }
 
+/// Renders timeline events for the requester, erased senders' events pruned where they must be.
+async fn serve(
+    state: &AppState,
+    requester: &Requester,
+    rows: Vec<EventRow>,
+) -> Result<Vec<Box<RawValue>>> {
+    timeline::render_for(state, rows, viewer(requester)).await
+}
+
 /// Reads the room's visibility for the requester; 403 when they were never allowed in.
 async fn visibility_for(state: &AppState, room_id: &str, user_id: &str) -> Result<Visibility> {
     require_room(state, room_id).await?;
@@ -253,7 +263,6 @@ pub async fn messages(
             break;
         }
     }
-    let chunk = timeline::render_all(&state.db, &chunk_rows, viewer(requester)).await?;
     let state_events = if filter.lazy_load_members && !chunk_rows.is_empty() {
         let senders: Vec<String> = chunk_rows
             .iter()
@@ -272,6 +281,7 @@ pub async fn messages(
     // a page that brought events has an `end`, the live edge included).
     let more_may_follow = !exhausted || (!backwards && !chunk_rows.is_empty() && horizon >= upto);
     let end = more_may_follow.then(|| position_token(cursor));
+    let chunk = serve(state, requester, chunk_rows).await?;
     Ok(MessagesPage {
         chunk,
         start: position_token(from),
@@ -288,8 +298,7 @@ pub async fn get_event(
     event_id: &str,
 ) -> Result<Box<RawValue>> {
     let row = visible_event(state, requester, room_id, event_id).await?;
-    let mut rendered =
-        timeline::render_all(&state.db, std::slice::from_ref(&row), viewer(requester)).await?;
+    let mut rendered = serve(state, requester, vec![row]).await?;
     Ok(rendered.remove(0))
 }
 
@@ -396,11 +405,13 @@ pub async fn context(
         .await?
     };
     let v = viewer(requester);
-    let mut event = timeline::render_all(&state.db, std::slice::from_ref(&row), v).await?;
+    let mut conn = state.db.acquire().await?;
+    let mut erasure = Erasure::for_viewer(state, &mut conn, user).await?;
+    let mut event = timeline::render_all(&mut conn, &mut erasure, vec![row], v).await?;
     Ok(Context {
         event: event.remove(0),
-        events_before: timeline::render_all(&state.db, &before, v).await?,
-        events_after: timeline::render_all(&state.db, &after, v).await?,
+        events_before: timeline::render_all(&mut conn, &mut erasure, before, v).await?,
+        events_after: timeline::render_all(&mut conn, &mut erasure, after, v).await?,
         start: position_token(start),
         end: position_token(end),
         state: timeline::render_plain(&state_rows, v),
@@ -471,7 +482,7 @@ pub async fn relations(
         None
     };
     Ok(RelationsPage {
-        chunk: timeline::render_all(&state.db, &rows, viewer(requester)).await?,
+        chunk: serve(state, requester, rows).await?,
         next_batch,
         prev_batch: None,
     })
@@ -517,7 +528,7 @@ pub async fn threads(
         .filter(|r| vis.can_see_row(r, user))
         .collect();
     Ok(RelationsPage {
-        chunk: timeline::render_all(&state.db, &rows, viewer(requester)).await?,
+        chunk: serve(state, requester, rows).await?,
         next_batch,
         prev_batch: None,
     })

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod auth_rules;
 pub mod directory;
 pub mod e2ee;
+pub mod erasure;
 pub mod events;
 pub mod filter;
 pub mod ignore;

@@ -285,7 +285,7 @@ impl Notifier {
     }
 }
 
-/// Tells every other process to drop a cache ("tokens", "rooms").
+/// Tells every other process to drop a cache ("tokens", "rooms", "erased").
 pub async fn broadcast_invalidation(state: &AppState, cache: &str) -> Result<()> {
     let message = Message {
         c: Some(cache.into()),
@@ -339,6 +339,7 @@ fn apply_other(state: &AppState, message: Message) {
         .forget(message.m.iter().map(String::as_str));
     match message.c.as_deref() {
         Some("tokens") => state.tokens.clear(),
+        Some("erased") => state.erased.forget(),
         Some("rooms") => {
             state.rooms.clear();
             state.joined_rooms.clear();
@@ -446,6 +447,7 @@ async fn recover(state: &AppState, listener: &mut PgListener) {
     state.tokens.clear();
     state.push_rules.clear();
     state.ignored.clear();
+    state.erased.forget();
     state.joined_rooms.clear();
     // What this process remembers by stream position, in case the database went back in time.
     state.recent.clear();

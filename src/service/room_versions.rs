@@ -30,3 +30,13 @@ pub fn name(version: RoomVersion) -> &'static str {
         RoomVersion::V12 => "12",
     }
 }
+
+/// A stored client event with the room version's redaction algorithm applied: what a redacted
+/// event, or an erased sender's event, is served as.
+pub fn redact_client_json(version: RoomVersion, client_json: &str) -> crate::Result<String> {
+    let object: ruma::canonical_json::CanonicalJsonObject =
+        serde_json::from_str(client_json).map_err(crate::Error::internal)?;
+    let redacted = ruma::canonical_json::redact(object, &rules(version).redaction, None)
+        .map_err(|e| crate::Error::internal(format!("redaction: {e}")))?;
+    Ok(ruma::CanonicalJsonValue::Object(redacted).to_string())
+}

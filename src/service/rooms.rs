@@ -741,12 +741,10 @@ pub async fn state_event(
         .into_iter()
         .find(|r| r.event_type == event_type && r.state_key.as_deref() == Some(state_key))
         .ok_or_else(|| Error::not_found(format!("No {event_type} state with key {state_key:?}")))?;
-    let rendered = crate::service::timeline::render_all(
-        &state.db,
-        std::slice::from_ref(&row),
-        viewer(requester),
-    )
-    .await?;
+    // State events get no bundled aggregations (as in Synapse's relations handler), and are served
+    // as they are whoever sent them (erasure applies to timelines).
+    let rendered =
+        crate::service::timeline::render_plain(std::slice::from_ref(&row), viewer(requester));
     let event: Value = serde_json::from_str(rendered[0].get()).map_err(Error::internal)?;
     Ok(if whole_event {
         event

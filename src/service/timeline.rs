@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
-use sqlx::PgExecutor;
+use sqlx::PgConnection;
 
+use crate::service::erasure::Erasure;
 use crate::store::events::EventRow;
 use crate::{Error, Result, store};
 
@@ -66,19 +67,34 @@ fn splice_unsigned(client_json: &str, unsigned: &Value) -> Box<RawValue> {
         .unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"))
 }
 
-/// Renders rows with their bundled aggregations (one query for the whole batch).
+/// Renders rows of the timeline with their bundled aggregations (one query for the whole batch),
+/// erased senders' events pruned as `erasure` decides.
 pub async fn render_all(
-    db: impl PgExecutor<'_>,
-    rows: &[EventRow],
+    conn: &mut PgConnection,
+    erasure: &mut Erasure,
+    mut rows: Vec<EventRow>,
     viewer: Viewer<'_>,
 ) -> Result<Vec<Box<RawValue>>> {
+    erasure.prune(&mut *conn, &mut rows).await?;
     let refs: Vec<&EventRow> = rows.iter().collect();
-    let aggregations = aggregations_for(db, &refs, viewer).await?;
+    let aggregations = aggregations_for(conn, erasure, &refs, viewer).await?;
     let now = store::now_ms();
     Ok(rows
         .iter()
         .map(|r| render(r, viewer, now, &aggregations))
         .collect())
+}
+
+/// `render_all` on a connection of its own, through the viewer's erasure rules: for endpoints that
+/// render one list of events.
+pub async fn render_for(
+    state: &crate::AppState,
+    rows: Vec<EventRow>,
+    viewer: Viewer<'_>,
+) -> Result<Vec<Box<RawValue>>> {
+    let mut conn = state.db.acquire().await?;
+    let mut erasure = Erasure::for_viewer(state, &mut conn, viewer.user_id).await?;
+    render_all(&mut conn, &mut erasure, rows, viewer).await
 }
 
 /// Renders rows without bundled aggregations: for state, which relations do not decorate.
@@ -89,9 +105,11 @@ pub fn render_plain(rows: &[EventRow], viewer: Viewer<'_>) -> Vec<Box<RawValue>>
 }
 
 /// The spec's bundled aggregations: the latest edit (`m.replace`), thread summaries (`m.thread`) and
-/// references (`m.reference`).
+/// references (`m.reference`). `rows` have been through `erasure`, which also prunes the related
+/// events served here; an event served pruned gets no edit (nor does one whose edit is pruned).
 pub async fn aggregations_for(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
+    erasure: &mut Erasure,
     rows: &[&EventRow],
     viewer: Viewer<'_>,
 ) -> Result<Aggregations> {
@@ -108,10 +126,11 @@ pub async fn aggregations_for(
         "m.thread".to_owned(),
         "m.reference".to_owned(),
     ];
-    let related = store::events::relations_of(db, &ids, &rel_types).await?;
+    let mut related = store::events::relations_of(&mut *conn, &ids, &rel_types).await?;
     if related.is_empty() {
         return Ok(Aggregations::new());
     }
+    erasure.prune(conn, &mut related).await?;
     let senders: HashMap<&str, &str> = rows
         .iter()
         .map(|r| (r.event_id.as_str(), r.sender.as_str()))
@@ -133,7 +152,11 @@ pub async fn aggregations_for(
         let entry = out.entry(target.to_owned()).or_default();
         match rel_type {
             // Only the original sender's edits count; the newest wins (rows come oldest first).
-            "m.replace" if senders.get(target) == Some(&rel.sender.as_str()) => {
+            "m.replace"
+                if senders.get(target) == Some(&rel.sender.as_str())
+                    && !erasure.is_pruned(target)
+                    && !erasure.is_pruned(&rel.event_id) =>
+            {
                 let rendered: Value = serde_json::from_str(render(rel, viewer, now, &none).get())
                     .map_err(Error::internal)?;
                 entry.insert("m.replace".into(), rendered);

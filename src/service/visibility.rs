@@ -109,6 +109,22 @@ impl Visibility {
         }
     }
 
+    /// Whether the user was joined to the room at the event at `pos` (Synapse's
+    /// `_check_membership(...).joined`, synapse/visibility.py). For the user's own member event, the
+    /// more joined of the memberships before and after it counts, except that a leave (not a ban)
+    /// after a join or an invite does not count as joined.
+    pub fn joined_at(&self, pos: i64, own_member_event: bool) -> bool {
+        let before = Self::value_before(&self.memberships, pos).unwrap_or("leave");
+        if !own_member_event {
+            return before == "join";
+        }
+        let after = Self::value_before(&self.memberships, pos + 1).unwrap_or("leave");
+        if after == "leave" && matches!(before, "join" | "invite") {
+            return false;
+        }
+        before == "join" || after == "join"
+    }
+
     pub fn can_see_row(&self, row: &EventRow, user_id: &str) -> bool {
         let own = row.event_type == "m.room.member" && row.state_key.as_deref() == Some(user_id);
         self.can_see(row.stream_ordering, own)
@@ -218,6 +234,35 @@ mod tests {
         let vis = v(&[(8, "invite"), (10, "join")], &[(3, "invited")]);
         assert!(!vis.can_see(5, false));
         assert!(vis.can_see(9, false));
+    }
+
+    #[test]
+    fn joined_at_is_the_membership_when_the_event_was_sent() {
+        let vis = v(
+            &[(10, "join"), (20, "leave"), (30, "join")],
+            &[(3, "shared")],
+        );
+        assert!(!vis.joined_at(5, false));
+        assert!(!vis.joined_at(10, false), "before the join");
+        assert!(vis.joined_at(15, false));
+        assert!(!vis.joined_at(25, false));
+        assert!(vis.joined_at(31, false));
+    }
+
+    #[test]
+    fn joined_at_own_member_event_takes_the_more_joined_side() {
+        let vis = v(
+            &[(8, "invite"), (10, "join"), (20, "leave"), (30, "ban")],
+            &[(3, "shared")],
+        );
+        assert!(!vis.joined_at(8, true), "an invite from nothing");
+        assert!(vis.joined_at(10, true), "the join itself");
+        assert!(!vis.joined_at(20, true), "a leave after a join");
+        let banned = v(&[(10, "join"), (20, "ban")], &[(3, "shared")]);
+        assert!(
+            banned.joined_at(20, true),
+            "a ban after a join keeps the join"
+        );
     }
 
     #[test]

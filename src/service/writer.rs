@@ -644,12 +644,7 @@ async fn apply_redaction(
         .await?
         .and_then(|v| room_versions::parse(&v))
         .ok_or_else(|| Error::internal("redaction in a room of unknown version"))?;
-    let object: ruma::canonical_json::CanonicalJsonObject =
-        serde_json::from_str(&target.client_json).map_err(Error::internal)?;
-    let redacted =
-        ruma::canonical_json::redact(object, &room_versions::rules(version).redaction, None)
-            .map_err(|e| Error::internal(format!("redaction: {e}")))?;
-    let json = ruma::CanonicalJsonValue::Object(redacted).to_string();
+    let json = room_versions::redact_client_json(version, &target.client_json)?;
     store::events::redact(conn, target_id, &redaction.event_id, &json).await?;
     Ok(target.state_key.is_some().then_some(target.room_id))
 }

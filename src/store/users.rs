@@ -81,6 +81,25 @@ pub async fn deactivate(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<
     Ok(done.rows_affected() == 1)
 }
 
+/// Records that the user asked for erasure (once; a second request changes nothing).
+pub async fn mark_erased(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO erased_users (user_id, erased_ts) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+        user_id,
+        super::now_ms()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Every erased user.
+pub async fn erased_users(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!("SELECT user_id FROM erased_users")
+        .fetch_all(db)
+        .await
+}
+
 pub async fn set_displayname(
     db: impl PgExecutor<'_>,
     user_id: &str,

@@ -75,8 +75,8 @@ pub async fn contexts(
         out.push(EventContext {
             start: position_token(start),
             end: position_token(end),
-            events_before: timeline::render_all(&state.db, &before, viewer).await?,
-            events_after: timeline::render_all(&state.db, &after, viewer).await?,
+            events_before: timeline::render_for(state, before, viewer).await?,
+            events_after: timeline::render_for(state, after, viewer).await?,
             profile_info,
         });
     }

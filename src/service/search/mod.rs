@@ -186,7 +186,7 @@ async fn room_events(
         user_id,
         device_id: Some(requester.device_id.as_str()),
     };
-    let rendered = timeline::render_all(&state.db, &rows, viewer).await?;
+    let rendered = timeline::render_for(state, rows.clone(), viewer).await?;
     let highlights = highlights(state, &c.term, &rows).await?;
     let mut contexts = match c.context {
         Some(limits) => context::contexts(state, user_id, viewer, &rows, limits).await?,

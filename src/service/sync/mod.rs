@@ -25,6 +25,7 @@ pub use gate::SyncGate;
 pub use joined::JoinedRoomsCache;
 
 use crate::service::auth::Requester;
+use crate::service::erasure::Erasure;
 use crate::service::filter::{Filter, RoomEventFilter};
 use crate::service::notifier::Subscription;
 use crate::service::room_cache::RoomSnapshot;
@@ -660,9 +661,14 @@ async fn compute_on(
         by_room
     };
 
-    // Bundled aggregations for every timeline at once: one query, not one per room.
+    // Erased senders' events pruned, then bundled aggregations for every timeline at once: one
+    // query, not one per room.
+    let mut erasure = Erasure::for_viewer(state, &mut tx, user).await?;
+    for rows in timelines.values_mut() {
+        erasure.prune(&mut tx, rows).await?;
+    }
     let all_rows: Vec<&EventRow> = timelines.values().flatten().collect();
-    let aggregations = timeline::aggregations_for(&mut *tx, &all_rows, viewer).await?;
+    let aggregations = timeline::aggregations_for(&mut tx, &mut erasure, &all_rows, viewer).await?;
     let mut rooms = Rooms::default();
     // Users who joined (or were invited to, or knocked on) rooms in this response: their presence
     // comes with them, as in Synapse's `calculate_user_changes`.
@@ -706,7 +712,16 @@ async fn compute_on(
         // Joined since the token: the timeline is the room's latest events up to the leave.
         let after = if plan.newly_joined { 0 } else { from };
         let room = left_room(
-            &mut tx, requester, viewer, m, full, after, limit, filter, ignored,
+            &mut tx,
+            &mut erasure,
+            requester,
+            viewer,
+            m,
+            full,
+            after,
+            limit,
+            filter,
+            ignored,
         )
         .await?;
         rooms.leave.insert(m.room_id.clone(), room);
@@ -1270,6 +1285,7 @@ async fn stripped_state(
 #[allow(clippy::too_many_arguments)]
 async fn left_room(
     tx: &mut PgConnection,
+    erasure: &mut Erasure,
     requester: &Requester,
     viewer: Viewer<'_>,
     m: &store::rooms::MembershipRow,
@@ -1321,7 +1337,7 @@ async fn left_room(
     keep_latest(&mut state_rows, state_filter.limit);
     Ok(LeftRoom {
         timeline: Timeline {
-            events: timeline::render_all(&mut *tx, &rows, viewer).await?,
+            events: timeline::render_all(&mut *tx, erasure, rows, viewer).await?,
             limited,
             prev_batch: crate::service::messages::position_token(first_pos - 1),
         },
