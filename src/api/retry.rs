@@ -1,9 +1,10 @@
 //! One more try for a request whose database connection was lost (PostgreSQL restarted, the
 //! network dropped): the pools have by then discarded every connection of the old server, so the
-//! second try runs on fresh ones. A request fails on a lost connection before it commits (a
-//! statement or the commit itself cannot reach the server), and everything Axon acknowledges is
-//! idempotent on retry or made so (transaction IDs), so the replay is safe in practice. If the
-//! database is still down, the answer is the 503 with `retry_after_ms` of the second try.
+//! second try runs on fresh ones. A request almost always fails on a lost connection before it
+//! commits (a statement cannot reach the server); sends are idempotent through their transaction
+//! IDs. Only a commit whose reply was lost could make a request that is not idempotent by design
+//! (createRoom) run twice. If the database is still down, the answer is the 503 with
+//! `retry_after_ms` of the second try.
 
 use axum::body::Body;
 use axum::extract::Request;
