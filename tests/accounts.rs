@@ -12,7 +12,8 @@ use crate::common::*;
 
 const PASSWORD: &str = "correct horse";
 
-async fn post(app: &TestApp, path: &str, body: Value) -> Resp {
+/// An unauthenticated POST to a client-server v3 path.
+pub(crate) async fn post(app: &TestApp, path: &str, body: Value) -> Resp {
     app.request(
         Method::POST,
         &format!("/_matrix/client/v3{path}"),

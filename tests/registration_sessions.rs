@@ -6,17 +6,8 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::accounts::post;
 use crate::common::*;
-
-async fn post(app: &TestApp, path: &str, body: Value) -> Resp {
-    app.request(
-        Method::POST,
-        &format!("/_matrix/client/v3{path}"),
-        None,
-        Some(body),
-    )
-    .await
-}
 
 /// Starts a registration with `body` and returns the session of the 401.
 async fn start(app: &TestApp, body: Value) -> String {

@@ -17,7 +17,8 @@ fn filter(value: Value) -> String {
     format!("filter={}", enc(&value.to_string()))
 }
 
-fn types(events: &Value) -> Vec<&str> {
+/// The `type`s of a list of events, in order.
+pub(crate) fn types(events: &Value) -> Vec<&str> {
     events
         .as_array()
         .map(|events| events.iter().filter_map(|e| e["type"].as_str()).collect())

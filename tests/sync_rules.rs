@@ -8,16 +8,10 @@ use crate::common::*;
 use crate::messaging::send_ok;
 use crate::rooms::{create_room, join};
 use crate::sync::{long_poll, next_batch, sync, sync_token};
+use crate::sync_contents::types;
 
 fn filter(value: Value) -> String {
     format!("filter={}", enc(&value.to_string()))
-}
-
-fn types(events: &Value) -> Vec<&str> {
-    events
-        .as_array()
-        .map(|events| events.iter().filter_map(|e| e["type"].as_str()).collect())
-        .unwrap_or_default()
 }
 
 /// The (type, state_key) of each event.
