@@ -333,7 +333,8 @@ async fn presence_changes_wake_room_mates_in_batches() {
     let since = crate::sync::sync_token(&alice, "").await;
     // Counts the wake-ups of a subscriber of the room while the mates change their presence, one
     // after another (each change used to wake the room at once: four wake-ups).
-    let watch = app.state.notifier.subscribe([room.as_str()]);
+    let key = axon::service::notifier::presence_key(&room);
+    let watch = app.state.notifier.subscribe([key.as_str()]);
     let counting = tokio::spawn(async move {
         let mut wakes = 0;
         let until = Instant::now() + DEFERRED_WAKE_INTERVAL * 3;
@@ -368,6 +369,26 @@ async fn presence_changes_wake_room_mates_in_batches() {
         .map(|e| e["sender"].as_str().unwrap())
         .collect();
     assert_eq!(senders.len(), mates.len(), "{s}");
+}
+
+/// Room mates' presence wakes only the long polls that show presence: a client whose filter
+/// leaves presence out (bots, the crowd of a big room) is not woken for it.
+#[tokio::test]
+async fn presence_wakes_only_polls_that_want_presence() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let key = axon::service::notifier::presence_key(&room);
+    let since = crate::sync::sync_token(&alice, "").await;
+    let no_presence = enc(r#"{"presence":{"types":[]}}"#);
+    let quiet = crate::sync::long_poll(&alice, &since, &format!("filter={no_presence}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.state.notifier.subscribers(&key), 0);
+    let listening = crate::sync::long_poll(&alice, &since, "");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.state.notifier.subscribers(&key), 1);
+    quiet.abort();
+    listening.abort();
 }
 
 /// A long poll woken by presence gets the change without a database read when this process

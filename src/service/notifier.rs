@@ -20,7 +20,7 @@ const MAX_PAYLOAD: usize = 7000;
 pub struct Notifier {
     /// Distinguishes our own NOTIFYs from other processes'.
     pub instance: String,
-    waiters: Mutex<HashMap<String, Vec<Weak<Waiter>>>>,
+    waiters: Mutex<Waiters>,
     /// The highest stream position this process knows to be committed: its own commits and those
     /// other processes announced. Raised before the wake-up of the commit it stands for, so a
     /// subscriber that reads it after subscribing either sees the commit here or gets its wake-up.
@@ -32,6 +32,12 @@ pub struct Notifier {
     deferred: Mutex<Option<HashSet<String>>>,
 }
 
+/// The key a long poll that wants presence subscribes under for one of its rooms: presence
+/// changes of room mates wake only those (a client filtering presence out is not woken for it).
+pub fn presence_key(room_id: &str) -> String {
+    format!("presence:{room_id}")
+}
+
 /// How often deferred wake-ups go out: a subscriber is woken at most this often for changes
 /// that are not urgent, however many there are.
 pub const DEFERRED_WAKE_INTERVAL: Duration = Duration::from_millis(500);
@@ -40,6 +46,76 @@ const MAX_DEFERRED: usize = 100_000;
 
 pub struct Waiter {
     notify: Notify,
+}
+
+/// The subscriptions by key. Keys nobody listens to any more (a device's, a room's after its
+/// pollers went) are swept whenever the map has doubled since the last sweep.
+#[derive(Default)]
+struct Waiters {
+    by_key: HashMap<String, WaiterList>,
+    /// The number of keys after the last sweep.
+    swept_len: usize,
+}
+
+impl Waiters {
+    fn add(&mut self, key: &str, waiter: &Arc<Waiter>) {
+        match self.by_key.get_mut(key) {
+            Some(list) => list.push(Arc::downgrade(waiter)),
+            None => {
+                if self.by_key.len() >= 2 * self.swept_len.max(64) {
+                    self.by_key.retain(|_, list| {
+                        list.prune();
+                        !list.is_empty()
+                    });
+                    self.swept_len = self.by_key.len();
+                }
+                let mut list = WaiterList::default();
+                list.push(Arc::downgrade(waiter));
+                self.by_key.insert(key.to_owned(), list);
+            }
+        }
+    }
+}
+
+/// The subscriptions under one key. Entries of dropped subscriptions are pruned lazily, and only
+/// once the list has doubled since the last pruning: subscribing stays O(1) amortised even when
+/// thousands of long polls share one key (a big room), where pruning on every subscription made a
+/// crowd re-subscribing after a wake-up quadratic.
+#[derive(Default)]
+struct WaiterList {
+    entries: Vec<Weak<Waiter>>,
+    /// The length after the last pruning.
+    pruned_len: usize,
+}
+
+impl WaiterList {
+    fn push(&mut self, waiter: Weak<Waiter>) {
+        if self.entries.len() >= 2 * self.pruned_len.max(8) {
+            self.prune();
+        }
+        self.entries.push(waiter);
+    }
+
+    fn prune(&mut self) {
+        self.entries.retain(|w| w.strong_count() > 0);
+        self.pruned_len = self.entries.len();
+    }
+
+    /// Wakes every live subscription, dropping the dead ones.
+    fn wake(&mut self) {
+        self.entries.retain(|w| match w.upgrade() {
+            Some(waiter) => {
+                waiter.notify.notify_one();
+                true
+            }
+            None => false,
+        });
+        self.pruned_len = self.entries.len();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
 }
 
 /// A registration under some keys; dropping it is enough to unsubscribe (entries are pruned lazily).
@@ -75,7 +151,8 @@ pub struct Message {
     /// Users whose memberships changed (their cached joined rooms are stale).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub m: Vec<String>,
-    /// Keys to wake with the next batch of deferred wake-ups (presence: see `wake_soon`).
+    /// Rooms whose presence subscribers wake with the next batch of deferred wake-ups (see
+    /// `wake_soon`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub d: Vec<String>,
     /// The stream position the commit reached; added by the statement that sends the message
@@ -94,16 +171,16 @@ impl Notifier {
     pub fn new() -> Self {
         Self {
             instance: crate::service::auth::random_string(12),
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(Waiters::default()),
             seen: AtomicI64::new(0),
             stopping: Default::default(),
             deferred: Mutex::new(Some(HashSet::new())),
         }
     }
 
-    /// Wakes the subscribers of `keys` with the next batch of deferred wake-ups rather than now:
-    /// for news that is not urgent and comes in crowds (presence), so that a subscriber wakes at
-    /// most once per `DEFERRED_WAKE_INTERVAL` for all of it.
+    /// Wakes the presence subscribers of `rooms` (`presence_key`) with the next batch of
+    /// deferred wake-ups rather than now: presence is not urgent and comes in crowds, so a
+    /// subscriber wakes at most once per `DEFERRED_WAKE_INTERVAL` for all of it.
     pub fn wake_soon<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
         let mut deferred = self.deferred.lock().unwrap();
         if let Some(set) = deferred.as_mut() {
@@ -118,12 +195,16 @@ impl Notifier {
         }
     }
 
-    /// Sends the deferred wake-ups gathered since the last call.
+    /// Sends the deferred wake-ups gathered since the last call: to the subscribers of the
+    /// rooms' presence keys (`presence_key`), that is only to long polls that want presence.
     pub fn wake_deferred(&self) {
         let taken = self.deferred.lock().unwrap().replace(HashSet::new());
         match taken {
-            Some(keys) if keys.is_empty() => {}
-            Some(keys) => self.wake(keys.iter().map(String::as_str)),
+            Some(rooms) if rooms.is_empty() => {}
+            Some(rooms) => {
+                let keys: Vec<String> = rooms.iter().map(|room| presence_key(room)).collect();
+                self.wake(keys.iter().map(String::as_str))
+            }
             None => self.wake_all(),
         }
     }
@@ -183,10 +264,16 @@ impl Notifier {
     pub fn extend<'a>(&self, subscription: &Subscription, keys: impl IntoIterator<Item = &'a str>) {
         let mut waiters = self.waiters.lock().unwrap();
         for key in keys {
-            let list = waiters.entry(key.to_owned()).or_default();
-            list.retain(|w| w.strong_count() > 0);
-            list.push(Arc::downgrade(&subscription.waiter));
+            waiters.add(key, &subscription.waiter);
         }
+    }
+
+    /// How many live subscriptions `key` has (for tests and metrics).
+    pub fn subscribers(&self, key: &str) -> usize {
+        let waiters = self.waiters.lock().unwrap();
+        waiters.by_key.get(key).map_or(0, |list| {
+            list.entries.iter().filter(|w| w.strong_count() > 0).count()
+        })
     }
 
     /// Wakes the subscribers of `keys` for a change outside the stream (typing, media); a stream
@@ -194,16 +281,10 @@ impl Notifier {
     pub fn wake<'a>(&self, keys: impl IntoIterator<Item = &'a str>) {
         let mut waiters = self.waiters.lock().unwrap();
         for key in keys {
-            if let Some(list) = waiters.get_mut(key) {
-                list.retain(|w| match w.upgrade() {
-                    Some(waiter) => {
-                        waiter.notify.notify_one();
-                        true
-                    }
-                    None => false,
-                });
+            if let Some(list) = waiters.by_key.get_mut(key) {
+                list.wake();
                 if list.is_empty() {
-                    waiters.remove(key);
+                    waiters.by_key.remove(key);
                 }
             }
         }
@@ -211,10 +292,11 @@ impl Notifier {
 
     pub fn wake_all(&self) {
         let mut waiters = self.waiters.lock().unwrap();
-        for waiter in waiters.values().flatten().filter_map(Weak::upgrade) {
-            waiter.notify.notify_one();
+        for list in waiters.by_key.values_mut() {
+            list.wake();
         }
-        waiters.retain(|_, list| list.iter().any(|w| w.strong_count() > 0));
+        waiters.by_key.retain(|_, list| !list.is_empty());
+        waiters.swept_len = waiters.by_key.len();
     }
 
     /// The NOTIFY payload for a commit that wakes `keys`.
@@ -458,6 +540,48 @@ async fn recover(state: &AppState, listener: &mut PgListener) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dropped_subscriptions_do_not_pile_up_under_a_busy_key() {
+        let notifier = Notifier::new();
+        let keep = notifier.subscribe(["room"]);
+        for _ in 0..10_000 {
+            drop(notifier.subscribe(["room"]));
+        }
+        let waiters = notifier.waiters.lock().unwrap();
+        assert!(waiters.by_key["room"].entries.len() <= 32);
+        drop(waiters);
+        notifier.wake(["room"]);
+        assert_eq!(
+            notifier.waiters.lock().unwrap().by_key["room"]
+                .entries
+                .len(),
+            1
+        );
+        drop(keep);
+    }
+
+    #[test]
+    fn keys_nobody_listens_to_are_swept() {
+        let notifier = Notifier::new();
+        for i in 0..10_000 {
+            drop(notifier.subscribe([format!("device:{i}").as_str()]));
+        }
+        assert!(notifier.waiters.lock().unwrap().by_key.len() <= 256);
+    }
+
+    #[tokio::test]
+    async fn a_wake_reaches_every_live_subscription() {
+        let notifier = Notifier::new();
+        let subs: Vec<_> = (0..100).map(|_| notifier.subscribe(["room"])).collect();
+        for _ in 0..1_000 {
+            drop(notifier.subscribe(["room"]));
+        }
+        notifier.wake(["room"]);
+        for sub in &subs {
+            assert!(sub.wait(Duration::from_millis(10)).await);
+        }
+    }
 
     #[test]
     fn the_position_the_statement_appends_is_read_back() {

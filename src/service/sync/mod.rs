@@ -27,7 +27,7 @@ pub use joined::JoinedRoomsCache;
 use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
 use crate::service::filter::{Filter, RoomEventFilter};
-use crate::service::notifier::Subscription;
+use crate::service::notifier::{self, Subscription};
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
@@ -283,6 +283,9 @@ async fn sync_in_client_format(
     let user = requester.user_id.as_str();
     Box::pin(presence::on_sync(state, user, req.set_presence.as_deref())).await?;
     let device_key = format!("device:{user}:{}", requester.device_id);
+    // Room mates' presence wakes only the long polls that would show it.
+    let wants_presence =
+        state.config.presence.enabled && !req.filter.presence.excludes_everything();
     // Set once a wait ends in a wake-up: what woke us is then answered at once.
     let mut woken = false;
     loop {
@@ -292,7 +295,8 @@ async fn sync_in_client_format(
         // counted in `seen`, before its wake-up).
         let (subscription, rooms) = match since {
             Some(_) if started < deadline => {
-                let (subscription, rooms) = subscribe(state, user, &device_key).await?;
+                let (subscription, rooms) =
+                    subscribe(state, user, &device_key, wants_presence).await?;
                 (Some(subscription), Some(rooms))
             }
             _ => (None, None),
@@ -364,19 +368,27 @@ async fn sync_in_client_format(
     }
 }
 
-/// Subscribes a long poll under its user, its device and its joined rooms, which it returns. The
-/// user's key comes first: a membership change wakes it after forgetting the cached rooms, so rooms
-/// read after it are either current or followed by that wake-up.
+/// Subscribes a long poll under its user, its device and its joined rooms (with their presence
+/// keys when it wants presence), and returns the rooms. The user's key comes first: a membership
+/// change wakes it after forgetting the cached rooms, so rooms read after it are either current or
+/// followed by that wake-up.
 async fn subscribe(
     state: &AppState,
     user: &str,
     device_key: &str,
+    wants_presence: bool,
 ) -> Result<(Subscription, Arc<[String]>)> {
     let subscription = state.notifier.subscribe([user, device_key]);
     let rooms = Box::pin(joined::joined_rooms(state, user)).await?;
     state
         .notifier
         .extend(&subscription, rooms.iter().map(String::as_str));
+    if wants_presence {
+        let keys: Vec<String> = rooms.iter().map(|r| notifier::presence_key(r)).collect();
+        state
+            .notifier
+            .extend(&subscription, keys.iter().map(String::as_str));
+    }
     Ok((subscription, rooms))
 }
 
