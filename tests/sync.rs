@@ -1100,6 +1100,65 @@ async fn a_woken_sync_brings_the_members_a_lazy_loading_client_lacks() {
     }
 }
 
+/// A member event this process did not write (another process did) is read for the first woken
+/// sync that needs it and then served to every other from memory: each lazy-loading poll woken by
+/// the sender's message carries it, the same as the database gives.
+#[tokio::test]
+async fn woken_lazy_loading_syncs_share_a_member_event_written_elsewhere() {
+    let app = spawn_app().await;
+    let peer = spawn_peer(&app).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    peer.as_user(&bob)
+        .post(&format!("/join/{}", enc(&room)), json!({}))
+        .await
+        .ok();
+    let mut readers = Vec::new();
+    for i in 0..12 {
+        let reader = app.register(&format!("reader{i}")).await;
+        join(&reader, &room).await;
+        readers.push(reader);
+    }
+    send_ok(&alice, &room, "the last word before").await;
+    let filter = enc(&json!({"presence": {"types": []},
+                "room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 1}}})
+    .to_string());
+    let query = format!("filter={filter}");
+    let mut polls = Vec::new();
+    for reader in &readers {
+        let since = sync_token(reader, &query).await;
+        polls.push(long_poll(reader, &since, &query));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bob_here = app.as_user(&bob);
+    send_ok(&bob_here, &room, "hello from bob").await;
+    let expected = bob_here
+        .get(&format!(
+            "/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc(&bob.user_id)
+        ))
+        .await
+        .ok();
+    for poll in polls {
+        let s = tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .expect("woken")
+            .unwrap();
+        let state = s["rooms"]["join"][&room]["state"]["events"]
+            .as_array()
+            .unwrap();
+        let bobs: Vec<&Value> = state
+            .iter()
+            .filter(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
+            .collect();
+        assert_eq!(bobs.len(), 1, "{s}");
+        assert_eq!(bobs[0]["content"], expected, "{s}");
+        assert_eq!(bobs[0]["sender"], bob.user_id.as_str());
+    }
+}
+
 #[tokio::test]
 async fn event_format_federation_serves_the_pdus() {
     let app = spawn_app().await;

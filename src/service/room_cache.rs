@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::Value;
 
 use crate::service::auth_rules::{self, RoomVersion};
+use crate::store::events::EventRow;
 
 #[derive(Debug)]
 pub struct StateEntry {
@@ -16,18 +17,48 @@ pub struct StateEntry {
     pub content: Value,
 }
 
+/// A room's state: type → state_key → entry.
+pub type StateMap = HashMap<String, HashMap<String, Arc<StateEntry>>>;
+
 #[derive(Debug, Clone)]
 pub struct RoomSnapshot {
     pub room_id: String,
     pub version: RoomVersion,
     pub head_event_id: String,
     pub head_depth: i64,
-    /// type → state_key → entry.
-    pub state: HashMap<String, HashMap<String, Arc<StateEntry>>>,
+    /// The current state, shared between the snapshots of successive heads until it changes (a
+    /// message into a room of thousands then copies nothing).
+    pub state: Arc<StateMap>,
     /// The members by membership, worked out from `state` on first use (a big room has thousands,
-    /// and every sync's summary and every message's push rules ask). Whoever changes `state` resets
-    /// it (`OnceLock::new()`).
+    /// and every sync's summary and every message's push rules ask). Whoever changes the member
+    /// events of `state` resets it (`OnceLock::new()`).
     pub members: OnceLock<Arc<MemberLists>>,
+    /// The current member events as stored rows, read once per event on demand (lazy-loading
+    /// syncs woken by a message need its sender's). Reset with `members`.
+    pub member_rows: Arc<MemberRows>,
+}
+
+/// One member's current member event row, once read (`None`: the user has no member event).
+pub type MemberRowCell = tokio::sync::OnceCell<Option<Arc<EventRow>>>;
+
+/// Stored rows of current member events by user, each read at most once however many syncs ask
+/// at the same time (a message into a big room wakes them all at once).
+#[derive(Debug, Default)]
+pub struct MemberRows {
+    rows: Mutex<HashMap<String, Arc<MemberRowCell>>>,
+}
+
+impl MemberRows {
+    /// The cell for `user`'s current member event row.
+    pub fn cell(&self, user: &str) -> Arc<MemberRowCell> {
+        let mut rows = self.rows.lock().unwrap();
+        if let Some(cell) = rows.get(user) {
+            return cell.clone();
+        }
+        let cell = Arc::new(tokio::sync::OnceCell::new());
+        rows.insert(user.to_owned(), cell.clone());
+        cell
+    }
 }
 
 /// A room's members by membership, each list sorted.
@@ -41,7 +72,7 @@ pub struct MemberLists {
 }
 
 impl MemberLists {
-    fn of(state: &HashMap<String, HashMap<String, Arc<StateEntry>>>) -> Self {
+    fn of(state: &StateMap) -> Self {
         let mut lists = Self::default();
         for (user, entry) in state.get("m.room.member").into_iter().flatten() {
             let list = match entry.content.get("membership").and_then(Value::as_str) {

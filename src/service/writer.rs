@@ -260,10 +260,16 @@ impl WorkingRoom {
         let mut snapshot = (*self.base).clone();
         snapshot.head_event_id = self.head_event_id;
         snapshot.head_depth = self.head_depth;
-        for ((t, k), entry) in self.changes {
-            snapshot.state.entry(t).or_default().insert(k, entry);
+        if self.changes.keys().any(|(t, _)| t == "m.room.member") {
+            snapshot.members = Default::default();
+            snapshot.member_rows = Default::default();
         }
-        snapshot.members = Default::default();
+        if !self.changes.is_empty() {
+            let state = Arc::make_mut(&mut snapshot.state);
+            for ((t, k), entry) in self.changes {
+                state.entry(t).or_default().insert(k, entry);
+            }
+        }
         Arc::new(snapshot)
     }
 }
@@ -748,8 +754,9 @@ fn build_new_room(
         version,
         head_event_id: String::new(),
         head_depth: 0,
-        state: HashMap::new(),
+        state: Default::default(),
         members: Default::default(),
+        member_rows: Default::default(),
     };
     let new_event = NewEvent {
         event_type: &create.event_type,
@@ -774,8 +781,7 @@ fn build_new_room(
     snapshot.room_id = create_event.room_id.clone();
     snapshot.head_event_id = create_event.event_id.clone();
     snapshot.head_depth = 1;
-    snapshot
-        .state
+    Arc::make_mut(&mut snapshot.state)
         .entry("m.room.create".into())
         .or_default()
         .insert(
@@ -837,8 +843,9 @@ async fn load_snapshot(
         version,
         head_event_id: head.head_event_id.clone(),
         head_depth: head.head_depth,
-        state: HashMap::new(),
+        state: Default::default(),
         members: Default::default(),
+        member_rows: Default::default(),
     };
     for row in store::rooms::current_state_events(conn, &head.room_id).await? {
         let event: Value = serde_json::from_str(&row.client_json).map_err(Error::internal)?;
@@ -850,8 +857,7 @@ async fn load_snapshot(
                 .cloned()
                 .unwrap_or(Value::Object(Default::default())),
         };
-        snapshot
-            .state
+        Arc::make_mut(&mut snapshot.state)
             .entry(row.event_type)
             .or_default()
             .insert(row.state_key, Arc::new(entry));

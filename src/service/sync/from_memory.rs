@@ -10,6 +10,7 @@
 //! side, in one round trip.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -21,6 +22,7 @@ use super::{
 use crate::service::auth::Requester;
 use crate::service::filter::Filter;
 use crate::service::recent::{RecentEntry, RecentEvent};
+use crate::service::room_cache::MemberRowCell;
 use crate::service::timeline::{self, Aggregations, Viewer};
 use crate::service::{e2ee, ignore, presence, push, typing};
 use crate::store::events::EventRow;
@@ -188,7 +190,12 @@ pub async fn serve(
                         Some(RecentEntry::Event(event)) => {
                             wanted.from_memory.push(event.row.clone())
                         }
-                        _ => wanted.to_read.push(member),
+                        // The state at the timeline's start is the snapshot's (checked above):
+                        // its member rows are read once for every sync that wants them.
+                        _ => {
+                            let cell = snapshot.member_rows.cell(&member);
+                            wanted.to_read.push((member, cell));
+                        }
                     }
                 }
                 members_wanted.push(wanted);
@@ -254,16 +261,21 @@ pub async fn serve(
             let mut found = Vec::with_capacity(members_wanted.len());
             for wanted in &members_wanted {
                 let mut rows = wanted.from_memory.clone();
-                if !wanted.to_read.is_empty() {
-                    rows.extend(
-                        store::events::members_at(
-                            &state.db,
-                            &wanted.room_id,
-                            &wanted.to_read,
-                            wanted.at,
-                        )
-                        .await?,
-                    );
+                for (member, cell) in &wanted.to_read {
+                    let row = cell
+                        .get_or_try_init(|| async {
+                            let users = std::slice::from_ref(member);
+                            let mut rows = store::events::members_at(
+                                &state.db,
+                                &wanted.room_id,
+                                users,
+                                wanted.at,
+                            )
+                            .await?;
+                            Ok::<_, crate::Error>(rows.pop().map(Arc::new))
+                        })
+                        .await?;
+                    rows.extend(row.as_deref().cloned());
                 }
                 // In the order the database path gives them.
                 rows.sort_by_key(|r| {
@@ -341,7 +353,8 @@ struct MembersWanted {
     /// The position before the timeline (what the database read is bounded by).
     at: i64,
     from_memory: Vec<EventRow>,
-    to_read: Vec<String>,
+    /// The members whose rows come from the snapshot's cells (read by the first who asks).
+    to_read: Vec<(String, Arc<MemberRowCell>)>,
 }
 
 /// The cached key counts, or a read of them.
