@@ -20,6 +20,8 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub sessions: Sessions,
+    pub openid: OpenId,
+    pub login_token: LoginToken,
     pub messages: Messages,
     pub directory: Directory,
     pub log: Log,
@@ -127,6 +129,46 @@ pub struct Sessions {
     pub refreshable_access_token_lifetime_ms: u64,
 }
 
+/// OpenID tokens (`POST /user/{userId}/openid/request_token`), which widgets, integration managers
+/// and call servers exchange at `/_matrix/federation/v1/openid/userinfo` for the user's ID.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenId {
+    /// How long a token is honoured, in milliseconds (Synapse: one hour, fixed).
+    pub token_lifetime_ms: u64,
+}
+
+/// Logging in a new device from an existing session (`POST /v1/login/get_token`, then an
+/// `m.login.token` login): Synapse's `login_via_existing_session`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginToken {
+    /// Off by default: the endpoint answers 404 and `m.login.token` is not offered.
+    pub enabled: bool,
+    /// The requesting session must pass user-interactive authentication (the password) every time.
+    pub require_ui_auth: bool,
+    /// How long a login token is honoured, in milliseconds (Synapse's `token_timeout`, 5 minutes).
+    pub lifetime_ms: u64,
+}
+
+impl Default for OpenId {
+    fn default() -> Self {
+        Self {
+            token_lifetime_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
+impl Default for LoginToken {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            require_ui_auth: true,
+            lifetime_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Messages {
@@ -222,6 +264,8 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             sessions: Sessions::default(),
+            openid: OpenId::default(),
+            login_token: LoginToken::default(),
             messages: Messages::default(),
             directory: Directory::default(),
             log: Log::default(),
@@ -462,6 +506,12 @@ impl Config {
                 "sessions.refreshable_access_token_lifetime_ms",
                 "must be at least 1000",
             );
+        }
+        if self.openid.token_lifetime_ms < 1000 {
+            return invalid("openid.token_lifetime_ms", "must be at least 1000");
+        }
+        if self.login_token.lifetime_ms < 1000 {
+            return invalid("login_token.lifetime_ms", "must be at least 1000");
         }
         if self
             .log
