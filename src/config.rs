@@ -103,6 +103,8 @@ pub struct RateLimits {
     pub media_create: Limit,
     /// Content reports per user.
     pub report: Limit,
+    /// Login tokens (`POST /v1/login/get_token`) per user, counted after UIA.
+    pub login_token: Limit,
     /// Users named in /keys/query and devices in /keys/claim, per user (each counts one token).
     pub key_lookups: Limit,
 }
@@ -345,6 +347,8 @@ impl Default for RateLimits {
             invite_per_user: Limit::new(0.003, 5),
             media_create: Limit::new(10.0, 50),
             report: Limit::new(1.0, 5),
+            // About one a minute, as Synapse (fixed there): each token is another session.
+            login_token: Limit::new(0.017, 1),
             key_lookups: Limit::new(200.0, 5000),
         }
     }
@@ -495,6 +499,7 @@ impl Config {
             ("rate_limits.invite_per_user", r.invite_per_user),
             ("rate_limits.media_create", r.media_create),
             ("rate_limits.report", r.report),
+            ("rate_limits.login_token", r.login_token),
             ("rate_limits.key_lookups", r.key_lookups),
         ] {
             if !(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0 {

@@ -197,3 +197,23 @@ async fn without_ui_auth_configured_a_token_comes_at_once() {
         .await
         .ok();
 }
+
+#[tokio::test]
+async fn login_tokens_are_rate_limited_per_user() {
+    let mut config = enabled();
+    config.login_token.require_ui_auth = false;
+    let r = &mut config.rate_limits;
+    r.enabled = true;
+    r.per_user = Some(true);
+    r.per_second = 1000.0;
+    r.burst = 10_000;
+    let app = spawn_app_with(config).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    alice.post(GET_TOKEN, json!({})).await.ok();
+    let refused = alice.post(GET_TOKEN, json!({})).await;
+    refused.expect_err(429, "M_LIMIT_EXCEEDED");
+    assert!(refused.body["retry_after_ms"].as_u64().unwrap() > 50_000);
+    // Per user.
+    bob.post(GET_TOKEN, json!({})).await.ok();
+}

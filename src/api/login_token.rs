@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::api::auth::{ClientIp, Requester, UiaJson};
 use crate::api::ruma::RumaResponse;
 use crate::service::login_tokens;
+use crate::service::rate_limit::UserAction;
 use crate::service::uia::{self, Purpose};
 use crate::{AppState, Result};
 
@@ -56,6 +57,10 @@ async fn get_login_token(
     } else {
         None
     };
+    // After UIA, as Synapse: a wrong password costs no token.
+    state
+        .rate_limiter
+        .user(UserAction::LoginToken, &requester)?;
     let issued =
         login_tokens::issue(&state.db, user_id, state.config.login_token.lifetime_ms).await?;
     if let Some(passed) = passed {
