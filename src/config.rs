@@ -20,6 +20,8 @@ pub struct Config {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub sessions: Sessions,
+    pub openid: OpenId,
+    pub login_token: LoginToken,
     pub messages: Messages,
     pub directory: Directory,
     pub log: Log,
@@ -101,6 +103,8 @@ pub struct RateLimits {
     pub media_create: Limit,
     /// Content reports per user.
     pub report: Limit,
+    /// Login tokens (`POST /v1/login/get_token`) per user, counted after UIA.
+    pub login_token: Limit,
     /// Users named in /keys/query and devices in /keys/claim, per user (each counts one token).
     pub key_lookups: Limit,
 }
@@ -125,6 +129,46 @@ pub struct Sessions {
     /// Lifetime of the access tokens of clients that asked for refresh tokens (`refresh_token: true`).
     /// Other access tokens do not expire.
     pub refreshable_access_token_lifetime_ms: u64,
+}
+
+/// OpenID tokens (`POST /user/{userId}/openid/request_token`), which widgets, integration managers
+/// and call servers exchange at `/_matrix/federation/v1/openid/userinfo` for the user's ID.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenId {
+    /// How long a token is honoured, in milliseconds (Synapse: one hour, fixed).
+    pub token_lifetime_ms: u64,
+}
+
+/// Logging in a new device from an existing session (`POST /v1/login/get_token`, then an
+/// `m.login.token` login): Synapse's `login_via_existing_session`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginToken {
+    /// Off by default: the endpoint answers 404 and `m.login.token` is not offered.
+    pub enabled: bool,
+    /// The requesting session must pass user-interactive authentication (the password) every time.
+    pub require_ui_auth: bool,
+    /// How long a login token is honoured, in milliseconds (Synapse's `token_timeout`, 5 minutes).
+    pub lifetime_ms: u64,
+}
+
+impl Default for OpenId {
+    fn default() -> Self {
+        Self {
+            token_lifetime_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
+impl Default for LoginToken {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            require_ui_auth: true,
+            lifetime_ms: 5 * 60 * 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -222,6 +266,8 @@ impl Default for Config {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             sessions: Sessions::default(),
+            openid: OpenId::default(),
+            login_token: LoginToken::default(),
             messages: Messages::default(),
             directory: Directory::default(),
             log: Log::default(),
@@ -301,6 +347,8 @@ impl Default for RateLimits {
             invite_per_user: Limit::new(0.003, 5),
             media_create: Limit::new(10.0, 50),
             report: Limit::new(1.0, 5),
+            // About one a minute, as Synapse (fixed there): each token is another session.
+            login_token: Limit::new(0.017, 1),
             key_lookups: Limit::new(200.0, 5000),
         }
     }
@@ -451,6 +499,7 @@ impl Config {
             ("rate_limits.invite_per_user", r.invite_per_user),
             ("rate_limits.media_create", r.media_create),
             ("rate_limits.report", r.report),
+            ("rate_limits.login_token", r.login_token),
             ("rate_limits.key_lookups", r.key_lookups),
         ] {
             if !(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0 {
@@ -462,6 +511,12 @@ impl Config {
                 "sessions.refreshable_access_token_lifetime_ms",
                 "must be at least 1000",
             );
+        }
+        if self.openid.token_lifetime_ms < 1000 {
+            return invalid("openid.token_lifetime_ms", "must be at least 1000");
+        }
+        if self.login_token.lifetime_ms < 1000 {
+            return invalid("login_token.lifetime_ms", "must be at least 1000");
         }
         if self
             .log

@@ -30,7 +30,7 @@ const VERSIONS: [&str; 16] = [
 
 /// The unstable feature flags clients check, among those Synapse advertises, for the features
 /// Axon implements (Synapse: rust/src/handlers/versions.rs).
-const UNSTABLE_FEATURES: [&str; 6] = [
+const UNSTABLE_FEATURES: [&str; 8] = [
     // Cross-signing (MSC1756): Element Web sets it up only when it sees this.
     "org.matrix.e2e_cross_signing",
     // GET /rooms/{roomId}/aliases (MSC2432).
@@ -43,13 +43,21 @@ const UNSTABLE_FEATURES: [&str; 6] = [
     "org.matrix.msc3771",
     // Deleting account data under its unstable prefix (MSC3391).
     "org.matrix.msc3391",
+    // Mutual rooms (MSC2666) at the unstable path, and (as Synapse) at the spec's /v1 path.
+    "uk.half-shot.msc2666.query_mutual_rooms",
+    "uk.half-shot.msc2666.query_mutual_rooms.stable",
 ];
 
-async fn versions() -> Json<Value> {
-    let unstable: serde_json::Map<String, Value> = UNSTABLE_FEATURES
+async fn versions(State(state): State<AppState>) -> Json<Value> {
+    let mut unstable: serde_json::Map<String, Value> = UNSTABLE_FEATURES
         .iter()
         .map(|flag| (flag.to_string(), Value::Bool(true)))
         .collect();
+    // Login tokens from an existing session (MSC3882), when configured (Synapse says `false`
+    // otherwise; Axon lists only what it serves).
+    if state.config.login_token.enabled {
+        unstable.insert("org.matrix.msc3882".into(), Value::Bool(true));
+    }
     Json(json!({ "versions": VERSIONS, "unstable_features": unstable }))
 }
 
@@ -69,7 +77,7 @@ async fn capabilities(State(state): State<AppState>, _requester: Requester) -> J
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },
-            "m.get_login_token": { "enabled": false },
+            "m.get_login_token": { "enabled": state.config.login_token.enabled },
         }
     }))
 }

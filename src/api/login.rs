@@ -1,4 +1,5 @@
-//! Login and token refresh: GET/POST /login, POST /refresh.
+//! Login and token refresh: GET/POST /login (`m.login.password`, and `m.login.token` when
+//! `login_token.enabled`), POST /refresh.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use crate::api::auth::ClientIp;
 use crate::api::extract::Json;
 use crate::service::accounts::{self, Session, SessionRequest};
+use crate::service::login_tokens;
 use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -33,8 +35,14 @@ pub fn session_body(state: &AppState, session: &Session) -> Value {
     body
 }
 
-async fn flows() -> JsonResponse<Value> {
-    JsonResponse(json!({ "flows": [{ "type": "m.login.password" }] }))
+/// `m.login.token` is offered only when tokens can be had (`POST /v1/login/get_token`), with
+/// `get_login_token: true` so that clients without a session know, as Synapse does.
+async fn flows(State(state): State<AppState>) -> JsonResponse<Value> {
+    let mut flows = vec![json!({ "type": "m.login.password" })];
+    if state.config.login_token.enabled {
+        flows.push(json!({ "type": "m.login.token", "get_login_token": true }));
+    }
+    JsonResponse(json!({ "flows": flows }))
 }
 
 #[derive(Deserialize)]
@@ -45,6 +53,8 @@ struct LoginBody {
     /// Deprecated top-level user, still sent by older clients.
     user: Option<String>,
     password: Option<String>,
+    /// `m.login.token`'s token.
+    token: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
     #[serde(default)]
@@ -64,9 +74,31 @@ async fn login(
     Json(body): Json<LoginBody>,
 ) -> Result<JsonResponse<Value>> {
     state.rate_limiter.check("login", ip)?;
-    if body.kind != "m.login.password" {
-        return Err(Error::unknown(format!("Unknown login type {}", body.kind)));
-    }
+    let request = SessionRequest {
+        device_id: body.device_id.clone(),
+        initial_device_display_name: body.initial_device_display_name.clone(),
+        ip: ip.map(|ip| ip.to_string()),
+        refreshable: body.refresh_token,
+    };
+    let session = match body.kind.as_str() {
+        "m.login.password" => password_login(&state, body, request).await?,
+        "m.login.token" if state.config.login_token.enabled => {
+            let token = body
+                .token
+                .ok_or_else(|| Error::missing_param("Missing token"))?;
+            let user_id = login_tokens::consume(&state.db, &token).await?;
+            accounts::open_session(&state, &user_id, request).await?
+        }
+        other => return Err(Error::unknown(format!("Unknown login type {other}"))),
+    };
+    Ok(JsonResponse(session_body(&state, &session)))
+}
+
+async fn password_login(
+    state: &AppState,
+    body: LoginBody,
+    request: SessionRequest,
+) -> Result<Session> {
     let user = match (&body.identifier, &body.user) {
         (Some(id), _) if id.kind == "m.id.user" => id.user.clone(),
         // Axon keeps no third-party identifiers, so no such login can succeed.
@@ -85,14 +117,7 @@ async fn login(
     let password = body
         .password
         .ok_or_else(|| Error::missing_param("Missing password"))?;
-    let request = SessionRequest {
-        device_id: body.device_id,
-        initial_device_display_name: body.initial_device_display_name,
-        ip: ip.map(|ip| ip.to_string()),
-        refreshable: body.refresh_token,
-    };
-    let session = accounts::login(&state, &user, &password, request).await?;
-    Ok(JsonResponse(session_body(&state, &session)))
+    accounts::login(state, &user, &password, request).await
 }
 
 #[derive(Deserialize)]

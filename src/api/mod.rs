@@ -8,11 +8,15 @@ pub mod devices;
 pub mod directory;
 pub mod discovery;
 pub mod extract;
+pub mod federation;
 pub mod keys;
 pub mod login;
+pub mod login_token;
 pub mod media;
 pub mod membership;
 pub mod messages;
+pub mod mutual_rooms;
+pub mod openid;
 pub mod presence;
 pub mod profile;
 pub mod push;
@@ -22,6 +26,7 @@ pub mod reports;
 pub mod retry;
 pub mod room_keys;
 pub mod rooms;
+pub mod ruma;
 pub mod search;
 pub mod send;
 pub mod spaces;
@@ -73,10 +78,17 @@ pub fn router(state: AppState) -> Router {
         .merge(voip::routes())
         .merge(reports::routes())
         .merge(thirdparty::routes())
-        .merge(search::routes());
-    let client_v1 = Router::new()
+        .merge(search::routes())
+        .merge(openid::routes());
+    let mut client_v1 = Router::new()
         .merge(messages::v1_routes())
-        .merge(spaces::v1_routes());
+        .merge(spaces::v1_routes())
+        .merge(mutual_rooms::v1_routes());
+    let mut unstable = Router::new().merge(mutual_rooms::unstable_routes());
+    if state.config.login_token.enabled {
+        client_v1 = client_v1.merge(login_token::v1_routes());
+        unstable = unstable.merge(login_token::unstable_routes());
+    }
 
     Router::new()
         .nest("/_matrix/client/v3", client.clone())
@@ -89,6 +101,9 @@ pub fn router(state: AppState) -> Router {
         .merge(media::other_routes())
         .merge(register::other_routes())
         .merge(spaces::unstable_routes())
+        .merge(unstable)
+        // Until the federation listener comes, server-server endpoints are served here too.
+        .merge(federation::openid::routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(retry::once_on_lost_connection))

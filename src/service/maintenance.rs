@@ -25,6 +25,11 @@ pub fn start(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning hierarchy sessions failed"),
             }
+            let openid = crate::service::openid::prune(&state.db).await;
+            let login = crate::service::login_tokens::prune(&state.db).await;
+            if let Err(e) = openid.and(login) {
+                tracing::warn!(error = %e, "pruning expired OpenID and login tokens failed");
+            }
         }
     });
 }

@@ -33,6 +33,8 @@ pub enum UserAction {
     Join,
     /// Media uploads and `/create` (Synapse's `rc_media_create`).
     MediaCreate,
+    /// Asking for a login token that logs in another device (Synapse: one a minute, fixed).
+    LoginToken,
     /// Reporting content: events, rooms and users (Synapse's `rc_reports`, which Synapse applies to
     /// user reports only).
     Report,
@@ -165,6 +167,7 @@ pub struct RateLimiter {
     invite_per_user: Buckets<String>,
     media_create: Buckets<String>,
     report: Buckets<String>,
+    login_token: Buckets<String>,
     key_lookups: Buckets<String>,
 }
 
@@ -190,6 +193,7 @@ impl RateLimiter {
             invite_per_user: Buckets::new(limits.invite_per_user),
             media_create: Buckets::new(limits.media_create),
             report: Buckets::new(limits.report),
+            login_token: Buckets::new(limits.login_token),
             key_lookups: Buckets::new(limits.key_lookups),
         }
     }
@@ -238,6 +242,7 @@ impl RateLimiter {
             UserAction::Join => &self.join,
             UserAction::MediaCreate => &self.media_create,
             UserAction::Report => &self.report,
+            UserAction::LoginToken => &self.login_token,
         };
         let user = requester.user_id.as_str();
         buckets

@@ -50,6 +50,8 @@ pub enum Purpose {
     DeleteDevices,
     Deactivate,
     CrossSigning,
+    /// `POST /v1/login/get_token`: a token that logs in another device.
+    LoginToken,
 }
 
 impl Purpose {
@@ -60,6 +62,7 @@ impl Purpose {
             Purpose::DeleteDevices => "delete_devices",
             Purpose::Deactivate => "deactivate",
             Purpose::CrossSigning => "cross_signing",
+            Purpose::LoginToken => "login_token",
         }
     }
 }

@@ -242,6 +242,25 @@ pub async fn joined_rooms(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Resul
     .await
 }
 
+/// The rooms both users are joined to, in code point order of their IDs (what `/mutual_rooms`
+/// pages by).
+pub async fn mutual_joined_rooms(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    other_user_id: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT a.room_id FROM memberships a
+           JOIN memberships b ON b.room_id = a.room_id AND b.user_id = $2 AND b.membership = 'join'
+           WHERE a.user_id = $1 AND a.membership = 'join'
+           ORDER BY a.room_id COLLATE "C""#,
+        user_id,
+        other_user_id
+    )
+    .fetch_all(db)
+    .await
+}
+
 pub async fn room_version(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!("SELECT room_version FROM rooms WHERE room_id = $1", room_id)
         .fetch_optional(db)
