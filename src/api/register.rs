@@ -11,10 +11,10 @@ use crate::api::auth::{ClientIp, UiaJson};
 use crate::api::extract::{Json, Query};
 use crate::api::login::session_body;
 use crate::config::RegistrationPolicy;
-use crate::service::accounts;
 use crate::service::register::{self, Registered};
 use crate::service::registration::{self, SharedSecretRegistration};
 use crate::service::uia::{self, Flow};
+use crate::service::{accounts, guests};
 use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -50,6 +50,8 @@ struct RegisterBody {
     inhibit_login: Option<bool>,
     #[serde(default)]
     refresh_token: bool,
+    /// A guest upgrading to a full account (keeping its user ID) gives its access token here.
+    guest_access_token: Option<String>,
     auth: Option<uia::AuthData>,
 }
 
@@ -83,7 +85,7 @@ async fn register(
     operation.params = Value::Null;
     match query.kind.as_deref() {
         None | Some("user") => {}
-        Some("guest") => return Err(Error::guest_access_forbidden("Guest access is not enabled")),
+        Some("guest") => return register_guest(&state, ip, body).await,
         Some(_) => return Err(Error::invalid_param("kind must be user or guest")),
     }
     let flows = registration_flows(&state)?;
@@ -96,6 +98,7 @@ async fn register(
             device_id: body.device_id,
             initial_device_display_name: body.initial_device_display_name,
             inhibit_login: body.inhibit_login,
+            guest_access_token: body.guest_access_token,
         },
         refresh_token: body.refresh_token,
         auth: body.auth.as_ref(),
@@ -109,6 +112,25 @@ async fn register(
             json!({ "user_id": user_id, "home_server": state.server_name.as_str() }),
         )),
     }
+}
+
+/// `kind=guest`: no UIA, whatever the registration policy (as Synapse); off unless
+/// `registration.allow_guest_access`.
+async fn register_guest(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    body: RegisterBody,
+) -> Result<JsonResponse<Value>> {
+    if state.config.registration.allow_guest_access {
+        state.rate_limiter.check("register", ip)?;
+    }
+    let request = guests::GuestRequest {
+        initial_device_display_name: body.initial_device_display_name,
+        refresh_token: body.refresh_token,
+        ip,
+    };
+    let session = guests::register(state, request).await?;
+    Ok(JsonResponse(session_body(state, &session)))
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use crate::service::auth_rules::{self, RoomVersion};
 use crate::service::events::EventDraft;
 use crate::service::rate_limit::UserAction;
 use crate::service::writer::{Committed, Target, room_snapshot};
-use crate::service::{message_validation, restricted, room_versions};
+use crate::service::{guests, message_validation, restricted, room_versions};
 use crate::{AppState, Error, Result, store};
 
 /// The body of POST /createRoom.
@@ -536,6 +536,12 @@ async fn enter(
     let profile = member_profile(state, requester, &room_id, me, membership).await?;
     let mut content = member_content_with(membership, profile.as_ref(), given);
     let snapshot = room_snapshot(state, &room_id).await?;
+    if requester.is_guest {
+        guests::check_may_join(snapshot.as_deref())?;
+        if let Value::Object(map) = &mut content {
+            guests::mark_member_content(map);
+        }
+    }
     if membership == "join"
         && let Some(snapshot) = &snapshot
         && let Some(by) = restricted::authorise_join(state, snapshot, me).await?
@@ -600,11 +606,19 @@ pub async fn set_state(
     {
         return Ok(current.event_id.clone());
     }
-    let draft = EventDraft::new(event_type, Some(state_key), sender, Value::Object(content));
+    let draft = EventDraft::new(
+        event_type,
+        Some(state_key),
+        sender,
+        Value::Object(content.clone()),
+    );
     let committed = state
         .writer
         .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
         .await?;
+    if event_type == "m.room.guest_access" {
+        guests::after_guest_access_change(state, room_id, &content).await?;
+    }
     committed
         .event_ids
         .into_iter()
