@@ -4,6 +4,7 @@
 //! (`api::auth::GuestAllowed`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -11,7 +12,7 @@ use crate::error::OnConstraint;
 use crate::service::accounts::{self, Session, SessionRequest};
 use crate::service::auth::{self, ClientInfo};
 use crate::service::events::EventDraft;
-use crate::service::room_cache::RoomSnapshot;
+use crate::service::room_cache::StateEntry;
 use crate::service::writer::Target;
 use crate::{AppState, Error, Result, store};
 
@@ -80,12 +81,10 @@ pub async fn upgrading(state: &AppState, token: &str, username: Option<&str>) ->
     Ok(owner.user_id.to_string())
 }
 
-/// Whether a guest may join the room: only when its `m.room.guest_access` is `can_join`.
-pub fn check_may_join(snapshot: Option<&RoomSnapshot>) -> Result<()> {
-    let allowed = snapshot
-        .and_then(|s| s.entry("m.room.guest_access", ""))
-        .is_some_and(|e| e.content["guest_access"] == "can_join");
-    if allowed {
+/// Whether a guest may join a room whose `m.room.guest_access` event is `guest_access`: only when
+/// it is `can_join` (403 `M_FORBIDDEN` otherwise, as Synapse's `_can_guest_join`).
+pub fn check_may_join(guest_access: Option<&Arc<StateEntry>>) -> Result<()> {
+    if guest_access.is_some_and(|e| e.content["guest_access"] == "can_join") {
         Ok(())
     } else {
         Err(Error::forbidden("Guest access not allowed"))
@@ -130,9 +129,20 @@ pub async fn after_guest_access_change(
 mod tests {
     use super::*;
 
+    fn guest_access(value: &str) -> Arc<StateEntry> {
+        Arc::new(StateEntry {
+            event_id: "$e".into(),
+            sender: "@a:x".into(),
+            content: json!({ "guest_access": value }),
+        })
+    }
+
     #[test]
-    fn a_room_without_guest_access_refuses_guests() {
+    fn only_can_join_lets_guests_in() {
         assert!(check_may_join(None).is_err());
+        assert!(check_may_join(Some(&guest_access("forbidden"))).is_err());
+        assert!(check_may_join(Some(&guest_access("CAN_JOIN"))).is_err());
+        assert!(check_may_join(Some(&guest_access("can_join"))).is_ok());
     }
 
     #[test]
