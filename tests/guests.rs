@@ -14,6 +14,8 @@ use crate::sync::{last_left_event, sync, sync_token, timeline};
 async fn guest_app() -> TestApp {
     let mut config = test_config();
     config.registration.allow_guest_access = true;
+    // Profiles then need a token; a guest's does (tested with the display name).
+    config.directory.require_auth_for_profile_requests = true;
     spawn_app_with(config).await
 }
 
@@ -111,7 +113,11 @@ async fn a_guest_syncs_and_sets_its_display_name_but_no_other_profile_field() {
     assert!(s["next_batch"].is_string());
     let path = format!("/profile/{}/displayname", enc(&g.user_id));
     g.put(&path, json!({"displayname": "Visitor"})).await.ok();
+    // Read back with the guest's token, which profile reads then require.
     assert_eq!(g.get(&path).await.ok()["displayname"], "Visitor");
+    app.get(&format!("/_matrix/client/v3{path}"))
+        .await
+        .expect_err(401, "M_MISSING_TOKEN");
     g.put(
         &format!("/profile/{}/avatar_url", enc(&g.user_id)),
         json!({"avatar_url": "mxc://test.local/abc"}),

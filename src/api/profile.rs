@@ -21,7 +21,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Who may read profiles: anyone, unless `directory.require_auth_for_profile_requests` asks for an
-/// access token (Synapse's rest/client/profile.py reads its key of the same name).
+/// access token (Synapse's rest/client/profile.py reads its key of the same name; a guest's will
+/// do, as there).
 struct ProfileReader;
 
 impl FromRequestParts<AppState> for ProfileReader {
@@ -29,7 +30,7 @@ impl FromRequestParts<AppState> for ProfileReader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         if state.config.directory.require_auth_for_profile_requests {
-            Requester::from_request_parts(parts, state).await?;
+            GuestAllowed::from_request_parts(parts, state).await?;
         }
         Ok(ProfileReader)
     }
