@@ -19,11 +19,9 @@ use crate::{AppState, Error, Result, store};
 /// How many taken numbers guest registration skips before it gives up (Synapse tries 10 too).
 const MAX_TAKEN_NUMBERS: usize = 10;
 
-/// One `POST /register?kind=guest`. As Synapse, a guest cannot choose its device ID.
+/// One `POST /register?kind=guest`: the spec lets a guest choose nothing but its device's name.
 pub struct GuestRequest {
     pub initial_device_display_name: Option<String>,
-    /// The client supports refresh tokens.
-    pub refresh_token: bool,
     pub ip: Option<IpAddr>,
 }
 
@@ -38,7 +36,7 @@ pub async fn register(state: &AppState, request: GuestRequest) -> Result<Session
         device_id: None,
         initial_device_display_name: request.initial_device_display_name,
         ip: request.ip.map(|ip| ip.to_string()),
-        refreshable: request.refresh_token,
+        refreshable: false,
     };
     accounts::open_session(state, &user_id, session).await
 }
