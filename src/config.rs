@@ -66,6 +66,9 @@ pub struct Registration {
     pub policy: Option<RegistrationPolicy>,
     /// Enables Synapse-compatible `/_synapse/admin/v1/register`.
     pub shared_secret: Option<String>,
+    /// Lets anyone register a guest account (`POST /register?kind=guest`), whatever `policy` says,
+    /// as Synapse's `allow_guest_access`. Off by default.
+    pub allow_guest_access: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -7,6 +7,7 @@ mod e2ee;
 mod ephemeral;
 mod erasure;
 mod foundation;
+mod guests;
 mod hostile_input;
 mod knocking;
 mod login_tokens;

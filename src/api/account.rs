@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::{AccessToken, ClientIp, MaybeRequester, Requester, UiaJson};
+use crate::api::auth::{AccessToken, ClientIp, GuestAllowed, MaybeRequester, Requester, UiaJson};
 use crate::service::accounts;
 use crate::service::uia::{self, Purpose};
 use crate::{AppState, Error, Result};
@@ -23,7 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/account/password/msisdn/requestToken", post(no_threepid))
 }
 
-async fn whoami(requester: Requester) -> JsonResponse<Value> {
+async fn whoami(GuestAllowed(requester): GuestAllowed) -> JsonResponse<Value> {
     JsonResponse(json!({
         "user_id": requester.user_id,
         "device_id": requester.device_id,

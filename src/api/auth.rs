@@ -67,7 +67,29 @@ impl FromRequestParts<AppState> for AccessToken {
     }
 }
 
+/// The default extractor of authenticated routes: the token's owner, provided it is not a guest.
+/// Guests get 403 `M_GUEST_ACCESS_FORBIDDEN` from every route that takes `Requester`; the few that
+/// the guest access module lists take `GuestAllowed` instead, so allowing a guest is a per-route
+/// declaration and forgetting it refuses them.
 impl FromRequestParts<AppState> for Requester {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let requester = GuestAllowed::from_request_parts(parts, state).await?.0;
+        if requester.is_guest {
+            return Err(Error::guest_access_forbidden(
+                "Guest access is not allowed for this endpoint",
+            ));
+        }
+        Ok(requester)
+    }
+}
+
+/// The token's owner on a route guests may call (the spec's guest access module lists them; a few
+/// more as Synapse, e.g. capabilities and joined rooms). `requester.is_guest` says which it is.
+pub struct GuestAllowed(pub Requester);
+
+impl FromRequestParts<AppState> for GuestAllowed {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
@@ -79,7 +101,9 @@ impl FromRequestParts<AppState> for Requester {
                 .get(USER_AGENT)
                 .map(|ua| String::from_utf8_lossy(ua.as_bytes()).into_owned()),
         };
-        service::auth::authenticate(state, &token, client).await
+        service::auth::authenticate(state, &token, client)
+            .await
+            .map(GuestAllowed)
     }
 }
 
@@ -133,7 +157,7 @@ impl<T> UiaJson<T> {
 
 /// The requester when the request carries an access token, None when it carries none (password
 /// change and deactivation, where UIA's password stage then says who the user is; room
-/// summaries). A token that is present but invalid is still refused.
+/// summaries). A token that is present but invalid, or a guest's, is still refused.
 pub struct MaybeRequester(pub Option<Requester>);
 
 impl FromRequestParts<AppState> for MaybeRequester {

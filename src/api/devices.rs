@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::auth::{ClientIp, Requester, UiaJson};
+use crate::api::auth::{ClientIp, GuestAllowed, Requester, UiaJson};
 use crate::api::extract::{Json, Path};
 use crate::service::accounts::{self, Device};
 use crate::service::uia::{self, Purpose};
@@ -38,7 +38,10 @@ fn device_json(device: Device) -> Value {
     Value::Object(object)
 }
 
-async fn list(State(state): State<AppState>, requester: Requester) -> Result<JsonResponse<Value>> {
+async fn list(
+    State(state): State<AppState>,
+    GuestAllowed(requester): GuestAllowed,
+) -> Result<JsonResponse<Value>> {
     let devices = accounts::devices(&state, requester.user_id.as_str()).await?;
     Ok(JsonResponse(
         json!({ "devices": devices.into_iter().map(device_json).collect::<Vec<_>>() }),
@@ -47,7 +50,7 @@ async fn list(State(state): State<AppState>, requester: Requester) -> Result<Jso
 
 async fn one(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(device_id): Path<String>,
 ) -> Result<JsonResponse<Value>> {
     let device = accounts::device(&state, requester.user_id.as_str(), &device_id).await?;
@@ -61,7 +64,7 @@ struct RenameBody {
 
 async fn rename(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(device_id): Path<String>,
     Json(body): Json<RenameBody>,
 ) -> Result<JsonResponse<Value>> {

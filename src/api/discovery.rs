@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::api::auth::Requester;
+use crate::api::auth::GuestAllowed;
 use crate::service::room_versions;
 
 pub fn routes() -> Router<AppState> {
@@ -65,7 +65,7 @@ async fn well_known(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "m.homeserver": { "base_url": state.config.public_baseurl() } }))
 }
 
-async fn capabilities(State(state): State<AppState>, _requester: Requester) -> Json<Value> {
+async fn capabilities(State(state): State<AppState>, _requester: GuestAllowed) -> Json<Value> {
     let available: serde_json::Map<String, Value> = room_versions::SUPPORTED
         .iter()
         .map(|v| (v.to_string(), json!("stable")))

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::api::auth::{Requester, UiaJson};
+use crate::api::auth::{GuestAllowed, Requester, UiaJson};
 use crate::api::extract::{Json, Query, body_bytes};
 use crate::service::e2ee::{self, cross_signing, keys};
 use crate::{AppState, Error, Result};
@@ -61,7 +61,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for RawJson<T> {
 
 async fn upload(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     RawJson(body): RawJson<keys::KeysUpload>,
 ) -> Result<JsonResponse<Value>> {
     let counts = keys::upload(
@@ -81,7 +81,7 @@ struct QueryBody {
 
 async fn query(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Json(body): Json<QueryBody>,
 ) -> Result<JsonResponse<Value>> {
     let cost = body.device_keys.len().min(keys::MAX_QUERY_USERS);
@@ -98,7 +98,7 @@ struct ClaimBody {
 
 async fn claim(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Json(body): Json<ClaimBody>,
 ) -> Result<JsonResponse<Value>> {
     let devices: usize = body.one_time_keys.values().map(BTreeMap::len).sum();
@@ -118,7 +118,7 @@ struct ChangesQuery {
 
 async fn changes(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Query(query): Query<ChangesQuery>,
 ) -> Result<JsonResponse<Value>> {
     let from = query

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::io::ReaderStream;
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Path, Query};
 use crate::service::media::thumbnail::{self, Method};
 use crate::service::media::{self, Access, Download, UploadInfo};
@@ -195,7 +195,7 @@ struct DownloadQuery {
 
 async fn download(
     State(state): State<AppState>,
-    _requester: Requester,
+    _requester: GuestAllowed,
     Path((server_name, media_id)): Path<(String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
@@ -212,7 +212,7 @@ async fn download(
 
 async fn download_named(
     State(state): State<AppState>,
-    _requester: Requester,
+    _requester: GuestAllowed,
     Path((server_name, media_id, file_name)): Path<(String, String, String)>,
     Query(query): Query<DownloadQuery>,
 ) -> Result<Response> {
@@ -270,7 +270,7 @@ struct ThumbnailQuery {
 
 async fn authenticated_thumbnail(
     State(state): State<AppState>,
-    _requester: Requester,
+    _requester: GuestAllowed,
     Path((server_name, media_id)): Path<(String, String)>,
     Query(query): Query<ThumbnailQuery>,
 ) -> Result<Response> {

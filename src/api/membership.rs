@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Json, Path};
 use crate::service::rooms;
 use crate::{AppState, Result};
@@ -46,7 +46,7 @@ async fn invite(
 
 async fn join_by_id(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(room_id): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
@@ -60,7 +60,7 @@ async fn join_by_id(
 
 async fn join(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(room_id_or_alias): Path<String>,
     Json(body): Json<Map<String, Value>>,
 ) -> Result<JsonResponse<Value>> {
@@ -85,7 +85,7 @@ fn entered(room_id: Result<String>) -> Result<JsonResponse<Value>> {
 
 async fn leave(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(room_id): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {

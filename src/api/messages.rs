@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Path, Query};
 use crate::service::messages::{self, Context, MessagesPage, MessagesQuery, RelationsPage};
 use crate::{AppState, Error, Result};
@@ -56,7 +56,7 @@ fn parse_limit(limit: Option<&str>) -> Result<Option<i64>> {
 
 async fn get_messages(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(room_id): Path<String>,
     Query(p): Query<MessagesParams>,
 ) -> Result<JsonResponse<MessagesPage>> {
@@ -80,7 +80,7 @@ struct ContextParams {
 
 async fn context(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_id)): Path<(String, String)>,
     Query(p): Query<ContextParams>,
 ) -> Result<JsonResponse<Context>> {
@@ -107,7 +107,7 @@ struct RelationsParams {
 
 async fn relations(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_id)): Path<(String, String)>,
     Query(p): Query<RelationsParams>,
 ) -> Result<JsonResponse<RelationsPage>> {
@@ -116,7 +116,7 @@ async fn relations(
 
 async fn relations_of_type(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_id, rel_type)): Path<(String, String, String)>,
     Query(p): Query<RelationsParams>,
 ) -> Result<JsonResponse<RelationsPage>> {
@@ -125,7 +125,7 @@ async fn relations_of_type(
 
 async fn relations_of_type_and_event(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_id, rel_type, event_type)): Path<(String, String, String, String)>,
     Query(p): Query<RelationsParams>,
 ) -> Result<JsonResponse<RelationsPage>> {

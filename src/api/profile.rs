@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json as JsonResponse, Router};
 use serde_json::{Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Json, Path};
 use crate::service::profile::{self, Field};
 use crate::{AppState, Error, Result};
@@ -21,7 +21,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Who may read profiles: anyone, unless `directory.require_auth_for_profile_requests` asks for an
-/// access token (Synapse's rest/client/profile.py reads its key of the same name).
+/// access token (Synapse's rest/client/profile.py reads its key of the same name; a guest's will
+/// do, as there).
 struct ProfileReader;
 
 impl FromRequestParts<AppState> for ProfileReader {
@@ -29,7 +30,7 @@ impl FromRequestParts<AppState> for ProfileReader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self> {
         if state.config.directory.require_auth_for_profile_requests {
-            Requester::from_request_parts(parts, state).await?;
+            GuestAllowed::from_request_parts(parts, state).await?;
         }
         Ok(ProfileReader)
     }
@@ -63,11 +64,12 @@ async fn get_field(
 
 async fn put_field(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((user_id, key)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Result<JsonResponse<Value>> {
     let field = parse_field(&key)?;
+    guest_may_change(&requester, field)?;
     let value = match body.get(field.key()) {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Null) => None,
@@ -80,10 +82,21 @@ async fn put_field(
 
 async fn delete_field(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((user_id, key)): Path<(String, String)>,
 ) -> Result<JsonResponse<Value>> {
     let field = parse_field(&key)?;
+    guest_may_change(&requester, field)?;
     profile::set_field(&state, &requester, &user_id, field, None).await?;
     Ok(JsonResponse(json!({})))
+}
+
+/// Guests may change their display name and no other field (the guest access module).
+fn guest_may_change(requester: &Requester, field: Field) -> Result<()> {
+    if requester.is_guest && !matches!(field, Field::DisplayName) {
+        return Err(Error::guest_access_forbidden(
+            "Guests may only change their display name",
+        ));
+    }
+    Ok(())
 }

@@ -11,10 +11,10 @@ use crate::api::auth::{ClientIp, UiaJson};
 use crate::api::extract::{Json, Query};
 use crate::api::login::session_body;
 use crate::config::RegistrationPolicy;
-use crate::service::accounts;
 use crate::service::register::{self, Registered};
 use crate::service::registration::{self, SharedSecretRegistration};
 use crate::service::uia::{self, Flow};
+use crate::service::{accounts, guests};
 use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -50,6 +50,8 @@ struct RegisterBody {
     inhibit_login: Option<bool>,
     #[serde(default)]
     refresh_token: bool,
+    /// A guest upgrading to a full account (keeping its user ID) gives its access token here.
+    guest_access_token: Option<String>,
     auth: Option<uia::AuthData>,
 }
 
@@ -71,7 +73,7 @@ async fn register(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     Query(query): Query<RegisterQuery>,
-    request: UiaJson<RegisterBody>,
+    request: UiaJson<Value>,
 ) -> Result<JsonResponse<Value>> {
     // A registration session is bound to the endpoint, not the body: its last stage may leave out
     // the first request's parameters, which the session remembers (Synapse only logs a changed
@@ -83,9 +85,11 @@ async fn register(
     operation.params = Value::Null;
     match query.kind.as_deref() {
         None | Some("user") => {}
-        Some("guest") => return Err(Error::guest_access_forbidden("Guest access is not enabled")),
+        Some("guest") => return register_guest(&state, ip, &body).await,
         Some(_) => return Err(Error::invalid_param("kind must be user or guest")),
     }
+    let body: RegisterBody =
+        serde_json::from_value(body).map_err(|e| Error::bad_json(format!("Invalid JSON: {e}")))?;
     let flows = registration_flows(&state)?;
     state.rate_limiter.check("register", ip)?;
     let request = register::Request {
@@ -96,6 +100,7 @@ async fn register(
             device_id: body.device_id,
             initial_device_display_name: body.initial_device_display_name,
             inhibit_login: body.inhibit_login,
+            guest_access_token: body.guest_access_token,
         },
         refresh_token: body.refresh_token,
         auth: body.auth.as_ref(),
@@ -109,6 +114,27 @@ async fn register(
             json!({ "user_id": user_id, "home_server": state.server_name.as_str() }),
         )),
     }
+}
+
+/// `kind=guest`: no UIA, whatever the registration policy (as Synapse); off unless
+/// `registration.allow_guest_access`. The spec: every body parameter but
+/// `initial_device_display_name` is ignored (the server picks the device ID; no refresh token).
+async fn register_guest(
+    state: &AppState,
+    ip: Option<std::net::IpAddr>,
+    body: &Value,
+) -> Result<JsonResponse<Value>> {
+    if state.config.registration.allow_guest_access {
+        state.rate_limiter.check("register", ip)?;
+    }
+    let request = guests::GuestRequest {
+        initial_device_display_name: body["initial_device_display_name"]
+            .as_str()
+            .map(str::to_owned),
+        ip,
+    };
+    let session = guests::register(state, request).await?;
+    Ok(JsonResponse(session_body(state, &session)))
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Json, Path, Query, body_bytes};
 use crate::service::{messages, rooms, upgrade};
 use crate::{AppState, Error, Result};
@@ -46,7 +46,7 @@ async fn create_room(
 
 async fn joined_rooms(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
 ) -> Result<JsonResponse<Value>> {
     let rooms = rooms::joined_rooms(&state, &requester).await?;
     Ok(JsonResponse(json!({ "joined_rooms": rooms })))
@@ -61,7 +61,7 @@ struct MembersQuery {
 
 async fn members(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(room_id): Path<String>,
     Query(q): Query<MembersQuery>,
 ) -> Result<JsonResponse<Value>> {
@@ -89,7 +89,7 @@ async fn joined_members(
 
 async fn full_state(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path(room_id): Path<String>,
 ) -> Result<JsonResponse<Value>> {
     let events = rooms::full_state(&state, &requester, &room_id).await?;
@@ -105,7 +105,7 @@ struct StateQuery {
 
 async fn get_state(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_type, state_key)): Path<(String, String, String)>,
     Query(q): Query<StateQuery>,
 ) -> Result<JsonResponse<Value>> {
@@ -117,7 +117,7 @@ async fn get_state(
 
 async fn get_state_empty_key(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_type)): Path<(String, String)>,
     Query(q): Query<StateQuery>,
 ) -> Result<JsonResponse<Value>> {
@@ -129,7 +129,7 @@ async fn get_state_empty_key(
 
 async fn put_state(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_type, state_key)): Path<(String, String, String)>,
     request: axum::extract::Request,
 ) -> Result<JsonResponse<Value>> {
@@ -138,7 +138,7 @@ async fn put_state(
 
 async fn put_state_empty_key(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_type)): Path<(String, String)>,
     request: axum::extract::Request,
 ) -> Result<JsonResponse<Value>> {
@@ -177,7 +177,7 @@ async fn put_state_inner(
 
 async fn get_event(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_id)): Path<(String, String)>,
 ) -> Result<JsonResponse<Box<serde_json::value::RawValue>>> {
     Ok(JsonResponse(

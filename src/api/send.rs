@@ -5,7 +5,7 @@ use axum::routing::put;
 use axum::{Json as JsonResponse, Router};
 use serde_json::{Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Path, body_bytes};
 use crate::service::messages;
 use crate::{AppState, Result};
@@ -18,7 +18,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn send(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((room_id, event_type, txn_id)): Path<(String, String, String)>,
     request: Request,
 ) -> Result<JsonResponse<Value>> {

@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Json, Path, Query};
 use crate::service::sync::{SyncRequest, SyncResponse};
 use crate::service::{filter, sync};
@@ -30,7 +30,7 @@ struct SyncParams {
 
 async fn get_sync(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Query(p): Query<SyncParams>,
 ) -> Result<JsonResponse<SyncResponse>> {
     let timeout_ms = match p.timeout.as_deref() {

@@ -6,7 +6,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::GuestAllowed;
 use crate::api::extract::Path;
 use crate::api::keys::RawJson;
 use crate::service::e2ee::{self, ToDeviceMessages};
@@ -23,7 +23,7 @@ struct SendBody {
 
 async fn send(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Path((event_type, txn_id)): Path<(String, String)>,
     RawJson(body): RawJson<SendBody>,
 ) -> Result<JsonResponse<Value>> {

@@ -118,6 +118,12 @@ pub fn validate_localpart(state: &AppState, localpart: &str) -> Result<String> {
             "User ID can only contain characters a-z, 0-9, or '=_-./+'",
         ));
     }
+    // As Synapse: numeric localparts are for guests (`service::guests`).
+    if localpart.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::invalid_username(
+            "Numeric user IDs are reserved for guest users",
+        ));
+    }
     let user_id = format!("@{localpart}:{}", state.server_name);
     if user_id.len() > 255 || UserId::parse(&user_id).is_err() {
         return Err(Error::invalid_username("User ID is too long"));
@@ -202,6 +208,30 @@ pub async fn create_user_hashed(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Makes the guest `user_id` a full account with the password `hash`, consuming
+/// `registration_token` in the same transaction; every process forgets the guest's cached tokens,
+/// which now belong to a full account. 403 when `user_id` is no longer an active guest.
+pub async fn upgrade_guest(
+    state: &AppState,
+    user_id: &str,
+    hash: &str,
+    registration_token: Option<&str>,
+) -> Result<()> {
+    let mut tx = state.db.begin().await?;
+    if !store::users::upgrade_guest(&mut *tx, user_id, hash).await? {
+        return Err(Error::forbidden("This account is not a guest account"));
+    }
+    if let Some(token) = registration_token
+        && !store::registration::consume_token(&mut tx, token, store::now_ms()).await?
+    {
+        return Err(Error::unauthorized(
+            "The registration token is no longer valid",
+        ));
+    }
+    tx.commit().await?;
+    auth::invalidate_tokens(state).await
 }
 
 /// Opens a session: creates the device (or takes over the given one of this user, revoking the

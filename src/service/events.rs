@@ -27,6 +27,10 @@ pub struct EventDraft {
     /// under the room's lock. The leave event alone cannot tell: sent for a banned user it is an
     /// unban, for a user who is not in the room it changes nothing.
     pub kick: bool,
+    /// A guest's join: refused unless the room's `m.room.guest_access` is `can_join`, checked under
+    /// the room's lock, so that a join cannot slip past a revocation (which makes the guests it
+    /// finds leave).
+    pub guest_join: bool,
 }
 
 impl EventDraft {
@@ -44,6 +48,7 @@ impl EventDraft {
             device_id: None,
             txn_id: None,
             kick: false,
+            guest_join: false,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod e2ee;
 pub mod erasure;
 pub mod events;
 pub mod filter;
+pub mod guests;
 pub mod ignore;
 pub mod keys;
 pub mod login_tokens;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::service::accounts::{self, Session, SessionRequest};
+use crate::service::guests;
 use crate::service::uia::{self, AuthData, Flow, Purpose};
 use crate::{AppState, Error, Result, store};
 
@@ -26,6 +27,10 @@ pub struct Params {
     pub device_id: Option<String>,
     pub initial_device_display_name: Option<String>,
     pub inhibit_login: Option<bool>,
+    /// A guest's access token: registration then upgrades that guest, keeping its user ID. Never
+    /// stored (a secret): the request completing the last stage must give it again.
+    #[serde(skip)]
+    pub guest_access_token: Option<String>,
 }
 
 impl Params {
@@ -40,6 +45,7 @@ impl Params {
                 .initial_device_display_name
                 .or(stored.initial_device_display_name),
             inhibit_login: self.inhibit_login.or(stored.inhibit_login),
+            guest_access_token: self.guest_access_token,
         }
     }
 }
@@ -81,8 +87,14 @@ pub async fn register(state: &AppState, request: Request<'_>) -> Result<Register
     let given = request.params.clone();
     let params = request.params.or(stored.params.unwrap_or_default());
     // The name is checked before any authentication, so the client learns early.
+    let guest = match &params.guest_access_token {
+        Some(token) if stored.registered_user_id.is_none() => {
+            Some(guests::upgrading(state, token, params.username.as_deref()).await?)
+        }
+        _ => None,
+    };
     if stored.registered_user_id.is_none() {
-        if let Some(name) = &params.username {
+        if let (None, Some(name)) = (&guest, &params.username) {
             let user_id = accounts::validate_localpart(state, &name.to_lowercase())?;
             accounts::ensure_available(state, &user_id).await?;
         }
@@ -110,8 +122,11 @@ pub async fn register(state: &AppState, request: Request<'_>) -> Result<Register
     let user_id = match stored.registered_user_id {
         Some(user_id) => user_id,
         None => {
-            let user_id =
-                create_account(state, &params, passed.registration_token.as_deref()).await?;
+            let token = passed.registration_token.as_deref();
+            let user_id = match guest {
+                Some(guest) => upgrade_guest(state, guest, &params, token).await?,
+                None => create_account(state, &params, token).await?,
+            };
             if let Some(session) = passed.session() {
                 let data = json!({ "registered_user_id": user_id });
                 store::uia::merge_data(&state.db, session, &data).await?;
@@ -152,17 +167,33 @@ async fn remember(state: &AppState, body: &Value, mut params: Params) -> Result<
     Ok(())
 }
 
+/// Makes the guest a full account with the parameters' password; its user ID stays.
+async fn upgrade_guest(
+    state: &AppState,
+    user_id: String,
+    params: &Params,
+    registration_token: Option<&str>,
+) -> Result<String> {
+    let hash = password_hash(params).await?;
+    accounts::upgrade_guest(state, &user_id, &hash, registration_token).await?;
+    Ok(user_id)
+}
+
+async fn password_hash(params: &Params) -> Result<String> {
+    match (&params.password, &params.password_hash) {
+        (Some(password), _) => accounts::hash_password(password.clone()).await,
+        (None, Some(hash)) => Ok(hash.clone()),
+        (None, None) => Err(Error::missing_param("Missing password")),
+    }
+}
+
 /// Creates the account the parameters ask for (a generated name when none was given).
 async fn create_account(
     state: &AppState,
     params: &Params,
     registration_token: Option<&str>,
 ) -> Result<String> {
-    let hash = match (&params.password, &params.password_hash) {
-        (Some(password), _) => accounts::hash_password(password.clone()).await?,
-        (None, Some(hash)) => hash.clone(),
-        (None, None) => return Err(Error::missing_param("Missing password")),
-    };
+    let hash = password_hash(params).await?;
     let user_id = match &params.username {
         Some(name) => accounts::validate_localpart(state, &name.to_lowercase())?,
         None => accounts::generate_user_id(state).await?,

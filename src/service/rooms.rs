@@ -8,7 +8,7 @@ use crate::service::auth_rules::{self, RoomVersion};
 use crate::service::events::EventDraft;
 use crate::service::rate_limit::UserAction;
 use crate::service::writer::{Committed, Target, room_snapshot};
-use crate::service::{message_validation, restricted, room_versions};
+use crate::service::{guests, message_validation, restricted, room_versions};
 use crate::{AppState, Error, Result, store};
 
 /// The body of POST /createRoom.
@@ -440,18 +440,30 @@ pub async fn change_membership(
     require_room(state, room_id).await?;
     let profile = member_profile(state, sender, room_id, target, membership).await?;
     let content = member_content(membership, profile.as_ref(), reason);
-    submit_member(state, sender, room_id, target, content, action == "kick").await
+    let checks = MemberChecks {
+        kick: action == "kick",
+        ..MemberChecks::default()
+    };
+    submit_member(state, sender, room_id, target, content, checks).await
 }
 
-/// Submits a member event; `kick` asks the writer to check, under the room lock, that the target
-/// is still a member, an invitee or a knocker.
+/// What the writer checks of a member event under the room lock (see `EventDraft`).
+#[derive(Default)]
+struct MemberChecks {
+    /// The target is still a member, an invitee or a knocker.
+    kick: bool,
+    /// The room still lets guests join.
+    guest_join: bool,
+}
+
+/// Submits a member event with the `checks` the writer makes under the room lock.
 async fn submit_member(
     state: &AppState,
     sender: &Requester,
     room_id: &str,
     target: &str,
     content: Value,
-    kick: bool,
+    checks: MemberChecks,
 ) -> Result<Committed> {
     let mut draft = EventDraft::new(
         "m.room.member",
@@ -459,7 +471,8 @@ async fn submit_member(
         sender.user_id.as_str(),
         content,
     );
-    draft.kick = kick;
+    draft.kick = checks.kick;
+    draft.guest_join = checks.guest_join;
     state
         .writer
         .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
@@ -535,6 +548,11 @@ async fn enter(
     let me = requester.user_id.as_str();
     let profile = member_profile(state, requester, &room_id, me, membership).await?;
     let mut content = member_content_with(membership, profile.as_ref(), given);
+    if requester.is_guest
+        && let Value::Object(map) = &mut content
+    {
+        guests::mark_member_content(map);
+    }
     let snapshot = room_snapshot(state, &room_id).await?;
     if membership == "join"
         && let Some(snapshot) = &snapshot
@@ -555,7 +573,11 @@ async fn enter(
     if membership == "join" && current.is_none_or(|c| c.content["membership"] != "join") {
         state.rate_limiter.user(UserAction::Join, requester)?;
     }
-    submit_member(state, requester, &room_id, me, content, false).await?;
+    let checks = MemberChecks {
+        guest_join: requester.is_guest && membership == "join",
+        ..MemberChecks::default()
+    };
+    submit_member(state, requester, &room_id, me, content, checks).await?;
     Ok(room_id)
 }
 
@@ -600,11 +622,19 @@ pub async fn set_state(
     {
         return Ok(current.event_id.clone());
     }
-    let draft = EventDraft::new(event_type, Some(state_key), sender, Value::Object(content));
+    let draft = EventDraft::new(
+        event_type,
+        Some(state_key),
+        sender,
+        Value::Object(content.clone()),
+    );
     let committed = state
         .writer
         .submit(Target::Existing(room_id.to_owned()), vec![draft], None)
         .await?;
+    if event_type == "m.room.guest_access" {
+        guests::after_guest_access_change(state, room_id, &content).await?;
+    }
     committed
         .event_ids
         .into_iter()

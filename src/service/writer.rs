@@ -704,6 +704,9 @@ fn build_one(
             return Err(Error::forbidden("The target user is not in the room"));
         }
     }
+    if draft.guest_join {
+        crate::service::guests::check_may_join(room.entry("m.room.guest_access", ""))?;
+    }
     let auth_events = select_auth_events(version, room, draft);
     let place = Placement {
         version,

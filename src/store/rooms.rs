@@ -287,6 +287,18 @@ pub async fn membership(
     .await
 }
 
+/// The room's joined or invited members who are guests of this server (to make them leave when
+/// the room stops allowing guests).
+pub async fn guest_members(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT m.user_id FROM memberships m JOIN users u ON u.user_id = m.user_id
+         WHERE m.room_id = $1 AND m.membership IN ('join', 'invite') AND u.is_guest",
+        room_id
+    )
+    .fetch_all(db)
+    .await
+}
+
 pub async fn forget(db: impl PgExecutor<'_>, room_id: &str, user_id: &str) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2",

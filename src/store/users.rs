@@ -33,6 +33,44 @@ pub async fn insert_user(
     Ok(())
 }
 
+/// The next number for a guest's localpart.
+pub async fn next_guest_number(db: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT nextval('guest_localparts') AS "n!""#)
+        .fetch_one(db)
+        .await
+}
+
+/// Inserts a guest account (no password); fails with `users_pkey` when the name is taken.
+pub async fn insert_guest(db: &PgPool, user_id: &str, displayname: &str) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO users (user_id, is_guest, displayname, created_ts) VALUES ($1, TRUE, $2, $3)",
+        user_id,
+        displayname,
+        super::now_ms()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Makes an active guest a full account with a password. False when `user_id` is no active guest
+/// (anymore).
+pub async fn upgrade_guest(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    password_hash: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE users SET is_guest = FALSE, password_hash = $2
+         WHERE user_id = $1 AND is_guest AND NOT deactivated",
+        user_id,
+        password_hash
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 pub async fn get_user(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Option<UserRow>> {
     sqlx::query_as!(
         UserRow,
