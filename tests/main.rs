@@ -9,6 +9,7 @@ mod erasure;
 mod foundation;
 mod hostile_input;
 mod knocking;
+mod legacy;
 mod long_poll;
 mod media;
 mod messaging;

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod discovery;
 pub mod extract;
 pub mod keys;
+pub mod legacy;
 pub mod login;
 pub mod media;
 pub mod membership;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(send::routes())
         .merge(messages::routes())
         .merge(sync::routes())
+        .merge(legacy::routes())
         .merge(profile::routes())
         .merge(directory::routes())
         .merge(keys::routes())
