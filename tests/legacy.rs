@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::erasure::{assert_intact, assert_redacted, erased_history, pick};
 use crate::messaging::send_ok;
 use crate::rooms::{create_room, join};
 
@@ -93,7 +94,7 @@ async fn events_long_poll_wakes_on_a_message_from_another_user() {
         "woken late: {:?}",
         sent_at.elapsed()
     );
-    assert_eq!(ids(&r["chunk"]), [sent.clone()]);
+    assert_eq!(ids(&r["chunk"]), [sent]);
     // The legacy format: the client event with its room and `user_id`, `age` at the top level.
     let event = &r["chunk"][0];
     assert_eq!(event["room_id"], room.as_str());
@@ -156,7 +157,7 @@ async fn events_limit_pages_the_stream() {
     let app = spawn_app().await;
     let (alice, bob, room) = two_in_a_room(&app).await;
     let from = stream_token(&bob).await;
-    let sent = vec![
+    let sent = [
         send_ok(&alice, &room, "1").await,
         send_ok(&alice, &room, "2").await,
         send_ok(&alice, &room, "3").await,
@@ -583,4 +584,29 @@ async fn post_send_without_txn_validates_as_put_does() {
         .post(&path, json!({"msgtype": "m.text", "body": 5}))
         .await
         .expect_err(400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn legacy_endpoints_serve_erased_messages_redacted_to_later_joiners_only() {
+    let app = spawn_app().await;
+    let (bob, carol, room, sent) = erased_history(&app, true).await;
+    let room_messages = |user: &User| {
+        let path = format!("/rooms/{}/initialSync?limit=50", enc(&room));
+        let user = user.clone();
+        async move { user.get(&path).await.ok()["messages"]["chunk"].clone() }
+    };
+    assert_redacted(&pick(&room_messages(&carol).await, &sent));
+    assert_intact(&pick(&room_messages(&bob).await, &sent));
+    let all = carol.get("/initialSync?limit=50").await.ok();
+    assert_redacted(&pick(
+        &room_info(&all, &room).unwrap()["messages"]["chunk"],
+        &sent,
+    ));
+    let one = |user: &User| {
+        let path = format!("/events/{}", enc(&sent[0]));
+        let user = user.clone();
+        async move { user.get(&path).await.ok() }
+    };
+    assert_redacted(&[&one(&carol).await]);
+    assert_intact(&[&one(&bob).await]);
 }

@@ -10,11 +10,11 @@
 use std::collections::HashSet;
 
 use serde::Serialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::stream::presence_v1;
+use super::stream::{presence_v1, with_room_ids};
 use super::{SyncToken, begin_snapshot, to_raw};
 use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
@@ -156,26 +156,19 @@ pub async fn initial_sync(
     for m in &memberships {
         let mut info = RoomInfo::new(&m.room_id, public.contains(&m.room_id));
         info.membership = Some(m.membership.clone());
-        match m.membership.as_str() {
-            "invite" => {
-                if let Some(row) = store::events::event_by_id(&mut *tx, &m.event_id).await? {
-                    info.inviter = Some(row.sender.clone());
-                    let rendered = timeline::render_plain(&[row], reader.viewer);
-                    info.invite = rendered.first().map(|e| timeline::to_v1_format(e));
-                }
-            }
-            membership => {
-                // Joined: up to now; left: up to (and with) the leave.
-                let (at, end_token) = if membership == "join" {
-                    (None, end.clone())
-                } else {
-                    (Some(m.stream_ordering), position_token(m.stream_ordering))
-                };
-                let view = room_view(&mut tx, &mut reader, &m.room_id, at, upto, end_token).await?;
-                info.messages = Some(view.messages);
-                info.state = Some(view.state);
-                info.account_data = Some(to_raw(room_data.remove(&m.room_id).unwrap_or_default())?);
-            }
+        if m.membership == "invite" {
+            invite_of(&mut tx, &mut info, &m.event_id, reader.viewer).await?;
+        } else {
+            // Joined: up to now; left: up to (and with) the leave.
+            let (at, end_token) = if m.membership == "join" {
+                (None, end.clone())
+            } else {
+                (Some(m.stream_ordering), position_token(m.stream_ordering))
+            };
+            let view = room_view(&mut tx, &mut reader, &m.room_id, at, upto, end_token).await?;
+            info.messages = Some(view.messages);
+            info.state = Some(view.state);
+            info.account_data = Some(to_raw(room_data.remove(&m.room_id).unwrap_or_default())?);
         }
         rooms.push(info);
     }
@@ -184,18 +177,8 @@ pub async fn initial_sync(
         .filter(|m| m.membership == "join")
         .map(|m| m.room_id.clone())
         .collect();
-    let mut receipts: Vec<(String, Value)> = receipts::for_sync(&mut tx, user, &joined, 0, upto)
-        .await?
-        .into_iter()
-        .collect();
-    receipts.sort_by(|a, b| a.0.cmp(&b.0));
-    let receipts = receipts
-        .into_iter()
-        .map(|(room, mut e)| {
-            e["room_id"] = json!(room);
-            e
-        })
-        .collect();
+    let receipts: Vec<Value> =
+        with_room_ids(receipts::for_sync(&mut tx, user, &joined, 0, upto).await?).collect();
     let presence_events = presence::for_sync(state, &mut tx, user, 0, upto).await?;
     tx.commit().await?;
     Ok(InitialSync {
@@ -223,30 +206,17 @@ pub async fn room_initial_sync(
     let mut conn = state.db.acquire().await?;
     let mut tx = begin_snapshot(&mut conn).await?;
     let upto = store::stream::current_in(&mut tx).await?;
-    let membership = store::rooms::memberships_of(&mut *tx, user)
-        .await?
-        .into_iter()
-        .find(|m| m.room_id == room_id);
     let now = SyncToken {
         position: upto,
         typing: typing::clock(state),
     }
     .encode();
-    // (the membership reported, the position the snapshot stops at, its end token)
-    let (reported, at, end) = match membership {
-        Some(m) if m.membership == "join" => (Some(m.membership), None, now),
-        Some(m) if m.membership == "leave" => (
-            Some(m.membership),
-            Some(m.stream_ordering),
-            position_token(m.stream_ordering),
-        ),
-        _ if world_readable(&mut tx, room_id).await? => (None, None, now),
-        _ => {
-            return Err(Error::forbidden(
-                "You are not a member of this room and it is not world-readable",
-            ));
-        }
+    let Some((reported, at)) = access(&mut tx, user, room_id).await? else {
+        return Err(Error::forbidden(
+            "You are not a member of this room and it is not world-readable",
+        ));
     };
+    let end = at.map_or(now, position_token);
     let public = !store::rooms::public_among(&mut *tx, &[room_id.to_owned()])
         .await?
         .is_empty();
@@ -273,19 +243,49 @@ pub async fn room_initial_sync(
         let receipts = receipts::for_sync(&mut tx, user, &rooms, 0, upto).await?;
         (
             presence.into_iter().map(presence_v1).collect(),
-            receipts
-                .into_values()
-                .map(|mut e| {
-                    e["room_id"] = json!(room_id);
-                    e
-                })
-                .collect(),
+            with_room_ids(receipts).collect(),
         )
     };
     tx.commit().await?;
     info.presence = Some(to_raw(presence_events)?);
     info.receipts = Some(to_raw(receipt_events)?);
     Ok(info)
+}
+
+/// How the user may see the room: (the membership reported, the position the snapshot stops at).
+/// Joined: now; left: at the leave; otherwise, without membership, when the room is
+/// world-readable. `None`: not at all (banned, invited, knocking or a stranger to a room that is
+/// not world-readable).
+async fn access(
+    conn: &mut PgConnection,
+    user: &str,
+    room_id: &str,
+) -> Result<Option<(Option<String>, Option<i64>)>> {
+    let membership = store::rooms::memberships_of(&mut *conn, user)
+        .await?
+        .into_iter()
+        .find(|m| m.room_id == room_id);
+    Ok(match membership {
+        Some(m) if m.membership == "join" => Some((Some(m.membership), None)),
+        Some(m) if m.membership == "leave" => Some((Some(m.membership), Some(m.stream_ordering))),
+        _ if world_readable(&mut *conn, room_id).await? => Some((None, None)),
+        _ => None,
+    })
+}
+
+/// An invite's `invite` event (legacy format) and `inviter`.
+async fn invite_of(
+    conn: &mut PgConnection,
+    info: &mut RoomInfo,
+    event_id: &str,
+    viewer: Viewer<'_>,
+) -> Result<()> {
+    if let Some(row) = store::events::event_by_id(&mut *conn, event_id).await? {
+        info.inviter = Some(row.sender.clone());
+        let rendered = timeline::render_plain(&[row], viewer);
+        info.invite = rendered.first().map(|e| timeline::to_v1_format(e));
+    }
+    Ok(())
 }
 
 /// Whether the room's current history visibility is `world_readable`.

@@ -341,7 +341,7 @@ pub(super) fn presence_v1(mut event: Value) -> Value {
 }
 
 /// Per-room ephemeral events with their `room_id`, as the legacy stream carries them.
-fn with_room_ids(by_room: HashMap<String, Value>) -> impl Iterator<Item = Value> {
+pub(super) fn with_room_ids(by_room: HashMap<String, Value>) -> impl Iterator<Item = Value> {
     let mut by_room: Vec<(String, Value)> = by_room.into_iter().collect();
     by_room.sort_by(|a, b| a.0.cmp(&b.0));
     by_room.into_iter().map(|(room, mut event)| {
