@@ -432,6 +432,17 @@ async fn room_initial_sync_of_a_joined_room() {
             .iter()
             .any(|e| e["type"] == "m.room.join_rules")
     );
+    assert_eq!(r["visibility"], "private");
+    assert!(r["messages"]["start"].is_string() && r["messages"]["end"].is_string());
+}
+
+#[tokio::test]
+async fn room_initial_sync_refuses_what_is_not_a_room_id() {
+    let app = spawn_app().await;
+    let bob = app.register("bob").await;
+    bob.get(&format!("/rooms/{}/initialSync", enc("#alias:example.org")))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]

@@ -8,9 +8,15 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::api::auth::Requester;
+use ruma::api::client::peeking::get_current_state::v3 as room_initial;
+use ruma::api::client::room::Visibility;
+use ruma::events::room::member::MembershipState;
+use ruma::serde::Raw;
+
 use crate::api::extract::{Path, Query};
+use crate::api::ruma::{Ruma, RumaResponse};
 use crate::service::messages;
-use crate::service::sync::initial::{self, InitialSync, RoomInfo};
+use crate::service::sync::initial::{self, InitialSync};
 use crate::service::sync::stream::{self, EventsChunk, EventsRequest};
 use crate::{AppState, Error, Result};
 
@@ -96,14 +102,34 @@ struct RoomInitialSyncParams {
     limit: Option<String>,
 }
 
+/// GET /rooms/{roomId}/initialSync: ruma's typed request and response (the spec's RoomInfo).
 async fn room_initial_sync(
     State(state): State<AppState>,
     requester: Requester,
-    Path(room_id): Path<String>,
+    Ruma(request): Ruma<room_initial::Request>,
     Query(p): Query<RoomInitialSyncParams>,
-) -> Result<JsonResponse<RoomInfo>> {
+) -> Result<RumaResponse<room_initial::Response>> {
+    // Not in the spec for this endpoint, but Synapse takes it (messages to return).
     let limit = parse_number::<u32>(p.limit.as_deref(), "limit")?.map(i64::from);
-    Ok(JsonResponse(
-        initial::room_initial_sync(&state, &requester, &room_id, limit).await?,
-    ))
+    let info =
+        initial::room_initial_sync(&state, &requester, request.room_id.as_str(), limit).await?;
+    let mut response = room_initial::Response::new(request.room_id);
+    response.membership = info.membership.as_deref().map(MembershipState::from);
+    response.messages = info.messages.map(|m| {
+        let mut chunk = room_initial::PaginationChunk::new(raw(m.chunk), m.end);
+        chunk.start = Some(m.start);
+        chunk
+    });
+    response.state = raw(info.state.unwrap_or_default());
+    response.account_data = raw(info.account_data.unwrap_or_default());
+    response.visibility = Some(match info.visibility {
+        "public" => Visibility::Public,
+        _ => Visibility::Private,
+    });
+    Ok(RumaResponse(response))
+}
+
+/// Rendered events as ruma's `Raw` (the JSON as it is, not re-parsed).
+fn raw<T>(events: Vec<Box<RawValue>>) -> Vec<Raw<T>> {
+    events.into_iter().map(Raw::from_json).collect()
 }

@@ -23,6 +23,7 @@ pub mod reports;
 pub mod retry;
 pub mod room_keys;
 pub mod rooms;
+pub mod ruma;
 pub mod search;
 pub mod send;
 pub mod spaces;

@@ -63,11 +63,6 @@ pub struct RoomInfo {
     pub visibility: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_data: Option<Vec<Box<RawValue>>>,
-    /// Room initialSync only: the joined members' presence and the room's receipts (as Synapse).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub presence: Option<Vec<Box<RawValue>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receipts: Option<Vec<Box<RawValue>>>,
 }
 
 /// A room's latest messages: `start` pages back with /messages, `end` is where they stop.
@@ -229,26 +224,11 @@ pub async fn room_initial_sync(
     let view = room_view(&mut tx, &mut reader, room_id, at, upto, end).await?;
     let (_, mut room_data) = account_data::for_sync(&mut tx, user, 0, upto).await?;
     let mut info = RoomInfo::new(room_id, public);
-    let left = at.is_some();
     info.membership = reported;
     info.messages = Some(view.messages);
     info.state = Some(view.state);
     info.account_data = Some(to_raw(room_data.remove(room_id).unwrap_or_default())?);
-    // A departed user gets no presence or receipts, as in Synapse.
-    let (presence_events, receipt_events) = if left {
-        (Vec::new(), Vec::new())
-    } else {
-        let rooms = [room_id.to_owned()];
-        let presence = presence::of_new_room_mates(state, &mut tx, &[], &rooms).await?;
-        let receipts = receipts::for_sync(&mut tx, user, &rooms, 0, upto).await?;
-        (
-            presence.into_iter().map(presence_v1).collect(),
-            with_room_ids(receipts).collect(),
-        )
-    };
     tx.commit().await?;
-    info.presence = Some(to_raw(presence_events)?);
-    info.receipts = Some(to_raw(receipt_events)?);
     Ok(info)
 }
 
@@ -364,8 +344,6 @@ impl RoomInfo {
             state: None,
             visibility: if public { "public" } else { "private" },
             account_data: None,
-            presence: None,
-            receipts: None,
         }
     }
 }
