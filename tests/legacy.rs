@@ -192,7 +192,7 @@ async fn events_refuse_a_bad_token_or_timeout() {
 }
 
 #[tokio::test]
-async fn events_bring_typing_receipts_and_presence_with_their_room() {
+async fn events_bring_typing_receipts_presence_and_account_data() {
     let app = spawn_app().await;
     let (alice, bob, room) = two_in_a_room(&app).await;
     let from = stream_token(&bob).await;
@@ -210,8 +210,32 @@ async fn events_bring_typing_receipts_and_presence_with_their_room() {
         )
         .await
         .ok();
+    bob.put(
+        &format!("/user/{}/account_data/org.example.x", enc(&bob.user_id)),
+        json!({"k": 1}),
+    )
+    .await
+    .ok();
+    bob.put(
+        &format!("/user/{}/rooms/{}/tags/u.x", enc(&bob.user_id), enc(&room)),
+        json!({}),
+    )
+    .await
+    .ok();
     let r = events(&bob, &format!("from={}&timeout=0", enc(&from))).await;
     let chunk = r["chunk"].as_array().unwrap();
+    assert!(
+        chunk
+            .iter()
+            .any(|e| e["type"] == "org.example.x" && e["content"]["k"] == 1),
+        "{chunk:?}"
+    );
+    assert!(
+        chunk
+            .iter()
+            .any(|e| e["type"] == "m.tag" && e["room_id"] == room.as_str()),
+        "{chunk:?}"
+    );
     let of_type = |t: &str| chunk.iter().find(|e| e["type"] == t).cloned();
     let typing = of_type("m.typing").expect("typing");
     assert_eq!(typing["room_id"], room.as_str());

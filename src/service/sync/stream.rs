@@ -223,8 +223,7 @@ async fn look(
         .map(|e| timeline::to_v1_format(e))
         .collect();
 
-    // The other streams, up to the same position (Synapse's order: presence, typing, receipts,
-    // account data).
+    // The other streams, up to the same position.
     let ephemeral_rooms: Vec<String> = match &scope.room {
         Some(room) => vec![room.clone()],
         None => rooms
@@ -233,30 +232,17 @@ async fn look(
             .map(|(r, _)| r.clone())
             .collect(),
     };
-    let mut others: Vec<Value> = Vec::new();
-    if !scope.peeking {
-        others.extend(
-            presence::for_sync(state, &mut tx, user, after, end)
-                .await?
-                .into_iter()
-                .map(presence_v1),
-        );
-    }
-    let (typing_events, typing_clock) = typing::for_sync(state, &ephemeral_rooms, from.typing);
-    others.extend(with_room_ids(typing_events));
-    others.extend(with_room_ids(
-        receipts::for_sync(&mut tx, user, &ephemeral_rooms, after, end).await?,
-    ));
-    if !scope.peeking && after > 0 {
-        let (global, by_room) = account_data::for_sync(&mut tx, user, after, end).await?;
-        others.extend(global);
-        for (room, events) in by_room {
-            others.extend(events.into_iter().map(|mut e| {
-                e["room_id"] = json!(room);
-                e
-            }));
-        }
-    }
+    let range = (after, end);
+    let (others, typing_clock) = other_streams(
+        state,
+        &mut tx,
+        user,
+        scope,
+        &ephemeral_rooms,
+        range,
+        from.typing,
+    )
+    .await?;
     tx.commit().await?;
     chunk.extend(to_raw(others)?);
     Ok(Found {
@@ -267,6 +253,45 @@ async fn look(
         },
         cut,
     })
+}
+
+/// The streams other than room events over (`range.0`, `range.1`], as Synapse's `get_events_for`
+/// orders them: presence, typing, receipts, account data (the last two with their `room_id`).
+/// Returns them with the typing clock they reach.
+async fn other_streams(
+    state: &AppState,
+    tx: &mut PgConnection,
+    user: &str,
+    scope: &Scope,
+    ephemeral_rooms: &[String],
+    (after, end): (i64, i64),
+    typing_since: i64,
+) -> Result<(Vec<Value>, i64)> {
+    let mut others: Vec<Value> = Vec::new();
+    if !scope.peeking {
+        others.extend(
+            presence::for_sync(state, &mut *tx, user, after, end)
+                .await?
+                .into_iter()
+                .map(presence_v1),
+        );
+    }
+    let (typing_events, typing_clock) = typing::for_sync(state, ephemeral_rooms, typing_since);
+    others.extend(with_room_ids(typing_events));
+    others.extend(with_room_ids(
+        receipts::for_sync(&mut *tx, user, ephemeral_rooms, after, end).await?,
+    ));
+    if !scope.peeking && after > 0 {
+        let (global, by_room) = account_data::for_sync(&mut *tx, user, after, end).await?;
+        others.extend(global);
+        for (room, events) in by_room {
+            others.extend(events.into_iter().map(|mut e| {
+                e["room_id"] = json!(room);
+                e
+            }));
+        }
+    }
+    Ok((others, typing_clock))
 }
 
 /// The rooms whose events a look reads, with the user's membership of each: the scope's room, or
