@@ -33,7 +33,10 @@ async fn deactivate(user: &User, erase: bool) {
 
 /// Alice's room with Bob in it, two messages of Alice's that Bob saw, then Alice deactivated
 /// (erasing or not), then Carol joining: (bob, carol, room, Alice's message IDs).
-async fn erased_history(app: &TestApp, erase: bool) -> (User, User, String, Vec<String>) {
+pub(crate) async fn erased_history(
+    app: &TestApp,
+    erase: bool,
+) -> (User, User, String, Vec<String>) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let carol = app.register("carol").await;
@@ -49,7 +52,7 @@ async fn erased_history(app: &TestApp, erase: bool) -> (User, User, String, Vec<
 }
 
 /// The events with these IDs among `events`, which must hold them all.
-fn pick<'a>(events: &'a Value, ids: &[String]) -> Vec<&'a Value> {
+pub(crate) fn pick<'a>(events: &'a Value, ids: &[String]) -> Vec<&'a Value> {
     let found: Vec<&Value> = ids
         .iter()
         .filter_map(|id| {
@@ -65,7 +68,7 @@ fn pick<'a>(events: &'a Value, ids: &[String]) -> Vec<&'a Value> {
 }
 
 #[track_caller]
-fn assert_redacted(events: &[&Value]) {
+pub(crate) fn assert_redacted(events: &[&Value]) {
     for event in events {
         assert_eq!(event["type"], "m.room.message", "{event}");
         assert_eq!(event["content"], json!({}), "served unredacted: {event}");
@@ -73,7 +76,7 @@ fn assert_redacted(events: &[&Value]) {
 }
 
 #[track_caller]
-fn assert_intact(events: &[&Value]) {
+pub(crate) fn assert_intact(events: &[&Value]) {
     for event in events {
         let body = event["content"]["body"].as_str().unwrap_or_default();
         assert!(body.starts_with("secret"), "served redacted: {event}");

@@ -10,6 +10,7 @@ mod foundation;
 mod guests;
 mod hostile_input;
 mod knocking;
+mod legacy;
 mod login_tokens;
 mod long_poll;
 mod media;

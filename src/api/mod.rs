@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod extract;
 pub mod federation;
 pub mod keys;
+pub mod legacy;
 pub mod login;
 pub mod login_token;
 pub mod media;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .merge(send::routes())
         .merge(messages::routes())
         .merge(sync::routes())
+        .merge(legacy::routes())
         .merge(profile::routes())
         .merge(directory::routes())
         .merge(keys::routes())

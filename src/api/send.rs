@@ -1,7 +1,8 @@
-//! Sending: PUT /rooms/{roomId}/send/{eventType}/{txnId} and /redact/{eventId}/{txnId}.
+//! Sending: PUT /rooms/{roomId}/send/{eventType}/{txnId}, the legacy POST
+//! /rooms/{roomId}/send/{eventType} (no transaction ID), and /redact/{eventId}/{txnId}.
 
 use axum::extract::{Request, State};
-use axum::routing::put;
+use axum::routing::{post, put};
 use axum::{Json as JsonResponse, Router};
 use serde_json::{Value, json};
 
@@ -13,6 +14,7 @@ use crate::{AppState, Result};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/rooms/{room_id}/send/{event_type}/{txn_id}", put(send))
+        .route("/rooms/{room_id}/send/{event_type}", post(send_without_txn))
         .route("/rooms/{room_id}/redact/{event_id}/{txn_id}", put(redact))
 }
 
@@ -23,8 +25,27 @@ async fn send(
     request: Request,
 ) -> Result<JsonResponse<Value>> {
     let content = messages::parse_content(&body_bytes(request, &state).await?)?;
-    let event_id =
-        messages::send(&state, &requester, &room_id, &event_type, &txn_id, content).await?;
+    let event_id = messages::send(
+        &state,
+        &requester,
+        &room_id,
+        &event_type,
+        Some(&txn_id),
+        content,
+    )
+    .await?;
+    Ok(JsonResponse(json!({ "event_id": event_id })))
+}
+
+/// The legacy form without a transaction ID (Synapse still accepts it): a new event every time.
+async fn send_without_txn(
+    State(state): State<AppState>,
+    requester: Requester,
+    Path((room_id, event_type)): Path<(String, String)>,
+    request: Request,
+) -> Result<JsonResponse<Value>> {
+    let content = messages::parse_content(&body_bytes(request, &state).await?)?;
+    let event_id = messages::send(&state, &requester, &room_id, &event_type, None, content).await?;
     Ok(JsonResponse(json!({ "event_id": event_id })))
 }
 

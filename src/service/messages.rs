@@ -57,13 +57,14 @@ async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// PUT /rooms/{roomId}/send/{eventType}/{txnId}.
+/// PUT /rooms/{roomId}/send/{eventType}/{txnId}, and the legacy POST without a transaction ID
+/// (`txn_id` `None`: no idempotency, every request is a new event, as in Synapse).
 pub async fn send(
     state: &AppState,
     requester: &Requester,
     room_id: &str,
     event_type: &str,
-    txn_id: &str,
+    txn_id: Option<&str>,
     mut content: Map<String, Value>,
 ) -> Result<String> {
     if event_type == "m.room.message" {
@@ -77,16 +78,16 @@ pub async fn send(
     let sender = requester.user_id.as_str();
     let mut draft = EventDraft::new(event_type, None, sender, Value::Object(content));
     draft.device_id = Some(requester.device_id.to_string());
-    draft.txn_id = Some(txn_id.to_owned());
-    let txn = TxnKey {
+    draft.txn_id = txn_id.map(str::to_owned);
+    let txn = txn_id.map(|txn_id| TxnKey {
         user_id: sender.to_owned(),
         device_id: requester.device_id.to_string(),
         scope: json!(["send", room_id, event_type]).to_string(),
         txn_id: txn_id.to_owned(),
-    };
+    });
     let committed = state
         .writer
-        .submit(Target::Existing(room_id.to_owned()), vec![draft], Some(txn))
+        .submit(Target::Existing(room_id.to_owned()), vec![draft], txn)
         .await?;
     committed
         .event_ids
@@ -300,6 +301,21 @@ pub async fn get_event(
     let row = visible_event(state, requester, room_id, event_id).await?;
     let mut rendered = serve(state, requester, vec![row]).await?;
     Ok(rendered.remove(0))
+}
+
+/// GET /events/{eventId} (legacy): the event in whichever room holds it, seen as
+/// GET /rooms/{roomId}/event/{eventId} sees it (404 when unknown or hidden), in the legacy format.
+pub async fn get_event_by_id(
+    state: &AppState,
+    requester: &Requester,
+    event_id: &str,
+) -> Result<Box<RawValue>> {
+    let room_id = store::events::event_by_id(&state.db, event_id)
+        .await?
+        .map(|row| row.room_id)
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let event = get_event(state, requester, &room_id, event_id).await?;
+    Ok(timeline::to_v1_format(&event))
 }
 
 /// The event `event_id` of `room_id` if `requester` may see it; 404 otherwise.

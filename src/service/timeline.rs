@@ -191,6 +191,37 @@ pub async fn aggregations_for(
         .collect())
 }
 
+/// Keys of `unsigned` the legacy (v1) client format also puts at the top level, as Synapse does.
+const V1_TOP_LEVEL: [&str; 6] = [
+    "age",
+    "redacted_because",
+    "replaces_state",
+    "prev_content",
+    "invite_room_state",
+    "knock_room_state",
+];
+
+/// The legacy client event format of `/events`, `/events/{eventId}` and `/initialSync` (Synapse's
+/// `ClientV1`): the client event with `room_id`, plus `user_id` (the sender) and some `unsigned`
+/// keys copied to the top level.
+pub fn to_v1_format(event: &RawValue) -> Box<RawValue> {
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(event.get()) else {
+        return event.to_owned();
+    };
+    if let Some(sender) = map.get("sender").filter(|s| !s.is_null()).cloned() {
+        map.insert("user_id".into(), sender);
+    }
+    let copied: Vec<(String, Value)> = match map.get("unsigned") {
+        Some(Value::Object(unsigned)) => V1_TOP_LEVEL
+            .iter()
+            .filter_map(|k| unsigned.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    map.extend(copied);
+    RawValue::from_string(Value::Object(map).to_string()).unwrap_or_else(|_| event.to_owned())
+}
+
 /// `event_fields` applied to a list of events (nothing to do without it).
 pub fn with_fields(events: Vec<Box<RawValue>>, fields: Option<&[String]>) -> Vec<Box<RawValue>> {
     match fields {
@@ -261,6 +292,21 @@ mod tests {
         let v: Value = serde_json::from_str(raw.get()).unwrap();
         assert_eq!(v["unsigned"]["age"], 5);
         assert_eq!(v["type"], "m.room.message");
+    }
+
+    #[test]
+    fn v1_format_adds_user_id_and_lifts_unsigned_keys() {
+        let event = RawValue::from_string(
+            r#"{"type":"m.room.topic","room_id":"!r:x","sender":"@a:x","content":{},"unsigned":{"age":3,"prev_content":{"topic":"t"},"transaction_id":"x"}}"#.into(),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(to_v1_format(&event).get()).unwrap();
+        assert_eq!(v["user_id"], "@a:x");
+        assert_eq!(v["age"], 3);
+        assert_eq!(v["prev_content"], json!({"topic": "t"}));
+        assert_eq!(v["room_id"], "!r:x");
+        assert!(v.get("transaction_id").is_none());
+        assert_eq!(v["unsigned"]["transaction_id"], "x");
     }
 
     #[test]

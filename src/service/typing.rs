@@ -198,6 +198,11 @@ pub fn changed_in(state: &AppState, rooms: &[String], since_ms: i64) -> bool {
         .any(|room| room.changed > since_ms)
 }
 
+/// The typing clock now: a token made of it reports only changes after this moment.
+pub fn clock(state: &AppState) -> i64 {
+    state.typing.inner.lock().unwrap().clock
+}
+
 /// m.typing events for rooms whose typing set changed after `since_ms` (0 = all rooms with typers), and the new typing token (ms).
 pub fn for_sync(
     state: &AppState,

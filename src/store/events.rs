@@ -431,6 +431,37 @@ pub async fn latest_events_per_room(
     .await
 }
 
+/// The oldest `limit` events (after `after`, at or below `upto`) of each room, oldest first per room:
+/// the event stream of the legacy `GET /events`.
+pub async fn earliest_events_per_room(
+    db: impl PgExecutor<'_>,
+    rooms: &[String],
+    after: i64,
+    upto: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT e.stream_ordering AS "stream_ordering!", e.event_id AS "event_id!", e.room_id AS "room_id!",
+                  e.event_type AS "event_type!", e.state_key, e.sender AS "sender!",
+                  e.origin_server_ts AS "origin_server_ts!", e.client_json AS "client_json!", e.state_unsigned,
+                  e.device_id, e.txn_id, e.redacted_because AS "redacted_because?"
+           FROM UNNEST($1::text[]) AS rm(room_id)
+           CROSS JOIN LATERAL (
+               SELECT e.*, r.client_json AS redacted_because
+               FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+               WHERE e.room_id = rm.room_id AND e.stream_ordering > $2 AND e.stream_ordering <= $3
+               ORDER BY e.stream_ordering ASC LIMIT $4
+           ) e"#,
+        rooms,
+        after,
+        upto,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// The stored PDUs (federation form) of events.
 pub async fn pdus_of(
     db: impl PgExecutor<'_>,

@@ -407,3 +407,13 @@ pub async fn public_rooms(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PublicRoo
     .fetch_all(db)
     .await
 }
+
+/// Those of `rooms` listed in the public room directory.
+pub async fn public_among(db: impl PgExecutor<'_>, rooms: &[String]) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT room_id FROM rooms WHERE room_id = ANY($1) AND is_public",
+        rooms
+    )
+    .fetch_all(db)
+    .await
+}

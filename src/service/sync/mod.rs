@@ -17,7 +17,9 @@ use sqlx::PgConnection;
 mod counts;
 mod from_memory;
 mod gate;
+pub mod initial;
 mod joined;
+pub mod stream;
 
 pub use counts::SyncCounts;
 use from_memory::Freshness;
