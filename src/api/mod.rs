@@ -7,6 +7,7 @@ pub mod auth;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
+pub mod email_pages;
 pub mod extract;
 pub mod keys;
 pub mod login;
@@ -22,11 +23,13 @@ pub mod reports;
 pub mod retry;
 pub mod room_keys;
 pub mod rooms;
+pub mod ruma;
 pub mod search;
 pub mod send;
 pub mod spaces;
 pub mod sync;
 pub mod thirdparty;
+pub mod threepids;
 pub mod to_device;
 pub mod typing;
 pub mod voip;
@@ -73,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(voip::routes())
         .merge(reports::routes())
         .merge(thirdparty::routes())
+        .merge(threepids::routes())
         .merge(search::routes());
     let client_v1 = Router::new()
         .merge(messages::v1_routes())
@@ -89,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .merge(media::other_routes())
         .merge(register::other_routes())
         .merge(spaces::unstable_routes())
+        .merge(email_pages::routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(retry::once_on_lost_connection))

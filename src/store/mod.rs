@@ -19,6 +19,7 @@ pub mod search;
 pub mod secrets;
 pub mod stream;
 pub mod to_device;
+pub mod threepids;
 pub mod tokens;
 pub mod uia;
 pub mod users;
