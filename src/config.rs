@@ -571,19 +571,29 @@ impl Config {
         };
         let email = &self.email;
         if email.smtp_host.as_deref() == Some("") {
-            return invalid("email.smtp_host", "must not be empty (leave it out to turn email off)");
+            return invalid(
+                "email.smtp_host",
+                "must not be empty (leave it out to turn email off)",
+            );
         }
         if email.smtp_user.is_some() != email.smtp_pass.is_some() {
             return invalid("email", "set both smtp_user and smtp_pass, or neither");
         }
-        if email.notif_from.parse::<lettre::message::Mailbox>().is_err() {
+        if email
+            .notif_from
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+        {
             return invalid(
                 "email.notif_from",
                 "must be an address such as \"Axon <noreply@example.org>\"",
             );
         }
         if email.validation_token_lifetime_ms < 1000 {
-            return invalid("email.validation_token_lifetime_ms", "must be at least 1000");
+            return invalid(
+                "email.validation_token_lifetime_ms",
+                "must be at least 1000",
+            );
         }
         Ok(())
     }
@@ -740,7 +750,12 @@ mod tests {
         let half = Config::from_toml("[email]\nsmtp_user = \"u\"\n").unwrap();
         assert!(half.validate().unwrap_err().to_string().contains("email"));
         let from = Config::from_toml("[email]\nnotif_from = \"not an address\"\n").unwrap();
-        assert!(from.validate().unwrap_err().to_string().contains("email.notif_from"));
+        assert!(
+            from.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("email.notif_from")
+        );
         assert!(Config::from_toml("[email]\ntls = \"ssl\"\n").is_err());
     }
 

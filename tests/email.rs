@@ -220,7 +220,10 @@ async fn without_smtp_email_endpoints_answer_not_supported() {
             .expect_err(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
     }
     alice
-        .post("/account/3pid/add", json!({"client_secret": "s", "sid": "x"}))
+        .post(
+            "/account/3pid/add",
+            json!({"client_secret": "s", "sid": "x"}),
+        )
         .await
         .expect_err(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
     let caps = alice.get("/capabilities").await.ok();
@@ -287,9 +290,17 @@ async fn phone_numbers_and_identity_servers_are_refused_clearly() {
         .post("/account/3pid/bind", json!({"client_secret": "s", "sid": "x", "id_server": "id.example.org", "id_access_token": "t"}))
         .await;
     bind.expect_err(400, "M_UNRECOGNIZED");
-    assert!(bind.body["error"].as_str().unwrap().contains("identity server"));
+    assert!(
+        bind.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("identity server")
+    );
     let unbind = alice
-        .post("/account/3pid/unbind", json!({"medium": "email", "address": "a@example.org", "id_server": "id.example.org"}))
+        .post(
+            "/account/3pid/unbind",
+            json!({"medium": "email", "address": "a@example.org", "id_server": "id.example.org"}),
+        )
         .await
         .ok();
     assert_eq!(unbind, json!({"id_server_unbind_result": "no-support"}));
@@ -316,7 +327,11 @@ async fn request_token_mails_a_link_and_send_attempt_is_idempotent() {
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, vec!["alice@example.org".to_owned()]);
     assert!(mails[0].link().contains(&format!("sid={sid}")));
-    assert!(mails[0].data.contains("From: Axon <noreply@test.local>"), "{}", mails[0].data);
+    assert!(
+        mails[0].data.contains("From: Axon <noreply@test.local>"),
+        "{}",
+        mails[0].data
+    );
 
     // The same attempt again: the same session, no second mail.
     let again = post(
@@ -380,9 +395,13 @@ async fn bad_client_secret_and_email_are_refused() {
     )
     .await
     .expect_err(400, "M_INVALID_PARAM");
-    post(&app, "/account/3pid/email/requestToken", json!({"email": "a@example.org"}))
-        .await
-        .expect_err(400, "M_BAD_JSON");
+    post(
+        &app,
+        "/account/3pid/email/requestToken",
+        json!({"email": "a@example.org"}),
+    )
+    .await
+    .expect_err(400, "M_BAD_JSON");
     assert!(sink.mails().is_empty());
     // The page refuses a bad client secret too.
     let (status, _) = page(
@@ -429,7 +448,10 @@ async fn the_link_goes_on_to_next_link() {
         .to_owned();
     let (status, location) = page(&app, Method::GET, &sink.mails()[0].link()).await;
     assert_eq!(status, 302);
-    assert_eq!(location, format!("https://client.example.org/done?x=1&sid={sid}"));
+    assert_eq!(
+        location,
+        format!("https://client.example.org/done?x=1&sid={sid}")
+    );
     let mut bad = token_body("secret", "alice@example.org", 2);
     bad["next_link"] = json!("file:///etc/passwd");
     post(&app, "/account/3pid/email/requestToken", bad)
@@ -439,8 +461,7 @@ async fn the_link_goes_on_to_next_link() {
 
 #[tokio::test]
 async fn an_expired_token_does_not_validate() {
-    let (app, sink) =
-        email_app_with(|c| c.email.validation_token_lifetime_ms = 1000).await;
+    let (app, sink) = email_app_with(|c| c.email.validation_token_lifetime_ms = 1000).await;
     let alice = app.register("alice").await;
     let sid = post(
         &app,
@@ -457,7 +478,10 @@ async fn an_expired_token_does_not_validate() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("expired"), "{text}");
     alice
-        .post("/account/3pid/add", json!({"client_secret": "secret", "sid": sid, "auth": password_auth(&alice)}))
+        .post(
+            "/account/3pid/add",
+            json!({"client_secret": "secret", "sid": sid, "auth": password_auth(&alice)}),
+        )
         .await
         .expect_err(400, "M_THREEPID_AUTH_FAILED");
 }
@@ -507,7 +531,10 @@ async fn add_needs_the_password_and_a_validated_session() {
     let body = json!({"client_secret": "secret", "sid": sid});
     let challenge = alice.post("/account/3pid/add", body.clone()).await;
     challenge.expect_err(401, "");
-    assert_eq!(challenge.body["flows"], json!([{"stages": ["m.login.password"]}]));
+    assert_eq!(
+        challenge.body["flows"],
+        json!([{"stages": ["m.login.password"]}])
+    );
     // Not validated yet.
     let mut with_auth = body.clone();
     with_auth["auth"] = password_auth(&alice);
@@ -546,13 +573,22 @@ async fn delete_removes_the_address() {
     let alice = app.register("alice").await;
     add_email(&app, &sink, &alice, "alice@example.org").await;
     let r = alice
-        .post("/account/3pid/delete", json!({"medium": "email", "address": "alice@example.org"}))
+        .post(
+            "/account/3pid/delete",
+            json!({"medium": "email", "address": "alice@example.org"}),
+        )
         .await
         .ok();
     assert_eq!(r, json!({"id_server_unbind_result": "no-support"}));
-    assert_eq!(alice.get("/account/3pid").await.ok(), json!({"threepids": []}));
+    assert_eq!(
+        alice.get("/account/3pid").await.ok(),
+        json!({"threepids": []})
+    );
     alice
-        .post("/account/3pid/delete", json!({"medium": "email", "address": "alice@example.org"}))
+        .post(
+            "/account/3pid/delete",
+            json!({"medium": "email", "address": "alice@example.org"}),
+        )
         .await
         .expect_err(400, "M_THREEPID_NOT_FOUND");
     login_email(&app, "alice@example.org", PASSWORD)
@@ -615,9 +651,14 @@ async fn password_reset_by_email_end_to_end() {
     post(&app, "/login", json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": PASSWORD}))
         .await
         .expect_err(403, "M_FORBIDDEN");
-    login_email(&app, "alice@example.org", "new horse").await.ok();
+    login_email(&app, "alice@example.org", "new horse")
+        .await
+        .ok();
     // Every earlier device is logged out.
-    alice.get("/account/whoami").await.expect_err(401, "M_UNKNOWN_TOKEN");
+    alice
+        .get("/account/whoami")
+        .await
+        .expect_err(401, "M_UNKNOWN_TOKEN");
     app.request(
         Method::GET,
         "/_matrix/client/v3/account/whoami",
@@ -679,5 +720,8 @@ async fn the_page_escapes_what_it_shows() {
     assert_eq!(status, 200, "{text}");
     assert!(!text.contains("<script>"), "{text}");
     assert!(!text.contains("\"><script"), "{text}");
-    assert!(text.contains("%3Cscript%3E") || text.contains("&lt;script&gt;"), "{text}");
+    assert!(
+        text.contains("%3Cscript%3E") || text.contains("&lt;script&gt;"),
+        "{text}"
+    );
 }

@@ -33,22 +33,26 @@ struct LinkQuery {
     token: Option<String>,
 }
 
-/// The link's three parameters, or the page that says one is missing.
-fn params(query: &LinkQuery) -> Result<(&str, &str, &str), Response> {
-    match (&query.sid, &query.client_secret, &query.token) {
-        (Some(sid), Some(secret), Some(token)) => Ok((sid, secret, token)),
-        _ => Err(page(
-            StatusCode::BAD_REQUEST,
-            "Invalid link",
-            "This link is incomplete: it needs sid, client_secret and token.",
-        )),
-    }
+/// The link's three parameters, if it has them all.
+fn params(query: &LinkQuery) -> Option<(&str, &str, &str)> {
+    Some((
+        query.sid.as_deref()?,
+        query.client_secret.as_deref()?,
+        query.token.as_deref()?,
+    ))
+}
+
+fn incomplete() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Invalid link",
+        "This link is incomplete: it needs sid, client_secret and token.",
+    )
 }
 
 async fn open_link(State(state): State<AppState>, Query(query): Query<LinkQuery>) -> Response {
-    let (sid, secret, token) = match params(&query) {
-        Ok(p) => p,
-        Err(page) => return page,
+    let Some((sid, secret, token)) = params(&query) else {
+        return incomplete();
     };
     match threepids::session_purpose(&state.db, sid).await {
         Ok(Some((Purpose::Reset, false))) => confirmation_page(sid, secret, token),
@@ -59,8 +63,8 @@ async fn open_link(State(state): State<AppState>, Query(query): Query<LinkQuery>
 
 async fn confirm(State(state): State<AppState>, Query(query): Query<LinkQuery>) -> Response {
     match params(&query) {
-        Ok((sid, secret, token)) => validate(&state, sid, secret, token).await,
-        Err(page) => page,
+        Some((sid, secret, token)) => validate(&state, sid, secret, token).await,
+        None => incomplete(),
     }
 }
 
@@ -146,7 +150,10 @@ mod tests {
     #[test]
     fn escaping_leaves_no_markup() {
         let out = escape("<script>\"x\" & 'y'</script>");
-        assert!(!out.contains('<') && !out.contains('"') && !out.contains('\''), "{out}");
+        assert!(
+            !out.contains('<') && !out.contains('"') && !out.contains('\''),
+            "{out}"
+        );
         assert_eq!(form_encode("a b<\"&"), "a%20b%3C%22%26");
     }
 }

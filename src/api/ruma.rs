@@ -23,7 +23,9 @@ impl<T: IncomingRequest> FromRequest<AppState> for Ruma<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Error> {
         let (mut parts, body) = req.into_parts();
         // A route without parameters may have none recorded at all. axum has percent-decoded them.
-        let raw = RawPathParams::from_request_parts(&mut parts, state).await.ok();
+        let raw = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .ok();
         let args: Vec<&str> = raw.iter().flat_map(|r| r.iter().map(|(_, v)| v)).collect();
         let head = http::Request::from_parts(parts.clone(), ());
         let bytes = body_bytes(Request::from_parts(parts, body), state).await?;

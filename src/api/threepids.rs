@@ -28,7 +28,10 @@ pub fn routes() -> Router<AppState> {
         .route("/account/3pid/delete", post(delete))
         .route("/account/3pid/bind", post(bind))
         .route("/account/3pid/unbind", post(unbind))
-        .route("/account/password/email/requestToken", post(reset_request_token))
+        .route(
+            "/account/password/email/requestToken",
+            post(reset_request_token),
+        )
         .route("/account/3pid/msisdn/requestToken", post(no_msisdn))
         .route("/account/password/msisdn/requestToken", post(no_msisdn))
         .route("/register/msisdn/requestToken", post(no_msisdn))

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -40,13 +40,16 @@ impl EmailService {
         let Some(host) = &email.smtp_host else {
             return Ok(None);
         };
-        let smtp_error = |e: lettre::transport::smtp::Error| Error::internal(format!("email.smtp_host: {e}"));
+        let smtp_error =
+            |e: lettre::transport::smtp::Error| Error::internal(format!("email.smtp_host: {e}"));
         let mut builder = match email.tls {
             SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
             SmtpTls::Starttls => {
                 AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(smtp_error)?
             }
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(smtp_error)?,
+            SmtpTls::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(smtp_error)?
+            }
         }
         .port(email.smtp_port)
         .timeout(Some(SMTP_TIMEOUT));

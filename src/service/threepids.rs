@@ -117,10 +117,14 @@ pub async fn request_token(
     let holder = store::threepids::user_of(db, EMAIL, &address).await?;
     match (request.purpose, holder) {
         (Purpose::Reset, None) => {
-            return Err(Error::threepid_not_found("No account has this email address"));
+            return Err(Error::threepid_not_found(
+                "No account has this email address",
+            ));
         }
         (Purpose::Add, Some(_)) => {
-            return Err(Error::threepid_in_use("This email address is already in use"));
+            return Err(Error::threepid_in_use(
+                "This email address is already in use",
+            ));
         }
         _ => {}
     }
@@ -139,7 +143,14 @@ pub async fn request_token(
     limiter.validation_mail(request.ip, &address)?;
     let token = random_string(32);
     email
-        .send(validation_mail(email, request.purpose, &address, &sid, request.client_secret, &token))
+        .send(validation_mail(
+            email,
+            request.purpose,
+            &address,
+            &sid,
+            request.client_secret,
+            &token,
+        ))
         .await?;
     let now = store::now_ms();
     store::threepids::prune_sessions(db, now - SESSION_LIFETIME_MS.max(email.token_lifetime_ms))
@@ -264,11 +275,15 @@ async fn take_validated(
         let validated_at = s.validated_at;
         (s, validated_at)
     }) else {
-        return Err(Error::threepid_auth_failed("No validated email session found"));
+        return Err(Error::threepid_auth_failed(
+            "No validated email session found",
+        ));
     };
     if !store::threepids::delete_session(db, sid).await? {
         // Another request used it meanwhile.
-        return Err(Error::threepid_auth_failed("No validated email session found"));
+        return Err(Error::threepid_auth_failed(
+            "No validated email session found",
+        ));
     }
     Ok((session.address, validated_at))
 }
@@ -277,7 +292,9 @@ async fn take_validated(
 pub async fn add(db: &PgPool, user_id: &str, sid: &str, client_secret: &str) -> Result<()> {
     let (address, validated_at) = take_validated(db, Purpose::Add, sid, client_secret).await?;
     if !store::threepids::add(db, user_id, EMAIL, &address, validated_at).await? {
-        return Err(Error::threepid_in_use("This email address is already in use"));
+        return Err(Error::threepid_in_use(
+            "This email address is already in use",
+        ));
     }
     Ok(())
 }
@@ -339,7 +356,10 @@ mod tests {
 
     #[test]
     fn emails_are_lowercased_and_checked() {
-        assert_eq!(canonical_email(" Alice@Example.ORG ").unwrap(), "alice@example.org");
+        assert_eq!(
+            canonical_email(" Alice@Example.ORG ").unwrap(),
+            "alice@example.org"
+        );
         for bad in ["", "alice", "alice@", "@example.org", "a b@example.org"] {
             assert!(canonical_email(bad).is_err(), "{bad}");
         }
@@ -348,6 +368,9 @@ mod tests {
     #[test]
     fn next_link_gets_the_sid() {
         assert_eq!(with_sid("https://a.b/x", "S"), "https://a.b/x?sid=S");
-        assert_eq!(with_sid("https://a.b/x?y=1", "S"), "https://a.b/x?y=1&sid=S");
+        assert_eq!(
+            with_sid("https://a.b/x?y=1", "S"),
+            "https://a.b/x?y=1&sid=S"
+        );
     }
 }

@@ -350,25 +350,23 @@ async fn verify_stage(
 
 /// `m.login.email.identity`: a validated password-reset session names the user (it is used up).
 async fn email_stage(state: &AppState, auth: &AuthData, progress: &mut Progress) -> Result<()> {
-        let creds = auth.rest.get("threepid_creds").ok_or_else(|| {
-            Error::missing_param("The m.login.email.identity stage needs threepid_creds")
-        })?;
-        let field = |name: &str| {
-            creds.get(name).and_then(Value::as_str).ok_or_else(|| {
-                Error::missing_param(format!("threepid_creds needs {name}"))
-            })
-        };
-        let user_id = crate::service::threepids::reset_user(
-            &state.db,
-            field("sid")?,
-            field("client_secret")?,
-        )
-        .await?;
-        if let Some(known) = &progress.user_id
-            && known != &user_id
-        {
-            return Err(Error::forbidden("You can only authenticate as yourself"));
-        }
-        progress.user_id = Some(user_id);
-        Ok(())
+    let creds = auth.rest.get("threepid_creds").ok_or_else(|| {
+        Error::missing_param("The m.login.email.identity stage needs threepid_creds")
+    })?;
+    let field = |name: &str| {
+        creds
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::missing_param(format!("threepid_creds needs {name}")))
+    };
+    let user_id =
+        crate::service::threepids::reset_user(&state.db, field("sid")?, field("client_secret")?)
+            .await?;
+    if let Some(known) = &progress.user_id
+        && known != &user_id
+    {
+        return Err(Error::forbidden("You can only authenticate as yourself"));
+    }
+    progress.user_id = Some(user_id);
+    Ok(())
 }
