@@ -327,6 +327,14 @@ async fn request_token_mails_a_link_and_send_attempt_is_idempotent() {
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].to, vec!["alice@example.org".to_owned()]);
     assert!(mails[0].link().contains(&format!("sid={sid}")));
+    // The link points at the public base URL (the listener's address when none is configured).
+    assert!(
+        mails[0]
+            .data
+            .contains("http://127.0.0.1:8008/_axon/client/email/submit_token?sid="),
+        "{}",
+        mails[0].data
+    );
     assert!(
         mails[0].data.contains("From: Axon <noreply@test.local>"),
         "{}",
@@ -724,4 +732,25 @@ async fn the_page_escapes_what_it_shows() {
         text.contains("%3Cscript%3E") || text.contains("&lt;script&gt;"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn deactivation_frees_the_address() {
+    let (app, sink) = email_app().await;
+    let alice = app.register("alice").await;
+    add_email(&app, &sink, &alice, "alice@example.org").await;
+    alice
+        .post(
+            "/account/deactivate",
+            json!({"auth": password_auth(&alice)}),
+        )
+        .await
+        .ok();
+    post(
+        &app,
+        "/account/3pid/email/requestToken",
+        token_body("bobsecret", "alice@example.org", 1),
+    )
+    .await
+    .ok();
 }
