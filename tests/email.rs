@@ -754,3 +754,59 @@ async fn deactivation_frees_the_address() {
     .await
     .ok();
 }
+
+#[tokio::test]
+async fn a_reset_may_keep_the_other_devices() {
+    let (app, sink) = email_app().await;
+    let alice = app.register("alice").await;
+    add_email(&app, &sink, &alice, "alice@example.org").await;
+    let sid = post(
+        &app,
+        "/account/password/email/requestToken",
+        token_body("resetsecret", "alice@example.org", 1),
+    )
+    .await
+    .ok()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let link = sink.mails().last().unwrap().link();
+    page(&app, Method::POST, &link).await;
+    post(&app, "/account/password", json!({
+        "new_password": "new horse",
+        "logout_devices": false,
+        "auth": {"type": "m.login.email.identity", "threepid_creds": {"sid": sid, "client_secret": "resetsecret"}},
+    }))
+    .await
+    .ok();
+    alice.get("/account/whoami").await.ok();
+    login_email(&app, "alice@example.org", "new horse")
+        .await
+        .ok();
+}
+
+#[tokio::test]
+async fn an_unreachable_mail_server_is_a_prompt_clear_error() {
+    // A port nothing listens on any more.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (app, _sink) = email_app_with(|c| c.email.smtp_port = port).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        post(
+            &app,
+            "/account/3pid/email/requestToken",
+            token_body("secret", "alice@example.org", 1),
+        ),
+    )
+    .await
+    .expect("an answer, not a hang");
+    r.expect_err(500, "M_UNKNOWN");
+    assert!(
+        r.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be sent")
+    );
+}
