@@ -28,6 +28,7 @@ pub struct Config {
     pub presence: Presence,
     pub turn: Turn,
     pub media: Media,
+    pub email: Email,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +111,8 @@ pub struct RateLimits {
     pub login_token: Limit,
     /// Users named in /keys/query and devices in /keys/claim, per user (each counts one token).
     pub key_lookups: Limit,
+    /// Validation mails, per client address and per email address.
+    pub threepid_validation: Limit,
 }
 
 /// A token bucket: `burst` actions at once, then `per_second`.
@@ -241,6 +244,35 @@ pub struct UrlPreview {
     pub ip_range_allowlist: Vec<String>,
 }
 
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a local relay).
+    None,
+    /// Plain connection upgraded with STARTTLS (required; usually port 587).
+    Starttls,
+    /// TLS from the first byte (usually port 465).
+    Tls,
+}
+
+/// Outgoing mail, for email addresses on accounts and password resets. Without `smtp_host` email is
+/// off: its endpoints answer that email is not supported and no flow offers it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Email {
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    /// Credentials for SMTP AUTH; none: no authentication.
+    pub smtp_user: Option<String>,
+    pub smtp_pass: Option<String>,
+    /// The From: of every mail, e.g. `Axon <noreply@example.org>`.
+    pub notif_from: String,
+    /// How long the link in a validation mail works.
+    pub validation_token_lifetime_ms: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -277,6 +309,21 @@ impl Default for Config {
             presence: Presence::default(),
             turn: Turn::default(),
             media: Media::default(),
+            email: Email::default(),
+        }
+    }
+}
+
+impl Default for Email {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 25,
+            tls: SmtpTls::Starttls,
+            smtp_user: None,
+            smtp_pass: None,
+            notif_from: "Axon <noreply@localhost>".into(),
+            validation_token_lifetime_ms: 60 * 60 * 1000,
         }
     }
 }
@@ -353,6 +400,7 @@ impl Default for RateLimits {
             // About one a minute, as Synapse (fixed there): each token is another session.
             login_token: Limit::new(0.017, 1),
             key_lookups: Limit::new(200.0, 5000),
+            threepid_validation: Limit::new(0.003, 5),
         }
     }
 }
@@ -504,6 +552,7 @@ impl Config {
             ("rate_limits.report", r.report),
             ("rate_limits.login_token", r.login_token),
             ("rate_limits.key_lookups", r.key_lookups),
+            ("rate_limits.threepid_validation", r.threepid_validation),
         ] {
             if !(limit.per_second > 0.0 && limit.per_second.is_finite()) || limit.burst == 0 {
                 return invalid(key, "per_second and burst must be positive");
@@ -568,7 +617,48 @@ impl Config {
                 "set either shared_secret or username and password, not both",
             );
         }
+        self.validate_email()
+    }
+
+    fn validate_email(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        let email = &self.email;
+        if email.smtp_host.as_deref() == Some("") {
+            return invalid(
+                "email.smtp_host",
+                "must not be empty (leave it out to turn email off)",
+            );
+        }
+        if email.smtp_user.is_some() != email.smtp_pass.is_some() {
+            return invalid("email", "set both smtp_user and smtp_pass, or neither");
+        }
+        if email
+            .notif_from
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+        {
+            return invalid(
+                "email.notif_from",
+                "must be an address such as \"Axon <noreply@example.org>\"",
+            );
+        }
+        if email.validation_token_lifetime_ms < 1000 {
+            return invalid(
+                "email.validation_token_lifetime_ms",
+                "must be at least 1000",
+            );
+        }
         Ok(())
+    }
+
+    /// Whether email is configured (an SMTP host is set).
+    pub fn email_enabled(&self) -> bool {
+        self.email.smtp_host.is_some()
     }
 
     pub fn public_baseurl(&self) -> String {
@@ -706,6 +796,25 @@ mod tests {
         );
         let err = Config::from_toml("[rate_limits.join]\nper_second = 1.0\n").unwrap_err();
         assert!(err.contains("burst"), "{err}");
+    }
+
+    #[test]
+    fn email_section_parses_and_validates() {
+        let c = Config::from_toml("[email]\nsmtp_host = \"mail.example.org\"\nsmtp_port = 465\ntls = \"tls\"\nsmtp_user = \"u\"\nsmtp_pass = \"p\"\nnotif_from = \"Axon <a@example.org>\"\n").unwrap();
+        c.validate().unwrap();
+        assert!(c.email_enabled());
+        assert_eq!(c.email.tls, SmtpTls::Tls);
+        assert!(!Config::default().email_enabled());
+        let half = Config::from_toml("[email]\nsmtp_user = \"u\"\n").unwrap();
+        assert!(half.validate().unwrap_err().to_string().contains("email"));
+        let from = Config::from_toml("[email]\nnotif_from = \"not an address\"\n").unwrap();
+        assert!(
+            from.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("email.notif_from")
+        );
+        assert!(Config::from_toml("[email]\ntls = \"ssl\"\n").is_err());
     }
 
     #[test]

@@ -64,6 +64,11 @@ constructors! {
     unauthorized => UNAUTHORIZED, "M_UNAUTHORIZED";
     unknown => BAD_REQUEST, "M_UNKNOWN";
     threepid_denied => FORBIDDEN, "M_THREEPID_DENIED";
+    threepid_not_found => BAD_REQUEST, "M_THREEPID_NOT_FOUND";
+    threepid_in_use => BAD_REQUEST, "M_THREEPID_IN_USE";
+    threepid_auth_failed => BAD_REQUEST, "M_THREEPID_AUTH_FAILED";
+    threepid_medium_not_supported => BAD_REQUEST, "M_THREEPID_MEDIUM_NOT_SUPPORTED";
+    email_not_sent => INTERNAL_SERVER_ERROR, "M_UNKNOWN";
     incompatible_room_version => BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION";
     unable_to_grant_join => BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN";
 }

@@ -51,6 +51,8 @@ pub struct Inner {
     pub erased: service::erasure::ErasedUsers,
     pub typing: service::typing::Typing,
     pub recent: service::recent::RecentEvents,
+    /// Outgoing mail; None when no SMTP host is configured (email is off).
+    pub email: Option<service::email::EmailService>,
 }
 
 impl Deref for AppState {
@@ -70,6 +72,7 @@ impl AppState {
         let notifier = service::notifier::Notifier::new();
         let rooms = service::room_cache::RoomCache::default();
         let rate_limiter = service::rate_limit::RateLimiter::new(&config);
+        let email = service::email::EmailService::from_config(&config)?;
         let state = AppState(Arc::new(Inner {
             writer: service::writer::Writer::new(),
             tokens: service::auth::TokenCache::default(),
@@ -90,6 +93,7 @@ impl AppState {
             erased: Default::default(),
             typing: service::typing::Typing::new(),
             recent: Default::default(),
+            email,
             writer_db: service::writer::writer_pool(&db),
             config,
             db,

@@ -4,6 +4,7 @@ mod common;
 
 mod accounts;
 mod e2ee;
+mod email;
 mod ephemeral;
 mod erasure;
 mod foundation;

@@ -1,4 +1,4 @@
-//! The account: whoami, logout, logout/all, password change, deactivation, third-party identifiers.
+//! The account: whoami, logout, logout/all, password change (and reset by email), deactivation.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -18,9 +18,6 @@ pub fn routes() -> Router<AppState> {
         .route("/logout/all", post(logout_all))
         .route("/account/password", post(change_password))
         .route("/account/deactivate", post(deactivate))
-        .route("/account/3pid", get(threepids))
-        .route("/account/password/email/requestToken", post(no_threepid))
-        .route("/account/password/msisdn/requestToken", post(no_threepid))
 }
 
 async fn whoami(GuestAllowed(requester): GuestAllowed) -> JsonResponse<Value> {
@@ -67,13 +64,20 @@ async fn change_password(
     let new_password = body
         .new_password
         .ok_or_else(|| Error::missing_param("Missing new_password"))?;
-    let (passed, user_id) = password_authenticated(
+    // Without an access token, a validated password-reset email session also names the user.
+    let flows: &[uia::Flow] = if requester.is_none() && state.email.is_some() {
+        &[&[uia::PASSWORD], &[uia::EMAIL_IDENTITY]]
+    } else {
+        &[&[uia::PASSWORD]]
+    };
+    let (passed, user_id) = authenticated(
         &state,
         Purpose::ChangePassword,
         &operation,
         requester.as_ref(),
         ip,
         body.auth.as_ref(),
+        flows,
     )
     .await?;
     let keep = requester.as_ref().map(|r| r.device_id.as_str());
@@ -89,21 +93,22 @@ async fn change_password(
     Ok(JsonResponse(json!({})))
 }
 
-/// User-interactive authentication by password, with or without an access token (the password
-/// names the user then): the passed session and the user it authenticated.
-async fn password_authenticated(
+/// User-interactive authentication, with or without an access token (the password or the email
+/// session names the user then): the passed session and the user it authenticated.
+async fn authenticated(
     state: &AppState,
     purpose: Purpose,
     operation: &uia::Operation,
     requester: Option<&Requester>,
     ip: Option<std::net::IpAddr>,
     auth: Option<&uia::AuthData>,
+    flows: &[uia::Flow],
 ) -> Result<(uia::Passed, String)> {
     let request = uia::Request {
         purpose,
         operation,
         user_id: requester.map(|r| r.user_id.as_str()),
-        flows: &[&[uia::PASSWORD]],
+        flows,
         ip,
     };
     let passed = uia::check(state, request, auth).await?;
@@ -128,13 +133,14 @@ async fn deactivate(
     MaybeRequester(requester): MaybeRequester,
     UiaJson { body, operation }: UiaJson<DeactivateBody>,
 ) -> Result<JsonResponse<Value>> {
-    let (passed, user_id) = password_authenticated(
+    let (passed, user_id) = authenticated(
         &state,
         Purpose::Deactivate,
         &operation,
         requester.as_ref(),
         ip,
         body.auth.as_ref(),
+        &[&[uia::PASSWORD]],
     )
     .await?;
     uia::finish(&state, &passed).await?;
@@ -143,17 +149,4 @@ async fn deactivate(
     Ok(JsonResponse(
         json!({ "id_server_unbind_result": "no-support" }),
     ))
-}
-
-async fn threepids(_requester: Requester) -> JsonResponse<Value> {
-    JsonResponse(json!({ "threepids": [] }))
-}
-
-/// No account has a third-party identifier to reset its password with.
-async fn no_threepid() -> Error {
-    Error::matrix(
-        axum::http::StatusCode::BAD_REQUEST,
-        "M_THREEPID_NOT_FOUND",
-        "No account has this third-party identifier",
-    )
 }

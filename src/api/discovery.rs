@@ -76,7 +76,7 @@ async fn capabilities(State(state): State<AppState>, _requester: GuestAllowed) -
             "m.change_password": { "enabled": true },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
-            "m.3pid_changes": { "enabled": false },
+            "m.3pid_changes": { "enabled": state.config.email_enabled() },
             "m.get_login_token": { "enabled": state.config.login_token.enabled },
         }
     }))

@@ -11,6 +11,7 @@ use crate::api::auth::ClientIp;
 use crate::api::extract::Json;
 use crate::service::accounts::{self, Session, SessionRequest};
 use crate::service::login_tokens;
+use crate::service::threepids;
 use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -66,6 +67,9 @@ struct Identifier {
     #[serde(rename = "type")]
     kind: String,
     user: Option<String>,
+    /// `m.id.thirdparty`: the medium and address of an identifier the account holds.
+    medium: Option<String>,
+    address: Option<String>,
 }
 
 async fn login(
@@ -101,8 +105,22 @@ async fn password_login(
 ) -> Result<Session> {
     let user = match (&body.identifier, &body.user) {
         (Some(id), _) if id.kind == "m.id.user" => id.user.clone(),
-        // Axon keeps no third-party identifiers, so no such login can succeed.
-        (Some(id), _) if matches!(id.kind.as_str(), "m.id.thirdparty" | "m.id.phone") => {
+        (Some(id), _) if id.kind == "m.id.thirdparty" => {
+            let (Some(medium), Some(address)) = (&id.medium, &id.address) else {
+                return Err(Error::missing_param(
+                    "m.id.thirdparty needs a medium and an address",
+                ));
+            };
+            // An address no account holds fails the password check like an unknown user: a name
+            // with a space, which no account can have, stands for the user then.
+            Some(
+                threepids::user_for_login(&state.db, medium, address)
+                    .await?
+                    .unwrap_or_else(|| format!("@ {medium} {address}")),
+            )
+        }
+        // Axon keeps no phone numbers, so no such login can succeed.
+        (Some(id), _) if id.kind == "m.id.phone" => {
             return Err(Error::forbidden("Invalid username or password"));
         }
         (Some(id), _) => {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod devices;
 pub mod directory;
 pub mod discovery;
+pub mod email_pages;
 pub mod extract;
 pub mod federation;
 pub mod keys;
@@ -33,6 +34,7 @@ pub mod send;
 pub mod spaces;
 pub mod sync;
 pub mod thirdparty;
+pub mod threepids;
 pub mod to_device;
 pub mod typing;
 pub mod voip;
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .merge(voip::routes())
         .merge(reports::routes())
         .merge(thirdparty::routes())
+        .merge(threepids::routes())
         .merge(search::routes())
         .merge(openid::routes());
     let mut client_v1 = Router::new()
@@ -106,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .merge(unstable)
         // Until the federation listener comes, server-server endpoints are served here too.
         .merge(federation::openid::routes())
+        .merge(email_pages::routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(retry::once_on_lost_connection))

@@ -21,8 +21,6 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/register", post(register))
         .route("/register/available", get(available))
-        .route("/register/email/requestToken", post(threepid_denied))
-        .route("/register/msisdn/requestToken", post(threepid_denied))
 }
 
 /// Endpoints outside the v3 prefix.
@@ -155,11 +153,6 @@ async fn available(
     let user_id = accounts::validate_localpart(&state, &name.to_lowercase())?;
     accounts::ensure_available(&state, &user_id).await?;
     Ok(JsonResponse(json!({ "available": true })))
-}
-
-/// Axon has no third-party identifiers to register with.
-async fn threepid_denied() -> Error {
-    Error::threepid_denied("Third-party identifiers are not supported by this server")
 }
 
 #[derive(Deserialize)]

@@ -427,6 +427,8 @@ pub async fn deactivate(state: &AppState, user_id: &str, erase: bool) -> Result<
     if erase {
         crate::service::erasure::mark(state, user_id).await?;
     }
+    // As Synapse: the account's addresses are freed for others.
+    store::threepids::delete_all(&state.db, user_id).await?;
     remove_other_devices(state, user_id, None).await?;
     crate::service::rooms::leave_all_rooms(state, user_id).await
 }

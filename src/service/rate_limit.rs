@@ -169,6 +169,8 @@ pub struct RateLimiter {
     report: Buckets<String>,
     login_token: Buckets<String>,
     key_lookups: Buckets<String>,
+    /// `ip:…` and `email:…`: validation mails per client address and per email address.
+    threepid_validation: Buckets<String>,
 }
 
 fn refusal(wait_ms: u64) -> Error {
@@ -195,6 +197,7 @@ impl RateLimiter {
             report: Buckets::new(limits.report),
             login_token: Buckets::new(limits.login_token),
             key_lookups: Buckets::new(limits.key_lookups),
+            threepid_validation: Buckets::new(limits.threepid_validation),
         }
     }
 
@@ -248,6 +251,30 @@ impl RateLimiter {
         buckets
             .take(user, || user.to_owned(), true, Instant::now())
             .map_err(refusal)
+    }
+
+    /// A validation mail to `address` asked for from `ip`: limited per client address and per email
+    /// address (Synapse's `rc_3pid_validation`); nothing is taken when either refuses.
+    pub fn validation_mail(&self, ip: Option<IpAddr>, address: &str) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut keys = vec![format!("email:{address}")];
+        if let Some(ip) = ip {
+            keys.push(format!("ip:{ip}"));
+        }
+        for key in &keys {
+            self.threepid_validation
+                .take(key.as_str(), String::new, false, now)
+                .map_err(refusal)?;
+        }
+        for key in keys {
+            let _ = self
+                .threepid_validation
+                .take(key.as_str(), || key.clone(), true, now);
+        }
+        Ok(())
     }
 
     /// A key query or claim naming `cost` users or devices; admins are exempt.

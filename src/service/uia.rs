@@ -1,5 +1,6 @@
 //! User-Interactive Authentication: sessions, flows, and the stages Axon offers (`m.login.dummy`,
-//! `m.login.registration_token`, `m.login.password`).
+//! `m.login.registration_token`, `m.login.password`, and `m.login.email.identity` for password
+//! resets when email is configured).
 //!
 //! A session is bound to one request and, once known, to one user: the request that started it
 //! (method, path — which names the target, such as the device to delete — and the body minus
@@ -25,6 +26,8 @@ pub struct Uia;
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+/// A validated email session (`threepid_creds`); offered only for password resets.
+pub const EMAIL_IDENTITY: &str = "m.login.email.identity";
 
 /// Abandoned sessions are forgotten after a day.
 const SESSION_LIFETIME_MS: i64 = 24 * 60 * 60 * 1000;
@@ -52,6 +55,7 @@ pub enum Purpose {
     CrossSigning,
     /// `POST /v1/login/get_token`: a token that logs in another device.
     LoginToken,
+    AddThreepid,
 }
 
 impl Purpose {
@@ -63,6 +67,7 @@ impl Purpose {
             Purpose::Deactivate => "deactivate",
             Purpose::CrossSigning => "cross_signing",
             Purpose::LoginToken => "login_token",
+            Purpose::AddThreepid => "add_threepid",
         }
     }
 }
@@ -339,8 +344,32 @@ async fn verify_stage(
             progress.user_id = Some(user_id);
             Ok(())
         }
+        EMAIL_IDENTITY => email_stage(state, auth, progress).await,
         _ => Err(Error::unknown(format!(
             "Unsupported authentication type {kind}"
         ))),
     }
+}
+
+/// `m.login.email.identity`: a validated password-reset session names the user (it is used up).
+async fn email_stage(state: &AppState, auth: &AuthData, progress: &mut Progress) -> Result<()> {
+    let creds = auth.rest.get("threepid_creds").ok_or_else(|| {
+        Error::missing_param("The m.login.email.identity stage needs threepid_creds")
+    })?;
+    let field = |name: &str| {
+        creds
+            .get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::missing_param(format!("threepid_creds needs {name}")))
+    };
+    let user_id =
+        crate::service::threepids::reset_user(&state.db, field("sid")?, field("client_secret")?)
+            .await?;
+    if let Some(known) = &progress.user_id
+        && known != &user_id
+    {
+        return Err(Error::forbidden("You can only authenticate as yourself"));
+    }
+    progress.user_id = Some(user_id);
+    Ok(())
 }

@@ -20,6 +20,7 @@ pub mod rooms;
 pub mod search;
 pub mod secrets;
 pub mod stream;
+pub mod threepids;
 pub mod to_device;
 pub mod tokens;
 pub mod uia;
