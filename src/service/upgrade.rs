@@ -10,7 +10,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::service::auth::Requester;
-use crate::service::auth_rules::{self, NewEvent, RoomVersion};
+use crate::service::auth_check::{self, EventFields, PduView};
+use crate::service::auth_rules;
+use crate::service::room_versions::RoomVersion;
 use crate::service::events::EventDraft;
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::writer::{Target, room_snapshot};
@@ -53,13 +55,21 @@ pub async fn upgrade_room(
         .ok_or_else(|| Error::not_found("Unknown room"))?;
     // The tombstone is what decides: refuse before anything is created.
     let tombstone = json!({"body": "This room has been replaced", "replacement_room": room_id});
-    let probe = NewEvent {
-        event_type: "m.room.tombstone",
-        state_key: Some(""),
-        sender: me,
-        content: &tombstone,
-    };
-    auth_rules::check(old.version, &probe, &*old)
+    let probe = PduView::new(
+        EventFields {
+            event_id: None,
+            room_id: Some(&old.room_id),
+            sender: me,
+            event_type: "m.room.tombstone",
+            state_key: Some(""),
+            prev_events: std::slice::from_ref(&old.head_event_id),
+            redacts: None,
+        },
+        &tombstone,
+        state.server_name.as_str(),
+    )
+    .map_err(|e| Error::forbidden(format!("You cannot upgrade this room: {e}")))?;
+    auth_check::check(old.version, &probe, |t, k| old.entry(t, k).map(|e| &e.view))
         .map_err(|e| Error::forbidden(format!("You cannot upgrade this room: {e}")))?;
 
     let profile = store::users::get_user(&state.db, me).await?;
@@ -206,7 +216,7 @@ fn create_content(
         predecessor["event_id"] = json!(old.head_event_id);
     }
     let mut content = json!({"room_version": version.as_str(), "predecessor": predecessor});
-    if version == RoomVersion::V10 {
+    if version.create_has_creator_field() {
         content["creator"] = json!(me);
     }
     if !extra_creators.is_empty() {
@@ -384,11 +394,16 @@ mod tests {
     #[test]
     fn old_room_levels_restricted_to_moderators() {
         let entry = |content: Value| {
-            Arc::new(crate::service::room_cache::StateEntry {
-                event_id: "$e".into(),
-                sender: "@a:x".into(),
-                content,
-            })
+            Arc::new(
+                crate::service::room_cache::StateEntry::new(
+                    "$e".into(),
+                    "m.room.power_levels",
+                    "",
+                    "@a:x".into(),
+                    content,
+                )
+                .unwrap(),
+            )
         };
         let r = restricted_power_levels(Some(&entry(json!({"invite": 0}))));
         assert_eq!(r.unwrap(), json!({"invite": 50, "events_default": 50}));
