@@ -348,7 +348,7 @@ async fn upgrade_refusals() {
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     join(&bob, &room).await;
-    upgrade(&alice, &room, json!({"new_version": "9"}))
+    upgrade(&alice, &room, json!({"new_version": "13"}))
         .await
         .expect_err(400, "M_UNSUPPORTED_ROOM_VERSION");
     upgrade(&alice, &room, json!({}))

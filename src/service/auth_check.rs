@@ -22,6 +22,7 @@ use ruma::state_res::{self, Event};
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
 };
+use serde_json::Value;
 use serde_json::value::RawValue as RawJsonValue;
 
 use crate::service::room_versions::RoomVersion;
@@ -51,6 +52,74 @@ pub struct PduView {
     content: Box<RawJsonValue>,
     prev_events: Vec<OwnedEventId>,
     redacts: Option<OwnedEventId>,
+    /// For the room's `m.room.power_levels`: its content split so that a check can be given the
+    /// levels of just the users it looks up (see [`PowerLevelsSplit`]).
+    levels: Option<PowerLevelsSplit>,
+}
+
+/// Power levels content split at `users`. ruma parses the whole content of the power levels at
+/// each check, and `users` holds an entry per privileged member: thousands in a big room, a
+/// millisecond per message. A check that does not change the power levels reads the levels of at
+/// most three users (the sender, the target of a membership, the user vouching for a join), so it
+/// is given the content with only their entries.
+#[derive(Debug)]
+struct PowerLevelsSplit {
+    /// Every other top-level entry, as JSON text `"key":value,…` (empty when there are none).
+    rest: String,
+    /// `users`: user ID → the level's JSON text.
+    users: std::collections::HashMap<String, Box<RawJsonValue>>,
+}
+
+impl PowerLevelsSplit {
+    /// `None` when the content has no usable shape (not an object, `users` not an object): such
+    /// content is then given to ruma whole, for it to judge.
+    fn of(content: &RawJsonValue) -> Option<Self> {
+        let top: std::collections::BTreeMap<String, Box<RawJsonValue>> =
+            serde_json::from_str(content.get()).ok()?;
+        let mut rest = String::new();
+        let mut users = std::collections::HashMap::new();
+        for (key, value) in top {
+            if key == "users" {
+                users = serde_json::from_str(value.get()).ok()?;
+                continue;
+            }
+            if !rest.is_empty() {
+                rest.push(',');
+            }
+            rest.push_str(&serde_json::to_string(&key).ok()?);
+            rest.push(':');
+            rest.push_str(value.get());
+        }
+        Some(Self { rest, users })
+    }
+
+    /// The content with the `users` entries of `wanted` only.
+    fn content_for(&self, wanted: &[&str]) -> Option<Box<RawJsonValue>> {
+        let mut text = String::with_capacity(self.rest.len() + 64);
+        text.push('{');
+        text.push_str(&self.rest);
+        if !self.rest.is_empty() {
+            text.push(',');
+        }
+        text.push_str("\"users\":{");
+        let mut first = true;
+        for (i, user) in wanted.iter().enumerate() {
+            if wanted[..i].contains(user) {
+                continue;
+            }
+            if let Some(level) = self.users.get(*user) {
+                if !first {
+                    text.push(',');
+                }
+                first = false;
+                text.push_str(&serde_json::to_string(user).ok()?);
+                text.push(':');
+                text.push_str(level.get());
+            }
+        }
+        text.push_str("}}");
+        RawJsonValue::from_string(text).ok()
+    }
 }
 
 /// The fields of an event the rules need, as plain strings.
@@ -96,6 +165,9 @@ impl PduView {
             .transpose()?;
         let content = serde_json::value::to_raw_value(content)
             .map_err(|e| AuthError(format!("content: {e}")))?;
+        let levels = (fields.event_type == "m.room.power_levels" && fields.state_key == Some(""))
+            .then(|| PowerLevelsSplit::of(&content))
+            .flatten();
         Ok(Self {
             id,
             room_id,
@@ -105,6 +177,24 @@ impl PduView {
             content,
             prev_events,
             redacts,
+            levels,
+        })
+    }
+
+    /// This power levels event with only the `users` entries of `wanted` (see
+    /// [`PowerLevelsSplit`]); `None` when it was not split.
+    fn with_users(&self, wanted: &[&str]) -> Option<Self> {
+        let content = self.levels.as_ref()?.content_for(wanted)?;
+        Some(Self {
+            id: self.id.clone(),
+            room_id: None,
+            sender: self.sender.clone(),
+            kind: self.kind.clone(),
+            state_key: self.state_key.clone(),
+            content,
+            prev_events: Vec::new(),
+            redacts: None,
+            levels: None,
         })
     }
 
@@ -175,15 +265,25 @@ pub fn check<'s>(
     state: impl Fn(&str, &str) -> Option<&'s PduView>,
 ) -> Result<(), AuthError> {
     let rules = &version.rules().authorization;
-    local_checks(version, event)?;
+    let authoriser = local_checks(version, event)?;
     if event.kind == TimelineEventType::RoomCreate {
         return state_res::check_state_independent_auth_rules(rules, event, |_: &EventId| {
             None::<&PduView>
         })
         .map_err(AuthError);
     }
+    // Only a change of the power levels needs all of `users`.
+    let levels = if event.kind == TimelineEventType::RoomPowerLevels {
+        None
+    } else {
+        let mut wanted = vec![event.sender.as_str()];
+        wanted.extend(event.state_key.as_deref().filter(|k| k.starts_with('@')));
+        wanted.extend(authoriser.as_deref());
+        state("m.room.power_levels", "").and_then(|pl| pl.with_users(&wanted))
+    };
     state_res::check_state_dependent_auth_rules(rules, event, |t: &StateEventType, key: &str| {
         match state_type_str(t) {
+            Some("m.room.power_levels") if levels.is_some() => levels.as_ref(),
             Some(t) => state(t, key),
             None => state(&t.to_string(), key),
         }
@@ -191,8 +291,9 @@ pub fn check<'s>(
     .map_err(AuthError)
 }
 
-/// The rules Axon adds for its own events (see the module documentation).
-fn local_checks(version: RoomVersion, event: &PduView) -> Result<(), AuthError> {
+/// The rules Axon adds for its own events (see the module documentation). Answers the user named
+/// by `join_authorised_via_users_server`, if any.
+fn local_checks(version: RoomVersion, event: &PduView) -> Result<Option<String>, AuthError> {
     #[derive(serde::Deserialize)]
     struct Fields<'a> {
         #[serde(borrow)]
@@ -202,7 +303,8 @@ fn local_checks(version: RoomVersion, event: &PduView) -> Result<(), AuthError> 
         #[serde(borrow)]
         third_party_invite: Option<&'a RawJsonValue>,
         #[serde(borrow)]
-        creator: Option<std::borrow::Cow<'a, str>>,
+        creator: Option<&'a RawJsonValue>,
+        join_authorised_via_users_server: Option<Value>,
     }
     if !event.content.get().starts_with('{') {
         return Err(AuthError(format!(
@@ -213,7 +315,7 @@ fn local_checks(version: RoomVersion, event: &PduView) -> Result<(), AuthError> 
     let is_create = event.kind == TimelineEventType::RoomCreate;
     let is_member = event.kind == TimelineEventType::RoomMember;
     if !is_create && !is_member {
-        return Ok(());
+        return Ok(None);
     }
     let fields: Fields<'_> = serde_json::from_str(event.content.get())
         .map_err(|e| AuthError(format!("malformed content of {}: {e}", event.kind)))?;
@@ -237,28 +339,33 @@ fn local_checks(version: RoomVersion, event: &PduView) -> Result<(), AuthError> 
                 )));
             }
         }
-        if version.create_has_creator_field() && fields
+        if version.create_has_creator_field()
+            && fields
                 .creator
-                .is_none_or(|c| UserId::parse(c.as_ref()).is_err()) {
+                .and_then(|c| serde_json::from_str::<String>(c.get()).ok())
+                .is_none_or(|c| UserId::parse(c).is_err())
+        {
             return Err(AuthError(format!(
                 "m.room.create in room version {} needs content.creator, a user ID",
                 version.as_str()
             )));
         }
-        return Ok(());
+        return Ok(None);
     }
     let membership = fields.membership.map(RawJsonValue::get);
     if membership == Some("\"invite\"") && fields.third_party_invite.is_some() {
         return Err(AuthError("third-party invites are not supported".into()));
     }
-    if membership == Some("\"join\"") && event.state_key.as_deref() != Some(event.sender.as_str())
-    {
+    if membership == Some("\"join\"") && event.state_key.as_deref() != Some(event.sender.as_str()) {
         return Err(AuthError(format!(
             "{} cannot make someone else join the room; users can only join themselves",
             event.sender
         )));
     }
-    Ok(())
+    Ok(match fields.join_authorised_via_users_server {
+        Some(Value::String(user)) => Some(user),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

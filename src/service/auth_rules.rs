@@ -346,4 +346,20 @@ pub fn is_valid_server_name(s: &str) -> bool {
     host_ok && port_ok
 }
 
+#[cfg(test)]
+mod tests {
+    use super::as_level;
+    use serde_json::json;
 
+    #[test]
+    fn levels_are_integers_or_strings_holding_one() {
+        assert_eq!(as_level(&json!(50)), Some(50));
+        assert_eq!(as_level(&json!(-3)), Some(-3));
+        assert_eq!(as_level(&json!("50")), Some(50));
+        assert_eq!(as_level(&json!(" +7 ")), Some(7));
+        assert_eq!(as_level(&json!("fifty")), None);
+        assert_eq!(as_level(&json!(1.5)), None);
+        assert_eq!(as_level(&json!(null)), None);
+        assert_eq!(as_level(&json!([1])), None);
+    }
+}

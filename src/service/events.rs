@@ -242,7 +242,10 @@ pub fn build(
         relates_to,
         rel_type,
         redacts: draft.redacts.clone(),
-        content_hash: version.server_chosen_event_ids().then_some(content_hash).flatten(),
+        content_hash: version
+            .server_chosen_event_ids()
+            .then_some(content_hash)
+            .flatten(),
     })
 }
 

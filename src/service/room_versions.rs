@@ -78,7 +78,9 @@ impl RoomVersion {
 
     /// Whether room creators have infinite power (v12 and later).
     pub fn has_privileged_creators(self) -> bool {
-        self.rules().authorization.explicitly_privilege_room_creators
+        self.rules()
+            .authorization
+            .explicitly_privilege_room_creators
     }
 
     /// Whether the create event names the creator in `content.creator` (v1–v10); later versions
@@ -153,7 +155,9 @@ mod tests {
         }
         assert_eq!(parse("13"), None);
         assert_eq!(parse("org.example.custom"), None);
-        assert!(RoomVersion::V1.server_chosen_event_ids() && RoomVersion::V2.server_chosen_event_ids());
+        assert!(
+            RoomVersion::V1.server_chosen_event_ids() && RoomVersion::V2.server_chosen_event_ids()
+        );
         assert!(!RoomVersion::V3.server_chosen_event_ids());
         assert!(RoomVersion::V10.has_origin() && !RoomVersion::V11.has_origin());
         assert!(RoomVersion::V10.create_has_creator_field());

@@ -5,9 +5,9 @@ use serde_json::{Map, Value, json};
 
 use crate::service::auth::{Requester, random_string};
 use crate::service::auth_rules;
-use crate::service::room_versions::RoomVersion;
 use crate::service::events::EventDraft;
 use crate::service::rate_limit::UserAction;
+use crate::service::room_versions::RoomVersion;
 use crate::service::writer::{Committed, Target, room_snapshot};
 use crate::service::{message_validation, restricted, room_versions};
 use crate::{AppState, Error, Result, store};
@@ -120,7 +120,8 @@ pub async fn create_room(
     } else {
         create.remove("creator");
     }
-    if version.has_privileged_creators() && preset == "trusted_private_chat" && !invitees.is_empty() {
+    if version.has_privileged_creators() && preset == "trusted_private_chat" && !invitees.is_empty()
+    {
         let mut extra: Vec<Value> = create
             .get("additional_creators")
             .and_then(Value::as_array)

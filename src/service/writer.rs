@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::auth_rules::{self, RoomState};
 use crate::service::events::{self, BuiltEvent, EventDraft, EventRef, Placement};
-use crate::service::room_versions::RoomVersion;
 use crate::service::recent::{Notified, RecentEvent};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
+use crate::service::room_versions::RoomVersion;
 use crate::service::{notifier, push, room_versions};
 use crate::store::{self, events::NewEventRow};
 use crate::{AppState, Error, Result};
@@ -732,8 +732,10 @@ fn build_one(
             );
         }
         let entry = state_entry(draft, &event, view)?;
-        room.changes
-            .insert((draft.event_type.clone(), state_key.clone()), Arc::new(entry));
+        room.changes.insert(
+            (draft.event_type.clone(), state_key.clone()),
+            Arc::new(entry),
+        );
     }
     Ok(event)
 }

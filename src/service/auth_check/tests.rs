@@ -1,350 +1,351 @@
-    //! The table of authorization cases, driven through ruma's rules ([`super::check`]). A case
-    //! names the reason it expects in words; ruma words its refusals its own way, so the harness
-    //! checks the verdict and prints ruma's reason when a verdict is wrong.
-    use super::{AuthError, EventFields, PduView};
-    use crate::service::auth_rules::*;
-    use RoomVersion::{V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12};
-    use serde_json::{Value, json};
-    use std::collections::HashMap;
 
-    const CREATE: &str = "m.room.create";
-    const MEMBER: &str = "m.room.member";
-    const POWER_LEVELS: &str = "m.room.power_levels";
-    const JOIN_RULES: &str = "m.room.join_rules";
-    const THIRD_PARTY_INVITE: &str = "m.room.third_party_invite";
+//! The table of authorization cases, driven through ruma's rules ([`super::check`]). A case
+//! names the reason it expects in words; ruma words its refusals its own way, so the harness
+//! checks the verdict and prints ruma's reason when a verdict is wrong.
+use super::{AuthError, EventFields, PduView};
+use crate::service::auth_rules::*;
+use RoomVersion::{V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12};
+use serde_json::{Value, json};
+use std::collections::HashMap;
 
-    const ALL: &[RoomVersion] = &[V10, V11, V12];
-    const PRE12: &[RoomVersion] = &[V10, V11];
-    const ONLY12: &[RoomVersion] = &[V12];
+const CREATE: &str = "m.room.create";
+const MEMBER: &str = "m.room.member";
+const POWER_LEVELS: &str = "m.room.power_levels";
+const JOIN_RULES: &str = "m.room.join_rules";
+const THIRD_PARTY_INVITE: &str = "m.room.third_party_invite";
 
-    const ALICE: &str = "@alice:x"; // create sender (creator everywhere)
-    const CO: &str = "@co:x"; // additional creator (a creator only in v12)
-    const ADMIN: &str = "@admin:x"; // 100
-    const ADMIN2: &str = "@admin2:x"; // 100
-    const MOD: &str = "@mod:x"; // 50
-    const MOD2: &str = "@mod2:x"; // 50
-    const BOB: &str = "@bob:x"; // joined, 0
-    const CAROL: &str = "@carol:x"; // never in the room
-    const DAN: &str = "@dan:x"; // invited
-    const KIM: &str = "@kim:x"; // knocked
-    const LEO: &str = "@leo:x"; // left
-    const EVE: &str = "@eve:x"; // banned
+const ALL: &[RoomVersion] = &[V10, V11, V12];
+const PRE12: &[RoomVersion] = &[V10, V11];
+const ONLY12: &[RoomVersion] = &[V12];
 
-    #[derive(Default, Clone)]
-    struct TestState {
-        events: HashMap<(String, String), (String, Value)>,
+const ALICE: &str = "@alice:x"; // create sender (creator everywhere)
+const CO: &str = "@co:x"; // additional creator (a creator only in v12)
+const ADMIN: &str = "@admin:x"; // 100
+const ADMIN2: &str = "@admin2:x"; // 100
+const MOD: &str = "@mod:x"; // 50
+const MOD2: &str = "@mod2:x"; // 50
+const BOB: &str = "@bob:x"; // joined, 0
+const CAROL: &str = "@carol:x"; // never in the room
+const DAN: &str = "@dan:x"; // invited
+const KIM: &str = "@kim:x"; // knocked
+const LEO: &str = "@leo:x"; // left
+const EVE: &str = "@eve:x"; // banned
+
+#[derive(Default, Clone)]
+struct TestState {
+    events: HashMap<(String, String), (String, Value)>,
+}
+
+impl RoomState for TestState {
+    fn get(&self, event_type: &str, state_key: &str) -> Option<StateEvent<'_>> {
+        self.events
+            .get(&(event_type.to_owned(), state_key.to_owned()))
+            .map(|(sender, content)| StateEvent { sender, content })
     }
+}
 
-    impl RoomState for TestState {
-        fn get(&self, event_type: &str, state_key: &str) -> Option<StateEvent<'_>> {
-            self.events
-                .get(&(event_type.to_owned(), state_key.to_owned()))
-                .map(|(sender, content)| StateEvent { sender, content })
-        }
+/// An event to authorise.
+struct Ev {
+    event_type: String,
+    state_key: Option<String>,
+    sender: String,
+    content: Value,
+}
+
+fn ev(t: &str, k: Option<&str>, sender: &str, content: &Value) -> Ev {
+    Ev {
+        event_type: t.to_owned(),
+        state_key: k.map(str::to_owned),
+        sender: sender.to_owned(),
+        content: content.clone(),
     }
+}
 
-    /// An event to authorise.
-    struct Ev {
-        event_type: String,
-        state_key: Option<String>,
-        sender: String,
-        content: Value,
-    }
+fn event_id(t: &str, k: &str) -> String {
+    let key: String = format!("{t}{k}")
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    format!("${key}:x")
+}
 
-    fn ev(t: &str, k: Option<&str>, sender: &str, content: &Value) -> Ev {
-        Ev {
-            event_type: t.to_owned(),
-            state_key: k.map(str::to_owned),
-            sender: sender.to_owned(),
-            content: content.clone(),
-        }
-    }
-
-    fn event_id(t: &str, k: &str) -> String {
-        let key: String = format!("{t}{k}")
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect();
-        format!("${key}:x")
-    }
-
-    /// Runs `event` through the rules of `v` against `state`, as the writer does: the state's
-    /// events seen through [`PduView`], the event's `prev_events` the room's head (the create
-    /// event when it is alone).
-    fn check(v: RoomVersion, event: &Ev, state: &TestState) -> Result<(), AuthError> {
-        let views: HashMap<(String, String), PduView> = state
-            .events
-            .iter()
-            .map(|((t, k), (sender, content))| {
-                let id = event_id(t, k);
-                let view = PduView::new(
-                    EventFields {
-                        event_id: Some(&id),
-                        room_id: None,
-                        sender,
-                        event_type: t,
-                        state_key: Some(k),
-                        prev_events: &[],
-                        redacts: None,
-                    },
-                    content,
-                    "x",
-                )
-                .unwrap();
-                ((t.clone(), k.clone()), view)
-            })
-            .collect();
-        let prev = match state.events.len() {
-            0 => vec![],
-            1 => vec![event_id(CREATE, "")],
-            _ => vec!["$head:x".to_owned()],
-        };
-        let is_create = event.event_type == CREATE;
-        let room_id = (!(is_create && v.room_id_from_create())).then_some("!room:x");
-        let view = PduView::new(
-            EventFields {
-                event_id: None,
-                room_id,
-                sender: &event.sender,
-                event_type: &event.event_type,
-                state_key: event.state_key.as_deref(),
-                prev_events: &prev,
-                redacts: event.content.get("redacts").and_then(Value::as_str),
-            },
-            &event.content,
-            "x",
-        )?;
-        super::check(v, &view, |t, k| views.get(&(t.to_owned(), k.to_owned())))
-    }
-
-    impl TestState {
-        fn set(&mut self, event_type: &str, state_key: &str, sender: &str, content: Value) {
-            self.events.insert(
-                (event_type.to_owned(), state_key.to_owned()),
-                (sender.to_owned(), content),
-            );
-        }
-        fn remove(&mut self, event_type: &str, state_key: &str) {
-            self.events
-                .remove(&(event_type.to_owned(), state_key.to_owned()));
-        }
-        fn member(&mut self, user: &str, membership: &str) {
-            self.set(MEMBER, user, user, json!({ "membership": membership }));
-        }
-        fn join_rule(&mut self, rule: &str) {
-            self.set(JOIN_RULES, "", ALICE, json!({ "join_rule": rule }));
-        }
-        /// Changes one top-level field of the current power levels.
-        fn pl_field(&mut self, field: &str, value: Value) {
-            let mut content = self.get(POWER_LEVELS, "").unwrap().content.clone();
-            content[field] = value;
-            self.set(POWER_LEVELS, "", ALICE, content);
-        }
-        fn pl_content(&self) -> Value {
-            self.get(POWER_LEVELS, "").unwrap().content.clone()
-        }
-    }
-
-    fn create_content(version: RoomVersion) -> Value {
-        let mut c = json!({ "room_version": version.as_str(), "additional_creators": [CO] });
-        if version.create_has_creator_field() {
-            c["creator"] = json!(ALICE);
-        }
-        c
-    }
-
-    /// Only the create event.
-    fn fresh_room(version: RoomVersion) -> TestState {
-        let mut s = TestState::default();
-        s.set(CREATE, "", ALICE, create_content(version));
-        s
-    }
-
-    fn std_power_levels(version: RoomVersion) -> Value {
-        let mut users = json!({ ADMIN: 100, ADMIN2: 100, MOD: 50, MOD2: 50 });
-        if version != V12 {
-            users[ALICE] = json!(100);
-        }
-        json!({
-            "users": users,
-            "users_default": 0,
-            "events": {
-                "m.room.power_levels": 50,
-                "m.room.topic": 0,
-                "m.room.tombstone": 100,
-                "org.example.status": 0,
-            },
-            "state_default": 50,
-            "events_default": 0,
-            "ban": 50,
-            "kick": 50,
-            "invite": 0,
-            "redact": 50,
-            "notifications": { "room": 50 },
+/// Runs `event` through the rules of `v` against `state`, as the writer does: the state's
+/// events seen through [`PduView`], the event's `prev_events` the room's head (the create
+/// event when it is alone).
+fn check(v: RoomVersion, event: &Ev, state: &TestState) -> Result<(), AuthError> {
+    let views: HashMap<(String, String), PduView> = state
+        .events
+        .iter()
+        .map(|((t, k), (sender, content))| {
+            let id = event_id(t, k);
+            let view = PduView::new(
+                EventFields {
+                    event_id: Some(&id),
+                    room_id: None,
+                    sender,
+                    event_type: t,
+                    state_key: Some(k),
+                    prev_events: &[],
+                    redacts: None,
+                },
+                content,
+                "x",
+            )
+            .unwrap();
+            ((t.clone(), k.clone()), view)
         })
-    }
+        .collect();
+    let prev = match state.events.len() {
+        0 => vec![],
+        1 => vec![event_id(CREATE, "")],
+        _ => vec!["$head:x".to_owned()],
+    };
+    let is_create = event.event_type == CREATE;
+    let room_id = (!(is_create && v.room_id_from_create())).then_some("!room:x");
+    let view = PduView::new(
+        EventFields {
+            event_id: None,
+            room_id,
+            sender: &event.sender,
+            event_type: &event.event_type,
+            state_key: event.state_key.as_deref(),
+            prev_events: &prev,
+            redacts: event.content.get("redacts").and_then(Value::as_str),
+        },
+        &event.content,
+        "x",
+    )?;
+    super::check(v, &view, |t, k| views.get(&(t.to_owned(), k.to_owned())))
+}
 
-    /// A populated room with the given join rule.
-    fn std_room(version: RoomVersion, rule: &str) -> TestState {
-        let mut s = fresh_room(version);
-        for u in [ALICE, CO, ADMIN, ADMIN2, MOD, MOD2, BOB] {
-            s.member(u, "join");
-        }
-        s.set(MEMBER, DAN, MOD, json!({ "membership": "invite" }));
-        s.member(KIM, "knock");
-        s.member(LEO, "leave");
-        s.set(MEMBER, EVE, MOD, json!({ "membership": "ban" }));
-        s.set(POWER_LEVELS, "", ALICE, std_power_levels(version));
-        s.join_rule(rule);
-        s
-    }
-
-    fn member(m: &str) -> Value {
-        json!({ "membership": m })
-    }
-
-    fn pl_with(version: RoomVersion, f: impl FnOnce(&mut Value)) -> Value {
-        let mut c = std_power_levels(version);
-        f(&mut c);
-        c
-    }
-
-    type Setup = Box<dyn Fn(&mut TestState, RoomVersion)>;
-
-    struct Case {
-        name: &'static str,
-        versions: &'static [RoomVersion],
-        rule: &'static str,
-        setup: Option<Setup>,
-        event_type: &'static str,
-        state_key: Option<&'static str>,
-        sender: &'static str,
-        content: Box<dyn Fn(RoomVersion) -> Value>,
-        /// `None`: allowed; `Some(text)`: refused with a reason containing `text`.
-        refused: Option<&'static str>,
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn case(
-        name: &'static str,
-        versions: &'static [RoomVersion],
-        rule: &'static str,
-        event_type: &'static str,
-        state_key: Option<&'static str>,
-        sender: &'static str,
-        content: Value,
-        refused: Option<&'static str>,
-    ) -> Case {
-        Case {
-            name,
-            versions,
-            rule,
-            setup: None,
-            event_type,
-            state_key,
-            sender,
-            content: Box::new(move |_| content.clone()),
-            refused,
-        }
-    }
-
-    fn mem(
-        name: &'static str,
-        versions: &'static [RoomVersion],
-        rule: &'static str,
-        sender: &'static str,
-        target: &'static str,
-        membership: &'static str,
-        refused: Option<&'static str>,
-    ) -> Case {
-        case(
-            name,
-            versions,
-            rule,
-            MEMBER,
-            Some(target),
-            sender,
-            member(membership),
-            refused,
-        )
-    }
-
-    /// `joiner` joins with `join_authorised_via_users_server` naming `authoriser`.
-    fn authorised(
-        name: &'static str,
-        rule: &'static str,
-        joiner: &'static str,
-        authoriser: &'static str,
-        refused: Option<&'static str>,
-    ) -> Case {
-        case(
-            name,
-            ALL,
-            rule,
-            MEMBER,
-            Some(joiner),
-            joiner,
-            json!({ "membership": "join", AUTHORISING_USER: authoriser }),
-            refused,
-        )
-    }
-
-    fn with_setup(mut c: Case, f: impl Fn(&mut TestState, RoomVersion) + 'static) -> Case {
-        c.setup = Some(Box::new(f));
-        c
-    }
-
-    fn pl_case(
-        name: &'static str,
-        versions: &'static [RoomVersion],
-        sender: &'static str,
-        edit: impl Fn(&mut Value) + 'static,
-        refused: Option<&'static str>,
-    ) -> Case {
-        Case {
-            name,
-            versions,
-            rule: "invite",
-            setup: None,
-            event_type: POWER_LEVELS,
-            state_key: Some(""),
-            sender,
-            content: Box::new(move |v| pl_with(v, &edit)),
-            refused,
-        }
-    }
-
-    fn run(cases: Vec<Case>) {
-        let mut failures = Vec::new();
-        for c in &cases {
-            for &v in c.versions {
-                let mut state = std_room(v, c.rule);
-                if let Some(setup) = &c.setup {
-                    setup(&mut state, v);
-                }
-                let content = (c.content)(v);
-                let e = ev(c.event_type, c.state_key, c.sender, &content);
-                let got = check(v, &e, &state);
-                let ok = got.is_ok() == c.refused.is_none();
-                if !ok {
-                    failures.push(format!(
-                        "{} [{v:?}]: expected {:?}, got {got:?}",
-                        c.name, c.refused
-                    ));
-                }
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "{} failing case(s):\n{}",
-            failures.len(),
-            failures.join("\n")
+impl TestState {
+    fn set(&mut self, event_type: &str, state_key: &str, sender: &str, content: Value) {
+        self.events.insert(
+            (event_type.to_owned(), state_key.to_owned()),
+            (sender.to_owned(), content),
         );
     }
+    fn remove(&mut self, event_type: &str, state_key: &str) {
+        self.events
+            .remove(&(event_type.to_owned(), state_key.to_owned()));
+    }
+    fn member(&mut self, user: &str, membership: &str) {
+        self.set(MEMBER, user, user, json!({ "membership": membership }));
+    }
+    fn join_rule(&mut self, rule: &str) {
+        self.set(JOIN_RULES, "", ALICE, json!({ "join_rule": rule }));
+    }
+    /// Changes one top-level field of the current power levels.
+    fn pl_field(&mut self, field: &str, value: Value) {
+        let mut content = self.get(POWER_LEVELS, "").unwrap().content.clone();
+        content[field] = value;
+        self.set(POWER_LEVELS, "", ALICE, content);
+    }
+    fn pl_content(&self) -> Value {
+        self.get(POWER_LEVELS, "").unwrap().content.clone()
+    }
+}
 
-    // -----------------------------------------------------------------------
+fn create_content(version: RoomVersion) -> Value {
+    let mut c = json!({ "room_version": version.as_str(), "additional_creators": [CO] });
+    if version.create_has_creator_field() {
+        c["creator"] = json!(ALICE);
+    }
+    c
+}
 
-    #[test]
+/// Only the create event.
+fn fresh_room(version: RoomVersion) -> TestState {
+    let mut s = TestState::default();
+    s.set(CREATE, "", ALICE, create_content(version));
+    s
+}
+
+fn std_power_levels(version: RoomVersion) -> Value {
+    let mut users = json!({ ADMIN: 100, ADMIN2: 100, MOD: 50, MOD2: 50 });
+    if version != V12 {
+        users[ALICE] = json!(100);
+    }
+    json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.power_levels": 50,
+            "m.room.topic": 0,
+            "m.room.tombstone": 100,
+            "org.example.status": 0,
+        },
+        "state_default": 50,
+        "events_default": 0,
+        "ban": 50,
+        "kick": 50,
+        "invite": 0,
+        "redact": 50,
+        "notifications": { "room": 50 },
+    })
+}
+
+/// A populated room with the given join rule.
+fn std_room(version: RoomVersion, rule: &str) -> TestState {
+    let mut s = fresh_room(version);
+    for u in [ALICE, CO, ADMIN, ADMIN2, MOD, MOD2, BOB] {
+        s.member(u, "join");
+    }
+    s.set(MEMBER, DAN, MOD, json!({ "membership": "invite" }));
+    s.member(KIM, "knock");
+    s.member(LEO, "leave");
+    s.set(MEMBER, EVE, MOD, json!({ "membership": "ban" }));
+    s.set(POWER_LEVELS, "", ALICE, std_power_levels(version));
+    s.join_rule(rule);
+    s
+}
+
+fn member(m: &str) -> Value {
+    json!({ "membership": m })
+}
+
+fn pl_with(version: RoomVersion, f: impl FnOnce(&mut Value)) -> Value {
+    let mut c = std_power_levels(version);
+    f(&mut c);
+    c
+}
+
+type Setup = Box<dyn Fn(&mut TestState, RoomVersion)>;
+
+struct Case {
+    name: &'static str,
+    versions: &'static [RoomVersion],
+    rule: &'static str,
+    setup: Option<Setup>,
+    event_type: &'static str,
+    state_key: Option<&'static str>,
+    sender: &'static str,
+    content: Box<dyn Fn(RoomVersion) -> Value>,
+    /// `None`: allowed; `Some(text)`: refused with a reason containing `text`.
+    refused: Option<&'static str>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn case(
+    name: &'static str,
+    versions: &'static [RoomVersion],
+    rule: &'static str,
+    event_type: &'static str,
+    state_key: Option<&'static str>,
+    sender: &'static str,
+    content: Value,
+    refused: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        versions,
+        rule,
+        setup: None,
+        event_type,
+        state_key,
+        sender,
+        content: Box::new(move |_| content.clone()),
+        refused,
+    }
+}
+
+fn mem(
+    name: &'static str,
+    versions: &'static [RoomVersion],
+    rule: &'static str,
+    sender: &'static str,
+    target: &'static str,
+    membership: &'static str,
+    refused: Option<&'static str>,
+) -> Case {
+    case(
+        name,
+        versions,
+        rule,
+        MEMBER,
+        Some(target),
+        sender,
+        member(membership),
+        refused,
+    )
+}
+
+/// `joiner` joins with `join_authorised_via_users_server` naming `authoriser`.
+fn authorised(
+    name: &'static str,
+    rule: &'static str,
+    joiner: &'static str,
+    authoriser: &'static str,
+    refused: Option<&'static str>,
+) -> Case {
+    case(
+        name,
+        ALL,
+        rule,
+        MEMBER,
+        Some(joiner),
+        joiner,
+        json!({ "membership": "join", AUTHORISING_USER: authoriser }),
+        refused,
+    )
+}
+
+fn with_setup(mut c: Case, f: impl Fn(&mut TestState, RoomVersion) + 'static) -> Case {
+    c.setup = Some(Box::new(f));
+    c
+}
+
+fn pl_case(
+    name: &'static str,
+    versions: &'static [RoomVersion],
+    sender: &'static str,
+    edit: impl Fn(&mut Value) + 'static,
+    refused: Option<&'static str>,
+) -> Case {
+    Case {
+        name,
+        versions,
+        rule: "invite",
+        setup: None,
+        event_type: POWER_LEVELS,
+        state_key: Some(""),
+        sender,
+        content: Box::new(move |v| pl_with(v, &edit)),
+        refused,
+    }
+}
+
+fn run(cases: Vec<Case>) {
+    let mut failures = Vec::new();
+    for c in &cases {
+        for &v in c.versions {
+            let mut state = std_room(v, c.rule);
+            if let Some(setup) = &c.setup {
+                setup(&mut state, v);
+            }
+            let content = (c.content)(v);
+            let e = ev(c.event_type, c.state_key, c.sender, &content);
+            let got = check(v, &e, &state);
+            let ok = got.is_ok() == c.refused.is_none();
+            if !ok {
+                failures.push(format!(
+                    "{} [{v:?}]: expected {:?}, got {got:?}",
+                    c.name, c.refused
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing case(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+// -----------------------------------------------------------------------
+
+#[test]
     #[rustfmt::skip]
     fn membership_transitions() {
         let ok = None;
@@ -509,7 +510,7 @@
         ]);
     }
 
-    #[test]
+#[test]
     #[rustfmt::skip]
     fn creators_and_versions() {
         let ok = None;
@@ -540,7 +541,7 @@
         ]);
     }
 
-    #[test]
+#[test]
     #[rustfmt::skip]
     fn non_member_events() {
         let ok = None;
@@ -615,15 +616,15 @@
         ]);
     }
 
-    const V1_TO_5: &[RoomVersion] = &[V1, V2, V3, V4, V5];
-    const V1_TO_9: &[RoomVersion] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
-    const V1_TO_6: &[RoomVersion] = &[V1, V2, V3, V4, V5, V6];
-    const V1_TO_7: &[RoomVersion] = &[V1, V2, V3, V4, V5, V6, V7];
-    const V6_TO_12: &[RoomVersion] = &[V6, V7, V8, V9, V10, V11, V12];
-    const V7_TO_12: &[RoomVersion] = &[V7, V8, V9, V10, V11, V12];
-    const V3_TO_12: &[RoomVersion] = &[V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
+const V1_TO_5: &[RoomVersion] = &[V1, V2, V3, V4, V5];
+const V1_TO_9: &[RoomVersion] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const V1_TO_6: &[RoomVersion] = &[V1, V2, V3, V4, V5, V6];
+const V1_TO_7: &[RoomVersion] = &[V1, V2, V3, V4, V5, V6, V7];
+const V6_TO_12: &[RoomVersion] = &[V6, V7, V8, V9, V10, V11, V12];
+const V7_TO_12: &[RoomVersion] = &[V7, V8, V9, V10, V11, V12];
+const V3_TO_12: &[RoomVersion] = &[V3, V4, V5, V6, V7, V8, V9, V10, V11, V12];
 
-    /// Where the rules of room versions differ.
+/// Where the rules of room versions differ.
     #[test]
     #[rustfmt::skip]
     fn versions_differ() {
@@ -658,12 +659,13 @@
             case("aliases by a member, v6+", V6_TO_12, "invite", "m.room.aliases", Some("x"), BOB, json!({"aliases": []}), Some("power")),
             // v1/v2: a redaction needs the redact level unless it targets an event of the same server.
             case("redaction of another server's event, v1-v2", &[V1, V2], "invite", "m.room.redaction", None, BOB, json!({"redacts": "$other:y"}), Some("allow rules")),
+            case("member content with other keys of any type", ALL, "public", MEMBER, Some(CAROL), CAROL, json!({"membership": "join", "creator": 5, "room_version": []}), ok),
             case("redaction of this server's event, v1-v2", &[V1, V2], "invite", "m.room.redaction", None, BOB, json!({"redacts": "$mine:x"}), ok),
             case("redaction of another server's event, v3+", V3_TO_12, "invite", "m.room.redaction", None, BOB, json!({"redacts": "$other:y"}), ok),
         ]);
     }
 
-    #[test]
+#[test]
     #[rustfmt::skip]
     fn power_level_changes() {
         let ok = None;
@@ -806,412 +808,532 @@
         ]);
     }
 
-    // -----------------------------------------------------------------------
+// -----------------------------------------------------------------------
 
-    #[test]
-    fn create_event() {
-        let empty = TestState::default();
-        for v in ALL.iter().copied() {
-            let c = create_content(v);
+#[test]
+fn create_event() {
+    let empty = TestState::default();
+    for v in ALL.iter().copied() {
+        let c = create_content(v);
+        assert_eq!(
+            check(v, &ev(CREATE, Some(""), ALICE, &c), &empty),
+            Ok(()),
+            "{v:?}"
+        );
+        let bad_key = check(v, &ev(CREATE, Some("x"), ALICE, &c), &empty);
+        assert!(bad_key.unwrap_err().0.contains("empty state key"));
+        // The room ID's server must be the sender's (v1–v11).
+        assert_eq!(
+            check(v, &ev(CREATE, Some(""), "@alice:y", &c), &empty).is_ok(),
+            v.room_id_from_create()
+        );
+        let no_key = check(v, &ev(CREATE, None, ALICE, &c), &empty);
+        assert!(no_key.is_err());
+
+        let mut no_version = c.clone();
+        no_version.as_object_mut().unwrap().remove("room_version");
+        let e = check(v, &ev(CREATE, Some(""), ALICE, &no_version), &empty).unwrap_err();
+        assert!(e.0.contains("room_version"), "{e}");
+
+        let mut other = c.clone();
+        other["room_version"] = json!("9");
+        let e = check(v, &ev(CREATE, Some(""), ALICE, &other), &empty).unwrap_err();
+        assert!(e.0.contains("does not match"), "{e}");
+        other["room_version"] = json!(12);
+        assert!(check(v, &ev(CREATE, Some(""), ALICE, &other), &empty).is_err());
+
+        // A second create event (it has a previous event).
+        let existing = fresh_room(v);
+        let e = check(v, &ev(CREATE, Some(""), ALICE, &c), &existing).unwrap_err();
+        assert!(e.0.contains("previous events"), "{e}");
+    }
+
+    // v10 requires `creator`; v11/v12 do not.
+    let c = json!({ "room_version": "10" });
+    let e = check(V10, &ev(CREATE, Some(""), ALICE, &c), &empty).unwrap_err();
+    assert!(e.0.contains("creator"), "{e}");
+    let c = json!({ "room_version": "10", "creator": 5 });
+    assert!(check(V10, &ev(CREATE, Some(""), ALICE, &c), &empty).is_err());
+    for v in [V11, V12] {
+        let c = json!({ "room_version": v.as_str() });
+        assert_eq!(check(v, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
+        // A leftover `creator` is harmless.
+        let c = json!({ "room_version": v.as_str(), "creator": ALICE });
+        assert_eq!(check(v, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
+    }
+
+    // v12 validates additional_creators; v10/v11 ignore it.
+    let bad: &[Value] = &[
+        json!("@co:x"),
+        json!(["co"]),
+        json!(["@co:x", 5]),
+        json!(["@co"]),
+        json!(["@co:bad host"]),
+        json!([format!("@{}:x", "a".repeat(260))]),
+    ];
+    for extra in bad {
+        let mut c = create_content(V12);
+        c["additional_creators"] = extra.clone();
+        let e = check(V12, &ev(CREATE, Some(""), ALICE, &c), &empty);
+        assert!(e.is_err(), "{extra} should be refused");
+        for v in PRE12.iter().copied() {
+            let mut c = create_content(v);
+            c["additional_creators"] = extra.clone();
             assert_eq!(
                 check(v, &ev(CREATE, Some(""), ALICE, &c), &empty),
                 Ok(()),
-                "{v:?}"
+                "{v:?} {extra}"
             );
-            let bad_key = check(v, &ev(CREATE, Some("x"), ALICE, &c), &empty);
-            assert!(bad_key.unwrap_err().0.contains("empty state key"));
-            // The room ID's server must be the sender's (v1–v11).
-            assert_eq!(
-                check(v, &ev(CREATE, Some(""), "@alice:y", &c), &empty).is_ok(),
-                v.room_id_from_create()
-            );
-            let no_key = check(v, &ev(CREATE, None, ALICE, &c), &empty);
-            assert!(no_key.is_err());
-
-            let mut no_version = c.clone();
-            no_version.as_object_mut().unwrap().remove("room_version");
-            let e = check(v, &ev(CREATE, Some(""), ALICE, &no_version), &empty).unwrap_err();
-            assert!(e.0.contains("room_version"), "{e}");
-
-            let mut other = c.clone();
-            other["room_version"] = json!("9");
-            let e = check(v, &ev(CREATE, Some(""), ALICE, &other), &empty).unwrap_err();
-            assert!(e.0.contains("does not match"), "{e}");
-            other["room_version"] = json!(12);
-            assert!(check(v, &ev(CREATE, Some(""), ALICE, &other), &empty).is_err());
-
-            // A second create event (it has a previous event).
-            let existing = fresh_room(v);
-            let e = check(v, &ev(CREATE, Some(""), ALICE, &c), &existing).unwrap_err();
-            assert!(e.0.contains("previous events"), "{e}");
-        }
-
-        // v10 requires `creator`; v11/v12 do not.
-        let c = json!({ "room_version": "10" });
-        let e = check(V10, &ev(CREATE, Some(""), ALICE, &c), &empty).unwrap_err();
-        assert!(e.0.contains("creator"), "{e}");
-        let c = json!({ "room_version": "10", "creator": 5 });
-        assert!(check(V10, &ev(CREATE, Some(""), ALICE, &c), &empty).is_err());
-        for v in [V11, V12] {
-            let c = json!({ "room_version": v.as_str() });
-            assert_eq!(check(v, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
-            // A leftover `creator` is harmless.
-            let c = json!({ "room_version": v.as_str(), "creator": ALICE });
-            assert_eq!(check(v, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
-        }
-
-        // v12 validates additional_creators; v10/v11 ignore it.
-        let bad: &[Value] = &[
-            json!("@co:x"),
-            json!(["co"]),
-            json!(["@co:x", 5]),
-            json!(["@co"]),
-            json!(["@co:bad host"]),
-            json!([format!("@{}:x", "a".repeat(260))]),
-        ];
-        for extra in bad {
-            let mut c = create_content(V12);
-            c["additional_creators"] = extra.clone();
-            let e = check(V12, &ev(CREATE, Some(""), ALICE, &c), &empty);
-            assert!(e.is_err(), "{extra} should be refused");
-            for v in PRE12.iter().copied() {
-                let mut c = create_content(v);
-                c["additional_creators"] = extra.clone();
-                assert_eq!(
-                    check(v, &ev(CREATE, Some(""), ALICE, &c), &empty),
-                    Ok(()),
-                    "{v:?} {extra}"
-                );
-            }
-        }
-        let good = json!(["@co:x", "@d:example.org:8448", "@e:[::1]", "@f:1.2.3.4:80"]);
-        let mut c = create_content(V12);
-        c["additional_creators"] = good;
-        assert_eq!(check(V12, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
-        let mut c = create_content(V12);
-        c["additional_creators"] = json!([]);
-        assert_eq!(check(V12, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
-    }
-
-    #[test]
-    fn no_create_event() {
-        let empty = TestState::default();
-        for v in ALL.iter().copied() {
-            let c = json!({"body": "x"});
-            let e = check(v, &ev("m.room.message", None, ALICE, &c), &empty).unwrap_err();
-            assert!(e.0.contains("no `m.room.create` event"), "{e}");
-            let m = member("join");
-            assert!(check(v, &ev(MEMBER, Some(ALICE), ALICE, &m), &empty).is_err());
         }
     }
+    let good = json!(["@co:x", "@d:example.org:8448", "@e:[::1]", "@f:1.2.3.4:80"]);
+    let mut c = create_content(V12);
+    c["additional_creators"] = good;
+    assert_eq!(check(V12, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
+    let mut c = create_content(V12);
+    c["additional_creators"] = json!([]);
+    assert_eq!(check(V12, &ev(CREATE, Some(""), ALICE, &c), &empty), Ok(()));
+}
 
-    #[test]
-    fn first_join_after_create() {
-        let join = member("join");
-        for v in ALL.iter().copied() {
-            let s = fresh_room(v);
-            assert_eq!(
-                check(v, &ev(MEMBER, Some(ALICE), ALICE, &join), &s),
-                Ok(()),
-                "{v:?}"
-            );
-            // Nobody else can join yet (no join rules), not even an additional creator.
-            assert!(check(v, &ev(MEMBER, Some(BOB), BOB, &join), &s).is_err());
-            assert!(check(v, &ev(MEMBER, Some(CO), CO, &join), &s).is_err());
-            // Nobody can join the creator in.
-            assert!(check(v, &ev(MEMBER, Some(ALICE), BOB, &join), &s).is_err());
-            // The creator cannot send anything else before joining.
-            let name = json!({"name": "n"});
-            let e = check(v, &ev("m.room.name", Some(""), ALICE, &name), &s).unwrap_err();
-            assert!(e.0.contains("membership is not `join`"), "{e}");
+#[test]
+fn no_create_event() {
+    let empty = TestState::default();
+    for v in ALL.iter().copied() {
+        let c = json!({"body": "x"});
+        let e = check(v, &ev("m.room.message", None, ALICE, &c), &empty).unwrap_err();
+        assert!(e.0.contains("no `m.room.create` event"), "{e}");
+        let m = member("join");
+        assert!(check(v, &ev(MEMBER, Some(ALICE), ALICE, &m), &empty).is_err());
+    }
+}
 
-            // Once the creator has left, the shortcut no longer applies.
-            let mut s2 = s.clone();
-            s2.member(ALICE, "leave");
-            assert!(check(v, &ev(MEMBER, Some(ALICE), ALICE, &join), &s2).is_err());
-        }
-        // v10 uses content.creator, not the sender, for the creator.
-        let mut s = TestState::default();
-        s.set(
-            CREATE,
-            "",
-            ALICE,
-            json!({"room_version": "10", "creator": "@zed:x"}),
-        );
-        assert!(check(V10, &ev(MEMBER, Some(ALICE), ALICE, &join), &s).is_err());
+#[test]
+fn first_join_after_create() {
+    let join = member("join");
+    for v in ALL.iter().copied() {
+        let s = fresh_room(v);
         assert_eq!(
-            check(V10, &ev(MEMBER, Some("@zed:x"), "@zed:x", &join), &s),
+            check(v, &ev(MEMBER, Some(ALICE), ALICE, &join), &s),
+            Ok(()),
+            "{v:?}"
+        );
+        // Nobody else can join yet (no join rules), not even an additional creator.
+        assert!(check(v, &ev(MEMBER, Some(BOB), BOB, &join), &s).is_err());
+        assert!(check(v, &ev(MEMBER, Some(CO), CO, &join), &s).is_err());
+        // Nobody can join the creator in.
+        assert!(check(v, &ev(MEMBER, Some(ALICE), BOB, &join), &s).is_err());
+        // The creator cannot send anything else before joining.
+        let name = json!({"name": "n"});
+        let e = check(v, &ev("m.room.name", Some(""), ALICE, &name), &s).unwrap_err();
+        assert!(e.0.contains("membership is not `join`"), "{e}");
+
+        // Once the creator has left, the shortcut no longer applies.
+        let mut s2 = s.clone();
+        s2.member(ALICE, "leave");
+        assert!(check(v, &ev(MEMBER, Some(ALICE), ALICE, &join), &s2).is_err());
+    }
+    // v10 uses content.creator, not the sender, for the creator.
+    let mut s = TestState::default();
+    s.set(
+        CREATE,
+        "",
+        ALICE,
+        json!({"room_version": "10", "creator": "@zed:x"}),
+    );
+    assert!(check(V10, &ev(MEMBER, Some(ALICE), ALICE, &join), &s).is_err());
+    assert_eq!(
+        check(V10, &ev(MEMBER, Some("@zed:x"), "@zed:x", &join), &s),
+        Ok(())
+    );
+    assert_eq!(user_power_level(V10, &s, "@zed:x"), 100);
+    assert_eq!(user_power_level(V10, &s, ALICE), 0);
+    // ... while v11 ignores content.creator.
+    let mut s = TestState::default();
+    s.set(
+        CREATE,
+        "",
+        ALICE,
+        json!({"room_version": "11", "creator": "@zed:x"}),
+    );
+    assert_eq!(
+        check(V11, &ev(MEMBER, Some(ALICE), ALICE, &join), &s),
+        Ok(())
+    );
+    assert!(check(V11, &ev(MEMBER, Some("@zed:x"), "@zed:x", &join), &s).is_err());
+    assert_eq!(user_power_level(V11, &s, ALICE), 100);
+    assert_eq!(user_power_level(V11, &s, "@zed:x"), 0);
+}
+
+#[test]
+fn missing_power_levels() {
+    for v in ALL.iter().copied() {
+        let mut s = fresh_room(v);
+        for u in [ALICE, CO, BOB] {
+            s.member(u, "join");
+        }
+        s.join_rule("public");
+        let creator_level = if v == V12 { CREATOR_POWER_LEVEL } else { 100 };
+        assert_eq!(user_power_level(v, &s, ALICE), creator_level);
+        assert_eq!(user_power_level(v, &s, BOB), 0);
+        assert_eq!(
+            user_power_level(v, &s, CO),
+            if v == V12 { CREATOR_POWER_LEVEL } else { 0 }
+        );
+        assert_eq!(required_event_level(v, &s, "m.room.name", true), 50);
+        assert_eq!(required_event_level(v, &s, "m.room.message", false), 0);
+        assert_eq!(
+            (
+                invite_level(&s),
+                kick_level(&s),
+                ban_level(&s),
+                redact_level(&s)
+            ),
+            (0, 50, 50, 50)
+        );
+        assert_eq!(notification_level(&s, "room"), 50);
+
+        let name = json!({"name": "n"});
+        assert_eq!(
+            check(v, &ev("m.room.name", Some(""), ALICE, &name), &s),
             Ok(())
         );
-        assert_eq!(user_power_level(V10, &s, "@zed:x"), 100);
-        assert_eq!(user_power_level(V10, &s, ALICE), 0);
-        // ... while v11 ignores content.creator.
-        let mut s = TestState::default();
-        s.set(
-            CREATE,
-            "",
-            ALICE,
-            json!({"room_version": "11", "creator": "@zed:x"}),
-        );
+        let e = check(v, &ev("m.room.name", Some(""), BOB, &name), &s).unwrap_err();
+        assert!(e.0.contains("not have enough power"), "{e}");
+        let msg = json!({"body": "b"});
+        assert_eq!(check(v, &ev("m.room.message", None, BOB, &msg), &s), Ok(()));
+        let kick = member("leave");
+        assert_eq!(check(v, &ev(MEMBER, Some(BOB), ALICE, &kick), &s), Ok(()));
+        assert!(check(v, &ev(MEMBER, Some(ALICE), BOB, &kick), &s).is_err());
         assert_eq!(
-            check(V11, &ev(MEMBER, Some(ALICE), ALICE, &join), &s),
+            check(v, &ev(MEMBER, Some(CAROL), BOB, &member("invite")), &s),
             Ok(())
         );
-        assert!(check(V11, &ev(MEMBER, Some("@zed:x"), "@zed:x", &join), &s).is_err());
-        assert_eq!(user_power_level(V11, &s, ALICE), 100);
-        assert_eq!(user_power_level(V11, &s, "@zed:x"), 0);
+
+        // First power levels event: only the shape is checked (and the v12 creator rule).
+        let first = json!({"users": {BOB: 1000}, "state_default": 9000});
+        assert_eq!(
+            check(v, &ev(POWER_LEVELS, Some(""), ALICE, &first), &s),
+            Ok(())
+        );
+        assert!(check(v, &ev(POWER_LEVELS, Some(""), BOB, &first), &s).is_err());
+        let with_creator = json!({"users": {ALICE: 100}});
+        let r = check(v, &ev(POWER_LEVELS, Some(""), ALICE, &with_creator), &s);
+        assert_eq!(r.is_ok(), v != V12, "{v:?}: {r:?}");
+        let bad = json!({"ban": "50"});
+        assert!(check(v, &ev(POWER_LEVELS, Some(""), ALICE, &bad), &s).is_err());
     }
+}
 
-    #[test]
-    fn missing_power_levels() {
-        for v in ALL.iter().copied() {
-            let mut s = fresh_room(v);
-            for u in [ALICE, CO, BOB] {
-                s.member(u, "join");
-            }
-            s.join_rule("public");
-            let creator_level = if v == V12 { CREATOR_POWER_LEVEL } else { 100 };
-            assert_eq!(user_power_level(v, &s, ALICE), creator_level);
-            assert_eq!(user_power_level(v, &s, BOB), 0);
-            assert_eq!(
-                user_power_level(v, &s, CO),
-                if v == V12 { CREATOR_POWER_LEVEL } else { 0 }
-            );
-            assert_eq!(required_event_level(v, &s, "m.room.name", true), 50);
-            assert_eq!(required_event_level(v, &s, "m.room.message", false), 0);
-            assert_eq!(
-                (
-                    invite_level(&s),
-                    kick_level(&s),
-                    ban_level(&s),
-                    redact_level(&s)
-                ),
-                (0, 50, 50, 50)
-            );
-            assert_eq!(notification_level(&s, "room"), 50);
+#[test]
+fn power_level_helpers() {
+    for v in ALL.iter().copied() {
+        let s = std_room(v, "invite");
+        assert_eq!(user_power_level(v, &s, MOD), 50);
+        assert_eq!(user_power_level(v, &s, ADMIN), 100);
+        assert_eq!(user_power_level(v, &s, BOB), 0);
+        assert_eq!(user_power_level(v, &s, CAROL), 0);
+        assert_eq!(
+            user_power_level(v, &s, ALICE),
+            if v == V12 { CREATOR_POWER_LEVEL } else { 100 }
+        );
+        assert_eq!(
+            user_power_level(v, &s, CO),
+            if v == V12 { CREATOR_POWER_LEVEL } else { 0 }
+        );
+        assert_eq!(required_event_level(v, &s, "m.room.topic", true), 0);
+        assert_eq!(required_event_level(v, &s, "m.room.tombstone", true), 100);
+        assert_eq!(required_event_level(v, &s, "m.room.name", true), 50);
+        assert_eq!(required_event_level(v, &s, "m.room.message", false), 0);
+        assert_eq!(required_event_level(v, &s, "m.room.power_levels", true), 50);
 
-            let name = json!({"name": "n"});
-            assert_eq!(
-                check(v, &ev("m.room.name", Some(""), ALICE, &name), &s),
-                Ok(())
-            );
-            let e = check(v, &ev("m.room.name", Some(""), BOB, &name), &s).unwrap_err();
-            assert!(e.0.contains("not have enough power"), "{e}");
-            let msg = json!({"body": "b"});
-            assert_eq!(check(v, &ev("m.room.message", None, BOB, &msg), &s), Ok(()));
-            let kick = member("leave");
-            assert_eq!(check(v, &ev(MEMBER, Some(BOB), ALICE, &kick), &s), Ok(()));
-            assert!(check(v, &ev(MEMBER, Some(ALICE), BOB, &kick), &s).is_err());
-            assert_eq!(
-                check(v, &ev(MEMBER, Some(CAROL), BOB, &member("invite")), &s),
-                Ok(())
-            );
+        assert!(is_creator(v, &s, ALICE));
+        assert_eq!(is_creator(v, &s, CO), v == V12);
+        assert!(!is_creator(v, &s, ADMIN));
+        assert_eq!(is_sole_creator(v, &s, ALICE), v != V12);
+        let expected: Vec<String> = if v == V12 {
+            vec![ALICE.into(), CO.into()]
+        } else {
+            vec![ALICE.into()]
+        };
+        assert_eq!(creators(v, &s), expected);
 
-            // First power levels event: only the shape is checked (and the v12 creator rule).
-            let first = json!({"users": {BOB: 1000}, "state_default": 9000});
-            assert_eq!(
-                check(v, &ev(POWER_LEVELS, Some(""), ALICE, &first), &s),
-                Ok(())
-            );
-            assert!(check(v, &ev(POWER_LEVELS, Some(""), BOB, &first), &s).is_err());
-            let with_creator = json!({"users": {ALICE: 100}});
-            let r = check(v, &ev(POWER_LEVELS, Some(""), ALICE, &with_creator), &s);
-            assert_eq!(r.is_ok(), v != V12, "{v:?}: {r:?}");
-            let bad = json!({"ban": "50"});
-            assert!(check(v, &ev(POWER_LEVELS, Some(""), ALICE, &bad), &s).is_err());
-        }
+        assert_eq!(membership(&s, BOB), Some("join"));
+        assert_eq!(membership(&s, EVE), Some("ban"));
+        assert_eq!(membership(&s, CAROL), None);
+        assert_eq!(join_rule(&s), Some("invite"));
+
+        // Redactions.
+        assert_eq!(may_redact(v, &s, BOB, BOB), Ok(()));
+        assert_eq!(may_redact(v, &s, MOD, BOB), Ok(()));
+        let e = may_redact(v, &s, BOB, MOD).unwrap_err();
+        assert_eq!(
+            e.0,
+            "you need power level 50 to redact other users' events (you have 0)"
+        );
     }
+    // users_default applies to unlisted users.
+    let mut s = std_room(V11, "invite");
+    s.pl_field("users_default", json!(7));
+    assert_eq!(user_power_level(V11, &s, CAROL), 7);
+    assert_eq!(user_power_level(V11, &s, MOD), 50);
+}
 
-    #[test]
-    fn power_level_helpers() {
-        for v in ALL.iter().copied() {
-            let s = std_room(v, "invite");
-            assert_eq!(user_power_level(v, &s, MOD), 50);
-            assert_eq!(user_power_level(v, &s, ADMIN), 100);
-            assert_eq!(user_power_level(v, &s, BOB), 0);
-            assert_eq!(user_power_level(v, &s, CAROL), 0);
-            assert_eq!(
-                user_power_level(v, &s, ALICE),
-                if v == V12 { CREATOR_POWER_LEVEL } else { 100 }
-            );
-            assert_eq!(
-                user_power_level(v, &s, CO),
-                if v == V12 { CREATOR_POWER_LEVEL } else { 0 }
-            );
-            assert_eq!(required_event_level(v, &s, "m.room.topic", true), 0);
-            assert_eq!(required_event_level(v, &s, "m.room.tombstone", true), 100);
-            assert_eq!(required_event_level(v, &s, "m.room.name", true), 50);
-            assert_eq!(required_event_level(v, &s, "m.room.message", false), 0);
-            assert_eq!(required_event_level(v, &s, "m.room.power_levels", true), 50);
-
-            assert!(is_creator(v, &s, ALICE));
-            assert_eq!(is_creator(v, &s, CO), v == V12);
-            assert!(!is_creator(v, &s, ADMIN));
-            assert_eq!(is_sole_creator(v, &s, ALICE), v != V12);
-            let expected: Vec<String> = if v == V12 {
-                vec![ALICE.into(), CO.into()]
-            } else {
-                vec![ALICE.into()]
-            };
-            assert_eq!(creators(v, &s), expected);
-
-            assert_eq!(membership(&s, BOB), Some("join"));
-            assert_eq!(membership(&s, EVE), Some("ban"));
-            assert_eq!(membership(&s, CAROL), None);
-            assert_eq!(join_rule(&s), Some("invite"));
-
-            // Redactions.
-            assert_eq!(may_redact(v, &s, BOB, BOB), Ok(()));
-            assert_eq!(may_redact(v, &s, MOD, BOB), Ok(()));
-            let e = may_redact(v, &s, BOB, MOD).unwrap_err();
-            assert_eq!(
-                e.0,
-                "you need power level 50 to redact other users' events (you have 0)"
-            );
-        }
-        // users_default applies to unlisted users.
-        let mut s = std_room(V11, "invite");
-        s.pl_field("users_default", json!(7));
-        assert_eq!(user_power_level(V11, &s, CAROL), 7);
-        assert_eq!(user_power_level(V11, &s, MOD), 50);
+#[test]
+fn user_id_grammar() {
+    for good in [
+        "@a:x",
+        "@alice:example.org",
+        "@a:example.org:8448",
+        "@a:[::1]",
+        "@a:[1234:5678::abcd]:5678",
+        "@a:1.2.3.4",
+        "@Ünïcode:x",
+        "@:x",
+    ] {
+        assert!(is_valid_user_id(good), "{good}");
     }
-
-    #[test]
-    fn user_id_grammar() {
-        for good in [
-            "@a:x",
-            "@alice:example.org",
-            "@a:example.org:8448",
-            "@a:[::1]",
-            "@a:[1234:5678::abcd]:5678",
-            "@a:1.2.3.4",
-            "@Ünïcode:x",
-            "@:x",
-        ] {
-            assert!(is_valid_user_id(good), "{good}");
-        }
-        for bad in [
-            "a:x",
-            "@a",
-            "@a:",
-            "@a:x:",
-            "@a:x:123456",
-            "@a:x:p",
-            "@a:[::1",
-            "@a:[zz]",
-            "@a:ex ample",
-            "@a\0b:x",
-            "#a:x",
-        ] {
-            assert!(!is_valid_user_id(bad), "{bad}");
-        }
-        assert!(!is_valid_user_id(&format!("@{}:x", "a".repeat(253))));
-        assert!(is_valid_user_id(&format!("@{}:x", "a".repeat(252))));
+    for bad in [
+        "a:x",
+        "@a",
+        "@a:",
+        "@a:x:",
+        "@a:x:123456",
+        "@a:x:p",
+        "@a:[::1",
+        "@a:[zz]",
+        "@a:ex ample",
+        "@a\0b:x",
+        "#a:x",
+    ] {
+        assert!(!is_valid_user_id(bad), "{bad}");
     }
+    assert!(!is_valid_user_id(&format!("@{}:x", "a".repeat(253))));
+    assert!(is_valid_user_id(&format!("@{}:x", "a".repeat(252))));
+}
 
-    /// The sequence of events a homeserver sends when creating a room, then others joining.
-    #[test]
-    fn room_creation_flow() {
-        for v in ALL.iter().copied() {
-            let mut s = TestState::default();
-            let send =
-                |s: &mut TestState, t: &str, k: Option<&str>, sender: &str, content: Value| {
-                    let r = check(v, &ev(t, k, sender, &content), s);
-                    if r.is_ok()
-                        && let Some(k) = k
-                    {
-                        s.set(t, k, sender, content);
-                    }
-                    r
-                };
-            let mut create = json!({ "room_version": v.as_str() });
-            if v.create_has_creator_field() {
-                create["creator"] = json!(ALICE);
+/// The sequence of events a homeserver sends when creating a room, then others joining.
+#[test]
+fn room_creation_flow() {
+    for v in ALL.iter().copied() {
+        let mut s = TestState::default();
+        let send = |s: &mut TestState, t: &str, k: Option<&str>, sender: &str, content: Value| {
+            let r = check(v, &ev(t, k, sender, &content), s);
+            if r.is_ok()
+                && let Some(k) = k
+            {
+                s.set(t, k, sender, content);
             }
-            send(&mut s, CREATE, Some(""), ALICE, create).unwrap();
-            send(&mut s, MEMBER, Some(ALICE), ALICE, member("join")).unwrap();
-            let mut pl = json!({ "users": {}, "events": { "m.room.tombstone": 150 } });
-            if v != V12 {
-                pl["users"][ALICE] = json!(100);
-            }
-            send(&mut s, POWER_LEVELS, Some(""), ALICE, pl).unwrap();
-            send(
-                &mut s,
-                JOIN_RULES,
-                Some(""),
-                ALICE,
-                json!({"join_rule": "invite"}),
-            )
-            .unwrap();
-            send(
-                &mut s,
-                "m.room.history_visibility",
-                Some(""),
-                ALICE,
-                json!({"history_visibility": "shared"}),
-            )
-            .unwrap();
-            send(
-                &mut s,
-                "m.room.name",
-                Some(""),
-                ALICE,
-                json!({"name": "Room"}),
-            )
-            .unwrap();
+            r
+        };
+        let mut create = json!({ "room_version": v.as_str() });
+        if v.create_has_creator_field() {
+            create["creator"] = json!(ALICE);
+        }
+        send(&mut s, CREATE, Some(""), ALICE, create).unwrap();
+        send(&mut s, MEMBER, Some(ALICE), ALICE, member("join")).unwrap();
+        let mut pl = json!({ "users": {}, "events": { "m.room.tombstone": 150 } });
+        if v != V12 {
+            pl["users"][ALICE] = json!(100);
+        }
+        send(&mut s, POWER_LEVELS, Some(""), ALICE, pl).unwrap();
+        send(
+            &mut s,
+            JOIN_RULES,
+            Some(""),
+            ALICE,
+            json!({"join_rule": "invite"}),
+        )
+        .unwrap();
+        send(
+            &mut s,
+            "m.room.history_visibility",
+            Some(""),
+            ALICE,
+            json!({"history_visibility": "shared"}),
+        )
+        .unwrap();
+        send(
+            &mut s,
+            "m.room.name",
+            Some(""),
+            ALICE,
+            json!({"name": "Room"}),
+        )
+        .unwrap();
 
-            // Bob cannot join uninvited; after an invite he can.
-            assert!(send(&mut s, MEMBER, Some(BOB), BOB, member("join")).is_err());
-            send(&mut s, MEMBER, Some(BOB), ALICE, member("invite")).unwrap();
-            send(&mut s, MEMBER, Some(BOB), BOB, member("join")).unwrap();
-            send(&mut s, "m.room.message", None, BOB, json!({"body": "hi"})).unwrap();
-            assert!(
-                send(
-                    &mut s,
-                    "m.room.name",
-                    Some(""),
-                    BOB,
-                    json!({"name": "mine"})
-                )
-                .is_err()
-            );
-
-            // Alice bans Bob; he cannot come back until unbanned and re-invited.
-            send(&mut s, MEMBER, Some(BOB), ALICE, member("ban")).unwrap();
-            let e = send(&mut s, MEMBER, Some(BOB), BOB, member("join")).unwrap_err();
-            assert!(e.0.contains("banned"), "{e}");
-            assert!(send(&mut s, MEMBER, Some(BOB), ALICE, member("invite")).is_err());
-            send(&mut s, MEMBER, Some(BOB), ALICE, member("leave")).unwrap();
-            assert!(send(&mut s, MEMBER, Some(BOB), BOB, member("join")).is_err());
-            send(&mut s, MEMBER, Some(BOB), ALICE, member("invite")).unwrap();
-            send(&mut s, MEMBER, Some(BOB), BOB, member("join")).unwrap();
-
-            // Alice makes Bob a moderator; Bob can neither demote nor kick Alice.
-            let mut pl = s.pl_content();
-            pl["users"][BOB] = json!(50);
-            send(&mut s, POWER_LEVELS, Some(""), ALICE, pl).unwrap();
-            let mut pl = s.pl_content();
-            if v == V12 {
-                pl["users"][ALICE] = json!(0);
-                let e = send(&mut s, POWER_LEVELS, Some(""), BOB, pl).unwrap_err();
-                assert!(e.0.contains("creator"), "{e}");
-            } else {
-                pl["users"][ALICE] = json!(0);
-                let e = send(&mut s, POWER_LEVELS, Some(""), BOB, pl).unwrap_err();
-                assert!(e.0.contains("@alice:x"), "{e}");
-            }
-            assert!(send(&mut s, MEMBER, Some(ALICE), BOB, member("leave")).is_err());
+        // Bob cannot join uninvited; after an invite he can.
+        assert!(send(&mut s, MEMBER, Some(BOB), BOB, member("join")).is_err());
+        send(&mut s, MEMBER, Some(BOB), ALICE, member("invite")).unwrap();
+        send(&mut s, MEMBER, Some(BOB), BOB, member("join")).unwrap();
+        send(&mut s, "m.room.message", None, BOB, json!({"body": "hi"})).unwrap();
+        assert!(
             send(
                 &mut s,
                 "m.room.name",
                 Some(""),
                 BOB,
-                json!({"name": "mine"}),
+                json!({"name": "mine"})
             )
-            .unwrap();
-            // Only the creator may send the tombstone.
-            assert!(send(&mut s, "m.room.tombstone", Some(""), BOB, json!({})).is_err());
-            let r = send(&mut s, "m.room.tombstone", Some(""), ALICE, json!({}));
-            assert_eq!(r.is_ok(), v == V12, "{v:?}: {r:?}");
+            .is_err()
+        );
+
+        // Alice bans Bob; he cannot come back until unbanned and re-invited.
+        send(&mut s, MEMBER, Some(BOB), ALICE, member("ban")).unwrap();
+        let e = send(&mut s, MEMBER, Some(BOB), BOB, member("join")).unwrap_err();
+        assert!(e.0.contains("banned"), "{e}");
+        assert!(send(&mut s, MEMBER, Some(BOB), ALICE, member("invite")).is_err());
+        send(&mut s, MEMBER, Some(BOB), ALICE, member("leave")).unwrap();
+        assert!(send(&mut s, MEMBER, Some(BOB), BOB, member("join")).is_err());
+        send(&mut s, MEMBER, Some(BOB), ALICE, member("invite")).unwrap();
+        send(&mut s, MEMBER, Some(BOB), BOB, member("join")).unwrap();
+
+        // Alice makes Bob a moderator; Bob can neither demote nor kick Alice.
+        let mut pl = s.pl_content();
+        pl["users"][BOB] = json!(50);
+        send(&mut s, POWER_LEVELS, Some(""), ALICE, pl).unwrap();
+        let mut pl = s.pl_content();
+        if v == V12 {
+            pl["users"][ALICE] = json!(0);
+            let e = send(&mut s, POWER_LEVELS, Some(""), BOB, pl).unwrap_err();
+            assert!(e.0.contains("creator"), "{e}");
+        } else {
+            pl["users"][ALICE] = json!(0);
+            let e = send(&mut s, POWER_LEVELS, Some(""), BOB, pl).unwrap_err();
+            assert!(e.0.contains("@alice:x"), "{e}");
         }
+        assert!(send(&mut s, MEMBER, Some(ALICE), BOB, member("leave")).is_err());
+        send(
+            &mut s,
+            "m.room.name",
+            Some(""),
+            BOB,
+            json!({"name": "mine"}),
+        )
+        .unwrap();
+        // Only the creator may send the tombstone.
+        assert!(send(&mut s, "m.room.tombstone", Some(""), BOB, json!({})).is_err());
+        let r = send(&mut s, "m.room.tombstone", Some(""), ALICE, json!({}));
+        assert_eq!(r.is_ok(), v == V12, "{v:?}: {r:?}");
     }
+}
+
+/// The cost of authorising one message (the draft's view included), in a room with `members`
+/// listed in the power levels. Run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn auth_check_cost() {
+    for members in [10usize, 1000] {
+        let v = V12;
+        let mut s = std_room(v, "invite");
+        let mut pl = s.pl_content();
+        for i in 0..members {
+            let u = format!("@u{i}:x");
+            s.member(&u, "join");
+            pl["users"][&u] = json!(10);
+        }
+        s.set(POWER_LEVELS, "", ALICE, pl);
+        let views: HashMap<(String, String), PduView> = s
+            .events
+            .iter()
+            .map(|((t, k), (sender, content))| {
+                let id = event_id(t, k);
+                let f = EventFields {
+                    event_id: Some(&id),
+                    room_id: None,
+                    sender,
+                    event_type: t,
+                    state_key: Some(k),
+                    prev_events: &[],
+                    redacts: None,
+                };
+                (
+                    (t.clone(), k.clone()),
+                    PduView::new(f, content, "x").unwrap(),
+                )
+            })
+            .collect();
+        let content = json!({"msgtype": "m.text", "body": "hello"});
+        let map = content.as_object().unwrap().clone();
+        let prev = vec!["$head:x".to_owned()];
+        let n = 2000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let f = EventFields {
+                event_id: None,
+                room_id: None,
+                sender: BOB,
+                event_type: "m.room.message",
+                state_key: None,
+                prev_events: &prev,
+                redacts: None,
+            };
+            let view = PduView::new(f, &map, "x").unwrap();
+            super::check(v, &view, |t, k| views.get(&(t.to_owned(), k.to_owned()))).unwrap();
+        }
+        let new = start.elapsed() / n;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let f = EventFields {
+                event_id: None,
+                room_id: None,
+                sender: BOB,
+                event_type: "m.room.message",
+                state_key: None,
+                prev_events: &prev,
+                redacts: None,
+            };
+            std::hint::black_box(PduView::new(f, &map, "x").unwrap());
+        }
+        println!("view alone {:?}", start.elapsed() / n);
+        let no_pl: HashMap<_, _> = views
+            .iter()
+            .filter(|(k, _)| k.0 != POWER_LEVELS)
+            .map(|(k, v)| (k.clone(), v))
+            .collect();
+        let f = EventFields {
+            event_id: None,
+            room_id: None,
+            sender: ALICE,
+            event_type: "m.room.message",
+            state_key: None,
+            prev_events: &prev,
+            redacts: None,
+        };
+        let view = PduView::new(f, &map, "x").unwrap();
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            super::check(v, &view, |t, k| {
+                no_pl.get(&(t.to_owned(), k.to_owned())).copied()
+            })
+            .unwrap();
+        }
+        println!("check without power levels {:?}", start.elapsed() / n);
+        println!("{members} users in power levels: {new:?} per message");
+    }
+}
+
+/// What a check that does not change the power levels is given of them: everything but the
+/// `users` entries of other users.
+#[test]
+fn power_levels_with_only_the_users_looked_up() {
+    let content = json!({"ban": "50", "users": {"@a:x": 100, "@b:x": "20", "@c:x": 5},
+                             "events": {"m.room.name": 50}, "users_default": 1});
+    let split =
+        super::PowerLevelsSplit::of(&serde_json::value::to_raw_value(&content).unwrap()).unwrap();
+    let slim = split.content_for(&["@b:x", "@z:x", "@b:x"]).unwrap();
+    let slim: Value = serde_json::from_str(slim.get()).unwrap();
+    assert_eq!(
+        slim,
+        json!({"ban": "50", "users": {"@b:x": "20"}, "events": {"m.room.name": 50}, "users_default": 1})
+    );
+    let none = split.content_for(&[]).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(none.get()).unwrap()["users"],
+        json!({})
+    );
+    // Shapes ruma must judge whole.
+    for odd in [json!({"users": []}), json!([1])] {
+        let raw = serde_json::value::to_raw_value(&odd).unwrap();
+        assert!(super::PowerLevelsSplit::of(&raw).is_none(), "{odd}");
+    }
+}
