@@ -1,4 +1,3 @@
-
 //! The table of authorization cases, driven through ruma's rules ([`super::check`]). A case
 //! names the reason it expects in words; ruma words its refusals its own way, so the harness
 //! checks the verdict and prints ruma's reason when a verdict is wrong.
