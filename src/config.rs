@@ -288,6 +288,18 @@ pub struct Log {
     pub format: LogFormat,
 }
 
+impl Log {
+    /// The filter to log with: `level`, with ruma's authorization rules quiet below warnings
+    /// unless `level` names them (they log each event they allow at INFO).
+    pub fn filter_directives(&self) -> String {
+        if self.level.contains("ruma_state_res") {
+            self.level.clone()
+        } else {
+            format!("{},ruma_state_res=warn", self.level)
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -708,6 +720,25 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ruma_auth_rules_log_only_warnings_unless_asked() {
+        let log = |level: &str| super::Log {
+            level: level.into(),
+            format: super::LogFormat::Human,
+        };
+        assert_eq!(log("info").filter_directives(), "info,ruma_state_res=warn");
+        assert_eq!(
+            log("axon=debug,ruma_state_res=debug").filter_directives(),
+            "axon=debug,ruma_state_res=debug"
+        );
+        assert!(
+            log("info")
+                .filter_directives()
+                .parse::<tracing_subscriber::EnvFilter>()
+                .is_ok()
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -23,6 +23,7 @@ mod rate_limits;
 mod registration_sessions;
 mod reports;
 mod robustness;
+mod room_versions;
 mod rooms;
 mod rooms_profiles;
 mod search;

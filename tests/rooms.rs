@@ -304,7 +304,7 @@ async fn create_room_refusals() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     alice
-        .post("/createRoom", json!({"room_version": "9"}))
+        .post("/createRoom", json!({"room_version": "13"}))
         .await
         .expect_err(400, "M_UNSUPPORTED_ROOM_VERSION");
     alice

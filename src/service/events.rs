@@ -1,11 +1,12 @@
-//! Building events in the room version's format: content hash, signature, reference-hash event ID.
+//! Building events in the room version's format: content hash, signature, and the event ID —
+//! `$opaque:server_name` chosen here and carried in the PDU (v1, v2) or the reference hash (v3+,
+//! whose encoding ruma picks per version).
 
 use ruma::CanonicalJsonValue;
 use ruma::canonical_json::CanonicalJsonObject;
 use serde_json::{Map, Value, json};
 
-use crate::service::auth_rules::RoomVersion;
-use crate::service::room_versions;
+use crate::service::room_versions::RoomVersion;
 use crate::{AppState, Error, Result};
 
 /// The largest PDU the spec allows.
@@ -60,9 +61,36 @@ pub struct Placement<'a> {
     pub version: RoomVersion,
     /// `None` only for a v12 create event, whose room ID is derived from its own hash.
     pub room_id: Option<&'a str>,
-    pub prev_events: Vec<String>,
-    pub auth_events: Vec<String>,
+    pub prev_events: Vec<EventRef>,
+    pub auth_events: Vec<EventRef>,
     pub depth: i64,
+}
+
+/// An event another event cites (in `prev_events` or `auth_events`).
+#[derive(Debug, Clone)]
+pub struct EventRef {
+    pub id: String,
+    /// Its `hashes.sha256`, cited alongside the ID in v1/v2 (`[id, {"sha256": hash}]`).
+    pub hash: Option<String>,
+}
+
+/// `prev_events`/`auth_events` in the version's format: IDs, or `[id, {"sha256": hash}]` pairs.
+fn event_refs(version: RoomVersion, refs: &[EventRef]) -> CanonicalJsonValue {
+    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+    CanonicalJsonValue::Array(
+        refs.iter()
+            .map(|r| {
+                if !version.server_chosen_event_ids() {
+                    return string(&r.id);
+                }
+                let mut hashes = CanonicalJsonObject::new();
+                if let Some(hash) = &r.hash {
+                    hashes.insert("sha256".into(), string(hash));
+                }
+                CanonicalJsonValue::Array(vec![string(&r.id), CanonicalJsonValue::Object(hashes)])
+            })
+            .collect(),
+    )
 }
 
 /// Turns client JSON into canonical JSON: floats and integers beyond ±(2^53−1) are refused.
@@ -77,10 +105,10 @@ pub fn build(
     place: Placement<'_>,
     origin_server_ts: i64,
 ) -> Result<BuiltEvent> {
-    let rules = room_versions::rules(place.version);
+    let version = place.version;
+    let rules = version.rules();
     let mut pdu = CanonicalJsonObject::new();
     let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
-    let strings = |v: &[String]| CanonicalJsonValue::Array(v.iter().map(|s| string(s)).collect());
 
     let mut content = canonical_content(&draft.content)?;
     // The whole PDU must fit in 64 KiB; refuse early what cannot, before hashing and signing.
@@ -94,14 +122,28 @@ pub fn build(
         )));
     }
     if let Some(redacts) = &draft.redacts {
-        if place.version != RoomVersion::V10 {
+        if version.redacts_in_content() {
             // v11 moved `redacts` into the content, where redaction keeps it.
             content.insert("redacts".into(), string(redacts));
         } else {
             pdu.insert("redacts".into(), string(redacts));
         }
     }
-    pdu.insert("auth_events".into(), strings(&place.auth_events));
+    // v1/v2: the server picks the event ID, and the PDU carries it (signed and hashed with it).
+    let chosen_id = version.server_chosen_event_ids().then(|| {
+        format!(
+            "${}:{}",
+            crate::service::auth::random_string(18),
+            state.server_name
+        )
+    });
+    if let Some(id) = &chosen_id {
+        pdu.insert("event_id".into(), string(id));
+    }
+    pdu.insert(
+        "auth_events".into(),
+        event_refs(version, &place.auth_events),
+    );
     pdu.insert("content".into(), CanonicalJsonValue::Object(content));
     pdu.insert(
         "depth".into(),
@@ -111,7 +153,10 @@ pub fn build(
         "origin_server_ts".into(),
         CanonicalJsonValue::Integer(origin_server_ts.try_into().map_err(Error::internal)?),
     );
-    pdu.insert("prev_events".into(), strings(&place.prev_events));
+    pdu.insert(
+        "prev_events".into(),
+        event_refs(version, &place.prev_events),
+    );
     if let Some(room_id) = place.room_id {
         pdu.insert("room_id".into(), string(room_id));
     }
@@ -120,7 +165,7 @@ pub fn build(
         pdu.insert("state_key".into(), string(state_key));
     }
     pdu.insert("type".into(), string(&draft.event_type));
-    if place.version == RoomVersion::V10 {
+    if version.has_origin() {
         pdu.insert("origin".into(), string(state.server_name.as_str()));
     }
 
@@ -142,22 +187,31 @@ pub fn build(
             "Event is larger than {MAX_EVENT_BYTES} bytes"
         )));
     }
-    let hash = ruma::signatures::reference_hash(&pdu, &rules)
-        .map_err(|e| Error::too_large(format!("Event cannot be hashed: {e}")))?;
-    let event_id = format!("${hash}");
-    let room_id = match place.room_id {
-        Some(room_id) => room_id.to_owned(),
-        None => format!("!{hash}"),
+    let content_hash = match pdu.get("hashes") {
+        Some(CanonicalJsonValue::Object(h)) => match h.get("sha256") {
+            Some(CanonicalJsonValue::String(hash)) => Some(hash.clone()),
+            _ => None,
+        },
+        _ => None,
     };
+    let (event_id, room_id) = match chosen_id {
+        Some(id) => (id, place.room_id.map(str::to_owned)),
+        None => {
+            let hash = ruma::signatures::reference_hash(&pdu, rules)
+                .map_err(|e| Error::too_large(format!("Event cannot be hashed: {e}")))?;
+            let room_id = place.room_id.map(str::to_owned);
+            (format!("${hash}"), room_id.or(Some(format!("!{hash}"))))
+        }
+    };
+    let room_id = room_id.ok_or_else(|| Error::internal("an event needs a room ID"))?;
 
-    let content = Value::Object(draft.content.clone());
-    let content = match (&draft.redacts, place.version) {
-        (Some(redacts), RoomVersion::V11 | RoomVersion::V12) => {
+    let content = match &draft.redacts {
+        Some(redacts) if version.redacts_in_content() => {
             let mut c = draft.content.clone();
             c.insert("redacts".into(), json!(redacts));
             Value::Object(c)
         }
-        _ => content,
+        _ => Value::Object(draft.content.clone()),
     };
     let mut client = json!({
         "content": content,
@@ -193,6 +247,10 @@ pub fn build(
         relates_to,
         rel_type,
         redacts: draft.redacts.clone(),
+        content_hash: version
+            .server_chosen_event_ids()
+            .then_some(content_hash)
+            .flatten(),
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod auth;
+pub mod auth_check;
 pub mod auth_rules;
 pub mod directory;
 pub mod e2ee;

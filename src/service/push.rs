@@ -656,7 +656,7 @@ fn local_invitee(event: &NewEvent, local_suffix: &str) -> Option<String> {
 
 /// The room's power levels as the @room rule needs them (who may notify the whole room).
 fn power_levels_ctx(snapshot: &RoomSnapshot) -> Option<PushConditionPowerLevelsCtx> {
-    let int = |v: &Value| v.as_i64().and_then(Int::new);
+    let int = |v: &Value| crate::service::auth_rules::as_level(v).and_then(Int::new);
     let content = snapshot
         .entry("m.room.power_levels", "")
         .map(|e| e.content.clone())

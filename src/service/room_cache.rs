@@ -7,14 +7,54 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
-use crate::service::auth_rules::{self, RoomVersion};
+use crate::service::auth_check::{AuthError, EventFields, PduView};
+use crate::service::auth_rules;
+use crate::service::room_versions::RoomVersion;
 use crate::store::events::EventRow;
 
+/// One event of a room's current state.
 #[derive(Debug)]
 pub struct StateEntry {
     pub event_id: String,
     pub sender: String,
     pub content: Value,
+    /// The event as the authorization rules read it (IDs parsed, content as raw JSON).
+    pub view: PduView,
+    /// `hashes.sha256` of the PDU, which v1/v2 events cite next to each event ID they reference;
+    /// `None` in later versions, which cite IDs alone.
+    pub content_hash: Option<String>,
+}
+
+impl StateEntry {
+    /// A state event read back from the store or just built.
+    pub fn new(
+        event_id: String,
+        event_type: &str,
+        state_key: &str,
+        sender: String,
+        content: Value,
+    ) -> Result<Self, AuthError> {
+        let view = PduView::new(
+            EventFields {
+                event_id: Some(&event_id),
+                room_id: None,
+                sender: &sender,
+                event_type,
+                state_key: Some(state_key),
+                prev_events: &[],
+                redacts: None,
+            },
+            &content,
+            "",
+        )?;
+        Ok(Self {
+            event_id,
+            sender,
+            content,
+            view,
+            content_hash: None,
+        })
+    }
 }
 
 /// A room's state: type → state_key → entry.
@@ -25,6 +65,9 @@ pub struct RoomSnapshot {
     pub room_id: String,
     pub version: RoomVersion,
     pub head_event_id: String,
+    /// The head's `hashes.sha256`, cited by the next event in v1/v2 rooms (see
+    /// [`StateEntry::content_hash`]).
+    pub head_hash: Option<String>,
     pub head_depth: i64,
     /// The current state, shared between the snapshots of successive heads until it changes (a
     /// message into a room of thousands then copies nothing).

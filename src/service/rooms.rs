@@ -4,9 +4,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::service::auth::{Requester, random_string};
-use crate::service::auth_rules::{self, RoomVersion};
+use crate::service::auth_rules;
 use crate::service::events::EventDraft;
 use crate::service::rate_limit::UserAction;
+use crate::service::room_versions::RoomVersion;
 use crate::service::writer::{Committed, Target, room_snapshot};
 use crate::service::{guests, message_validation, restricted, room_versions};
 use crate::{AppState, Error, Result, store};
@@ -114,12 +115,13 @@ pub async fn create_room(
     // 1. m.room.create
     let mut create = req.creation_content.clone().unwrap_or_default();
     create.insert("room_version".into(), json!(version_name));
-    if version == RoomVersion::V10 {
+    if version.create_has_creator_field() {
         create.insert("creator".into(), json!(creator));
     } else {
         create.remove("creator");
     }
-    if version == RoomVersion::V12 && preset == "trusted_private_chat" && !invitees.is_empty() {
+    if version.has_privileged_creators() && preset == "trusted_private_chat" && !invitees.is_empty()
+    {
         let mut extra: Vec<Value> = create
             .get("additional_creators")
             .and_then(Value::as_array)
@@ -258,7 +260,7 @@ pub async fn create_room(
         ));
     }
 
-    let room_id = if version == RoomVersion::V12 {
+    let room_id = if version.room_id_from_create() {
         None
     } else {
         Some(format!("!{}:{}", random_string(18), state.server_name))
@@ -286,7 +288,7 @@ pub(crate) fn default_power_levels(
     invitees: &[String],
 ) -> Map<String, Value> {
     let mut users = Map::new();
-    if version != RoomVersion::V12 {
+    if !version.has_privileged_creators() {
         users.insert(creator.into(), json!(100));
         if preset == "trusted_private_chat" {
             for user in invitees {
@@ -294,7 +296,7 @@ pub(crate) fn default_power_levels(
             }
         }
     }
-    let tombstone = if version == RoomVersion::V12 {
+    let tombstone = if version.has_privileged_creators() {
         150
     } else {
         100

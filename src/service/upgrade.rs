@@ -10,9 +10,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use crate::service::auth::Requester;
-use crate::service::auth_rules::{self, NewEvent, RoomVersion};
+use crate::service::auth_check::{self, EventFields, PduView};
+use crate::service::auth_rules;
 use crate::service::events::EventDraft;
 use crate::service::room_cache::RoomSnapshot;
+use crate::service::room_versions::RoomVersion;
 use crate::service::writer::{Target, room_snapshot};
 use crate::service::{account_data, push, room_versions, rooms};
 use crate::{AppState, Error, Result, store};
@@ -53,13 +55,21 @@ pub async fn upgrade_room(
         .ok_or_else(|| Error::not_found("Unknown room"))?;
     // The tombstone is what decides: refuse before anything is created.
     let tombstone = json!({"body": "This room has been replaced", "replacement_room": room_id});
-    let probe = NewEvent {
-        event_type: "m.room.tombstone",
-        state_key: Some(""),
-        sender: me,
-        content: &tombstone,
-    };
-    auth_rules::check(old.version, &probe, &*old)
+    let probe = PduView::new(
+        EventFields {
+            event_id: None,
+            room_id: Some(&old.room_id),
+            sender: me,
+            event_type: "m.room.tombstone",
+            state_key: Some(""),
+            prev_events: std::slice::from_ref(&old.head_event_id),
+            redacts: None,
+        },
+        &tombstone,
+        state.server_name.as_str(),
+    )
+    .map_err(|e| Error::forbidden(format!("You cannot upgrade this room: {e}")))?;
+    auth_check::check(old.version, &probe, |t, k| old.entry(t, k).map(|e| &e.view))
         .map_err(|e| Error::forbidden(format!("You cannot upgrade this room: {e}")))?;
 
     let profile = store::users::get_user(&state.db, me).await?;
@@ -206,7 +216,7 @@ fn create_content(
         predecessor["event_id"] = json!(old.head_event_id);
     }
     let mut content = json!({"room_version": version.as_str(), "predecessor": predecessor});
-    if version == RoomVersion::V10 {
+    if version.create_has_creator_field() {
         content["creator"] = json!(me);
     }
     if !extra_creators.is_empty() {
@@ -227,8 +237,9 @@ fn create_content(
 /// `_update_upgraded_room_pls`). The first version raises the upgrader to the highest level the
 /// copied state needs (state_default, ban, any event level); the second, sent last, is the old
 /// room's levels, present only when it differs. Creators of a v12 room are left out of `users`;
-/// a creator of an old v12 room upgrading to an older version keeps the highest listed level
-/// (at least 100) where Synapse leaves them at `users_default`.
+/// a creator of an old v12 room upgrading to an older version gets the highest level the levels
+/// name (at least 100), so that they keep every power they had, the tombstone's included, where
+/// Synapse leaves them at `users_default`.
 fn new_power_levels(
     old: &RoomSnapshot,
     old_power: Option<&Value>,
@@ -237,7 +248,7 @@ fn new_power_levels(
     extra_creators: &[String],
 ) -> (Map<String, Value>, Option<Map<String, Value>>) {
     let mut last = match old_power {
-        Some(Value::Object(p)) => p.clone(),
+        Some(Value::Object(p)) => integer_levels(p),
         _ => rooms::default_power_levels(version, me, "private_chat", &[]),
     };
     let users = last
@@ -254,8 +265,7 @@ fn new_power_levels(
         }
     } else if old.version.has_privileged_creators() && auth_rules::is_creator(old.version, old, me)
     {
-        let top = users.values().filter_map(Value::as_i64).max().unwrap_or(0);
-        users.insert(me.to_owned(), json!(top.max(100)));
+        users.insert(me.to_owned(), json!(highest_level(&last, &users).max(100)));
     }
     last.insert("users".into(), Value::Object(users));
     if version.has_privileged_creators() {
@@ -282,6 +292,45 @@ fn new_power_levels(
     (initial, Some(last))
 }
 
+/// The highest level `levels` name: a user's, an event type's or a top-level field's.
+fn highest_level(levels: &Map<String, Value>, users: &Map<String, Value>) -> i64 {
+    let events = levels.get("events").and_then(Value::as_object);
+    users
+        .values()
+        .chain(events.into_iter().flat_map(|e| e.values()))
+        .chain(levels.values())
+        .filter_map(auth_rules::as_level)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Power levels with every level an integer, as v10+ rooms require: levels held in strings (room
+/// versions 1–9 allow them) are converted, and values that are no level at all dropped (Synapse's
+/// `copy_and_fixup_power_levels_contents`).
+fn integer_levels(content: &Map<String, Value>) -> Map<String, Value> {
+    const MAPS: [&str; 3] = ["users", "events", "notifications"];
+    let mut out = Map::new();
+    for (key, value) in content {
+        if MAPS.contains(&key.as_str()) {
+            let Some(map) = value.as_object() else {
+                continue;
+            };
+            let levels: Map<String, Value> = map
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), json!(auth_rules::as_level(v)?))))
+                .collect();
+            out.insert(key.clone(), Value::Object(levels));
+        } else if value.is_number() || value.is_string() {
+            if let Some(level) = auth_rules::as_level(value) {
+                out.insert(key.clone(), json!(level));
+            }
+        } else {
+            out.insert(key.clone(), value.clone());
+        }
+    }
+    out
+}
+
 /// The old room's power levels with `invite` and `events_default` raised to moderator level
 /// (`max(users_default + 1, 50)`), or None when they already are.
 fn restricted_power_levels(
@@ -290,12 +339,12 @@ fn restricted_power_levels(
     let mut content = current?.content.as_object()?.clone();
     let users_default = content
         .get("users_default")
-        .and_then(Value::as_i64)
+        .and_then(auth_rules::as_level)
         .unwrap_or(0);
     let restricted = (users_default + 1).max(50);
     let mut updated = false;
     for key in ["invite", "events_default"] {
-        if content.get(key).and_then(Value::as_i64).unwrap_or(0) < restricted {
+        if content.get(key).and_then(auth_rules::as_level).unwrap_or(0) < restricted {
             content.insert(key.into(), json!(restricted));
             updated = true;
         }
@@ -384,11 +433,16 @@ mod tests {
     #[test]
     fn old_room_levels_restricted_to_moderators() {
         let entry = |content: Value| {
-            Arc::new(crate::service::room_cache::StateEntry {
-                event_id: "$e".into(),
-                sender: "@a:x".into(),
-                content,
-            })
+            Arc::new(
+                crate::service::room_cache::StateEntry::new(
+                    "$e".into(),
+                    "m.room.power_levels",
+                    "",
+                    "@a:x".into(),
+                    content,
+                )
+                .unwrap(),
+            )
         };
         let r = restricted_power_levels(Some(&entry(json!({"invite": 0}))));
         assert_eq!(r.unwrap(), json!({"invite": 50, "events_default": 50}));
@@ -400,6 +454,19 @@ mod tests {
         let r = restricted_power_levels(Some(&entry(json!({"invite": 50, "events_default": 70}))));
         assert!(r.is_none());
         assert!(restricted_power_levels(None).is_none());
+    }
+
+    #[test]
+    fn string_levels_become_integers() {
+        let old = json!({"ban": "60", "kick": 50, "users": {"@a:x": "100", "@b:x": "nope"},
+                         "events": {"m.room.name": " 20 "}, "notifications": {"room": "5"},
+                         "historical": 100, "extra": {"k": "v"}});
+        let fixed = integer_levels(old.as_object().unwrap());
+        assert_eq!(
+            Value::Object(fixed),
+            json!({"ban": 60, "kick": 50, "users": {"@a:x": 100}, "events": {"m.room.name": 20},
+                   "notifications": {"room": 5}, "historical": 100, "extra": {"k": "v"}})
+        );
     }
 
     #[test]

@@ -18,10 +18,12 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::service::auth_rules::{self, NewEvent, RoomState, RoomVersion};
-use crate::service::events::{self, BuiltEvent, EventDraft, Placement};
+use crate::service::auth_check::{self, EventFields, PduView};
+use crate::service::auth_rules::{self, RoomState};
+use crate::service::events::{self, BuiltEvent, EventDraft, EventRef, Placement};
 use crate::service::recent::{Notified, RecentEvent};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
+use crate::service::room_versions::RoomVersion;
 use crate::service::{notifier, push, room_versions};
 use crate::store::{self, events::NewEventRow};
 use crate::{AppState, Error, Result};
@@ -230,6 +232,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
 struct WorkingRoom {
     base: Arc<RoomSnapshot>,
     head_event_id: String,
+    head_hash: Option<String>,
     head_depth: i64,
     changes: HashMap<(String, String), Arc<StateEntry>>,
 }
@@ -238,6 +241,7 @@ impl WorkingRoom {
     fn new(base: Arc<RoomSnapshot>) -> Self {
         Self {
             head_event_id: base.head_event_id.clone(),
+            head_hash: base.head_hash.clone(),
             head_depth: base.head_depth,
             base,
             changes: HashMap::new(),
@@ -259,6 +263,7 @@ impl WorkingRoom {
         }
         let mut snapshot = (*self.base).clone();
         snapshot.head_event_id = self.head_event_id;
+        snapshot.head_hash = self.head_hash;
         snapshot.head_depth = self.head_depth;
         if self.changes.keys().any(|(t, _)| t == "m.room.member") {
             snapshot.members = Default::default();
@@ -664,6 +669,7 @@ fn build_job(
 ) -> Result<Vec<BuiltEvent>> {
     let saved = (
         room.head_event_id.clone(),
+        room.head_hash.clone(),
         room.head_depth,
         room.changes.clone(),
     );
@@ -672,7 +678,12 @@ fn build_job(
         match build_one(state, room, draft, now) {
             Ok(event) => out.push(event),
             Err(e) => {
-                (room.head_event_id, room.head_depth, room.changes) = saved;
+                (
+                    room.head_event_id,
+                    room.head_hash,
+                    room.head_depth,
+                    room.changes,
+                ) = saved;
                 return Err(e);
             }
         }
@@ -687,14 +698,10 @@ fn build_one(
     now: i64,
 ) -> Result<BuiltEvent> {
     let version = room.base.version;
-    let content = Value::Object(draft.content.clone());
-    let new_event = NewEvent {
-        event_type: &draft.event_type,
-        state_key: draft.state_key.as_deref(),
-        sender: &draft.sender,
-        content: &content,
-    };
-    auth_rules::check(version, &new_event, room).map_err(|e| Error::forbidden(e.0))?;
+    let prev_events = [room.head_event_id.clone()];
+    let view = draft_view(state, draft, None, &prev_events)?;
+    auth_check::check(version, &view, |t, k| room.entry(t, k).map(|e| &e.view))
+        .map_err(|e| Error::forbidden(e.0))?;
     if draft.kick {
         let target = draft.state_key.as_deref().unwrap_or_default();
         if !matches!(
@@ -707,16 +714,20 @@ fn build_one(
     if draft.guest_join {
         crate::service::guests::check_may_join(room.entry("m.room.guest_access", ""))?;
     }
-    let auth_events = select_auth_events(version, room, draft);
+    let auth_events = select_auth_events(version, room, &view);
     let place = Placement {
         version,
         room_id: Some(&room.base.room_id),
-        prev_events: vec![room.head_event_id.clone()],
+        prev_events: vec![EventRef {
+            id: room.head_event_id.clone(),
+            hash: room.head_hash.clone(),
+        }],
         auth_events,
         depth: room.head_depth + 1,
     };
     let mut event = events::build(state, draft, place, now)?;
     room.head_event_id = event.event_id.clone();
+    room.head_hash = event.content_hash.clone();
     room.head_depth = event.depth;
     if let Some(state_key) = &draft.state_key {
         if let Some(previous) = room.entry(&draft.event_type, state_key) {
@@ -729,15 +740,49 @@ fn build_one(
                 .to_string(),
             );
         }
-        let entry = Arc::new(StateEntry {
-            event_id: event.event_id.clone(),
-            sender: draft.sender.clone(),
-            content,
-        });
-        room.changes
-            .insert((draft.event_type.clone(), state_key.clone()), entry);
+        let entry = state_entry(draft, &event, view)?;
+        room.changes.insert(
+            (draft.event_type.clone(), state_key.clone()),
+            Arc::new(entry),
+        );
     }
     Ok(event)
+}
+
+/// The authorization rules' view of a draft, before it has an event ID.
+fn draft_view(
+    state: &AppState,
+    draft: &EventDraft,
+    room_id: Option<&str>,
+    prev_events: &[String],
+) -> Result<PduView> {
+    PduView::new(
+        EventFields {
+            event_id: None,
+            room_id,
+            sender: &draft.sender,
+            event_type: &draft.event_type,
+            state_key: draft.state_key.as_deref(),
+            prev_events,
+            redacts: draft.redacts.as_deref(),
+        },
+        &draft.content,
+        state.server_name.as_str(),
+    )
+    .map_err(|e| Error::bad_json(e.0))
+}
+
+/// The cached state entry of a state event just built, reusing its authorization view.
+fn state_entry(draft: &EventDraft, event: &BuiltEvent, view: PduView) -> Result<StateEntry> {
+    Ok(StateEntry {
+        event_id: event.event_id.clone(),
+        sender: draft.sender.clone(),
+        content: Value::Object(draft.content.clone()),
+        view: view
+            .with_id(&event.event_id)
+            .map_err(|e| Error::internal(e.0))?,
+        content_hash: event.content_hash.clone(),
+    })
 }
 
 /// Builds a new room's events: the create event first, which fixes the room ID in v12.
@@ -751,83 +796,67 @@ fn build_new_room(
     let (create, rest) = drafts
         .split_first()
         .ok_or_else(|| Error::internal("a new room needs events"))?;
-    let content = Value::Object(create.content.clone());
-    let empty = RoomSnapshot {
-        room_id: String::new(),
-        version,
-        head_event_id: String::new(),
-        head_depth: 0,
-        state: Default::default(),
-        members: Default::default(),
-        member_rows: Default::default(),
+    let room_id = if version.room_id_from_create() {
+        None
+    } else {
+        room_id
     };
-    let new_event = NewEvent {
-        event_type: &create.event_type,
-        state_key: Some(""),
-        sender: &create.sender,
-        content: &content,
-    };
-    auth_rules::check(version, &new_event, &empty).map_err(|e| Error::bad_json(e.0))?;
+    let view = draft_view(state, create, room_id, &[])?;
+    auth_check::check(version, &view, |_, _| None).map_err(|e| Error::bad_json(e.0))?;
     let place = Placement {
         version,
-        room_id: if version == RoomVersion::V12 {
-            None
-        } else {
-            room_id
-        },
+        room_id,
         prev_events: vec![],
         auth_events: vec![],
         depth: 1,
     };
     let create_event = events::build(state, create, place, now)?;
-    let mut snapshot = empty;
-    snapshot.room_id = create_event.room_id.clone();
-    snapshot.head_event_id = create_event.event_id.clone();
-    snapshot.head_depth = 1;
+    let mut snapshot = RoomSnapshot {
+        room_id: create_event.room_id.clone(),
+        version,
+        head_event_id: create_event.event_id.clone(),
+        head_hash: create_event.content_hash.clone(),
+        head_depth: 1,
+        state: Default::default(),
+        members: Default::default(),
+        member_rows: Default::default(),
+    };
+    let entry = state_entry(create, &create_event, view)?;
     Arc::make_mut(&mut snapshot.state)
         .entry("m.room.create".into())
         .or_default()
-        .insert(
-            String::new(),
-            Arc::new(StateEntry {
-                event_id: create_event.event_id.clone(),
-                sender: create.sender.clone(),
-                content,
-            }),
-        );
+        .insert(String::new(), Arc::new(entry));
     let mut room = WorkingRoom::new(Arc::new(snapshot));
     let mut events = vec![create_event];
     events.extend(build_job(state, &mut room, rest, now)?);
     Ok((room, events))
 }
 
-/// The spec's auth events: create (before v12, where the room ID stands for it), power levels, the
-/// sender's membership, and for membership events the target's membership and the join rules.
-fn select_auth_events(version: RoomVersion, room: &WorkingRoom, draft: &EventDraft) -> Vec<String> {
-    let mut wanted: Vec<(&str, &str)> = Vec::with_capacity(5);
-    if version != RoomVersion::V12 {
-        wanted.push(("m.room.create", ""));
-    }
-    wanted.push(("m.room.power_levels", ""));
-    wanted.push(("m.room.member", &draft.sender));
-    if draft.event_type == "m.room.member"
-        && let Some(target) = draft.state_key.as_deref()
-    {
-        wanted.push(("m.room.member", target));
-        let membership = draft.content.get("membership").and_then(Value::as_str);
-        if matches!(membership, Some("join" | "invite" | "knock")) {
-            wanted.push(("m.room.join_rules", ""));
-        }
-    }
-    let mut ids: Vec<String> = Vec::with_capacity(wanted.len());
-    for (t, k) in wanted {
-        if let Some(e) = room.entry(t, k)
-            && !ids.contains(&e.event_id)
+/// The spec's auth events, as ruma selects them (create before v12, power levels, the sender's
+/// membership; for membership events the target's, the join rules, and in v8+ the authorising
+/// user's membership), from the state before the event.
+fn select_auth_events(version: RoomVersion, room: &WorkingRoom, view: &PduView) -> Vec<EventRef> {
+    use ruma::state_res::Event as _;
+    let types = ruma::state_res::auth_types_for_event(
+        view.event_type(),
+        view.sender(),
+        view.state_key(),
+        view.content(),
+        &version.rules().authorization,
+    )
+    .unwrap_or_default();
+    let mut refs: Vec<EventRef> = Vec::with_capacity(types.len());
+    for (t, k) in types {
+        if let Some(e) = room.entry(&t.to_string(), &k)
+            && !refs.iter().any(|r| r.id == e.event_id)
         {
-            ids.push(e.event_id.clone());
+            refs.push(EventRef {
+                id: e.event_id.clone(),
+                hash: e.content_hash.clone(),
+            });
         }
     }
-    ids
+    refs
 }
 
 /// Reads a room's current state from the database (inside the locking transaction).
@@ -845,27 +874,58 @@ async fn load_snapshot(
         room_id: head.room_id.clone(),
         version,
         head_event_id: head.head_event_id.clone(),
+        head_hash: None,
         head_depth: head.head_depth,
         state: Default::default(),
         members: Default::default(),
         member_rows: Default::default(),
     };
-    for row in store::rooms::current_state_events(conn, &head.room_id).await? {
+    let rows = store::rooms::current_state_events(&mut *conn, &head.room_id).await?;
+    // v1/v2 events cite the hashes of the events they reference: read them from the PDUs.
+    let mut hashes = if version.server_chosen_event_ids() {
+        let mut ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
+        ids.push(head.head_event_id.clone());
+        content_hashes(conn, &ids).await?
+    } else {
+        HashMap::new()
+    };
+    snapshot.head_hash = hashes.get(&head.head_event_id).cloned();
+    for row in rows {
         let event: Value = serde_json::from_str(&row.client_json).map_err(Error::internal)?;
-        let entry = StateEntry {
-            event_id: row.event_id,
-            sender: row.sender,
-            content: event
-                .get("content")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default())),
-        };
+        let content = event
+            .get("content")
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        let mut entry = StateEntry::new(
+            row.event_id,
+            &row.event_type,
+            &row.state_key,
+            row.sender,
+            content,
+        )
+        .map_err(|e| Error::internal(e.0))?;
+        entry.content_hash = hashes.remove(&entry.event_id);
         Arc::make_mut(&mut snapshot.state)
             .entry(row.event_type)
             .or_default()
             .insert(row.state_key, Arc::new(entry));
     }
     Ok(Arc::new(snapshot))
+}
+
+/// `hashes.sha256` of the events' PDUs, by event ID.
+async fn content_hashes(
+    conn: &mut PgConnection,
+    event_ids: &[String],
+) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::with_capacity(event_ids.len());
+    for (id, pdu) in store::events::pdus_of(conn, event_ids).await? {
+        let pdu: Value = serde_json::from_str(&pdu).map_err(Error::internal)?;
+        if let Some(hash) = pdu["hashes"]["sha256"].as_str() {
+            out.insert(id, hash.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// The cached snapshot of a room, loaded if needed (outside any lock: for reads and pre-checks only).

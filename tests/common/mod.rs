@@ -433,14 +433,22 @@ pub fn database_url(db_name: &str) -> String {
 /// events, and then each of `joiners` joins.
 pub async fn writer_room(
     app: &TestApp,
-    version: axon::service::auth_rules::RoomVersion,
+    version: axon::service::room_versions::RoomVersion,
     drafts: Vec<axon::service::events::EventDraft>,
     joiners: &[&User],
 ) -> String {
     use axon::service::writer::Target;
+    // Before v12 the creating server picks the room ID, on its own server name.
+    let room_id = (!version.room_id_from_create()).then(|| {
+        format!(
+            "!{}:{}",
+            axon::service::auth::random_string(18),
+            app.state.server_name
+        )
+    });
     let target = Target::New {
         version,
-        room_id: None,
+        room_id,
         is_public: false,
         aliases: vec![],
     };
