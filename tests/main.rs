@@ -25,3 +25,4 @@ mod sync;
 mod sync_contents;
 mod sync_rules;
 mod upgrades;
+mod federation;

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod directory;
 pub mod discovery;
 pub mod extract;
+pub mod federation;
 pub mod keys;
 pub mod login;
 pub mod media;

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod e2ee;
 pub mod erasure;
 pub mod events;
+pub mod federation;
 pub mod filter;
 pub mod ignore;
 pub mod keys;

@@ -17,6 +17,7 @@ pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod secrets;
+pub mod server_keys;
 pub mod stream;
 pub mod to_device;
 pub mod tokens;
