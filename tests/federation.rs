@@ -313,3 +313,35 @@ async fn well_known_delegation_is_served_followed_and_cached() {
     assert_eq!((destination.tls_name.as_str(), destination.port), ("localhost", 8448));
     assert_eq!(resolver.well_known_cached("localhost"), Some(None));
 }
+
+#[tokio::test]
+async fn keys_rotate_command_makes_a_new_current_key() {
+    let a = spawn_app().await;
+    let old = key_id(&a);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("axon.toml");
+    std::fs::write(
+        &config,
+        format!("[database]\nurl = \"{}\"\n", crate::common::database_url(&a.db_name)),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+        .arg("--config")
+        .arg(&config)
+        .args(["keys", "rotate"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(new.starts_with("ed25519:") && new != old, "{new}");
+    let rows: Vec<(String, Option<i64>)> =
+        sqlx::query_as("SELECT 'ed25519:' || key_version, expired_ts FROM signing_keys ORDER BY created_ts")
+            .fetch_all(&a.db)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].0, old);
+    assert!(rows[0].1.is_some(), "the old key expired");
+    assert_eq!(rows[1], (new, None));
+}
