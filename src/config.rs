@@ -783,12 +783,24 @@ mod tests {
         c.validate().unwrap();
         for (toml, key) in [
             ("[federation]\nenabled = true\n", "federation.enabled"),
-            ("[federation]\ntls_certificate = \"c.pem\"\n", "federation.tls_certificate"),
-            ("[federation]\nip_range_allowlist = [\"x\"]\n", "federation.ip_range_allowlist"),
-            ("[federation]\nwell_known_server = \"a b\"\n", "federation.well_known_server"),
+            (
+                "[federation]\ntls_certificate = \"c.pem\"\n",
+                "federation.tls_certificate",
+            ),
+            (
+                "[federation]\nip_range_allowlist = [\"x\"]\n",
+                "federation.ip_range_allowlist",
+            ),
+            (
+                "[federation]\nwell_known_server = \"a b\"\n",
+                "federation.well_known_server",
+            ),
         ] {
             let c = Config::from_toml(toml).unwrap();
-            assert!(c.validate().unwrap_err().to_string().contains(key), "{toml}");
+            assert!(
+                c.validate().unwrap_err().to_string().contains(key),
+                "{toml}"
+            );
         }
     }
 

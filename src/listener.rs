@@ -28,12 +28,18 @@ pub fn tls_config(certificate: &Path, private_key: &Path) -> anyhow::Result<Arc<
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&read(certificate)?)
         .collect::<Result<_, _>>()
-        .map_err(|e| anyhow::anyhow!("federation.tls_certificate {}: {e}", certificate.display()))?;
+        .map_err(|e| {
+            anyhow::anyhow!("federation.tls_certificate {}: {e}", certificate.display())
+        })?;
     if chain.is_empty() {
-        anyhow::bail!("federation.tls_certificate {}: no certificate in it", certificate.display());
+        anyhow::bail!(
+            "federation.tls_certificate {}: no certificate in it",
+            certificate.display()
+        );
     }
-    let key = PrivateKeyDer::from_pem_slice(&read(private_key)?)
-        .map_err(|e| anyhow::anyhow!("federation.tls_private_key {}: {e}", private_key.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&read(private_key)?).map_err(|e| {
+        anyhow::anyhow!("federation.tls_private_key {}: {e}", private_key.display())
+    })?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

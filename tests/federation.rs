@@ -35,7 +35,12 @@ fn verify_keys(answer: &Value) -> KeySet {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(id, k)| (id.clone(), Base64::parse(k["key"].as_str().unwrap()).unwrap()))
+        .map(|(id, k)| {
+            (
+                id.clone(),
+                Base64::parse(k["key"].as_str().unwrap()).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -61,9 +66,14 @@ async fn version_and_own_keys_are_served_over_tls_self_signed() {
     assert_eq!(keys["server_name"], a.state.server_name.as_str());
     assert!(keys["valid_until_ts"].as_i64().unwrap() > now_ms());
     assert!(verify_keys(&keys).contains_key(&key_id(&a)));
-    assert!(signed_by(&canonical(&keys), a.state.server_name.as_str(), &verify_keys(&keys)));
+    assert!(signed_by(
+        &canonical(&keys),
+        a.state.server_name.as_str(),
+        &verify_keys(&keys)
+    ));
     // The same key signs events: the published key is the event-signing key.
-    let public = Base64::<ruma::serde::base64::Standard>::new(a.state.signing_key.public_key().to_vec());
+    let public =
+        Base64::<ruma::serde::base64::Standard>::new(a.state.signing_key.public_key().to_vec());
     assert_eq!(verify_keys(&keys)[&key_id(&a)].encode(), public.encode());
 }
 
@@ -72,19 +82,30 @@ async fn remote_keys_are_fetched_verified_and_then_served_from_the_database() {
     let mut a = spawn_federating(|_| {}).await;
     let b = spawn_federating(|_| {}).await;
     let ids = [key_id(&a)];
-    let keys = b.state.keyring.keys_valid_at(&name(&a), &ids, now_ms()).await.unwrap();
-    assert!(keys.contains_key(&ids[0]), "fetched from the origin");
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM remote_server_keys WHERE server_name = $1")
-        .bind(a.state.server_name.as_str())
-        .fetch_one(&b.db)
+    let keys = b
+        .state
+        .keyring
+        .keys_valid_at(&name(&a), &ids, now_ms())
         .await
         .unwrap();
+    assert!(keys.contains_key(&ids[0]), "fetched from the origin");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM remote_server_keys WHERE server_name = $1")
+            .bind(a.state.server_name.as_str())
+            .fetch_one(&b.db)
+            .await
+            .unwrap();
     assert_eq!(stored, 1);
 
     // The origin goes down: B still knows its keys, and answers notary queries for it,
     // countersigned, from its database.
     a.fed.as_mut().unwrap().stop().await;
-    let again = b.state.keyring.keys_valid_at(&name(&a), &ids, now_ms()).await.unwrap();
+    let again = b
+        .state
+        .keyring
+        .keys_valid_at(&name(&a), &ids, now_ms())
+        .await
+        .unwrap();
     assert_eq!(again, keys);
     let url = format!(
         "{}/_matrix/key/v2/query/{}",
@@ -96,12 +117,18 @@ async fn remote_keys_are_fetched_verified_and_then_served_from_the_database() {
     let answer = &body["server_keys"][0];
     assert_eq!(answer["server_name"], a.state.server_name.as_str());
     let object = canonical(answer);
-    assert!(signed_by(&object, a.state.server_name.as_str(), &keys), "the origin's signature kept");
+    assert!(
+        signed_by(&object, a.state.server_name.as_str(), &keys),
+        "the origin's signature kept"
+    );
     let b_keys = KeySet::from([(
         key_id(&b),
         Base64::new(b.state.signing_key.public_key().to_vec()),
     )]);
-    assert!(signed_by(&object, b.state.server_name.as_str(), &b_keys), "countersigned by the notary");
+    assert!(
+        signed_by(&object, b.state.server_name.as_str(), &b_keys),
+        "countersigned by the notary"
+    );
 }
 
 #[tokio::test]
@@ -111,14 +138,21 @@ async fn keys_come_through_a_trusted_notary_whose_signature_is_checked() {
     // The notary learns A's keys while A is up (POST query, as another server would ask).
     let body = json!({"server_keys": {a.state.server_name.as_str(): {}}});
     let response = insecure_client()
-        .post(format!("{}/_matrix/key/v2/query", notary.fed.as_ref().unwrap().url))
+        .post(format!(
+            "{}/_matrix/key/v2/query",
+            notary.fed.as_ref().unwrap().url
+        ))
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let answer: Value = response.json().await.unwrap();
-    assert_eq!(answer["server_keys"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(
+        answer["server_keys"].as_array().unwrap().len(),
+        1,
+        "{answer}"
+    );
     a.fed.as_mut().unwrap().stop().await;
 
     let trusted = |keys: Option<BTreeMap<String, String>>| axon::config::TrustedKeyServer {
@@ -131,14 +165,29 @@ async fn keys_come_through_a_trusted_notary_whose_signature_is_checked() {
         key_id(&notary),
         Base64::<ruma::serde::base64::Standard>::new(wrong.public_key().to_vec()).encode(),
     )]);
-    let fooled = spawn_federating(|c| c.federation.trusted_key_servers = vec![trusted(Some(wrong_keys))]).await;
+    let fooled =
+        spawn_federating(|c| c.federation.trusted_key_servers = vec![trusted(Some(wrong_keys))])
+            .await;
     let ids = [key_id(&a)];
-    let none = fooled.state.keyring.keys_valid_at(&name(&a), &ids, now_ms()).await.unwrap();
-    assert!(none.is_empty(), "a notary answer without a valid notary signature is refused");
+    let none = fooled
+        .state
+        .keyring
+        .keys_valid_at(&name(&a), &ids, now_ms())
+        .await
+        .unwrap();
+    assert!(
+        none.is_empty(),
+        "a notary answer without a valid notary signature is refused"
+    );
 
     // A notary whose keys are fetched from it: A's keys arrive although A is down.
     let b = spawn_federating(|c| c.federation.trusted_key_servers = vec![trusted(None)]).await;
-    let keys = b.state.keyring.keys_valid_at(&name(&a), &ids, now_ms()).await.unwrap();
+    let keys = b
+        .state
+        .keyring
+        .keys_valid_at(&name(&a), &ids, now_ms())
+        .await
+        .unwrap();
     assert!(keys.contains_key(&ids[0]), "through the notary");
 }
 
@@ -151,16 +200,26 @@ async fn rotation_keeps_the_old_key_as_an_old_verify_key() {
     // A restarted process signs with the new key and publishes the old one as expired.
     let restarted = crate::common::spawn_peer(&a).await;
     assert_eq!(key_id(&restarted), new);
-    let keys = axon::service::keys::server_keys(&restarted.db, &restarted.state.server_name, &restarted.state.signing_key)
-        .await
-        .unwrap();
+    let keys = axon::service::keys::server_keys(
+        &restarted.db,
+        &restarted.state.server_name,
+        &restarted.state.signing_key,
+    )
+    .await
+    .unwrap();
     let keys: Value = serde_json::from_str(keys.json().get()).unwrap();
     assert!(keys["verify_keys"].get(&new).is_some(), "{keys}");
     assert!(keys["verify_keys"].get(&old).is_none(), "{keys}");
-    let expired = keys["old_verify_keys"][&old]["expired_ts"].as_i64().unwrap();
+    let expired = keys["old_verify_keys"][&old]["expired_ts"]
+        .as_i64()
+        .unwrap();
     assert!(expired <= now_ms() && expired > now_ms() - 60_000, "{keys}");
     // The process that has not restarted still publishes the key it signs with as current.
-    let (_, served) = get_json(&format!("{}/_matrix/key/v2/server", a.fed.as_ref().unwrap().url)).await;
+    let (_, served) = get_json(&format!(
+        "{}/_matrix/key/v2/server",
+        a.fed.as_ref().unwrap().url
+    ))
+    .await;
     assert!(served["verify_keys"].get(&old).is_some(), "{served}");
     assert!(served["verify_keys"].get(&new).is_some(), "{served}");
 }
@@ -173,8 +232,15 @@ fn signed_profile_request(
     destination: &ServerName,
     key: &Ed25519KeyPair,
 ) -> reqwest::RequestBuilder {
-    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", crate::common::enc(user_id));
-    let request = http::Request::builder().method("GET").uri(&path).body(Vec::<u8>::new()).unwrap();
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        crate::common::enc(user_id)
+    );
+    let request = http::Request::builder()
+        .method("GET")
+        .uri(&path)
+        .body(Vec::<u8>::new())
+        .unwrap();
     let header = XMatrix::sign_http_request(
         &request,
         XMatrixSigningInput::new(origin.to_owned(), destination.to_owned(), key),
@@ -191,18 +257,33 @@ async fn x_matrix_signed_requests_are_accepted_and_others_get_401() {
     let b = spawn_federating(|_| {}).await;
     let alice = a.register("alice").await;
     alice
-        .put(&format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id), json!({"displayname": "Alice"}))
+        .put(
+            &format!("/_matrix/client/v3/profile/{}/displayname", alice.user_id),
+            json!({"displayname": "Alice"}),
+        )
         .await
         .ok();
 
     // Through B's federation client: signed, resolved, TLS.
     let user_id = OwnedUserId::try_from(alice.user_id.as_str()).unwrap();
-    let answer = b.state.federation.send(&name(&a), profile::Request::new(user_id)).await.unwrap();
+    let answer = b
+        .state
+        .federation
+        .send(&name(&a), profile::Request::new(user_id))
+        .await
+        .unwrap();
     assert_eq!(answer.get("displayname"), Some(&json!("Alice")));
 
     let fed = &a.fed.as_ref().unwrap().url;
-    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", crate::common::enc(&alice.user_id));
-    let unsigned = insecure_client().get(format!("{fed}{path}")).send().await.unwrap();
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        crate::common::enc(&alice.user_id)
+    );
+    let unsigned = insecure_client()
+        .get(format!("{fed}{path}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
     let body: Value = unsigned.json().await.unwrap();
     assert_eq!(body["errcode"], "M_UNAUTHORIZED");
@@ -213,21 +294,43 @@ async fn x_matrix_signed_requests_are_accepted_and_others_get_401() {
         assert_eq!(body["errcode"], "M_UNAUTHORIZED", "{body}");
     };
     // Signed by B's key, as B, for A: accepted.
-    let ok = signed_profile_request(&a, &alice.user_id, &name(&b), &name(&a), &b.state.signing_key)
-        .send()
-        .await
-        .unwrap();
+    let ok = signed_profile_request(
+        &a,
+        &alice.user_id,
+        &name(&b),
+        &name(&a),
+        &b.state.signing_key,
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
     // Signed with another key under B's key ID.
-    let forged = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), b.state.signing_key.version().into()).unwrap();
-    expect_401(signed_profile_request(&a, &alice.user_id, &name(&b), &name(&a), &forged).send().await.unwrap()).await;
-    // Properly signed, but for another destination.
-    let elsewhere = OwnedServerName::try_from("127.0.0.1:1").unwrap();
+    let forged = Ed25519KeyPair::from_der(
+        &Ed25519KeyPair::generate(),
+        b.state.signing_key.version().into(),
+    )
+    .unwrap();
     expect_401(
-        signed_profile_request(&a, &alice.user_id, &name(&b), &elsewhere, &b.state.signing_key)
+        signed_profile_request(&a, &alice.user_id, &name(&b), &name(&a), &forged)
             .send()
             .await
             .unwrap(),
+    )
+    .await;
+    // Properly signed, but for another destination.
+    let elsewhere = OwnedServerName::try_from("127.0.0.1:1").unwrap();
+    expect_401(
+        signed_profile_request(
+            &a,
+            &alice.user_id,
+            &name(&b),
+            &elsewhere,
+            &b.state.signing_key,
+        )
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
     // The signature does not cover another URI.
@@ -243,7 +346,11 @@ async fn x_matrix_signed_requests_are_accepted_and_others_get_401() {
         .unwrap();
     expect_401(response).await;
     // Unknown endpoints are authenticated too.
-    let other = insecure_client().get(format!("{fed}/_matrix/federation/v1/nothing")).send().await.unwrap();
+    let other = insecure_client()
+        .get(format!("{fed}/_matrix/federation/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -251,39 +358,72 @@ async fn x_matrix_signed_requests_are_accepted_and_others_get_401() {
 async fn private_addresses_are_refused_unless_allowlisted() {
     let a = spawn_federating(|_| {}).await;
     let b = spawn_federating(|c| c.federation.ip_range_allowlist = vec![]).await;
-    let refused = b.state.federation.send_unsigned(&name(&a), version::Request::new()).await.unwrap_err();
+    let refused = b
+        .state
+        .federation
+        .send_unsigned(&name(&a), version::Request::new())
+        .await
+        .unwrap_err();
     assert_eq!(refused.errcode(), "M_FORBIDDEN", "{refused}");
     // A host name that resolves to loopback is refused after resolution.
-    let by_name = OwnedServerName::try_from(format!("localhost:{}", a.fed.as_ref().unwrap().port)).unwrap();
-    let refused = b.state.federation.send_unsigned(&by_name, version::Request::new()).await.unwrap_err();
+    let by_name =
+        OwnedServerName::try_from(format!("localhost:{}", a.fed.as_ref().unwrap().port)).unwrap();
+    let refused = b
+        .state
+        .federation
+        .send_unsigned(&by_name, version::Request::new())
+        .await
+        .unwrap_err();
     assert!(refused.to_string().contains("may not reach"), "{refused}");
     // With the allowlist (as spawn_federating sets it) both work.
     let c = spawn_federating(|_| {}).await;
-    c.state.federation.send_unsigned(&name(&a), version::Request::new()).await.unwrap();
-    c.state.federation.send_unsigned(&by_name, version::Request::new()).await.unwrap();
+    c.state
+        .federation
+        .send_unsigned(&name(&a), version::Request::new())
+        .await
+        .unwrap();
+    c.state
+        .federation
+        .send_unsigned(&by_name, version::Request::new())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn certificates_are_verified_and_extra_ca_file_is_trusted() {
     let a = spawn_federating(|_| {}).await;
     let strict = spawn_federating(|c| c.federation.verify_certificates = true).await;
-    let failed = strict.state.federation.send_unsigned(&name(&a), version::Request::new()).await.unwrap_err();
+    let failed = strict
+        .state
+        .federation
+        .send_unsigned(&name(&a), version::Request::new())
+        .await
+        .unwrap_err();
     assert_eq!(failed.errcode(), "M_UNKNOWN", "{failed}");
-    assert!(failed.to_string().to_lowercase().contains("certificate"), "{failed}");
+    assert!(
+        failed.to_string().to_lowercase().contains("certificate"),
+        "{failed}"
+    );
     let cert = a.fed.as_ref().unwrap().cert_file.clone();
     let trusting = spawn_federating(|c| {
         c.federation.verify_certificates = true;
         c.federation.extra_ca_file = Some(cert);
     })
     .await;
-    let answer = trusting.state.federation.send_unsigned(&name(&a), version::Request::new()).await.unwrap();
+    let answer = trusting
+        .state
+        .federation
+        .send_unsigned(&name(&a), version::Request::new())
+        .await
+        .unwrap();
     assert_eq!(answer.server.unwrap().name.as_deref(), Some("Axon"));
 }
 
 #[tokio::test]
 async fn well_known_delegation_is_served_followed_and_cached() {
     // A delegates to its own IP literal, on the client listener and the federation listener.
-    let a = spawn_federating(|c| c.federation.well_known_server = Some(c.server_name.clone())).await;
+    let a =
+        spawn_federating(|c| c.federation.well_known_server = Some(c.server_name.clone())).await;
     let (status, body) = get_json(&format!("{}/.well-known/matrix/server", a.base_url)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["m.server"], a.state.server_name.as_str());
@@ -301,8 +441,16 @@ async fn well_known_delegation_is_served_followed_and_cached() {
     assert_eq!(destination.tls_name, "127.0.0.1");
     assert_eq!(destination.port, a.fed.as_ref().unwrap().port);
     assert_eq!(destination.host_header, a.state.server_name.as_str());
-    assert_eq!(resolver.well_known_cached("localhost"), Some(Some(name(&a))));
-    let answer = b.state.federation.send_unsigned(localhost, version::Request::new()).await.unwrap();
+    assert_eq!(
+        resolver.well_known_cached("localhost"),
+        Some(Some(name(&a)))
+    );
+    let answer = b
+        .state
+        .federation
+        .send_unsigned(localhost, version::Request::new())
+        .await
+        .unwrap();
     assert_eq!(answer.server.unwrap().name.as_deref(), Some("Axon"));
 
     // A host without a well-known answer: the failure is cached, and the name falls to port 8448.
@@ -310,7 +458,10 @@ async fn well_known_delegation_is_served_followed_and_cached() {
     let resolver = &c.state.federation.resolver;
     resolver.set_well_known_port(1);
     let destination = resolver.resolve(localhost).await;
-    assert_eq!((destination.tls_name.as_str(), destination.port), ("localhost", 8448));
+    assert_eq!(
+        (destination.tls_name.as_str(), destination.port),
+        ("localhost", 8448)
+    );
     assert_eq!(resolver.well_known_cached("localhost"), Some(None));
 }
 
@@ -322,7 +473,10 @@ async fn keys_rotate_command_makes_a_new_current_key() {
     let config = dir.path().join("axon.toml");
     std::fs::write(
         &config,
-        format!("[database]\nurl = \"{}\"\n", crate::common::database_url(&a.db_name)),
+        format!(
+            "[database]\nurl = \"{}\"\n",
+            crate::common::database_url(&a.db_name)
+        ),
     )
     .unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_axon"))
@@ -332,14 +486,19 @@ async fn keys_rotate_command_makes_a_new_current_key() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let new = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(new.starts_with("ed25519:") && new != old, "{new}");
-    let rows: Vec<(String, Option<i64>)> =
-        sqlx::query_as("SELECT 'ed25519:' || key_version, expired_ts FROM signing_keys ORDER BY created_ts")
-            .fetch_all(&a.db)
-            .await
-            .unwrap();
+    let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT 'ed25519:' || key_version, expired_ts FROM signing_keys ORDER BY created_ts",
+    )
+    .fetch_all(&a.db)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].0, old);
     assert!(rows[0].1.is_some(), "the old key expired");

@@ -23,7 +23,11 @@ pub fn routes() -> Router<AppState> {
 /// none is configured (as Synapse, which serves it only when `serve_server_wellknown` is set).
 pub async fn well_known_server(
     State(state): State<AppState>,
-) -> crate::Result<crate::api::federation::RumaResponse<ruma::api::federation::discovery::discover_homeserver::Response>> {
+) -> crate::Result<
+    crate::api::federation::RumaResponse<
+        ruma::api::federation::discovery::discover_homeserver::Response,
+    >,
+> {
     let delegated = state
         .config
         .federation

@@ -2,8 +2,6 @@
 //! Axon process on it signs with the same key; rotated by `axon keys rotate`, which keeps the old key
 //! published as an old verify key. Also the signed answer of `GET /_matrix/key/v2/server`.
 
-use std::collections::BTreeMap;
-
 use ruma::api::federation::discovery::{OldVerifyKey, ServerSigningKeys, VerifyKey};
 use ruma::serde::{Base64, Raw};
 use ruma::signatures::Ed25519KeyPair;
@@ -94,7 +92,8 @@ pub async fn server_keys(
     signing_key: &Ed25519KeyPair,
 ) -> Result<Raw<ServerSigningKeys>> {
     let now = store::now_ms();
-    let valid_until = MilliSecondsSinceUnixEpoch(UInt::try_from(now + VALID_FOR_MS).unwrap_or_default());
+    let valid_until =
+        MilliSecondsSinceUnixEpoch(UInt::try_from(now + VALID_FOR_MS).unwrap_or_default());
     let mut keys = ServerSigningKeys::new(server_name.to_owned(), valid_until);
     for row in store::server_keys::own_keys(db).await? {
         let id = ServerSigningKeyId::parse(format!("ed25519:{}", row.key_version))
@@ -132,11 +131,4 @@ pub fn sign<T: serde::Serialize>(
         .map_err(Error::internal)?;
     let text = serde_json::to_string(&canonical).map_err(Error::internal)?;
     Raw::from_json_string(text).map_err(Error::internal)
-}
-
-/// The public keys of `rows` by key ID, as ruma's verifiers take them.
-pub fn public_key_set(rows: &[(String, String)]) -> BTreeMap<String, Base64> {
-    rows.iter()
-        .filter_map(|(id, key)| Some((id.clone(), Base64::parse(key).ok()?)))
-        .collect()
 }

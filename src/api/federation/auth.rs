@@ -64,7 +64,11 @@ async fn verify(state: &AppState, request: Request) -> Result<Request> {
     let key_id = header.key.to_string();
     let keys = state
         .keyring
-        .keys_valid_at(&header.origin, std::slice::from_ref(&key_id), store::now_ms())
+        .keys_valid_at(
+            &header.origin,
+            std::slice::from_ref(&key_id),
+            store::now_ms(),
+        )
         .await?;
     if keys.is_empty() {
         return Err(Error::unauthorized(format!(

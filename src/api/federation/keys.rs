@@ -17,7 +17,8 @@ pub async fn server(
     State(state): State<AppState>,
     Ruma(_request): Ruma<server_api::Request>,
 ) -> Result<RumaResponse<server_api::Response>> {
-    let keys = service::keys::server_keys(&state.db, &state.server_name, &state.signing_key).await?;
+    let keys =
+        service::keys::server_keys(&state.db, &state.server_name, &state.signing_key).await?;
     Ok(RumaResponse(server_api::Response::new(keys)))
 }
 
@@ -26,7 +27,7 @@ pub async fn query_one(
     State(state): State<AppState>,
     Ruma(request): Ruma<query_one_api::Request>,
 ) -> Result<RumaResponse<query_one_api::Response>> {
-    let min = i64::try_from(request.minimum_valid_until_ts.get()).unwrap_or(i64::MAX);
+    let min = i64::from(request.minimum_valid_until_ts.get());
     let keys = answer_for(&state, &request.server_name, min).await?;
     Ok(RumaResponse(query_one_api::Response::new(keys)))
 }
@@ -42,7 +43,7 @@ pub async fn query(
         let min = criteria
             .values()
             .filter_map(|c| c.minimum_valid_until_ts)
-            .map(|t| i64::try_from(t.get()).unwrap_or(i64::MAX))
+            .map(|t| i64::from(t.get()))
             .max()
             .unwrap_or_else(store::now_ms);
         all.extend(answer_for(&state, server, min).await?);
@@ -56,8 +57,8 @@ async fn answer_for(
     minimum_valid_until_ts: i64,
 ) -> Result<Vec<ruma::serde::Raw<ruma::api::federation::discovery::ServerSigningKeys>>> {
     if server == state.server_name {
-        let own = service::keys::server_keys(&state.db, &state.server_name, &state.signing_key)
-            .await?;
+        let own =
+            service::keys::server_keys(&state.db, &state.server_name, &state.signing_key).await?;
         return Ok(vec![own]);
     }
     state

@@ -29,7 +29,10 @@ pub fn router(state: AppState) -> Router {
         .route("/_matrix/key/v2/query/{serverName}", get(keys::query_one))
         .route("/_matrix/key/v2/query", post(keys::query))
         .route("/_matrix/federation/v1/version", get(server_version))
-        .route("/.well-known/matrix/server", get(crate::api::discovery::well_known_server));
+        .route(
+            "/.well-known/matrix/server",
+            get(crate::api::discovery::well_known_server),
+        );
     let authenticated = Router::new()
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route("/_matrix/federation/{*rest}", any(unrecognized))

@@ -14,7 +14,9 @@ pub async fn profile(
     Ruma(request): Ruma<profile_api::Request>,
 ) -> Result<RumaResponse<profile_api::Response>> {
     if request.user_id.server_name() != state.server_name {
-        return Err(Error::invalid_param("User is not hosted on this homeserver"));
+        return Err(Error::invalid_param(
+            "User is not hosted on this homeserver",
+        ));
     }
     let profile = service::profile::get_profile(&state, request.user_id.as_str()).await?;
     let mut response = profile_api::Response::new();

@@ -76,12 +76,24 @@ mod tests {
         assert!(!ok(acl.clone(), "[::1]:8448"));
         assert!(ok(acl, "example.org"));
         assert!(ok(json!({"allow": ["*"]}), "1.2.3.4:80"), "default true");
-        assert!(ok(json!({"allow": ["*"], "allow_ip_literals": "no"}), "1.2.3.4"), "not a bool: true");
+        assert!(
+            ok(
+                json!({"allow": ["*"], "allow_ip_literals": "no"}),
+                "1.2.3.4"
+            ),
+            "not a bool: true"
+        );
     }
 
     #[test]
     fn malformed_lists_are_read_leniently() {
-        assert!(!ok(json!({"allow": "*"}), "example.org"), "not a list: empty");
-        assert!(ok(json!({"allow": [1, "*"], "deny": [null]}), "example.org"));
+        assert!(
+            !ok(json!({"allow": "*"}), "example.org"),
+            "not a list: empty"
+        );
+        assert!(ok(
+            json!({"allow": [1, "*"], "deny": [null]}),
+            "example.org"
+        ));
     }
 }

@@ -123,7 +123,9 @@ impl FederationClient {
     /// Resolves `destination` and checks that Axon may send to it.
     async fn target(&self, destination: &ServerName) -> Result<Destination> {
         if destination == self.origin {
-            return Err(Error::federation_refused("Axon does not send requests to itself"));
+            return Err(Error::federation_refused(
+                "Axon does not send requests to itself",
+            ));
         }
         if !self.domain_permitted(destination) {
             return Err(Error::federation_refused(format!(
@@ -148,13 +150,11 @@ impl FederationClient {
         target: &Destination,
         http_request: http::Request<Vec<u8>>,
     ) -> Result<R::IncomingResponse> {
-        let mut request =
-            reqwest::Request::try_from(http_request).map_err(Error::internal)?;
+        let mut request = reqwest::Request::try_from(http_request).map_err(Error::internal)?;
         if let Ok(host) = reqwest::header::HeaderValue::from_str(&target.host_header) {
             request.headers_mut().insert(reqwest::header::HOST, host);
         }
-        let unreachable =
-            |e: &dyn std::fmt::Display| Error::remote(format!("{destination}: {e}"));
+        let unreachable = |e: &dyn std::fmt::Display| Error::remote(format!("{destination}: {e}"));
         let response = self
             .http
             .execute(request)
@@ -167,7 +167,9 @@ impl FederationClient {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| unreachable(&error_chain(&e)))?;
             if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(Error::remote(format!("{destination}: the answer is too large")));
+                return Err(Error::remote(format!(
+                    "{destination}: the answer is too large"
+                )));
             }
             body.extend_from_slice(&chunk);
         }

@@ -12,7 +12,9 @@ use ruma::api::federation::discovery::{
 };
 use ruma::serde::{Base64, Raw};
 use ruma::signatures::Ed25519KeyPair;
-use ruma::{CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, OwnedServerSigningKeyId, ServerName};
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedServerName, OwnedServerSigningKeyId, ServerName,
+};
 use sqlx::PgPool;
 
 use super::client::FederationClient;
@@ -234,9 +236,7 @@ impl KeyRing {
             )));
         }
         let now = store::now_ms();
-        let valid_until = i64::try_from(keys.valid_until_ts.get())
-            .unwrap_or(i64::MAX)
-            .min(now + MAX_VALIDITY_MS);
+        let valid_until = i64::from(keys.valid_until_ts.get()).min(now + MAX_VALIDITY_MS);
         let mut rows: Vec<RemoteKeyRow> = own
             .iter()
             .map(|(id, key)| RemoteKeyRow {
@@ -247,7 +247,7 @@ impl KeyRing {
             })
             .collect();
         rows.extend(keys.old_verify_keys.iter().map(|(id, old)| {
-            let expired = i64::try_from(old.expired_ts.get()).unwrap_or(0);
+            let expired = i64::from(old.expired_ts.get());
             RemoteKeyRow {
                 key_id: id.to_string(),
                 public_key: old.key.encode(),
@@ -350,8 +350,14 @@ mod tests {
         assert!(signed_by(&object, "a.example", &keys(&pair)));
         assert!(signed_by(&object, "notary.example", &keys(&other)));
         assert!(!signed_by(&object, "a.example", &keys(&other)), "wrong key");
-        assert!(!signed_by(&object, "b.example", &keys(&pair)), "no signature");
-        object.insert("valid_until_ts".into(), CanonicalJsonValue::Integer(2u32.into()));
+        assert!(
+            !signed_by(&object, "b.example", &keys(&pair)),
+            "no signature"
+        );
+        object.insert(
+            "valid_until_ts".into(),
+            CanonicalJsonValue::Integer(2u32.into()),
+        );
         assert!(!signed_by(&object, "a.example", &keys(&pair)), "tampered");
     }
 }

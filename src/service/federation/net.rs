@@ -18,10 +18,12 @@ use crate::{Error, Result};
 /// outbound client (federation, push, URL previews).
 pub fn load_extra_roots(path: Option<&Path>) -> Result<Vec<reqwest::Certificate>> {
     let Some(path) = path else { return Ok(vec![]) };
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::internal(format!("federation.extra_ca_file {}: {e}", path.display())))?;
-    let roots = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| Error::internal(format!("federation.extra_ca_file {}: {e}", path.display())))?;
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::internal(format!("federation.extra_ca_file {}: {e}", path.display()))
+    })?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        Error::internal(format!("federation.extra_ca_file {}: {e}", path.display()))
+    })?;
     if roots.is_empty() {
         return Err(Error::internal(format!(
             "federation.extra_ca_file {}: no certificate in it",
@@ -50,7 +52,10 @@ impl AddressFilter {
     /// From `federation.ip_range_allowlist` (validated with the config).
     pub fn new(allowlist: &[String]) -> Self {
         Self {
-            allow: allowlist.iter().filter_map(|n| IpNetwork::parse(n)).collect(),
+            allow: allowlist
+                .iter()
+                .filter_map(|n| IpNetwork::parse(n))
+                .collect(),
         }
     }
 
@@ -169,7 +174,16 @@ mod tests {
     #[test]
     fn private_ranges_need_the_allowlist() {
         let none = AddressFilter::new(&[]);
-        for ip in ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.1.1", "100.64.0.1", "::1", "fd00::1", "fe80::1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+        ] {
             assert!(!none.permits(ip.parse().unwrap()), "{ip}");
         }
         assert!(none.permits("8.8.8.8".parse().unwrap()));

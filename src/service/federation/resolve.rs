@@ -1,8 +1,8 @@
-//! Server name resolution, in the spec's order (server-server API, "Resolving server names"):
-//! 1. an IP literal, with its port or 8448; 2. a host name with an explicit port; 3. the host's
+//! Server name resolution, in the spec's order (server-server API, "Resolving server names"): an
+//! IP literal, with its port or 8448; a host name with an explicit port; the host's
 //! `/.well-known/matrix/server`, whose delegated name is resolved by the same IP-literal and port
-//! rules, then SRV `_matrix-fed._tcp`, then the deprecated `_matrix._tcp`, then port 8448;
-//! 4–5. without a well-known answer, SRV records of the name itself; 6. the name on port 8448.
+//! rules, then SRV `_matrix-fed._tcp`, then the deprecated `_matrix._tcp`, then port 8448; without
+//! a well-known answer, SRV records of the name itself, then the name on port 8448.
 //! TLS (SNI and certificate) and `Host` always name the (delegated) host name, never an SRV target.
 //! Well-known answers are cached as Synapse caches them (its `well_known_resolver.py` figures).
 
@@ -135,14 +135,19 @@ pub fn cache_period(
     now: SystemTime,
 ) -> Option<Duration> {
     if let Some(cc) = cache_control {
-        let directives: Vec<String> = cc.split(',').map(|d| d.trim().to_ascii_lowercase()).collect();
+        let directives: Vec<String> = cc
+            .split(',')
+            .map(|d| d.trim().to_ascii_lowercase())
+            .collect();
         if directives.iter().any(|d| d == "no-store") {
             return Some(Duration::ZERO);
         }
-        if let Some(age) = directives
-            .iter()
-            .find_map(|d| d.strip_prefix("max-age=")?.trim_matches('"').parse::<u64>().ok())
-        {
+        if let Some(age) = directives.iter().find_map(|d| {
+            d.strip_prefix("max-age=")?
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+        }) {
             return Some(Duration::from_secs(age));
         }
     }
@@ -359,7 +364,12 @@ impl ServerResolver {
         {
             return Err("address not permitted".into());
         }
-        let response = self.http.get(&url).send().await.map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(format!("status {}", response.status()));
         }
@@ -404,24 +414,46 @@ mod tests {
     #[test]
     fn ip_literals_and_ports_are_used_directly() {
         let d = direct(&name("1.2.3.4")).unwrap();
-        assert_eq!((d.tls_name.as_str(), d.port, d.host_header.as_str()), ("1.2.3.4", 8448, "1.2.3.4"));
+        assert_eq!(
+            (d.tls_name.as_str(), d.port, d.host_header.as_str()),
+            ("1.2.3.4", 8448, "1.2.3.4")
+        );
         let d = direct(&name("1.2.3.4:8000")).unwrap();
         assert_eq!((d.port, d.host_header.as_str()), (8000, "1.2.3.4:8000"));
         let d = direct(&name("[::1]")).unwrap();
         assert_eq!((d.tls_name.as_str(), d.port), ("[::1]", 8448));
         assert_eq!(d.ip_literal(), Some("::1".parse().unwrap()));
         let d = direct(&name("[2001:db8::1]:9000")).unwrap();
-        assert_eq!((d.tls_name.as_str(), d.port, d.host_header.as_str()), ("[2001:db8::1]", 9000, "[2001:db8::1]:9000"));
+        assert_eq!(
+            (d.tls_name.as_str(), d.port, d.host_header.as_str()),
+            ("[2001:db8::1]", 9000, "[2001:db8::1]:9000")
+        );
         let d = direct(&name("example.org:1234")).unwrap();
-        assert_eq!((d.tls_name.as_str(), d.port, d.host_header.as_str()), ("example.org", 1234, "example.org:1234"));
+        assert_eq!(
+            (d.tls_name.as_str(), d.port, d.host_header.as_str()),
+            ("example.org", 1234, "example.org:1234")
+        );
         assert_eq!(d.ip_literal(), None);
-        assert!(direct(&name("example.org")).is_none(), "a bare host name goes to well-known");
+        assert!(
+            direct(&name("example.org")).is_none(),
+            "a bare host name goes to well-known"
+        );
     }
 
     #[test]
     fn srv_picks_lowest_priority_then_highest_weight_and_keeps_the_name_for_tls() {
-        let r = |priority, weight, target: &str| SrvRecord { priority, weight, port: 1000 + weight, target: target.into() };
-        let records = vec![r(20, 100, "c."), r(10, 5, "a."), r(10, 50, "b."), r(0, 0, ".")];
+        let r = |priority, weight, target: &str| SrvRecord {
+            priority,
+            weight,
+            port: 1000 + weight,
+            target: target.into(),
+        };
+        let records = vec![
+            r(20, 100, "c."),
+            r(10, 5, "a."),
+            r(10, 50, "b."),
+            r(0, 0, "."),
+        ];
         let best = pick_srv(&records).unwrap();
         assert_eq!(best.target, "b.");
         let d = from_srv("example.org", best);
@@ -435,16 +467,27 @@ mod tests {
     #[test]
     fn well_known_cache_periods_follow_headers_within_bounds() {
         let now = SystemTime::now();
-        assert_eq!(cache_period(Some("public, max-age=600"), None, now), Some(Duration::from_secs(600)));
-        assert_eq!(cache_period(Some("no-store"), None, now), Some(Duration::ZERO));
+        assert_eq!(
+            cache_period(Some("public, max-age=600"), None, now),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(
+            cache_period(Some("no-store"), None, now),
+            Some(Duration::ZERO)
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(3600));
         let p = cache_period(None, Some(&later), now).unwrap();
         assert!(p > Duration::from_secs(3590) && p <= Duration::from_secs(3600));
         assert_eq!(cache_period(None, None, now), None);
         assert_eq!(bounded_period(Some(Duration::ZERO)), WELL_KNOWN_MIN_CACHE);
-        assert_eq!(bounded_period(Some(Duration::from_secs(7 * 86400))), WELL_KNOWN_MAX_CACHE);
+        assert_eq!(
+            bounded_period(Some(Duration::from_secs(7 * 86400))),
+            WELL_KNOWN_MAX_CACHE
+        );
         let default = bounded_period(None);
-        assert!(default >= Duration::from_secs(21 * 3600) && default <= Duration::from_secs(27 * 3600));
+        assert!(
+            default >= Duration::from_secs(21 * 3600) && default <= Duration::from_secs(27 * 3600)
+        );
     }
 
     #[test]

@@ -165,7 +165,15 @@ pub async fn preview(state: &AppState, requester: &Requester, url: &str) -> Resu
             .remove("og:image")
             .and_then(|v| v.as_str().and_then(|image| page.url.join(image).ok()));
         if let Some(image_url) = image_url {
-            match fetch(&allow, &state.extra_roots, image_url, MAX_IMAGE_BYTES, false).await {
+            match fetch(
+                &allow,
+                &state.extra_roots,
+                image_url,
+                MAX_IMAGE_BYTES,
+                false,
+            )
+            .await
+            {
                 Ok(image)
                     if image
                         .content_type
