@@ -39,6 +39,8 @@ pub struct Inner {
     pub federation: Arc<service::federation::FederationClient>,
     /// Other servers' keys.
     pub keyring: service::federation::KeyRing,
+    /// The outbound transaction queue (its sender runs in servers, not in admin commands).
+    pub outbox: Arc<service::federation::queue::Outbox>,
     pub notifier: service::notifier::Notifier,
     pub rooms: service::room_cache::RoomCache,
     pub writer: service::writer::Writer,
@@ -83,6 +85,10 @@ impl AppState {
             server_name.clone(),
             current_key.key_pair()?,
         )?);
+        let outbox = Arc::new(service::federation::queue::Outbox::new(
+            db.clone(),
+            federation.clone(),
+        ));
         let keyring = service::federation::KeyRing::new(
             db.clone(),
             federation.clone(),
@@ -119,6 +125,7 @@ impl AppState {
             extra_roots,
             federation,
             keyring,
+            outbox,
             notifier,
             rooms,
             rate_limiter,

@@ -180,6 +180,7 @@ async fn start_federation(
     let tcp = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, tls = tls.is_some(), "federation listener");
     let router = state.federation_router();
+    state.outbox.start();
     Ok(Some(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;

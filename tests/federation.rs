@@ -504,3 +504,105 @@ async fn keys_rotate_command_makes_a_new_current_key() {
     assert!(rows[0].1.is_some(), "the old key expired");
     assert_eq!(rows[1], (new, None));
 }
+
+/// Waits (up to 10 s) until `query` on `db` returns a count of at least `want`.
+async fn wait_count(db: &sqlx::PgPool, query: &str, want: i64) -> i64 {
+    let mut count = 0;
+    for _ in 0..200 {
+        count = sqlx::query_scalar::<_, i64>(query).fetch_one(db).await.unwrap();
+        if count >= want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    count
+}
+
+fn typing_edu(n: usize) -> Value {
+    json!({"edu_type": "m.typing", "content": {"room_id": "!r:example.org", "user_id": format!("@u{n}:example.org"), "typing": true}})
+}
+
+#[tokio::test]
+async fn queued_edus_go_out_as_transactions_that_are_recorded_idempotently() {
+    use axon::service::federation::queue::Kind;
+    use ruma::api::federation::transactions::send_transaction_message::v1 as send;
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    a.state.outbox.enqueue(&[name(&b)], Kind::Edu, &[typing_edu(1), typing_edu(2)]).await.unwrap();
+    let received = wait_count(&b.db, "SELECT coalesce(sum(edu_count), 0)::bigint FROM federation_inbound_txns", 2).await;
+    assert_eq!(received, 2);
+    let origin: String = sqlx::query_scalar("SELECT origin FROM federation_inbound_txns").fetch_one(&b.db).await.unwrap();
+    assert_eq!(origin, a.state.server_name.as_str());
+    assert_eq!(wait_count(&a.db, "SELECT -count(*) FROM federation_outbox", 0).await, 0, "sent: the queue is empty");
+
+    // The same transaction twice: one record, the same answer.
+    let mut request = send::Request::new("t1".into(), name(&a), ruma::MilliSecondsSinceUnixEpoch::now());
+    request.edus.push(ruma::serde::Raw::from_json_string(typing_edu(3).to_string()).unwrap());
+    a.state.federation.send(&name(&b), request.clone()).await.unwrap();
+    let mut retried = request.clone();
+    retried.edus.push(ruma::serde::Raw::from_json_string(typing_edu(4).to_string()).unwrap());
+    a.state.federation.send(&name(&b), retried).await.unwrap();
+    let copies: Vec<i32> = sqlx::query_scalar("SELECT edu_count FROM federation_inbound_txns WHERE txn_id = 't1'")
+        .fetch_all(&b.db)
+        .await
+        .unwrap();
+    assert_eq!(copies, vec![1], "recorded once, as first received");
+    // Another server's name in the body: refused.
+    let mut lying = request.clone();
+    lying.transaction_id = "t2".into();
+    lying.origin = OwnedServerName::try_from("127.0.0.1:1").unwrap();
+    let refused = a.state.federation.send(&name(&b), lying).await.unwrap_err();
+    assert!(refused.to_string().contains("403"), "{refused}");
+}
+
+#[tokio::test]
+async fn a_destination_that_is_down_keeps_its_queue_and_backs_off() {
+    use axon::service::federation::queue::Kind;
+    let a = spawn_federating(|_| {}).await;
+    let mut b = spawn_federating(|_| {}).await;
+    b.fed.as_mut().unwrap().stop().await;
+    a.state.outbox.enqueue(&[name(&b)], Kind::Edu, &[typing_edu(1)]).await.unwrap();
+    let failures = wait_count(&a.db, "SELECT coalesce(max(failures), 0)::bigint FROM federation_destinations", 1).await;
+    assert_eq!(failures, 1);
+    let (queued, retry_at, interval): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM federation_outbox), retry_at_ts, retry_interval_ms FROM federation_destinations",
+    )
+    .fetch_one(&a.db)
+    .await
+    .unwrap();
+    assert_eq!(queued, 1, "nothing is lost");
+    assert_eq!(interval, 5_000);
+    assert!(retry_at > now_ms(), "no retry before the backoff");
+}
+
+#[tokio::test]
+async fn a_queue_left_by_a_dead_process_is_taken_over_and_sent_once() {
+    let a = spawn_federating(|_| {}).await;
+    let peer = crate::common::spawn_peer(&a).await;
+    peer.state.outbox.start();
+    let b = spawn_federating(|_| {}).await;
+    // As a process that died mid-lease left it: 130 EDUs (two transactions: 100 + 30).
+    sqlx::query("INSERT INTO federation_destinations (destination, lease_owner, lease_until_ts) VALUES ($1, 'dead', $2)")
+        .bind(b.state.server_name.as_str())
+        .bind(now_ms() - 1)
+        .execute(&a.db)
+        .await
+        .unwrap();
+    for n in 0..130 {
+        sqlx::query("INSERT INTO federation_outbox (destination, kind, body, queued_ts) VALUES ($1, 'edu', $2, 0)")
+            .bind(b.state.server_name.as_str())
+            .bind(typing_edu(n).to_string())
+            .execute(&a.db)
+            .await
+            .unwrap();
+    }
+    let received = wait_count(&b.db, "SELECT coalesce(sum(edu_count), 0)::bigint FROM federation_inbound_txns", 130).await;
+    assert_eq!(received, 130);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (edus, transactions): (i64, i64) =
+        sqlx::query_as("SELECT coalesce(sum(edu_count), 0)::bigint, count(*) FROM federation_inbound_txns")
+            .fetch_one(&b.db)
+            .await
+            .unwrap();
+    assert_eq!((edus, transactions), (130, 2), "each EDU once, at most 100 a transaction");
+}

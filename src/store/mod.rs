@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod events;
+pub mod federation_queue;
 pub mod filters;
 pub mod hierarchy;
 pub mod key_backup;

@@ -137,6 +137,7 @@ pub fn test_config() -> Config {
     };
     config.registration.policy = Some(axon::config::RegistrationPolicy::Open);
     config.rate_limits.enabled = false;
+    config.federation.enabled = Some(false);
     config
 }
 
@@ -202,6 +203,7 @@ pub async fn spawn_federating(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.federation.tls_private_key = Some(key_file.clone());
     configure(&mut config);
     let mut app = spawn_app_with(config).await;
+    app.state.outbox.start();
     let tls = axon::listener::tls_config(&cert_file, &key_file).unwrap();
     let router = app.state.federation_router();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);

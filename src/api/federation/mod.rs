@@ -6,6 +6,7 @@ pub mod auth;
 pub mod keys;
 pub mod query;
 pub mod ruma_io;
+pub mod transactions;
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use ruma::api::federation::discovery::get_server_version::v1 as version;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -35,6 +36,10 @@ pub fn router(state: AppState) -> Router {
         );
     let authenticated = Router::new()
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
+        .route(
+            "/_matrix/federation/v1/send/{txnId}",
+            put(transactions::send_transaction),
+        )
         .route("/_matrix/federation/{*rest}", any(unrecognized))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

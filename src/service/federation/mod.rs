@@ -6,6 +6,7 @@ pub mod acl;
 pub mod client;
 pub mod keyring;
 pub mod net;
+pub mod queue;
 pub mod resolve;
 
 pub use client::FederationClient;
