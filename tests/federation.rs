@@ -509,7 +509,10 @@ async fn keys_rotate_command_makes_a_new_current_key() {
 async fn wait_count(db: &sqlx::PgPool, query: &str, want: i64) -> i64 {
     let mut count = 0;
     for _ in 0..200 {
-        count = sqlx::query_scalar::<_, i64>(query).fetch_one(db).await.unwrap();
+        count = sqlx::query_scalar::<_, i64>(query)
+            .fetch_one(db)
+            .await
+            .unwrap();
         if count >= want {
             break;
         }
@@ -528,24 +531,53 @@ async fn queued_edus_go_out_as_transactions_that_are_recorded_idempotently() {
     use ruma::api::federation::transactions::send_transaction_message::v1 as send;
     let a = spawn_federating(|_| {}).await;
     let b = spawn_federating(|_| {}).await;
-    a.state.outbox.enqueue(&[name(&b)], Kind::Edu, &[typing_edu(1), typing_edu(2)]).await.unwrap();
-    let received = wait_count(&b.db, "SELECT coalesce(sum(edu_count), 0)::bigint FROM federation_inbound_txns", 2).await;
-    assert_eq!(received, 2);
-    let origin: String = sqlx::query_scalar("SELECT origin FROM federation_inbound_txns").fetch_one(&b.db).await.unwrap();
-    assert_eq!(origin, a.state.server_name.as_str());
-    assert_eq!(wait_count(&a.db, "SELECT -count(*) FROM federation_outbox", 0).await, 0, "sent: the queue is empty");
-
-    // The same transaction twice: one record, the same answer.
-    let mut request = send::Request::new("t1".into(), name(&a), ruma::MilliSecondsSinceUnixEpoch::now());
-    request.edus.push(ruma::serde::Raw::from_json_string(typing_edu(3).to_string()).unwrap());
-    a.state.federation.send(&name(&b), request.clone()).await.unwrap();
-    let mut retried = request.clone();
-    retried.edus.push(ruma::serde::Raw::from_json_string(typing_edu(4).to_string()).unwrap());
-    a.state.federation.send(&name(&b), retried).await.unwrap();
-    let copies: Vec<i32> = sqlx::query_scalar("SELECT edu_count FROM federation_inbound_txns WHERE txn_id = 't1'")
-        .fetch_all(&b.db)
+    a.state
+        .outbox
+        .enqueue(&[name(&b)], Kind::Edu, &[typing_edu(1), typing_edu(2)])
         .await
         .unwrap();
+    let received = wait_count(
+        &b.db,
+        "SELECT coalesce(sum(edu_count), 0)::bigint FROM federation_inbound_txns",
+        2,
+    )
+    .await;
+    assert_eq!(received, 2);
+    let origin: String = sqlx::query_scalar("SELECT origin FROM federation_inbound_txns")
+        .fetch_one(&b.db)
+        .await
+        .unwrap();
+    assert_eq!(origin, a.state.server_name.as_str());
+    assert_eq!(
+        wait_count(&a.db, "SELECT -count(*) FROM federation_outbox", 0).await,
+        0,
+        "sent: the queue is empty"
+    );
+
+    // The same transaction twice: one record, the same answer.
+    let mut request = send::Request::new(
+        "t1".into(),
+        name(&a),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    request
+        .edus
+        .push(ruma::serde::Raw::from_json_string(typing_edu(3).to_string()).unwrap());
+    a.state
+        .federation
+        .send(&name(&b), request.clone())
+        .await
+        .unwrap();
+    let mut retried = request.clone();
+    retried
+        .edus
+        .push(ruma::serde::Raw::from_json_string(typing_edu(4).to_string()).unwrap());
+    a.state.federation.send(&name(&b), retried).await.unwrap();
+    let copies: Vec<i32> =
+        sqlx::query_scalar("SELECT edu_count FROM federation_inbound_txns WHERE txn_id = 't1'")
+            .fetch_all(&b.db)
+            .await
+            .unwrap();
     assert_eq!(copies, vec![1], "recorded once, as first received");
     // Another server's name in the body: refused.
     let mut lying = request.clone();
@@ -561,8 +593,17 @@ async fn a_destination_that_is_down_keeps_its_queue_and_backs_off() {
     let a = spawn_federating(|_| {}).await;
     let mut b = spawn_federating(|_| {}).await;
     b.fed.as_mut().unwrap().stop().await;
-    a.state.outbox.enqueue(&[name(&b)], Kind::Edu, &[typing_edu(1)]).await.unwrap();
-    let failures = wait_count(&a.db, "SELECT coalesce(max(failures), 0)::bigint FROM federation_destinations", 1).await;
+    a.state
+        .outbox
+        .enqueue(&[name(&b)], Kind::Edu, &[typing_edu(1)])
+        .await
+        .unwrap();
+    let failures = wait_count(
+        &a.db,
+        "SELECT coalesce(max(failures), 0)::bigint FROM federation_destinations",
+        1,
+    )
+    .await;
     assert_eq!(failures, 1);
     let (queued, retry_at, interval): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM federation_outbox), retry_at_ts, retry_interval_ms FROM federation_destinations",
@@ -596,13 +637,23 @@ async fn a_queue_left_by_a_dead_process_is_taken_over_and_sent_once() {
             .await
             .unwrap();
     }
-    let received = wait_count(&b.db, "SELECT coalesce(sum(edu_count), 0)::bigint FROM federation_inbound_txns", 130).await;
+    let received = wait_count(
+        &b.db,
+        "SELECT coalesce(sum(edu_count), 0)::bigint FROM federation_inbound_txns",
+        130,
+    )
+    .await;
     assert_eq!(received, 130);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let (edus, transactions): (i64, i64) =
-        sqlx::query_as("SELECT coalesce(sum(edu_count), 0)::bigint, count(*) FROM federation_inbound_txns")
-            .fetch_one(&b.db)
-            .await
-            .unwrap();
-    assert_eq!((edus, transactions), (130, 2), "each EDU once, at most 100 a transaction");
+    let (edus, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(edu_count), 0)::bigint, count(*) FROM federation_inbound_txns",
+    )
+    .fetch_one(&b.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (edus, transactions),
+        (130, 2),
+        "each EDU once, at most 100 a transaction"
+    );
 }

@@ -43,7 +43,12 @@ pub async fn enqueue(
 
 /// Takes the lease of one destination that is due and has something queued, for `owner` until
 /// `now + lease_ms`; others' live leases and rows locked by another claim are skipped.
-pub async fn claim(db: &PgPool, owner: &str, now: i64, lease_ms: i64) -> sqlx::Result<Option<String>> {
+pub async fn claim(
+    db: &PgPool,
+    owner: &str,
+    now: i64,
+    lease_ms: i64,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!(
         "UPDATE federation_destinations SET lease_owner = $1, lease_until_ts = $2 + $3
          WHERE destination = (
@@ -83,7 +88,12 @@ pub async fn next_batch(
 
 /// The transaction holding `ids` was accepted: they leave the queue, the retry state resets and
 /// the lease is released.
-pub async fn delivered(db: &PgPool, destination: &str, owner: &str, ids: &[i64]) -> sqlx::Result<()> {
+pub async fn delivered(
+    db: &PgPool,
+    destination: &str,
+    owner: &str,
+    ids: &[i64],
+) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query!(
         "DELETE FROM federation_outbox WHERE destination = $1 AND id = ANY($2)",
@@ -138,7 +148,11 @@ pub async fn retry_interval(db: &PgPool, destination: &str) -> sqlx::Result<i64>
 }
 
 /// The answer stored for a transaction already received.
-pub async fn inbound_response(db: &PgPool, origin: &str, txn_id: &str) -> sqlx::Result<Option<String>> {
+pub async fn inbound_response(
+    db: &PgPool,
+    origin: &str,
+    txn_id: &str,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!(
         "SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2",
         origin,

@@ -144,9 +144,10 @@ impl Outbox {
             MilliSecondsSinceUnixEpoch::now(),
         );
         for row in &pdus {
-            request
-                .pdus
-                .push(serde_json::value::RawValue::from_string(row.body.clone()).map_err(Error::internal)?);
+            request.pdus.push(
+                serde_json::value::RawValue::from_string(row.body.clone())
+                    .map_err(Error::internal)?,
+            );
         }
         for row in &edus {
             request
@@ -195,7 +196,15 @@ pub async fn receive(
         return Ok(stored);
     }
     let answer = serde_json::json!({ "pdus": {} }).to_string();
-    Ok(store::record_inbound(db, origin, txn_id, &answer, pdu_count as i32, edu_count as i32).await?)
+    Ok(store::record_inbound(
+        db,
+        origin,
+        txn_id,
+        &answer,
+        pdu_count as i32,
+        edu_count as i32,
+    )
+    .await?)
 }
 
 #[cfg(test)]
