@@ -657,3 +657,61 @@ async fn a_queue_left_by_a_dead_process_is_taken_over_and_sent_once() {
         "each EDU once, at most 100 a transaction"
     );
 }
+
+/// A free loopback port (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_server_binary_opens_a_tls_federation_listener() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = crate::common::self_signed_cert(dir.path());
+    let (client_port, fed_port) = (free_port(), free_port());
+    let config = dir.path().join("axon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name = \"127.0.0.1:{fed_port}\"\ndata_dir = \"{}\"\n[listen]\nport = {client_port}\n\
+             [database]\nurl = \"{}\"\nmax_connections = 4\n[log]\nlevel = \"warn\"\n\
+             [federation]\naddress = \"127.0.0.1\"\nport = {fed_port}\ntls_certificate = \"{}\"\ntls_private_key = \"{}\"\n\
+             verify_certificates = false\n",
+            dir.path().display(),
+            crate::common::database_url(&app.db_name),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{fed_port}/_matrix/federation/v1/version");
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(response) = insecure_client().get(&url).send().await {
+            answer = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = child.start_kill();
+    let output = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    let answer = answer.unwrap_or_else(|| panic!("no federation listener; log: {log}"));
+    assert_eq!(answer["server"]["name"], "Axon");
+    assert!(
+        log.contains("verify_certificates = false"),
+        "the loud warning: {log}"
+    );
+}
