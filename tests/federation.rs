@@ -715,3 +715,81 @@ async fn the_server_binary_opens_a_tls_federation_listener() {
         "the loud warning: {log}"
     );
 }
+
+#[tokio::test]
+async fn malformed_federation_requests_get_4xx() {
+    let a = spawn_federating(|_| {}).await;
+    let fed = &a.fed.as_ref().unwrap().url;
+    let client = insecure_client();
+    let bad_json = client
+        .post(format!("{fed}/_matrix/key/v2/query"))
+        .header("Content-Type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), StatusCode::BAD_REQUEST);
+    let bad_name = client
+        .get(format!("{fed}/_matrix/key/v2/query/not%20a%20name"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_name.status(), StatusCode::BAD_REQUEST);
+    // A notary query for a server that cannot be reached: an empty answer, not an error.
+    let unknown = client
+        .get(format!("{fed}/_matrix/key/v2/query/127.0.0.1:1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::OK);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["server_keys"], json!([]));
+    for header in [
+        "X-Matrix",
+        "X-Matrix origin=\"a b\",key=\"ed25519:x\",sig=\"!!\"",
+        "Bearer abc",
+    ] {
+        let response = client
+            .put(format!("{fed}/_matrix/federation/v1/send/t1"))
+            .header("Authorization", header)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{header}");
+    }
+}
+
+#[tokio::test]
+async fn a_rooms_server_acl_refuses_denied_origins() {
+    use axon::service::federation::acl::ensure_allowed;
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = crate::rooms::create_room(&alice, json!({})).await;
+    let server = |s: &str| OwnedServerName::try_from(s).unwrap();
+    ensure_allowed(&app.state, &room, &server("evil.example.org"))
+        .await
+        .unwrap();
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.server_acl/",
+                crate::common::enc(&room)
+            ),
+            json!({"allow": ["*"], "deny": ["*.example.org"], "allow_ip_literals": false}),
+        )
+        .await
+        .ok();
+    let refused = ensure_allowed(&app.state, &room, &server("evil.example.org"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.errcode(), "M_FORBIDDEN");
+    assert!(
+        ensure_allowed(&app.state, &room, &server("1.2.3.4:8448"))
+            .await
+            .is_err()
+    );
+    ensure_allowed(&app.state, &room, &server("matrix.org"))
+        .await
+        .unwrap();
+}
