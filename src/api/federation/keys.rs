@@ -37,16 +37,25 @@ pub async fn query(
     State(state): State<AppState>,
     Ruma(request): Ruma<query_api::Request>,
 ) -> Result<RumaResponse<query_api::Response>> {
+    // The servers are asked at once: one that cannot be reached delays only its own answer.
+    let answers =
+        request
+            .server_keys
+            .iter()
+            .take(MAX_SERVERS_PER_QUERY)
+            .map(|(server, criteria)| {
+                // The strictest criterion of the keys asked for; none: valid now.
+                let min = criteria
+                    .values()
+                    .filter_map(|c| c.minimum_valid_until_ts)
+                    .map(|t| i64::from(t.get()))
+                    .max()
+                    .unwrap_or_else(store::now_ms);
+                answer_for(&state, server, min)
+            });
     let mut all = vec![];
-    for (server, criteria) in request.server_keys.iter().take(MAX_SERVERS_PER_QUERY) {
-        // The strictest criterion of the keys asked for; none: valid now.
-        let min = criteria
-            .values()
-            .filter_map(|c| c.minimum_valid_until_ts)
-            .map(|t| i64::from(t.get()))
-            .max()
-            .unwrap_or_else(store::now_ms);
-        all.extend(answer_for(&state, server, min).await?);
+    for answer in futures_util::future::join_all(answers).await {
+        all.extend(answer?);
     }
     Ok(RumaResponse(query_api::Response::new(all)))
 }
