@@ -69,6 +69,25 @@ pub enum ReportCommand {
     },
 }
 
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key; the current one stays published as an old verify key, expired now.
+    /// Running servers sign with the new key once restarted.
+    Rotate,
+}
+
+pub async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let database = crate::server::open_database(&config, crate::server::Opener::Command).await?;
+    let result = match command {
+        KeysCommand::Rotate => crate::service::keys::rotate(&database.pool).await,
+    };
+    database.close().await?;
+    let key_id = result?;
+    println!("{key_id}");
+    eprintln!("new signing key {key_id}; restart running servers to sign with it");
+    Ok(())
+}
+
 pub async fn report(config: Config, command: ReportCommand) -> anyhow::Result<()> {
     with_state(config, async |state| match command {
         ReportCommand::List { limit } => {

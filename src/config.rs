@@ -29,6 +29,7 @@ pub struct Config {
     pub turn: Turn,
     pub media: Media,
     pub email: Email,
+    pub federation: Federation,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +245,61 @@ pub struct UrlPreview {
     pub ip_range_allowlist: Vec<String>,
 }
 
+/// Talking to other Matrix servers (the server-server API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Federation {
+    /// Unset: on when `server_name` is a real name, off for the zero-config `localhost`.
+    pub enabled: Option<bool>,
+    /// The federation listener's address and port (separate from the client listener).
+    pub address: IpAddr,
+    pub port: u16,
+    /// PEM files for the listener's TLS; without them it speaks plain HTTP, for a reverse proxy
+    /// that terminates TLS in front of it.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    /// Delegation: served as `m.server` in `/.well-known/matrix/server` on the client listener.
+    pub well_known_server: Option<String>,
+    /// Notaries asked for other servers' keys (`POST /_matrix/key/v2/query`), before the servers.
+    pub trusted_key_servers: Vec<TrustedKeyServer>,
+    /// Networks outbound requests may reach although they are private, loopback or link-local.
+    pub ip_range_allowlist: Vec<String>,
+    /// When set, the only servers Axon federates with (both ways).
+    pub domain_allowlist: Option<Vec<String>>,
+    /// Off only for tests on one machine: other servers' certificates are not checked.
+    pub verify_certificates: bool,
+    /// A PEM file of CA certificates trusted besides the public roots (by federation, push and
+    /// URL-preview requests).
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// A notary: its name and, optionally, its keys (`{"ed25519:abc": "base64"}`); without them its
+/// keys are fetched from it directly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKeyServer {
+    pub server_name: String,
+    pub verify_keys: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            address: IpAddr::from([0, 0, 0, 0]),
+            port: 8448,
+            tls_certificate: None,
+            tls_private_key: None,
+            well_known_server: None,
+            trusted_key_servers: vec![],
+            ip_range_allowlist: vec![],
+            domain_allowlist: None,
+            verify_certificates: true,
+            extra_ca_file: None,
+        }
+    }
+}
+
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -321,6 +377,7 @@ impl Default for Config {
             presence: Presence::default(),
             turn: Turn::default(),
             media: Media::default(),
+            federation: Federation::default(),
             email: Email::default(),
         }
     }
@@ -629,7 +686,8 @@ impl Config {
                 "set either shared_secret or username and password, not both",
             );
         }
-        self.validate_email()
+        self.validate_email()?;
+        self.validate_federation()
     }
 
     fn validate_email(&self) -> Result<(), ConfigError> {
@@ -668,9 +726,69 @@ impl Config {
         Ok(())
     }
 
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.into(),
+            })
+        };
+        let f = &self.federation;
+        if f.tls_certificate.is_some() != f.tls_private_key.is_some() {
+            return invalid(
+                "federation.tls_certificate",
+                "set both tls_certificate and tls_private_key, or neither",
+            );
+        }
+        for network in &f.ip_range_allowlist {
+            if crate::service::media::preview::IpNetwork::parse(network).is_none() {
+                return invalid(
+                    "federation.ip_range_allowlist",
+                    "entries must be IP networks such as \"127.0.0.0/8\" or \"fd00::/8\"",
+                );
+            }
+        }
+        if let Some(name) = &f.well_known_server
+            && ruma::ServerName::parse(name).is_err()
+        {
+            return invalid(
+                "federation.well_known_server",
+                "must be a server name such as matrix.example.org:443",
+            );
+        }
+        for server in &f.trusted_key_servers {
+            if ruma::ServerName::parse(&server.server_name).is_err() {
+                return invalid(
+                    "federation.trusted_key_servers",
+                    "server_name must be a server name such as matrix.org",
+                );
+            }
+        }
+        if self.federation_enabled() && self.server_name_is_local() {
+            return invalid(
+                "federation.enabled",
+                "a server named localhost cannot federate: set server_name",
+            );
+        }
+        Ok(())
+    }
+
     /// Whether email is configured (an SMTP host is set).
     pub fn email_enabled(&self) -> bool {
         self.email.smtp_host.is_some()
+    }
+
+    /// Whether `server_name` is the zero-config `localhost` (with or without a port).
+    fn server_name_is_local(&self) -> bool {
+        let host = self.server_name.split(':').next().unwrap_or_default();
+        host.eq_ignore_ascii_case("localhost")
+    }
+
+    /// `federation.enabled`, or when unset: on for a real server name, off for `localhost`.
+    pub fn federation_enabled(&self) -> bool {
+        self.federation
+            .enabled
+            .unwrap_or(!self.server_name_is_local())
     }
 
     pub fn public_baseurl(&self) -> String {
@@ -846,6 +964,43 @@ mod tests {
                 .contains("email.notif_from")
         );
         assert!(Config::from_toml("[email]\ntls = \"ssl\"\n").is_err());
+    }
+
+    #[test]
+    fn federation_follows_the_server_name_and_validates() {
+        let c = Config::from_toml("").unwrap();
+        assert!(!c.federation_enabled(), "zero-config localhost: off");
+        assert_eq!(c.federation.port, 8448);
+        assert!(c.federation.verify_certificates);
+        let c = Config::from_toml("server_name = \"example.org\"\n").unwrap();
+        assert!(c.federation_enabled());
+        let c = Config::from_toml(
+            "server_name = \"example.org\"\n[federation]\nenabled = false\ntrusted_key_servers = [{ server_name = \"matrix.org\", verify_keys = { \"ed25519:auto\" = \"Noi6WqcDj0QmPxCNQqgezwTlBKrfqehY1u2FyWP9uYw\" } }]\n",
+        )
+        .unwrap();
+        assert!(!c.federation_enabled());
+        c.validate().unwrap();
+        for (toml, key) in [
+            ("[federation]\nenabled = true\n", "federation.enabled"),
+            (
+                "[federation]\ntls_certificate = \"c.pem\"\n",
+                "federation.tls_certificate",
+            ),
+            (
+                "[federation]\nip_range_allowlist = [\"x\"]\n",
+                "federation.ip_range_allowlist",
+            ),
+            (
+                "[federation]\nwell_known_server = \"a b\"\n",
+                "federation.well_known_server",
+            ),
+        ] {
+            let c = Config::from_toml(toml).unwrap();
+            assert!(
+                c.validate().unwrap_err().to_string().contains(key),
+                "{toml}"
+            );
+        }
     }
 
     #[test]

@@ -71,6 +71,10 @@ constructors! {
     email_not_sent => INTERNAL_SERVER_ERROR, "M_UNKNOWN";
     incompatible_room_version => BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION";
     unable_to_grant_join => BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN";
+    // Federation: an outbound request Axon will not send (private address, domain allowlist).
+    federation_refused => FORBIDDEN, "M_FORBIDDEN";
+    // Federation: another server could not be reached or gave an unusable answer.
+    remote => BAD_GATEWAY, "M_UNKNOWN";
 }
 
 impl Error {

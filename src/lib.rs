@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod postgres;
 pub mod server;
 pub mod service;
@@ -32,6 +33,14 @@ pub struct Inner {
     pub writer_db: PgPool,
     pub server_name: OwnedServerName,
     pub signing_key: Ed25519KeyPair,
+    /// CA certificates of `federation.extra_ca_file`, trusted by every outbound client.
+    pub extra_roots: Vec<reqwest::Certificate>,
+    /// Signed requests to other servers.
+    pub federation: Arc<service::federation::FederationClient>,
+    /// Other servers' keys.
+    pub keyring: service::federation::KeyRing,
+    /// The outbound transaction queue (its sender runs in servers, not in admin commands).
+    pub outbox: Arc<service::federation::queue::Outbox>,
     pub notifier: service::notifier::Notifier,
     pub rooms: service::room_cache::RoomCache,
     pub writer: service::writer::Writer,
@@ -68,7 +77,25 @@ impl AppState {
     pub async fn build(config: Config, db: PgPool) -> Result<Self> {
         let server_name = OwnedServerName::try_from(config.server_name.as_str())
             .map_err(|e| Error::internal(format!("server_name: {e}")))?;
-        let signing_key = service::keys::load_or_generate(&db).await?;
+        let current_key = service::keys::load_or_generate(&db).await?;
+        let signing_key = current_key.key_pair()?;
+        let extra_roots =
+            service::federation::net::load_extra_roots(config.federation.extra_ca_file.as_deref())?;
+        let federation = Arc::new(service::federation::FederationClient::new(
+            &config.federation,
+            &extra_roots,
+            server_name.clone(),
+            current_key.key_pair()?,
+        )?);
+        let outbox = Arc::new(service::federation::queue::Outbox::new(
+            db.clone(),
+            federation.clone(),
+        ));
+        let keyring = service::federation::KeyRing::new(
+            db.clone(),
+            federation.clone(),
+            &config.federation.trusted_key_servers,
+        );
         let notifier = service::notifier::Notifier::new();
         let rooms = service::room_cache::RoomCache::default();
         let rate_limiter = service::rate_limit::RateLimiter::new(&config);
@@ -99,6 +126,10 @@ impl AppState {
             db,
             server_name,
             signing_key,
+            extra_roots,
+            federation,
+            keyring,
+            outbox,
             notifier,
             rooms,
             rate_limiter,
@@ -115,5 +146,10 @@ impl AppState {
     /// The axum router with every endpoint and layer.
     pub fn router(&self) -> axum::Router {
         api::router(self.clone())
+    }
+
+    /// The federation listener's router (server-server and key endpoints).
+    pub fn federation_router(&self) -> axum::Router {
+        api::federation::router(self.clone())
     }
 }

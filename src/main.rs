@@ -31,6 +31,9 @@ enum Command {
     /// Content reports sent by users.
     #[command(subcommand)]
     Report(axon::cli::ReportCommand),
+    /// The server's signing keys.
+    #[command(subcommand)]
+    Keys(axon::cli::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Command::User(cmd) => axon::cli::user(config, cmd).await,
             Command::RegistrationToken(cmd) => axon::cli::registration_token(config, cmd).await,
             Command::Report(cmd) => axon::cli::report(config, cmd).await,
+            Command::Keys(cmd) => axon::cli::keys(config, cmd).await,
         }
     });
     match result {

@@ -131,18 +131,64 @@ async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
         let _ = tcp.set_nodelay(true);
     });
     tracing::info!(%address, server_name = %state.server_name, "Axon is listening");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let federation = start_federation(&state, stopped.clone()).await?;
+    let mut client_stopped = stopped;
     axum::serve(
         listener,
         state
             .router()
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = client_stopped.changed() => {}
+        }
+    })
     .await?;
+    let _ = stop.send(true);
+    if let Some(federation) = federation {
+        let _ = federation.await;
+    }
     tracing::info!("stopped accepting requests");
     // The LISTEN task ends quietly when the database goes away now.
     state.notifier.stop();
     Ok(())
+}
+
+/// Binds the federation listener when federation is on; it stops when `stopped` turns true.
+async fn start_federation(
+    state: &AppState,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let f = &state.config.federation;
+    if !state.config.federation_enabled() {
+        return Ok(None);
+    }
+    if !f.verify_certificates {
+        tracing::warn!(
+            "federation.verify_certificates = false: other servers' TLS certificates are NOT checked; \
+             anyone on the network path can impersonate them. Use this only for tests on one machine."
+        );
+    }
+    let tls = match (&f.tls_certificate, &f.tls_private_key) {
+        (Some(cert), Some(key)) => Some(crate::listener::tls_config(cert, key)?),
+        _ => None,
+    };
+    let address = SocketAddr::new(f.address, f.port);
+    let tcp = tokio::net::TcpListener::bind(address).await?;
+    tracing::info!(%address, tls = tls.is_some(), "federation listener");
+    let router = state.federation_router();
+    state.outbox.start();
+    Ok(Some(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::listener::serve_federation(router, tcp, tls, shutdown).await {
+            tracing::error!(error = %e, "the federation listener failed");
+        }
+    })))
 }
 
 async fn shutdown_signal() {

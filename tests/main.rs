@@ -7,6 +7,7 @@ mod e2ee;
 mod email;
 mod ephemeral;
 mod erasure;
+mod federation;
 mod foundation;
 mod guests;
 mod hostile_input;

@@ -13,9 +13,31 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_matrix/client/versions", get(versions))
         .route("/.well-known/matrix/client", get(well_known))
+        .route("/.well-known/matrix/server", get(well_known_server))
         .route("/_matrix/client/v3/capabilities", get(capabilities))
         .route("/_matrix/client/r0/capabilities", get(capabilities))
         .route("/health", get(health))
+}
+
+/// `GET /.well-known/matrix/server`: the delegation of `federation.well_known_server`; 404 when
+/// none is configured (as Synapse, which serves it only when `serve_server_wellknown` is set).
+pub async fn well_known_server(
+    State(state): State<AppState>,
+) -> crate::Result<
+    crate::api::federation::RumaResponse<
+        ruma::api::federation::discovery::discover_homeserver::Response,
+    >,
+> {
+    let delegated = state
+        .config
+        .federation
+        .well_known_server
+        .as_deref()
+        .and_then(|name| ruma::OwnedServerName::try_from(name).ok())
+        .ok_or_else(|| crate::Error::not_found("No server delegation is configured"))?;
+    Ok(crate::api::federation::RumaResponse(
+        ruma::api::federation::discovery::discover_homeserver::Response::new(delegated),
+    ))
 }
 
 /// The spec versions whose required endpoints Axon serves. v1.13 and v1.14 add only endpoints of the

@@ -128,11 +128,16 @@ mod tests {
     use super::*;
 
     fn guest_access(value: &str) -> Arc<StateEntry> {
-        Arc::new(StateEntry {
-            event_id: "$e".into(),
-            sender: "@a:x".into(),
-            content: json!({ "guest_access": value }),
-        })
+        Arc::new(
+            StateEntry::new(
+                "$e".into(),
+                "m.room.guest_access",
+                "",
+                "@a:x".into(),
+                json!({ "guest_access": value }),
+            )
+            .unwrap(),
+        )
     }
 
     #[test]

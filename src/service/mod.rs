@@ -10,6 +10,7 @@ pub mod e2ee;
 pub mod email;
 pub mod erasure;
 pub mod events;
+pub mod federation;
 pub mod filter;
 pub mod guests;
 pub mod ignore;

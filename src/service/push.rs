@@ -954,7 +954,7 @@ async fn deliver_one(state: AppState, pusher: PusherRow, body: Value) {
         .ok()
         .and_then(|d| d.get("url").and_then(Value::as_str).map(str::to_owned));
     let Some(url) = url else { return };
-    let client = reqwest::Client::builder()
+    let client = crate::service::federation::net::client_builder(&state.extra_roots)
         .timeout(Duration::from_secs(15))
         .build();
     let Ok(client) = client else { return };

@@ -3,6 +3,7 @@
 
 pub mod account_data;
 pub mod events;
+pub mod federation_queue;
 pub mod filters;
 pub mod hierarchy;
 pub mod key_backup;
@@ -19,6 +20,7 @@ pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod secrets;
+pub mod server_keys;
 pub mod stream;
 pub mod threepids;
 pub mod to_device;

@@ -137,6 +137,7 @@ pub fn test_config() -> Config {
     };
     config.registration.policy = Some(axon::config::RegistrationPolicy::Open);
     config.rate_limits.enabled = false;
+    config.federation.enabled = Some(false);
     config
 }
 
@@ -146,6 +147,89 @@ pub struct TestApp {
     pub state: AppState,
     pub db: PgPool,
     pub db_name: String,
+    /// The federation listener, for instances started with `spawn_federating`.
+    pub fed: Option<FedListener>,
+}
+
+/// A test instance's TLS federation listener.
+pub struct FedListener {
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    pub port: u16,
+    /// The self-signed certificate (PEM file) the listener presents.
+    pub cert_file: std::path::PathBuf,
+    /// Holds the certificate and key files.
+    pub dir: tempfile::TempDir,
+    stop: tokio::sync::watch::Sender<bool>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FedListener {
+    /// Takes the federation listener down: no new connections, open ones closed once idle.
+    pub async fn stop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(serving) = self.serving.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), serving).await;
+        }
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, written to `dir`: (cert, key) paths.
+pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// An Axon named `127.0.0.1:PORT` with a TLS federation listener on PORT (a self-signed
+/// certificate made here), allowed to reach loopback, not checking certificates unless `configure`
+/// says otherwise.
+pub async fn spawn_federating(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = self_signed_cert(dir.path());
+    let mut config = test_config();
+    config.server_name = format!("127.0.0.1:{port}");
+    config.federation.enabled = Some(true);
+    config.federation.ip_range_allowlist = vec!["127.0.0.0/8".into()];
+    config.federation.verify_certificates = false;
+    config.federation.tls_certificate = Some(cert_file.clone());
+    config.federation.tls_private_key = Some(key_file.clone());
+    configure(&mut config);
+    let mut app = spawn_app_with(config).await;
+    app.state.outbox.start();
+    let tls = axon::listener::tls_config(&cert_file, &key_file).unwrap();
+    let router = app.state.federation_router();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let _ = axon::listener::serve_federation(router, tcp, Some(tls), shutdown).await;
+    });
+    app.fed = Some(FedListener {
+        url: format!("https://127.0.0.1:{port}"),
+        port,
+        cert_file,
+        dir,
+        stop,
+        serving: Some(serving),
+    });
+    app
+}
+
+/// An HTTPS client for tests that trusts any certificate (the test's own self-signed ones).
+pub fn insecure_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap()
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -224,6 +308,7 @@ async fn spawn_on(config: Config, db_name: String, db: PgPool) -> TestApp {
         state,
         db,
         db_name,
+        fed: None,
     }
 }
 

@@ -146,7 +146,7 @@ pub async fn preview(state: &AppState, requester: &Requester, url: &str) -> Resu
         .iter()
         .filter_map(|n| IpNetwork::parse(n))
         .collect();
-    let page = fetch(&allow, parsed, MAX_PAGE_BYTES, true).await?;
+    let page = fetch(&allow, &state.extra_roots, parsed, MAX_PAGE_BYTES, true).await?;
     let mut og = Map::new();
     if page
         .content_type
@@ -165,7 +165,15 @@ pub async fn preview(state: &AppState, requester: &Requester, url: &str) -> Resu
             .remove("og:image")
             .and_then(|v| v.as_str().and_then(|image| page.url.join(image).ok()));
         if let Some(image_url) = image_url {
-            match fetch(&allow, image_url, MAX_IMAGE_BYTES, false).await {
+            match fetch(
+                &allow,
+                &state.extra_roots,
+                image_url,
+                MAX_IMAGE_BYTES,
+                false,
+            )
+            .await
+            {
                 Ok(image)
                     if image
                         .content_type
@@ -250,8 +258,15 @@ async fn checked_addresses(allow: &[IpNetwork], url: &Url) -> Result<(String, Ve
     Ok((bare.to_owned(), addresses))
 }
 
-async fn fetch(allow: &[IpNetwork], url: Url, cap: usize, truncate: bool) -> Result<Fetched> {
-    tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(allow, url, cap, truncate))
+/// Fetches `url` (trusting `roots` besides the webpki roots), at most `cap` bytes.
+async fn fetch(
+    allow: &[IpNetwork],
+    roots: &[reqwest::Certificate],
+    url: Url,
+    cap: usize,
+    truncate: bool,
+) -> Result<Fetched> {
+    tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(allow, roots, url, cap, truncate))
         .await
         .map_err(|_| {
             Error::matrix(
@@ -264,6 +279,7 @@ async fn fetch(allow: &[IpNetwork], url: Url, cap: usize, truncate: bool) -> Res
 
 async fn fetch_inner(
     allow: &[IpNetwork],
+    roots: &[reqwest::Certificate],
     mut url: Url,
     cap: usize,
     truncate: bool,
@@ -273,7 +289,7 @@ async fn fetch_inner(
             return Err(bad_gateway("The URL redirected to an unsupported scheme"));
         }
         let (host, addresses) = checked_addresses(allow, &url).await?;
-        let client = reqwest::Client::builder()
+        let client = crate::service::federation::net::client_builder(roots)
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .resolve_to_addrs(&host, &addresses)

@@ -1,0 +1,13 @@
+//! Federation: this server among others. `client` sends signed requests (after `resolve` found
+//! where and `net` checked the address); `keyring` keeps other servers' keys; `acl` answers whether
+//! a room refuses a server.
+
+pub mod acl;
+pub mod client;
+pub mod keyring;
+pub mod net;
+pub mod queue;
+pub mod resolve;
+
+pub use client::FederationClient;
+pub use keyring::KeyRing;
