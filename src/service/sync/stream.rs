@@ -67,6 +67,10 @@ pub async fn events(
     req: EventsRequest,
 ) -> Result<EventsChunk> {
     let user = requester.user_id.as_str();
+    // A guest's stream is a room preview (as Synapse: "Guest users must specify room_id param").
+    if requester.is_guest && req.room_id.is_none() {
+        return Err(Error::missing_param("Guest users must specify room_id param"));
+    }
     let limit = match req.limit {
         None | Some(0) => DEFAULT_LIMIT,
         Some(l) if l < 0 => return Err(Error::invalid_param("limit must not be negative")),
@@ -74,8 +78,8 @@ pub async fn events(
     };
     let scope = scope_of(state, user, req.room_id).await?;
     // Like a sync, the stream marks the user online (Synapse's `user_syncing`), before a start
-    // taken now: that change is not news to the user.
-    if !scope.peeking {
+    // taken now: that change is not news to the user. A guest's preview does not (as Synapse).
+    if !scope.peeking && !requester.is_guest {
         Box::pin(presence::on_sync(state, user, None)).await?;
     }
     let start = match req.from.as_deref() {
