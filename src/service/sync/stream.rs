@@ -69,7 +69,9 @@ pub async fn events(
     let user = requester.user_id.as_str();
     // A guest's stream is a room preview (as Synapse: "Guest users must specify room_id param").
     if requester.is_guest && req.room_id.is_none() {
-        return Err(Error::missing_param("Guest users must specify room_id param"));
+        return Err(Error::missing_param(
+            "Guest users must specify room_id param",
+        ));
     }
     let limit = match req.limit {
         None | Some(0) => DEFAULT_LIMIT,
