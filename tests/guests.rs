@@ -192,6 +192,37 @@ async fn a_guest_cannot_join_a_room_that_does_not_allow_guests() {
         .ok();
 }
 
+/// Guests may PUT state (as Synapse), but a join sent as a member state event is a join all the
+/// same: the room's guest access decides (Synapse routes it through `update_membership`).
+#[tokio::test]
+async fn a_guest_cannot_join_through_a_member_state_event_either() {
+    let app = guest_app().await;
+    let alice = app.register("alice").await;
+    let g = guest(&app).await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let r = enc(&room);
+    g.put(
+        &format!("/rooms/{r}/state/m.room.member/{}", enc(&g.user_id)),
+        json!({"membership": "join"}),
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
+    let members = alice.get(&format!("/rooms/{r}/joined_members")).await.ok();
+    assert!(members["joined"].get(&g.user_id).is_none(), "{members}");
+    // Where guests may join, that form works too.
+    let open = guest_room(&alice).await;
+    g.put(
+        &format!(
+            "/rooms/{}/state/m.room.member/{}",
+            enc(&open),
+            enc(&g.user_id)
+        ),
+        json!({"membership": "join"}),
+    )
+    .await
+    .ok();
+}
+
 #[tokio::test]
 async fn a_guest_reads_a_world_readable_room_without_joining_it() {
     let app = guest_app().await;
