@@ -467,6 +467,25 @@ async fn the_link_goes_on_to_next_link() {
         .expect_err(400, "M_INVALID_PARAM");
 }
 
+/// A next_link that could not be a `Location` header (control characters) is refused when it is
+/// given, not answered with a 500 when the mailed link is opened.
+#[tokio::test]
+async fn a_next_link_with_control_characters_is_refused_up_front() {
+    let (app, sink) = email_app().await;
+    for link in [
+        "https://client.example.org/\ndone",
+        "https://client.example.org/\u{7f}",
+        "https://client.example.org/\u{1}",
+    ] {
+        let mut body = token_body("secret", "alice@example.org", 1);
+        body["next_link"] = json!(link);
+        post(&app, "/account/3pid/email/requestToken", body)
+            .await
+            .expect_err(400, "M_INVALID_PARAM");
+    }
+    assert!(sink.mails().is_empty());
+}
+
 #[tokio::test]
 async fn an_expired_token_does_not_validate() {
     let (app, sink) = email_app_with(|c| c.email.validation_token_lifetime_ms = 1000).await;

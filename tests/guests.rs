@@ -192,6 +192,37 @@ async fn a_guest_cannot_join_a_room_that_does_not_allow_guests() {
         .ok();
 }
 
+/// Guests may PUT state (as Synapse), but a join sent as a member state event is a join all the
+/// same: the room's guest access decides (Synapse routes it through `update_membership`).
+#[tokio::test]
+async fn a_guest_cannot_join_through_a_member_state_event_either() {
+    let app = guest_app().await;
+    let alice = app.register("alice").await;
+    let g = guest(&app).await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let r = enc(&room);
+    g.put(
+        &format!("/rooms/{r}/state/m.room.member/{}", enc(&g.user_id)),
+        json!({"membership": "join"}),
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
+    let members = alice.get(&format!("/rooms/{r}/joined_members")).await.ok();
+    assert!(members["joined"].get(&g.user_id).is_none(), "{members}");
+    // Where guests may join, that form works too.
+    let open = guest_room(&alice).await;
+    g.put(
+        &format!(
+            "/rooms/{}/state/m.room.member/{}",
+            enc(&open),
+            enc(&g.user_id)
+        ),
+        json!({"membership": "join"}),
+    )
+    .await
+    .ok();
+}
+
 #[tokio::test]
 async fn a_guest_reads_a_world_readable_room_without_joining_it() {
     let app = guest_app().await;
@@ -232,6 +263,57 @@ async fn a_guest_reads_a_world_readable_room_without_joining_it() {
     g.get(&format!("/rooms/{}/messages?dir=b", enc(&private)))
         .await
         .expect_err(403, "M_FORBIDDEN");
+}
+
+/// The spec's guest module lists `GET /rooms/{roomId}/initialSync` and `GET /events` "as used for
+/// room previews" (Synapse: `allow_guest=True` on both; a guest's `/events` must name the room).
+#[tokio::test]
+async fn a_guest_previews_a_world_readable_room_through_the_legacy_endpoints() {
+    let app = guest_app().await;
+    let alice = app.register("alice").await;
+    let g = guest(&app).await;
+    let room = create_room(
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [
+            {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "world_readable"}}]}),
+    )
+    .await;
+    send_ok(&alice, &room, "preview me").await;
+    let r = enc(&room);
+    let info = g.get(&format!("/rooms/{r}/initialSync")).await.ok();
+    assert!(
+        info["messages"]["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["content"]["body"] == "preview me"),
+        "{info}"
+    );
+    let from = info["messages"]["end"].as_str().unwrap().to_owned();
+    let waiting = {
+        let g = g.clone();
+        let path = format!("/events?room_id={r}&timeout=10000&from={}", enc(&from));
+        tokio::spawn(async move { g.get(&path).await.ok() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    send_ok(&alice, &room, "live").await;
+    let chunk = waiting.await.unwrap();
+    assert!(
+        chunk["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["content"]["body"] == "live"),
+        "{chunk}"
+    );
+    // Without a room the stream is not a preview: refused, as Synapse does.
+    g.get("/events?timeout=0")
+        .await
+        .expect_err(400, "M_MISSING_PARAM");
+    // The all-rooms snapshot is not in the guest module.
+    g.get("/initialSync")
+        .await
+        .expect_err(403, "M_GUEST_ACCESS_FORBIDDEN");
 }
 
 #[tokio::test]

@@ -108,6 +108,46 @@ async fn events_long_poll_wakes_on_a_message_from_another_user() {
     assert_eq!(ids(&next["chunk"]), Vec::<String>::new());
 }
 
+/// A room mate's presence change wakes a waiting /events (which carries presence), as it wakes a
+/// /sync that wants presence: room mates' presence is announced under the rooms' presence keys.
+#[tokio::test]
+async fn events_long_poll_wakes_on_a_room_mate_s_presence() {
+    let app = spawn_app().await;
+    let (alice, bob, _room) = two_in_a_room(&app).await;
+    let from = stream_token(&bob).await;
+    let poll = {
+        let bob = bob.clone();
+        tokio::spawn(
+            async move { events(&bob, &format!("from={}&timeout=8000", enc(&from))).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice
+        .put(
+            &format!("/presence/{}/status", enc(&alice.user_id)),
+            json!({"presence": "unavailable", "status_msg": "lunch"}),
+        )
+        .await
+        .ok();
+    let changed_at = Instant::now();
+    let r = poll.await.unwrap();
+    assert!(
+        changed_at.elapsed() < Duration::from_secs(4),
+        "woken late: {:?} {r}",
+        changed_at.elapsed()
+    );
+    assert!(
+        r["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "m.presence"
+                && e["content"]["user_id"] == alice.user_id.as_str()
+                && e["content"]["presence"] == "unavailable"),
+        "{r}"
+    );
+}
+
 #[tokio::test]
 async fn events_timeout_returns_an_empty_chunk_at_from() {
     let app = spawn_app().await;

@@ -7,7 +7,7 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use ruma::api::client::peeking::get_current_state::v3 as room_initial;
 use ruma::api::client::room::Visibility;
 use ruma::events::room::member::MembershipState;
@@ -49,9 +49,10 @@ fn parse_number<T: std::str::FromStr>(value: Option<&str>, name: &str) -> Result
         .transpose()
 }
 
+/// Guests may call it to preview a room (the spec's guest module; `room_id` then required).
 async fn events(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Query(p): Query<EventsParams>,
 ) -> Result<JsonResponse<EventsChunk>> {
     let request = EventsRequest {
@@ -103,9 +104,10 @@ struct RoomInitialSyncParams {
 }
 
 /// GET /rooms/{roomId}/initialSync: ruma's typed request and response (the spec's RoomInfo).
+/// Guests may call it (the spec's guest module lists it for room previews).
 async fn room_initial_sync(
     State(state): State<AppState>,
-    requester: Requester,
+    GuestAllowed(requester): GuestAllowed,
     Query(p): Query<RoomInitialSyncParams>,
     Ruma(request): Ruma<room_initial::Request>,
 ) -> Result<RumaResponse<room_initial::Response>> {

@@ -70,7 +70,7 @@ pub struct Placement<'a> {
 #[derive(Debug, Clone)]
 pub struct EventRef {
     pub id: String,
-    /// Its `hashes.sha256`, cited alongside the ID in v1/v2 (`[id, {"sha256": hash}]`).
+    /// Its reference hash, cited alongside the ID in v1/v2 (`[id, {"sha256": hash}]`).
     pub hash: Option<String>,
 }
 
@@ -187,13 +187,13 @@ pub fn build(
             "Event is larger than {MAX_EVENT_BYTES} bytes"
         )));
     }
-    let content_hash = match pdu.get("hashes") {
-        Some(CanonicalJsonValue::Object(h)) => match h.get("sha256") {
-            Some(CanonicalJsonValue::String(hash)) => Some(hash.clone()),
-            _ => None,
-        },
-        _ => None,
-    };
+    // v1/v2 events are cited with their reference hash (the hash of the redacted PDU without
+    // signatures), as the spec's pdu_v1 asks and Synapse does: not with `hashes.sha256`.
+    let reference_hash = version
+        .server_chosen_event_ids()
+        .then(|| ruma::signatures::reference_hash(&pdu, rules))
+        .transpose()
+        .map_err(|e| Error::too_large(format!("Event cannot be hashed: {e}")))?;
     let (event_id, room_id) = match chosen_id {
         Some(id) => (id, place.room_id.map(str::to_owned)),
         None => {
@@ -247,10 +247,7 @@ pub fn build(
         relates_to,
         rel_type,
         redacts: draft.redacts.clone(),
-        content_hash: version
-            .server_chosen_event_ids()
-            .then_some(content_hash)
-            .flatten(),
+        reference_hash,
     })
 }
 

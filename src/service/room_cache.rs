@@ -20,9 +20,10 @@ pub struct StateEntry {
     pub content: Value,
     /// The event as the authorization rules read it (IDs parsed, content as raw JSON).
     pub view: PduView,
-    /// `hashes.sha256` of the PDU, which v1/v2 events cite next to each event ID they reference;
-    /// `None` in later versions, which cite IDs alone.
-    pub content_hash: Option<String>,
+    /// The PDU's reference hash, which v1/v2 events cite next to each event ID they reference
+    /// (the spec's "Event IDs and reference hashes"); `None` in later versions, which cite IDs
+    /// alone.
+    pub reference_hash: Option<String>,
 }
 
 impl StateEntry {
@@ -52,7 +53,7 @@ impl StateEntry {
             sender,
             content,
             view,
-            content_hash: None,
+            reference_hash: None,
         })
     }
 }
@@ -65,8 +66,8 @@ pub struct RoomSnapshot {
     pub room_id: String,
     pub version: RoomVersion,
     pub head_event_id: String,
-    /// The head's `hashes.sha256`, cited by the next event in v1/v2 rooms (see
-    /// [`StateEntry::content_hash`]).
+    /// The head's reference hash, cited by the next event in v1/v2 rooms (see
+    /// [`StateEntry::reference_hash`]).
     pub head_hash: Option<String>,
     pub head_depth: i64,
     /// The current state, shared between the snapshots of successive heads until it changes (a

@@ -624,12 +624,17 @@ pub async fn set_state(
     {
         return Ok(current.event_id.clone());
     }
-    let draft = EventDraft::new(
+    let mut draft = EventDraft::new(
         event_type,
         Some(state_key),
         sender,
         Value::Object(content.clone()),
     );
+    // A guest's join sent as a member state event is a join all the same: the room's guest access
+    // decides, in the writer, as for /join (Synapse routes it through `update_membership`).
+    draft.guest_join = requester.is_guest
+        && event_type == "m.room.member"
+        && content.get("membership").and_then(Value::as_str) == Some("join");
     let committed = state
         .writer
         .submit(Target::Existing(room_id.to_owned()), vec![draft], None)

@@ -109,11 +109,7 @@ pub async fn request_token(
 ) -> Result<String> {
     check_client_secret(request.client_secret)?;
     let address = canonical_email(request.email)?;
-    if let Some(link) = request.next_link
-        && !(link.starts_with("https://") || link.starts_with("http://"))
-    {
-        return Err(Error::invalid_param("next_link must be an http(s) URL"));
-    }
+    let next_link = request.next_link.map(check_next_link).transpose()?;
     let holder = store::threepids::user_of(db, EMAIL, &address).await?;
     match (request.purpose, holder) {
         (Purpose::Reset, None) => {
@@ -155,7 +151,7 @@ pub async fn request_token(
     let now = store::now_ms();
     store::threepids::prune_sessions(db, now - SESSION_LIFETIME_MS.max(email.token_lifetime_ms))
         .await?;
-    let next_link = request.next_link.map(|link| with_sid(link, &sid));
+    let next_link = next_link.map(|link| with_sid(link, &sid));
     store::threepids::save_token(
         db,
         &store::threepids::NewToken {
@@ -174,10 +170,24 @@ pub async fn request_token(
     Ok(sid)
 }
 
+/// A client's `next_link`: an absolute http(s) URL without control characters, in its
+/// serialised (ASCII) form, so that the page can always send the browser there (`Location`).
+fn check_next_link(link: &str) -> Result<url::Url> {
+    let invalid = || Error::invalid_param("next_link must be an http(s) URL");
+    if link.chars().any(char::is_control) {
+        return Err(invalid());
+    }
+    let url = url::Url::parse(link).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid());
+    }
+    Ok(url)
+}
+
 /// The next link with the session ID added to its query, as Synapse does.
-fn with_sid(link: &str, sid: &str) -> String {
-    let separator = if link.contains('?') { '&' } else { '?' };
-    format!("{link}{separator}sid={sid}")
+fn with_sid(mut link: url::Url, sid: &str) -> String {
+    link.query_pairs_mut().append_pair("sid", sid);
+    link.into()
 }
 
 /// The page that validates a session, on this server (see `api::email_pages`).
@@ -367,10 +377,25 @@ mod tests {
 
     #[test]
     fn next_link_gets_the_sid() {
-        assert_eq!(with_sid("https://a.b/x", "S"), "https://a.b/x?sid=S");
-        assert_eq!(
-            with_sid("https://a.b/x?y=1", "S"),
-            "https://a.b/x?y=1&sid=S"
-        );
+        let sid = |link: &str| with_sid(check_next_link(link).unwrap(), "S");
+        assert_eq!(sid("https://a.b/x"), "https://a.b/x?sid=S");
+        assert_eq!(sid("https://a.b/x?y=1"), "https://a.b/x?y=1&sid=S");
+        assert_eq!(sid("https://a.b/é x"), "https://a.b/%C3%A9%20x?sid=S");
+    }
+
+    #[test]
+    fn next_link_must_be_a_clean_http_url() {
+        for bad in [
+            "file:///etc/passwd",
+            "javascript:alert(1)",
+            "https://a.b/\ndone",
+            "https://a.b/\u{0}",
+            "https://a.b/\u{7f}",
+            "https://",
+            "//a.b/x",
+            "",
+        ] {
+            assert!(check_next_link(bad).is_err(), "{bad:?}");
+        }
     }
 }

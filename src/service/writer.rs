@@ -727,7 +727,7 @@ fn build_one(
     };
     let mut event = events::build(state, draft, place, now)?;
     room.head_event_id = event.event_id.clone();
-    room.head_hash = event.content_hash.clone();
+    room.head_hash = event.reference_hash.clone();
     room.head_depth = event.depth;
     if let Some(state_key) = &draft.state_key {
         if let Some(previous) = room.entry(&draft.event_type, state_key) {
@@ -781,7 +781,7 @@ fn state_entry(draft: &EventDraft, event: &BuiltEvent, view: PduView) -> Result<
         view: view
             .with_id(&event.event_id)
             .map_err(|e| Error::internal(e.0))?,
-        content_hash: event.content_hash.clone(),
+        reference_hash: event.reference_hash.clone(),
     })
 }
 
@@ -815,7 +815,7 @@ fn build_new_room(
         room_id: create_event.room_id.clone(),
         version,
         head_event_id: create_event.event_id.clone(),
-        head_hash: create_event.content_hash.clone(),
+        head_hash: create_event.reference_hash.clone(),
         head_depth: 1,
         state: Default::default(),
         members: Default::default(),
@@ -852,7 +852,7 @@ fn select_auth_events(version: RoomVersion, room: &WorkingRoom, view: &PduView) 
         {
             refs.push(EventRef {
                 id: e.event_id.clone(),
-                hash: e.content_hash.clone(),
+                hash: e.reference_hash.clone(),
             });
         }
     }
@@ -881,11 +881,11 @@ async fn load_snapshot(
         member_rows: Default::default(),
     };
     let rows = store::rooms::current_state_events(&mut *conn, &head.room_id).await?;
-    // v1/v2 events cite the hashes of the events they reference: read them from the PDUs.
+    // v1/v2 events cite the reference hashes of the events they reference: computed from the PDUs.
     let mut hashes = if version.server_chosen_event_ids() {
         let mut ids: Vec<String> = rows.iter().map(|r| r.event_id.clone()).collect();
         ids.push(head.head_event_id.clone());
-        content_hashes(conn, &ids).await?
+        reference_hashes(conn, version, &ids).await?
     } else {
         HashMap::new()
     };
@@ -904,7 +904,7 @@ async fn load_snapshot(
             content,
         )
         .map_err(|e| Error::internal(e.0))?;
-        entry.content_hash = hashes.remove(&entry.event_id);
+        entry.reference_hash = hashes.remove(&entry.event_id);
         Arc::make_mut(&mut snapshot.state)
             .entry(row.event_type)
             .or_default()
@@ -913,17 +913,18 @@ async fn load_snapshot(
     Ok(Arc::new(snapshot))
 }
 
-/// `hashes.sha256` of the events' PDUs, by event ID.
-async fn content_hashes(
+/// The reference hashes of the events' PDUs, by event ID (v1/v2 events cite them).
+async fn reference_hashes(
     conn: &mut PgConnection,
+    version: RoomVersion,
     event_ids: &[String],
 ) -> Result<HashMap<String, String>> {
     let mut out = HashMap::with_capacity(event_ids.len());
     for (id, pdu) in store::events::pdus_of(conn, event_ids).await? {
-        let pdu: Value = serde_json::from_str(&pdu).map_err(Error::internal)?;
-        if let Some(hash) = pdu["hashes"]["sha256"].as_str() {
-            out.insert(id, hash.to_owned());
-        }
+        let pdu: ruma::CanonicalJsonObject = serde_json::from_str(&pdu).map_err(Error::internal)?;
+        let hash =
+            ruma::signatures::reference_hash(&pdu, version.rules()).map_err(Error::internal)?;
+        out.insert(id, hash);
     }
     Ok(out)
 }

@@ -27,9 +27,9 @@ pub struct BuiltEvent {
     pub contains_url: bool,
     /// The event an m.room.redaction removes.
     pub redacts: Option<String>,
-    /// `hashes.sha256` of the PDU in v1/v2 rooms, where later events cite it (not stored: the PDU
-    /// holds it).
-    pub content_hash: Option<String>,
+    /// The PDU's reference hash in v1/v2 rooms, where later events cite it (not stored: it is
+    /// computed from the PDU).
+    pub reference_hash: Option<String>,
 }
 
 /// Identifies an idempotent request: one device, one endpoint (`scope`), one transaction ID.

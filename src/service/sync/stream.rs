@@ -19,7 +19,7 @@ use sqlx::PgConnection;
 use super::{MAX_TIMEOUT, SyncToken, begin_snapshot, joined, to_raw};
 use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
-use crate::service::notifier::Subscription;
+use crate::service::notifier::{self, Subscription};
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
 use crate::service::{account_data, ignore, presence, receipts, typing};
@@ -67,6 +67,12 @@ pub async fn events(
     req: EventsRequest,
 ) -> Result<EventsChunk> {
     let user = requester.user_id.as_str();
+    // A guest's stream is a room preview (as Synapse: "Guest users must specify room_id param").
+    if requester.is_guest && req.room_id.is_none() {
+        return Err(Error::missing_param(
+            "Guest users must specify room_id param",
+        ));
+    }
     let limit = match req.limit {
         None | Some(0) => DEFAULT_LIMIT,
         Some(l) if l < 0 => return Err(Error::invalid_param("limit must not be negative")),
@@ -74,8 +80,8 @@ pub async fn events(
     };
     let scope = scope_of(state, user, req.room_id).await?;
     // Like a sync, the stream marks the user online (Synapse's `user_syncing`), before a start
-    // taken now: that change is not news to the user.
-    if !scope.peeking {
+    // taken now: that change is not news to the user. A guest's preview does not (as Synapse).
+    if !scope.peeking && !requester.is_guest {
         Box::pin(presence::on_sync(state, user, None)).await?;
     }
     let start = match req.from.as_deref() {
@@ -160,20 +166,26 @@ async fn scope_of(state: &AppState, user: &str, room_id: Option<String>) -> Resu
 }
 
 /// Subscribes before looking, as /sync does: the user's key (membership changes, account data)
-/// and each room of the scope.
+/// and each room of the scope, with the rooms' presence keys unless peeking (the stream carries
+/// room mates' presence, which wakes only the presence keys: `notifier::presence_key`).
 async fn subscribe(state: &AppState, user: &str, scope: &Scope) -> Result<Subscription> {
     if let Some(room) = &scope.room {
         let subscription = state.notifier.subscribe([room.as_str()]);
         if !scope.peeking {
-            state.notifier.extend(&subscription, [user]);
+            let presence = notifier::presence_key(room);
+            state
+                .notifier
+                .extend(&subscription, [user, presence.as_str()]);
         }
         return Ok(subscription);
     }
     let subscription = state.notifier.subscribe([user]);
     let rooms = Box::pin(joined::joined_rooms(state, user)).await?;
-    state
-        .notifier
-        .extend(&subscription, rooms.iter().map(String::as_str));
+    let presence: Vec<String> = rooms.iter().map(|r| notifier::presence_key(r)).collect();
+    state.notifier.extend(
+        &subscription,
+        rooms.iter().chain(&presence).map(String::as_str),
+    );
     Ok(subscription)
 }
 
