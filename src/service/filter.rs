@@ -87,6 +87,11 @@ pub fn type_matches(pattern: &str, event_type: &str) -> bool {
 }
 
 impl RoomEventFilter {
+    /// `types: []` or a `*` in `not_types`: nothing of this kind is wanted.
+    pub fn excludes_everything(&self) -> bool {
+        self.types.as_ref().is_some_and(Vec::is_empty) || self.not_types.iter().any(|t| t == "*")
+    }
+
     pub fn to_store(&self) -> StoreFilter {
         StoreFilter {
             types: self

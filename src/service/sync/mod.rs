@@ -744,10 +744,26 @@ async fn compute_on(
     // The per-user streams, bounded by the same positions.
     let joined_ids: Vec<String> = joined.iter().map(|p| p.room_id.clone()).collect();
     let typing_since = since.map_or(0, |s| s.typing);
-    let (global_data, mut room_data) = account_data::for_sync(&mut tx, user, from, upto).await?;
-    let mut receipts = receipts::for_sync(&mut tx, user, &joined_ids, from, upto).await?;
-    let mut presence_events = presence::for_sync(state, &mut tx, user, from, upto).await?;
-    if !initial {
+    // What the filter leaves out entirely is not read (a client without presence in a room of
+    // thousands would otherwise read every member's presence on its initial sync).
+    let (global_data, mut room_data) = if filter.account_data.excludes_everything()
+        && room_filter.account_data.excludes_everything()
+    {
+        Default::default()
+    } else {
+        account_data::for_sync(&mut tx, user, from, upto).await?
+    };
+    let mut receipts = if room_filter.ephemeral.excludes_everything() {
+        Default::default()
+    } else {
+        receipts::for_sync(&mut tx, user, &joined_ids, from, upto).await?
+    };
+    let mut presence_events = if filter.presence.excludes_everything() {
+        Vec::new()
+    } else {
+        presence::for_sync(state, &mut tx, user, from, upto).await?
+    };
+    if !initial && !filter.presence.excludes_everything() {
         // The presence of those the user newly shares a room with, whenever it last changed.
         let newly_joined: Vec<String> = joined
             .iter()
