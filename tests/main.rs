@@ -3,6 +3,7 @@
 mod common;
 
 mod accounts;
+mod admin_api;
 mod e2ee;
 mod email;
 mod ephemeral;

@@ -87,6 +87,9 @@ pub async fn authenticate(state: &AppState, token: &str, client: ClientInfo) -> 
             if owner.deactivated {
                 return Err(Error::unknown_token("This account has been deactivated"));
             }
+            if owner.locked {
+                return Err(Error::user_locked());
+            }
             let expired = owner.expires_ts.is_some_and(|ts| ts <= store::now_ms());
             if let (Some(refresh), false) = (&owner.refresh_token_hash, expired) {
                 // The first use of a refreshed access token retires the refresh token it replaced

@@ -16,6 +16,7 @@ pub mod push;
 pub mod receipts;
 pub mod registration;
 pub mod reports;
+pub mod room_admin;
 pub mod rooms;
 pub mod search;
 pub mod secrets;
@@ -24,6 +25,7 @@ pub mod threepids;
 pub mod to_device;
 pub mod tokens;
 pub mod uia;
+pub mod user_admin;
 pub mod users;
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the schema.

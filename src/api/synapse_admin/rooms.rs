@@ -1,0 +1,117 @@
+//! Synapse's room admin API: list, details, members, state.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json as JsonResponse, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::auth::AdminRequester;
+use crate::api::extract::{Path, Query};
+use crate::service::admin::rooms::{self, AdminRoomRow, RoomQuery};
+use crate::{AppState, Result};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/_synapse/admin/v1/rooms", get(list))
+        .route("/_synapse/admin/v1/rooms/{room_id}", get(details))
+        .route("/_synapse/admin/v1/rooms/{room_id}/members", get(members))
+        .route(
+            "/_synapse/admin/v1/rooms/{room_id}/state",
+            get(state_events),
+        )
+}
+
+/// A room as Synapse's room listing shows it (no federation yet: every member is local).
+fn room_json(r: &AdminRoomRow) -> Value {
+    json!({
+        "room_id": r.room_id,
+        "name": r.name,
+        "canonical_alias": r.canonical_alias,
+        "joined_members": r.joined_members,
+        "joined_local_members": r.joined_members,
+        "version": r.version,
+        "creator": r.creator,
+        "encryption": r.encryption,
+        "federatable": r.federate.as_deref() != Some("false"),
+        "public": r.public,
+        "join_rules": r.join_rules,
+        "guest_access": r.guest_access,
+        "history_visibility": r.history_visibility,
+        "state_events": r.state_events,
+        "room_type": r.room_type,
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    from: Option<i64>,
+    limit: Option<i64>,
+    order_by: Option<String>,
+    dir: Option<String>,
+    search_term: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Query(q): Query<ListQuery>,
+) -> Result<JsonResponse<Value>> {
+    let page = rooms::list(
+        &state,
+        RoomQuery {
+            from: q.from,
+            limit: q.limit,
+            order_by: q.order_by,
+            dir: q.dir,
+            search_term: q.search_term,
+        },
+    )
+    .await?;
+    let mut body = json!({
+        "rooms": page.rooms.iter().map(room_json).collect::<Vec<_>>(),
+        "offset": page.offset,
+        "total_rooms": page.total,
+    });
+    if let Some(next) = page.next_batch {
+        body["next_batch"] = json!(next);
+    }
+    if let Some(prev) = page.prev_batch {
+        body["prev_batch"] = json!(prev);
+    }
+    Ok(JsonResponse(body))
+}
+
+async fn details(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    let (room, devices) = rooms::details(&state, &room_id).await?;
+    let mut body = room_json(&room);
+    body["avatar"] = json!(room.avatar);
+    body["topic"] = json!(room.topic);
+    body["joined_local_devices"] = json!(devices);
+    body["forgotten"] = json!(false);
+    Ok(JsonResponse(body))
+}
+
+async fn members(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    let members = rooms::members(&state, &room_id).await?;
+    Ok(JsonResponse(
+        json!({"total": members.len(), "members": members}),
+    ))
+}
+
+async fn state_events(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    let events = rooms::current_state(&state, &room_id).await?;
+    Ok(JsonResponse(json!({"state": events})))
+}
