@@ -29,6 +29,8 @@ pub struct Config {
     pub turn: Turn,
     pub media: Media,
     pub email: Email,
+    pub admin: Admin,
+    pub server_notices: ServerNotices,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -288,6 +290,36 @@ pub struct Log {
     pub format: LogFormat,
 }
 
+/// The Synapse-compatible admin API (`/_synapse/admin/…`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Lets admins get an access token for any user (`POST /_synapse/admin/v1/users/{userId}/login`).
+    /// Off by default.
+    pub allow_login_as: bool,
+}
+
+/// Server notices: messages from the server to a user, in a room of their own (Synapse's
+/// `server_notices`). Off while `system_mxid_localpart` is unset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerNotices {
+    /// The localpart of the user that sends the notices (created on first use).
+    pub system_mxid_localpart: Option<String>,
+    pub system_mxid_display_name: String,
+    pub room_name: String,
+}
+
+impl Default for ServerNotices {
+    fn default() -> Self {
+        Self {
+            system_mxid_localpart: None,
+            system_mxid_display_name: "Server Notices".into(),
+            room_name: "Server Notices".into(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -310,6 +342,8 @@ impl Default for Config {
             turn: Turn::default(),
             media: Media::default(),
             email: Email::default(),
+            admin: Admin::default(),
+            server_notices: ServerNotices::default(),
         }
     }
 }

@@ -39,6 +39,9 @@ fn endpoints() -> Vec<(Method, String)> {
         (Method::PUT, format!("{A}/v2/users/{u}/devices/D")),
         (Method::DELETE, format!("{A}/v2/users/{u}/devices/D")),
         (Method::POST, format!("{A}/v2/users/{u}/delete_devices")),
+        (Method::POST, format!("{A}/v1/users/{u}/shadow_ban")),
+        (Method::DELETE, format!("{A}/v1/users/{u}/shadow_ban")),
+        (Method::POST, format!("{A}/v1/users/{u}/login")),
         (Method::GET, format!("{A}/v1/rooms")),
         (Method::GET, format!("{A}/v1/rooms/{r}")),
         (Method::GET, format!("{A}/v1/rooms/{r}/members")),
@@ -323,8 +326,13 @@ async fn locked_user_gets_user_locked_until_unlocked() {
     let r = bob.get("/account/whoami").await;
     r.expect_err(401, "M_USER_LOCKED");
     assert_eq!(r.body["soft_logout"], true);
+    // Logging in again does not get round it.
+    login(&app, "bob", "correct horse")
+        .await
+        .expect_err(401, "M_USER_LOCKED");
     root.put(&path, json!({"locked": false})).await.ok();
     bob.get("/account/whoami").await.ok();
+    login(&app, "bob", "correct horse").await.ok();
 }
 
 #[tokio::test]
@@ -739,4 +747,105 @@ async fn event_reports_are_listed_shown_and_deleted() {
         root.get(&format!("{A}/v1/event_reports")).await.ok()["total"],
         1
     );
+}
+
+#[tokio::test]
+async fn shadow_banned_sends_seem_to_succeed_but_reach_no_one() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    let alice = app.register("alice").await;
+    let eve = app.register("eve").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&eve, &room).await;
+    let ban = format!("{A}/v1/users/{}/shadow_ban", enc(&eve.user_id));
+    assert_eq!(root.post(&ban, json!({})).await.ok(), json!({}));
+    let v = root
+        .get(&format!("{A}/v2/users/{}", enc(&eve.user_id)))
+        .await
+        .ok();
+    assert_eq!(v["shadow_banned"], true);
+    let hidden = send_ok(&eve, &room, "spam").await;
+    assert!(hidden.starts_with('$'));
+    let topic = eve
+        .put(
+            &format!("/rooms/{}/state/m.room.topic/", enc(&room)),
+            json!({"topic": "spam"}),
+        )
+        .await;
+    // Power levels forbid eve the topic anyway; a shadow ban answers before any check, as Synapse.
+    assert!(topic.ok()["event_id"].as_str().unwrap().starts_with('$'));
+    alice
+        .get(&format!("/rooms/{}/event/{}", enc(&room), enc(&hidden)))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    let messages = alice
+        .get(&format!("/rooms/{}/messages?dir=b&limit=5", enc(&room)))
+        .await
+        .ok();
+    assert!(!messages.to_string().contains("spam"), "{messages}");
+    // Lifted: sends are real again.
+    assert_eq!(root.delete(&ban).await.ok(), json!({}));
+    let real = send_ok(&eve, &room, "hello").await;
+    alice
+        .get(&format!("/rooms/{}/event/{}", enc(&room), enc(&real)))
+        .await
+        .ok();
+    root.post(
+        &format!("{A}/v1/users/{}/shadow_ban", enc("@nobody:test.local")),
+        json!({}),
+    )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn login_as_a_user_is_off_by_default() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    let bob = app.register("bob").await;
+    root.post(
+        &format!("{A}/v1/users/{}/login", enc(&bob.user_id)),
+        json!({}),
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn login_as_a_user_when_allowed() {
+    let mut config = test_config();
+    config.admin.allow_login_as = true;
+    let app = spawn_app_with(config).await;
+    let root = admin(&app, "root").await;
+    let bob = app.register("bob").await;
+    let v = root
+        .post(
+            &format!("{A}/v1/users/{}/login", enc(&bob.user_id)),
+            json!({}),
+        )
+        .await
+        .ok();
+    let token = v["access_token"].as_str().unwrap();
+    let me = app
+        .request(
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            Some(token),
+            None,
+        )
+        .await
+        .ok();
+    assert_eq!(me["user_id"], "@bob:test.local");
+    root.post(
+        &format!("{A}/v1/users/{}/login", enc(&root.user_id)),
+        json!({}),
+    )
+    .await
+    .expect_err(400, "M_INVALID_PARAM");
+    root.post(
+        &format!("{A}/v1/users/{}/login", enc("@nobody:test.local")),
+        json!({}),
+    )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
 }

@@ -18,6 +18,8 @@ pub struct Requester {
     pub device_id: OwnedDeviceId,
     pub is_guest: bool,
     pub is_admin: bool,
+    /// Shadow-banned by an admin: the user's sends seem to succeed but reach no one.
+    pub is_shadow_banned: bool,
 }
 
 #[derive(Clone)]
@@ -102,6 +104,7 @@ pub async fn authenticate(state: &AppState, token: &str, client: ClientInfo) -> 
                 device_id: owner.device_id.into(),
                 is_guest: owner.is_guest,
                 is_admin: owner.is_admin,
+                is_shadow_banned: owner.shadow_banned,
             };
             let entry = CachedToken {
                 requester,
@@ -159,6 +162,12 @@ fn note_last_seen(state: &AppState, requester: &Requester, now: i64, client: Cli
             tracing::warn!(error = %e, "could not record last_seen");
         }
     });
+}
+
+/// What a shadow-banned user is told its event got: an event ID that looks real and names nothing
+/// (Synapse's shadow ban answers the same way).
+pub fn fake_event_id() -> String {
+    format!("${}", random_string(43))
 }
 
 /// Forgets cached tokens after a logout, here and on every other process.

@@ -611,6 +611,9 @@ pub async fn set_state(
         message_validation::sanitize_content(event_type, &mut content);
     }
     state.rate_limiter.user(UserAction::Message, requester)?;
+    if requester.is_shadow_banned {
+        return Ok(crate::service::auth::fake_event_id());
+    }
     let sender = requester.user_id.as_str();
     if event_type == "m.room.canonical_alias" {
         check_canonical_alias(state, room_id, &content).await?;

@@ -10,6 +10,7 @@ pub struct AdminUserRow {
     pub is_admin: bool,
     pub deactivated: bool,
     pub locked: bool,
+    pub shadow_banned: bool,
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
     pub created_ts: i64,
@@ -20,7 +21,8 @@ pub struct AdminUserRow {
 }
 
 /// The one column list of `AdminUserRow`.
-const COLUMNS: &str = "u.user_id, u.is_guest, u.is_admin, u.deactivated, u.locked, u.displayname,
+const COLUMNS: &str =
+    "u.user_id, u.is_guest, u.is_admin, u.deactivated, u.locked, u.shadow_banned, u.displayname,
     u.avatar_url, u.created_ts,
     EXISTS (SELECT 1 FROM erased_users x WHERE x.user_id = u.user_id) AS erased,
     (SELECT max(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts";
@@ -52,8 +54,9 @@ pub fn order_column(order_by: &str) -> Option<&'static str> {
         "creation_ts" => "u.created_ts",
         "locked" => "u.locked",
         "last_seen_ts" => "last_seen_ts",
-        // No user types or shadow bans here: every user ties, ordered by name.
-        "user_type" | "shadow_banned" => "u.user_id",
+        "shadow_banned" => "u.shadow_banned",
+        // No user types here: every user ties, ordered by name.
+        "user_type" => "u.user_id",
         _ => return None,
     })
 }
@@ -154,6 +157,32 @@ pub async fn reactivate(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<
     let done = sqlx::query!(
         "UPDATE users SET deactivated = FALSE WHERE user_id = $1 AND deactivated",
         user_id
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether the account is locked (false for unknown users).
+pub async fn is_locked(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<bool> {
+    Ok(
+        sqlx::query_scalar!("SELECT locked FROM users WHERE user_id = $1", user_id)
+            .fetch_optional(db)
+            .await?
+            .unwrap_or(false),
+    )
+}
+
+/// Shadow-bans or lifts the ban; false when the user does not exist.
+pub async fn set_shadow_banned(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    banned: bool,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE users SET shadow_banned = $2 WHERE user_id = $1",
+        user_id,
+        banned
     )
     .execute(db)
     .await?;

@@ -40,6 +40,11 @@ pub fn routes() -> Router<AppState> {
             "/_synapse/admin/v2/users/{user_id}/delete_devices",
             post(delete_devices),
         )
+        .route("/_synapse/admin/v1/users/{user_id}/login", post(login_as))
+        .route(
+            "/_synapse/admin/v1/users/{user_id}/shadow_ban",
+            post(shadow_ban).delete(lift_shadow_ban),
+        )
 }
 
 /// A user as Synapse's admin API shows it. `creation_ts` is in seconds, as Synapse stores it.
@@ -51,7 +56,7 @@ fn user_json(u: &AdminUserRow) -> Map<String, Value> {
         "user_type": null,
         "deactivated": u.deactivated,
         "erased": u.erased,
-        "shadow_banned": false,
+        "shadow_banned": u.shadow_banned,
         "displayname": u.displayname,
         "avatar_url": u.avatar_url,
         "creation_ts": u.created_ts / 1000,
@@ -310,4 +315,31 @@ async fn delete_devices(
 ) -> Result<JsonResponse<Value>> {
     users::delete_devices(&state, &user_id, &body.devices).await?;
     Ok(JsonResponse(json!({})))
+}
+
+async fn shadow_ban(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(user_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    users::set_shadow_banned(&state, &user_id, true).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+async fn lift_shadow_ban(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(user_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    users::set_shadow_banned(&state, &user_id, false).await?;
+    Ok(JsonResponse(json!({})))
+}
+
+async fn login_as(
+    State(state): State<AppState>,
+    AdminRequester(admin): AdminRequester,
+    Path(user_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    let token = users::login_as(&state, &admin, &user_id).await?;
+    Ok(JsonResponse(json!({"access_token": token})))
 }

@@ -179,6 +179,7 @@ fn acting_as(user_id: &str) -> Result<Requester> {
         device_id: OwnedDeviceId::from("ADMIN"),
         is_guest: false,
         is_admin: true,
+        is_shadow_banned: false,
     })
 }
 
@@ -242,4 +243,41 @@ async fn existing_user(state: &AppState, user_id: &str) -> Result<String> {
         return Err(Error::not_found("User not found"));
     }
     Ok(user_id)
+}
+
+/// Shadow-bans the user (or lifts it): its messages and state events are answered with made-up
+/// event IDs and stored nowhere. Every process looks at the user's tokens again.
+pub async fn set_shadow_banned(state: &AppState, user_id: &str, banned: bool) -> Result<()> {
+    let user_id = local_user(state, user_id)?;
+    if !user_admin::set_shadow_banned(&state.db, &user_id, banned).await? {
+        return Err(Error::not_found("User not found"));
+    }
+    auth::invalidate_tokens(state).await
+}
+
+/// An access token for `user_id`, for an admin acting as that user (config `admin.allow_login_as`).
+/// The session is a device named after the admin, so the user can see it and log it out.
+pub async fn login_as(state: &AppState, admin: &Requester, user_id: &str) -> Result<String> {
+    if !state.config.admin.allow_login_as {
+        return Err(Error::forbidden(
+            "Logging in as another user is disabled on this server",
+        ));
+    }
+    let user_id = existing_user(state, user_id).await?;
+    if admin.user_id.as_str() == user_id {
+        return Err(Error::invalid_param(
+            "Cannot use admin API to login as self",
+        ));
+    }
+    let user = user_admin::get(&state.db, &user_id).await?;
+    if user.is_some_and(|u| u.deactivated) {
+        return Err(Error::forbidden("The user is deactivated"));
+    }
+    let request = accounts::SessionRequest {
+        initial_device_display_name: Some(format!("Admin session of {}", admin.user_id)),
+        ..Default::default()
+    };
+    Ok(accounts::open_session(state, &user_id, request)
+        .await?
+        .access_token)
 }
