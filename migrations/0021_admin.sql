@@ -7,3 +7,29 @@ ALTER TABLE users ADD COLUMN locked BOOLEAN NOT NULL DEFAULT FALSE;
 -- A shadow-banned user's messages and state changes are answered with made-up event IDs and never
 -- stored or delivered (POST/DELETE /_synapse/admin/v1/users/{userId}/shadow_ban).
 ALTER TABLE users ADD COLUMN shadow_banned BOOLEAN NOT NULL DEFAULT FALSE;
+
+-- Rooms an admin blocked (DELETE /_synapse/admin/v2/rooms/{roomId} with "block"): local users may
+-- not join them, whether or not the room still exists here.
+CREATE TABLE blocked_rooms (
+    room_id TEXT PRIMARY KEY,
+    blocked_by TEXT NOT NULL,
+    blocked_ts BIGINT NOT NULL
+);
+
+-- Background admin jobs (room deletions, history purges) and their outcome, for the status
+-- endpoints. Pruned by the maintenance task a week after they finish.
+CREATE TABLE admin_jobs (
+    job_id TEXT PRIMARY KEY,
+    -- `delete_room` or `purge_history`.
+    kind TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    -- Synapse's words: `scheduled`, `active`/`shutting_down`/`purging`, `complete`, `failed`.
+    status TEXT NOT NULL,
+    error TEXT,
+    -- What the job did (the shutdown's kicked users, aliases, new room).
+    result JSONB,
+    created_ts BIGINT NOT NULL,
+    updated_ts BIGINT NOT NULL
+);
+-- The status of a room's deletions.
+CREATE INDEX admin_jobs_room ON admin_jobs (room_id, created_ts);

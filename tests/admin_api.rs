@@ -46,6 +46,9 @@ fn endpoints() -> Vec<(Method, String)> {
         (Method::GET, format!("{A}/v1/rooms/{r}")),
         (Method::GET, format!("{A}/v1/rooms/{r}/members")),
         (Method::GET, format!("{A}/v1/rooms/{r}/state")),
+        (Method::DELETE, format!("{A}/v2/rooms/{r}")),
+        (Method::GET, format!("{A}/v2/rooms/{r}/delete_status")),
+        (Method::GET, format!("{A}/v2/rooms/delete_status/x")),
         (Method::GET, format!("{A}/v1/registration_tokens")),
         (Method::POST, format!("{A}/v1/registration_tokens/new")),
         (Method::GET, format!("{A}/v1/registration_tokens/abc")),
@@ -846,6 +849,206 @@ async fn login_as_a_user_when_allowed() {
         &format!("{A}/v1/users/{}/login", enc("@nobody:test.local")),
         json!({}),
     )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+}
+
+/// Waits for a room deletion to end and returns its status.
+async fn deletion_done(root: &User, delete_id: &str) -> Value {
+    for _ in 0..100 {
+        let v = root
+            .get(&format!("{A}/v2/rooms/delete_status/{delete_id}"))
+            .await
+            .ok();
+        if v["status"] == "complete" || v["status"] == "failed" {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the deletion did not finish");
+}
+
+#[tokio::test]
+async fn deleting_a_room_moves_members_out_and_purges_it() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(
+        &alice,
+        json!({"preset": "public_chat", "room_alias_name": "doomed"}),
+    )
+    .await;
+    join(&bob, &room).await;
+    send_ok(&alice, &room, "hello").await;
+    let before = bob.get("/sync").await.ok();
+    let since = before["next_batch"].as_str().unwrap().to_owned();
+    let v = root
+        .request(
+            Method::DELETE,
+            &format!("{A}/v2/rooms/{}", enc(&room)),
+            Some(json!({})),
+        )
+        .await
+        .ok();
+    let delete_id = v["delete_id"].as_str().unwrap().to_owned();
+    let status = deletion_done(&root, &delete_id).await;
+    assert_eq!(status["status"], "complete", "{status}");
+    assert_eq!(status["room_id"], room.as_str());
+    let mut kicked: Vec<String> =
+        serde_json::from_value(status["shutdown_room"]["kicked_users"].clone()).unwrap();
+    kicked.sort();
+    assert_eq!(kicked, ["@alice:test.local", "@bob:test.local"]);
+    assert_eq!(
+        status["shutdown_room"]["local_aliases"],
+        json!(["#doomed:test.local"])
+    );
+    // Gone: from the admin API, the members' rooms, the alias; sync and messages still answer.
+    root.get(&format!("{A}/v1/rooms/{}", enc(&room)))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    assert_eq!(
+        alice.get("/joined_rooms").await.ok()["joined_rooms"],
+        json!([])
+    );
+    alice
+        .get(&format!("/directory/room/{}", enc("#doomed:test.local")))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    bob.get(&format!("/sync?since={since}&timeout=0"))
+        .await
+        .ok();
+    bob.get("/sync").await.ok();
+    let r = alice
+        .get(&format!("/rooms/{}/messages?dir=b", enc(&room)))
+        .await;
+    assert!(r.status == 403 || r.status == 404, "{:?}", r);
+    // Not blocked: the room ID is free to be... nothing; joining it is an unknown room.
+    let r = alice
+        .post(&format!("/join/{}", enc(&room)), json!({}))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let v = root
+        .get(&format!("{A}/v2/rooms/{}/delete_status", enc(&room)))
+        .await
+        .ok();
+    assert_eq!(v["results"][0]["delete_id"], delete_id.as_str());
+}
+
+#[tokio::test]
+async fn a_blocked_room_refuses_joins() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let v = root
+        .request(
+            Method::DELETE,
+            &format!("{A}/v2/rooms/{}", enc(&room)),
+            Some(json!({"block": true, "purge": false})),
+        )
+        .await
+        .ok();
+    let status = deletion_done(&root, v["delete_id"].as_str().unwrap()).await;
+    assert_eq!(status["status"], "complete", "{status}");
+    // Not purged: the room is still there, empty, and nobody may join it.
+    let details = root.get(&format!("{A}/v1/rooms/{}", enc(&room))).await.ok();
+    assert_eq!(details["joined_members"], 0);
+    for user in [&alice, &bob] {
+        user.post(&format!("/join/{}", enc(&room)), json!({}))
+            .await
+            .expect_err(403, "M_FORBIDDEN");
+    }
+    // Blocking an unknown room works too (Synapse's way to block ahead).
+    let unknown = "!unknown:test.local";
+    let v = root
+        .request(
+            Method::DELETE,
+            &format!("{A}/v2/rooms/{}", enc(unknown)),
+            Some(json!({"block": true})),
+        )
+        .await
+        .ok();
+    deletion_done(&root, v["delete_id"].as_str().unwrap()).await;
+    alice
+        .post(&format!("/join/{}", enc(unknown)), json!({}))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn deleting_a_room_can_move_members_to_a_new_room() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    let v = root
+        .request(
+            Method::DELETE,
+            &format!("{A}/v2/rooms/{}", enc(&room)),
+            Some(json!({"new_room_user_id": root.user_id, "room_name": "Moved", "message": "Bye"})),
+        )
+        .await
+        .ok();
+    let status = deletion_done(&root, v["delete_id"].as_str().unwrap()).await;
+    let new_room = status["shutdown_room"]["new_room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        alice.get("/joined_rooms").await.ok()["joined_rooms"],
+        json!([new_room])
+    );
+    let messages = alice
+        .get(&format!(
+            "/rooms/{}/messages?dir=b&limit=20",
+            enc(&new_room)
+        ))
+        .await
+        .ok();
+    assert!(
+        messages["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["content"]["body"] == "Bye")
+    );
+    // Alice may read but not speak there.
+    let r = alice
+        .put(
+            &format!("/rooms/{}/send/m.room.message/t1", enc(&new_room)),
+            json!({"msgtype": "m.text", "body": "hi"}),
+        )
+        .await;
+    r.expect_err(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn deleting_bad_or_unknown_rooms_is_refused() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    root.request(
+        Method::DELETE,
+        &format!("{A}/v2/rooms/{}", enc("!nope:test.local")),
+        Some(json!({})),
+    )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+    root.request(
+        Method::DELETE,
+        &format!("{A}/v2/rooms/notaroom"),
+        Some(json!({})),
+    )
+    .await
+    .expect_err(400, "M_INVALID_PARAM");
+    root.get(&format!("{A}/v2/rooms/delete_status/nope"))
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    root.get(&format!(
+        "{A}/v2/rooms/{}/delete_status",
+        enc("!nope:test.local")
+    ))
     .await
     .expect_err(404, "M_NOT_FOUND");
 }

@@ -2,6 +2,7 @@
 //! (anything that executes) and return plain Rust types; no HTTP types, no rules.
 
 pub mod account_data;
+pub mod admin_jobs;
 pub mod events;
 pub mod filters;
 pub mod hierarchy;

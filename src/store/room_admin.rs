@@ -154,3 +154,47 @@ pub async fn joined_members(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Res
     .fetch_all(db)
     .await
 }
+
+/// Deletes every trace of the room: its events and what indexes them, its state, memberships,
+/// aliases, receipts, notifications and room account data, then the room. Takes the room's lock
+/// first (as the event writer does), so no event is being added meanwhile. False when the room
+/// does not exist (anymore).
+pub async fn purge_room(conn: &mut sqlx::PgConnection, room_id: &str) -> sqlx::Result<bool> {
+    if super::rooms::lock_rooms(conn, &[room_id]).await?.is_empty() {
+        return Ok(false);
+    }
+    sqlx::query!(
+        "DELETE FROM event_txns WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)",
+        room_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!("DELETE FROM event_search WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM notifications WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM receipts WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM account_data WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM room_state WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM memberships WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM room_aliases WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM events WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM rooms WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}

@@ -1,14 +1,16 @@
 //! Synapse's room admin API: list, details, members, state.
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::auth::AdminRequester;
-use crate::api::extract::{Path, Query};
+use crate::api::extract::{Json, Path, Query};
+use crate::service::admin::room_delete::{self, DeleteRoom};
 use crate::service::admin::rooms::{self, AdminRoomRow, RoomQuery};
+use crate::store::admin_jobs::JobRow;
 use crate::{AppState, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -19,6 +21,15 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/_synapse/admin/v1/rooms/{room_id}/state",
             get(state_events),
+        )
+        .route("/_synapse/admin/v2/rooms/{room_id}", delete(delete_room))
+        .route(
+            "/_synapse/admin/v2/rooms/{room_id}/delete_status",
+            get(delete_status_of_room),
+        )
+        .route(
+            "/_synapse/admin/v2/rooms/delete_status/{delete_id}",
+            get(delete_status),
         )
 }
 
@@ -114,4 +125,76 @@ async fn state_events(
 ) -> Result<JsonResponse<Value>> {
     let events = rooms::current_state(&state, &room_id).await?;
     Ok(JsonResponse(json!({"state": events})))
+}
+
+/// The body of DELETE /v2/rooms/{roomId}.
+#[derive(Deserialize)]
+struct DeleteBody {
+    new_room_user_id: Option<String>,
+    room_name: Option<String>,
+    message: Option<String>,
+    #[serde(default)]
+    block: bool,
+    purge: Option<bool>,
+    /// Synapse's: purge even if local users could not be moved out. Axon always purges when asked.
+    #[serde(default)]
+    #[allow(dead_code)]
+    force_purge: bool,
+}
+
+async fn delete_room(
+    State(state): State<AppState>,
+    AdminRequester(admin): AdminRequester,
+    Path(room_id): Path<String>,
+    Json(body): Json<DeleteBody>,
+) -> Result<JsonResponse<Value>> {
+    let req = DeleteRoom {
+        admin: admin.user_id.to_string(),
+        new_room_user_id: body.new_room_user_id,
+        room_name: body
+            .room_name
+            .unwrap_or_else(|| room_delete::DEFAULT_ROOM_NAME.into()),
+        message: body
+            .message
+            .unwrap_or_else(|| room_delete::DEFAULT_MESSAGE.into()),
+        block: body.block,
+        purge: body.purge.unwrap_or(true),
+    };
+    let delete_id = room_delete::start(&state, &room_id, req).await?;
+    Ok(JsonResponse(json!({"delete_id": delete_id})))
+}
+
+/// A deletion as Synapse's status endpoints show it.
+fn job_json(job: &JobRow) -> Value {
+    let mut body = json!({
+        "delete_id": job.job_id,
+        "room_id": job.room_id,
+        "status": job.status,
+        "shutdown_room": job.result.clone().unwrap_or_else(|| json!({
+            "kicked_users": [], "failed_to_kick_users": [], "local_aliases": [], "new_room_id": null
+        })),
+    });
+    if let Some(error) = &job.error {
+        body["error"] = json!(error);
+    }
+    body
+}
+
+async fn delete_status(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(delete_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    let job = room_delete::status(&state, &delete_id).await?;
+    Ok(JsonResponse(job_json(&job)))
+}
+
+async fn delete_status_of_room(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(room_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    let jobs = room_delete::statuses_of_room(&state, &room_id).await?;
+    let results: Vec<Value> = jobs.iter().map(job_json).collect();
+    Ok(JsonResponse(json!({"results": results})))
 }

@@ -3,11 +3,26 @@
 //! other. Admin permission is checked by the caller (the HTTP extractor; the CLI is local).
 
 pub mod reports;
+pub mod room_delete;
 pub mod rooms;
 pub mod tokens;
 pub mod users;
 
+use ruma::{OwnedDeviceId, OwnedUserId};
+
+use crate::service::auth::Requester;
 use crate::{AppState, Error, Result};
+
+/// The admin acting on a user's behalf (for rules written for the user's own requests).
+pub fn acting_as(user_id: &str) -> Result<Requester> {
+    Ok(Requester {
+        user_id: OwnedUserId::try_from(user_id).map_err(Error::internal)?,
+        device_id: OwnedDeviceId::from("ADMIN"),
+        is_guest: false,
+        is_admin: true,
+        is_shadow_banned: false,
+    })
+}
 
 /// `user_id` if it is a well-formed user ID of this server; 400 otherwise (Synapse: "Can only …
 /// local users").

@@ -1,9 +1,8 @@
 //! Users: listing, details, create-or-modify, password resets, locking, devices, joined rooms.
 
-use ruma::{OwnedDeviceId, OwnedUserId};
 use serde_json::{Value, json};
 
-use super::{Page, contains_pattern, descending, local_user};
+use super::{Page, acting_as, contains_pattern, descending, local_user};
 use crate::service::accounts;
 use crate::service::auth::{self, Requester};
 use crate::service::profile::{self, Field};
@@ -170,17 +169,6 @@ async fn apply_profile(state: &AppState, user_id: &str, changes: &UserChanges) -
         profile::set_field(state, &acting, user_id, Field::AvatarUrl, url.clone()).await?;
     }
     Ok(())
-}
-
-/// The admin acting on the user's behalf (for rules written for the user's own requests).
-fn acting_as(user_id: &str) -> Result<Requester> {
-    Ok(Requester {
-        user_id: OwnedUserId::try_from(user_id).map_err(Error::internal)?,
-        device_id: OwnedDeviceId::from("ADMIN"),
-        is_guest: false,
-        is_admin: true,
-        is_shadow_banned: false,
-    })
 }
 
 /// POST /_synapse/admin/v1/reset_password/{userId}.
