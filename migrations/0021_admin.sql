@@ -33,3 +33,10 @@ CREATE TABLE admin_jobs (
 );
 -- The status of a room's deletions.
 CREATE INDEX admin_jobs_room ON admin_jobs (room_id, created_ts);
+
+-- Quarantined media (POST /_synapse/admin/v1/media/quarantine/…): the admin who quarantined it.
+-- Downloads and thumbnails of quarantined media answer 404, as Synapse.
+ALTER TABLE media ADD COLUMN quarantined_by TEXT;
+-- The admin API lists a user's media, newest first, and cleans up media by age.
+CREATE INDEX media_uploader_created ON media (uploader, created_ts);
+CREATE INDEX media_created ON media (created_ts);

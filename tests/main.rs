@@ -4,6 +4,7 @@ mod common;
 
 mod accounts;
 mod admin_api;
+mod admin_media;
 mod e2ee;
 mod email;
 mod ephemeral;

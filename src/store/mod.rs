@@ -10,6 +10,7 @@ pub mod key_backup;
 pub mod keys;
 pub mod login_tokens;
 pub mod media;
+pub mod media_admin;
 pub mod openid_tokens;
 pub mod pool;
 pub mod presence;

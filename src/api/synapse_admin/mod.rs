@@ -1,6 +1,7 @@
 //! Synapse's admin API (`/_synapse/admin/…`), the subset admin tools such as synapse-admin use:
 //! same paths, parameters and shapes. Every handler takes `AdminRequester`.
 
+mod media;
 mod moderation;
 mod rooms;
 mod users;
@@ -18,6 +19,7 @@ pub fn routes() -> Router<AppState> {
         .merge(users::routes())
         .merge(rooms::routes())
         .merge(moderation::routes())
+        .merge(media::routes())
 }
 
 /// Synapse answers this one without authentication; Axon asks for an admin as for the rest.

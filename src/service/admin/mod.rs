@@ -2,6 +2,7 @@
 //! command line: both call these, so a user created or a token deleted one way is the same as the
 //! other. Admin permission is checked by the caller (the HTTP extractor; the CLI is local).
 
+pub mod media;
 pub mod reports;
 pub mod room_delete;
 pub mod rooms;
