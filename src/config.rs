@@ -31,6 +31,7 @@ pub struct Config {
     pub email: Email,
     pub admin: Admin,
     pub server_notices: ServerNotices,
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +321,42 @@ impl Default for ServerNotices {
     }
 }
 
+/// Message retention (`m.room.retention`, as Synapse's `retention`): a job deletes the events
+/// older than each room's `max_lifetime` (state events stay). Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub enabled: bool,
+    /// The policy of rooms without an `m.room.retention` event.
+    pub default_policy: RetentionPolicy,
+    /// Rooms' `max_lifetime` is raised to at least this (milliseconds).
+    pub allowed_lifetime_min: Option<i64>,
+    /// Rooms' `max_lifetime` is lowered to at most this (milliseconds).
+    pub allowed_lifetime_max: Option<i64>,
+    /// How often the purge job runs, in milliseconds.
+    pub purge_interval_ms: u64,
+}
+
+/// A retention policy's lifetimes, in milliseconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionPolicy {
+    pub min_lifetime: Option<i64>,
+    pub max_lifetime: Option<i64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            default_policy: RetentionPolicy::default(),
+            allowed_lifetime_min: None,
+            allowed_lifetime_max: None,
+            purge_interval_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -344,6 +381,7 @@ impl Default for Config {
             email: Email::default(),
             admin: Admin::default(),
             server_notices: ServerNotices::default(),
+            retention: Retention::default(),
         }
     }
 }

@@ -7,7 +7,16 @@ use crate::{AppState, store};
 /// Transaction IDs are remembered at least this long (the spec asks for idempotent retries).
 const TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// Finished admin jobs (room deletions, purges) are remembered this long for their status.
+const JOB_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// An unfinished admin job not updated for this long is taken for dead.
+const STALE_JOB_MS: i64 = 6 * 60 * 60 * 1000;
+
 pub fn start(state: AppState) {
+    if state.config.retention.enabled {
+        start_retention(state.clone());
+    }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -25,10 +34,35 @@ pub fn start(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning hierarchy sessions failed"),
             }
+            let jobs =
+                store::admin_jobs::prune(&state.db, store::now_ms() - JOB_RETENTION_MS).await;
+            // A job not heard of for hours ran on a process that stopped: it will not finish.
+            let stale =
+                store::admin_jobs::fail_unfinished(&state.db, store::now_ms() - STALE_JOB_MS).await;
+            let jobs = jobs.and(stale);
+            if let Err(e) = jobs {
+                tracing::warn!(error = %e, "pruning finished admin jobs failed");
+            }
             let openid = crate::service::openid::prune(&state.db).await;
             let login = crate::service::login_tokens::prune(&state.db).await;
             if let Err(e) = openid.and(login) {
                 tracing::warn!(error = %e, "pruning expired OpenID and login tokens failed");
+            }
+        }
+    });
+}
+
+/// The retention job (`[retention]`): purges expired events every `purge_interval_ms`.
+fn start_retention(state: AppState) {
+    tokio::spawn(async move {
+        let period = Duration::from_millis(state.config.retention.purge_interval_ms.max(1000));
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            match crate::service::admin::purge::run_retention(&state).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "purged expired events"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the retention job failed"),
             }
         }
     });

@@ -14,6 +14,7 @@ pub mod media_admin;
 pub mod openid_tokens;
 pub mod pool;
 pub mod presence;
+pub mod purge;
 pub mod push;
 pub mod receipts;
 pub mod registration;

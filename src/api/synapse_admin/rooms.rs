@@ -1,17 +1,18 @@
 //! Synapse's room admin API: list, details, members, state.
 
 use axum::extract::State;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::auth::AdminRequester;
 use crate::api::extract::{Json, Path, Query};
+use crate::service::admin::purge::{self, PurgePoint};
 use crate::service::admin::room_delete::{self, DeleteRoom};
 use crate::service::admin::rooms::{self, AdminRoomRow, RoomQuery};
 use crate::store::admin_jobs::JobRow;
-use crate::{AppState, Result};
+use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -30,6 +31,18 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/_synapse/admin/v2/rooms/delete_status/{delete_id}",
             get(delete_status),
+        )
+        .route(
+            "/_synapse/admin/v1/purge_history/{room_id}",
+            post(purge_history),
+        )
+        .route(
+            "/_synapse/admin/v1/purge_history/{room_id}/{event_id}",
+            post(purge_history_to_event),
+        )
+        .route(
+            "/_synapse/admin/v1/purge_history_status/{purge_id}",
+            get(purge_status),
         )
 }
 
@@ -197,4 +210,57 @@ async fn delete_status_of_room(
     let jobs = room_delete::statuses_of_room(&state, &room_id).await?;
     let results: Vec<Value> = jobs.iter().map(job_json).collect();
     Ok(JsonResponse(json!({"results": results})))
+}
+
+/// The body of POST /v1/purge_history/{roomId}.
+#[derive(Deserialize)]
+struct PurgeBody {
+    #[serde(default)]
+    delete_local_events: bool,
+    purge_up_to_event_id: Option<String>,
+    purge_up_to_ts: Option<i64>,
+}
+
+async fn purge_history(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(room_id): Path<String>,
+    Json(body): Json<PurgeBody>,
+) -> Result<JsonResponse<Value>> {
+    let point = match (body.purge_up_to_event_id, body.purge_up_to_ts) {
+        (Some(event_id), _) => PurgePoint::Event(event_id),
+        (None, Some(ts)) => PurgePoint::Timestamp(ts),
+        (None, None) => {
+            return Err(Error::unknown(
+                "must specify purge_up_to_event_id or purge_up_to_ts",
+            ));
+        }
+    };
+    let purge_id = purge::start_purge(&state, &room_id, point, body.delete_local_events).await?;
+    Ok(JsonResponse(json!({"purge_id": purge_id})))
+}
+
+/// The older form, naming the event in the path.
+async fn purge_history_to_event(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path((room_id, event_id)): Path<(String, String)>,
+    Json(body): Json<PurgeBody>,
+) -> Result<JsonResponse<Value>> {
+    let point = PurgePoint::Event(event_id);
+    let purge_id = purge::start_purge(&state, &room_id, point, body.delete_local_events).await?;
+    Ok(JsonResponse(json!({"purge_id": purge_id})))
+}
+
+async fn purge_status(
+    State(state): State<AppState>,
+    _admin: AdminRequester,
+    Path(purge_id): Path<String>,
+) -> Result<JsonResponse<Value>> {
+    let job = purge::status(&state, &purge_id).await?;
+    let mut body = json!({"status": job.status});
+    if let Some(error) = job.error {
+        body["error"] = json!(error);
+    }
+    Ok(JsonResponse(body))
 }
