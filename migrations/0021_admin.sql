@@ -40,3 +40,11 @@ ALTER TABLE media ADD COLUMN quarantined_by TEXT;
 -- The admin API lists a user's media, newest first, and cleans up media by age.
 CREATE INDEX media_uploader_created ON media (uploader, created_ts);
 CREATE INDEX media_created ON media (created_ts);
+
+-- Each user's server notices room (POST /_synapse/admin/v1/send_server_notice), created on the
+-- first notice by the notices user.
+CREATE TABLE server_notice_rooms (
+    user_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    created_ts BIGINT NOT NULL
+);

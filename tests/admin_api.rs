@@ -54,6 +54,9 @@ fn endpoints() -> Vec<(Method, String)> {
         (Method::GET, format!("{A}/v1/registration_tokens/abc")),
         (Method::PUT, format!("{A}/v1/registration_tokens/abc")),
         (Method::DELETE, format!("{A}/v1/registration_tokens/abc")),
+        (Method::POST, format!("{A}/v1/rooms/{r}/make_room_admin")),
+        (Method::POST, format!("{A}/v1/send_server_notice")),
+        (Method::PUT, format!("{A}/v1/send_server_notice/t")),
         (Method::GET, format!("{A}/v1/event_reports")),
         (Method::GET, format!("{A}/v1/event_reports/1")),
         (Method::DELETE, format!("{A}/v1/event_reports/1")),
@@ -1049,6 +1052,144 @@ async fn deleting_bad_or_unknown_rooms_is_refused() {
         "{A}/v2/rooms/{}/delete_status",
         enc("!nope:test.local")
     ))
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+}
+
+fn notices_config() -> axon::Config {
+    let mut config = test_config();
+    config.server_notices.system_mxid_localpart = Some("notices".into());
+    config.server_notices.room_name = "From the admins".into();
+    config
+}
+
+#[tokio::test]
+async fn server_notices_are_off_unless_configured() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    let bob = app.register("bob").await;
+    root.post(
+        &format!("{A}/v1/send_server_notice"),
+        json!({"user_id": bob.user_id, "content": {"msgtype": "m.text", "body": "hi"}}),
+    )
+    .await
+    .expect_err(400, "M_UNKNOWN");
+}
+
+#[tokio::test]
+async fn server_notices_arrive_in_the_users_notices_room() {
+    let app = spawn_app_with(notices_config()).await;
+    let root = admin(&app, "root").await;
+    let bob = app.register("bob").await;
+    let path = format!("{A}/v1/send_server_notice");
+    let body = |text: &str| json!({"user_id": bob.user_id, "content": {"msgtype": "m.text", "body": text}});
+    let first = root.post(&path, body("first")).await.ok();
+    assert!(first["event_id"].as_str().unwrap().starts_with('$'));
+    // Bob is invited by the notices user to a room named as configured, tagged m.server_notice.
+    let sync = bob.get("/sync").await.ok();
+    let invites = sync["rooms"]["invite"].as_object().unwrap();
+    assert_eq!(invites.len(), 1);
+    let (room, invite) = invites.iter().next().unwrap();
+    let events = invite["invite_state"]["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "From the admins")
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "m.room.member" && e["sender"] == "@notices:test.local")
+    );
+    join(&bob, room).await;
+    let tags = bob
+        .get(&format!(
+            "/user/{}/rooms/{}/tags",
+            enc(&bob.user_id),
+            enc(room)
+        ))
+        .await
+        .ok();
+    assert!(tags["tags"].get("m.server_notice").is_some(), "{tags}");
+    // The next notice goes to the same room; the PUT form works too.
+    let second = root.put(&format!("{path}/txn1"), body("second")).await.ok();
+    let event = bob
+        .get(&format!(
+            "/rooms/{}/event/{}",
+            enc(room),
+            enc(second["event_id"].as_str().unwrap())
+        ))
+        .await
+        .ok();
+    assert_eq!(event["content"]["body"], "second");
+    assert_eq!(event["sender"], "@notices:test.local");
+    // Bob cannot answer there.
+    bob.put(
+        &format!("/rooms/{}/send/m.room.message/t1", enc(room)),
+        json!({"msgtype": "m.text", "body": "no"}),
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
+    root.post(
+        &path,
+        json!({"user_id": "@x:elsewhere.org", "content": {"body": "x"}}),
+    )
+    .await
+    .expect_err(400, "M_UNKNOWN");
+    root.post(
+        &path,
+        json!({"user_id": "@nobody:test.local", "content": {"body": "x"}}),
+    )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+    root.post(&path, json!({"content": {"body": "x"}}))
+        .await
+        .expect_err(400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn make_room_admin_gives_the_user_power_and_an_invite() {
+    let app = spawn_app().await;
+    let root = admin(&app, "root").await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = create_room(
+        &alice,
+        json!({"preset": "private_chat", "room_alias_name": "secret"}),
+    )
+    .await;
+    let v = root
+        .post(
+            &format!("{A}/v1/rooms/{}/make_room_admin", enc("#secret:test.local")),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .ok();
+    assert_eq!(v, json!({}));
+    // Invited (the room is not public), then joined, bob holds the highest level.
+    join(&bob, &room).await;
+    let levels = bob
+        .get(&format!("/rooms/{}/state/m.room.power_levels/", enc(&room)))
+        .await
+        .ok();
+    assert_eq!(levels["users"][&bob.user_id], 100);
+    bob.put(
+        &format!("/rooms/{}/state/m.room.topic/", enc(&room)),
+        json!({"topic": "mine"}),
+    )
+    .await
+    .ok();
+    // The caller by default.
+    root.post(
+        &format!("{A}/v1/rooms/{}/make_room_admin", enc(&room)),
+        json!({}),
+    )
+    .await
+    .ok();
+    root.post(
+        &format!("{A}/v1/rooms/{}/make_room_admin", enc("!nope:test.local")),
+        json!({}),
+    )
     .await
     .expect_err(404, "M_NOT_FOUND");
 }

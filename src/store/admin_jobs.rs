@@ -1,4 +1,5 @@
-//! admin_jobs and blocked_rooms: the admin API's background jobs and blocked rooms.
+//! admin_jobs, blocked_rooms and server_notice_rooms: the admin API's background jobs, blocked
+//! rooms and server notices rooms.
 
 use serde_json::Value;
 use sqlx::PgExecutor;
@@ -147,4 +148,32 @@ pub async fn is_blocked(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Result<
     .fetch_optional(db)
     .await?
     .is_some())
+}
+
+/// The user's server notices room, if one was made.
+pub async fn notice_room(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "SELECT room_id FROM server_notice_rooms WHERE user_id = $1",
+        user_id
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Records the user's server notices room (replacing an older one).
+pub async fn set_notice_room(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    room_id: &str,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO server_notice_rooms (user_id, room_id, created_ts) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET room_id = EXCLUDED.room_id, created_ts = EXCLUDED.created_ts",
+        user_id,
+        room_id,
+        super::now_ms()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }

@@ -44,6 +44,10 @@ pub fn routes() -> Router<AppState> {
             "/_synapse/admin/v1/purge_history_status/{purge_id}",
             get(purge_status),
         )
+        .route(
+            "/_synapse/admin/v1/rooms/{room_id}/make_room_admin",
+            post(make_room_admin),
+        )
 }
 
 /// A room as Synapse's room listing shows it (no federation yet: every member is local).
@@ -263,4 +267,21 @@ async fn purge_status(
         body["error"] = json!(error);
     }
     Ok(JsonResponse(body))
+}
+
+#[derive(Deserialize)]
+struct MakeRoomAdminBody {
+    user_id: Option<String>,
+}
+
+/// The user named in the body (the calling admin by default) becomes an admin of the room.
+async fn make_room_admin(
+    State(state): State<AppState>,
+    AdminRequester(admin): AdminRequester,
+    Path(room): Path<String>,
+    Json(body): Json<MakeRoomAdminBody>,
+) -> Result<JsonResponse<Value>> {
+    let user_id = body.user_id.unwrap_or_else(|| admin.user_id.to_string());
+    rooms::make_room_admin(&state, &room, &user_id).await?;
+    Ok(JsonResponse(json!({})))
 }

@@ -3,6 +3,7 @@
 //! other. Admin permission is checked by the caller (the HTTP extractor; the CLI is local).
 
 pub mod media;
+pub mod notices;
 pub mod purge;
 pub mod reports;
 pub mod room_delete;

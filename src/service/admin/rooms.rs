@@ -95,3 +95,74 @@ async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
 fn room_not_found() -> Error {
     Error::not_found("Room not found")
 }
+
+/// Makes `user_id` an admin of the room (Synapse's make_room_admin): the most powerful local
+/// member gives the user its own power level (a creator of a v12 room, who is above levels, gives
+/// the highest level anyone holds, at least 100), and invites the user if the room is not public.
+pub async fn make_room_admin(
+    state: &AppState,
+    room_id_or_alias: &str,
+    user_id: &str,
+) -> Result<()> {
+    use crate::service::auth_rules::{self, CREATOR_POWER_LEVEL};
+    let room_id = crate::service::rooms::resolve_room(state, room_id_or_alias).await?;
+    let snapshot = crate::service::writer::room_snapshot(state, &room_id)
+        .await?
+        .ok_or_else(room_not_found)?;
+    let user_id = super::local_user(state, user_id)?;
+    if store::users::get_user(&state.db, &user_id)
+        .await?
+        .is_none_or(|u| u.deactivated)
+    {
+        return Err(Error::invalid_param(format!(
+            "{user_id} is not a local user"
+        )));
+    }
+    let version = snapshot.version;
+    let level_of = |user: &str| auth_rules::user_power_level(version, &*snapshot, user);
+    let local = format!(":{}", state.server_name);
+    let admin = snapshot
+        .members_with("join")
+        .filter(|member| member.ends_with(&local))
+        .max_by_key(|member| level_of(member))
+        .map(str::to_owned)
+        .ok_or_else(|| Error::invalid_param("No local admin user in room"))?;
+    let mut content = snapshot
+        .entry("m.room.power_levels", "")
+        .map(|e| e.content.clone())
+        .unwrap_or_else(|| serde_json::json!({}));
+    let users_max = content["users"]
+        .as_object()
+        .and_then(|users| users.values().filter_map(serde_json::Value::as_i64).max())
+        .unwrap_or(0);
+    let level = match level_of(&admin) {
+        CREATOR_POWER_LEVEL => users_max.max(100),
+        level => level,
+    };
+    if level_of(&user_id) < level {
+        content["users"][&user_id] = serde_json::json!(level);
+        let draft = crate::service::events::EventDraft::new(
+            "m.room.power_levels",
+            Some(""),
+            &admin,
+            content,
+        );
+        state
+            .writer
+            .submit(
+                crate::service::writer::Target::Existing(room_id.clone()),
+                vec![draft],
+                None,
+            )
+            .await?;
+    }
+    let membership = snapshot.membership(&user_id);
+    if membership != Some("join") && auth_rules::join_rule(&*snapshot) != Some("public") {
+        let acting = super::acting_as(&admin)?;
+        crate::service::rooms::change_membership(
+            state, &acting, &room_id, &user_id, "invite", None,
+        )
+        .await?;
+    }
+    Ok(())
+}
