@@ -274,3 +274,55 @@ async fn retention_lifetimes_are_raised_to_the_allowed_minimum() {
         .unwrap();
     assert_eq!(event_status(&alice, &room, &b).await, 200);
 }
+
+#[tokio::test]
+async fn housekeeping_prunes_old_transaction_ids_jobs_and_unused_media_ids() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    send_ok(&alice, &room, "x").await;
+    let day = 24 * 3600 * 1000;
+    let old = axon::store::now_ms() - 2 * day;
+    sqlx::query("UPDATE event_txns SET created_ts = $1")
+        .bind(old)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO admin_jobs (job_id, kind, room_id, status, created_ts, updated_ts)
+         VALUES ('old', 'purge_history', '!r:test.local', 'complete', $1, $1),
+                ('dead', 'purge_history', '!r:test.local', 'active', $1, $1)",
+    )
+    .bind(old - 7 * day)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO media (media_id, uploader, created_ts, unused_expires_ts) VALUES ('unused', $1, $2, $2)",
+    )
+    .bind(&alice.user_id)
+    .bind(old)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    axon::service::maintenance::prune_once(&app.state).await;
+    let count = |sql: &'static str| async {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(count("SELECT count(*) FROM event_txns").await, 0);
+    assert_eq!(
+        count("SELECT count(*) FROM admin_jobs WHERE job_id = 'old'").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM admin_jobs WHERE status = 'failed'").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM media WHERE media_id = 'unused'").await,
+        0
+    );
+}

@@ -21,35 +21,56 @@ pub fn start(state: AppState) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let cutoff = store::now_ms() - TXN_RETENTION_MS;
-            match store::events::prune_txns(&state.db, cutoff).await {
-                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned old transaction IDs"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning transaction IDs failed"),
-            }
-            match crate::service::spaces::prune_sessions(&state).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(pruned = n, "pruned hierarchy pagination sessions")
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pruning hierarchy sessions failed"),
-            }
-            let jobs =
-                store::admin_jobs::prune(&state.db, store::now_ms() - JOB_RETENTION_MS).await;
-            // A job not heard of for hours ran on a process that stopped: it will not finish.
-            let stale =
-                store::admin_jobs::fail_unfinished(&state.db, store::now_ms() - STALE_JOB_MS).await;
-            let jobs = jobs.and(stale);
-            if let Err(e) = jobs {
-                tracing::warn!(error = %e, "pruning finished admin jobs failed");
-            }
-            let openid = crate::service::openid::prune(&state.db).await;
-            let login = crate::service::login_tokens::prune(&state.db).await;
-            if let Err(e) = openid.and(login) {
-                tracing::warn!(error = %e, "pruning expired OpenID and login tokens failed");
-            }
+            prune_once(&state).await;
         }
     });
+}
+
+/// One round of pruning: each table that would otherwise grow without bound (see the README's
+/// "Operating Axon"). A failing step is logged and the others still run.
+pub async fn prune_once(state: &AppState) {
+    let now = store::now_ms();
+    report(
+        "transaction IDs",
+        store::events::prune_txns(&state.db, now - TXN_RETENTION_MS).await,
+    );
+    report(
+        "hierarchy pagination sessions",
+        crate::service::spaces::prune_sessions(state).await,
+    );
+    report(
+        "finished admin jobs",
+        store::admin_jobs::prune(&state.db, now - JOB_RETENTION_MS).await,
+    );
+    // A job not heard of for hours ran on a process that stopped: it will not finish.
+    report(
+        "stale admin jobs",
+        store::admin_jobs::fail_unfinished(&state.db, now - STALE_JOB_MS).await,
+    );
+    report(
+        "unused media IDs",
+        store::media_admin::prune_expired_pending(&state.db, now).await,
+    );
+    report(
+        "UIA sessions",
+        crate::service::uia::prune(state).await.map(|()| 0),
+    );
+    report(
+        "OpenID tokens",
+        crate::service::openid::prune(&state.db).await,
+    );
+    report(
+        "login tokens",
+        crate::service::login_tokens::prune(&state.db).await,
+    );
+}
+
+fn report<E: std::fmt::Display>(what: &str, result: Result<u64, E>) {
+    match result {
+        Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned {what}"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "pruning {what} failed"),
+    }
 }
 
 /// The retention job (`[retention]`): purges expired events every `purge_interval_ms`.

@@ -146,3 +146,14 @@ pub async fn set_quarantined(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Deletes media IDs created for asynchronous uploads that expired unused (no file names them).
+pub async fn prune_expired_pending(db: impl PgExecutor<'_>, now: i64) -> sqlx::Result<u64> {
+    let done = sqlx::query!(
+        "DELETE FROM media WHERE sha256 IS NULL AND unused_expires_ts < $1",
+        now
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
