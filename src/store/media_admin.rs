@@ -122,13 +122,13 @@ pub async fn delete_orphan_thumbnails(
 
 /// Whether any media row or thumbnail still names the file.
 pub async fn file_in_use(db: impl PgExecutor<'_>, sha256: &str) -> sqlx::Result<bool> {
-    Ok(sqlx::query_scalar!(
+    sqlx::query_scalar!(
         r#"SELECT (EXISTS (SELECT 1 FROM media WHERE sha256 = $1)
                 OR EXISTS (SELECT 1 FROM media_thumbnails WHERE sha256 = $1)) AS "used!""#,
         sha256
     )
     .fetch_one(db)
-    .await?)
+    .await
 }
 
 /// Quarantines (`Some(admin)`) or releases (`None`) the media; false when there is no such media.
