@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
-use crate::service::{accounts, registration, reports};
+use crate::service::accounts;
+use crate::service::admin::{reports, tokens, users};
 use crate::{AppState, Config, store};
 
 #[derive(Subcommand)]
@@ -128,7 +129,7 @@ pub async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
             let user_id = accounts::validate_localpart(state, &localpart(state, &name)?)?;
             accounts::ensure_available(state, &user_id).await?;
             let password = read_password(password_file.as_deref())?;
-            accounts::create_user(state, &user_id, Some(password), admin, None).await?;
+            users::create(state, &user_id, Some(password), admin).await?;
             println!("created {user_id}{}", if admin { " (admin)" } else { "" });
             Ok(())
         }
@@ -139,13 +140,13 @@ pub async fn user(config: Config, command: UserCommand) -> anyhow::Result<()> {
         } => {
             let user_id = accounts::validate_localpart(state, &localpart(state, &name)?)?;
             let password = read_password(password_file.as_deref())?;
-            accounts::change_password(state, &user_id, password, None, !keep_sessions).await?;
+            users::reset_password(state, &user_id, password, !keep_sessions).await?;
             println!("password of {user_id} changed");
             Ok(())
         }
         UserCommand::Deactivate { name, erase } => {
             let user_id = accounts::validate_localpart(state, &localpart(state, &name)?)?;
-            accounts::deactivate(state, &user_id, erase).await?;
+            users::deactivate(state, &user_id, erase).await?;
             println!("deactivated {user_id}");
             Ok(())
         }
@@ -161,13 +162,13 @@ pub async fn registration_token(config: Config, command: TokenCommand) -> anyhow
             token,
         } => {
             let expiry_ts = expires.map(|d| store::now_ms() + d.as_millis() as i64);
-            let token = registration::create_token(state, token, uses, expiry_ts).await?;
+            let token = tokens::create_simple(state, token, uses, expiry_ts).await?;
             println!("{token}");
             Ok(())
         }
         TokenCommand::List => {
             let now = store::now_ms();
-            for t in registration::tokens(state).await? {
+            for t in tokens::list(state, None).await? {
                 let uses = match t.uses_allowed {
                     Some(allowed) => format!("{}/{allowed} uses", t.completed),
                     None => format!("{}/unlimited uses", t.completed),
@@ -188,7 +189,7 @@ pub async fn registration_token(config: Config, command: TokenCommand) -> anyhow
             Ok(())
         }
         TokenCommand::Delete { token } => {
-            registration::delete_token(state, &token).await?;
+            tokens::delete(state, &token).await?;
             println!("deleted {token}");
             Ok(())
         }

@@ -30,6 +30,9 @@ pub struct Config {
     pub media: Media,
     pub email: Email,
     pub federation: Federation,
+    pub admin: Admin,
+    pub server_notices: ServerNotices,
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -356,6 +359,72 @@ impl Log {
     }
 }
 
+/// The Synapse-compatible admin API (`/_synapse/admin/…`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Lets admins get an access token for any user (`POST /_synapse/admin/v1/users/{userId}/login`).
+    /// Off by default.
+    pub allow_login_as: bool,
+}
+
+/// Server notices: messages from the server to a user, in a room of their own (Synapse's
+/// `server_notices`). Off while `system_mxid_localpart` is unset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerNotices {
+    /// The localpart of the user that sends the notices (created on first use).
+    pub system_mxid_localpart: Option<String>,
+    pub system_mxid_display_name: String,
+    pub room_name: String,
+}
+
+impl Default for ServerNotices {
+    fn default() -> Self {
+        Self {
+            system_mxid_localpart: None,
+            system_mxid_display_name: "Server Notices".into(),
+            room_name: "Server Notices".into(),
+        }
+    }
+}
+
+/// Message retention (`m.room.retention`, as Synapse's `retention`): a job deletes the events
+/// older than each room's `max_lifetime` (state events stay). Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub enabled: bool,
+    /// The policy of rooms without an `m.room.retention` event.
+    pub default_policy: RetentionPolicy,
+    /// Rooms' `max_lifetime` is raised to at least this (milliseconds).
+    pub allowed_lifetime_min: Option<i64>,
+    /// Rooms' `max_lifetime` is lowered to at most this (milliseconds).
+    pub allowed_lifetime_max: Option<i64>,
+    /// How often the purge job runs, in milliseconds.
+    pub purge_interval_ms: u64,
+}
+
+/// A retention policy's lifetimes, in milliseconds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionPolicy {
+    pub min_lifetime: Option<i64>,
+    pub max_lifetime: Option<i64>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            default_policy: RetentionPolicy::default(),
+            allowed_lifetime_min: None,
+            allowed_lifetime_max: None,
+            purge_interval_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -379,6 +448,9 @@ impl Default for Config {
             media: Media::default(),
             federation: Federation::default(),
             email: Email::default(),
+            admin: Admin::default(),
+            server_notices: ServerNotices::default(),
+            retention: Retention::default(),
         }
     }
 }

@@ -104,6 +104,17 @@ impl Error {
             .with_extra("soft_logout", json!(false))
     }
 
+    /// A locked account (spec: account locking): every authenticated request is refused as a
+    /// soft logout until an admin unlocks it.
+    pub fn user_locked() -> Self {
+        Self::matrix(
+            StatusCode::UNAUTHORIZED,
+            "M_USER_LOCKED",
+            "This account has been locked",
+        )
+        .with_extra("soft_logout", json!(true))
+    }
+
     pub fn limit_exceeded(retry_after_ms: u64) -> Self {
         Self::matrix(
             StatusCode::TOO_MANY_REQUESTS,

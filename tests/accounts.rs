@@ -363,7 +363,7 @@ async fn validity(app: &TestApp, token: &str) -> bool {
 #[tokio::test]
 async fn registration_token_required_valid_and_exhausted() {
     let app = token_app().await;
-    let token = axon::service::registration::create_token(&app.state, None, Some(1), None)
+    let token = axon::service::admin::tokens::create_simple(&app.state, None, Some(1), None)
         .await
         .unwrap();
     assert!(validity(&app, &token).await);
@@ -418,14 +418,21 @@ async fn registration_token_required_valid_and_exhausted() {
 async fn registration_token_expired_is_refused() {
     let app = token_app().await;
     let past = axon::store::now_ms() - 1000;
-    let token = axon::service::registration::create_token(
+    let token = axon::service::admin::tokens::create_simple(
         &app.state,
         Some("old-token".into()),
         None,
-        Some(past),
+        Some(past + 60_000),
     )
     .await
     .unwrap();
+    // Tokens cannot be created expired: this one expires after the fact.
+    sqlx::query("UPDATE registration_tokens SET expiry_ts = $1 WHERE token = $2")
+        .bind(past)
+        .bind(&token)
+        .execute(&app.db)
+        .await
+        .unwrap();
     assert!(!validity(&app, &token).await);
     let r = post(
         &app,
@@ -437,7 +444,7 @@ async fn registration_token_expired_is_refused() {
     assert_eq!(r.errcode(), "M_UNAUTHORIZED");
     // An unlimited token with a future expiry works for several users.
     let future = axon::store::now_ms() + 60_000;
-    let token = axon::service::registration::create_token(&app.state, None, None, Some(future))
+    let token = axon::service::admin::tokens::create_simple(&app.state, None, None, Some(future))
         .await
         .unwrap();
     for name in ["u1", "u2"] {
@@ -450,7 +457,7 @@ async fn registration_token_expired_is_refused() {
 #[tokio::test]
 async fn registration_token_runs_out_between_stage_and_registration() {
     let app = token_app().await;
-    let token = axon::service::registration::create_token(&app.state, None, Some(1), None)
+    let token = axon::service::admin::tokens::create_simple(&app.state, None, Some(1), None)
         .await
         .unwrap();
     // Two sessions validate the same single-use token; only the first registration gets it.

@@ -3,6 +3,9 @@
 mod common;
 
 mod accounts;
+mod admin_api;
+mod admin_media;
+mod admin_purge;
 mod e2ee;
 mod email;
 mod ephemeral;

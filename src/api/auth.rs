@@ -172,3 +172,19 @@ impl FromRequestParts<AppState> for MaybeRequester {
             .map(|r| MaybeRequester(Some(r)))
     }
 }
+
+/// A server admin's request: every `/_synapse/admin/…` handler takes this, so none can forget the
+/// check. No token is 401 `M_MISSING_TOKEN`; a valid token of a non-admin is 403 `M_FORBIDDEN`.
+pub struct AdminRequester(pub Requester);
+
+impl FromRequestParts<AppState> for AdminRequester {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let requester = Requester::from_request_parts(parts, state).await?;
+        if !requester.is_admin {
+            return Err(Error::forbidden("You are not a server admin"));
+        }
+        Ok(AdminRequester(requester))
+    }
+}

@@ -32,6 +32,7 @@ pub mod ruma;
 pub mod search;
 pub mod send;
 pub mod spaces;
+pub mod synapse_admin;
 pub mod sync;
 pub mod thirdparty;
 pub mod threepids;
@@ -101,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/_matrix/client/v1", client_v1)
         .merge(discovery::routes())
         .merge(register::admin_routes())
+        .merge(synapse_admin::routes())
         .merge(account_data::other_routes())
         .merge(keys::unstable_routes())
         .merge(media::other_routes())

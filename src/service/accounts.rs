@@ -326,6 +326,10 @@ pub async fn login(
     if !check_password(state, &user_id, password).await? {
         return Err(Error::forbidden("Invalid username or password"));
     }
+    // As Synapse: the right password of a locked account is refused as the account's requests are.
+    if store::user_admin::is_locked(&state.db, &user_id).await? {
+        return Err(Error::user_locked());
+    }
     open_session(state, &user_id, request).await
 }
 

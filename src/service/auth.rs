@@ -18,6 +18,8 @@ pub struct Requester {
     pub device_id: OwnedDeviceId,
     pub is_guest: bool,
     pub is_admin: bool,
+    /// Shadow-banned by an admin: the user's sends seem to succeed but reach no one.
+    pub is_shadow_banned: bool,
 }
 
 #[derive(Clone)]
@@ -87,6 +89,9 @@ pub async fn authenticate(state: &AppState, token: &str, client: ClientInfo) -> 
             if owner.deactivated {
                 return Err(Error::unknown_token("This account has been deactivated"));
             }
+            if owner.locked {
+                return Err(Error::user_locked());
+            }
             let expired = owner.expires_ts.is_some_and(|ts| ts <= store::now_ms());
             if let (Some(refresh), false) = (&owner.refresh_token_hash, expired) {
                 // The first use of a refreshed access token retires the refresh token it replaced
@@ -99,6 +104,7 @@ pub async fn authenticate(state: &AppState, token: &str, client: ClientInfo) -> 
                 device_id: owner.device_id.into(),
                 is_guest: owner.is_guest,
                 is_admin: owner.is_admin,
+                is_shadow_banned: owner.shadow_banned,
             };
             let entry = CachedToken {
                 requester,
@@ -156,6 +162,12 @@ fn note_last_seen(state: &AppState, requester: &Requester, now: i64, client: Cli
             tracing::warn!(error = %e, "could not record last_seen");
         }
     });
+}
+
+/// What a shadow-banned user is told its event got: an event ID that looks real and names nothing
+/// (Synapse's shadow ban answers the same way).
+pub fn fake_event_id() -> String {
+    format!("${}", random_string(43))
 }
 
 /// Forgets cached tokens after a logout, here and on every other process.

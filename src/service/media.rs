@@ -337,8 +337,10 @@ pub async fn find_uploaded(
     if server_name != state.server_name.as_str() || !valid_media_id(media_id) {
         return Err(not_found());
     }
-    let visible =
-        |row: &store::media::MediaRow| access == Access::Authenticated || row.legacy_access;
+    // Quarantined media is gone as far as anyone downloading it can tell (Synapse: 404).
+    let visible = |row: &store::media::MediaRow| {
+        (access == Access::Authenticated || row.legacy_access) && !row.quarantined
+    };
     let row = store::media::find(&state.db, media_id)
         .await?
         .filter(visible)

@@ -75,6 +75,9 @@ pub async fn send(
     }
     // No room lookup here: the writer answers 404 for an unknown room under its lock, saving a query.
     state.rate_limiter.user(UserAction::Message, requester)?;
+    if requester.is_shadow_banned {
+        return Ok(crate::service::auth::fake_event_id());
+    }
     let sender = requester.user_id.as_str();
     let mut draft = EventDraft::new(event_type, None, sender, Value::Object(content));
     draft.device_id = Some(requester.device_id.to_string());

@@ -2,6 +2,7 @@
 
 pub mod account_data;
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod auth_check;
 pub mod auth_rules;

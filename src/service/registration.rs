@@ -34,44 +34,6 @@ pub async fn token_is_valid(state: &AppState, token: &str) -> Result<bool> {
     Ok(uses_left && unexpired)
 }
 
-/// Creates a registration token (random unless given) and returns it.
-pub async fn create_token(
-    state: &AppState,
-    token: Option<String>,
-    uses_allowed: Option<i32>,
-    expiry_ts: Option<i64>,
-) -> Result<String> {
-    let token = token.unwrap_or_else(|| random_string(16));
-    if !token_is_well_formed(&token) {
-        return Err(Error::invalid_param(
-            "A token is 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '~', '-'",
-        ));
-    }
-    if uses_allowed.is_some_and(|n| n < 0) {
-        return Err(Error::invalid_param(
-            "The number of uses cannot be negative",
-        ));
-    }
-    if !store::registration::insert_token(&state.db, &token, uses_allowed, expiry_ts).await? {
-        return Err(Error::invalid_param("This token already exists"));
-    }
-    Ok(token)
-}
-
-pub use store::registration::RegistrationTokenRow as RegistrationToken;
-
-pub async fn tokens(state: &AppState) -> Result<Vec<RegistrationToken>> {
-    Ok(store::registration::list_tokens(&state.db).await?)
-}
-
-pub async fn delete_token(state: &AppState, token: &str) -> Result<()> {
-    if store::registration::delete_token(&state.db, token).await? {
-        Ok(())
-    } else {
-        Err(Error::not_found("No such registration token"))
-    }
-}
-
 fn shared_secret(state: &AppState) -> Result<&str> {
     state
         .config

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::service::auth::Requester;
 use crate::service::messages;
 use crate::service::rate_limit::UserAction;
-use crate::store::reports::{NewReport, ReportRow};
+use crate::store::reports::NewReport;
 use crate::{AppState, Error, Result, store};
 
 /// Longest reason of a user report (as Synapse's `ReportsHandler.report_user`).
@@ -143,9 +143,4 @@ fn required_reason(body: &Map<String, Value>) -> Result<&str> {
         Some(_) => Err(Error::bad_json("reason must be a string")),
         None => Err(Error::bad_json("reason is required")),
     }
-}
-
-/// The newest `limit` reports, newest first (for the admin CLI).
-pub async fn newest(state: &AppState, limit: i64) -> Result<Vec<ReportRow>> {
-    Ok(store::reports::newest(&state.db, limit.max(0)).await?)
 }

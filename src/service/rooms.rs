@@ -546,6 +546,12 @@ async fn enter(
 ) -> Result<String> {
     check_member_keys(&given)?;
     let room_id = resolve_room(state, room_id_or_alias).await?;
+    // An admin blocked the room (Synapse's room deletion with `block`): nobody here joins it.
+    if store::admin_jobs::is_blocked(&state.db, &room_id).await? {
+        return Err(Error::forbidden(
+            "This room has been blocked on this server",
+        ));
+    }
     require_room(state, &room_id).await?;
     let me = requester.user_id.as_str();
     let profile = member_profile(state, requester, &room_id, me, membership).await?;
@@ -613,6 +619,9 @@ pub async fn set_state(
         message_validation::sanitize_content(event_type, &mut content);
     }
     state.rate_limiter.user(UserAction::Message, requester)?;
+    if requester.is_shadow_banned {
+        return Ok(crate::service::auth::fake_event_id());
+    }
     let sender = requester.user_id.as_str();
     if event_type == "m.room.canonical_alias" {
         check_canonical_alias(state, room_id, &content).await?;

@@ -373,3 +373,9 @@ async fn email_stage(state: &AppState, auth: &AuthData, progress: &mut Progress)
     progress.user_id = Some(user_id);
     Ok(())
 }
+
+/// Deletes UIA sessions past their lifetime (the maintenance task; new sessions prune too).
+pub async fn prune(state: &AppState) -> Result<()> {
+    store::uia::prune(&state.db, store::now_ms() - SESSION_LIFETIME_MS).await?;
+    Ok(())
+}

@@ -12,6 +12,8 @@ pub struct MediaRow {
     pub filename: Option<String>,
     pub unused_expires_ts: Option<i64>,
     pub legacy_access: bool,
+    /// An admin quarantined it: it is served to no one.
+    pub quarantined: bool,
 }
 
 /// What an uploaded file is; the row of a finished upload.
@@ -104,8 +106,9 @@ pub async fn complete_pending(
 pub async fn find(db: impl PgExecutor<'_>, media_id: &str) -> sqlx::Result<Option<MediaRow>> {
     sqlx::query_as!(
         MediaRow,
-        "SELECT media_id, uploader, sha256, size, content_type, filename, unused_expires_ts, legacy_access
-         FROM media WHERE media_id = $1",
+        r#"SELECT media_id, uploader, sha256, size, content_type, filename, unused_expires_ts, legacy_access,
+                  quarantined_by IS NOT NULL AS "quarantined!"
+           FROM media WHERE media_id = $1"#,
         media_id
     )
     .fetch_optional(db)

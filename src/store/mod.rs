@@ -2,6 +2,7 @@
 //! (anything that executes) and return plain Rust types; no HTTP types, no rules.
 
 pub mod account_data;
+pub mod admin_jobs;
 pub mod events;
 pub mod federation_queue;
 pub mod filters;
@@ -10,13 +11,16 @@ pub mod key_backup;
 pub mod keys;
 pub mod login_tokens;
 pub mod media;
+pub mod media_admin;
 pub mod openid_tokens;
 pub mod pool;
 pub mod presence;
+pub mod purge;
 pub mod push;
 pub mod receipts;
 pub mod registration;
 pub mod reports;
+pub mod room_admin;
 pub mod rooms;
 pub mod search;
 pub mod secrets;
@@ -26,6 +30,7 @@ pub mod threepids;
 pub mod to_device;
 pub mod tokens;
 pub mod uia;
+pub mod user_admin;
 pub mod users;
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp in the schema.

@@ -103,3 +103,28 @@ pub async fn prune_nonces(db: impl PgExecutor<'_>, cutoff_ts: i64) -> sqlx::Resu
     .await?;
     Ok(())
 }
+
+/// Changes the token's limits: each `Some` replaces the stored value (`Some(None)` clears it).
+/// Returns the updated token, None when it does not exist.
+pub async fn update_token(
+    db: impl PgExecutor<'_>,
+    token: &str,
+    uses_allowed: Option<Option<i32>>,
+    expiry_ts: Option<Option<i64>>,
+) -> sqlx::Result<Option<RegistrationTokenRow>> {
+    sqlx::query_as!(
+        RegistrationTokenRow,
+        "UPDATE registration_tokens
+         SET uses_allowed = CASE WHEN $2 THEN $3 ELSE uses_allowed END,
+             expiry_ts = CASE WHEN $4 THEN $5 ELSE expiry_ts END
+         WHERE token = $1
+         RETURNING token, uses_allowed, completed, expiry_ts, created_ts",
+        token,
+        uses_allowed.is_some(),
+        uses_allowed.flatten(),
+        expiry_ts.is_some(),
+        expiry_ts.flatten()
+    )
+    .fetch_optional(db)
+    .await
+}

@@ -10,6 +10,8 @@ pub struct TokenOwner {
     pub is_guest: bool,
     pub is_admin: bool,
     pub deactivated: bool,
+    pub locked: bool,
+    pub shadow_banned: bool,
 }
 
 pub async fn insert_access_token(
@@ -41,7 +43,7 @@ pub async fn find_access_token(
 ) -> sqlx::Result<Option<TokenOwner>> {
     sqlx::query_as!(
         TokenOwner,
-        "SELECT t.user_id, t.device_id, t.expires_ts, t.refresh_token_hash, u.is_guest, u.is_admin, u.deactivated
+        "SELECT t.user_id, t.device_id, t.expires_ts, t.refresh_token_hash, u.is_guest, u.is_admin, u.deactivated, u.locked, u.shadow_banned
          FROM access_tokens t JOIN users u USING (user_id) WHERE t.token_hash = $1",
         hash
     )
