@@ -29,6 +29,27 @@ pub struct Config {
     pub turn: Turn,
     pub media: Media,
     pub email: Email,
+    pub metrics: Metrics,
+}
+
+/// The Prometheus endpoint: `GET /metrics` on a listener of its own, never on the client port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Off by default: nothing is recorded and no listener opens.
+    pub enabled: bool,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 9090,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -310,6 +331,7 @@ impl Default for Config {
             turn: Turn::default(),
             media: Media::default(),
             email: Email::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -615,6 +637,15 @@ impl Config {
             return invalid(
                 "turn",
                 "set either shared_secret or username and password, not both",
+            );
+        }
+        if self.metrics.enabled
+            && self.metrics.address == self.listen.address
+            && self.metrics.port == self.listen.port
+        {
+            return invalid(
+                "metrics.port",
+                "must differ from listen.port: metrics are never served on the client listener",
             );
         }
         self.validate_email()

@@ -3,6 +3,7 @@
 mod common;
 
 mod accounts;
+mod deployment;
 mod e2ee;
 mod email;
 mod ephemeral;
@@ -18,6 +19,7 @@ mod media;
 mod messaging;
 mod mutual_rooms;
 mod openid;
+mod operations;
 mod push_rules;
 mod rate_limits;
 mod registration_sessions;

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::service::auth_rules::{self, NewEvent, RoomState, RoomVersion};
 use crate::service::events::{self, BuiltEvent, EventDraft, Placement};
+use crate::service::metrics::{self, names};
 use crate::service::recent::{Notified, RecentEvent};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
 use crate::service::{notifier, push, room_versions};
@@ -143,6 +144,7 @@ impl Writer {
 
 async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
+        ::metrics::gauge!(names::WRITER_QUEUED).set(queue.len() as f64);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -150,6 +152,7 @@ async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        ::metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
         let (creates, appends): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
             .partition(|job| matches!(job.target, Target::New { .. }));
@@ -171,15 +174,23 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
             Target::New { .. } => None,
         })
         .collect();
+    let started = std::time::Instant::now();
+    let optimistic = optimistic_fits(&jobs);
     let outcome = match commit(state, &jobs, Path::Optimistic).await {
         Ok(Some(outcomes)) => Ok(outcomes),
-        Ok(None) => match commit(state, &jobs, Path::Locked).await {
+        Ok(None) => match {
+            if optimistic {
+                ::metrics::counter!(names::WRITER_REDONE, "reason" => "conflict").increment(1);
+            }
+            commit(state, &jobs, Path::Locked).await
+        } {
             Ok(Some(outcomes)) => Ok(outcomes),
             Ok(None) => Err(Error::internal("a locked batch met a conflict")),
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
     };
+    ::metrics::histogram!(names::WRITER_COMMIT).record(started.elapsed());
     let e = match outcome {
         Ok(outcomes) => {
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -196,6 +207,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         // One event may have failed the batch (content the database refuses): each job again on
         // its own, so only the bad one fails. (With the database unavailable, all would fail.)
         tracing::warn!(error = %e, jobs = jobs.len(), "event batch failed; retrying its jobs one by one");
+        ::metrics::counter!(names::WRITER_REDONE, "reason" => "failure").increment(1);
         for job in jobs {
             Box::pin(process(state, vec![job])).await;
         }
@@ -343,8 +355,12 @@ async fn commit(
         return Ok(None);
     }
     let mut conn = match path {
-        Path::Locked => BatchConn::Locked(state.db.begin().await?),
-        Path::Optimistic => BatchConn::Optimistic(state.writer_db.acquire().await?),
+        Path::Locked => {
+            BatchConn::Locked(metrics::timed_acquire("requests", state.db.begin()).await?)
+        }
+        Path::Optimistic => BatchConn::Optimistic(
+            metrics::timed_acquire("writer", state.writer_db.acquire()).await?,
+        ),
     };
     let now = store::now_ms();
 
