@@ -57,6 +57,9 @@ impl Default for Metrics {
 pub struct Listen {
     pub address: IpAddr,
     pub port: u16,
+    /// Axon runs behind a reverse proxy: take the client's address from the last
+    /// `X-Forwarded-For` entry (Synapse's listener option of the same name). Off: the peer's.
+    pub x_forwarded: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -378,6 +381,7 @@ impl Default for Listen {
         Self {
             address: IpAddr::from([127, 0, 0, 1]),
             port: 8008,
+            x_forwarded: false,
         }
     }
 }

@@ -321,3 +321,44 @@ async fn a_restored_backup_serves_the_same_rooms_and_history() {
         .to_string();
     assert!(err.contains("test.local"), "{err}");
 }
+
+async fn login_from(app: &TestApp, forwarded_for: &str) -> reqwest::StatusCode {
+    app.http
+        .post(format!("{}/_matrix/client/v3/login", app.base_url))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "nobody"}, "password": "x"}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Behind a proxy (`listen.x_forwarded`), each client has its own per-address bucket, keyed by
+/// the proxy's (last) X-Forwarded-For entry; without the option the header is ignored.
+#[tokio::test]
+async fn behind_a_proxy_the_forwarded_address_is_the_clients() {
+    let mut config = test_config();
+    config.rate_limits.enabled = true;
+    config.rate_limits.burst = 1;
+    config.rate_limits.per_second = 0.001;
+    config.listen.x_forwarded = true;
+    let app = spawn_app_with(config.clone()).await;
+    assert_eq!(login_from(&app, "198.51.100.1").await, 403);
+    assert_eq!(login_from(&app, "198.51.100.1").await, 429);
+    assert_eq!(
+        login_from(&app, "198.51.100.2").await,
+        403,
+        "another client, its own bucket"
+    );
+    // A client's own leading entry does not escape its bucket.
+    assert_eq!(login_from(&app, "203.0.113.77, 198.51.100.1").await, 429);
+
+    config.listen.x_forwarded = false;
+    let direct = spawn_app_with(config).await;
+    assert_eq!(login_from(&direct, "198.51.100.1").await, 403);
+    assert_eq!(
+        login_from(&direct, "198.51.100.2").await,
+        429,
+        "the header is not trusted"
+    );
+}

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod email_pages;
 pub mod extract;
 pub mod federation;
+pub mod forwarded;
 pub mod keys;
 pub mod legacy;
 pub mod login;
@@ -131,6 +132,12 @@ pub fn router(state: AppState) -> Router {
     // Only when metrics are on: otherwise requests pay nothing for them.
     let routes = if state.metrics.is_some() {
         routes.layer(axum::middleware::from_fn(metrics::record))
+    } else {
+        routes
+    };
+    // Behind a proxy: its X-Forwarded-For names the client.
+    let routes = if state.config.listen.x_forwarded {
+        routes.layer(axum::middleware::from_fn(forwarded::use_forwarded_for))
     } else {
         routes
     };

@@ -249,3 +249,54 @@ impl Drop for Waiting {
         metrics::gauge!(names::SYNC_WAITING).decrement(1.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::names::*;
+
+    /// The Grafana dashboard asks only for metrics Axon exports.
+    #[test]
+    fn the_dashboard_uses_the_exported_names() {
+        let all = [
+            HTTP_DURATION,
+            WRITER_BATCH_SIZE,
+            WRITER_COMMIT,
+            WRITER_REDONE,
+            WRITER_QUEUED,
+            SYNC_WAITING,
+            SYNC_WAKEUPS,
+            SYNC_ANSWERS,
+            LISTEN_RECONNECTS,
+            NOTIFICATIONS,
+            POOL_SIZE,
+            POOL_IDLE,
+            POOL_WAITING,
+            POOL_ACQUIRE,
+            MEDIA_BYTES,
+            RSS,
+            CPU,
+            OPEN_FDS,
+            MAX_FDS,
+        ];
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/grafana/axon.json");
+        let dashboard = std::fs::read_to_string(path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+        assert!(json["panels"].as_array().unwrap().len() > 10);
+        let mut used = 0;
+        for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(word.starts_with("axon_") || word.starts_with("process_")) {
+                continue;
+            }
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            assert!(
+                all.contains(&base) || all.contains(&word),
+                "{word} is not exported"
+            );
+            used += 1;
+        }
+        assert!(used >= all.len());
+    }
+}
