@@ -175,21 +175,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         })
         .collect();
     let started = std::time::Instant::now();
-    let optimistic = optimistic_fits(&jobs);
-    let outcome = match commit(state, &jobs, Path::Optimistic).await {
-        Ok(Some(outcomes)) => Ok(outcomes),
-        Ok(None) => match {
-            if optimistic {
-                ::metrics::counter!(names::WRITER_REDONE, "reason" => "conflict").increment(1);
-            }
-            commit(state, &jobs, Path::Locked).await
-        } {
-            Ok(Some(outcomes)) => Ok(outcomes),
-            Ok(None) => Err(Error::internal("a locked batch met a conflict")),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let outcome = commit_either_way(state, &jobs).await;
     ::metrics::histogram!(names::WRITER_COMMIT).record(started.elapsed());
     let e = match outcome {
         Ok(outcomes) => {
@@ -236,6 +222,20 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         };
         let _ = job.reply.send(Err(err));
     }
+}
+
+/// Commits a batch on the optimistic path when it fits, else (or when that path met a conflict)
+/// under room locks.
+async fn commit_either_way(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>> {
+    if let Some(outcomes) = commit(state, jobs, Path::Optimistic).await? {
+        return Ok(outcomes);
+    }
+    if optimistic_fits(jobs) {
+        ::metrics::counter!(names::WRITER_REDONE, "reason" => "conflict").increment(1);
+    }
+    commit(state, jobs, Path::Locked)
+        .await?
+        .ok_or_else(|| Error::internal("a locked batch met a conflict"))
 }
 
 /// A room's state while a batch is built: the snapshot plus this batch's changes.
