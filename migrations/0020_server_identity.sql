@@ -6,3 +6,13 @@ CREATE TABLE server_identity (
     id BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (id),
     server_name TEXT NOT NULL
 );
+
+-- A database from before this table: its name is the one in its user IDs (`@localpart:server_name`,
+-- the server name being everything after the first colon, a port included). A database without
+-- users takes the name of the next start.
+INSERT INTO server_identity (id, server_name)
+SELECT TRUE, substring(user_id FROM position(':' IN user_id) + 1)
+FROM users
+WHERE position(':' IN user_id) > 0
+ORDER BY user_id
+LIMIT 1;

@@ -362,3 +362,34 @@ async fn behind_a_proxy_the_forwarded_address_is_the_clients() {
         "the header is not trusted"
     );
 }
+
+/// A database from before the server name was recorded takes the name of its user IDs when the
+/// upgrade migrates it, so the first start after the upgrade already refuses another name.
+#[tokio::test]
+async fn an_upgraded_database_knows_its_name_from_its_users() {
+    let (db_name, pool) = fresh_database().await;
+    for statement in [
+        "DROP TABLE server_identity",
+        "DELETE FROM _sqlx_migrations WHERE version = 20",
+        "INSERT INTO users (user_id, created_ts) VALUES ('@old:old.example:8448', 0)",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    let mut config = test_config();
+    config.database.url = Some(database_url(&db_name));
+    let refused = axon::server::open_database(&config, axon::server::Opener::Command).await;
+    let err = refused
+        .err()
+        .expect("another server_name is refused")
+        .to_string();
+    assert!(
+        err.contains("\"old.example:8448\"") && err.contains("\"test.local\""),
+        "{err}"
+    );
+    config.server_name = "old.example:8448".into();
+    let database = axon::server::open_database(&config, axon::server::Opener::Command)
+        .await
+        .expect("its own name is accepted");
+    database.close().await.unwrap();
+}
