@@ -393,3 +393,60 @@ async fn an_upgraded_database_knows_its_name_from_its_users() {
         .expect("its own name is accepted");
     database.close().await.unwrap();
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server opens the metrics listener on `metrics.port`; the client port does not serve it.
+#[tokio::test]
+async fn the_server_serves_metrics_on_the_metrics_port() {
+    let (db_name, _pool) = fresh_database().await;
+    let (port, metrics_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("axon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name = \"test.local\"\n[listen]\nport = {port}\n[metrics]\nenabled = true\nport = {metrics_port}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_axon"))
+        .args(["--config", config.to_str().unwrap()])
+        .env("AXON_DATABASE_URL", database_url(&db_name))
+        .env_remove("AXON_LISTEN_PORT")
+        .env_remove("AXON_SERVER_NAME")
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = format!("http://127.0.0.1:{port}");
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(r) = reqwest::get(format!("{client}/_matrix/client/versions")).await
+            && r.status() == 200
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the server did not come up");
+    let scraped = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    assert!(
+        text.contains("axon_http_request_duration_seconds_count{endpoint=\"/_matrix/client/versions\",method=\"GET\",status=\"200\"}"),
+        "{text}"
+    );
+    let on_client = reqwest::get(format!("{client}/metrics")).await.unwrap();
+    assert_eq!(on_client.status(), 404);
+    child.kill().await.unwrap();
+}
