@@ -33,6 +33,27 @@ pub struct Config {
     pub admin: Admin,
     pub server_notices: ServerNotices,
     pub retention: Retention,
+    pub metrics: Metrics,
+}
+
+/// The Prometheus endpoint: `GET /metrics` on a listener of its own, never on the client port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Off by default: nothing is recorded and no listener opens.
+    pub enabled: bool,
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            address: IpAddr::from([127, 0, 0, 1]),
+            port: 9090,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +61,9 @@ pub struct Config {
 pub struct Listen {
     pub address: IpAddr,
     pub port: u16,
+    /// Axon runs behind a reverse proxy: take the client's address from the last
+    /// `X-Forwarded-For` entry (Synapse's listener option of the same name). Off: the peer's.
+    pub x_forwarded: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -451,6 +475,7 @@ impl Default for Config {
             admin: Admin::default(),
             server_notices: ServerNotices::default(),
             retention: Retention::default(),
+            metrics: Metrics::default(),
         }
     }
 }
@@ -497,6 +522,7 @@ impl Default for Listen {
         Self {
             address: IpAddr::from([127, 0, 0, 1]),
             port: 8008,
+            x_forwarded: false,
         }
     }
 }
@@ -756,6 +782,15 @@ impl Config {
             return invalid(
                 "turn",
                 "set either shared_secret or username and password, not both",
+            );
+        }
+        if self.metrics.enabled
+            && self.metrics.address == self.listen.address
+            && self.metrics.port == self.listen.port
+        {
+            return invalid(
+                "metrics.port",
+                "must differ from listen.port: metrics are never served on the client listener",
             );
         }
         self.validate_email()?;

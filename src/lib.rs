@@ -62,6 +62,8 @@ pub struct Inner {
     pub recent: service::recent::RecentEvents,
     /// Outgoing mail; None when no SMTP host is configured (email is off).
     pub email: Option<service::email::EmailService>,
+    /// What `GET /metrics` renders; None when metrics are off (`metrics.enabled`).
+    pub metrics: Option<Arc<service::metrics::Scrape>>,
 }
 
 impl Deref for AppState {
@@ -100,6 +102,15 @@ impl AppState {
         let rooms = service::room_cache::RoomCache::default();
         let rate_limiter = service::rate_limit::RateLimiter::new(&config);
         let email = service::email::EmailService::from_config(&config)?;
+        let writer_db = service::writer::writer_pool(&db);
+        let metrics = match config.metrics.enabled {
+            true => Some(Arc::new(service::metrics::Scrape::new(
+                service::metrics::install().map_err(Error::internal)?,
+                db.clone(),
+                writer_db.clone(),
+            ))),
+            false => None,
+        };
         let state = AppState(Arc::new(Inner {
             writer: service::writer::Writer::new(),
             tokens: service::auth::TokenCache::default(),
@@ -121,7 +132,8 @@ impl AppState {
             typing: service::typing::Typing::new(),
             recent: Default::default(),
             email,
-            writer_db: service::writer::writer_pool(&db),
+            metrics,
+            writer_db,
             config,
             db,
             server_name,
@@ -151,5 +163,10 @@ impl AppState {
     /// The federation listener's router (server-server and key endpoints).
     pub fn federation_router(&self) -> axum::Router {
         api::federation::router(self.clone())
+    }
+
+    /// The metrics listener's router (`GET /metrics`), when metrics are on.
+    pub fn metrics_router(&self) -> Option<axum::Router> {
+        self.metrics.clone().map(api::metrics::router)
     }
 }

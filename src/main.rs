@@ -1,4 +1,5 @@
-//! The `axon` command: `axon [serve]`, `axon user …`, `axon registration-token …`, `axon report list`.
+//! The `axon` command: `axon [serve]`, `axon user …`, `axon registration-token …`, `axon report list`,
+//! `axon config check FILE`, `axon --version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,16 @@ enum Command {
     /// The server's signing keys.
     #[command(subcommand)]
     Keys(axon::cli::KeysCommand),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Loads and validates FILE (with the environment's overrides) without starting anything:
+    /// prints "ok", or the problem with the key it concerns.
+    Check { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +58,18 @@ fn main() -> ExitCode {
         nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20);
     }
     let cli = Cli::parse();
+    if let Some(Command::Config(ConfigCommand::Check { file })) = &cli.command {
+        return match Config::load(Some(file)) {
+            Ok(_) => {
+                println!("ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("axon: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -72,6 +95,7 @@ fn main() -> ExitCode {
             Command::RegistrationToken(cmd) => axon::cli::registration_token(config, cmd).await,
             Command::Report(cmd) => axon::cli::report(config, cmd).await,
             Command::Keys(cmd) => axon::cli::keys(config, cmd).await,
+            Command::Config(_) => unreachable!("handled before the configuration is loaded"),
         }
     });
     match result {

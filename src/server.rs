@@ -76,6 +76,7 @@ pub async fn open_database(config: &Config, opener: Opener) -> anyhow::Result<Da
     // Plans are made per execution: a generic plan cached while a table was still empty (a seq scan)
     // would otherwise stay in use long after the table has grown.
     let options = options.options([("plan_cache_mode", "force_custom_plan")]);
+    let target = describe_target(&options);
     let pool = crate::store::pool::options(
         config.database.max_connections,
         std::time::Duration::from_millis(config.database.acquire_timeout_ms),
@@ -84,8 +85,14 @@ pub async fn open_database(config: &Config, opener: Opener) -> anyhow::Result<Da
     // ready for a burst of requests instead of the burst waiting on new connections.
     .min_connections(config.database.max_connections.div_ceil(2))
     .connect_with(options)
-    .await?;
-    MIGRATOR.run(&pool).await?;
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the database {target}: {e} (is PostgreSQL running, and is database.url right?)"
+        )
+    })?;
+    MIGRATOR.run(&pool).await.map_err(explain_migration_error)?;
+    check_server_name(&pool, &config.server_name).await?;
     let command_data_dir =
         (opener == Opener::Command && owned_cluster.is_some()).then(|| config.data_dir.clone());
     Ok(Database {
@@ -93,6 +100,49 @@ pub async fn open_database(config: &Config, opener: Opener) -> anyhow::Result<Da
         owned_cluster,
         command_data_dir,
     })
+}
+
+/// Where a connection goes, for messages: host (or socket directory), port and database, never
+/// the password.
+fn describe_target(options: &PgConnectOptions) -> String {
+    let host = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    match options.get_database() {
+        Some(db) => format!("\"{db}\" at {host}"),
+        None => format!("at {host}"),
+    }
+}
+
+/// A migration the database has but this binary does not know means a newer Axon ran on it.
+pub fn explain_migration_error(error: sqlx::migrate::MigrateError) -> anyhow::Error {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::VersionMissing(version) => anyhow::anyhow!(
+            "the database was upgraded by a newer Axon: it has migration {version}, which Axon {} does not know. \
+             Run the newer Axon (a database cannot be downgraded), or restore a backup taken before the upgrade",
+            env!("CARGO_PKG_VERSION")
+        ),
+        MigrateError::VersionMismatch(version) => anyhow::anyhow!(
+            "migration {version} in the database differs from the one this Axon ({}) has: \
+             the database was migrated by a different build of Axon",
+            env!("CARGO_PKG_VERSION")
+        ),
+        other => anyhow::anyhow!("migrating the database failed: {other}"),
+    }
+}
+
+/// Records the server name in a new database, and refuses a database made for another name.
+pub async fn check_server_name(pool: &PgPool, server_name: &str) -> anyhow::Result<()> {
+    let recorded = crate::store::server_identity::claim(pool, server_name).await?;
+    if recorded != server_name {
+        anyhow::bail!(
+            "this database belongs to server_name \"{recorded}\", but the configuration says \"{server_name}\": \
+             a Matrix server cannot change its name. Set server_name back to \"{recorded}\", or use another database"
+        );
+    }
+    Ok(())
 }
 
 pub async fn create_database_if_missing(cluster: &Cluster, name: &str) -> anyhow::Result<()> {
@@ -125,9 +175,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
     let address = SocketAddr::new(config.listen.address, config.listen.port);
+    // Both ports first: a port in use stops start-up before anything else starts.
+    let listener = bind(address, "listen.port").await?;
+    let metrics_listener = match config.metrics.enabled {
+        true => {
+            let address = SocketAddr::new(config.metrics.address, config.metrics.port);
+            Some(bind(address, "metrics.port").await?)
+        }
+        false => None,
+    };
     let state = AppState::build(config, pool).await?;
+    if let (Some(listener), Some(router)) = (metrics_listener, state.metrics_router()) {
+        tracing::info!(address = %listener.local_addr()?, "metrics on /metrics");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     // No Nagle delay: a response goes out the moment it is written.
-    let listener = tokio::net::TcpListener::bind(address).await?.tap_io(|tcp| {
+    let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
     tracing::info!(%address, server_name = %state.server_name, "Axon is listening");
@@ -189,6 +256,21 @@ async fn start_federation(
             tracing::error!(error = %e, "the federation listener failed");
         }
     })))
+}
+
+/// Binds `address`, saying which key to change when the port is taken.
+async fn bind(address: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "cannot listen on {address}: the port is already in use (another Axon, or another program?); choose another with {key}"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
+                "cannot listen on {address}: no network interface of this machine has that address"
+            ),
+            _ => anyhow::anyhow!("cannot listen on {address}: {e}"),
+        })
 }
 
 async fn shutdown_signal() {

@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod email_pages;
 pub mod extract;
 pub mod federation;
+pub mod forwarded;
 pub mod keys;
 pub mod legacy;
 pub mod login;
@@ -17,6 +18,7 @@ pub mod login_token;
 pub mod media;
 pub mod membership;
 pub mod messages;
+pub mod metrics;
 pub mod mutual_rooms;
 pub mod openid;
 pub mod presence;
@@ -25,6 +27,7 @@ pub mod push;
 pub mod receipts;
 pub mod register;
 pub mod reports;
+pub mod request_id;
 pub mod retry;
 pub mod room_keys;
 pub mod rooms;
@@ -50,6 +53,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{Any, CorsLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
@@ -96,7 +100,7 @@ pub fn router(state: AppState) -> Router {
         unstable = unstable.merge(login_token::unstable_routes());
     }
 
-    Router::new()
+    let routes = Router::new()
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
         .nest("/_matrix/client/v1", client_v1)
@@ -122,9 +126,24 @@ pub fn router(state: AppState) -> Router {
                 .gzip(true)
                 .compress_when(SizeAbove::new(1024).and(NotForContentType::IMAGES)),
         )
-        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-            Error::internal("a request handler panicked").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                Error::internal("a request handler panicked").into_response()
+            },
+        ));
+    // Only when metrics are on: otherwise requests pay nothing for them.
+    let routes = if state.metrics.is_some() {
+        routes.layer(axum::middleware::from_fn(metrics::record))
+    } else {
+        routes
+    };
+    // Behind a proxy: its X-Forwarded-For names the client.
+    let routes = if state.config.listen.x_forwarded {
+        routes.layer(axum::middleware::from_fn(forwarded::use_forwarded_for))
+    } else {
+        routes
+    };
+    routes
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -133,13 +152,28 @@ pub fn router(state: AppState) -> Router {
                         .extensions()
                         .get::<MatchedPath>()
                         .map_or("<unmatched>", MatchedPath::as_str);
-                    tracing::info_span!("request", method = %request.method(), path, status = tracing::field::Empty)
+                    // Set by the layer outside this one: each request has it.
+                    let request_id = request
+                        .headers()
+                        .get(request_id::HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", request_id, method = %request.method(), path, status = tracing::field::Empty)
                 })
                 .on_response(|response: &Response, latency: Duration, span: &tracing::Span| {
                     span.record("status", response.status().as_u16());
                     tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
                 }),
         )
+        // The request ID, made before the span above opens and returned on the response.
+        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+            request_id::HEADER,
+        )))
+        .layer(SetRequestIdLayer::new(
+            HeaderName::from_static(request_id::HEADER),
+            request_id::NextRequestId,
+        ))
+        .layer(tower::util::MapRequestLayer::new(request_id::drop_unusable))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
         // The spec's CORS headers for web clients on other origins; preflights are answered here.
         .layer(

@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod media;
 pub mod message_validation;
 pub mod messages;
+pub mod metrics;
 pub mod mutual_rooms;
 pub mod notifier;
 pub mod openid;

@@ -482,6 +482,7 @@ pub async fn start_listener(state: AppState) -> Result<()> {
         loop {
             match listener.try_recv().await {
                 Ok(Some(notification)) => {
+                    ::metrics::counter!(crate::service::metrics::names::NOTIFICATIONS).increment(1);
                     match serde_json::from_str::<Message>(notification.payload()) {
                         Ok(message) => apply(&state, message),
                         Err(e) => tracing::warn!(error = %e, "unreadable notification"),
@@ -509,6 +510,7 @@ pub async fn start_listener(state: AppState) -> Result<()> {
 /// After notifications may have been lost: listen again, learn the stream head, and then assume
 /// everything changed.
 async fn recover(state: &AppState, listener: &mut PgListener) {
+    ::metrics::counter!(crate::service::metrics::names::LISTEN_RECONNECTS).increment(1);
     // The database may have restarted: the pools' idle connections are then dead too.
     crate::store::pool::connection_lost();
     // A query through the listener reconnects it and listens again.

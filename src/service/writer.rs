@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::auth_rules::{self, RoomState};
 use crate::service::events::{self, BuiltEvent, EventDraft, EventRef, Placement};
+use crate::service::metrics::{self, names};
 use crate::service::recent::{Notified, RecentEvent};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
 use crate::service::room_versions::RoomVersion;
@@ -145,6 +146,7 @@ impl Writer {
 
 async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
+        ::metrics::gauge!(names::WRITER_QUEUED).set(queue.len() as f64);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -152,6 +154,7 @@ async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        ::metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
         let (creates, appends): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
             .partition(|job| matches!(job.target, Target::New { .. }));
@@ -173,15 +176,9 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
             Target::New { .. } => None,
         })
         .collect();
-    let outcome = match commit(state, &jobs, Path::Optimistic).await {
-        Ok(Some(outcomes)) => Ok(outcomes),
-        Ok(None) => match commit(state, &jobs, Path::Locked).await {
-            Ok(Some(outcomes)) => Ok(outcomes),
-            Ok(None) => Err(Error::internal("a locked batch met a conflict")),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let started = std::time::Instant::now();
+    let outcome = commit_either_way(state, &jobs).await;
+    ::metrics::histogram!(names::WRITER_COMMIT).record(started.elapsed());
     let e = match outcome {
         Ok(outcomes) => {
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -198,6 +195,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         // One event may have failed the batch (content the database refuses): each job again on
         // its own, so only the bad one fails. (With the database unavailable, all would fail.)
         tracing::warn!(error = %e, jobs = jobs.len(), "event batch failed; retrying its jobs one by one");
+        ::metrics::counter!(names::WRITER_REDONE, "reason" => "failure").increment(1);
         for job in jobs {
             Box::pin(process(state, vec![job])).await;
         }
@@ -226,6 +224,20 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         };
         let _ = job.reply.send(Err(err));
     }
+}
+
+/// Commits a batch on the optimistic path when it fits, else (or when that path met a conflict)
+/// under room locks.
+async fn commit_either_way(state: &AppState, jobs: &[Job]) -> Result<Vec<Result<Committed>>> {
+    if let Some(outcomes) = commit(state, jobs, Path::Optimistic).await? {
+        return Ok(outcomes);
+    }
+    if optimistic_fits(jobs) {
+        ::metrics::counter!(names::WRITER_REDONE, "reason" => "conflict").increment(1);
+    }
+    commit(state, jobs, Path::Locked)
+        .await?
+        .ok_or_else(|| Error::internal("a locked batch met a conflict"))
 }
 
 /// A room's state while a batch is built: the snapshot plus this batch's changes.
@@ -348,8 +360,12 @@ async fn commit(
         return Ok(None);
     }
     let mut conn = match path {
-        Path::Locked => BatchConn::Locked(state.db.begin().await?),
-        Path::Optimistic => BatchConn::Optimistic(state.writer_db.acquire().await?),
+        Path::Locked => {
+            BatchConn::Locked(metrics::timed_acquire("requests", state.db.begin()).await?)
+        }
+        Path::Optimistic => BatchConn::Optimistic(
+            metrics::timed_acquire("writer", state.writer_db.acquire()).await?,
+        ),
     };
     let now = store::now_ms();
 

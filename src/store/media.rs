@@ -200,3 +200,14 @@ pub async fn save_url_preview(db: impl PgExecutor<'_>, url: &str, og: &Value) ->
     .await?;
     Ok(())
 }
+
+/// Bytes of media on disk: every uploaded file and thumbnail, each content hash counted once.
+pub async fn stored_bytes(db: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT ((SELECT COALESCE(SUM(size), 0) FROM
+                      (SELECT DISTINCT ON (sha256) size FROM media WHERE sha256 IS NOT NULL) AS files)
+                 + (SELECT COALESCE(SUM(size), 0) FROM media_thumbnails))::BIGINT AS "bytes!""#
+    )
+    .fetch_one(db)
+    .await
+}

@@ -25,6 +25,7 @@ pub mod rooms;
 pub mod search;
 pub mod secrets;
 pub mod server_keys;
+pub mod server_identity;
 pub mod stream;
 pub mod threepids;
 pub mod to_device;

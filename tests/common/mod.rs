@@ -560,3 +560,47 @@ pub async fn writer_room(
     }
     room_id
 }
+
+/// An empty database (not from the migrated template), for restoring a dump into.
+pub async fn empty_database() -> String {
+    let name = format!(
+        "r_{}",
+        axon::service::auth::random_string(16).to_lowercase()
+    );
+    let mut conn = PgConnection::connect_with(&cluster().connect_options("postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    name
+}
+
+/// Runs one of PostgreSQL's client programs (`pg_dump`, `pg_restore`) against the test cluster,
+/// as its superuser over its socket; panics with its stderr if it fails.
+pub fn pg_tool(program: &str, args: &[&str]) {
+    let bindir = axon::postgres::find_bindir().unwrap();
+    let out = std::process::Command::new(bindir.join(program))
+        .arg("--host")
+        .arg(cluster().dir())
+        .args(["--username", "axon"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Serves the metrics router of `app` (built with `metrics.enabled`) on a port of its own;
+/// returns its base URL.
+pub async fn serve_metrics(app: &TestApp) -> String {
+    let router = app.state.metrics_router().expect("metrics are enabled");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{address}")
+}

@@ -33,7 +33,7 @@ use crate::service::notifier::{self, Subscription};
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{account_data, e2ee, ignore, presence, push, receipts, typing};
+use crate::service::{account_data, e2ee, ignore, metrics, presence, push, receipts, typing};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
@@ -337,6 +337,11 @@ async fn sync_in_client_format(
                     .is_some_and(|at| at.position >= state.notifier.seen())
         });
         let answered_from_memory = from_memory.is_some();
+        ::metrics::counter!(
+            metrics::names::SYNC_ANSWERS,
+            "source" => if answered_from_memory { "memory" } else { "database" }
+        )
+        .increment(1);
         let response = match from_memory {
             Some(response) => response,
             None => {
@@ -363,9 +368,12 @@ async fn sync_in_client_format(
         // counts are remembered (the next look then starts after what it already passed over).
         since = SyncToken::parse(&response.next_batch).or(since);
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let waiting = metrics::Waiting::start();
         if !subscription.wait(remaining).await {
             return Ok(response);
         }
+        drop(waiting);
+        ::metrics::counter!(metrics::names::SYNC_WAKEUPS).increment(1);
         woken = true;
     }
 }
@@ -520,7 +528,7 @@ async fn compute(
     let _turn = state.sync_gate.enter(user).await?;
     // Before the connection is taken: a cache miss reads through the pool.
     let ignored = ignore::ignored_by(state, user).await?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = metrics::timed_acquire("requests", state.db.acquire()).await?;
     let read = Read {
         since,
         full_state,
