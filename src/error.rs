@@ -71,6 +71,8 @@ constructors! {
     email_not_sent => INTERNAL_SERVER_ERROR, "M_UNKNOWN";
     incompatible_room_version => BAD_REQUEST, "M_INCOMPATIBLE_ROOM_VERSION";
     unable_to_grant_join => BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN";
+    // Sliding sync (MSC4186): a `pos` the server no longer (or never) knew; the client starts over.
+    unknown_pos => BAD_REQUEST, "M_UNKNOWN_POS";
 }
 
 impl Error {

@@ -26,6 +26,7 @@ mod robustness;
 mod rooms;
 mod rooms_profiles;
 mod search;
+mod sliding_sync;
 mod spaces;
 mod sync;
 mod sync_contents;

@@ -25,6 +25,12 @@ pub fn start(state: AppState) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning hierarchy sessions failed"),
             }
+            let unused = store::now_ms() - crate::service::sync::sliding::EXPIRY_MS;
+            match store::sliding_sync::prune_unused(&state.db, unused).await {
+                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned unused sliding sync positions"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning sliding sync positions failed"),
+            }
             let openid = crate::service::openid::prune(&state.db).await;
             let login = crate::service::login_tokens::prune(&state.db).await;
             if let Err(e) = openid.and(login) {

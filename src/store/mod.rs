@@ -19,6 +19,7 @@ pub mod reports;
 pub mod rooms;
 pub mod search;
 pub mod secrets;
+pub mod sliding_sync;
 pub mod stream;
 pub mod threepids;
 pub mod to_device;
