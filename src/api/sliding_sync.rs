@@ -22,5 +22,7 @@ async fn sliding_sync(
     requester: Requester,
     Ruma(request): Ruma<v5::Request>,
 ) -> Result<RumaResponse<v5::Response>> {
-    Ok(RumaResponse(sliding::sync(&state, &requester, request).await?))
+    Ok(RumaResponse(
+        sliding::sync(&state, &requester, request).await?,
+    ))
 }

@@ -27,7 +27,9 @@ pub fn start(state: AppState) {
             }
             let unused = store::now_ms() - crate::service::sync::sliding::EXPIRY_MS;
             match store::sliding_sync::prune_unused(&state.db, unused).await {
-                Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned unused sliding sync positions"),
+                Ok(n) if n > 0 => {
+                    tracing::info!(pruned = n, "pruned unused sliding sync positions")
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "pruning sliding sync positions failed"),
             }

@@ -117,12 +117,13 @@ pub async fn forget_connection(db: impl PgExecutor<'_>, conn: &Connection<'_>) -
 
 /// Drops positions unused since `before`.
 pub async fn prune_unused(db: impl PgExecutor<'_>, before: i64) -> sqlx::Result<u64> {
-    Ok(
-        sqlx::query!("DELETE FROM sliding_sync_positions WHERE last_used_ts < $1", before)
-            .execute(db)
-            .await?
-            .rows_affected(),
+    Ok(sqlx::query!(
+        "DELETE FROM sliding_sync_positions WHERE last_used_ts < $1",
+        before
     )
+    .execute(db)
+    .await?
+    .rows_affected())
 }
 
 /// The stream position of each room's latest event of one of `types` at or below `upto` (rooms

@@ -46,7 +46,9 @@ pub struct Position {
 pub async fn load(conn: &mut PgConnection, c: &Connection<'_>, pos: &str) -> Result<Position> {
     let unknown = || Error::unknown_pos("Unknown or expired pos; start again without one");
     let n: i64 = pos.parse().map_err(|_| unknown())?;
-    let row = stored::position(&mut *conn, c, n).await?.ok_or_else(unknown)?;
+    let row = stored::position(&mut *conn, c, n)
+        .await?
+        .ok_or_else(unknown)?;
     let now = store::now_ms();
     if now - row.last_used_ts > EXPIRY_MS {
         return Err(unknown());

@@ -92,10 +92,7 @@ pub async fn read(
         let (events, cut) =
             e2ee::to_device_batch(tx, user, device, to_device_since, since.upto, limit).await?;
         let mut to_device = v5::response::ToDevice::default();
-        to_device.next_batch = cut
-            .unwrap_or(since.upto)
-            .max(to_device_since)
-            .to_string();
+        to_device.next_batch = cut.unwrap_or(since.upto).max(to_device_since).to_string();
         out.news |= !events.is_empty();
         to_device.events = raw_all(events)?;
         out.response.to_device = Some(to_device);
@@ -131,13 +128,21 @@ pub async fn read(
         data.global = raw_all(global)?;
         for room in rooms {
             if let Some(events) = by_room.remove(&room) {
-                data.rooms.insert(super::render::room_id(&room)?, raw_all(events)?);
+                data.rooms
+                    .insert(super::render::room_id(&room)?, raw_all(events)?);
             }
         }
         out.news |= !data.is_empty();
     }
     if req.receipts.enabled == Some(true) {
-        let rooms = joined(selection, relevant(selection, req.receipts.lists.as_deref(), req.receipts.rooms.as_deref()));
+        let rooms = joined(
+            selection,
+            relevant(
+                selection,
+                req.receipts.lists.as_deref(),
+                req.receipts.rooms.as_deref(),
+            ),
+        );
         let (fresh, known): (Vec<String>, Vec<String>) = rooms
             .into_iter()
             .partition(|r| since.initial_rooms.contains(r));
@@ -154,8 +159,19 @@ pub async fn read(
         out.news |= !out.response.receipts.is_empty();
     }
     if req.typing.enabled == Some(true) {
-        let rooms = joined(selection, relevant(selection, req.typing.lists.as_deref(), req.typing.rooms.as_deref()));
-        let typing_since = if since.from.is_some() { since.typing } else { 0 };
+        let rooms = joined(
+            selection,
+            relevant(
+                selection,
+                req.typing.lists.as_deref(),
+                req.typing.rooms.as_deref(),
+            ),
+        );
+        let typing_since = if since.from.is_some() {
+            since.typing
+        } else {
+            0
+        };
         let (events, clock) = typing::for_sync(state, &rooms, typing_since);
         out.typing = clock;
         for (room, event) in events {
@@ -191,10 +207,10 @@ fn relevant(
                     ExtensionRoomConfig::AllSubscribed => {
                         out.extend(selection.subscribed.iter().cloned())
                     }
-                    ExtensionRoomConfig::Room(id) => {
-                        if selection.subscribed.iter().any(|s| s == id.as_str()) {
-                            out.push(id.to_string());
-                        }
+                    ExtensionRoomConfig::Room(id)
+                        if selection.subscribed.iter().any(|s| s == id.as_str()) =>
+                    {
+                        out.push(id.to_string());
                     }
                     _ => {}
                 }

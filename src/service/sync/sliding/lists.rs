@@ -104,7 +104,11 @@ pub async fn candidates(
 
 /// Newest first; ties by room ID, so the order is stable.
 fn sort_by_recency(rooms: &mut [Candidate]) {
-    rooms.sort_by(|a, b| b.stamp.cmp(&a.stamp).then_with(|| a.room_id.cmp(&b.room_id)));
+    rooms.sort_by(|a, b| {
+        b.stamp
+            .cmp(&a.stamp)
+            .then_with(|| a.room_id.cmp(&b.room_id))
+    });
 }
 
 /// The room IDs `m.direct` lists.
@@ -160,7 +164,12 @@ pub async fn select(
             .iter()
             .filter(|c| {
                 list.filters.as_ref().is_none_or(|f| {
-                    passes(f, c, &selection.direct, snapshots.get(&c.room_id).map(|s| &**s))
+                    passes(
+                        f,
+                        c,
+                        &selection.direct,
+                        snapshots.get(&c.room_id).map(|s| &**s),
+                    )
                 })
             })
             .collect();
@@ -175,7 +184,11 @@ pub async fn select(
         let mut in_ranges = Vec::new();
         for (start, end) in &list.ranges {
             let (start, end) = (u64::from(*start) as usize, u64::from(*end) as usize);
-            for c in filtered.iter().skip(start).take(end.saturating_sub(start) + 1) {
+            for c in filtered
+                .iter()
+                .skip(start)
+                .take(end.saturating_sub(start) + 1)
+            {
                 if !in_ranges.contains(&c.room_id) {
                     in_ranges.push(c.room_id.clone());
                 }
@@ -198,11 +211,11 @@ pub async fn select(
     Ok(selection)
 }
 
-fn required_state(
-    user: &str,
-    pairs: &[(ruma::events::StateEventType, String)],
-) -> RequiredState {
-    let pairs: Vec<(String, &str)> = pairs.iter().map(|(t, k)| (t.to_string(), k.as_str())).collect();
+fn required_state(user: &str, pairs: &[(ruma::events::StateEventType, String)]) -> RequiredState {
+    let pairs: Vec<(String, &str)> = pairs
+        .iter()
+        .map(|(t, k)| (t.to_string(), k.as_str()))
+        .collect();
     RequiredState::new(user, pairs.iter().map(|(t, k)| (t.as_str(), *k)))
 }
 
@@ -230,7 +243,9 @@ fn passes(
     if f.is_dm.is_some_and(|dm| dm != direct.contains(&c.room_id)) {
         return false;
     }
-    if f.is_invite.is_some_and(|inv| inv != (c.membership == "invite")) {
+    if f.is_invite
+        .is_some_and(|inv| inv != (c.membership == "invite"))
+    {
         return false;
     }
     if let Some(encrypted) = f.is_encrypted {
@@ -278,7 +293,9 @@ mod tests {
 
     #[test]
     fn direct_rooms_from_m_direct() {
-        let rooms = direct_rooms(Some(r#"{"@a:x": ["!1:x", "!2:x"], "@b:x": ["!3:x"], "@c:x": 5}"#));
+        let rooms = direct_rooms(Some(
+            r#"{"@a:x": ["!1:x", "!2:x"], "@b:x": ["!3:x"], "@c:x": 5}"#,
+        ));
         assert_eq!(rooms.len(), 3);
         assert!(rooms.contains("!3:x"));
         assert!(direct_rooms(Some("not json")).is_empty());

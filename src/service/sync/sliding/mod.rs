@@ -49,7 +49,12 @@ pub async fn sync(
     };
     let timeout = req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let deadline = Instant::now() + timeout;
-    Box::pin(presence::on_sync(state, user, Some(req.set_presence.as_str()))).await?;
+    Box::pin(presence::on_sync(
+        state,
+        user,
+        Some(req.set_presence.as_str()),
+    ))
+    .await?;
     let device_key = format!("device:{user}:{}", requester.device_id);
     loop {
         // Subscribe before looking: whatever the look misses wakes the wait.
@@ -120,7 +125,13 @@ async fn compute(
         response.pos = previous.pos.to_string();
         return Ok(Some(response));
     }
-    let pos = conn::save(&mut db, connection, previous.as_ref().map(|p| p.pos), &next.position).await?;
+    let pos = conn::save(
+        &mut db,
+        connection,
+        previous.as_ref().map(|p| p.pos),
+        &next.position,
+    )
+    .await?;
     response.pos = pos.to_string();
     Ok(Some(response))
 }
@@ -210,13 +221,14 @@ async fn look_on(
     }
     // Rooms the user no longer has (forgotten, or left and seen leaving) are forgotten here too.
     position.rooms.retain(|room_id, sent| {
-        selection.rooms.contains_key(room_id)
-            || (sent.m == "join" || sent.m == "invite")
+        selection.rooms.contains_key(room_id) || (sent.m == "join" || sent.m == "invite")
     });
     let mut response = v5::Response::new(String::new());
     response.lists = selection.counts;
     for r in rendered {
-        response.rooms.insert(render::room_id(&r.plan.candidate.room_id)?, r.room);
+        response
+            .rooms
+            .insert(render::room_id(&r.plan.candidate.room_id)?, r.room);
     }
     response.extensions = ext.response;
     Ok((
@@ -227,4 +239,3 @@ async fn look_on(
         },
     ))
 }
-

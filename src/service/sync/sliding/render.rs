@@ -50,7 +50,11 @@ pub fn plan(selection: &Selection, previous: Option<&Position>, upto: i64) -> Ve
                 && s.tl == config.timeline_limit
                 && s.rs == config.required_state.to_pairs()
         });
-        let until = if leaving { candidate.membership_pos } else { upto };
+        let until = if leaving {
+            candidate.membership_pos
+        } else {
+            upto
+        };
         let (initial, after) = match sent {
             Some(s) if same || leaving => (false, s.at),
             _ => (true, 0),
@@ -307,13 +311,9 @@ async fn delta_state(
         senders.sort();
         senders.dedup();
         if !senders.is_empty() {
-            for row in store::events::members_at(
-                &mut *tx,
-                &plan.candidate.room_id,
-                &senders,
-                plan.until,
-            )
-            .await?
+            for row in
+                store::events::members_at(&mut *tx, &plan.candidate.room_id, &senders, plan.until)
+                    .await?
             {
                 let key = row.state_key.clone().unwrap_or_default();
                 latest.insert((row.event_type.clone(), key), row);

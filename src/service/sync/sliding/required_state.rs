@@ -52,9 +52,9 @@ impl RequiredState {
 
     /// Whether the state event (type, key) is asked for (lazy members aside).
     pub fn wants(&self, event_type: &str, key: &str) -> bool {
-        self.pairs.iter().any(|(t, k)| {
-            (t == "*" || t == event_type) && (k == "*" || k == key)
-        })
+        self.pairs
+            .iter()
+            .any(|(t, k)| (t == "*" || t == event_type) && (k == "*" || k == key))
     }
 
     /// Whether every member event is asked for (then all members are read, not just some).
