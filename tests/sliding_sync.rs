@@ -124,7 +124,10 @@ async fn a_list_shows_the_newest_rooms_in_its_range_and_counts_them_all() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let rooms = rooms_with_messages(&alice, 3).await;
-    let v = ss_ok(&alice, None, list((0, 1), 1, json!([]))).await;
+    let mut body = list((0, 1), 1, json!([]));
+    body["txn_id"] = json!("tx1");
+    let v = ss_ok(&alice, None, body).await;
+    assert_eq!(v["txn_id"], "tx1");
     assert_eq!(v["lists"]["all"]["count"], 3);
     assert_eq!(by_recency(&v), [rooms[2].clone(), rooms[1].clone()]);
     let newest = &v["rooms"][&rooms[2]];

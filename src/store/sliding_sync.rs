@@ -1,7 +1,7 @@
 //! Sliding sync (MSC4186): connection positions, and the rooms' bump stamps.
 
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::{Connection as _, PgConnection, PgExecutor};
 
 /// A stored connection position.
 pub struct PositionRow {
@@ -52,7 +52,7 @@ pub async fn touch(db: impl PgExecutor<'_>, pos: i64, now: i64) -> sqlx::Result<
 }
 
 /// Stores a new position and returns its `pos`.
-pub async fn insert(
+async fn insert(
     db: impl PgExecutor<'_>,
     conn: &Connection<'_>,
     stream_position: i64,
@@ -76,9 +76,45 @@ pub async fn insert(
     .await
 }
 
+/// Stores a new position and prunes the connection's older ones (`prune_connection`) in one
+/// transaction that does not wait for its commit to reach the disk: a position lost in a crash
+/// only makes its client start over (`M_UNKNOWN_POS`), and a response does not wait for a flush.
+pub async fn save(
+    conn: &mut PgConnection,
+    c: &Connection<'_>,
+    new: NewPosition<'_>,
+    used: Option<i64>,
+    keep: i64,
+) -> sqlx::Result<i64> {
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit TO OFF")
+        .execute(&mut *tx)
+        .await?;
+    let pos = insert(
+        &mut *tx,
+        c,
+        new.stream_position,
+        new.typing,
+        new.rooms,
+        new.now,
+    )
+    .await?;
+    prune_connection(&mut *tx, c, used.unwrap_or(pos), keep).await?;
+    tx.commit().await?;
+    Ok(pos)
+}
+
+/// A position to store.
+pub struct NewPosition<'a> {
+    pub stream_position: i64,
+    pub typing: i64,
+    pub rooms: &'a Value,
+    pub now: i64,
+}
+
 /// Drops the connection's positions before `used` (the client has moved past them) and, except
 /// `used` itself, all but the newest `keep`.
-pub async fn prune_connection(
+async fn prune_connection(
     db: impl PgExecutor<'_>,
     conn: &Connection<'_>,
     used: i64,

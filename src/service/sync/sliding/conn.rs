@@ -72,18 +72,13 @@ pub async fn save(
     position: &Position,
 ) -> Result<i64> {
     let rooms = serde_json::to_value(&position.rooms).map_err(Error::internal)?;
-    let now = store::now_ms();
-    let pos = stored::insert(
-        &mut *conn,
-        c,
-        position.stream_position,
-        position.typing,
-        &rooms,
-        now,
-    )
-    .await?;
-    stored::prune_connection(&mut *conn, c, used.unwrap_or(pos), KEEP_POSITIONS).await?;
-    Ok(pos)
+    let new = stored::NewPosition {
+        stream_position: position.stream_position,
+        typing: position.typing,
+        rooms: &rooms,
+        now: store::now_ms(),
+    };
+    Ok(stored::save(conn, c, new, used, KEEP_POSITIONS).await?)
 }
 
 /// A request without `pos`: the connection starts over.

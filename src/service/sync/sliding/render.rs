@@ -405,3 +405,90 @@ fn heroes(
 pub fn room_id(room: &str) -> Result<OwnedRoomId> {
     OwnedRoomId::try_from(room).map_err(Error::internal)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::service::sync::sliding::required_state::RequiredState;
+
+    fn selection(rooms: &[(&str, &str, i64)]) -> Selection {
+        let config = RoomConfig {
+            timeline_limit: 1,
+            required_state: RequiredState::default(),
+        };
+        Selection {
+            counts: BTreeMap::new(),
+            list_rooms: HashMap::new(),
+            subscribed: Vec::new(),
+            rooms: rooms
+                .iter()
+                .map(|(id, membership, pos)| {
+                    let c = Candidate {
+                        room_id: (*id).into(),
+                        membership: (*membership).into(),
+                        membership_pos: *pos,
+                        stamp: *pos,
+                    };
+                    ((*id).to_owned(), (c, config.clone()))
+                })
+                .collect(),
+            direct: HashSet::new(),
+        }
+    }
+
+    fn sent(at: i64, m: &str, tl: u64) -> SentRoom {
+        SentRoom {
+            at,
+            m: m.into(),
+            tl,
+            rs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rooms_the_client_has_go_as_changes_and_new_ones_whole() {
+        let sel = selection(&[
+            ("!new", "join", 1),
+            ("!known", "join", 1),
+            ("!uptodate", "join", 1),
+            ("!joined_since", "join", 8),
+            ("!invite_known", "invite", 2),
+            ("!bigger", "join", 1),
+            ("!left", "leave", 7),
+        ]);
+        let previous = Position {
+            rooms: HashMap::from([
+                ("!known".to_owned(), sent(5, "join", 1)),
+                ("!uptodate".to_owned(), sent(10, "join", 1)),
+                ("!joined_since".to_owned(), sent(5, "invite", 1)),
+                ("!invite_known".to_owned(), sent(5, "invite", 1)),
+                ("!bigger".to_owned(), sent(5, "join", 0)),
+                ("!left".to_owned(), sent(5, "join", 1)),
+            ]),
+            ..Position::default()
+        };
+        let plans = plan(&sel, Some(&previous), 10);
+        let by_id: HashMap<&str, &Plan> = plans
+            .iter()
+            .map(|p| (p.candidate.room_id.as_str(), p))
+            .collect();
+        assert!(by_id["!new"].initial);
+        assert!(!by_id["!known"].initial && by_id["!known"].after == 5);
+        assert!(
+            !by_id.contains_key("!uptodate"),
+            "nothing after its position"
+        );
+        assert!(by_id["!joined_since"].initial, "membership changed");
+        assert!(
+            !by_id.contains_key("!invite_known"),
+            "an invite is sent once"
+        );
+        assert!(by_id["!bigger"].initial, "config changed");
+        let left = by_id["!left"];
+        assert!(!left.initial && left.after == 5 && left.until == 7);
+        // Without a previous position, everything is whole.
+        assert!(plan(&sel, None, 10).iter().all(|p| p.initial));
+    }
+}
