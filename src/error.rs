@@ -75,6 +75,8 @@ constructors! {
     federation_refused => FORBIDDEN, "M_FORBIDDEN";
     // Federation: another server could not be reached or gave an unusable answer.
     remote => BAD_GATEWAY, "M_UNKNOWN";
+    // Sliding sync (MSC4186): a `pos` the server no longer (or never) knew; the client starts over.
+    unknown_pos => BAD_REQUEST, "M_UNKNOWN_POS";
 }
 
 impl Error {

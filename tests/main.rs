@@ -33,6 +33,7 @@ mod room_versions;
 mod rooms;
 mod rooms_profiles;
 mod search;
+mod sliding_sync;
 mod spaces;
 mod sync;
 mod sync_contents;

@@ -52,7 +52,7 @@ const VERSIONS: [&str; 16] = [
 
 /// The unstable feature flags clients check, among those Synapse advertises, for the features
 /// Axon implements (Synapse: rust/src/handlers/versions.rs).
-const UNSTABLE_FEATURES: [&str; 8] = [
+const UNSTABLE_FEATURES: [&str; 9] = [
     // Cross-signing (MSC1756): Element Web sets it up only when it sees this.
     "org.matrix.e2e_cross_signing",
     // GET /rooms/{roomId}/aliases (MSC2432).
@@ -68,6 +68,9 @@ const UNSTABLE_FEATURES: [&str; 8] = [
     // Mutual rooms (MSC2666) at the unstable path, and (as Synapse) at the spec's /v1 path.
     "uk.half-shot.msc2666.query_mutual_rooms",
     "uk.half-shot.msc2666.query_mutual_rooms.stable",
+    // Simplified sliding sync (MSC4186), served natively: matrix-rust-sdk (Element X) looks for it
+    // before it lets a user log in.
+    "org.matrix.simplified_msc3575",
 ];
 
 async fn versions(State(state): State<AppState>) -> Json<Value> {

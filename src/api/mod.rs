@@ -34,6 +34,7 @@ pub mod rooms;
 pub mod ruma;
 pub mod search;
 pub mod send;
+pub mod sliding_sync;
 pub mod spaces;
 pub mod synapse_admin;
 pub mod sync;
@@ -112,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .merge(media::other_routes())
         .merge(register::other_routes())
         .merge(spaces::unstable_routes())
+        .merge(sliding_sync::routes())
         .merge(unstable)
         // Until the federation listener comes, server-server endpoints are served here too.
         .merge(federation::openid::routes())

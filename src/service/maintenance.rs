@@ -63,6 +63,11 @@ pub async fn prune_once(state: &AppState) {
         "login tokens",
         crate::service::login_tokens::prune(&state.db).await,
     );
+    report(
+        "unused sliding sync positions",
+        store::sliding_sync::prune_unused(&state.db, now - crate::service::sync::sliding::EXPIRY_MS)
+            .await,
+    );
 }
 
 fn report<E: std::fmt::Display>(what: &str, result: Result<u64, E>) {

@@ -26,6 +26,7 @@ pub mod search;
 pub mod secrets;
 pub mod server_keys;
 pub mod server_identity;
+pub mod sliding_sync;
 pub mod stream;
 pub mod threepids;
 pub mod to_device;

@@ -19,6 +19,7 @@ mod from_memory;
 mod gate;
 pub mod initial;
 mod joined;
+pub mod sliding;
 pub mod stream;
 
 pub use counts::SyncCounts;

@@ -1,0 +1,304 @@
+//! Which rooms a response is about: the user's rooms ordered by recency (the latest "bump" event),
+//! each list's filters and ranges, and the room subscriptions.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use ruma::UInt;
+use ruma::api::client::sync::sync_events::v5;
+use sqlx::PgConnection;
+
+use super::conn::Position;
+use super::required_state::RequiredState;
+use crate::service::room_cache::RoomSnapshot;
+use crate::{AppState, Result, store};
+
+/// The event types that move a room up the list (MSC4186, as Synapse's
+/// `DEFAULT_BUMP_EVENT_TYPES`).
+pub const BUMP_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.message",
+    "m.room.encrypted",
+    "m.sticker",
+    "m.call.invite",
+    "m.poll.start",
+    "m.beacon_info",
+];
+
+/// A room the user may see in a list.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub room_id: String,
+    pub membership: String,
+    /// Stream position of the user's membership event.
+    pub membership_pos: i64,
+    /// The latest bump event's stream position (for a room not joined: the membership's).
+    pub stamp: i64,
+}
+
+/// How one room is to be sent: the merged config of the lists and subscriptions that hold it.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    pub timeline_limit: u64,
+    pub required_state: RequiredState,
+}
+
+/// What the lists and subscriptions select.
+pub struct Selection {
+    /// List name → its count.
+    pub counts: BTreeMap<String, v5::response::List>,
+    /// List name → the rooms in its ranges.
+    pub list_rooms: HashMap<String, Vec<String>>,
+    /// The subscribed rooms the user may see.
+    pub subscribed: Vec<String>,
+    /// Every room to consider sending, with its config.
+    pub rooms: BTreeMap<String, (Candidate, RoomConfig)>,
+    /// Rooms `m.direct` names.
+    pub direct: HashSet<String>,
+}
+
+/// The user's rooms, newest first: joined, invited, and those left (or lost) since the client was
+/// last sent them, whose leave it has yet to see.
+pub async fn candidates(
+    tx: &mut PgConnection,
+    user: &str,
+    previous: Option<&Position>,
+    upto: i64,
+) -> Result<Vec<Candidate>> {
+    let memberships = store::rooms::memberships_of(&mut *tx, user).await?;
+    let mut out: Vec<Candidate> = memberships
+        .into_iter()
+        .filter(|m| m.stream_ordering <= upto)
+        .filter(|m| match m.membership.as_str() {
+            "join" | "invite" => true,
+            "leave" | "ban" => previous
+                .and_then(|p| p.rooms.get(&m.room_id))
+                .is_some_and(|sent| sent.m != m.membership && sent.at < m.stream_ordering),
+            _ => false,
+        })
+        .map(|m| Candidate {
+            stamp: m.stream_ordering,
+            room_id: m.room_id,
+            membership: m.membership,
+            membership_pos: m.stream_ordering,
+        })
+        .collect();
+    let joined: Vec<String> = out
+        .iter()
+        .filter(|c| c.membership == "join")
+        .map(|c| c.room_id.clone())
+        .collect();
+    let types: Vec<String> = BUMP_TYPES.iter().map(|t| (*t).to_owned()).collect();
+    let stamps: HashMap<String, i64> =
+        store::sliding_sync::bump_stamps(&mut *tx, &joined, &types, upto)
+            .await?
+            .into_iter()
+            .collect();
+    for c in out.iter_mut().filter(|c| c.membership == "join") {
+        if let Some(stamp) = stamps.get(&c.room_id) {
+            c.stamp = *stamp;
+        }
+    }
+    sort_by_recency(&mut out);
+    Ok(out)
+}
+
+/// Newest first; ties by room ID, so the order is stable.
+fn sort_by_recency(rooms: &mut [Candidate]) {
+    rooms.sort_by(|a, b| {
+        b.stamp
+            .cmp(&a.stamp)
+            .then_with(|| a.room_id.cmp(&b.room_id))
+    });
+}
+
+/// The room IDs `m.direct` lists.
+pub fn direct_rooms(m_direct: Option<&str>) -> HashSet<String> {
+    let Some(content) = m_direct.and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+    else {
+        return HashSet::new();
+    };
+    content
+        .as_object()
+        .into_iter()
+        .flat_map(|users| users.values())
+        .filter_map(|rooms| rooms.as_array())
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Applies each list's filters and ranges, and the subscriptions. Room snapshots (for the
+/// encryption and room type filters) are read through `conn`, outside any snapshot transaction.
+pub async fn select(
+    state: &AppState,
+    conn: &mut PgConnection,
+    user: &str,
+    req: &v5::Request,
+    candidates: Vec<Candidate>,
+    direct: HashSet<String>,
+) -> Result<Selection> {
+    let mut selection = Selection {
+        counts: BTreeMap::new(),
+        list_rooms: HashMap::new(),
+        subscribed: Vec::new(),
+        rooms: BTreeMap::new(),
+        direct,
+    };
+    let needs_snapshots = req.lists.values().any(|l| {
+        l.filters.as_ref().is_some_and(|f| {
+            f.is_encrypted.is_some() || !f.room_types.is_empty() || !f.not_room_types.is_empty()
+        })
+    });
+    let mut snapshots: HashMap<String, std::sync::Arc<RoomSnapshot>> = HashMap::new();
+    if needs_snapshots {
+        for c in &candidates {
+            let snapshot =
+                crate::service::writer::room_snapshot_on(state, conn, &c.room_id).await?;
+            if let Some(snapshot) = snapshot {
+                snapshots.insert(c.room_id.clone(), snapshot);
+            }
+        }
+    }
+    for (name, list) in &req.lists {
+        let filtered: Vec<&Candidate> = candidates
+            .iter()
+            .filter(|c| {
+                list.filters.as_ref().is_none_or(|f| {
+                    passes(
+                        f,
+                        c,
+                        &selection.direct,
+                        snapshots.get(&c.room_id).map(|s| &**s),
+                    )
+                })
+            })
+            .collect();
+        let count = UInt::try_from(filtered.len() as u64).unwrap_or(UInt::MAX);
+        let mut counted = v5::response::List::default();
+        counted.count = count;
+        selection.counts.insert(name.clone(), counted);
+        let config = RoomConfig {
+            timeline_limit: u64::from(list.room_details.timeline_limit),
+            required_state: required_state(user, &list.room_details.required_state),
+        };
+        let mut in_ranges = Vec::new();
+        for (start, end) in &list.ranges {
+            let (start, end) = (u64::from(*start) as usize, u64::from(*end) as usize);
+            for c in filtered
+                .iter()
+                .skip(start)
+                .take(end.saturating_sub(start) + 1)
+            {
+                if !in_ranges.contains(&c.room_id) {
+                    in_ranges.push(c.room_id.clone());
+                }
+                add(&mut selection.rooms, c, &config);
+            }
+        }
+        selection.list_rooms.insert(name.clone(), in_ranges);
+    }
+    for (room_id, sub) in &req.room_subscriptions {
+        let Some(c) = candidates.iter().find(|c| c.room_id == room_id.as_str()) else {
+            continue;
+        };
+        let config = RoomConfig {
+            timeline_limit: u64::from(sub.timeline_limit),
+            required_state: required_state(user, &sub.required_state),
+        };
+        add(&mut selection.rooms, c, &config);
+        selection.subscribed.push(c.room_id.clone());
+    }
+    Ok(selection)
+}
+
+fn required_state(user: &str, pairs: &[(ruma::events::StateEventType, String)]) -> RequiredState {
+    let pairs: Vec<(String, &str)> = pairs
+        .iter()
+        .map(|(t, k)| (t.to_string(), k.as_str()))
+        .collect();
+    RequiredState::new(user, pairs.iter().map(|(t, k)| (t.as_str(), *k)))
+}
+
+/// A room in several lists (or a list and a subscription) gets the largest timeline and every
+/// state asked for, as in Synapse's `combine_room_sync_config`.
+fn add(rooms: &mut BTreeMap<String, (Candidate, RoomConfig)>, c: &Candidate, config: &RoomConfig) {
+    match rooms.get_mut(&c.room_id) {
+        Some((_, existing)) => {
+            existing.timeline_limit = existing.timeline_limit.max(config.timeline_limit);
+            existing.required_state.merge(&config.required_state);
+        }
+        None => {
+            rooms.insert(c.room_id.clone(), (c.clone(), config.clone()));
+        }
+    }
+}
+
+/// Whether a room passes a list's filters.
+fn passes(
+    f: &v5::request::ListFilters,
+    c: &Candidate,
+    direct: &HashSet<String>,
+    snapshot: Option<&RoomSnapshot>,
+) -> bool {
+    if f.is_dm.is_some_and(|dm| dm != direct.contains(&c.room_id)) {
+        return false;
+    }
+    if f.is_invite
+        .is_some_and(|inv| inv != (c.membership == "invite"))
+    {
+        return false;
+    }
+    if let Some(encrypted) = f.is_encrypted {
+        let is = snapshot.is_some_and(|s| s.entry("m.room.encryption", "").is_some());
+        if is != encrypted {
+            return false;
+        }
+    }
+    if !f.room_types.is_empty() || !f.not_room_types.is_empty() {
+        let room_type = snapshot.and_then(|s| {
+            s.entry("m.room.create", "")
+                .and_then(|e| e.content["type"].as_str().map(str::to_owned))
+        });
+        let matches = |t: &ruma::directory::RoomTypeFilter| t.as_str() == room_type.as_deref();
+        if !f.room_types.is_empty() && !f.room_types.iter().any(matches) {
+            return false;
+        }
+        if f.not_room_types.iter().any(matches) {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(room: &str, stamp: i64) -> Candidate {
+        Candidate {
+            room_id: room.into(),
+            membership: "join".into(),
+            membership_pos: 1,
+            stamp,
+        }
+    }
+
+    #[test]
+    fn newest_first_ties_by_id() {
+        let mut rooms = vec![c("!b", 5), c("!a", 5), c("!c", 9), c("!d", 1)];
+        sort_by_recency(&mut rooms);
+        let ids: Vec<&str> = rooms.iter().map(|c| c.room_id.as_str()).collect();
+        assert_eq!(ids, ["!c", "!a", "!b", "!d"]);
+    }
+
+    #[test]
+    fn direct_rooms_from_m_direct() {
+        let rooms = direct_rooms(Some(
+            r#"{"@a:x": ["!1:x", "!2:x"], "@b:x": ["!3:x"], "@c:x": 5}"#,
+        ));
+        assert_eq!(rooms.len(), 3);
+        assert!(rooms.contains("!3:x"));
+        assert!(direct_rooms(Some("not json")).is_empty());
+        assert!(direct_rooms(None).is_empty());
+    }
+}
