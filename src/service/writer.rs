@@ -28,6 +28,9 @@ use crate::service::{notifier, push, room_versions};
 use crate::store::{self, events::NewEventRow};
 use crate::{AppState, Error, Result};
 
+mod remote;
+pub use remote::{IncomingPdu, join_template};
+
 const MAX_BATCH: usize = 256;
 /// Requests a lane holds waiting (beyond them, new requests get a 503).
 const MAX_QUEUED: usize = 8192;
@@ -47,6 +50,8 @@ pub enum Target {
 struct Job {
     target: Target,
     drafts: Vec<EventDraft>,
+    /// An event from another server, checked and signed there: stored as it is (`drafts` empty).
+    remote: Option<Box<IncomingPdu>>,
     txn: Option<TxnKey>,
     reply: oneshot::Sender<Result<Committed>>,
 }
@@ -109,6 +114,23 @@ impl Writer {
         drafts: Vec<EventDraft>,
         txn: Option<TxnKey>,
     ) -> Result<Committed> {
+        self.enqueue(target, drafts, None, txn).await
+    }
+
+    /// Appends an event received from another server (see [`IncomingPdu`]) to its room.
+    pub async fn submit_remote(&self, pdu: IncomingPdu) -> Result<Committed> {
+        let target = Target::Existing(pdu.event.room_id.clone());
+        self.enqueue(target, Vec::new(), Some(Box::new(pdu)), None)
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        target: Target,
+        drafts: Vec<EventDraft>,
+        remote: Option<Box<IncomingPdu>>,
+        txn: Option<TxnKey>,
+    ) -> Result<Committed> {
         let (reply, answer) = oneshot::channel();
         let lanes = self
             .lanes
@@ -129,6 +151,7 @@ impl Writer {
             .try_send(Job {
                 target,
                 drafts,
+                remote,
                 txn,
                 reply,
             })
@@ -330,6 +353,7 @@ impl std::ops::DerefMut for BatchConn {
 /// existing rooms. (Rooms whose state is not cached are found when the batch looks for it.)
 fn optimistic_fits(jobs: &[Job]) -> bool {
     jobs.iter().all(|job| match &job.target {
+        Target::Existing(_) if job.remote.is_some() => false,
         Target::Existing(_) => job
             .drafts
             .iter()
@@ -411,7 +435,10 @@ async fn commit(
         }
         let (room_id, result) = match &job.target {
             Target::Existing(room_id) => match working.get_mut(room_id) {
-                Some(room) => (room_id.clone(), build_job(state, room, &job.drafts, now)),
+                Some(room) => match &job.remote {
+                    Some(pdu) => (room_id.clone(), remote::build(room, pdu).map(|e| vec![e])),
+                    None => (room_id.clone(), build_job(state, room, &job.drafts, now)),
+                },
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
             },
             Target::New {
@@ -555,6 +582,7 @@ async fn commit(
         tx.commit().await?;
     }
 
+    remote::send_out(state, &built, &working);
     for (_, room) in working {
         state.rooms.put(room.finish());
     }

@@ -4,7 +4,10 @@
 
 pub mod acl;
 pub mod client;
+pub mod edus;
+pub mod inbound;
 pub mod keyring;
+pub mod membership;
 pub mod net;
 pub mod queue;
 pub mod resolve;
