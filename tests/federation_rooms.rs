@@ -505,3 +505,97 @@ async fn typing_from_a_remote_user_reaches_local_sync() {
         .map(|e| e["content"]["user_ids"].clone());
     assert_eq!(typers, Some(json!([bob])), "{sync}");
 }
+
+/// Waits (up to 10 s) for `user`'s /sync to show `body` in `room_id`'s timeline.
+async fn sees_message(user: &User, room_id: &str, body: &str) -> bool {
+    let mut since: Option<String> = None;
+    for _ in 0..20 {
+        let path = match &since {
+            Some(s) => format!("/_matrix/client/v3/sync?since={s}&timeout=500"),
+            None => "/_matrix/client/v3/sync".to_owned(),
+        };
+        let sync = user.get(&path).await.ok();
+        let events = &sync["rooms"]["join"][room_id]["timeline"]["events"];
+        if events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["content"]["body"] == body)
+        {
+            return true;
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+    false
+}
+
+async fn say(user: &User, room_id: &str, txn: &str, body: &str) {
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            enc(room_id)
+        ),
+        json!({"msgtype": "m.text", "body": body}),
+    )
+    .await
+    .ok();
+}
+
+#[tokio::test]
+async fn a_local_user_joins_a_remote_room_and_messages_flow_both_ways() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice).await;
+    say(&alice, &room_id, "t0", "before carol").await;
+    let joined = carol
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?server_name={}",
+                enc(&room_id),
+                enc(a.state.server_name.as_str())
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(joined["room_id"], room_id.as_str());
+    // Usable at once on B: the room's state is there.
+    let state = state_ids(&carol, &room_id).await;
+    assert!(state.contains_key(&("m.room.create".to_owned(), String::new())));
+    assert!(
+        members(&alice, &room_id)
+            .await
+            .get(&carol.user_id)
+            .is_some(),
+        "A sees carol"
+    );
+
+    say(&alice, &room_id, "t1", "hello carol").await;
+    assert!(sees_message(&carol, &room_id, "hello carol").await, "A → B");
+    say(&carol, &room_id, "t1", "hello alice").await;
+    assert!(sees_message(&alice, &room_id, "hello alice").await, "B → A");
+
+    // Carol leaves on B: A learns it.
+    carol
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)),
+            json!({}),
+        )
+        .await
+        .ok();
+    let mut left = false;
+    for _ in 0..50 {
+        if members(&alice, &room_id)
+            .await
+            .get(&carol.user_id)
+            .is_none()
+        {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(left, "A sees carol leave");
+}

@@ -39,6 +39,12 @@ pub use crate::store::events::TxnKey;
 
 pub enum Target {
     Existing(String),
+    /// A room on another server that a local user just joined: its state (checked by the caller)
+    /// and the join event last, which becomes the head.
+    Joined {
+        version: RoomVersion,
+        events: Vec<BuiltEvent>,
+    },
     New {
         version: RoomVersion,
         room_id: Option<String>,
@@ -144,7 +150,7 @@ impl Writer {
                 room_id.hash(&mut hasher);
                 (hasher.finish() as usize) % lanes.len()
             }
-            Target::New { .. } => 0,
+            Target::New { .. } | Target::Joined { .. } => 0,
         };
         let queue = &lanes[lane];
         queue
@@ -177,7 +183,7 @@ async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
         }
         let (creates, appends): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
-            .partition(|job| matches!(job.target, Target::New { .. }));
+            .partition(|job| matches!(job.target, Target::New { .. } | Target::Joined { .. }));
         // A new room commits on its own: an alias collision must fail that room alone.
         for job in creates {
             process(&state, vec![job]).await;
@@ -193,7 +199,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.clone()),
-            Target::New { .. } => None,
+            Target::New { .. } | Target::Joined { .. } => None,
         })
         .collect();
     let outcome = match commit(state, &jobs, Path::Optimistic).await {
@@ -358,7 +364,7 @@ fn optimistic_fits(jobs: &[Job]) -> bool {
             .drafts
             .iter()
             .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction"),
-        Target::New { .. } => false,
+        Target::New { .. } | Target::Joined { .. } => false,
     })
 }
 
@@ -381,7 +387,7 @@ async fn commit(
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.as_str()),
-            Target::New { .. } => None,
+            Target::New { .. } | Target::Joined { .. } => None,
         })
         .collect();
     room_ids.sort_unstable();
@@ -440,6 +446,15 @@ async fn commit(
                     None => (room_id.clone(), build_job(state, room, &job.drafts, now)),
                 },
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
+            },
+            Target::Joined { version, events } => match remote::joined_room(*version, events) {
+                Ok(room) => {
+                    let room_id = room.base.room_id.clone();
+                    new_rooms.push((room_id.clone(), *version, false, Vec::new()));
+                    working.insert(room_id.clone(), room);
+                    (room_id, Ok(events.clone()))
+                }
+                Err(e) => (String::new(), Err(e)),
             },
             Target::New {
                 version,

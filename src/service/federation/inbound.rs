@@ -126,7 +126,7 @@ impl Receiver<'_> {
 
     /// Checks the signatures the spec requires; on a content hash mismatch answers the redacted
     /// event, as the spec asks.
-    async fn verify(
+    pub(crate) async fn verify(
         &self,
         version: RoomVersion,
         object: CanonicalJsonObject,
@@ -220,37 +220,110 @@ impl Receiver<'_> {
                 "Some of the event's auth events are unknown here",
             ));
         }
-        let mut state: HashMap<(String, String), PduView> = HashMap::new();
-        for (id, text) in stored {
-            let pdu: Value = serde_json::from_str(&text).map_err(Error::internal)?;
-            let f = Fields::of(&pdu)?;
-            if pdu["room_id"].as_str().is_some_and(|r| r != room_id) {
-                return Err(Error::forbidden("An auth event belongs to another room"));
-            }
-            let Some(key) = f.state_key else {
-                return Err(Error::forbidden("An auth event is not a state event"));
-            };
-            let auth_view = PduView::new(
-                EventFields {
-                    event_id: Some(&id),
-                    room_id: Some(room_id),
-                    sender: f.sender,
-                    event_type: f.event_type,
-                    state_key: Some(key),
-                    prev_events: &[],
-                    redacts: None,
-                },
-                f.content,
-                "",
-            )
-            .map_err(|e| Error::internal(e.0))?;
-            state.insert((f.event_type.to_owned(), key.to_owned()), auth_view);
-        }
-        auth_check::check(version, view, |t, k| {
-            state.get(&(t.to_owned(), k.to_owned()))
-        })
-        .map_err(|e| Error::forbidden(format!("not allowed by its auth events: {}", e.0)))
+        let pdus = stored
+            .into_iter()
+            .map(|(id, text)| Ok((id, serde_json::from_str(&text).map_err(Error::internal)?)))
+            .collect::<Result<Vec<(String, Value)>>>()?;
+        check_by(
+            version,
+            room_id,
+            view,
+            pdus.iter().map(|(id, p)| (id.as_str(), p)),
+        )
     }
+}
+
+/// Checks `view` against the authorization rules with `auth` (event ID, PDU) as the state.
+fn check_by<'a>(
+    version: RoomVersion,
+    room_id: &str,
+    view: &PduView,
+    auth: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> Result<()> {
+    let mut state: HashMap<(String, String), PduView> = HashMap::new();
+    for (id, pdu) in auth {
+        let f = Fields::of(pdu)?;
+        if pdu["room_id"].as_str().is_some_and(|r| r != room_id) {
+            return Err(Error::forbidden("An auth event belongs to another room"));
+        }
+        let Some(key) = f.state_key else {
+            return Err(Error::forbidden("An auth event is not a state event"));
+        };
+        let auth_view = PduView::new(
+            EventFields {
+                event_id: Some(id),
+                room_id: Some(room_id),
+                sender: f.sender,
+                event_type: f.event_type,
+                state_key: Some(key),
+                prev_events: &[],
+                redacts: None,
+            },
+            f.content,
+            "",
+        )
+        .map_err(|e| Error::bad_json(e.0))?;
+        state.insert((f.event_type.to_owned(), key.to_owned()), auth_view);
+    }
+    auth_check::check(version, view, |t, k| {
+        state.get(&(t.to_owned(), k.to_owned()))
+    })
+    .map_err(|e| Error::forbidden(format!("not allowed by its auth events: {}", e.0)))
+}
+
+/// The authorization rules' view of a PDU.
+fn view_of(version: RoomVersion, event_id: &str, pdu: &Value) -> Result<PduView> {
+    let f = Fields::of(pdu)?;
+    PduView::new(
+        EventFields {
+            event_id: Some(event_id),
+            // A v12 create event has none.
+            room_id: pdu["room_id"].as_str(),
+            sender: f.sender,
+            event_type: f.event_type,
+            state_key: f.state_key,
+            prev_events: &refs(version, &pdu["prev_events"]),
+            redacts: f.redacts,
+        },
+        f.content,
+        "",
+    )
+    .map_err(|e| Error::bad_json(e.0))
+}
+
+/// Whether `pdu` is authorized by its auth events, all of which must be among `known` (event
+/// ID → PDU, for checking a state received with a join).
+pub fn authorized_by(
+    version: RoomVersion,
+    event_id: &str,
+    room_id: &str,
+    pdu: &Value,
+    known: &HashMap<String, Value>,
+) -> Result<()> {
+    let view = view_of(version, event_id, pdu)?;
+    let mut ids = refs(version, &pdu["auth_events"]);
+    if version.room_id_from_create() && pdu["type"] != "m.room.create" {
+        ids.push(format!("${}", room_id.trim_start_matches('!')));
+    }
+    let mut auth = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let pdu = known
+            .get(id)
+            .ok_or_else(|| Error::forbidden(format!("auth event {id} is missing")))?;
+        auth.push((id.as_str(), pdu));
+    }
+    check_by(version, room_id, &view, auth.into_iter())
+}
+
+/// The stored form of a checked PDU.
+pub fn to_built(
+    version: RoomVersion,
+    event_id: &str,
+    room_id: &str,
+    pdu: &Value,
+) -> Result<BuiltEvent> {
+    let fields = Fields::of(pdu)?;
+    built_event(version, event_id, room_id, &fields, pdu)
 }
 
 /// The fields of a PDU every check reads.

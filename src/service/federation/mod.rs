@@ -6,6 +6,7 @@ pub mod acl;
 pub mod client;
 pub mod edus;
 pub mod inbound;
+pub mod join;
 pub mod keyring;
 pub mod membership;
 pub mod net;

@@ -17,6 +17,7 @@ use super::{WorkingRoom, select_auth_events};
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::events::{self, BuiltEvent, EventDraft, EventRef};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
+use crate::service::room_versions::RoomVersion;
 use crate::{AppState, Error, Result};
 
 /// An event from another server whose signatures, hashes and authorization by its own auth events
@@ -64,6 +65,44 @@ pub(super) fn build(room: &mut WorkingRoom, pdu: &IncomingPdu) -> Result<BuiltEv
         );
     }
     Ok(built)
+}
+
+/// The working room of a remote room just joined: its state from `events` (state events, the
+/// join last), whose last event is the head. The events are stored as they are.
+pub(super) fn joined_room(version: RoomVersion, events: &[BuiltEvent]) -> Result<WorkingRoom> {
+    let join = events
+        .last()
+        .ok_or_else(|| Error::internal("a joined room needs its join event"))?;
+    let mut snapshot = RoomSnapshot {
+        room_id: join.room_id.clone(),
+        version,
+        head_event_id: join.event_id.clone(),
+        head_hash: join.content_hash.clone(),
+        head_depth: join.depth,
+        state: Default::default(),
+        members: Default::default(),
+        member_rows: Default::default(),
+    };
+    let state = Arc::make_mut(&mut snapshot.state);
+    for event in events {
+        let Some(key) = &event.state_key else {
+            continue;
+        };
+        let mut entry = StateEntry::new(
+            event.event_id.clone(),
+            &event.event_type,
+            key,
+            event.sender.clone(),
+            event.content.clone(),
+        )
+        .map_err(|e| Error::bad_json(e.0))?;
+        entry.content_hash = event.content_hash.clone();
+        state
+            .entry(event.event_type.clone())
+            .or_default()
+            .insert(key.clone(), Arc::new(entry));
+    }
+    Ok(WorkingRoom::new(Arc::new(snapshot)))
 }
 
 /// An unsigned event of `draft`'s kind on the room's current head, in the room version's format,
