@@ -599,3 +599,93 @@ async fn a_local_user_joins_a_remote_room_and_messages_flow_both_ways() {
     }
     assert!(left, "A sees carol leave");
 }
+
+/// Waits (up to 10 s) for an ephemeral event of `kind` in `room_id` on `user`'s /sync whose
+/// content `matches`.
+async fn sees_ephemeral(
+    user: &User,
+    room_id: &str,
+    kind: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> bool {
+    let mut since: Option<String> = None;
+    for _ in 0..20 {
+        let path = match &since {
+            Some(s) => format!("/_matrix/client/v3/sync?since={s}&timeout=500"),
+            None => "/_matrix/client/v3/sync".to_owned(),
+        };
+        let sync = user.get(&path).await.ok();
+        let events = &sync["rooms"]["join"][room_id]["ephemeral"]["events"];
+        if events
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == kind && matches(&e["content"]))
+        {
+            return true;
+        }
+        since = sync["next_batch"].as_str().map(str::to_owned);
+    }
+    false
+}
+
+#[tokio::test]
+async fn typing_and_read_receipts_cross_between_two_servers() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice).await;
+    carol
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room_id),
+                enc(a.state.server_name.as_str())
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    let carol_id = carol.user_id.clone();
+    carol
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&room_id),
+                enc(&carol_id)
+            ),
+            json!({"typing": true, "timeout": 20000}),
+        )
+        .await
+        .ok();
+    assert!(
+        sees_ephemeral(&alice, &room_id, "m.typing", |c| c["user_ids"]
+            == json!([carol_id]))
+        .await,
+        "B → A typing"
+    );
+    let event_id = latest(&alice, &room_id).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice
+        .post(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+                enc(&room_id),
+                enc(&event_id)
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    let alice_id = alice.user_id.clone();
+    assert!(
+        sees_ephemeral(&carol, &room_id, "m.receipt", |c| c[&event_id]["m.read"]
+            [&alice_id]
+            .is_object())
+        .await,
+        "A → B receipt"
+    );
+}

@@ -10,6 +10,7 @@ pub mod join;
 pub mod keyring;
 pub mod membership;
 pub mod net;
+pub mod outbound_edus;
 pub mod queue;
 pub mod resolve;
 
