@@ -689,3 +689,36 @@ async fn typing_and_read_receipts_cross_between_two_servers() {
         "A → B receipt"
     );
 }
+
+#[tokio::test]
+async fn a_remote_users_profile_is_asked_of_their_server() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    carol
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&carol.user_id)
+            ),
+            json!({"displayname": "Carol of B"}),
+        )
+        .await
+        .ok();
+    let profile = alice
+        .get(&format!(
+            "/_matrix/client/v3/profile/{}",
+            enc(&carol.user_id)
+        ))
+        .await
+        .ok();
+    assert_eq!(profile["displayname"], "Carol of B", "{profile}");
+    let missing = alice
+        .get(&format!(
+            "/_matrix/client/v3/profile/{}",
+            enc(&format!("@nobody:{}", b.state.server_name))
+        ))
+        .await;
+    missing.expect_err(404, "M_NOT_FOUND");
+}
