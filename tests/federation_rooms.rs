@@ -722,3 +722,50 @@ async fn a_remote_users_profile_is_asked_of_their_server() {
         .await;
     missing.expect_err(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_remote_alias_resolves_and_joins_through_its_server() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice).await;
+    let alias = format!("#lobby:{}", a.state.server_name);
+    alice
+        .put(
+            &format!("/_matrix/client/v3/directory/room/{}", enc(&alias)),
+            json!({"room_id": room_id}),
+        )
+        .await
+        .ok();
+    let resolved = carol
+        .get(&format!(
+            "/_matrix/client/v3/directory/room/{}",
+            enc(&alias)
+        ))
+        .await
+        .ok();
+    assert_eq!(resolved["room_id"], room_id.as_str());
+    assert_eq!(resolved["servers"][0], a.state.server_name.as_str());
+    let unknown = carol
+        .get(&format!(
+            "/_matrix/client/v3/directory/room/{}",
+            enc(&format!("#nowhere:{}", a.state.server_name))
+        ))
+        .await;
+    unknown.expect_err(404, "M_NOT_FOUND");
+    let joined = carol
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&alias)),
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(joined["room_id"], room_id.as_str());
+    assert!(
+        members(&alice, &room_id)
+            .await
+            .get(&carol.user_id)
+            .is_some()
+    );
+}

@@ -388,9 +388,14 @@ pub async fn resolve_room(state: &AppState, room_id_or_alias: &str) -> Result<St
         let alias = ruma::RoomAliasId::parse(room_id_or_alias)
             .map_err(|_| Error::invalid_param(format!("{room_id_or_alias} is not a room alias")))?;
         if alias.server_name() != state.server_name {
-            return Err(Error::not_found(
-                "Federation is not supported yet: cannot resolve remote aliases",
-            ));
+            if !state.config.federation_enabled() {
+                return Err(Error::not_found(
+                    "Federation is disabled: cannot resolve remote aliases",
+                ));
+            }
+            let (room_id, _) =
+                crate::service::directory::alias_servers(state, room_id_or_alias).await?;
+            return Ok(room_id);
         }
         return store::rooms::resolve_alias(&state.db, room_id_or_alias)
             .await?
@@ -530,7 +535,15 @@ pub async fn join_via(
     via: &[String],
     content: Map<String, Value>,
 ) -> Result<String> {
-    let room_id = resolve_room(state, room_id_or_alias).await?;
+    let mut via = via.to_vec();
+    let room_id = if room_id_or_alias.starts_with('#') && state.config.federation_enabled() {
+        let (room_id, servers) =
+            crate::service::directory::alias_servers(state, room_id_or_alias).await?;
+        via.extend(servers);
+        room_id
+    } else {
+        resolve_room(state, room_id_or_alias).await?
+    };
     let known = store::rooms::room_version(&state.db, &room_id)
         .await?
         .is_some();

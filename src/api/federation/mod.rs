@@ -41,6 +41,10 @@ pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
         .route(
+            "/_matrix/federation/v1/query/directory",
+            get(query::directory),
+        )
+        .route(
             "/_matrix/federation/v1/make_join/{roomId}/{userId}",
             get(membership::make_join),
         )
