@@ -769,3 +769,46 @@ async fn a_remote_alias_resolves_and_joins_through_its_server() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_ban_of_a_remote_member_reaches_their_server() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice).await;
+    carol
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room_id),
+                enc(a.state.server_name.as_str())
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/ban", enc(&room_id)),
+            json!({"user_id": carol.user_id, "reason": "spam"}),
+        )
+        .await
+        .ok();
+    let mut banned = false;
+    for _ in 0..50 {
+        let member = carol
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                enc(&room_id),
+                enc(&carol.user_id)
+            ))
+            .await;
+        if member.status == 200 && member.body["membership"] == "ban" {
+            banned = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(banned, "B applied the ban of its user");
+}
