@@ -62,10 +62,16 @@ async fn join(
     State(state): State<AppState>,
     GuestAllowed(requester): GuestAllowed,
     Path(room_id_or_alias): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
     Json(body): Json<Map<String, Value>>,
 ) -> Result<JsonResponse<Value>> {
+    // `via` (and the older `server_name`): servers to ask when the room is on other servers.
+    let via: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "via" || k == "server_name")
+        .map(|(_, v)| v.into_owned())
+        .collect();
     // The whole body becomes the member event's content, as in Synapse's JoinRoomAliasServlet.
-    entered(rooms::join(&state, &requester, &room_id_or_alias, body).await)
+    entered(rooms::join_via(&state, &requester, &room_id_or_alias, &via, body).await)
 }
 
 async fn knock(

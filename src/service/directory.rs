@@ -18,12 +18,58 @@ fn parse_local_alias(state: &AppState, alias: &str) -> Result<()> {
 }
 
 pub async fn resolve_alias(state: &AppState, alias: &str) -> Result<Value> {
-    ruma::RoomAliasId::parse(alias)
+    let (room_id, servers) = alias_servers(state, alias).await?;
+    Ok(json!({"room_id": room_id, "servers": servers}))
+}
+
+/// An alias's room and the servers to join it through: a local alias from the database (this
+/// server first, then the others with members in the room), another server's alias asked of
+/// that server (`GET /query/directory`).
+pub async fn alias_servers(state: &AppState, alias: &str) -> Result<(String, Vec<String>)> {
+    let parsed = ruma::RoomAliasId::parse(alias)
         .map_err(|_| Error::invalid_param(format!("{alias} is not a room alias")))?;
+    if parsed.server_name() != state.server_name {
+        if !state.config.federation_enabled() {
+            return Err(Error::not_found(format!("Room alias {alias} not found")));
+        }
+        return remote_alias(state, parsed).await;
+    }
     let room_id = store::rooms::resolve_alias(&state.db, alias)
         .await?
         .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
-    Ok(json!({"room_id": room_id, "servers": [state.server_name.as_str()]}))
+    let mut servers = vec![state.server_name.to_string()];
+    if let Some(room) = room_snapshot(state, &room_id).await? {
+        let mut others: Vec<String> = room
+            .members_with("join")
+            .filter_map(|u| Some(ruma::UserId::parse(u).ok()?.server_name().to_string()))
+            .filter(|s| *s != state.server_name.as_str())
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        servers.extend(others);
+    }
+    Ok((room_id, servers))
+}
+
+async fn remote_alias(
+    state: &AppState,
+    alias: ruma::OwnedRoomAliasId,
+) -> Result<(String, Vec<String>)> {
+    use ruma::api::federation::query::get_room_information::v1 as query;
+    let server = alias.server_name().to_owned();
+    let answer = state
+        .federation
+        .send(&server, query::Request::new(alias.clone()))
+        .await
+        .map_err(|e| {
+            tracing::info!(%server, error = %e, "remote alias query failed");
+            Error::not_found(format!("Room alias {alias} not found"))
+        })?;
+    let mut servers: Vec<String> = answer.servers.iter().map(ToString::to_string).collect();
+    if servers.is_empty() {
+        servers.push(server.to_string());
+    }
+    Ok((answer.room_id.to_string(), servers))
 }
 
 pub async fn create_alias(

@@ -75,7 +75,7 @@ pub struct EventRef {
 }
 
 /// `prev_events`/`auth_events` in the version's format: IDs, or `[id, {"sha256": hash}]` pairs.
-fn event_refs(version: RoomVersion, refs: &[EventRef]) -> CanonicalJsonValue {
+pub(crate) fn event_refs(version: RoomVersion, refs: &[EventRef]) -> CanonicalJsonValue {
     let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
     CanonicalJsonValue::Array(
         refs.iter()
@@ -252,7 +252,7 @@ pub fn build(
 }
 
 /// `m.relates_to` as (target event, relation type); replies (`m.in_reply_to`) are not relations.
-fn relation_of(content: &Map<String, Value>) -> (Option<String>, Option<String>) {
+pub(crate) fn relation_of(content: &Map<String, Value>) -> (Option<String>, Option<String>) {
     let Some(relates) = content.get("m.relates_to").and_then(Value::as_object) else {
         return (None, None);
     };

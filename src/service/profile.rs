@@ -11,6 +11,12 @@ const MAX_DISPLAYNAME: usize = 256;
 const MAX_AVATAR_URL: usize = 1000;
 
 pub async fn get_profile(state: &AppState, user_id: &str) -> Result<Value> {
+    if let Ok(user) = ruma::UserId::parse(user_id)
+        && user.server_name() != state.server_name
+        && state.config.federation_enabled()
+    {
+        return remote_profile(state, user).await;
+    }
     let user = store::users::get_user(&state.db, user_id)
         .await?
         .ok_or_else(|| Error::not_found("Profile not found"))?;
@@ -22,6 +28,24 @@ pub async fn get_profile(state: &AppState, user_id: &str) -> Result<Value> {
         profile["avatar_url"] = json!(url);
     }
     Ok(profile)
+}
+
+/// Another server's user's profile, asked of that server (`GET /query/profile`); an error there
+/// is a 404 here, as in Synapse.
+async fn remote_profile(state: &AppState, user: ruma::OwnedUserId) -> Result<Value> {
+    use ruma::api::federation::query::get_profile_information::v1 as query;
+    let server = user.server_name().to_owned();
+    let answer = state
+        .federation
+        .send(&server, query::Request::new(user))
+        .await
+        .map_err(|e| {
+            tracing::info!(%server, error = %e, "remote profile query failed");
+            Error::not_found("Profile not found")
+        })?;
+    Ok(Value::Object(
+        answer.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -138,6 +138,11 @@ async fn set_receipt(
     state
         .notifier
         .committed(position, keys.iter().map(String::as_str));
+    if receipt_type == "m.read" {
+        crate::service::federation::outbound_edus::receipt(
+            state, room_id, user_id, event_id, thread_id, receipt.ts,
+        );
+    }
     Ok(())
 }
 

@@ -388,9 +388,14 @@ pub async fn resolve_room(state: &AppState, room_id_or_alias: &str) -> Result<St
         let alias = ruma::RoomAliasId::parse(room_id_or_alias)
             .map_err(|_| Error::invalid_param(format!("{room_id_or_alias} is not a room alias")))?;
         if alias.server_name() != state.server_name {
-            return Err(Error::not_found(
-                "Federation is not supported yet: cannot resolve remote aliases",
-            ));
+            if !state.config.federation_enabled() {
+                return Err(Error::not_found(
+                    "Federation is disabled: cannot resolve remote aliases",
+                ));
+            }
+            let (room_id, _) =
+                crate::service::directory::alias_servers(state, room_id_or_alias).await?;
+            return Ok(room_id);
         }
         return store::rooms::resolve_alias(&state.db, room_id_or_alias)
             .await?
@@ -519,6 +524,58 @@ pub async fn join(
     content: Map<String, Value>,
 ) -> Result<String> {
     enter(state, requester, room_id_or_alias, "join", content).await
+}
+
+/// Joins a room, asking the `via` servers (or the room ID's server) when it is on other servers
+/// and this one is not in it.
+pub async fn join_via(
+    state: &AppState,
+    requester: &Requester,
+    room_id_or_alias: &str,
+    via: &[String],
+    content: Map<String, Value>,
+) -> Result<String> {
+    let mut via = via.to_vec();
+    let room_id = if room_id_or_alias.starts_with('#') && state.config.federation_enabled() {
+        let (room_id, servers) =
+            crate::service::directory::alias_servers(state, room_id_or_alias).await?;
+        via.extend(servers);
+        room_id
+    } else {
+        resolve_room(state, room_id_or_alias).await?
+    };
+    let known = store::rooms::room_version(&state.db, &room_id)
+        .await?
+        .is_some();
+    if known || !state.config.federation_enabled() {
+        return enter(state, requester, &room_id, "join", content).await;
+    }
+    check_member_keys(&content)?;
+    let mut servers: Vec<ruma::OwnedServerName> = via
+        .iter()
+        .filter_map(|s| ruma::OwnedServerName::try_from(s.as_str()).ok())
+        .collect();
+    if let Some(server) = ruma::RoomId::parse(&room_id)
+        .ok()
+        .and_then(|r| r.server_name().map(ToOwned::to_owned))
+    {
+        servers.push(server);
+    }
+    state.rate_limiter.user(UserAction::Join, requester)?;
+    let profile = store::users::get_user(&state.db, requester.user_id.as_str()).await?;
+    let content = member_content_with("join", profile.as_ref(), content);
+    let Value::Object(content) = content else {
+        return Err(Error::internal("member content is not an object"));
+    };
+    crate::service::federation::join::join_remote(
+        state,
+        requester.user_id.as_str(),
+        &room_id,
+        &servers,
+        content,
+    )
+    .await?;
+    Ok(room_id)
 }
 
 /// Asks to be let in to a room whose join rule is `knock` (or `knock_restricted`); the authorization

@@ -155,6 +155,7 @@ pub async fn set_typing(
         at_ms,
     };
     apply_and_wake(state, &message);
+    crate::service::federation::outbound_edus::typing(state, room_id, user_id, typing);
     let payload = serde_json::to_string(&message).map_err(Error::internal)?;
     store::stream::notify(&state.db, CHANNEL, &payload).await?;
     Ok(())

@@ -29,6 +29,9 @@ use crate::service::{notifier, push, room_versions};
 use crate::store::{self, events::NewEventRow};
 use crate::{AppState, Error, Result};
 
+mod remote;
+pub use remote::{IncomingPdu, join_template};
+
 const MAX_BATCH: usize = 256;
 /// Requests a lane holds waiting (beyond them, new requests get a 503).
 const MAX_QUEUED: usize = 8192;
@@ -37,6 +40,12 @@ pub use crate::store::events::TxnKey;
 
 pub enum Target {
     Existing(String),
+    /// A room on another server that a local user just joined: its state (checked by the caller)
+    /// and the join event last, which becomes the head.
+    Joined {
+        version: RoomVersion,
+        events: Vec<BuiltEvent>,
+    },
     New {
         version: RoomVersion,
         room_id: Option<String>,
@@ -48,6 +57,8 @@ pub enum Target {
 struct Job {
     target: Target,
     drafts: Vec<EventDraft>,
+    /// An event from another server, checked and signed there: stored as it is (`drafts` empty).
+    remote: Option<Box<IncomingPdu>>,
     txn: Option<TxnKey>,
     reply: oneshot::Sender<Result<Committed>>,
 }
@@ -110,6 +121,23 @@ impl Writer {
         drafts: Vec<EventDraft>,
         txn: Option<TxnKey>,
     ) -> Result<Committed> {
+        self.enqueue(target, drafts, None, txn).await
+    }
+
+    /// Appends an event received from another server (see [`IncomingPdu`]) to its room.
+    pub async fn submit_remote(&self, pdu: IncomingPdu) -> Result<Committed> {
+        let target = Target::Existing(pdu.event.room_id.clone());
+        self.enqueue(target, Vec::new(), Some(Box::new(pdu)), None)
+            .await
+    }
+
+    async fn enqueue(
+        &self,
+        target: Target,
+        drafts: Vec<EventDraft>,
+        remote: Option<Box<IncomingPdu>>,
+        txn: Option<TxnKey>,
+    ) -> Result<Committed> {
         let (reply, answer) = oneshot::channel();
         let lanes = self
             .lanes
@@ -123,13 +151,14 @@ impl Writer {
                 room_id.hash(&mut hasher);
                 (hasher.finish() as usize) % lanes.len()
             }
-            Target::New { .. } => 0,
+            Target::New { .. } | Target::Joined { .. } => 0,
         };
         let queue = &lanes[lane];
         queue
             .try_send(Job {
                 target,
                 drafts,
+                remote,
                 txn,
                 reply,
             })
@@ -157,7 +186,7 @@ async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
         ::metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
         let (creates, appends): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
-            .partition(|job| matches!(job.target, Target::New { .. }));
+            .partition(|job| matches!(job.target, Target::New { .. } | Target::Joined { .. }));
         // A new room commits on its own: an alias collision must fail that room alone.
         for job in creates {
             process(&state, vec![job]).await;
@@ -173,7 +202,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.clone()),
-            Target::New { .. } => None,
+            Target::New { .. } | Target::Joined { .. } => None,
         })
         .collect();
     let started = std::time::Instant::now();
@@ -342,11 +371,12 @@ impl std::ops::DerefMut for BatchConn {
 /// existing rooms. (Rooms whose state is not cached are found when the batch looks for it.)
 fn optimistic_fits(jobs: &[Job]) -> bool {
     jobs.iter().all(|job| match &job.target {
+        Target::Existing(_) if job.remote.is_some() => false,
         Target::Existing(_) => job
             .drafts
             .iter()
             .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction"),
-        Target::New { .. } => false,
+        Target::New { .. } | Target::Joined { .. } => false,
     })
 }
 
@@ -373,7 +403,7 @@ async fn commit(
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.as_str()),
-            Target::New { .. } => None,
+            Target::New { .. } | Target::Joined { .. } => None,
         })
         .collect();
     room_ids.sort_unstable();
@@ -427,8 +457,20 @@ async fn commit(
         }
         let (room_id, result) = match &job.target {
             Target::Existing(room_id) => match working.get_mut(room_id) {
-                Some(room) => (room_id.clone(), build_job(state, room, &job.drafts, now)),
+                Some(room) => match &job.remote {
+                    Some(pdu) => (room_id.clone(), remote::build(room, pdu).map(|e| vec![e])),
+                    None => (room_id.clone(), build_job(state, room, &job.drafts, now)),
+                },
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
+            },
+            Target::Joined { version, events } => match remote::joined_room(*version, events) {
+                Ok(room) => {
+                    let room_id = room.base.room_id.clone();
+                    new_rooms.push((room_id.clone(), *version, false, Vec::new()));
+                    working.insert(room_id.clone(), room);
+                    (room_id, Ok(events.clone()))
+                }
+                Err(e) => (String::new(), Err(e)),
             },
             Target::New {
                 version,
@@ -571,6 +613,7 @@ async fn commit(
         tx.commit().await?;
     }
 
+    remote::send_out(state, &built, &working);
     for (_, room) in working {
         state.rooms.put(room.finish());
     }

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod keys;
+pub mod membership;
 pub mod openid;
 pub mod query;
 pub mod ruma_io;
@@ -39,6 +40,38 @@ pub fn router(state: AppState) -> Router {
         .merge(openid::routes());
     let authenticated = Router::new()
         .route("/_matrix/federation/v1/query/profile", get(query::profile))
+        .route(
+            "/_matrix/federation/v1/query/directory",
+            get(query::directory),
+        )
+        .route(
+            "/_matrix/federation/v1/make_join/{roomId}/{userId}",
+            get(membership::make_join),
+        )
+        .route(
+            "/_matrix/federation/v2/send_join/{roomId}/{eventId}",
+            put(membership::send_join),
+        )
+        .route(
+            "/_matrix/federation/v1/make_leave/{roomId}/{userId}",
+            get(membership::make_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/send_leave/{roomId}/{eventId}",
+            put(membership::send_leave),
+        )
+        .route(
+            "/_matrix/federation/v1/event/{eventId}",
+            get(membership::event),
+        )
+        .route(
+            "/_matrix/federation/v1/state_ids/{roomId}",
+            get(membership::state_ids),
+        )
+        .route(
+            "/_matrix/federation/v1/state/{roomId}",
+            get(membership::state),
+        )
         .route(
             "/_matrix/federation/v1/send/{txnId}",
             put(transactions::send_transaction),

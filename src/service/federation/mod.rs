@@ -4,8 +4,13 @@
 
 pub mod acl;
 pub mod client;
+pub mod edus;
+pub mod inbound;
+pub mod join;
 pub mod keyring;
+pub mod membership;
 pub mod net;
+pub mod outbound_edus;
 pub mod queue;
 pub mod resolve;
 

@@ -14,7 +14,7 @@ use ruma::api::federation::transactions::send_transaction_message::v1 as send;
 use ruma::serde::Raw;
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedTransactionId};
 use sqlx::PgPool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 
 use super::client::FederationClient;
 use crate::store::federation_queue as store;
@@ -47,6 +47,12 @@ impl Kind {
     }
 }
 
+/// PDUs committed locally and waiting to be queued (see [`Outbox::pdu_committed`]).
+const MAX_COMMITTED_WAITING: usize = 4096;
+
+/// PDUs committed by the writer, on their way into the persisted queue: (destinations, PDU).
+type Committed = (Vec<OwnedServerName>, serde_json::Value);
+
 /// This process's sender.
 pub struct Outbox {
     db: PgPool,
@@ -55,16 +61,47 @@ pub struct Outbox {
     owner: String,
     wake: Notify,
     sending: Arc<Semaphore>,
+    /// The writer's committed PDUs, queued in commit order by one task (`start`).
+    committed: mpsc::Sender<Committed>,
+    /// Taken by `start`.
+    committed_rx: std::sync::Mutex<Option<mpsc::Receiver<Committed>>>,
 }
 
 impl Outbox {
     pub fn new(db: PgPool, client: Arc<FederationClient>) -> Self {
+        let (committed, committed_rx) = mpsc::channel(MAX_COMMITTED_WAITING);
         Self {
             db,
             client,
             owner: crate::service::auth::random_string(16),
             wake: Notify::new(),
             sending: Arc::new(Semaphore::new(MAX_CONCURRENT)),
+            committed,
+            committed_rx: std::sync::Mutex::new(Some(committed_rx)),
+        }
+    }
+
+    /// A local event the writer committed, for `destinations`: queued in the background, in commit
+    /// order (when more than `MAX_COMMITTED_WAITING` wait, this one is queued on its own task).
+    pub fn pdu_committed(
+        self: &Arc<Self>,
+        destinations: Vec<OwnedServerName>,
+        pdu: serde_json::Value,
+    ) {
+        if let Err(mpsc::error::TrySendError::Full((destinations, pdu))) =
+            self.committed.try_send((destinations, pdu))
+        {
+            let outbox = self.clone();
+            tokio::spawn(async move { outbox.queue_committed(&destinations, &pdu).await });
+        }
+    }
+
+    async fn queue_committed(&self, destinations: &[OwnedServerName], pdu: &serde_json::Value) {
+        if let Err(e) = self
+            .enqueue(destinations, Kind::Pdu, std::slice::from_ref(pdu))
+            .await
+        {
+            tracing::error!(error = %e, "queueing a PDU for other servers failed");
         }
     }
 
@@ -88,6 +125,19 @@ impl Outbox {
 
     /// Starts the sender (the server and tests do; admin commands do not).
     pub fn start(self: &Arc<Self>) {
+        let taken = self
+            .committed_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut committed) = taken {
+            let outbox = self.clone();
+            tokio::spawn(async move {
+                while let Some((destinations, pdu)) = committed.recv().await {
+                    outbox.queue_committed(&destinations, &pdu).await;
+                }
+            });
+        }
         let outbox = self.clone();
         tokio::spawn(async move {
             loop {
@@ -177,25 +227,44 @@ pub fn next_interval(previous_ms: i64) -> i64 {
     }
 }
 
-/// Answers an incoming transaction: the stored answer for a transaction already received from
-/// `origin`; otherwise it is recorded. PDUs and EDUs are not applied yet (the next stage), so the
-/// answer lists no PDU results.
-pub async fn receive(
+/// The answer already given to `origin`'s transaction `txn_id`, if it was received before. A
+/// transaction larger than the spec allows is refused.
+pub async fn earlier_answer(
     db: &PgPool,
     origin: &str,
     txn_id: &str,
     pdu_count: usize,
     edu_count: usize,
-) -> Result<String> {
+) -> Result<Option<String>> {
     if pdu_count > MAX_PDUS as usize || edu_count > MAX_EDUS as usize {
         return Err(Error::bad_json(
             "A transaction holds at most 50 PDUs and 100 EDUs",
         ));
     }
-    if let Some(stored) = store::inbound_response(db, origin, txn_id).await? {
-        return Ok(stored);
-    }
-    let answer = serde_json::json!({ "pdus": {} }).to_string();
+    Ok(store::inbound_response(db, origin, txn_id).await?)
+}
+
+/// Records the answer to a transaction just applied (per-PDU results: `None` for success);
+/// returns the answer stored, which is the earlier one if the same transaction raced this one.
+pub async fn record_answer(
+    db: &PgPool,
+    origin: &str,
+    txn_id: &str,
+    results: &std::collections::BTreeMap<String, Option<String>>,
+    pdu_count: usize,
+    edu_count: usize,
+) -> Result<String> {
+    let pdus: serde_json::Map<String, serde_json::Value> = results
+        .iter()
+        .map(|(id, r)| {
+            let v = match r {
+                None => serde_json::json!({}),
+                Some(e) => serde_json::json!({ "error": e }),
+            };
+            (id.clone(), v)
+        })
+        .collect();
+    let answer = serde_json::json!({ "pdus": pdus }).to_string();
     Ok(store::record_inbound(
         db,
         origin,

@@ -1,0 +1,446 @@
+//! Events received from other servers (`/send`, `send_join`): the spec's checks on receipt of a
+//! PDU — format and size, the signatures of the servers that must sign it (through the keyring),
+//! the content hash (a redacted copy is kept on a mismatch), authorization by its own auth events —
+//! and then the writer, which checks it against the room's current state and stores it like a
+//! local event (room cache, memberships, notifier, push counts).
+
+use std::collections::{BTreeMap, HashMap};
+
+use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
+use ruma::signatures::{PublicKeyMap, Verified};
+use ruma::{ServerName, UserId};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value, json};
+use sqlx::PgPool;
+
+use super::KeyRing;
+use crate::service::auth_check::{self, EventFields, PduView};
+use crate::service::events::{self, BuiltEvent, MAX_EVENT_BYTES};
+use crate::service::room_versions::{self, RoomVersion};
+use crate::service::writer::{IncomingPdu, Writer};
+use crate::store;
+use crate::{Error, Result};
+
+/// What receiving PDUs needs.
+pub struct Receiver<'a> {
+    pub db: &'a PgPool,
+    pub keyring: &'a KeyRing,
+    pub writer: &'a Writer,
+}
+
+/// A received PDU, parsed: its room, its version and its ID.
+pub struct Parsed {
+    pub room_id: String,
+    pub version: RoomVersion,
+    pub event_id: String,
+    pub object: CanonicalJsonObject,
+}
+
+/// Parses a PDU of a room this server knows; `Ok(None)` for a room it is not in.
+pub async fn parse(db: &PgPool, pdu: &RawValue) -> Result<Option<Parsed>> {
+    if pdu.get().len() > MAX_EVENT_BYTES {
+        return Err(Error::too_large("A PDU is larger than 65536 bytes"));
+    }
+    let object: CanonicalJsonObject = serde_json::from_str(pdu.get())
+        .map_err(|e| Error::bad_json(format!("A PDU is not a canonical JSON object: {e}")))?;
+    let room_id = match object.get("room_id") {
+        Some(CanonicalJsonValue::String(r)) => r.clone(),
+        _ => return Err(Error::bad_json("A PDU has no room_id")),
+    };
+    let Some(version) = store::rooms::room_version(db, &room_id)
+        .await?
+        .and_then(|v| room_versions::parse(&v))
+    else {
+        return Ok(None);
+    };
+    let event_id = event_id_of(version, &object)?;
+    Ok(Some(Parsed {
+        room_id,
+        version,
+        event_id,
+        object,
+    }))
+}
+
+/// The event ID: carried in v1/v2 PDUs, the reference hash in later versions.
+pub fn event_id_of(version: RoomVersion, object: &CanonicalJsonObject) -> Result<String> {
+    if version.server_chosen_event_ids() {
+        return match object.get("event_id") {
+            Some(CanonicalJsonValue::String(id)) => Ok(id.clone()),
+            _ => Err(Error::bad_json("A v1/v2 PDU needs an event_id")),
+        };
+    }
+    let hash = ruma::signatures::reference_hash(object, version.rules())
+        .map_err(|e| Error::bad_json(format!("A PDU cannot be hashed: {e}")))?;
+    Ok(format!("${hash}"))
+}
+
+impl Receiver<'_> {
+    /// Applies the PDUs of a transaction from `origin`, in order: per-PDU results by event ID
+    /// (`None` for success), rooms this server is not in left out. A PDU that is not an object with
+    /// a room ID fails the whole transaction before anything is applied.
+    pub async fn apply_transaction(
+        &self,
+        pdus: &[Box<RawValue>],
+    ) -> Result<BTreeMap<String, Option<String>>> {
+        let mut parsed = Vec::with_capacity(pdus.len());
+        for pdu in pdus {
+            match parse(self.db, pdu).await {
+                Ok(Some(p)) => parsed.push(Ok(p)),
+                Ok(None) => {}
+                // Bad format fails the transaction; an unhashable event only itself.
+                Err(e) if e.errcode() == "M_BAD_JSON" && !pdu.get().contains("\"room_id\"") => {
+                    return Err(e);
+                }
+                Err(e) => parsed.push(Err(e)),
+            }
+        }
+        let mut results = BTreeMap::new();
+        for p in parsed {
+            let Ok(p) = p else { continue };
+            let id = p.event_id.clone();
+            let outcome = self.accept(p).await;
+            if let Err(e) = &outcome {
+                tracing::info!(event_id = %id, error = %e, "refused a PDU");
+            }
+            results.insert(id, outcome.err().map(|e| e.to_string()));
+        }
+        Ok(results)
+    }
+
+    /// Checks a PDU and appends it to its room (known events are accepted again as they are).
+    pub async fn accept(&self, p: Parsed) -> Result<()> {
+        if store::events::event_by_id(self.db, &p.event_id)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let object = self.verify(p.version, p.object).await?;
+        let incoming = self
+            .incoming(p.version, &p.event_id, &p.room_id, object)
+            .await?;
+        self.writer.submit_remote(incoming).await?;
+        Ok(())
+    }
+
+    /// Checks the signatures the spec requires; on a content hash mismatch answers the redacted
+    /// event, as the spec asks.
+    pub(crate) async fn verify(
+        &self,
+        version: RoomVersion,
+        object: CanonicalJsonObject,
+    ) -> Result<CanonicalJsonObject> {
+        let rules = version.rules();
+        let servers = ruma::signatures::required_server_signatures_to_verify_event(
+            &object,
+            &rules.signatures,
+        )
+        .map_err(|e| Error::bad_json(format!("signatures: {e}")))?;
+        let at = match object.get("origin_server_ts") {
+            Some(CanonicalJsonValue::Integer(ts)) => i64::from(*ts),
+            _ => return Err(Error::bad_json("A PDU needs origin_server_ts")),
+        };
+        let mut keys = PublicKeyMap::new();
+        for server in servers {
+            let key_ids: Vec<String> = match object.get("signatures") {
+                Some(CanonicalJsonValue::Object(s)) => match s.get(server.as_str()) {
+                    Some(CanonicalJsonValue::Object(k)) => k.keys().cloned().collect(),
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let found = self.keyring.keys_valid_at(&server, &key_ids, at).await?;
+            keys.insert(server.to_string(), found);
+        }
+        match ruma::signatures::verify_event(&keys, &object, rules) {
+            Ok(Verified::All) => Ok(object),
+            Ok(Verified::Signatures) => {
+                ruma::canonical_json::redact(object, &rules.redaction, None)
+                    .map_err(|e| Error::bad_json(format!("redaction: {e}")))
+            }
+            Err(e) => Err(Error::forbidden(format!("signature check failed: {e}"))),
+        }
+    }
+
+    /// The writer's form of a verified PDU, once authorized by its own auth events.
+    async fn incoming(
+        &self,
+        version: RoomVersion,
+        event_id: &str,
+        room_id: &str,
+        object: CanonicalJsonObject,
+    ) -> Result<IncomingPdu> {
+        let pdu: Value = serde_json::to_value(&object).map_err(Error::internal)?;
+        let fields = Fields::of(&pdu)?;
+        let view = PduView::new(
+            EventFields {
+                event_id: Some(event_id),
+                room_id: Some(room_id),
+                sender: fields.sender,
+                event_type: fields.event_type,
+                state_key: fields.state_key,
+                prev_events: &refs(version, &pdu["prev_events"]),
+                redacts: fields.redacts,
+            },
+            fields.content,
+            "",
+        )
+        .map_err(|e| Error::bad_json(e.0))?;
+        if fields.event_type == "m.room.create" {
+            return Err(Error::forbidden("A room's create event cannot be appended"));
+        }
+        self.check_auth_events(version, room_id, &refs(version, &pdu["auth_events"]), &view)
+            .await?;
+        Ok(IncomingPdu {
+            event: built_event(version, event_id, room_id, &fields, &pdu)?,
+            view,
+        })
+    }
+
+    /// Authorization against the event's own auth events, which must be known events of the room
+    /// (Axon does not fetch missing ones yet).
+    async fn check_auth_events(
+        &self,
+        version: RoomVersion,
+        room_id: &str,
+        auth_ids: &[String],
+        view: &PduView,
+    ) -> Result<()> {
+        let mut auth_ids = auth_ids.to_vec();
+        // v12 rooms cite their create event by the room ID, not among the auth events.
+        if version.room_id_from_create() {
+            auth_ids.push(format!("${}", room_id.trim_start_matches('!')));
+        }
+        auth_ids.sort_unstable();
+        auth_ids.dedup();
+        let stored = store::events::pdus_of(self.db, &auth_ids).await?;
+        if stored.len() != auth_ids.len() {
+            return Err(Error::forbidden(
+                "Some of the event's auth events are unknown here",
+            ));
+        }
+        let pdus = stored
+            .into_iter()
+            .map(|(id, text)| Ok((id, serde_json::from_str(&text).map_err(Error::internal)?)))
+            .collect::<Result<Vec<(String, Value)>>>()?;
+        check_by(
+            version,
+            room_id,
+            view,
+            pdus.iter().map(|(id, p)| (id.as_str(), p)),
+        )
+    }
+}
+
+/// Checks `view` against the authorization rules with `auth` (event ID, PDU) as the state.
+fn check_by<'a>(
+    version: RoomVersion,
+    room_id: &str,
+    view: &PduView,
+    auth: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> Result<()> {
+    let mut state: HashMap<(String, String), PduView> = HashMap::new();
+    for (id, pdu) in auth {
+        let f = Fields::of(pdu)?;
+        if pdu["room_id"].as_str().is_some_and(|r| r != room_id) {
+            return Err(Error::forbidden("An auth event belongs to another room"));
+        }
+        let Some(key) = f.state_key else {
+            return Err(Error::forbidden("An auth event is not a state event"));
+        };
+        let auth_view = PduView::new(
+            EventFields {
+                event_id: Some(id),
+                room_id: Some(room_id),
+                sender: f.sender,
+                event_type: f.event_type,
+                state_key: Some(key),
+                prev_events: &[],
+                redacts: None,
+            },
+            f.content,
+            "",
+        )
+        .map_err(|e| Error::bad_json(e.0))?;
+        state.insert((f.event_type.to_owned(), key.to_owned()), auth_view);
+    }
+    auth_check::check(version, view, |t, k| {
+        state.get(&(t.to_owned(), k.to_owned()))
+    })
+    .map_err(|e| Error::forbidden(format!("not allowed by its auth events: {}", e.0)))
+}
+
+/// The authorization rules' view of a PDU.
+fn view_of(version: RoomVersion, event_id: &str, pdu: &Value) -> Result<PduView> {
+    let f = Fields::of(pdu)?;
+    PduView::new(
+        EventFields {
+            event_id: Some(event_id),
+            // A v12 create event has none.
+            room_id: pdu["room_id"].as_str(),
+            sender: f.sender,
+            event_type: f.event_type,
+            state_key: f.state_key,
+            prev_events: &refs(version, &pdu["prev_events"]),
+            redacts: f.redacts,
+        },
+        f.content,
+        "",
+    )
+    .map_err(|e| Error::bad_json(e.0))
+}
+
+/// Whether `pdu` is authorized by its auth events, all of which must be among `known` (event
+/// ID → PDU, for checking a state received with a join).
+pub fn authorized_by(
+    version: RoomVersion,
+    event_id: &str,
+    room_id: &str,
+    pdu: &Value,
+    known: &HashMap<String, Value>,
+) -> Result<()> {
+    let view = view_of(version, event_id, pdu)?;
+    let mut ids = refs(version, &pdu["auth_events"]);
+    if version.room_id_from_create() && pdu["type"] != "m.room.create" {
+        ids.push(format!("${}", room_id.trim_start_matches('!')));
+    }
+    let mut auth = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let pdu = known
+            .get(id)
+            .ok_or_else(|| Error::forbidden(format!("auth event {id} is missing")))?;
+        auth.push((id.as_str(), pdu));
+    }
+    check_by(version, room_id, &view, auth.into_iter())
+}
+
+/// The stored form of a checked PDU.
+pub fn to_built(
+    version: RoomVersion,
+    event_id: &str,
+    room_id: &str,
+    pdu: &Value,
+) -> Result<BuiltEvent> {
+    let fields = Fields::of(pdu)?;
+    built_event(version, event_id, room_id, &fields, pdu)
+}
+
+/// The fields of a PDU every check reads.
+struct Fields<'a> {
+    sender: &'a str,
+    event_type: &'a str,
+    state_key: Option<&'a str>,
+    content: &'a Map<String, Value>,
+    redacts: Option<&'a str>,
+    depth: i64,
+    origin_server_ts: i64,
+}
+
+impl<'a> Fields<'a> {
+    fn of(pdu: &'a Value) -> Result<Self> {
+        let text = |key: &str| {
+            pdu[key]
+                .as_str()
+                .ok_or_else(|| Error::bad_json(format!("A PDU needs a string {key}")))
+        };
+        let content = pdu["content"]
+            .as_object()
+            .ok_or_else(|| Error::bad_json("A PDU needs a content object"))?;
+        Ok(Self {
+            sender: text("sender")?,
+            event_type: text("type")?,
+            state_key: pdu["state_key"].as_str(),
+            content,
+            redacts: pdu["redacts"]
+                .as_str()
+                .or_else(|| content.get("redacts").and_then(Value::as_str)),
+            depth: pdu["depth"]
+                .as_i64()
+                .ok_or_else(|| Error::bad_json("A PDU needs a depth"))?,
+            origin_server_ts: pdu["origin_server_ts"]
+                .as_i64()
+                .ok_or_else(|| Error::bad_json("A PDU needs origin_server_ts"))?,
+        })
+    }
+}
+
+/// Event IDs of `prev_events`/`auth_events`: plain IDs, or `[id, hashes]` pairs in v1/v2.
+fn refs(version: RoomVersion, value: &Value) -> Vec<String> {
+    let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|item| {
+            if version.server_chosen_event_ids() {
+                item.get(0)?.as_str().map(str::to_owned)
+            } else {
+                item.as_str().map(str::to_owned)
+            }
+        })
+        .collect()
+}
+
+/// The stored form of a received event, as `events::build` makes a local one.
+fn built_event(
+    version: RoomVersion,
+    event_id: &str,
+    room_id: &str,
+    f: &Fields<'_>,
+    pdu: &Value,
+) -> Result<BuiltEvent> {
+    UserId::parse(f.sender).map_err(|_| Error::bad_json("Invalid sender"))?;
+    let mut client = json!({
+        "content": f.content,
+        "event_id": event_id,
+        "origin_server_ts": f.origin_server_ts,
+        "room_id": room_id,
+        "sender": f.sender,
+        "type": f.event_type,
+    });
+    if let Some(key) = f.state_key {
+        client["state_key"] = json!(key);
+    }
+    if let Some(redacts) = f.redacts {
+        client["redacts"] = json!(redacts);
+    }
+    let mut stored = pdu.clone();
+    if let Some(o) = stored.as_object_mut() {
+        o.remove("unsigned");
+    }
+    let (relates_to, rel_type) = events::relation_of(f.content);
+    Ok(BuiltEvent {
+        event_id: event_id.to_owned(),
+        room_id: room_id.to_owned(),
+        event_type: f.event_type.to_owned(),
+        state_key: f.state_key.map(str::to_owned),
+        sender: f.sender.to_owned(),
+        origin_server_ts: f.origin_server_ts,
+        depth: f.depth,
+        pdu: stored.to_string(),
+        client_json: client.to_string(),
+        content: Value::Object(f.content.clone()),
+        state_unsigned: None,
+        device_id: None,
+        txn_id: None,
+        relates_to,
+        rel_type,
+        contains_url: f.content.get("url").is_some_and(Value::is_string),
+        redacts: f.redacts.map(str::to_owned),
+        // v1/v2 events are cited with their reference hash, as `events::build` keeps it.
+        reference_hash: if version.server_chosen_event_ids() {
+            let object: ruma::CanonicalJsonObject = serde_json::from_value(pdu.clone())
+                .map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))?;
+            Some(
+                ruma::signatures::reference_hash(&object, &version.rules())
+                    .map_err(|e| Error::bad_json(format!("Event cannot be hashed: {e}")))?,
+            )
+        } else {
+            None
+        },
+    })
+}
+
+/// Whether `user` belongs to `server`.
+pub fn user_of(user: &str, server: &ServerName) -> bool {
+    UserId::parse(user).is_ok_and(|u| u.server_name() == server)
+}

@@ -1,0 +1,67 @@
+//! Local users' typing notices and public read receipts, sent as EDUs to the other servers with
+//! members in the room (queued in the background: the client's request does not wait for it).
+
+use ruma::{OwnedServerName, UserId};
+use serde_json::{Value, json};
+
+use super::queue::Kind;
+use crate::AppState;
+use crate::service::writer;
+
+/// Queues `edu` for the other servers with joined members in `room_id`, if `user_id` is local.
+fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Value) {
+    if !state.config.federation_enabled()
+        || !UserId::parse(user_id).is_ok_and(|u| u.server_name() == state.server_name)
+    {
+        return;
+    }
+    let state = state.clone();
+    let room_id = room_id.to_owned();
+    tokio::spawn(async move {
+        let Ok(Some(room)) = writer::room_snapshot(&state, &room_id).await else {
+            return;
+        };
+        let mut servers: Vec<OwnedServerName> = room
+            .members_with("join")
+            .filter_map(|u| Some(UserId::parse(u).ok()?.server_name().to_owned()))
+            .filter(|s| *s != state.server_name)
+            .collect();
+        servers.sort_unstable();
+        servers.dedup();
+        if servers.is_empty() {
+            return;
+        }
+        if let Err(e) = state.outbox.enqueue(&servers, Kind::Edu, &[edu]).await {
+            tracing::warn!(error = %e, "queueing an EDU failed");
+        }
+    });
+}
+
+/// `m.typing` for a local user's typing notice.
+pub fn typing(state: &AppState, room_id: &str, user_id: &str, typing: bool) {
+    let edu = json!({
+        "edu_type": "m.typing",
+        "content": {"room_id": room_id, "user_id": user_id, "typing": typing},
+    });
+    to_room(state, room_id, user_id, edu);
+}
+
+/// `m.receipt` for a local user's public read receipt.
+pub fn receipt(
+    state: &AppState,
+    room_id: &str,
+    user_id: &str,
+    event_id: &str,
+    thread_id: Option<&str>,
+    ts: i64,
+) {
+    let mut data = json!({ "ts": ts });
+    if let Some(thread) = thread_id {
+        data["thread_id"] = json!(thread);
+    }
+    let edu = json!({
+        "edu_type": "m.receipt",
+        "content": {room_id: {"m.read": {user_id: {"event_ids": [event_id], "data": data}}}},
+    });
+    to_room(state, room_id, user_id, edu);
+}
