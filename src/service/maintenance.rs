@@ -65,8 +65,11 @@ pub async fn prune_once(state: &AppState) {
     );
     report(
         "unused sliding sync positions",
-        store::sliding_sync::prune_unused(&state.db, now - crate::service::sync::sliding::EXPIRY_MS)
-            .await,
+        store::sliding_sync::prune_unused(
+            &state.db,
+            now - crate::service::sync::sliding::EXPIRY_MS,
+        )
+        .await,
     );
 }
 

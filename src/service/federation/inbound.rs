@@ -431,7 +431,7 @@ fn built_event(
             let object: ruma::CanonicalJsonObject = serde_json::from_value(pdu.clone())
                 .map_err(|e| Error::bad_json(format!("Event is not canonical JSON: {e}")))?;
             Some(
-                ruma::signatures::reference_hash(&object, &version.rules())
+                ruma::signatures::reference_hash(&object, version.rules())
                     .map_err(|e| Error::bad_json(format!("Event cannot be hashed: {e}")))?,
             )
         } else {
