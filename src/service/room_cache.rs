@@ -108,6 +108,8 @@ impl MemberRows {
 /// A room's members by membership, each list sorted.
 #[derive(Debug, Default)]
 pub struct MemberLists {
+    /// The servers of the joined members (federation sends the room's events to them).
+    pub join_servers: std::collections::BTreeSet<String>,
     pub join: Vec<String>,
     pub invite: Vec<String>,
     pub leave: Vec<String>,
@@ -138,6 +140,11 @@ impl MemberLists {
         ] {
             list.sort_unstable();
         }
+        lists.join_servers = lists
+            .join
+            .iter()
+            .filter_map(|user| user.split_once(':').map(|(_, server)| server.to_owned()))
+            .collect();
         lists
     }
 

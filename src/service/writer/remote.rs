@@ -176,6 +176,17 @@ pub fn join_template(
 
 /// The other servers with joined members in `room` (as of the batch's changes).
 fn servers_in(room: &WorkingRoom, own: &str) -> BTreeSet<OwnedServerName> {
+    if !room.changes.keys().any(|(t, _)| t == "m.room.member") {
+        // Worked out once per membership change, not per batch (a room of thousands).
+        return room
+            .base
+            .member_lists()
+            .join_servers
+            .iter()
+            .filter(|s| s.as_str() != own)
+            .filter_map(|s| OwnedServerName::try_from(s.as_str()).ok())
+            .collect();
+    }
     let mut members: HashMap<&str, &Arc<StateEntry>> = room
         .base
         .state
