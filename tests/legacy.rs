@@ -62,19 +62,10 @@ async fn set_history_visibility(user: &User, room: &str, setting: &str) {
     .ok();
 }
 
-/// Alice's public room with Bob joined.
-async fn two_in_a_room(app: &TestApp) -> (User, User, String) {
-    let alice = app.register("alice").await;
-    let bob = app.register("bob").await;
-    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    join(&bob, &room).await;
-    (alice, bob, room)
-}
-
 #[tokio::test]
 async fn events_long_poll_wakes_on_a_message_from_another_user() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let from = stream_token(&bob).await;
     let poll = {
         let bob = bob.clone();
@@ -113,7 +104,7 @@ async fn events_long_poll_wakes_on_a_message_from_another_user() {
 #[tokio::test]
 async fn events_long_poll_wakes_on_a_room_mate_s_presence() {
     let app = spawn_app().await;
-    let (alice, bob, _room) = two_in_a_room(&app).await;
+    let (alice, bob, _room) = crate::messaging::joined_pair(&app).await;
     let from = stream_token(&bob).await;
     let poll = {
         let bob = bob.clone();
@@ -151,7 +142,7 @@ async fn events_long_poll_wakes_on_a_room_mate_s_presence() {
 #[tokio::test]
 async fn events_timeout_returns_an_empty_chunk_at_from() {
     let app = spawn_app().await;
-    let (_alice, bob, _room) = two_in_a_room(&app).await;
+    let (_alice, bob, _room) = crate::messaging::joined_pair(&app).await;
     let from = stream_token(&bob).await;
     let started = Instant::now();
     let r = events(&bob, &format!("from={}&timeout=400", enc(&from))).await;
@@ -169,7 +160,7 @@ async fn events_timeout_returns_an_empty_chunk_at_from() {
 #[tokio::test]
 async fn events_from_a_token_returns_what_came_since_in_order() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     send_ok(&alice, &room, "before").await;
     let from = stream_token(&bob).await;
     let one = send_ok(&alice, &room, "one").await;
@@ -195,7 +186,7 @@ async fn events_from_a_token_returns_what_came_since_in_order() {
 #[tokio::test]
 async fn events_limit_pages_the_stream() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let from = stream_token(&bob).await;
     let sent = [
         send_ok(&alice, &room, "1").await,
@@ -212,7 +203,7 @@ async fn events_limit_pages_the_stream() {
 #[tokio::test]
 async fn events_without_from_start_now() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     send_ok(&alice, &room, "old news").await;
     let r = events(&bob, "timeout=0").await;
     assert_eq!(ids(&r["chunk"]), Vec::<String>::new());
@@ -234,7 +225,7 @@ async fn events_refuse_a_bad_token_or_timeout() {
 #[tokio::test]
 async fn events_bring_typing_receipts_presence_and_account_data() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let from = stream_token(&bob).await;
     let sent = send_ok(&alice, &room, "read me").await;
     bob.post(
@@ -334,7 +325,7 @@ async fn peeking_events_on_a_room_not_world_readable_is_403() {
 #[tokio::test]
 async fn event_by_id_is_served_as_the_room_event_endpoint_serves_it() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let eve = app.register("eve").await;
     let sent = send_ok(&alice, &room, "hello").await;
     let event = bob.get(&format!("/events/{}", enc(&sent))).await.ok();
@@ -353,7 +344,7 @@ async fn event_by_id_is_served_as_the_room_event_endpoint_serves_it() {
 #[tokio::test]
 async fn initial_sync_lists_rooms_with_messages_state_and_account_data() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let public = create_room(&bob, json!({"visibility": "public"})).await;
     let invited = create_room(&alice, json!({})).await;
     alice
@@ -453,7 +444,7 @@ async fn initial_sync_lists_rooms_with_messages_state_and_account_data() {
 #[tokio::test]
 async fn initial_sync_archived_includes_left_rooms_up_to_the_leave() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let seen = send_ok(&alice, &room, "seen").await;
     leave(&bob, &room).await;
     send_ok(&alice, &room, "after the leave").await;
@@ -480,7 +471,7 @@ async fn initial_sync_archived_includes_left_rooms_up_to_the_leave() {
 #[tokio::test]
 async fn room_initial_sync_of_a_joined_room() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let sent = send_ok(&alice, &room, "hi").await;
     let r = bob
         .get(&format!("/rooms/{}/initialSync?limit=1", enc(&room)))
@@ -512,7 +503,7 @@ async fn room_initial_sync_refuses_what_is_not_a_room_id() {
 #[tokio::test]
 async fn room_initial_sync_of_a_left_room_stops_at_the_leave() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let seen = send_ok(&alice, &room, "seen").await;
     leave(&bob, &room).await;
     send_ok(&alice, &room, "after the leave").await;
@@ -607,7 +598,7 @@ async fn legacy_endpoints_hide_history_before_a_joined_only_join() {
 #[tokio::test]
 async fn events_leave_out_ignored_users() {
     let app = spawn_app().await;
-    let (alice, bob, room) = two_in_a_room(&app).await;
+    let (alice, bob, room) = crate::messaging::joined_pair(&app).await;
     let carol = app.register("carol").await;
     join(&carol, &room).await;
     bob.put(
@@ -629,7 +620,7 @@ async fn events_leave_out_ignored_users() {
 #[tokio::test]
 async fn post_send_without_txn_creates_a_new_event_each_time() {
     let app = spawn_app().await;
-    let (alice, _bob, room) = two_in_a_room(&app).await;
+    let (alice, _bob, room) = crate::messaging::joined_pair(&app).await;
     let path = format!("/rooms/{}/send/m.room.message", enc(&room));
     let body = json!({"msgtype": "m.text", "body": "again"});
     let first = alice.post(&path, body.clone()).await.ok();
@@ -649,7 +640,7 @@ async fn post_send_without_txn_creates_a_new_event_each_time() {
 #[tokio::test]
 async fn post_send_without_txn_validates_as_put_does() {
     let app = spawn_app().await;
-    let (alice, _bob, room) = two_in_a_room(&app).await;
+    let (alice, _bob, room) = crate::messaging::joined_pair(&app).await;
     let path = format!("/rooms/{}/send/m.room.message", enc(&room));
     alice
         .post(&path, json!({"msgtype": "m.text"}))

@@ -47,7 +47,8 @@ fn ids(events: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn joined_pair(app: &TestApp) -> (User, User, String) {
+/// Alice's public room with Bob joined.
+pub(crate) async fn joined_pair(app: &TestApp) -> (User, User, String) {
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
