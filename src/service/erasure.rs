@@ -45,7 +45,7 @@ impl ErasedUsers {
     }
 
     /// Every erased user: from memory, or read through `db` once.
-    async fn get(&self, db: impl PgExecutor<'_>) -> Result<Arc<HashSet<String>>> {
+    pub(crate) async fn get(&self, db: impl PgExecutor<'_>) -> Result<Arc<HashSet<String>>> {
         let generation = {
             let inner = self.inner.lock().unwrap();
             if let Some(users) = &inner.users {

@@ -7,6 +7,7 @@ use crate::service::auth::{Requester, random_string};
 use crate::service::auth_rules;
 use crate::service::events::EventDraft;
 use crate::service::rate_limit::UserAction;
+use crate::service::room_cache::RoomSnapshot;
 use crate::service::room_versions::RoomVersion;
 use crate::service::writer::{Committed, Target, room_snapshot};
 use crate::service::{guests, message_validation, restricted, room_versions};
@@ -544,15 +545,22 @@ pub async fn join_via(
     } else {
         resolve_room(state, room_id_or_alias).await?
     };
-    let known = store::rooms::room_version(&state.db, &room_id)
-        .await?
-        .is_some();
-    if known || !state.config.federation_enabled() {
+    if !state.config.federation_enabled() {
         return enter(state, requester, &room_id, "join", content).await;
     }
+    // A room this server is in (or that lives here alone) is joined here; one it knows from
+    // before but left has gone on without it, and is joined again through a resident server.
+    let residents = match room_snapshot(state, &room_id).await? {
+        Some(room) => match servers_to_rejoin(&room, state.server_name.as_str()) {
+            Some(servers) => servers,
+            None => return enter(state, requester, &room_id, "join", content).await,
+        },
+        None => Vec::new(),
+    };
     check_member_keys(&content)?;
     let mut servers: Vec<ruma::OwnedServerName> = via
         .iter()
+        .chain(&residents)
         .filter_map(|s| ruma::OwnedServerName::try_from(s.as_str()).ok())
         .collect();
     if let Some(server) = ruma::RoomId::parse(&room_id)
@@ -576,6 +584,17 @@ pub async fn join_via(
     )
     .await?;
     Ok(room_id)
+}
+
+/// The other servers to join a known room through, or `None` when it is joined locally: this
+/// server has joined members in it, or no other server has (as far as this server last saw).
+fn servers_to_rejoin(room: &RoomSnapshot, own: &str) -> Option<Vec<String>> {
+    let servers = &room.member_lists().join_servers;
+    if servers.contains(own) {
+        return None;
+    }
+    let others: Vec<String> = servers.iter().cloned().collect();
+    (!others.is_empty()).then_some(others)
 }
 
 /// Asks to be let in to a room whose join rule is `knock` (or `knock_restricted`); the authorization

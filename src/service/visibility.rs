@@ -162,6 +162,47 @@ impl Visibility {
     }
 }
 
+/// What another server may see of a room's history (Synapse's `filter_events_for_server`): events
+/// under `shared` or `world_readable` history, and under `invited`/`joined` history those sent while
+/// one of its users was joined (or invited, for `invited`).
+pub struct ServerVisibility {
+    /// (position, history_visibility after that event), oldest first.
+    settings: Vec<(i64, String)>,
+    /// Per user of the server: (position, membership after that event), oldest first.
+    memberships: Vec<Vec<(i64, String)>>,
+}
+
+impl ServerVisibility {
+    /// From the room's `history_visibility` history and the membership changes of the server's
+    /// users (position, user, membership), both oldest first.
+    pub fn new(settings: Vec<(i64, String)>, changes: Vec<(i64, String, String)>) -> Self {
+        let mut by_user: std::collections::BTreeMap<String, Vec<(i64, String)>> =
+            Default::default();
+        for (pos, user, membership) in changes {
+            by_user.entry(user).or_default().push((pos, membership));
+        }
+        Self {
+            settings,
+            memberships: by_user.into_values().collect(),
+        }
+    }
+
+    /// Whether the server may see the event at `pos` (else it is given the event redacted).
+    pub fn can_see(&self, pos: i64) -> bool {
+        let setting = Visibility::value_before(&self.settings, pos).unwrap_or("shared");
+        if setting == "shared" || setting == "world_readable" {
+            return true;
+        }
+        self.memberships.iter().any(|history| {
+            match Visibility::value_before(history, pos).unwrap_or("leave") {
+                "join" => true,
+                "invite" => setting == "invited",
+                _ => false,
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +216,45 @@ mod tests {
             m,
             settings.iter().map(|(p, s)| (*p, s.to_string())).collect(),
         )
+    }
+
+    #[test]
+    fn servers_see_shared_history_and_the_rest_only_while_a_user_of_theirs_is_in() {
+        let changes = |list: &[(i64, &str, &str)]| {
+            list.iter()
+                .map(|(p, u, m)| (*p, u.to_string(), m.to_string()))
+                .collect()
+        };
+        let settings = |list: &[(i64, &str)]| {
+            list.iter()
+                .map(|(p, s)| (*p, s.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let shared = ServerVisibility::new(settings(&[(3, "shared")]), changes(&[]));
+        assert!(
+            shared.can_see(2) && shared.can_see(50),
+            "shared: everything"
+        );
+        let joined = ServerVisibility::new(
+            settings(&[(3, "joined")]),
+            changes(&[
+                (10, "@a:b", "join"),
+                (20, "@a:b", "leave"),
+                (15, "@c:b", "invite"),
+            ]),
+        );
+        assert!(joined.can_see(3), "the setting applies after its event");
+        assert!(!joined.can_see(5) && !joined.can_see(10), "before the join");
+        assert!(joined.can_see(11) && joined.can_see(20), "while joined");
+        assert!(
+            !joined.can_see(21),
+            "after the leave; an invite is not enough"
+        );
+        let invited = ServerVisibility::new(
+            settings(&[(3, "invited")]),
+            changes(&[(15, "@c:b", "invite")]),
+        );
+        assert!(!invited.can_see(15) && invited.can_see(16));
     }
 
     /// `visible_ranges` says exactly what `can_see` says, position by position.

@@ -443,6 +443,8 @@ async fn commit(
     let mut built: Vec<BuiltEvent> = Vec::new();
     let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
     let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>)> = Vec::new();
+    // A remote room joined again: the state events of its new state that were stored already.
+    let mut rejoined_state: Vec<String> = Vec::new();
     let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
     for job in jobs {
         if let Some(key) = &job.txn
@@ -463,15 +465,21 @@ async fn commit(
                 },
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
             },
-            Target::Joined { version, events } => match remote::joined_room(*version, events) {
-                Ok(room) => {
-                    let room_id = room.base.room_id.clone();
-                    new_rooms.push((room_id.clone(), *version, false, Vec::new()));
-                    working.insert(room_id.clone(), room);
-                    (room_id, Ok(events.clone()))
+            Target::Joined { version, events } => {
+                match remote::joined(&mut conn, *version, events).await? {
+                    Ok(joined) => {
+                        let room_id = joined.room.base.room_id.clone();
+                        if joined.is_new {
+                            new_rooms.push((room_id.clone(), *version, false, Vec::new()));
+                        } else {
+                            rejoined_state.extend(joined.known_state);
+                        }
+                        working.insert(room_id.clone(), joined.room);
+                        (room_id, Ok(joined.events))
+                    }
+                    Err(e) => (String::new(), Err(e)),
                 }
-                Err(e) => (String::new(), Err(e)),
-            },
+            }
             Target::New {
                 version,
                 room_id,
@@ -609,6 +617,10 @@ async fn commit(
         })
         .collect();
     if let BatchConn::Locked(mut tx) = conn {
+        // A room joined again: first its state as the join's answer has it, then the new events.
+        if !rejoined_state.is_empty() {
+            store::rooms::restore_state(&mut tx, &rejoined_state).await?;
+        }
         store::rooms::apply_state(&mut tx, &rows).await?;
         tx.commit().await?;
     }
@@ -715,7 +727,16 @@ async fn apply_redaction(
         .and_then(|v| room_versions::parse(&v))
         .ok_or_else(|| Error::internal("redaction in a room of unknown version"))?;
     let json = room_versions::redact_client_json(version, &target.client_json)?;
-    store::events::redact(conn, target_id, &redaction.event_id, &json).await?;
+    // Other servers are given the redacted PDU too (`/event`, `/state`, `/backfill`, joins), as
+    // Synapse serves it: its signatures still verify, and its content is gone.
+    let pdu = match store::events::pdus_of(&mut *conn, &[target_id.to_owned()])
+        .await?
+        .pop()
+    {
+        Some((_, pdu)) => Some(room_versions::redact_client_json(version, &pdu)?),
+        None => None,
+    };
+    store::events::redact(conn, target_id, &redaction.event_id, &json, pdu.as_deref()).await?;
     Ok(target.state_key.is_some().then_some(target.room_id))
 }
 

@@ -465,6 +465,78 @@ pub async fn earliest_events_per_room(
     .await
 }
 
+/// A stored PDU and what serving it to another server needs.
+#[derive(Debug, Clone)]
+pub struct PduRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub sender: String,
+    pub depth: i64,
+    /// The federation form, canonical JSON.
+    pub pdu: String,
+}
+
+/// The PDUs of a room at or below position `from`, newest first (`/backfill`).
+pub async fn pdus_backward(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    from: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<PduRow>> {
+    sqlx::query_as!(
+        PduRow,
+        "SELECT stream_ordering, event_id, sender, depth, pdu FROM events
+         WHERE room_id = $1 AND stream_ordering <= $2 ORDER BY stream_ordering DESC LIMIT $3",
+        room_id,
+        from,
+        limit
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// The stored PDUs among `event_ids` that belong to `room_id`, in stream order.
+pub async fn room_pdus_of(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    event_ids: &[String],
+) -> sqlx::Result<Vec<PduRow>> {
+    sqlx::query_as!(
+        PduRow,
+        "SELECT stream_ordering, event_id, sender, depth, pdu FROM events
+         WHERE room_id = $1 AND event_id = ANY($2) ORDER BY stream_ordering",
+        room_id,
+        event_ids
+    )
+    .fetch_all(db)
+    .await
+}
+
+/// (position, user, membership) of every membership change in `room_id` of the users of `server`,
+/// oldest first: what history another server may see.
+pub async fn server_member_history(
+    db: impl PgExecutor<'_>,
+    room_id: &str,
+    server: &str,
+) -> sqlx::Result<Vec<(i64, String, Option<String>)>> {
+    let rows = sqlx::query!(
+        r#"SELECT stream_ordering, state_key AS "user_id!",
+                  (client_json::jsonb -> 'content' ->> 'membership') AS membership
+           FROM events
+           WHERE room_id = $1 AND event_type = 'm.room.member'
+             AND right(state_key, length($2) + 1) = ':' || $2
+           ORDER BY stream_ordering"#,
+        room_id,
+        server
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.stream_ordering, r.user_id, r.membership))
+        .collect())
+}
+
 /// The stored PDUs (federation form) of events.
 pub async fn pdus_of(
     db: impl PgExecutor<'_>,
@@ -477,6 +549,19 @@ pub async fn pdus_of(
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|r| (r.event_id, r.pdu)).collect())
+}
+
+/// Which of `event_ids` are stored.
+pub async fn stored_ids(
+    db: impl PgExecutor<'_>,
+    event_ids: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT event_id FROM events WHERE event_id = ANY($1)",
+        event_ids
+    )
+    .fetch_all(db)
+    .await
 }
 
 pub async fn event_by_id(
@@ -664,24 +749,27 @@ pub async fn relations_of(
     .await
 }
 
-/// Marks an event redacted and replaces its served form; its text leaves the search index in the
-/// same statement.
+/// Marks an event redacted and replaces its served forms (the PDU too, when given); its text
+/// leaves the search index in the same statement.
 pub async fn redact(
     conn: &mut PgConnection,
     event_id: &str,
     redacted_by: &str,
     client_json: &str,
+    pdu: Option<&str>,
 ) -> sqlx::Result<()> {
     sqlx::query!(
         r#"WITH redacted AS (
-               UPDATE events SET redacted_by = $2, client_json = $3, relates_to = NULL, rel_type = NULL
+               UPDATE events SET redacted_by = $2, client_json = $3, relates_to = NULL, rel_type = NULL,
+                   pdu = COALESCE($4, pdu)
                WHERE event_id = $1
                RETURNING stream_ordering
            )
            DELETE FROM event_search WHERE stream_ordering IN (SELECT stream_ordering FROM redacted)"#,
         event_id,
         redacted_by,
-        client_json
+        client_json,
+        pdu
     )
     .execute(conn)
     .await?;

@@ -97,6 +97,32 @@ pub async fn current_state_events(
     .await
 }
 
+/// Points the current state (and memberships) of the stored state events `event_ids` at them: the
+/// state a remote room had when it was joined again, for the keys whose event was stored before.
+pub async fn restore_state(conn: &mut PgConnection, event_ids: &[String]) -> sqlx::Result<()> {
+    sqlx::query!(
+        r#"WITH chosen AS (
+               SELECT room_id, event_type, state_key, event_id, stream_ordering,
+                      client_json::jsonb -> 'content' ->> 'membership' AS membership
+               FROM events WHERE event_id = ANY($1) AND state_key IS NOT NULL
+           ), current AS (
+               INSERT INTO room_state (room_id, event_type, state_key, event_id, stream_ordering)
+               SELECT room_id, event_type, state_key, event_id, stream_ordering FROM chosen
+               ON CONFLICT (room_id, event_type, state_key)
+               DO UPDATE SET event_id = EXCLUDED.event_id, stream_ordering = EXCLUDED.stream_ordering
+           )
+           INSERT INTO memberships (room_id, user_id, membership, event_id, stream_ordering)
+           SELECT room_id, state_key, COALESCE(membership, 'leave'), event_id, stream_ordering
+           FROM chosen WHERE event_type = 'm.room.member'
+           ON CONFLICT (room_id, user_id) DO UPDATE SET membership = EXCLUDED.membership,
+               event_id = EXCLUDED.event_id, stream_ordering = EXCLUDED.stream_ordering"#,
+        event_ids
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Moves room_state and memberships to the newest state events among `rows`.
 pub async fn apply_state(conn: &mut PgConnection, rows: &[NewEventRow<'_>]) -> sqlx::Result<()> {
     // One row per key: ON CONFLICT cannot touch a row twice in one statement. Later events win.

@@ -3,6 +3,7 @@
 //! (`auth`). Handlers take ruma's typed requests (`Ruma<T>`) and return its typed responses.
 
 pub mod auth;
+pub mod history;
 pub mod keys;
 pub mod membership;
 pub mod openid;
@@ -71,6 +72,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/federation/v1/state/{roomId}",
             get(membership::state),
+        )
+        .route(
+            "/_matrix/federation/v1/backfill/{roomId}",
+            get(history::backfill),
+        )
+        .route(
+            "/_matrix/federation/v1/get_missing_events/{roomId}",
+            post(history::get_missing_events),
+        )
+        .route(
+            "/_matrix/federation/v1/event_auth/{roomId}/{eventId}",
+            get(history::event_auth),
         )
         .route(
             "/_matrix/federation/v1/send/{txnId}",

@@ -76,6 +76,9 @@ impl KeyRing {
         key_ids: &[String],
         at_ts: i64,
     ) -> Result<KeySet> {
+        if server == self.client.origin() {
+            return self.own(key_ids, at_ts).await;
+        }
         let cached = self.cached(server, key_ids, at_ts).await?;
         if cached.len() == key_ids.len() {
             return Ok(cached);
@@ -125,6 +128,20 @@ impl KeyRing {
         {
             fetching.remove(server);
         }
+    }
+
+    /// This server's own keys among `key_ids` valid at `at_ts` (its events come back to it in
+    /// other servers' answers, a room's state when it joins again): the current ones, and the
+    /// rotated ones that expired after it.
+    async fn own(&self, key_ids: &[String], at_ts: i64) -> Result<KeySet> {
+        let rows = store::server_keys::own_keys(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.expired_ts.is_none_or(|expired| expired > at_ts))
+            .map(|r| (format!("ed25519:{}", r.key_version), r.public_key))
+            .filter(|(id, _)| key_ids.contains(id))
+            .filter_map(|(id, key)| Some((id, Base64::parse(&key).ok()?)))
+            .collect())
     }
 
     async fn cached(&self, server: &ServerName, key_ids: &[String], at_ts: i64) -> Result<KeySet> {

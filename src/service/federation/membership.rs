@@ -151,7 +151,7 @@ async fn raw_pdus(state: &AppState, ids: &[String]) -> Result<Vec<Box<RawValue>>
 }
 
 /// The auth chain of `ids`: every event reachable through `auth_events`, as PDUs.
-async fn auth_chain(state: &AppState, ids: &[String]) -> Result<Vec<Box<RawValue>>> {
+pub(crate) async fn auth_chain(state: &AppState, ids: &[String]) -> Result<Vec<Box<RawValue>>> {
     let mut seen: HashSet<String> = HashSet::new();
     let mut chain = Vec::new();
     let mut frontier: Vec<String> = ids.to_vec();
@@ -183,7 +183,7 @@ async fn auth_chain(state: &AppState, ids: &[String]) -> Result<Vec<Box<RawValue
 
 /// Refuses `origin` unless one of its users is joined to `room_id` (or the room's history is
 /// `world_readable`).
-async fn ensure_in_room(
+pub(crate) async fn ensure_in_room(
     state: &AppState,
     origin: &ServerName,
     room_id: &str,

@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod client;
 pub mod edus;
+pub mod history;
 pub mod inbound;
 pub mod join;
 pub mod keyring;

@@ -6,19 +6,20 @@
 //! `prev_events` or an older event (a fork), provided the current state authorizes it; otherwise it
 //! is refused (not stored: Axon does not keep soft-failed events).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::{OwnedServerName, UserId};
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
 use super::{WorkingRoom, select_auth_events};
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::events::{self, BuiltEvent, EventDraft, EventRef};
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
 use crate::service::room_versions::RoomVersion;
-use crate::{AppState, Error, Result};
+use crate::{AppState, Error, Result, store};
 
 /// An event from another server whose signatures, hashes and authorization by its own auth events
 /// were checked (see `service::federation::inbound`), ready for the writer.
@@ -67,9 +68,60 @@ pub(super) fn build(room: &mut WorkingRoom, pdu: &IncomingPdu) -> Result<BuiltEv
     Ok(built)
 }
 
+/// A remote room just joined, as the writer commits it.
+pub(super) struct Joined {
+    /// Its state from the join's answer, the join last as the head.
+    pub room: WorkingRoom,
+    /// The events to store: those not stored yet (a room joined again keeps what it had).
+    pub events: Vec<BuiltEvent>,
+    /// The state events of the answer that were stored already (their keys must point at them).
+    pub known_state: Vec<String>,
+    /// The room is new here (not joined again after every local member had left).
+    pub is_new: bool,
+}
+
+/// Works out how to commit a remote room just joined through `events` (its state, the join
+/// last); an existing room is locked first. The outer error is the database's, the inner one the
+/// join's.
+pub(super) async fn joined(
+    conn: &mut PgConnection,
+    version: RoomVersion,
+    events: &[BuiltEvent],
+) -> Result<Result<Joined>> {
+    let room = match joined_room(version, events) {
+        Ok(room) => room,
+        Err(e) => return Ok(Err(e)),
+    };
+    let room_id = room.base.room_id.as_str();
+    let is_new = store::rooms::lock_rooms(&mut *conn, &[room_id])
+        .await?
+        .is_empty();
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let stored: HashSet<String> = if is_new {
+        HashSet::new()
+    } else {
+        store::events::stored_ids(&mut *conn, &ids)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let (known, new): (Vec<&BuiltEvent>, Vec<&BuiltEvent>) =
+        events.iter().partition(|e| stored.contains(&e.event_id));
+    Ok(Ok(Joined {
+        room,
+        events: new.into_iter().cloned().collect(),
+        known_state: known
+            .into_iter()
+            .filter(|e| e.state_key.is_some())
+            .map(|e| e.event_id.clone())
+            .collect(),
+        is_new,
+    }))
+}
+
 /// The working room of a remote room just joined: its state from `events` (state events, the
-/// join last), whose last event is the head. The events are stored as they are.
-pub(super) fn joined_room(version: RoomVersion, events: &[BuiltEvent]) -> Result<WorkingRoom> {
+/// join last), whose last event is the head.
+fn joined_room(version: RoomVersion, events: &[BuiltEvent]) -> Result<WorkingRoom> {
     let join = events
         .last()
         .ok_or_else(|| Error::internal("a joined room needs its join event"))?;
