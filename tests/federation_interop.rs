@@ -1,0 +1,332 @@
+//! Federation behaviour found missing when Axon met the reference Synapse
+//! (tests/synapse_interop): joining a room again after every local member left, `/rooms/{id}/join`
+//! across servers, redacted events served redacted, and other servers reading history
+//! (`/backfill`, `/get_missing_events`, `/event_auth`). Instance A hosts the room; B's user carol
+//! joins it.
+
+use std::time::Duration;
+
+use ruma::api::federation::authorization::get_event_authorization::v1 as event_auth;
+use ruma::api::federation::backfill::get_backfill::v1 as backfill;
+use ruma::api::federation::event::{get_event::v1 as get_event, get_missing_events::v1 as missing};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, UInt};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, User, enc, spawn_federating};
+
+fn name(app: &TestApp) -> OwnedServerName {
+    OwnedServerName::try_from(app.state.server_name.as_str()).unwrap()
+}
+
+fn room(id: &str) -> OwnedRoomId {
+    OwnedRoomId::try_from(id).unwrap()
+}
+
+fn event(id: &str) -> OwnedEventId {
+    OwnedEventId::try_from(id).unwrap()
+}
+
+async fn create_room(alice: &User, body: Value) -> String {
+    alice.post("/_matrix/client/v3/createRoom", body).await.ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn say(user: &User, room_id: &str, body: &str) -> String {
+    let txn = axon::service::auth::random_string(8);
+    user.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            enc(room_id)
+        ),
+        json!({"msgtype": "m.text", "body": body}),
+    )
+    .await
+    .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Carol of `b` joins `room_id` through `a` (by `/join/{roomId}?server_name=`).
+async fn join_through(carol: &User, a: &TestApp, room_id: &str) {
+    let joined = carol
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?server_name={}",
+                enc(room_id),
+                enc(a.state.server_name.as_str())
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(joined["room_id"], room_id);
+}
+
+/// Waits (up to 10 s) until `pred` holds for `user`'s view of `path`.
+async fn eventually(user: &User, path: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let resp = user.get(path).await;
+        if resp.status == 200 && pred(&resp.body) {
+            return resp.body;
+        }
+        last = resp.body;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+async fn joined_members(user: &User, room_id: &str) -> Value {
+    user.get(&format!(
+        "/_matrix/client/v3/rooms/{}/joined_members",
+        enc(room_id)
+    ))
+    .await
+    .ok()["joined"]
+        .clone()
+}
+
+/// Waits until `a` sees `user` joined to `room_id` (or not, with `joined` false).
+async fn wait_membership(alice: &User, room_id: &str, user: &str, joined: bool) {
+    for _ in 0..100 {
+        if joined_members(alice, room_id).await.get(user).is_some() == joined {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{user} never became joined={joined} in {room_id}");
+}
+
+fn parsed(pdus: &[Box<RawValue>]) -> Vec<Value> {
+    pdus.iter()
+        .map(|p| serde_json::from_str(p.get()).unwrap())
+        .collect()
+}
+
+fn bodies(pdus: &[Value]) -> Vec<Value> {
+    pdus.iter()
+        .filter(|p| p["type"] == "m.room.message")
+        .map(|p| p["content"]["body"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_room_every_local_member_left_is_joined_again_through_a_resident_server() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join_through(&carol, &a, &room_id).await;
+    carol
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)),
+            json!({}),
+        )
+        .await
+        .ok();
+    wait_membership(&alice, &room_id, &carol.user_id, false).await;
+    // While B has no one in the room, the room changes; B hears nothing of it.
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                enc(&room_id)
+            ),
+            json!({"name": "renamed while carol was away"}),
+        )
+        .await
+        .ok();
+    // Joining again goes through A (whose answer also holds carol's leave, signed by B itself).
+    join_through(&carol, &a, &room_id).await;
+    let name = carol
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            enc(&room_id)
+        ))
+        .await
+        .ok();
+    assert_eq!(name["name"], "renamed while carol was away");
+    wait_membership(&alice, &room_id, &carol.user_id, true).await;
+    // And the room goes on for B.
+    say(&alice, &room_id, "welcome back").await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=5",
+        enc(&room_id)
+    );
+    let seen = eventually(&carol, &path, |m| {
+        m["chunk"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|e| e["content"]["body"] == "welcome back"))
+    })
+    .await;
+    assert!(
+        seen["chunk"].as_array().is_some_and(|c| !c.is_empty()),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn joining_through_rooms_room_id_join_federates() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    // A version 10 room: its ID names the server to ask.
+    let room_id = create_room(
+        &alice,
+        json!({"preset": "public_chat", "room_version": "10"}),
+    )
+    .await;
+    let joined = carol
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", enc(&room_id)),
+            json!({"reason": "hello"}),
+        )
+        .await
+        .ok();
+    assert_eq!(joined["room_id"], room_id.as_str());
+    wait_membership(&alice, &room_id, &carol.user_id, true).await;
+}
+
+#[tokio::test]
+async fn a_redacted_event_is_given_to_other_servers_redacted() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join_through(&carol, &a, &room_id).await;
+    let secret = say(&alice, &room_id, "a secret").await;
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/r1",
+                enc(&room_id),
+                enc(&secret)
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    let answer = b
+        .state
+        .federation
+        .send(&name(&a), get_event::Request::new(event(&secret)))
+        .await
+        .unwrap();
+    let pdu: Value = serde_json::from_str(answer.pdu.get()).unwrap();
+    assert_eq!(pdu["content"], json!({}), "{pdu}");
+    assert_eq!(pdu["type"], "m.room.message");
+    assert!(pdu["signatures"][a.state.server_name.as_str()].is_object());
+}
+
+#[tokio::test]
+async fn backfill_gives_the_events_before_the_given_ones_newest_first() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    say(&alice, &room_id, "one").await;
+    let two = say(&alice, &room_id, "two").await;
+    say(&alice, &room_id, "three").await;
+    let request = backfill::Request::new(room(&room_id), vec![event(&two)], UInt::from(2u32));
+    // Not in the room: nothing to read.
+    let refused = b.state.federation.send(&name(&a), request.clone()).await;
+    assert!(refused.is_err(), "a server not in the room is refused");
+    join_through(&carol, &a, &room_id).await;
+    let answer = b.state.federation.send(&name(&a), request).await.unwrap();
+    assert_eq!(answer.origin, name(&a));
+    assert_eq!(
+        bodies(&parsed(&answer.pdus)),
+        vec![json!("two"), json!("one")]
+    );
+}
+
+#[tokio::test]
+async fn backfill_redacts_what_the_history_visibility_hides_from_the_server() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(
+        &alice,
+        json!({"preset": "public_chat", "initial_state": [{
+            "type": "m.room.history_visibility", "state_key": "",
+            "content": {"history_visibility": "joined"}
+        }]}),
+    )
+    .await;
+    let before = say(&alice, &room_id, "before carol").await;
+    join_through(&carol, &a, &room_id).await;
+    let after = say(&alice, &room_id, "after carol").await;
+    let answer = b
+        .state
+        .federation
+        .send(
+            &name(&a),
+            backfill::Request::new(room(&room_id), vec![event(&after)], UInt::from(10u32)),
+        )
+        .await
+        .unwrap();
+    let pdus = parsed(&answer.pdus);
+    let by_id = |id: &str| pdus.iter().find(|p| event_id_of(p) == id).cloned();
+    assert_eq!(
+        by_id(&after).unwrap()["content"]["body"],
+        "after carol",
+        "sent while B's user was joined"
+    );
+    let hidden = by_id(&before).expect("the hidden event is there, redacted");
+    assert_eq!(hidden["content"], json!({}), "{hidden}");
+}
+
+/// The event ID of a PDU of a room of Axon's default version (12).
+fn event_id_of(pdu: &Value) -> String {
+    let object: ruma::CanonicalJsonObject = serde_json::from_value(pdu.clone()).unwrap();
+    let rules = ruma::RoomVersionId::V12.rules().unwrap();
+    format!(
+        "${}",
+        ruma::signatures::reference_hash(&object, &rules).unwrap()
+    )
+}
+
+#[tokio::test]
+async fn get_missing_events_walks_back_from_the_latest_to_the_earliest() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join_through(&carol, &a, &room_id).await;
+    let one = say(&alice, &room_id, "one").await;
+    say(&alice, &room_id, "two").await;
+    say(&alice, &room_id, "three").await;
+    let four = say(&alice, &room_id, "four").await;
+    let request = missing::Request::new(room(&room_id), vec![event(&one)], vec![event(&four)]);
+    let answer = b.state.federation.send(&name(&a), request).await.unwrap();
+    assert_eq!(
+        bodies(&parsed(&answer.events)),
+        vec![json!("two"), json!("three")],
+        "oldest first, neither end included"
+    );
+    let auth = b
+        .state
+        .federation
+        .send(
+            &name(&a),
+            event_auth::Request::new(room(&room_id), event(&four)),
+        )
+        .await
+        .unwrap();
+    let types: Vec<Value> = parsed(&auth.auth_chain)
+        .iter()
+        .map(|p| p["type"].clone())
+        .collect();
+    assert!(types.contains(&json!("m.room.power_levels")), "{types:?}");
+    assert!(types.contains(&json!("m.room.member")), "{types:?}");
+}
