@@ -330,3 +330,74 @@ async fn get_missing_events_walks_back_from_the_latest_to_the_earliest() {
     assert!(types.contains(&json!("m.room.power_levels")), "{types:?}");
     assert!(types.contains(&json!("m.room.member")), "{types:?}");
 }
+
+#[tokio::test]
+async fn a_remote_room_is_joined_with_its_recent_history() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    say(&alice, &room_id, "one").await;
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                enc(&room_id)
+            ),
+            json!({"name": "the old name"}),
+        )
+        .await
+        .ok();
+    say(&alice, &room_id, "two").await;
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                enc(&room_id)
+            ),
+            json!({"name": "the name"}),
+        )
+        .await
+        .ok();
+    join_through(&carol, &a, &room_id).await;
+    let page = carol
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+            enc(&room_id)
+        ))
+        .await
+        .ok();
+    let timeline: Vec<Value> = page["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|e| e["type"] == "m.room.message" || e["type"] == "m.room.name")
+        .map(|e| {
+            e["content"]["body"]
+                .as_str()
+                .or(e["content"]["name"].as_str())
+                .into()
+        })
+        .collect();
+    assert_eq!(
+        timeline,
+        vec![
+            json!("one"),
+            json!("the old name"),
+            json!("two"),
+            json!("the name")
+        ],
+        "the history before the join, oldest first"
+    );
+    // The current state is the join's answer's, not the older name in the history.
+    let name = carol
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            enc(&room_id)
+        ))
+        .await
+        .ok();
+    assert_eq!(name["name"], "the name");
+}

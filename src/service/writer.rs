@@ -41,10 +41,12 @@ pub use crate::store::events::TxnKey;
 pub enum Target {
     Existing(String),
     /// A room on another server that a local user just joined: its state (checked by the caller)
-    /// and the join event last, which becomes the head.
+    /// and the join event last, which becomes the head; `history`, the room's recent events before
+    /// the join (checked too), is stored with it in depth order, without notifying anyone.
     Joined {
         version: RoomVersion,
         events: Vec<BuiltEvent>,
+        history: Vec<BuiltEvent>,
     },
     New {
         version: RoomVersion,
@@ -443,8 +445,10 @@ async fn commit(
     let mut built: Vec<BuiltEvent> = Vec::new();
     let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
     let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>)> = Vec::new();
-    // A remote room joined again: the state events of its new state that were stored already.
-    let mut rejoined_state: Vec<String> = Vec::new();
+    // A remote room joined: its state as the join's answer has it, the join included.
+    let mut joined_state: Vec<String> = Vec::new();
+    // Events stored without push rules or counts: a joined room's state and history.
+    let mut quiet: HashSet<String> = HashSet::new();
     let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
     for job in jobs {
         if let Some(key) = &job.txn
@@ -465,21 +469,23 @@ async fn commit(
                 },
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
             },
-            Target::Joined { version, events } => {
-                match remote::joined(&mut conn, *version, events).await? {
-                    Ok(joined) => {
-                        let room_id = joined.room.base.room_id.clone();
-                        if joined.is_new {
-                            new_rooms.push((room_id.clone(), *version, false, Vec::new()));
-                        } else {
-                            rejoined_state.extend(joined.known_state);
-                        }
-                        working.insert(room_id.clone(), joined.room);
-                        (room_id, Ok(joined.events))
+            Target::Joined {
+                version,
+                events,
+                history,
+            } => match remote::joined(&mut conn, *version, events, history).await? {
+                Ok(joined) => {
+                    let room_id = joined.room.base.room_id.clone();
+                    if joined.is_new {
+                        new_rooms.push((room_id.clone(), *version, false, Vec::new()));
                     }
-                    Err(e) => (String::new(), Err(e)),
+                    joined_state.extend(joined.state);
+                    quiet.extend(joined.quiet);
+                    working.insert(room_id.clone(), joined.room);
+                    (room_id, Ok(joined.events))
                 }
-            }
+                Err(e) => (String::new(), Err(e)),
+            },
             Target::New {
                 version,
                 room_id,
@@ -526,7 +532,10 @@ async fn commit(
     }
 
     // Push rules are evaluated before the commit so that unread counts commit with their events.
-    let new_events: Vec<push::NewEvent> = built.iter().map(push_event).collect();
+    let loud: Vec<usize> = (0..built.len())
+        .filter(|i| !quiet.contains(&built[*i].event_id))
+        .collect();
+    let new_events: Vec<push::NewEvent> = loud.iter().map(|i| push_event(&built[*i])).collect();
     let evaluation = push::evaluate(state, &new_events).await?;
 
     for (room_id, version, is_public, aliases) in &new_rooms {
@@ -617,11 +626,12 @@ async fn commit(
         })
         .collect();
     if let BatchConn::Locked(mut tx) = conn {
-        // A room joined again: first its state as the join's answer has it, then the new events.
-        if !rejoined_state.is_empty() {
-            store::rooms::restore_state(&mut tx, &rejoined_state).await?;
-        }
         store::rooms::apply_state(&mut tx, &rows).await?;
+        // A remote room joined: its state is the answer's, whatever the depth order of its
+        // history said, and whatever was stored before a room was joined again.
+        if !joined_state.is_empty() {
+            store::rooms::restore_state(&mut tx, &joined_state).await?;
+        }
         tx.commit().await?;
     }
 
@@ -659,12 +669,12 @@ async fn commit(
         .committed(last, keys.iter().map(String::as_str));
     if !notified.is_empty() {
         let state = state.clone();
-        // `new_events` and `rows` both follow `built`, event for event.
+        // `new_events` follows `loud`, which indexes `built` as `rows` does.
         let new_events: Vec<push::NewEvent> = new_events
             .into_iter()
-            .zip(&rows)
-            .map(|(mut e, row)| {
-                e.stream_ordering = row.stream_ordering;
+            .zip(&loud)
+            .map(|(mut e, i)| {
+                e.stream_ordering = rows[*i].stream_ordering;
                 e
             })
             .collect();

@@ -373,6 +373,63 @@ class Scenario:
         await self.message_seen(room, readers[0], [member], body)
         return "left, rejoined and receives messages again"
 
+    async def relations_seen(self, room, sender, reader):
+        """An edit (m.replace) and a reaction (m.annotation) of the reader's message, by the sender:
+        the reader's server lists both among the message's relations."""
+        original = await reader.send(room, f"to be reacted to {secrets.token_hex(2)}")
+        await sender.wait(sees(room, lambda e: e.get("event_id") == original), "the message to relate to")
+        _, d = await sender.req("PUT", f"/_matrix/client/v3/rooms/{q(room)}/send/m.reaction/"
+                                       f"{secrets.token_hex(8)}",
+                                {"m.relates_to": {"rel_type": "m.annotation", "event_id": original,
+                                                  "key": "+1"}})
+        reaction = d["event_id"]
+        own = await sender.send(room, f"mine {secrets.token_hex(2)}")
+        _, d = await sender.req("PUT", f"/_matrix/client/v3/rooms/{q(room)}/send/m.room.message/"
+                                       f"{secrets.token_hex(8)}",
+                                {"msgtype": "m.text", "body": "* edited",
+                                 "m.new_content": {"msgtype": "m.text", "body": "edited"},
+                                 "m.relates_to": {"rel_type": "m.replace", "event_id": own}})
+        edit = d["event_id"]
+        for target, rel in ((original, reaction), (own, edit)):
+            deadline = time.monotonic() + reader.timeout
+            while True:
+                # 404 until the reader's server has the related-to event.
+                _, d = await reader.req("GET", f"/_matrix/client/v1/rooms/{q(room)}/relations/{q(target)}",
+                                        ok=(200, 404))
+                if any(e.get("event_id") == rel for e in d.get("chunk", [])):
+                    break
+                if time.monotonic() > deadline:
+                    raise StepFailed(f"{reader.user_id}'s server has no relation {rel} of {target}: {d}")
+                await asyncio.sleep(0.2)
+        return "a reaction and an edit listed by the reader's server"
+
+    async def displayname_change_seen(self, room, member, reader):
+        await reader.mark()
+        new = f"{member.localpart.title()} Renamed"
+        await member.set_displayname(new)
+        await reader.wait(sees(room, lambda e: e.get("type") == "m.room.member"
+                               and e.get("state_key") == member.user_id
+                               and e.get("content", {}).get("displayname") == new),
+                          f"the new display name of {member.user_id}")
+        await member.set_displayname(member.localpart.title())
+        return f"{reader.user_id} sees {new!r}"
+
+    async def ban_applied(self, room, admin, target):
+        """The admin bans the target, whose server applies it (the room moves to the target's
+        `rooms.leave` with the ban); then unbans."""
+        await target.mark()
+        await admin.req("POST", f"/_matrix/client/v3/rooms/{q(room)}/ban",
+                        {"user_id": target.user_id, "reason": "interop test"})
+
+        def banned(s):
+            r = s.get("rooms", {}).get("leave", {}).get(room, {})
+            events = r.get("timeline", {}).get("events", []) + r.get("state", {}).get("events", [])
+            return any(e.get("type") == "m.room.member" and e.get("state_key") == target.user_id
+                       and e.get("content", {}).get("membership") == "ban" for e in events)
+        await target.wait(banned, "the ban in rooms.leave")
+        await admin.req("POST", f"/_matrix/client/v3/rooms/{q(room)}/unban", {"user_id": target.user_id})
+        return f"{target.user_id}'s server has the ban"
+
     async def concurrent_messages(self, room, a, b):
         """Both send at once (a fork in the room's graph); both see both, and the room goes on."""
         ba, bb = f"at once from a {secrets.token_hex(2)}", f"at once from b {secrets.token_hex(2)}"
@@ -440,8 +497,12 @@ class Scenario:
             ("read receipt Axon -> Synapse", lambda: self.receipt_seen(r(), bob, alice)),
             ("read receipt Synapse -> Axon", lambda: self.receipt_seen(r(), alice, bob)),
             ("concurrent messages", lambda: self.concurrent_messages(r(), alice, bob)),
+            ("reaction and edit Axon -> Synapse", lambda: self.relations_seen(r(), bob, alice)),
+            ("reaction and edit Synapse -> Axon", lambda: self.relations_seen(r(), alice, bob)),
+            ("Synapse sees bob's new display name", lambda: self.displayname_change_seen(r(), bob, alice)),
             ("bob leaves and rejoins by ID", lambda: self.leave_and_rejoin(r(), bob, [alice], self.synapse_name)),
             ("dave (Axon) joins by room ID with server_name", dave_joins),
+            ("alice (Synapse) bans dave (Axon)", lambda: self.ban_applied(r(), alice, self.dave)),
             ("bob's /messages reaches back before his join", lambda: self.history_seen(r(), bob, early)),
         ])
 
@@ -500,6 +561,10 @@ class Scenario:
             ("read receipt Axon -> Synapse", lambda: self.receipt_seen(r(), bob, alice)),
             ("read receipt Synapse -> Axon", lambda: self.receipt_seen(r(), alice, bob)),
             ("concurrent messages", lambda: self.concurrent_messages(r(), bob, alice)),
+            ("reaction and edit Axon -> Synapse", lambda: self.relations_seen(r(), bob, alice)),
+            ("reaction and edit Synapse -> Axon", lambda: self.relations_seen(r(), alice, bob)),
+            ("Axon sees alice's new display name", lambda: self.displayname_change_seen(r(), alice, bob)),
+            ("bob (Axon) bans carol (Synapse)", lambda: self.ban_applied(r(), bob, carol)),
             ("alice leaves and rejoins", lambda: self.leave_and_rejoin(r(), alice, [bob], self.axon_name)),
             ("alice's /messages reaches back before her join", lambda: self.history_seen(r(), alice, early)),
         ])

@@ -366,7 +366,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Event IDs of `prev_events`/`auth_events`: plain IDs, or `[id, hashes]` pairs in v1/v2.
-fn refs(version: RoomVersion, value: &Value) -> Vec<String> {
+pub(crate) fn refs(version: RoomVersion, value: &Value) -> Vec<String> {
     let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
     items
         .iter()

@@ -1,15 +1,17 @@
 //! A local user joining a room on another server: `make_join` to a resident server, the template
 //! completed and signed here, `send_join` v2, the returned state and auth chain checked
-//! (signatures, hashes, authorization by their auth events), then the room stored with the join as
-//! its head — and only then is the join reported to the client.
+//! (signatures, hashes, authorization by their auth events), the room's recent history fetched
+//! (`/backfill`) and checked alike, then the room stored with the join as its head — and only then
+//! is the join reported to the client.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use ruma::api::federation::backfill::get_backfill::v1 as backfill;
 use ruma::api::federation::membership::{
     create_join_event::v2 as send_join, prepare_join_event::v1 as make_join,
 };
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
-use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomVersionId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomVersionId, UInt};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -18,6 +20,9 @@ use crate::service::events::BuiltEvent;
 use crate::service::room_versions::{self, RoomVersion};
 use crate::service::writer::Target;
 use crate::{AppState, Error, Result};
+
+/// How many of the room's events before the join are fetched with it (its recent history).
+const HISTORY_WITH_JOIN: u32 = 50;
 
 /// Joins `user_id` to the remote `room_id` through the first of `servers` that answers.
 pub async fn join_remote(
@@ -67,9 +72,20 @@ async fn join_through(
         .federation
         .send(server, send_join::Request::new(room, event, raw))
         .await?;
-    let events = checked_state(state, version, room_id, &answer.room_state).await?;
+    let (events, mut known) = checked_state(state, version, room_id, &answer.room_state).await?;
     let join_raw = RawValue::from_string(pdu).map_err(Error::internal)?;
     let mut join = events_of(version, room_id, std::slice::from_ref(&join_raw))?;
+    let join_pdu: Value = serde_json::from_str(join_raw.get()).map_err(Error::internal)?;
+    let before = inbound::refs(version, &join_pdu["prev_events"]);
+    let in_state: HashSet<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let history = recent_history(
+        state, server, version, room_id, before, &in_state, &mut known,
+    )
+    .await
+    .unwrap_or_else(|e| {
+        tracing::info!(%server, room_id, error = %e, "no history with the join");
+        Vec::new()
+    });
     let mut all = events;
     all.append(&mut join);
     state
@@ -78,12 +94,76 @@ async fn join_through(
             Target::Joined {
                 version,
                 events: all,
+                history,
             },
             Vec::new(),
             None,
         )
         .await?;
     Ok(())
+}
+
+/// The room's recent events before the join (`/backfill` from the server that let us in, from the
+/// join's `prev_events`), each checked as the state was: signatures and hashes, then authorization
+/// by its auth events among the state, the auth chain and the history (oldest first). Events that
+/// fail the checks, and those already in the state, are left out.
+async fn recent_history(
+    state: &AppState,
+    server: &OwnedServerName,
+    version: RoomVersion,
+    room_id: &str,
+    before: Vec<String>,
+    in_state: &HashSet<String>,
+    known: &mut HashMap<String, Value>,
+) -> Result<Vec<BuiltEvent>> {
+    let room = OwnedRoomId::try_from(room_id).map_err(Error::internal)?;
+    let from = before
+        .iter()
+        .filter_map(|id| OwnedEventId::try_from(id.as_str()).ok())
+        .collect();
+    let answer = state
+        .federation
+        .send(
+            server,
+            backfill::Request::new(room, from, UInt::from(HISTORY_WITH_JOIN)),
+        )
+        .await?;
+    let receiver = Receiver {
+        db: &state.db,
+        keyring: &state.keyring,
+        writer: &state.writer,
+    };
+    let mut candidates: Vec<(String, Value)> = Vec::new();
+    for raw in answer.pdus.iter().take(HISTORY_WITH_JOIN as usize) {
+        let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
+            continue;
+        };
+        let Ok(id) = inbound::event_id_of(version, &object) else {
+            continue;
+        };
+        if in_state.contains(&id) {
+            continue;
+        }
+        let Ok(object) = receiver.verify(version, object).await else {
+            continue;
+        };
+        let pdu = serde_json::to_value(object).map_err(Error::internal)?;
+        if pdu["room_id"] == room_id {
+            candidates.push((id, pdu));
+        }
+    }
+    candidates.sort_by_key(|(_, pdu)| pdu["depth"].as_i64());
+    let mut history = Vec::with_capacity(candidates.len());
+    for (id, pdu) in candidates {
+        if inbound::authorized_by(version, &id, room_id, &pdu, known).is_err() {
+            continue;
+        }
+        if let Ok(event) = inbound::to_built(version, &id, room_id, &pdu) {
+            history.push(event);
+            known.insert(id, pdu);
+        }
+    }
+    Ok(history)
 }
 
 /// The template completed with our content and time, signed: (event ID, PDU).
@@ -145,13 +225,14 @@ fn complete(
 }
 
 /// The room's state from `send_join`, each event's signatures and hashes checked, and its
-/// authorization by its auth events (found among the state and the auth chain): in depth order.
+/// authorization by its auth events (found among the state and the auth chain): in depth order,
+/// with every checked event (state and auth chain) by ID.
 async fn checked_state(
     state: &AppState,
     version: RoomVersion,
     room_id: &str,
     answer: &send_join::RoomState,
-) -> Result<Vec<BuiltEvent>> {
+) -> Result<(Vec<BuiltEvent>, HashMap<String, Value>)> {
     let receiver = Receiver {
         db: &state.db,
         keyring: &state.keyring,
@@ -191,7 +272,7 @@ async fn checked_state(
         ));
     }
     events.sort_by_key(|e| (e.event_type != "m.room.create", e.depth));
-    Ok(events)
+    Ok((events, known))
 }
 
 /// The stored forms of PDUs (already checked).

@@ -72,49 +72,70 @@ pub(super) fn build(room: &mut WorkingRoom, pdu: &IncomingPdu) -> Result<BuiltEv
 pub(super) struct Joined {
     /// Its state from the join's answer, the join last as the head.
     pub room: WorkingRoom,
-    /// The events to store: those not stored yet (a room joined again keeps what it had).
+    /// The events to store, in depth order with the join last: those not stored yet (a room
+    /// joined again keeps what it had).
     pub events: Vec<BuiltEvent>,
-    /// The state events of the answer that were stored already (their keys must point at them).
-    pub known_state: Vec<String>,
+    /// The state after the join (event IDs), which the current state is set to once stored.
+    pub state: Vec<String>,
+    /// The events stored without notifying anyone: all but the join.
+    pub quiet: Vec<String>,
     /// The room is new here (not joined again after every local member had left).
     pub is_new: bool,
 }
 
 /// Works out how to commit a remote room just joined through `events` (its state, the join
-/// last); an existing room is locked first. The outer error is the database's, the inner one the
-/// join's.
+/// last) with its recent `history`; an existing room is locked first. The outer error is the
+/// database's, the inner one the join's.
 pub(super) async fn joined(
     conn: &mut PgConnection,
     version: RoomVersion,
     events: &[BuiltEvent],
+    history: &[BuiltEvent],
 ) -> Result<Result<Joined>> {
     let room = match joined_room(version, events) {
         Ok(room) => room,
         Err(e) => return Ok(Err(e)),
     };
+    let Some((join, state)) = events.split_last() else {
+        return Ok(Err(Error::internal("a joined room needs its join event")));
+    };
     let room_id = room.base.room_id.as_str();
     let is_new = store::rooms::lock_rooms(&mut *conn, &[room_id])
         .await?
         .is_empty();
-    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let mut earlier: Vec<&BuiltEvent> = Vec::with_capacity(state.len() + history.len());
+    let mut seen: HashSet<&str> = HashSet::new();
+    for event in state.iter().chain(history) {
+        if seen.insert(&event.event_id) {
+            earlier.push(event);
+        }
+    }
     let stored: HashSet<String> = if is_new {
         HashSet::new()
     } else {
+        let ids: Vec<String> = earlier.iter().map(|e| e.event_id.clone()).collect();
         store::events::stored_ids(&mut *conn, &ids)
             .await?
             .into_iter()
             .collect()
     };
-    let (known, new): (Vec<&BuiltEvent>, Vec<&BuiltEvent>) =
-        events.iter().partition(|e| stored.contains(&e.event_id));
+    earlier.retain(|e| !stored.contains(&e.event_id));
+    earlier.sort_by_key(|e| (e.event_type != "m.room.create", e.depth));
+    let quiet = earlier.iter().map(|e| e.event_id.clone()).collect();
+    let mut to_store: Vec<BuiltEvent> = earlier.into_iter().cloned().collect();
+    to_store.push(join.clone());
+    // One event per key: the join replaces the joining user's earlier membership.
+    let mut after: HashMap<(&str, &str), &str> = HashMap::new();
+    for event in events {
+        if let Some(key) = &event.state_key {
+            after.insert((&event.event_type, key), &event.event_id);
+        }
+    }
     Ok(Ok(Joined {
         room,
-        events: new.into_iter().cloned().collect(),
-        known_state: known
-            .into_iter()
-            .filter(|e| e.state_key.is_some())
-            .map(|e| e.event_id.clone())
-            .collect(),
+        events: to_store,
+        state: after.into_values().map(str::to_owned).collect(),
+        quiet,
         is_new,
     }))
 }
