@@ -9,6 +9,7 @@ use std::time::Duration;
 use ruma::api::federation::authorization::get_event_authorization::v1 as event_auth;
 use ruma::api::federation::backfill::get_backfill::v1 as backfill;
 use ruma::api::federation::event::{get_event::v1 as get_event, get_missing_events::v1 as missing};
+use ruma::api::federation::transactions::send_transaction_message::v1 as send;
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, UInt};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -400,4 +401,167 @@ async fn a_remote_room_is_joined_with_its_recent_history() {
         .await
         .ok();
     assert_eq!(name["name"], "the name");
+}
+
+/// Sends one PDU of `b`'s (signed by it) to `a` in a transaction; answers its result.
+async fn send_pdu(a: &TestApp, b: &TestApp, event: Value) -> (String, Value) {
+    let mut object: ruma::CanonicalJsonObject = serde_json::from_value(event).unwrap();
+    let rules = ruma::RoomVersionId::V12.rules().unwrap();
+    ruma::signatures::hash_and_sign_event(
+        b.state.server_name.as_str(),
+        &b.state.signing_key,
+        &mut object,
+        &rules.redaction,
+    )
+    .unwrap();
+    let id = format!(
+        "${}",
+        ruma::signatures::reference_hash(&object, &rules).unwrap()
+    );
+    let raw = RawValue::from_string(ruma::CanonicalJsonValue::Object(object).to_string()).unwrap();
+    let txn = axon::service::auth::random_string(8);
+    let mut request =
+        send::Request::new(txn.into(), name(b), ruma::MilliSecondsSinceUnixEpoch::now());
+    request.pdus = vec![raw];
+    let answer = b.state.federation.send(&name(a), request).await.unwrap();
+    let result = answer
+        .pdus
+        .into_values()
+        .map(|r| json!(r.err()))
+        .next()
+        .unwrap_or(Value::Null);
+    (id, result)
+}
+
+/// An event of alice's as A serves it to her.
+async fn event_of(alice: &User, room_id: &str, id: &str) -> Value {
+    alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            enc(room_id),
+            enc(id)
+        ))
+        .await
+        .ok()
+}
+
+#[tokio::test]
+async fn a_state_event_sent_on_another_branch_is_resolved_as_every_server_resolves_it() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join_through(&carol, &a, &room_id).await;
+    let mut levels = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+            enc(&room_id)
+        ))
+        .await
+        .ok();
+    levels["users"][&carol.user_id] = json!(50);
+    let pl = alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+                enc(&room_id)
+            ),
+            levels,
+        )
+        .await
+        .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let member = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}?format=event",
+            enc(&room_id),
+            enc(&carol.user_id)
+        ))
+        .await
+        .ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let state_name = |alice: User, room_id: String| async move {
+        alice
+            .get(&format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                enc(&room_id)
+            ))
+            .await
+            .ok()["name"]
+            .clone()
+    };
+    // Carol renames the room on B's branch, from the power levels on; meanwhile alice renamed it
+    // on A. Both renames are authorized by the same power levels: the later one wins (ties: the
+    // greater event ID), wherever it arrives last.
+    for (round, carol_is_later) in [(1, false), (2, true)] {
+        let before = latest_id(&alice, &room_id).await;
+        let alices = alice
+            .put(
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+                    enc(&room_id)
+                ),
+                json!({"name": format!("alice's {round}")}),
+            )
+            .await
+            .ok()["event_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let alice_ts = event_of(&alice, &room_id, &alices).await["origin_server_ts"]
+            .as_i64()
+            .unwrap();
+        let depth = 1000 + round;
+        let (carols, result) = send_pdu(
+            &a,
+            &b,
+            json!({
+                "auth_events": [pl, member],
+                "prev_events": [before],
+                "content": {"name": format!("carol's {round}")},
+                "depth": depth,
+                "origin_server_ts": if carol_is_later { alice_ts + 1000 } else { alice_ts - 1000 },
+                "room_id": room_id,
+                "sender": carol.user_id,
+                "state_key": "",
+                "type": "m.room.name",
+            }),
+        )
+        .await;
+        assert_eq!(result, Value::Null, "carol's rename is accepted");
+        let want = if carol_is_later {
+            format!("carol's {round}")
+        } else {
+            format!("alice's {round}")
+        };
+        assert_eq!(
+            state_name(alice.clone(), room_id.clone()).await,
+            json!(want),
+            "round {round}"
+        );
+        // Carol's event is in the timeline either way.
+        assert_eq!(
+            event_of(&alice, &room_id, &carols).await["content"]["name"],
+            json!(format!("carol's {round}"))
+        );
+    }
+}
+
+/// The ID of the newest event of `room_id` as alice sees it.
+async fn latest_id(alice: &User, room_id: &str) -> String {
+    alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1",
+            enc(room_id)
+        ))
+        .await
+        .ok()["chunk"][0]["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

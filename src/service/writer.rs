@@ -29,6 +29,7 @@ use crate::service::{notifier, push, room_versions};
 use crate::store::{self, events::NewEventRow};
 use crate::{AppState, Error, Result};
 
+mod fork;
 mod remote;
 pub use remote::{IncomingPdu, join_template};
 
@@ -445,8 +446,9 @@ async fn commit(
     let mut built: Vec<BuiltEvent> = Vec::new();
     let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
     let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>)> = Vec::new();
-    // A remote room joined: its state as the join's answer has it, the join included.
-    let mut joined_state: Vec<String> = Vec::new();
+    // State events the current state is set to once the batch is stored, whatever the order of
+    // its events says: a joined remote room's (the join included), resolved forks' winners.
+    let mut restored_state: Vec<String> = Vec::new();
     // Events stored without push rules or counts: a joined room's state and history.
     let mut quiet: HashSet<String> = HashSet::new();
     let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
@@ -464,7 +466,17 @@ async fn commit(
         let (room_id, result) = match &job.target {
             Target::Existing(room_id) => match working.get_mut(room_id) {
                 Some(room) => match &job.remote {
-                    Some(pdu) => (room_id.clone(), remote::build(room, pdu).map(|e| vec![e])),
+                    Some(pdu) => {
+                        let resolution = fork::resolve(&mut conn, room, pdu).await?;
+                        if let Some(r) = &resolution {
+                            restored_state
+                                .extend(r.changes.iter().map(|(_, e)| e.event_id.clone()));
+                        }
+                        (
+                            room_id.clone(),
+                            remote::build(room, pdu, resolution).map(|e| vec![e]),
+                        )
+                    }
                     None => (room_id.clone(), build_job(state, room, &job.drafts, now)),
                 },
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
@@ -479,7 +491,7 @@ async fn commit(
                     if joined.is_new {
                         new_rooms.push((room_id.clone(), *version, false, Vec::new()));
                     }
-                    joined_state.extend(joined.state);
+                    restored_state.extend(joined.state);
                     quiet.extend(joined.quiet);
                     working.insert(room_id.clone(), joined.room);
                     (room_id, Ok(joined.events))
@@ -627,10 +639,10 @@ async fn commit(
         .collect();
     if let BatchConn::Locked(mut tx) = conn {
         store::rooms::apply_state(&mut tx, &rows).await?;
-        // A remote room joined: its state is the answer's, whatever the depth order of its
-        // history said, and whatever was stored before a room was joined again.
-        if !joined_state.is_empty() {
-            store::rooms::restore_state(&mut tx, &joined_state).await?;
+        // A joined remote room's state is the answer's, whatever the depth order of its history
+        // said or was stored before it was joined again; a resolved fork's is the resolution's.
+        if !restored_state.is_empty() {
+            store::rooms::restore_state(&mut tx, &restored_state).await?;
         }
         tx.commit().await?;
     }

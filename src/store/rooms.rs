@@ -97,14 +97,17 @@ pub async fn current_state_events(
     .await
 }
 
-/// Points the current state (and memberships) of the stored state events `event_ids` at them: the
-/// state a remote room had when it was joined again, for the keys whose event was stored before.
+/// Points the current state (and memberships) of the stored state events `event_ids` at them (the
+/// last of the list for a key named twice): a joined remote room's state, a resolved fork's.
 pub async fn restore_state(conn: &mut PgConnection, event_ids: &[String]) -> sqlx::Result<()> {
     sqlx::query!(
         r#"WITH chosen AS (
-               SELECT room_id, event_type, state_key, event_id, stream_ordering,
+               -- One event per key: the last of the list.
+               SELECT DISTINCT ON (room_id, event_type, state_key)
+                      room_id, event_type, state_key, event_id, stream_ordering,
                       client_json::jsonb -> 'content' ->> 'membership' AS membership
                FROM events WHERE event_id = ANY($1) AND state_key IS NOT NULL
+               ORDER BY room_id, event_type, state_key, array_position($1, event_id) DESC
            ), current AS (
                INSERT INTO room_state (room_id, event_type, state_key, event_id, stream_ordering)
                SELECT room_id, event_type, state_key, event_id, stream_ordering FROM chosen

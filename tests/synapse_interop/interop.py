@@ -373,6 +373,24 @@ class Scenario:
         await self.message_seen(room, readers[0], [member], body)
         return "left, rejoined and receives messages again"
 
+    async def concurrent_renames(self, room, a, b):
+        """Both rename the room at once: the servers must settle on the same name."""
+        na, nb = f"name from a {secrets.token_hex(2)}", f"name from b {secrets.token_hex(2)}"
+        await asyncio.gather(a.put_state(room, "m.room.name", {"name": na}),
+                             b.put_state(room, "m.room.name", {"name": nb}))
+        # Both renames reach both servers; then a message from each settles the room's graph.
+        await self.message_seen(room, a, [b], f"after the renames {secrets.token_hex(2)}")
+        await self.message_seen(room, b, [a], f"after the renames {secrets.token_hex(2)}")
+        deadline = time.monotonic() + a.timeout
+        while True:
+            ga = (await a.get_state(room, "m.room.name")).get("name")
+            gb = (await b.get_state(room, "m.room.name")).get("name")
+            if ga == gb:
+                return f"both settled on {ga!r}"
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{a.server_name} says {ga!r}, {b.server_name} says {gb!r}")
+            await asyncio.sleep(0.2)
+
     async def relations_seen(self, room, sender, reader):
         """An edit (m.replace) and a reaction (m.annotation) of the reader's message, by the sender:
         the reader's server lists both among the message's relations."""
@@ -497,6 +515,7 @@ class Scenario:
             ("read receipt Axon -> Synapse", lambda: self.receipt_seen(r(), bob, alice)),
             ("read receipt Synapse -> Axon", lambda: self.receipt_seen(r(), alice, bob)),
             ("concurrent messages", lambda: self.concurrent_messages(r(), alice, bob)),
+            ("concurrent renames", lambda: self.concurrent_renames(r(), alice, bob)),
             ("reaction and edit Axon -> Synapse", lambda: self.relations_seen(r(), bob, alice)),
             ("reaction and edit Synapse -> Axon", lambda: self.relations_seen(r(), alice, bob)),
             ("Synapse sees bob's new display name", lambda: self.displayname_change_seen(r(), bob, alice)),
@@ -561,6 +580,7 @@ class Scenario:
             ("read receipt Axon -> Synapse", lambda: self.receipt_seen(r(), bob, alice)),
             ("read receipt Synapse -> Axon", lambda: self.receipt_seen(r(), alice, bob)),
             ("concurrent messages", lambda: self.concurrent_messages(r(), bob, alice)),
+            ("concurrent renames", lambda: self.concurrent_renames(r(), bob, alice)),
             ("reaction and edit Axon -> Synapse", lambda: self.relations_seen(r(), bob, alice)),
             ("reaction and edit Synapse -> Axon", lambda: self.relations_seen(r(), alice, bob)),
             ("Axon sees alice's new display name", lambda: self.displayname_change_seen(r(), alice, bob)),

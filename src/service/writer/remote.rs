@@ -14,6 +14,7 @@ use ruma::{OwnedServerName, UserId};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
+use super::fork::Resolution;
 use super::{WorkingRoom, select_auth_events};
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::events::{self, BuiltEvent, EventDraft, EventRef};
@@ -29,8 +30,13 @@ pub struct IncomingPdu {
     pub view: PduView,
 }
 
-/// Appends `pdu` to `room` if the room's current state authorizes it (the spec's soft-fail check).
-pub(super) fn build(room: &mut WorkingRoom, pdu: &IncomingPdu) -> Result<BuiltEvent> {
+/// Appends `pdu` to `room` if the room's current state authorizes it (the spec's soft-fail check);
+/// with a fork's `resolution`, the room's state then becomes the resolved one.
+pub(super) fn build(
+    room: &mut WorkingRoom,
+    pdu: &IncomingPdu,
+    resolution: Option<Resolution>,
+) -> Result<BuiltEvent> {
     let version = room.base.version;
     let event = &pdu.event;
     auth_check::check(version, &pdu.view, |t, k| room.entry(t, k).map(|e| &e.view)).map_err(
@@ -40,7 +46,11 @@ pub(super) fn build(room: &mut WorkingRoom, pdu: &IncomingPdu) -> Result<BuiltEv
     room.head_event_id = event.event_id.clone();
     room.head_hash = event.reference_hash.clone();
     room.head_depth = room.head_depth.max(event.depth);
-    if let Some(state_key) = &event.state_key {
+    let left_out = resolution.as_ref().is_some_and(|r| r.incoming_left_out);
+    if left_out {
+        built.state_key = None;
+    }
+    if let Some(state_key) = event.state_key.as_ref().filter(|_| !left_out) {
         if let Some(previous) = room.entry(&event.event_type, state_key) {
             built.state_unsigned = Some(
                 json!({
@@ -64,6 +74,9 @@ pub(super) fn build(room: &mut WorkingRoom, pdu: &IncomingPdu) -> Result<BuiltEv
             (event.event_type.clone(), state_key.clone()),
             Arc::new(entry),
         );
+    }
+    for (key, entry) in resolution.into_iter().flat_map(|r| r.changes) {
+        room.changes.insert(key, entry);
     }
     Ok(built)
 }
