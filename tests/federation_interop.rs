@@ -549,6 +549,25 @@ async fn a_state_event_sent_on_another_branch_is_resolved_as_every_server_resolv
             event_of(&alice, &room_id, &carols).await["content"]["name"],
             json!(format!("carol's {round}"))
         );
+        // A's next event merges the two branches: it cites both renames.
+        let next = say(&alice, &room_id, &format!("after round {round}")).await;
+        let answer = b
+            .state
+            .federation
+            .send(&name(&a), get_event::Request::new(event(&next)))
+            .await
+            .unwrap();
+        let pdu: Value = serde_json::from_str(answer.pdu.get()).unwrap();
+        let mut prev: Vec<&str> = pdu["prev_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap())
+            .collect();
+        prev.sort_unstable();
+        let mut both = vec![alices.as_str(), carols.as_str()];
+        both.sort_unstable();
+        assert_eq!(prev, both, "round {round}");
     }
 }
 

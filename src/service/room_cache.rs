@@ -70,6 +70,11 @@ pub struct RoomSnapshot {
     /// [`StateEntry::reference_hash`]).
     pub head_hash: Option<String>,
     pub head_depth: i64,
+    /// The room's other forward extremities: events of branches another server sent that no event
+    /// here cites yet (see `writer::fork`). The next local event cites them besides the head,
+    /// merging the branches, as Synapse cites its forward extremities. In memory only: a restart
+    /// or another process cites the head alone.
+    pub tips: Vec<crate::service::events::EventRef>,
     /// The current state, shared between the snapshots of successive heads until it changes (a
     /// message into a room of thousands then copies nothing).
     pub state: Arc<StateMap>,

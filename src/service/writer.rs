@@ -278,6 +278,8 @@ struct WorkingRoom {
     head_event_id: String,
     head_hash: Option<String>,
     head_depth: i64,
+    /// The other forward extremities (`RoomSnapshot::tips`).
+    tips: Vec<EventRef>,
     changes: HashMap<(String, String), Arc<StateEntry>>,
 }
 
@@ -287,6 +289,7 @@ impl WorkingRoom {
             head_event_id: base.head_event_id.clone(),
             head_hash: base.head_hash.clone(),
             head_depth: base.head_depth,
+            tips: base.tips.clone(),
             base,
             changes: HashMap::new(),
         }
@@ -309,6 +312,7 @@ impl WorkingRoom {
         snapshot.head_event_id = self.head_event_id;
         snapshot.head_hash = self.head_hash;
         snapshot.head_depth = self.head_depth;
+        snapshot.tips = self.tips;
         if self.changes.keys().any(|(t, _)| t == "m.room.member") {
             snapshot.members = Default::default();
             snapshot.member_rows = Default::default();
@@ -800,7 +804,13 @@ fn build_one(
     now: i64,
 ) -> Result<BuiltEvent> {
     let version = room.base.version;
-    let prev_events = [room.head_event_id.clone()];
+    // The head, and the other branches' tips: this event merges them.
+    let mut cited = vec![EventRef {
+        id: room.head_event_id.clone(),
+        hash: room.head_hash.clone(),
+    }];
+    cited.extend(room.tips.iter().cloned());
+    let prev_events: Vec<String> = cited.iter().map(|r| r.id.clone()).collect();
     let view = draft_view(state, draft, None, &prev_events)?;
     auth_check::check(version, &view, |t, k| room.entry(t, k).map(|e| &e.view))
         .map_err(|e| Error::forbidden(e.0))?;
@@ -820,14 +830,12 @@ fn build_one(
     let place = Placement {
         version,
         room_id: Some(&room.base.room_id),
-        prev_events: vec![EventRef {
-            id: room.head_event_id.clone(),
-            hash: room.head_hash.clone(),
-        }],
+        prev_events: cited,
         auth_events,
         depth: room.head_depth + 1,
     };
     let mut event = events::build(state, draft, place, now)?;
+    room.tips.clear();
     room.head_event_id = event.event_id.clone();
     room.head_hash = event.reference_hash.clone();
     room.head_depth = event.depth;
@@ -919,6 +927,7 @@ fn build_new_room(
         head_event_id: create_event.event_id.clone(),
         head_hash: create_event.reference_hash.clone(),
         head_depth: 1,
+        tips: Vec::new(),
         state: Default::default(),
         members: Default::default(),
         member_rows: Default::default(),
@@ -978,6 +987,7 @@ async fn load_snapshot(
         head_event_id: head.head_event_id.clone(),
         head_hash: None,
         head_depth: head.head_depth,
+        tips: Vec::new(),
         state: Default::default(),
         members: Default::default(),
         member_rows: Default::default(),

@@ -18,9 +18,13 @@ use super::fork::Resolution;
 use super::{WorkingRoom, select_auth_events};
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::events::{self, BuiltEvent, EventDraft, EventRef};
+use crate::service::federation::inbound;
 use crate::service::room_cache::{RoomSnapshot, StateEntry};
 use crate::service::room_versions::RoomVersion;
 use crate::{AppState, Error, Result, store};
+
+/// The most forward extremities a room keeps besides its head.
+const MAX_TIPS: usize = 9;
 
 /// An event from another server whose signatures, hashes and authorization by its own auth events
 /// were checked (see `service::federation::inbound`), ready for the writer.
@@ -43,6 +47,19 @@ pub(super) fn build(
         |e| Error::forbidden(format!("not allowed by the room's current state: {}", e.0)),
     )?;
     let mut built = event.clone();
+    // The old head stays a forward extremity unless the event cites it; the tips it cites are
+    // merged.
+    let pdu_json: Value = serde_json::from_str(&event.pdu).map_err(Error::internal)?;
+    let cited = inbound::refs(version, &pdu_json["prev_events"]);
+    let old_head = EventRef {
+        id: std::mem::take(&mut room.head_event_id),
+        hash: room.head_hash.take(),
+    };
+    room.tips.push(old_head);
+    room.tips.retain(|t| !cited.contains(&t.id));
+    // Synapse cites at most ten prev events; the oldest tips go first.
+    let excess = room.tips.len().saturating_sub(MAX_TIPS);
+    room.tips.drain(..excess);
     room.head_event_id = event.event_id.clone();
     room.head_hash = event.reference_hash.clone();
     room.head_depth = room.head_depth.max(event.depth);
@@ -165,6 +182,7 @@ fn joined_room(version: RoomVersion, events: &[BuiltEvent]) -> Result<WorkingRoo
         head_event_id: join.event_id.clone(),
         head_hash: join.reference_hash.clone(),
         head_depth: join.depth,
+        tips: Vec::new(),
         state: Default::default(),
         members: Default::default(),
         member_rows: Default::default(),
@@ -202,7 +220,12 @@ pub fn join_template(
 ) -> Result<Value> {
     let version = snapshot.version;
     let room = WorkingRoom::new(snapshot);
-    let prev = [room.head_event_id.clone()];
+    let mut cited = vec![EventRef {
+        id: room.head_event_id.clone(),
+        hash: room.head_hash.clone(),
+    }];
+    cited.extend(room.tips.iter().cloned());
+    let prev: Vec<String> = cited.iter().map(|r| r.id.clone()).collect();
     let view = PduView::new(
         EventFields {
             event_id: None,
@@ -220,10 +243,7 @@ pub fn join_template(
     auth_check::check(version, &view, |t, k| room.entry(t, k).map(|e| &e.view))
         .map_err(|e| Error::forbidden(e.0))?;
     let auth_events = select_auth_events(version, &room, &view);
-    let prev_events = [EventRef {
-        id: room.head_event_id.clone(),
-        hash: room.head_hash.clone(),
-    }];
+    let prev_events = cited;
     let mut template = CanonicalJsonObject::new();
     let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
     template.insert(
