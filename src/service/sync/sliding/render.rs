@@ -339,8 +339,18 @@ pub async fn finish(
         if r.plan.initial {
             r.room.is_dm = Some(direct.contains(room_id));
         }
+        // An invite from another server to a room this server is not in: its name is in the
+        // stripped state that came with it.
+        let mut invite_name = None;
         if r.plan.candidate.membership == "invite" {
             let stripped = super::super::stripped_state(state, conn, user, room_id).await?;
+            invite_name = stripped.events.iter().find_map(|e| {
+                let event: serde_json::Value = serde_json::from_str(e.get()).ok()?;
+                (event["type"] == "m.room.name" && event["state_key"] == "")
+                    .then(|| event["content"]["name"].as_str().map(str::to_owned))
+                    .flatten()
+                    .filter(|n| !n.is_empty())
+            });
             r.room.invite_state = Some(stripped.events.into_iter().map(Raw::from_json).collect());
         }
         let Some(snapshot) = crate::service::writer::room_snapshot_on(state, conn, room_id).await?
@@ -360,7 +370,7 @@ pub async fn finish(
             };
         }
         if r.plan.candidate.membership == "invite" {
-            r.room.name = name;
+            r.room.name = name.or(invite_name);
             continue;
         }
         let members = snapshot.member_lists();
