@@ -1,6 +1,6 @@
 //! Federation: invites across servers (both ways, `is_direct` kept), accepting them by joining
-//! through the inviting server, rejecting them (through it, or here alone when it is down), and
-//! invites withdrawn by their sender.
+//! through the inviting server, rejecting them (through it, or here alone when it is down),
+//! invites withdrawn by their sender, and kicks and bans of other servers' users both ways.
 
 use ruma::api::federation::membership::{RawStrippedState, create_invite::v2 as invite_api};
 use ruma::{OwnedEventId, OwnedRoomId, RoomVersionId};
@@ -578,4 +578,103 @@ async fn an_invite_into_a_room_whose_acl_denies_the_inviting_server_is_refused()
         .unwrap_err()
         .to_string();
     assert!(text.contains("M_FORBIDDEN"), "{text}");
+}
+
+/// A public room of `b`'s carol that `a`'s alice joined: (room ID, alice, carol).
+async fn shared_room(a: &TestApp, b: &TestApp) -> (String, User, User) {
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create(&carol, json!({"preset": "public_chat"})).await;
+    alice
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room_id),
+                enc(b.state.server_name.as_str())
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    (room_id, alice, carol)
+}
+
+/// The membership `user` was last given in `room_id`'s timeline of `sync` (joined or left).
+fn last_membership(sync: &Value, room_id: &str, user: &str) -> Option<Value> {
+    ["join", "leave"].iter().find_map(|section| {
+        sync["rooms"][section][room_id]["timeline"]["events"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|e| e["type"] == "m.room.member" && e["state_key"] == user)
+            .map(|e| e["content"].clone())
+    })
+}
+
+#[tokio::test]
+async fn a_kick_of_a_remote_member_is_applied_by_their_server() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    // A room of A's moderator that B's member joined.
+    let (room_id, member, moderator) = shared_room(&b, &a).await;
+    let token = since(&member).await;
+    moderator
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/kick", enc(&room_id)),
+            json!({"user_id": member.user_id, "reason": "tidying up"}),
+        )
+        .await
+        .ok();
+    let sync = sync_until(&member, &token, |s| {
+        last_membership(s, &room_id, &member.user_id).is_some()
+    })
+    .await;
+    assert_eq!(
+        last_membership(&sync, &room_id, &member.user_id),
+        Some(json!({"membership": "leave", "reason": "tidying up"})),
+        "B applied it: {sync}"
+    );
+    assert!(sync["rooms"]["leave"][&room_id].is_object(), "{sync}");
+}
+
+#[tokio::test]
+async fn a_remote_moderators_kick_and_ban_reach_the_local_member() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let (room_id, alice, carol) = shared_room(&a, &b).await;
+    let dave = a.register("dave").await;
+    dave.post(
+        &format!("/_matrix/client/v3/rooms/{}/join", enc(&room_id)),
+        json!({}),
+    )
+    .await
+    .ok();
+    for (user, action) in [(&alice, "kick"), (&dave, "ban")] {
+        let token = since(user).await;
+        carol
+            .post(
+                &format!("/_matrix/client/v3/rooms/{}/{action}", enc(&room_id)),
+                json!({"user_id": user.user_id, "reason": action}),
+            )
+            .await
+            .ok();
+        let sync = sync_until(user, &token, |s| {
+            last_membership(s, &room_id, &user.user_id).is_some()
+        })
+        .await;
+        let want = if action == "ban" { "ban" } else { "leave" };
+        assert_eq!(
+            last_membership(&sync, &room_id, &user.user_id),
+            Some(json!({"membership": want, "reason": action})),
+            "{action}: {sync}"
+        );
+        assert!(sync["rooms"]["leave"][&room_id].is_object(), "{sync}");
+    }
+    // Banned: dave cannot come back.
+    dave.post(
+        &format!("/_matrix/client/v3/rooms/{}/join", enc(&room_id)),
+        json!({}),
+    )
+    .await
+    .expect_err(403, "M_FORBIDDEN");
 }
