@@ -335,11 +335,24 @@ async fn lift_shadow_ban(
     Ok(JsonResponse(json!({})))
 }
 
+/// The body of POST /v1/users/{userId}/login (may be empty).
+#[derive(Deserialize)]
+struct LoginAsBody {
+    valid_until_ms: Option<Value>,
+}
+
 async fn login_as(
     State(state): State<AppState>,
     AdminRequester(admin): AdminRequester,
     Path(user_id): Path<String>,
+    Json(body): Json<LoginAsBody>,
 ) -> Result<JsonResponse<Value>> {
-    let token = users::login_as(&state, &admin, &user_id).await?;
+    let valid_until_ms = match body.valid_until_ms {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_i64().ok_or_else(|| {
+            Error::invalid_param("'valid_until_ms' parameter must be an int")
+        })?),
+    };
+    let token = users::login_as(&state, &admin, &user_id, valid_until_ms).await?;
     Ok(JsonResponse(json!({"access_token": token})))
 }
