@@ -245,18 +245,14 @@ async fn joined_rooms(
 }
 
 fn device_json(user_id: &str, d: &Device) -> Value {
-    let mut device = json!({
+    json!({
         "device_id": d.device_id,
+        "display_name": d.display_name,
         "last_seen_ip": d.last_seen_ip,
         "last_seen_ts": d.last_seen_ts,
         "last_seen_user_agent": d.last_seen_user_agent,
         "user_id": user_id,
-        "dehydrated": false,
-    });
-    if let Some(name) = &d.display_name {
-        device["display_name"] = json!(name);
-    }
-    device
+    })
 }
 
 async fn devices(

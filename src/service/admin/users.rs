@@ -188,9 +188,9 @@ pub async fn deactivate(state: &AppState, user_id: &str, erase: bool) -> Result<
     accounts::deactivate(state, &user_id, erase).await
 }
 
-/// The rooms the user is joined to; 404 for an unknown user.
+/// The rooms the user is joined to (none for an unknown user, as Synapse answers).
 pub async fn joined_rooms(state: &AppState, user_id: &str) -> Result<Vec<String>> {
-    let user_id = existing_user(state, user_id).await?;
+    let user_id = local_user(state, user_id)?;
     Ok(store::rooms::joined_rooms(&state.db, &user_id).await?)
 }
 
@@ -258,8 +258,7 @@ pub async fn login_as(
             "Logging in as another user is disabled on this server",
         ));
     }
-    let user_id = local_user(state, user_id)
-        .map_err(|_| Error::invalid_param("Only local users can be logged in as"))?;
+    let user_id = local_user(state, user_id)?;
     let user = user_admin::get(&state.db, &user_id)
         .await?
         .ok_or_else(|| Error::not_found("User not found"))?;
