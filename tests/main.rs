@@ -6,6 +6,7 @@ mod accounts;
 mod admin_api;
 mod admin_media;
 mod admin_purge;
+mod admin_shapes;
 mod deployment;
 mod e2ee;
 mod email;

@@ -129,6 +129,8 @@ class Server:
         self.base = base.rstrip("/")
         self.name = name
         self.results = {}
+        # Values of this run shown as placeholders in the recorded requests.
+        self.placeholders = {}
 
     def call(self, method, path, body=None, token=None, raw=None, content_type=None):
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
@@ -148,10 +150,13 @@ class Server:
             value = text.decode(errors="replace")
         return status, value
 
-    def record(self, step, method, path, body=None, token=None, keep=False):
+    def record(self, step, method, path, body=None, token=None):
         """Calls the endpoint and records its shape under `step`; returns the answer's JSON."""
         status, value = self.call(method, path, body, token)
-        entry = {"request": f"{method} {path.split('?')[0] if not keep else path}", "status": status}
+        shown = path.split("?")[0]
+        for seen, placeholder in self.placeholders.items():
+            shown = shown.replace(seen, placeholder)
+        entry = {"request": f"{method} {shown}", "status": status}
         if status >= 400 and isinstance(value, dict):
             entry["errcode"] = value.get("errcode")
         entry["shape"] = shape(value)
@@ -202,6 +207,7 @@ def scenario(s, admin_token, server_name, run):
     carol_id = f"@shape{run}carol:{server_name}"
     ghost = enc(f"@shape{run}nobody:{server_name}")
     pw = "correct horse battery staple"
+    s.placeholders[run] = ""
 
     s.record("server_version", "GET", f"{A}/v1/server_version", token=t)
     s.record("no_token", "GET", f"{A}/v2/users")
@@ -241,10 +247,12 @@ def scenario(s, admin_token, server_name, run):
 
     # Rooms.
     _, room = s.call("POST", "/_matrix/client/v3/createRoom",
-                     {"name": "Shapes", "topic": "t", "preset": "public_chat",
+                     {"name": f"Shapes{run}", "topic": "t", "preset": "public_chat",
                       "room_alias_name": f"shape{run}"}, token=alice)
     room_id = room["room_id"]
+    s.call("POST", "/_matrix/client/v3/createRoom", {"name": f"Shapes{run} two"}, token=alice)
     r = enc(room_id)
+    s.placeholders[r] = "{room_id}"
     s.call("POST", f"/_matrix/client/v3/join/{r}", {}, token=bob)
     event_ids = []
     for i in range(3):
@@ -253,7 +261,7 @@ def scenario(s, admin_token, server_name, run):
         event_ids.append(sent["event_id"])
     s.record("joined_rooms", "GET", f"{A}/v1/users/{enc(alice_id)}/joined_rooms", token=t)
     s.record("joined_rooms_unknown", "GET", f"{A}/v1/users/{ghost}/joined_rooms", token=t)
-    s.record("rooms_list", "GET", f"{A}/v1/rooms?limit=1&search_term=Shapes", token=t)
+    s.record("rooms_list", "GET", f"{A}/v1/rooms?limit=1&search_term=Shapes{run}", token=t)
     s.record("rooms_list_all", "GET", f"{A}/v1/rooms?order_by=joined_members&dir=b", token=t)
     s.record("rooms_list_bad_order", "GET", f"{A}/v1/rooms?order_by=nonsense", token=t)
     s.record("room_details", "GET", f"{A}/v1/rooms/{r}", token=t)
@@ -268,6 +276,7 @@ def scenario(s, admin_token, server_name, run):
            {"reason": "spam", "score": -100}, token=bob)
     _, reports = s.record("event_reports", "GET", f"{A}/v1/event_reports?limit=1&room_id={r}", token=t)
     report_id = reports["event_reports"][0]["id"] if reports.get("event_reports") else 0
+    s.placeholders[f"event_reports/{report_id}"] = "event_reports/{report_id}"
     s.record("event_report", "GET", f"{A}/v1/event_reports/{report_id}", token=t)
     s.record("event_report_unknown", "GET", f"{A}/v1/event_reports/99999999", token=t)
     s.record("event_report_bad_id", "GET", f"{A}/v1/event_reports/abc", token=t)
@@ -277,6 +286,7 @@ def scenario(s, admin_token, server_name, run):
     status, up = s.call("POST", "/_matrix/media/v3/upload?filename=a.txt", raw=b"hello media",
                         token=alice, content_type="text/plain")
     media_id = up["content_uri"].rsplit("/", 1)[1] if status == 200 else "x"
+    s.placeholders[media_id] = "{media_id}"
     s.call("POST", "/_matrix/media/v3/upload?filename=b.txt", raw=b"more media",
            token=alice, content_type="text/plain")
     s.record("user_media", "GET", f"{A}/v1/users/{enc(alice_id)}/media?limit=1", token=t)
@@ -323,6 +333,7 @@ def scenario(s, admin_token, server_name, run):
     # History purge, then room deletion.
     _, purge = s.record("purge_history", "POST", f"{A}/v1/purge_history/{r}",
                         {"purge_up_to_event_id": event_ids[1]}, token=t)
+    s.placeholders[purge.get("purge_id", "x")] = "{purge_id}"
     time.sleep(1)
     s.record("purge_status", "GET", f"{A}/v1/purge_history_status/{purge.get('purge_id', 'x')}",
              token=t)
@@ -331,6 +342,7 @@ def scenario(s, admin_token, server_name, run):
     _, deletion = s.record("room_delete", "DELETE", f"{A}/v2/rooms/{r}",
                            {"block": True, "purge": True}, token=t)
     delete_id = deletion.get("delete_id", "x")
+    s.placeholders[delete_id] = "{delete_id}"
     for _ in range(60):
         _, st = s.call("GET", f"{A}/v2/rooms/delete_status/{delete_id}", token=t)
         if not isinstance(st, dict) or st.get("status") not in ("scheduled", "active", "purging",
