@@ -254,12 +254,18 @@ async fn room_steps(
             "joined_rooms_unknown",
             format!("{A}/v1/users/{ghost}/joined_rooms"),
         ),
-        ("rooms_list", format!("{A}/v1/rooms?limit=1&search_term=Shapes")),
+        (
+            "rooms_list",
+            format!("{A}/v1/rooms?limit=1&search_term=Shapes"),
+        ),
         (
             "rooms_list_all",
             format!("{A}/v1/rooms?order_by=joined_members&dir=b"),
         ),
-        ("rooms_list_bad_order", format!("{A}/v1/rooms?order_by=nonsense")),
+        (
+            "rooms_list_bad_order",
+            format!("{A}/v1/rooms?order_by=nonsense"),
+        ),
         ("room_details", format!("{A}/v1/rooms/{r}")),
         (
             "room_details_unknown",
@@ -280,10 +286,7 @@ async fn room_steps(
     s.record("make_room_admin", &resp);
     let report = json!({"reason": "spam", "score": -100});
     bob_user
-        .post(
-            &format!("/rooms/{r}/report/{}", enc(&event_ids[0])),
-            report,
-        )
+        .post(&format!("/rooms/{r}/report/{}", enc(&event_ids[0])), report)
         .await
         .ok();
     let resp = t
@@ -310,23 +313,17 @@ async fn room_steps(
 /// compare.py's steps for media and registration tokens.
 async fn media_and_token_steps(app: &TestApp, t: &User, s: &mut Steps, alice: &str) {
     let alice_user = login(app, alice, None).await;
-    let upload = |name: &'static str, bytes: &'static [u8]| {
-        app.raw(
-            Method::POST,
-            &format!("/_matrix/media/v3/upload?filename={name}"),
-            Some(&alice_user.token),
-            bytes.to_vec(),
-        )
-    };
-    let v = upload("a.txt", b"hello media").await.ok();
-    let media_id = v["content_uri"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    upload("b.txt", b"more media").await.ok();
+    let mut media_ids = Vec::new();
+    for (name, bytes) in [("a.txt", &b"hello media"[..]), ("b.txt", b"more media")] {
+        let path = format!("/_matrix/media/v3/upload?filename={name}");
+        let v = app
+            .raw(Method::POST, &path, Some(&alice_user.token), bytes.to_vec())
+            .await
+            .ok();
+        let uri = v["content_uri"].as_str().unwrap();
+        media_ids.push(uri.rsplit('/').next().unwrap().to_owned());
+    }
+    let media_id = &media_ids[0];
     let ea = enc(alice);
     let r = t.get(&format!("{A}/v1/users/{ea}/media?limit=1")).await;
     s.record("user_media", &r);
@@ -448,7 +445,12 @@ async fn closing_steps(t: &User, s: &mut Steps, users: (&str, &str, &str), room:
     let deletion = s.record("room_delete", &resp);
     let delete_id = deletion["delete_id"].as_str().unwrap().to_owned();
     let status = format!("{A}/v2/rooms/delete_status/{delete_id}");
-    wait_while(t, &status, &["scheduled", "active", "purging", "shutting_down"]).await;
+    wait_while(
+        t,
+        &status,
+        &["scheduled", "active", "purging", "shutting_down"],
+    )
+    .await;
     let resp = t.get(&status).await;
     s.record("room_delete_status", &resp);
     let resp = t.get(&format!("{A}/v2/rooms/{r}/delete_status")).await;
@@ -515,7 +517,11 @@ async fn admin_answers_have_the_shapes_synapse_gives() {
         if diffs.is_empty() {
             differences(&want["shape"], &got["shape"], "$", &mut diffs);
         }
-        failures.extend(diffs.into_iter().map(|d| format!("{step} ({}): {d}", want["request"])));
+        failures.extend(
+            diffs
+                .into_iter()
+                .map(|d| format!("{step} ({}): {d}", want["request"])),
+        );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(steps.0.len(), fixture.len(), "steps not in the fixture");

@@ -4,6 +4,7 @@ mod common;
 
 mod accounts;
 mod admin_api;
+mod admin_as_synapse;
 mod admin_media;
 mod admin_purge;
 mod admin_shapes;

@@ -11,7 +11,12 @@ use crate::store::{self, events::EventRow};
 /// Whether the event has expired under its room's retention policy (never a state event; never
 /// while `[retention]` is off).
 pub fn expired(state: &AppState, row: &EventRow) -> bool {
-    expired_at(state, &row.room_id, row.state_key.is_some(), row.origin_server_ts)
+    expired_at(
+        state,
+        &row.room_id,
+        row.state_key.is_some(),
+        row.origin_server_ts,
+    )
 }
 
 /// As `expired`, for an event given by its room, whether it is a state event, and its time.

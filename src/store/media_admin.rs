@@ -18,8 +18,7 @@ pub struct AdminMediaRow {
     pub legacy_access: bool,
 }
 
-const COLUMNS: &str =
-    "media_id, created_ts, size, content_type, filename, quarantined_by, uploader, sha256, legacy_access";
+const COLUMNS: &str = "media_id, created_ts, size, content_type, filename, quarantined_by, uploader, sha256, legacy_access";
 
 /// The orderings of a user's media listing.
 pub fn order_column(order_by: &str) -> Option<&'static str> {

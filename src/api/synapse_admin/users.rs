@@ -345,9 +345,10 @@ async fn login_as(
 ) -> Result<JsonResponse<Value>> {
     let valid_until_ms = match body.valid_until_ms {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().ok_or_else(|| {
-            Error::invalid_param("'valid_until_ms' parameter must be an int")
-        })?),
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| Error::invalid_param("'valid_until_ms' parameter must be an int"))?,
+        ),
     };
     let token = users::login_as(&state, &admin, &user_id, valid_until_ms).await?;
     Ok(JsonResponse(json!({"access_token": token})))

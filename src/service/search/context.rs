@@ -7,10 +7,10 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::service::{ignore, retention};
 use crate::service::messages::position_token;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
+use crate::service::{ignore, retention};
 use crate::store::events::{EventFilter, EventRow, Members};
 use crate::{AppState, Result, store};
 
