@@ -4,8 +4,10 @@ mod common;
 
 mod accounts;
 mod admin_api;
+mod admin_as_synapse;
 mod admin_media;
 mod admin_purge;
+mod admin_shapes;
 mod deployment;
 mod e2ee;
 mod email;

@@ -76,7 +76,13 @@ pub async fn create_room(
     let mut invitees = Vec::new();
     // Other servers' users are invited once the room exists (their servers sign the invites).
     let mut remote_invitees = Vec::new();
-    for user in &req.invite {
+    // As Synapse: a shadow-banned user's room is made, its invites silently left out.
+    let invite = if requester.is_shadow_banned {
+        &[][..]
+    } else {
+        &req.invite[..]
+    };
+    for user in invite {
         let user_id = ruma::UserId::parse(user)
             .map_err(|_| Error::invalid_param(format!("{user} is not a user ID")))?;
         if user_id.server_name() != state.server_name {
@@ -476,6 +482,14 @@ pub async fn change_membership(
         return Ok(done);
     }
     let profile = member_profile(state, sender, room_id, target, membership).await?;
+    if membership == "invite" && sender.is_shadow_banned {
+        // As Synapse: a shadow-banned user's invite seems to succeed and reaches no one.
+        return Ok(Committed {
+            room_id: room_id.to_owned(),
+            event_ids: vec![crate::service::auth::fake_event_id()],
+            deduplicated: false,
+        });
+    }
     let content = member_content(membership, profile.as_ref(), reason);
     let checks = MemberChecks {
         kick: action == "kick",

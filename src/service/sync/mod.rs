@@ -34,7 +34,9 @@ use crate::service::notifier::{self, Subscription};
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{account_data, e2ee, ignore, metrics, presence, push, receipts, typing};
+use crate::service::{
+    account_data, e2ee, ignore, metrics, presence, push, receipts, retention, typing,
+};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
@@ -703,7 +705,10 @@ async fn compute_on(
         rows.truncate(limit as usize);
         rows.reverse();
         // Only non-state events go: the state the timeline leaves out is not in question.
-        rows.retain(|r| !ignore::hides(ignored, &r.sender, r.state_key.is_some()));
+        rows.retain(|r| {
+            !ignore::hides(ignored, &r.sender, r.state_key.is_some())
+                && !retention::expired(state, r)
+        });
         if !plan.full && rows.is_empty() && !limited {
             continue;
         }
@@ -736,6 +741,7 @@ async fn compute_on(
         // Joined since the token: the timeline is the room's latest events up to the leave.
         let after = if plan.newly_joined { 0 } else { from };
         let room = left_room(
+            state,
             &mut tx,
             &mut erasure,
             requester,
@@ -1340,6 +1346,7 @@ async fn stripped_state(
 
 #[allow(clippy::too_many_arguments)]
 async fn left_room(
+    state: &AppState,
     tx: &mut PgConnection,
     erasure: &mut Erasure,
     requester: &Requester,
@@ -1372,7 +1379,9 @@ async fn left_room(
     let vis = Visibility::load(&mut *tx, &m.room_id, user).await?;
     rows.retain(|r| vis.can_see_row(r, user));
     let first_pos = rows.first().map_or(leave_pos + 1, |r| r.stream_ordering);
-    rows.retain(|r| !ignore::hides(ignored, &r.sender, r.state_key.is_some()));
+    rows.retain(|r| {
+        !ignore::hides(ignored, &r.sender, r.state_key.is_some()) && !retention::expired(state, r)
+    });
     let mut state_rows = if full {
         store::events::state_at(
             &mut *tx,

@@ -16,7 +16,7 @@ use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{ignore, push};
+use crate::service::{ignore, push, retention};
 use crate::store::events::{EventFilter, EventRow, Members};
 use crate::{AppState, Error, Result, store};
 
@@ -132,7 +132,10 @@ pub async fn rooms(
         let limited = rows.len() > limit;
         rows.truncate(limit);
         rows.reverse();
-        rows.retain(|r| !ignore::hides(read.ignored, &r.sender, r.state_key.is_some()));
+        rows.retain(|r| {
+            !ignore::hides(read.ignored, &r.sender, r.state_key.is_some())
+                && !retention::expired(state, r)
+        });
         let state_rows = if plan.initial {
             let current = current.remove(&room_id).unwrap_or_default();
             if !history_shared(&current) {
