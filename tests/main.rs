@@ -15,6 +15,7 @@ mod federation;
 mod federation_directory;
 mod federation_membership;
 mod federation_rooms;
+mod federation_soft_fail;
 mod foundation;
 mod guests;
 mod hostile_input;
