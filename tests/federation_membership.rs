@@ -678,3 +678,40 @@ async fn a_remote_moderators_kick_and_ban_reach_the_local_member() {
     .await
     .expect_err(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn a_remote_room_left_can_be_joined_again() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let (room_id, alice, carol) = shared_room(&a, &b).await;
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room_id)),
+            json!({}),
+        )
+        .await
+        .ok();
+    say(&carol, &room_id, "t1", "while alice was away").await;
+    // A is no longer in the room: the join goes through B again, and A takes B's state.
+    let joined = alice
+        .post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&room_id),
+                enc(b.state.server_name.as_str())
+            ),
+            json!({}),
+        )
+        .await
+        .ok();
+    assert_eq!(joined["room_id"], room_id.as_str());
+    assert!(
+        members(&carol, &room_id)
+            .await
+            .get(&alice.user_id)
+            .is_some(),
+        "B sees alice back"
+    );
+    say(&carol, &room_id, "t2", "welcome back").await;
+    assert!(sees_message(&alice, &room_id, "welcome back").await);
+}

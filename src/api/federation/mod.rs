@@ -3,6 +3,7 @@
 //! (`auth`). Handlers take ruma's typed requests (`Ruma<T>`) and return its typed responses.
 
 pub mod auth;
+pub mod directory;
 pub mod keys;
 pub mod membership;
 pub mod openid;
@@ -43,6 +44,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/federation/v1/query/directory",
             get(query::directory),
+        )
+        .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(directory::public_rooms).post(directory::public_rooms_filtered),
         )
         .route(
             "/_matrix/federation/v1/make_join/{roomId}/{userId}",

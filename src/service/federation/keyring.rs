@@ -76,6 +76,9 @@ impl KeyRing {
         key_ids: &[String],
         at_ts: i64,
     ) -> Result<KeySet> {
+        if server == self.client.origin() {
+            return self.own(key_ids, at_ts).await;
+        }
         let cached = self.cached(server, key_ids, at_ts).await?;
         if cached.len() == key_ids.len() {
             return Ok(cached);
@@ -125,6 +128,18 @@ impl KeyRing {
         {
             fetching.remove(server);
         }
+    }
+
+    /// This server's own keys among `key_ids` valid at `at_ts` (its events come back to it in
+    /// other servers' answers: a room's state on joining it again, say).
+    async fn own(&self, key_ids: &[String], at_ts: i64) -> Result<KeySet> {
+        let rows = store::server_keys::own_keys(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (format!("ed25519:{}", r.key_version), r))
+            .filter(|(id, r)| key_ids.contains(id) && r.expired_ts.is_none_or(|e| e > at_ts))
+            .filter_map(|(id, r)| Some((id, Base64::parse(&r.public_key).ok()?)))
+            .collect())
     }
 
     async fn cached(&self, server: &ServerName, key_ids: &[String], at_ts: i64) -> Result<KeySet> {

@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod client;
+pub mod directory;
 pub mod edus;
 pub mod inbound;
 pub mod invite;
