@@ -576,6 +576,7 @@ async fn commit(
     let members: Vec<String> = members.into_iter().map(str::to_owned).collect();
     let touched: Vec<String> = working.keys().cloned().collect();
     let payload = state.notifier.events_payload(&keys, &touched, &members);
+    let outbound = remote::outbound(state, &built, &working);
 
     // Positions, events, notifications, transaction keys, heads and the NOTIFY (delivered at
     // commit) in one statement: it takes the stream lock, held from there to the commit.
@@ -588,6 +589,7 @@ async fn commit(
             now,
             heads: &heads,
             notify: (notifier::CHANNEL, &payload),
+            outbound: &outbound,
         },
     )
     .await;
@@ -613,7 +615,9 @@ async fn commit(
         tx.commit().await?;
     }
 
-    remote::send_out(state, &built, &working);
+    if !outbound.is_empty() {
+        state.outbox.wake();
+    }
     for (_, room) in working {
         state.rooms.put(room.finish());
     }
