@@ -12,6 +12,7 @@ mod email;
 mod ephemeral;
 mod erasure;
 mod federation;
+mod federation_bench;
 mod federation_queue;
 mod federation_rooms;
 mod foundation;

@@ -190,6 +190,16 @@ pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path
 /// certificate made here), allowed to reach loopback, not checking certificates unless `configure`
 /// says otherwise.
 pub async fn spawn_federating(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let (db_name, db) = fresh_database().await;
+    spawn_federating_on(db_name, db, configure).await
+}
+
+/// As `spawn_federating`, on a database of the caller's.
+pub async fn spawn_federating_on(
+    db_name: String,
+    db: PgPool,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
@@ -202,7 +212,8 @@ pub async fn spawn_federating(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.federation.tls_certificate = Some(cert_file.clone());
     config.federation.tls_private_key = Some(key_file.clone());
     configure(&mut config);
-    let mut app = spawn_app_with(config).await;
+    init_logs();
+    let mut app = spawn_on(config, db_name, db).await;
     app.state.outbox.start();
     let (stop, serving) = serve_federation(&app.state, tcp, &cert_file, &key_file);
     app.fed = Some(FedListener {
@@ -287,14 +298,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_config()).await
 }
 
-pub async fn spawn_app_with(config: Config) -> TestApp {
-    // Server logs in test output when RUST_LOG is set.
+/// Server logs in test output when RUST_LOG is set.
+fn init_logs() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
     }
+}
+
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    init_logs();
     let (db_name, db) = fresh_database().await;
     spawn_on(config, db_name, db).await
 }
