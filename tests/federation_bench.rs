@@ -43,7 +43,8 @@ async fn durable_cluster() -> Postgres {
     Postgres { cluster, _dir: dir }
 }
 
-/// A migrated database `name` on `pg`, and a pool of 20 over it.
+/// A migrated database `name` on `pg`, and a pool over it as the server opens one (plans made per
+/// execution: a generic plan cached while a table was empty would scan it whole ever after).
 async fn database(pg: &Postgres, name: &str) -> PgPool {
     let mut conn = None;
     for _ in 0..300 {
@@ -59,8 +60,12 @@ async fn database(pg: &Postgres, name: &str) -> PgPool {
         .execute(&mut conn.expect("PostgreSQL started"))
         .await
         .unwrap();
-    let pool = axon::store::pool::options(20, Duration::from_secs(5))
-        .connect_with(pg.cluster.connect_options(name))
+    let options = pg
+        .cluster
+        .connect_options(name)
+        .options([("plan_cache_mode", "force_custom_plan")]);
+    let pool = axon::store::pool::options(16, Duration::from_secs(5))
+        .connect_with(options)
         .await
         .unwrap();
     axon::server::MIGRATOR.run(&pool).await.unwrap();

@@ -126,9 +126,18 @@ impl Writer {
 
     /// Appends an event received from another server (see [`IncomingPdu`]) to its room.
     pub async fn submit_remote(&self, pdu: IncomingPdu) -> Result<Committed> {
+        self.push_remote(pdu)?.await
+    }
+
+    /// Queues an event received from another server and answers the wait for its outcome:
+    /// events queued one after the other, without waiting, are appended in that order and commit
+    /// together (a received transaction's PDUs).
+    pub fn push_remote(
+        &self,
+        pdu: IncomingPdu,
+    ) -> Result<impl Future<Output = Result<Committed>> + use<>> {
         let target = Target::Existing(pdu.event.room_id.clone());
-        self.enqueue(target, Vec::new(), Some(Box::new(pdu)), None)
-            .await
+        self.push(target, Vec::new(), Some(Box::new(pdu)), None)
     }
 
     async fn enqueue(
@@ -138,6 +147,17 @@ impl Writer {
         remote: Option<Box<IncomingPdu>>,
         txn: Option<TxnKey>,
     ) -> Result<Committed> {
+        self.push(target, drafts, remote, txn)?.await
+    }
+
+    /// Hands a job to its lane; the future answers its outcome.
+    fn push(
+        &self,
+        target: Target,
+        drafts: Vec<EventDraft>,
+        remote: Option<Box<IncomingPdu>>,
+        txn: Option<TxnKey>,
+    ) -> Result<impl Future<Output = Result<Committed>> + use<>> {
         let (reply, answer) = oneshot::channel();
         let lanes = self
             .lanes
@@ -167,9 +187,11 @@ impl Writer {
                 mpsc::error::TrySendError::Full(_) => Error::unavailable(500),
                 mpsc::error::TrySendError::Closed(_) => Error::internal("writer stopped"),
             })?;
-        answer
-            .await
-            .map_err(|_| Error::internal("writer dropped a request"))?
+        Ok(async move {
+            answer
+                .await
+                .map_err(|_| Error::internal("writer dropped a request"))?
+        })
     }
 }
 
@@ -367,16 +389,23 @@ impl std::ops::DerefMut for BatchConn {
     }
 }
 
-/// Whether the optimistic path can take the batch: plain events (no state, no redactions) to
-/// existing rooms. (Rooms whose state is not cached are found when the batch looks for it.)
+/// Whether the optimistic path can take the batch: plain events (no state, no redactions), local
+/// or received, to existing rooms. (Rooms whose state is not cached are found when the batch looks
+/// for it.)
 fn optimistic_fits(jobs: &[Job]) -> bool {
-    jobs.iter().all(|job| match &job.target {
-        Target::Existing(_) if job.remote.is_some() => false,
-        Target::Existing(_) => job
+    let plain = |event_type: &str, state_key: Option<&String>| {
+        state_key.is_none() && event_type != "m.room.redaction"
+    };
+    jobs.iter().all(|job| match (&job.target, &job.remote) {
+        (Target::Existing(_), Some(pdu)) => {
+            plain(&pdu.event.event_type, pdu.event.state_key.as_ref())
+                && pdu.event.redacts.is_none()
+        }
+        (Target::Existing(_), None) => job
             .drafts
             .iter()
-            .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction"),
-        Target::New { .. } | Target::Joined { .. } => false,
+            .all(|d| plain(&d.event_type, d.state_key.as_ref())),
+        (Target::New { .. } | Target::Joined { .. }, _) => false,
     })
 }
 

@@ -7,6 +7,8 @@ use sqlx::PgPool;
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
+    /// `pdu` or `edu`.
+    pub kind: String,
     /// The PDU or EDU as JSON; None for a PDU whose event was purged before it was sent.
     pub body: Option<String>,
     /// When it was queued (ms).
@@ -109,30 +111,28 @@ pub async fn renew(db: &PgPool, destination: &str, owner: &str, until: i64) -> s
     Ok(renewed.rows_affected() == 1)
 }
 
-/// The oldest `limit` queued PDUs for `destination`, with their events' PDUs.
-pub async fn next_pdus(db: &PgPool, destination: &str, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
+/// The oldest `max_pdus` queued PDUs for `destination` (with their events' PDUs) and its oldest
+/// `max_edus` EDUs, in queue order within each kind.
+pub async fn next_batch(
+    db: &PgPool,
+    destination: &str,
+    max_pdus: i64,
+    max_edus: i64,
+) -> sqlx::Result<Vec<OutboxRow>> {
     sqlx::query_as!(
         OutboxRow,
-        r#"SELECT o.id, coalesce(o.body, e.pdu) AS body, o.queued_ts, o.edu_key
-           FROM federation_outbox o LEFT JOIN events e ON e.stream_ordering = o.stream_ordering
-           WHERE o.destination = $1 AND o.kind = 'pdu'
-           ORDER BY o.id LIMIT $2"#,
+        r#"(SELECT o.id AS "id!", o.kind AS "kind!", coalesce(o.body, e.pdu) AS body,
+                   o.queued_ts AS "queued_ts!", o.edu_key
+            FROM federation_outbox o LEFT JOIN events e ON e.stream_ordering = o.stream_ordering
+            WHERE o.destination = $1 AND o.kind = 'pdu'
+            ORDER BY o.id LIMIT $2)
+           UNION ALL
+           (SELECT id, kind, body, queued_ts, edu_key FROM federation_outbox
+            WHERE destination = $1 AND kind = 'edu'
+            ORDER BY id LIMIT $3)"#,
         destination,
-        limit
-    )
-    .fetch_all(db)
-    .await
-}
-
-/// The oldest `limit` queued EDUs for `destination`.
-pub async fn next_edus(db: &PgPool, destination: &str, limit: i64) -> sqlx::Result<Vec<OutboxRow>> {
-    sqlx::query_as!(
-        OutboxRow,
-        r#"SELECT id, body, queued_ts, edu_key FROM federation_outbox
-           WHERE destination = $1 AND kind = 'edu'
-           ORDER BY id LIMIT $2"#,
-        destination,
-        limit
+        max_pdus,
+        max_edus
     )
     .fetch_all(db)
     .await
@@ -246,9 +246,16 @@ pub async fn record_inbound(
     pdu_count: i32,
     edu_count: i32,
 ) -> sqlx::Result<String> {
-    sqlx::query!(
-        "INSERT INTO federation_inbound_txns (origin, txn_id, response, pdu_count, edu_count, received_ts)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (origin, txn_id) DO NOTHING",
+    let stored = sqlx::query_scalar!(
+        r#"WITH recorded AS (
+               INSERT INTO federation_inbound_txns (origin, txn_id, response, pdu_count, edu_count, received_ts)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (origin, txn_id) DO NOTHING
+               RETURNING response
+           )
+           SELECT response AS "response!" FROM recorded
+           UNION ALL
+           SELECT response FROM federation_inbound_txns WHERE origin = $1 AND txn_id = $2
+           LIMIT 1"#,
         origin,
         txn_id,
         response,
@@ -256,11 +263,9 @@ pub async fn record_inbound(
         edu_count,
         super::now_ms()
     )
-    .execute(db)
+    .fetch_optional(db)
     .await?;
-    Ok(inbound_response(db, origin, txn_id)
-        .await?
-        .unwrap_or_else(|| response.to_owned()))
+    Ok(stored.unwrap_or_else(|| response.to_owned()))
 }
 
 /// Forgets the transactions received before `before` (ms); answers how many.

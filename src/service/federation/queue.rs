@@ -265,8 +265,11 @@ impl Outbox {
     /// records the outcome, which releases the lease.
     async fn send_one(&self, claimed: &Claimed) -> Result<()> {
         let destination = claimed.destination.as_str();
-        let pdus = store::next_pdus(&self.db, destination, MAX_PDUS).await?;
-        let edus = store::next_edus(&self.db, destination, MAX_EDUS).await?;
+        let (pdus, edus): (Vec<OutboxRow>, Vec<OutboxRow>) =
+            store::next_batch(&self.db, destination, MAX_PDUS, MAX_EDUS)
+                .await?
+                .into_iter()
+                .partition(|r| r.kind == "pdu");
         let ids: Vec<i64> = pdus.iter().chain(&edus).map(|r| r.id).collect();
         let Some(request) = self.transaction(&pdus, &edus, &ids)? else {
             // Nothing left worth sending (purged events, stale typing notices): done with them.
