@@ -138,9 +138,18 @@ impl Writer {
     /// Appends an event received from another server, or a local one already built and signed
     /// elsewhere (see [`IncomingPdu`]), to its room.
     pub async fn submit_remote(&self, pdu: IncomingPdu) -> Result<Committed> {
+        self.push_remote(pdu)?.await
+    }
+
+    /// Queues an event received from another server and answers the wait for its outcome:
+    /// events queued one after the other, without waiting, are appended in that order and commit
+    /// together (a received transaction's PDUs).
+    pub fn push_remote(
+        &self,
+        pdu: IncomingPdu,
+    ) -> Result<impl Future<Output = Result<Committed>> + use<>> {
         let target = Target::Existing(pdu.event.room_id.clone());
-        self.enqueue(target, Vec::new(), Some(Box::new(pdu)), None)
-            .await
+        self.push(target, Vec::new(), Some(Box::new(pdu)), None)
     }
 
     /// Records an out-of-band membership event (see [`Target::OutOfBand`]), checked by the caller.
@@ -165,6 +174,17 @@ impl Writer {
         remote: Option<Box<IncomingPdu>>,
         txn: Option<TxnKey>,
     ) -> Result<Committed> {
+        self.push(target, drafts, remote, txn)?.await
+    }
+
+    /// Hands a job to its lane; the future answers its outcome.
+    fn push(
+        &self,
+        target: Target,
+        drafts: Vec<EventDraft>,
+        remote: Option<Box<IncomingPdu>>,
+        txn: Option<TxnKey>,
+    ) -> Result<impl Future<Output = Result<Committed>> + use<>> {
         let (reply, answer) = oneshot::channel();
         let lanes = self
             .lanes
@@ -194,9 +214,11 @@ impl Writer {
                 mpsc::error::TrySendError::Full(_) => Error::unavailable(500),
                 mpsc::error::TrySendError::Closed(_) => Error::internal("writer stopped"),
             })?;
-        answer
-            .await
-            .map_err(|_| Error::internal("writer dropped a request"))?
+        Ok(async move {
+            answer
+                .await
+                .map_err(|_| Error::internal("writer dropped a request"))?
+        })
     }
 }
 
@@ -396,16 +418,23 @@ impl std::ops::DerefMut for BatchConn {
     }
 }
 
-/// Whether the optimistic path can take the batch: plain events (no state, no redactions) to
-/// existing rooms. (Rooms whose state is not cached are found when the batch looks for it.)
+/// Whether the optimistic path can take the batch: plain events (no state, no redactions), local
+/// or received, to existing rooms. (Rooms whose state is not cached are found when the batch looks
+/// for it.)
 fn optimistic_fits(jobs: &[Job]) -> bool {
-    jobs.iter().all(|job| match &job.target {
-        Target::Existing(_) if job.remote.is_some() => false,
-        Target::Existing(_) => job
+    let plain = |event_type: &str, state_key: Option<&String>| {
+        state_key.is_none() && event_type != "m.room.redaction"
+    };
+    jobs.iter().all(|job| match (&job.target, &job.remote) {
+        (Target::Existing(_), Some(pdu)) => {
+            plain(&pdu.event.event_type, pdu.event.state_key.as_ref())
+                && pdu.event.redacts.is_none()
+        }
+        (Target::Existing(_), None) => job
             .drafts
             .iter()
-            .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction"),
-        Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. } => false,
+            .all(|d| plain(&d.event_type, d.state_key.as_ref())),
+        (Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. }, _) => false,
     })
 }
 
@@ -645,6 +674,11 @@ async fn commit(
     let members: Vec<String> = members.into_iter().map(str::to_owned).collect();
     let touched: Vec<String> = working.keys().cloned().collect();
     let payload = state.notifier.events_payload(&keys, &touched, &members);
+    let outbound = remote::outbound(
+        state,
+        built.iter().filter(|e| !aside.is_out_of_band(&e.event_id)),
+        &working,
+    );
 
     // Positions, events, notifications, transaction keys, heads and the NOTIFY (delivered at
     // commit) in one statement: it takes the stream lock, held from there to the commit.
@@ -657,6 +691,7 @@ async fn commit(
             now,
             heads: &heads,
             notify: (notifier::CHANNEL, &payload),
+            outbound: &outbound,
         },
     )
     .await;
@@ -684,11 +719,9 @@ async fn commit(
         tx.commit().await?;
     }
 
-    remote::send_out(
-        state,
-        built.iter().filter(|e| !aside.is_out_of_band(&e.event_id)),
-        &working,
-    );
+    if !outbound.is_empty() {
+        state.outbox.wake();
+    }
     for (_, room) in working {
         state.rooms.put(room.finish());
     }

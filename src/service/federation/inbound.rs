@@ -23,6 +23,8 @@ use crate::service::writer::{self, IncomingPdu, Writer};
 use crate::store;
 use crate::{AppState, Error, Result};
 
+mod batch;
+
 /// What receiving PDUs needs.
 pub struct Receiver<'a> {
     pub db: &'a PgPool,
@@ -55,6 +57,16 @@ pub struct Parsed {
 
 /// Parses a PDU of a room this server knows; `Ok(None)` for a room it is not in.
 pub async fn parse(db: &PgPool, pdu: &RawValue) -> Result<Option<Parsed>> {
+    parse_with(db, pdu, &mut HashMap::new()).await
+}
+
+/// As `parse`, remembering the rooms' versions in `versions` (a transaction's PDUs are mostly of
+/// one room).
+async fn parse_with(
+    db: &PgPool,
+    pdu: &RawValue,
+    versions: &mut HashMap<String, Option<RoomVersion>>,
+) -> Result<Option<Parsed>> {
     if pdu.get().len() > MAX_EVENT_BYTES {
         return Err(Error::too_large("A PDU is larger than 65536 bytes"));
     }
@@ -64,10 +76,17 @@ pub async fn parse(db: &PgPool, pdu: &RawValue) -> Result<Option<Parsed>> {
         Some(CanonicalJsonValue::String(r)) => r.clone(),
         _ => return Err(Error::bad_json("A PDU has no room_id")),
     };
-    let Some(version) = store::rooms::room_version(db, &room_id)
-        .await?
-        .and_then(|v| room_versions::parse(&v))
-    else {
+    let version = match versions.get(&room_id) {
+        Some(known) => *known,
+        None => {
+            let version = store::rooms::room_version(db, &room_id)
+                .await?
+                .and_then(|v| room_versions::parse(&v));
+            versions.insert(room_id.clone(), version);
+            version
+        }
+    };
+    let Some(version) = version else {
         return Ok(None);
     };
     let event_id = event_id_of(version, &object)?;
@@ -101,8 +120,9 @@ impl Receiver<'_> {
         pdus: &[Box<RawValue>],
     ) -> Result<BTreeMap<String, Option<String>>> {
         let mut parsed = Vec::with_capacity(pdus.len());
+        let mut versions = HashMap::new();
         for pdu in pdus {
-            match parse(self.db, pdu).await {
+            match parse_with(self.db, pdu, &mut versions).await {
                 Ok(Some(p)) => parsed.push(Ok(p)),
                 Ok(None) => {}
                 // Bad format fails the transaction; an unhashable event only itself.
@@ -113,19 +133,24 @@ impl Receiver<'_> {
             }
         }
         let mut results = BTreeMap::new();
-        for p in parsed {
-            let Ok(p) = p else { continue };
-            let id = p.event_id.clone();
-            let outcome = match self.snapshot_if_outside(&p.room_id).await {
-                Ok(None) => self.accept(p).await,
-                Ok(Some(room)) => self.outside(&room, p).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &outcome {
-                tracing::info!(event_id = %id, error = %e, "refused a PDU");
+        let mut inside = Vec::with_capacity(parsed.len());
+        for p in parsed.into_iter().flatten() {
+            match self.snapshot_if_outside(&p.room_id).await {
+                Ok(None) => inside.push(p),
+                Ok(Some(room)) => {
+                    let id = p.event_id.clone();
+                    let outcome = self.outside(&room, p).await;
+                    if let Err(e) = &outcome {
+                        tracing::info!(event_id = %id, error = %e, "refused a PDU");
+                    }
+                    results.insert(id, outcome.err().map(|e| e.to_string()));
+                }
+                Err(e) => {
+                    results.insert(p.event_id.clone(), Some(e.to_string()));
+                }
             }
-            results.insert(id, outcome.err().map(|e| e.to_string()));
         }
+        results.extend(self.apply_in_order(inside.into_iter()).await);
         Ok(results)
     }
 
@@ -198,15 +223,23 @@ impl Receiver<'_> {
     /// Checks a PDU and appends it to its room (known events, soft-failed ones included, are
     /// accepted again as they are).
     pub async fn accept(&self, p: Parsed) -> Result<()> {
+        if let Some(incoming) = self.prepare(p).await? {
+            self.writer.submit_remote(incoming).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks a PDU for the writer; None for an event already stored (soft-failed ones
+    /// included).
+    async fn prepare(&self, p: Parsed) -> Result<Option<IncomingPdu>> {
         if self.is_known(&p.event_id).await? {
-            return Ok(());
+            return Ok(None);
         }
         let object = self.verify(p.version, p.object).await?;
         let incoming = self
             .incoming(p.version, &p.event_id, &p.room_id, object)
             .await?;
-        self.writer.submit_remote(incoming).await?;
-        Ok(())
+        Ok(Some(incoming))
     }
 
     /// Checks the signatures the spec requires; on a content hash mismatch answers the redacted

@@ -157,14 +157,31 @@ impl KeyRing {
 
     /// Asks `server` for its keys and stores them once verified.
     pub async fn fetch_direct(&self, server: &ServerName) -> Result<()> {
-        let response = self
-            .client
-            .send_unsigned(server, direct::Request::new())
-            .await?;
-        self.accept(server, &response.server_key, None).await
+        let fetched = async {
+            let response = self
+                .client
+                .send_unsigned(server, direct::Request::new())
+                .await?;
+            self.accept(server, &response.server_key, None).await
+        }
+        .await;
+        count_fetch("direct", &fetched);
+        fetched
     }
 
     async fn fetch_via_notary(
+        &self,
+        notary: &Notary,
+        server: &ServerName,
+        key_ids: &[String],
+        at_ts: i64,
+    ) -> Result<()> {
+        let fetched = self.ask_notary(notary, server, key_ids, at_ts).await;
+        count_fetch("notary", &fetched);
+        fetched
+    }
+
+    async fn ask_notary(
         &self,
         notary: &Notary,
         server: &ServerName,
@@ -345,6 +362,13 @@ pub fn signed_by(object: &CanonicalJsonObject, entity: &str, keys: &KeySet) -> b
             )
             .is_ok()
     })
+}
+
+/// Counts a key fetch in the metrics.
+fn count_fetch(via: &'static str, fetched: &Result<()>) {
+    let result = if fetched.is_ok() { "ok" } else { "failed" };
+    ::metrics::counter!(crate::service::metrics::names::FED_KEY_FETCHES, "via" => via, "result" => result)
+        .increment(1);
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The writer's side of federation: events received from other servers appended to a room (checked
 //! against the room's current state under its lock, soft-failed when only that refuses them),
-//! remote rooms joined, out-of-band memberships, join templates for other servers, and local events
-//! handed to the outbound queue once committed.
+//! remote rooms joined, out-of-band memberships, join templates for other servers, and the other
+//! servers each local event goes to (queued with its commit).
 //!
 //! Rooms stay linear: a received event becomes the room's head whether it names the head among its
 //! `prev_events` or an older event (a fork), provided the current state authorizes it. One the
@@ -438,16 +438,18 @@ fn servers_in(room: &WorkingRoom, own: &str) -> BTreeSet<OwnedServerName> {
         .collect()
 }
 
-/// Hands the batch's local events in rooms shared with other servers to the outbound queue: to
-/// every server with joined members, and to the server of a membership event's target (an invite,
-/// a kick or a ban of a remote user). Queued in the background: a local send does not wait for it.
-pub(super) fn send_out<'a>(
+/// The batch's local events in rooms shared with other servers, each with the servers it goes to
+/// (event ID, destination): every server with joined members, and the server of a membership
+/// event's target (an invite, a kick or a ban of a remote user). They are queued in the statement
+/// that stores them: committed means queued, and rooms with no other server cost nothing.
+pub(super) fn outbound<'a>(
     state: &AppState,
     built: impl Iterator<Item = &'a BuiltEvent>,
     working: &HashMap<String, WorkingRoom>,
-) {
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     if !state.config.federation_enabled() {
-        return;
+        return out;
     }
     let own = state.server_name.as_str();
     let is_local = |user: &str| UserId::parse(user).is_ok_and(|u| u.server_name() == own);
@@ -456,27 +458,22 @@ pub(super) fn send_out<'a>(
         let Some(room) = working.get(&event.room_id) else {
             continue;
         };
-        let mut destinations = servers
+        let in_room = servers
             .entry(event.room_id.as_str())
-            .or_insert_with(|| servers_in(room, own))
-            .clone();
-        if event.event_type == "m.room.member"
-            && let Some(target) = event
-                .state_key
-                .as_deref()
-                .and_then(|k| UserId::parse(k).ok())
-            && target.server_name() != own
-        {
-            destinations.insert(target.server_name().to_owned());
+            .or_insert_with(|| servers_in(room, own));
+        let target = (event.event_type == "m.room.member")
+            .then(|| {
+                event
+                    .state_key
+                    .as_deref()
+                    .and_then(|k| UserId::parse(k).ok())
+            })
+            .flatten()
+            .map(|t| t.server_name().to_owned())
+            .filter(|t| t.as_str() != own && !in_room.contains(t));
+        for destination in in_room.iter().chain(&target) {
+            out.push((event.event_id.clone(), destination.to_string()));
         }
-        if destinations.is_empty() {
-            continue;
-        }
-        let Ok(pdu) = serde_json::from_str::<Value>(&event.pdu) else {
-            continue;
-        };
-        state
-            .outbox
-            .pdu_committed(destinations.into_iter().collect(), pdu);
     }
+    out
 }
