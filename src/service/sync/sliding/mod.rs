@@ -24,7 +24,7 @@ use sqlx::PgConnection;
 use self::conn::{Position, SentRoom};
 use super::{MAX_TIMEOUT, begin_snapshot, subscribe};
 use crate::service::auth::Requester;
-use crate::service::{ignore, presence};
+use crate::service::{ignore, metrics, presence};
 use crate::store::sliding_sync::Connection;
 use crate::{AppState, Error, Result, store};
 
@@ -86,8 +86,14 @@ pub async fn sync(
                 memory::Memory::Nothing => Some(Outcome::Nothing(None)),
                 memory::Memory::Unknown => None,
             };
+            let source = if outcome.is_some() {
+                "memory"
+            } else {
+                "database"
+            };
+            ::metrics::counter!(metrics::names::SLIDING_WOKEN, "source" => source).increment(1);
             tracing::debug!(
-                from_memory = outcome.is_some(),
+                source,
                 compute_us = started.elapsed().as_micros() as u64,
                 "sliding sync woken"
             );
