@@ -30,6 +30,12 @@ const PASSWORD: &str = "sliding-sync-sdk-password";
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let homeserver = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8008".to_owned());
@@ -65,7 +71,7 @@ async fn run(homeserver: &str) -> Result<()> {
     step("registered and logged in", &started);
 
     // Before alice syncs: two rooms, the newer one with bob's messages (one mentioning her).
-    let quiet = create_room(&alice, "Quiet room", &[]).await?;
+    create_room(&alice, "Quiet room", &[]).await?;
     let general = create_room(&alice, "General", &[bob_id.clone()]).await?;
     let bob_general = bob.join_room_by_id(&general).await?;
     for body in ["first from bob", "second from bob"] {
