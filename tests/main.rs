@@ -12,6 +12,7 @@ mod email;
 mod ephemeral;
 mod erasure;
 mod federation;
+mod federation_membership;
 mod federation_rooms;
 mod foundation;
 mod guests;

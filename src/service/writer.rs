@@ -41,10 +41,21 @@ pub use crate::store::events::TxnKey;
 pub enum Target {
     Existing(String),
     /// A room on another server that a local user just joined: its state (checked by the caller)
-    /// and the join event last, which becomes the head.
+    /// and the join event last, which becomes the head. A room known here before (an invite from
+    /// there, an earlier membership) takes this state instead of its own.
     Joined {
         version: RoomVersion,
         events: Vec<BuiltEvent>,
+    },
+    /// A membership event of a room this server is not in (the spec's out-of-band membership): an
+    /// invite from another server, its rejection or withdrawal. It changes the user's membership
+    /// (so /sync shows it) but is never sent to other servers and, in a room known here, does not
+    /// become its head; an unknown room is recorded with the event as its only state.
+    OutOfBand {
+        version: RoomVersion,
+        event: Box<BuiltEvent>,
+        /// An invite's stripped room state (a JSON array), shown to the invitee.
+        invite_state: Option<String>,
     },
     New {
         version: RoomVersion,
@@ -124,11 +135,27 @@ impl Writer {
         self.enqueue(target, drafts, None, txn).await
     }
 
-    /// Appends an event received from another server (see [`IncomingPdu`]) to its room.
+    /// Appends an event received from another server, or a local one already built and signed
+    /// elsewhere (see [`IncomingPdu`]), to its room.
     pub async fn submit_remote(&self, pdu: IncomingPdu) -> Result<Committed> {
         let target = Target::Existing(pdu.event.room_id.clone());
         self.enqueue(target, Vec::new(), Some(Box::new(pdu)), None)
             .await
+    }
+
+    /// Records an out-of-band membership event (see [`Target::OutOfBand`]), checked by the caller.
+    pub async fn submit_out_of_band(
+        &self,
+        version: RoomVersion,
+        event: BuiltEvent,
+        invite_state: Option<String>,
+    ) -> Result<Committed> {
+        let target = Target::OutOfBand {
+            version,
+            event: Box::new(event),
+            invite_state,
+        };
+        self.enqueue(target, Vec::new(), None, None).await
     }
 
     async fn enqueue(
@@ -151,7 +178,7 @@ impl Writer {
                 room_id.hash(&mut hasher);
                 (hasher.finish() as usize) % lanes.len()
             }
-            Target::New { .. } | Target::Joined { .. } => 0,
+            Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. } => 0,
         };
         let queue = &lanes[lane];
         queue
@@ -186,8 +213,9 @@ async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
         ::metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
         let (creates, appends): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
-            .partition(|job| matches!(job.target, Target::New { .. } | Target::Joined { .. }));
-        // A new room commits on its own: an alias collision must fail that room alone.
+            .partition(|job| !matches!(job.target, Target::Existing(_)));
+        // A new room commits on its own: an alias collision must fail that room alone (and a room
+        // joined or touched out of band may be new, or not).
         for job in creates {
             process(&state, vec![job]).await;
         }
@@ -202,6 +230,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.clone()),
+            Target::OutOfBand { event, .. } => Some(event.room_id.clone()),
             Target::New { .. } | Target::Joined { .. } => None,
         })
         .collect();
@@ -376,7 +405,7 @@ fn optimistic_fits(jobs: &[Job]) -> bool {
             .drafts
             .iter()
             .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction"),
-        Target::New { .. } | Target::Joined { .. } => false,
+        Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. } => false,
     })
 }
 
@@ -403,7 +432,7 @@ async fn commit(
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.as_str()),
-            Target::New { .. } | Target::Joined { .. } => None,
+            Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. } => None,
         })
         .collect();
     room_ids.sort_unstable();
@@ -444,6 +473,9 @@ async fn commit(
     let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
     let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>)> = Vec::new();
     let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
+    // Federation's cases: received events kept but not shown, rooms joined again, out-of-band
+    // memberships (see `remote`).
+    let mut aside = remote::Aside::default();
     for job in jobs {
         if let Some(key) = &job.txn
             && let Some((room_id, event_id)) = seen_txns.get(key)
@@ -458,20 +490,52 @@ async fn commit(
         let (room_id, result) = match &job.target {
             Target::Existing(room_id) => match working.get_mut(room_id) {
                 Some(room) => match &job.remote {
-                    Some(pdu) => (room_id.clone(), remote::build(room, pdu).map(|e| vec![e])),
+                    Some(pdu) => {
+                        let result = remote::build_or_set_aside(&mut conn, room, pdu, &mut aside);
+                        (room_id.clone(), result.await)
+                    }
                     None => (room_id.clone(), build_job(state, room, &job.drafts, now)),
                 },
                 None => (room_id.clone(), Err(Error::not_found("Unknown room"))),
             },
-            Target::Joined { version, events } => match remote::joined_room(*version, events) {
-                Ok(room) => {
-                    let room_id = room.base.room_id.clone();
-                    new_rooms.push((room_id.clone(), *version, false, Vec::new()));
-                    working.insert(room_id.clone(), room);
-                    (room_id, Ok(events.clone()))
+            Target::Joined { version, events } => {
+                match remote::joining(&mut conn, *version, events, &mut aside).await {
+                    Ok((room, fresh, existed)) => {
+                        let room_id = room.base.room_id.clone();
+                        if !existed {
+                            new_rooms.push((room_id.clone(), *version, false, Vec::new()));
+                        }
+                        working.insert(room_id.clone(), room);
+                        (room_id, Ok(fresh))
+                    }
+                    Err(e) => (String::new(), Err(e)),
                 }
-                Err(e) => (String::new(), Err(e)),
-            },
+            }
+            Target::OutOfBand {
+                version,
+                event,
+                invite_state,
+            } => {
+                let room_id = event.room_id.clone();
+                let result = remote::out_of_band(
+                    state,
+                    &mut conn,
+                    *version,
+                    event,
+                    invite_state,
+                    &mut aside,
+                );
+                match result.await {
+                    Ok((room, event, existed)) => {
+                        if !existed {
+                            new_rooms.push((room_id.clone(), *version, false, Vec::new()));
+                        }
+                        working.insert(room_id.clone(), room);
+                        (room_id, Ok(vec![event]))
+                    }
+                    Err(e) => (room_id, Err(e)),
+                }
+            }
             Target::New {
                 version,
                 room_id,
@@ -510,16 +574,21 @@ async fn commit(
     if path == Path::Optimistic && outcomes.iter().any(Result::is_err) {
         return Ok(None);
     }
+    aside.keep_soft_failed(&mut conn, now).await?;
     if built.is_empty() {
         if let BatchConn::Locked(tx) = conn {
-            tx.rollback().await?;
+            if aside.is_empty() {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+            }
         }
         return Ok(Some(outcomes));
     }
 
     // Push rules are evaluated before the commit so that unread counts commit with their events.
     let new_events: Vec<push::NewEvent> = built.iter().map(push_event).collect();
-    let evaluation = push::evaluate(state, &new_events).await?;
+    let evaluation = push::evaluate(state, &new_events, &aside.push_rooms()).await?;
 
     for (room_id, version, is_public, aliases) in &new_rooms {
         let room = &working[room_id];
@@ -609,11 +678,17 @@ async fn commit(
         })
         .collect();
     if let BatchConn::Locked(mut tx) = conn {
+        aside.before_state(&mut tx).await?;
         store::rooms::apply_state(&mut tx, &rows).await?;
+        aside.after_state(&mut tx).await?;
         tx.commit().await?;
     }
 
-    remote::send_out(state, &built, &working);
+    remote::send_out(
+        state,
+        built.iter().filter(|e| !aside.is_out_of_band(&e.event_id)),
+        &working,
+    );
     for (_, room) in working {
         state.rooms.put(room.finish());
     }
@@ -806,6 +881,27 @@ fn build_one(
         );
     }
     Ok(event)
+}
+
+/// A local event built and signed on the room's current state (which must authorize it), not
+/// stored: an invite of another server's user, which that server signs too before it is stored
+/// with [`Writer::submit_remote`] (checked again then, on the state of that moment).
+pub fn prepare(
+    state: &AppState,
+    snapshot: Arc<RoomSnapshot>,
+    draft: &EventDraft,
+) -> Result<IncomingPdu> {
+    let mut room = WorkingRoom::new(snapshot);
+    let prev_events = [room.head_event_id.clone()];
+    let event = build_one(state, &mut room, draft, store::now_ms())?;
+    let view = draft_view(state, draft, Some(&room.base.room_id), &prev_events)?
+        .with_id(&event.event_id)
+        .map_err(|e| Error::internal(e.0))?;
+    Ok(IncomingPdu {
+        event,
+        view,
+        may_soft_fail: false,
+    })
 }
 
 /// The authorization rules' view of a draft, before it has an event ID.
@@ -1003,7 +1099,16 @@ pub async fn room_snapshot_on(
     conn: &mut PgConnection,
     room_id: &str,
 ) -> Result<Option<Arc<RoomSnapshot>>> {
-    if let Some(snapshot) = state.rooms.get(room_id) {
+    cached_snapshot(&state.rooms, conn, room_id).await
+}
+
+/// As `room_snapshot_on`, for callers that hold the room cache rather than the whole state.
+pub async fn cached_snapshot(
+    rooms: &crate::service::room_cache::RoomCache,
+    conn: &mut PgConnection,
+    room_id: &str,
+) -> Result<Option<Arc<RoomSnapshot>>> {
+    if let Some(snapshot) = rooms.get(room_id) {
         return Ok(Some(snapshot));
     }
     let Some(head) = store::rooms::get_head(&mut *conn, room_id).await? else {
@@ -1011,8 +1116,8 @@ pub async fn room_snapshot_on(
     };
     let snapshot = load_snapshot(conn, &head).await?;
     // Only cache what is still current; a racing writer may have moved on.
-    if state.rooms.get(room_id).is_none() {
-        state.rooms.put(snapshot.clone());
+    if rooms.get(room_id).is_none() {
+        rooms.put(snapshot.clone());
     }
     Ok(Some(snapshot))
 }

@@ -61,6 +61,10 @@ pub fn router(state: AppState) -> Router {
             put(membership::send_leave),
         )
         .route(
+            "/_matrix/federation/v2/invite/{roomId}/{eventId}",
+            put(membership::invite_v2),
+        )
+        .route(
             "/_matrix/federation/v1/event/{eventId}",
             get(membership::event),
         )

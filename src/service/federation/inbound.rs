@@ -5,6 +5,7 @@
 //! local event (room cache, memberships, notifier, push counts).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::signatures::{PublicKeyMap, Verified};
@@ -16,16 +17,32 @@ use sqlx::PgPool;
 use super::KeyRing;
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::events::{self, BuiltEvent, MAX_EVENT_BYTES};
+use crate::service::room_cache::{RoomCache, RoomSnapshot};
 use crate::service::room_versions::{self, RoomVersion};
-use crate::service::writer::{IncomingPdu, Writer};
+use crate::service::writer::{self, IncomingPdu, Writer};
 use crate::store;
-use crate::{Error, Result};
+use crate::{AppState, Error, Result};
 
 /// What receiving PDUs needs.
 pub struct Receiver<'a> {
     pub db: &'a PgPool,
     pub keyring: &'a KeyRing,
     pub writer: &'a Writer,
+    /// The rooms' current state, to tell the rooms this server is in.
+    pub rooms: &'a RoomCache,
+    pub server_name: &'a ServerName,
+}
+
+impl<'a> Receiver<'a> {
+    pub fn of(state: &'a AppState) -> Self {
+        Self {
+            db: &state.db,
+            keyring: &state.keyring,
+            writer: &state.writer,
+            rooms: &state.rooms,
+            server_name: &state.server_name,
+        }
+    }
 }
 
 /// A received PDU, parsed: its room, its version and its ID.
@@ -99,7 +116,11 @@ impl Receiver<'_> {
         for p in parsed {
             let Ok(p) = p else { continue };
             let id = p.event_id.clone();
-            let outcome = self.accept(p).await;
+            let outcome = match self.snapshot_if_outside(&p.room_id).await {
+                Ok(None) => self.accept(p).await,
+                Ok(Some(room)) => self.outside(&room, p).await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = &outcome {
                 tracing::info!(event_id = %id, error = %e, "refused a PDU");
             }
@@ -108,12 +129,76 @@ impl Receiver<'_> {
         Ok(results)
     }
 
-    /// Checks a PDU and appends it to its room (known events are accepted again as they are).
+    /// The room's state when no local user is joined to it (this server is not in the room:
+    /// known only through an invite, or left); `None` when this server is in it.
+    async fn snapshot_if_outside(&self, room_id: &str) -> Result<Option<Arc<RoomSnapshot>>> {
+        let room = match self.rooms.get(room_id) {
+            Some(room) => room,
+            None => {
+                let mut conn = self.db.acquire().await?;
+                writer::cached_snapshot(self.rooms, &mut conn, room_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("Unknown room"))?
+            }
+        };
+        let inside = room
+            .member_lists()
+            .join_servers
+            .contains(self.server_name.as_str());
+        Ok((!inside).then_some(room))
+    }
+
+    /// A PDU of a room this server is not in: ignored (as Synapse does), unless it withdraws a
+    /// local user's invite — a leave of theirs sent by their inviter, citing the invite among its
+    /// auth events — which is then recorded out of band (the room's state is not known here to
+    /// check it further).
+    async fn outside(&self, room: &RoomSnapshot, p: Parsed) -> Result<()> {
+        let field = |key: &str| match p.object.get(key) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let (Some(sender), Some(target)) = (field("sender"), field("state_key")) else {
+            return Ok(());
+        };
+        let membership = match p.object.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => c.get("membership").cloned(),
+            _ => None,
+        };
+        let invite = room.entry("m.room.member", target);
+        let rescinds = field("type") == Some("m.room.member")
+            && membership == Some(CanonicalJsonValue::String("leave".into()))
+            && sender != target
+            && user_of(target, self.server_name)
+            && invite.is_some_and(|i| {
+                i.content["membership"] == "invite"
+                    && i.sender == sender
+                    && refs(p.version, &canonical_value(&p.object, "auth_events"))
+                        .contains(&i.event_id)
+            });
+        if !rescinds {
+            tracing::debug!(event_id = %p.event_id, "ignored a PDU of a room this server is not in");
+            return Ok(());
+        }
+        if self.is_known(&p.event_id).await? {
+            return Ok(());
+        }
+        let object = self.verify(p.version, p.object).await?;
+        let pdu = serde_json::to_value(&object).map_err(Error::internal)?;
+        let event = to_built(p.version, &p.event_id, &p.room_id, &pdu)?;
+        self.writer
+            .submit_out_of_band(p.version, event, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_known(&self, event_id: &str) -> Result<bool> {
+        Ok(store::federation_rooms::is_known(self.db, event_id).await?)
+    }
+
+    /// Checks a PDU and appends it to its room (known events, soft-failed ones included, are
+    /// accepted again as they are).
     pub async fn accept(&self, p: Parsed) -> Result<()> {
-        if store::events::event_by_id(self.db, &p.event_id)
-            .await?
-            .is_some()
-        {
+        if self.is_known(&p.event_id).await? {
             return Ok(());
         }
         let object = self.verify(p.version, p.object).await?;
@@ -195,6 +280,7 @@ impl Receiver<'_> {
         Ok(IncomingPdu {
             event: built_event(version, event_id, room_id, &fields, &pdu)?,
             view,
+            may_soft_fail: true,
         })
     }
 
@@ -363,6 +449,14 @@ impl<'a> Fields<'a> {
                 .ok_or_else(|| Error::bad_json("A PDU needs origin_server_ts"))?,
         })
     }
+}
+
+/// A field of a canonical JSON object as plain JSON (`null` when absent).
+fn canonical_value(object: &CanonicalJsonObject, key: &str) -> Value {
+    object
+        .get(key)
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Event IDs of `prev_events`/`auth_events`: plain IDs, or `[id, hashes]` pairs in v1/v2.

@@ -41,8 +41,9 @@ use crate::{AppState, Error, Result, store};
 /// The longest a client may ask us to hold a request.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_TIMELINE_LIMIT: i64 = 10;
-/// Event types whose current state goes into an invite's stripped state.
-const STRIPPED_STATE: [&str; 7] = [
+/// Event types whose current state goes into an invite's stripped state (here, and in the
+/// `invite_room_state` sent with an invite to another server).
+pub(crate) const STRIPPED_STATE: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -1288,7 +1289,8 @@ async fn inviter(
 }
 
 /// What an invitee or a knocker sees of a room: the stripped state events the spec lists, the
-/// inviter's member event and the user's own (the invite or the knock).
+/// inviter's member event and the user's own (the invite or the knock). For an invite from
+/// another server to a room this server is not in, the state is what that server sent with it.
 async fn stripped_state(
     state: &AppState,
     conn: &mut PgConnection,
@@ -1299,6 +1301,21 @@ async fn stripped_state(
     else {
         return Ok(Events::default());
     };
+    let own = snapshot.entry("m.room.member", user);
+    let sent = match own {
+        Some(own) => {
+            store::federation_rooms::remote_invite_state(&mut *conn, room_id, user, &own.event_id)
+                .await?
+        }
+        None => None,
+    };
+    if let (Some(sent), Some(own)) = (sent, own) {
+        // Kept without the invitee's own member event, which is the invite itself.
+        let mut events: Vec<Box<RawValue>> = serde_json::from_str(&sent).unwrap_or_default();
+        let stripped = json!({"type": "m.room.member", "state_key": user, "sender": own.sender, "content": own.content});
+        events.push(RawValue::from_string(stripped.to_string()).map_err(Error::internal)?);
+        return Ok(Events { events });
+    }
     let mut events = Vec::new();
     let mut push = |event_type: &str, state_key: &str| {
         if let Some(e) = snapshot.entry(event_type, state_key) {

@@ -337,16 +337,30 @@ pub async fn finish(
         if r.plan.initial {
             r.room.is_dm = Some(direct.contains(room_id));
         }
+        // An invite from another server to a room this server is not in: its name is in the
+        // stripped state that came with it. A knock's stripped state too: the client tells them
+        // apart by the user's own member event.
+        let mut invite_name = None;
         if r.plan.candidate.stripped() {
-            // A knock's too: the client tells them apart by the user's own member event.
             let stripped = super::super::stripped_state(state, conn, user, room_id).await?;
+            invite_name = stripped.events.iter().find_map(|e| {
+                let event: serde_json::Value = serde_json::from_str(e.get()).ok()?;
+                (event["type"] == "m.room.name" && event["state_key"] == "")
+                    .then(|| event["content"]["name"].as_str().map(str::to_owned))
+                    .flatten()
+                    .filter(|n| !n.is_empty())
+            });
             r.room.invite_state = Some(stripped.events.into_iter().map(Raw::from_json).collect());
         }
         let Some(snapshot) = crate::service::writer::room_snapshot_on(state, conn, room_id).await?
         else {
+            r.room.name = invite_name;
             continue;
         };
         describe(&mut r.room, &snapshot, user, r.plan.candidate.stripped());
+        if r.plan.candidate.stripped() && r.room.name.is_none() {
+            r.room.name = invite_name;
+        }
     }
     Ok(())
 }
