@@ -962,7 +962,18 @@ async fn rooms_kicked_or_banned_from_are_listed_on_a_new_connection() {
     bob.post(&format!("/rooms/{}/leave", enc(&left)), json!({}))
         .await
         .ok();
+    // Banned without ever joining: not listed (the MSC), nor any of the room's history shown.
+    let never_joined = create_room(&alice, json!({"preset": "public_chat"})).await;
+    send_ok(&alice, &never_joined, "not for bob").await;
+    alice
+        .post(
+            &format!("/rooms/{}/ban", enc(&never_joined)),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .ok();
     let v = ss_ok(&bob, None, list((0, 5), 5, json!([]))).await;
+    assert!(v["rooms"].get(&never_joined).is_none(), "{v}");
     for (room, membership) in [(&kicked, "leave"), (&banned, "ban")] {
         let timeline = v["rooms"][room]["timeline"].as_array().unwrap();
         let last = timeline.last().unwrap();

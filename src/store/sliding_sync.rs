@@ -168,8 +168,8 @@ pub struct ListedMembership {
     pub membership: String,
     /// Stream position of the member event.
     pub stream_ordering: i64,
-    /// A leave or ban sent by someone else (a kick, a ban, a withdrawn invite).
-    pub by_other: bool,
+    /// A leave or ban sent by someone else (a kick, a ban) after the user had joined.
+    pub removed: bool,
 }
 
 /// Every room the user has a membership in and has not forgotten.
@@ -180,7 +180,12 @@ pub async fn memberships(
     sqlx::query_as!(
         ListedMembership,
         r#"SELECT m.room_id, m.membership, m.stream_ordering,
-                  COALESCE(e.sender <> m.user_id, FALSE) AS "by_other!"
+                  COALESCE(e.sender <> m.user_id, FALSE) AND EXISTS (
+                      SELECT 1 FROM events j
+                      WHERE j.room_id = m.room_id AND j.event_type = 'm.room.member'
+                        AND j.state_key = m.user_id AND j.stream_ordering < m.stream_ordering
+                        AND j.client_json::jsonb -> 'content' ->> 'membership' = 'join'
+                  ) AS "removed!"
            FROM memberships m
            LEFT JOIN events e ON e.event_id = m.event_id AND m.membership IN ('leave', 'ban')
            WHERE m.user_id = $1 AND NOT m.forgotten"#,

@@ -30,12 +30,6 @@ const PASSWORD: &str = "sliding-sync-sdk-password";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let homeserver = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8008".to_owned());

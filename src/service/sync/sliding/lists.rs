@@ -72,7 +72,7 @@ pub struct Selection {
 }
 
 /// The user's rooms, newest first: joined, invited and knocked on; those kicked or banned from
-/// (as Synapse lists them); and those left since the client was last sent them, whose leave it
+/// after joining (as the MSC lists them: a ban without a join is not); and those left since the client was last sent them, whose leave it
 /// has yet to see.
 pub async fn candidates(
     tx: &mut PgConnection,
@@ -87,7 +87,7 @@ pub async fn candidates(
         .filter(|m| match m.membership.as_str() {
             "join" | "invite" | "knock" => true,
             "leave" | "ban" => {
-                m.by_other
+                m.removed
                     || previous
                         .and_then(|p| p.rooms.get(&m.room_id))
                         .is_some_and(|sent| sent.m != m.membership && sent.at < m.stream_ordering)

@@ -133,7 +133,8 @@ pub async fn rooms(
         rows.retain(|r| !ignore::hides(read.ignored, &r.sender, r.state_key.is_some()));
         let state_rows = if plan.initial {
             let current = current.remove(&room_id).unwrap_or_default();
-            if !history_shared(&current) {
+            // A room left (or kicked or banned from, perhaps never joined) is seen as of then.
+            if !history_shared(&current) || plan.candidate.membership != "join" {
                 let vis = Visibility::load(tx, &room_id, user).await?;
                 rows.retain(|r| vis.can_see_row(r, user));
             }
