@@ -837,11 +837,14 @@ async fn spaces_filter_lists_the_children_of_joined_spaces() {
         assert_eq!(v["lists"]["f"]["count"], ids.len(), "{v}");
         ids
     };
-    assert_eq!(rooms_for(json!({"spaces": [space]})).await, [child.clone()]);
+    assert_eq!(
+        rooms_for(json!({"spaces": [space]})).await,
+        vec![child.clone()]
+    );
     assert!(rooms_for(json!({"spaces": [bobs_space]})).await.is_empty());
     assert_eq!(
         rooms_for(json!({"spaces": ["!unknown:localhost", space]})).await,
-        [child.clone()]
+        vec![child.clone()]
     );
     // With the other filters: the children that are not spaces.
     assert_eq!(
@@ -895,12 +898,12 @@ async fn tags_and_not_tags_filter_by_the_users_room_tags() {
     );
     assert_eq!(
         rooms_for(json!({"not_tags": ["m.favourite"]})).await,
-        [plain.clone()]
+        vec![plain.clone()]
     );
     // not_tags wins over tags.
     assert_eq!(
         rooms_for(json!({"tags": ["m.favourite"], "not_tags": ["u.work"]})).await,
-        [favourite.clone()]
+        vec![favourite.clone()]
     );
     assert!(rooms_for(json!({"tags": ["u.nothing"]})).await.is_empty());
     // A list without the filters still has every room.
