@@ -34,7 +34,7 @@ pub(crate) async fn scrape(metrics_url: &str) -> String {
     response.text().await.unwrap()
 }
 
-async fn metrics_app() -> (TestApp, String) {
+pub async fn metrics_app() -> (TestApp, String) {
     let mut config = test_config();
     config.metrics.enabled = true;
     let app = spawn_app_with(config).await;

@@ -34,6 +34,9 @@ pub mod names {
     pub const SYNC_WAKEUPS: &str = "axon_sync_wakeups_total";
     /// Counter of /sync computations, labelled `source`: `memory` or `database`.
     pub const SYNC_ANSWERS: &str = "axon_sync_answers_total";
+    /// Counter of woken sliding sync long polls, labelled `source`: `memory` (answered, or sent
+    /// back to waiting, without the database) or `database`.
+    pub const SLIDING_WOKEN: &str = "axon_sliding_sync_woken_total";
     /// Counter: times the LISTEN connection was lost and re-established.
     pub const LISTEN_RECONNECTS: &str = "axon_notifier_listen_reconnects_total";
     /// Counter: notifications received from other processes (and this one) over LISTEN.
@@ -155,6 +158,10 @@ fn describe() {
     describe_counter!(
         names::SYNC_ANSWERS,
         "/sync computations by source (memory or database)"
+    );
+    describe_counter!(
+        names::SLIDING_WOKEN,
+        "Woken sliding sync long polls by where they looked (memory or database)"
     );
     describe_counter!(
         names::LISTEN_RECONNECTS,
