@@ -138,6 +138,45 @@ impl Error {
         Self::Internal(cause.to_string())
     }
 
+    /// Another server's refusal of a request Axon made for a client (`status` and body of the
+    /// answer): its errcode, status and reason when a client can act on them (the spec's "the
+    /// error should be passed through to clients"), else 502 `M_UNKNOWN` naming the server. A
+    /// refusal of Axon's own request (its format, its signature) is not the client's to fix.
+    pub fn from_remote(destination: &str, status: u16, body: &[u8]) -> Self {
+        const PASSED_ON: [&str; 9] = [
+            "M_FORBIDDEN",
+            "M_NOT_FOUND",
+            "M_INCOMPATIBLE_ROOM_VERSION",
+            "M_UNSUPPORTED_ROOM_VERSION",
+            "M_LIMIT_EXCEEDED",
+            "M_UNABLE_TO_AUTHORISE_JOIN",
+            "M_UNABLE_TO_GRANT_JOIN",
+            "M_GUEST_ACCESS_FORBIDDEN",
+            "M_ROOM_IN_USE",
+        ];
+        let answer: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let reason = answer["error"].as_str().unwrap_or("no reason given");
+        let passed = PASSED_ON
+            .into_iter()
+            .find(|code| answer["errcode"] == *code)
+            .filter(|_| matches!(status, 400 | 403 | 404 | 429));
+        match (passed, StatusCode::from_u16(status)) {
+            (Some(errcode), Ok(status)) => {
+                let mut error = Self::matrix(status, errcode, format!("{destination}: {reason}"));
+                for key in ["room_version", "retry_after_ms"] {
+                    if let Some(value) = answer.get(key) {
+                        error = error.with_extra(key, value.clone());
+                    }
+                }
+                error
+            }
+            _ => Self::remote(format!(
+                "{destination} answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )),
+        }
+    }
+
     pub fn errcode(&self) -> &'static str {
         match self {
             Self::Matrix { errcode, .. } => errcode,

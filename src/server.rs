@@ -219,6 +219,8 @@ async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
         let _ = federation.await;
     }
     tracing::info!("stopped accepting requests");
+    // Other processes take this one's federation destinations over at once.
+    state.outbox.shutdown().await;
     // The LISTEN task ends quietly when the database goes away now.
     state.notifier.stop();
     Ok(())

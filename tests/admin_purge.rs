@@ -177,7 +177,7 @@ async fn purge_history_refuses_bad_requests() {
     let path = format!("{A}/v1/purge_history/{}", enc(&room));
     root.post(&path, json!({}))
         .await
-        .expect_err(400, "M_UNKNOWN");
+        .expect_err(400, "M_BAD_JSON");
     root.post(&path, json!({"purge_up_to_event_id": elsewhere}))
         .await
         .expect_err(400, "M_INVALID_PARAM");

@@ -18,16 +18,16 @@ use serde_json::{Value, json};
 
 use crate::common::{TestApp, User, enc, spawn_federating};
 
-fn name(app: &TestApp) -> OwnedServerName {
+pub(crate) fn name(app: &TestApp) -> OwnedServerName {
     OwnedServerName::try_from(app.state.server_name.as_str()).unwrap()
 }
 
-fn bob_of(b: &TestApp) -> OwnedUserId {
+pub(crate) fn bob_of(b: &TestApp) -> OwnedUserId {
     OwnedUserId::try_from(format!("@bob:{}", b.state.server_name)).unwrap()
 }
 
 /// The room version's rules (the test rooms use Axon's default version).
-fn rules_of(version: &str) -> ruma::room_version_rules::RoomVersionRules {
+pub(crate) fn rules_of(version: &str) -> ruma::room_version_rules::RoomVersionRules {
     RoomVersionId::try_from(version)
         .unwrap()
         .rules()
@@ -35,7 +35,7 @@ fn rules_of(version: &str) -> ruma::room_version_rules::RoomVersionRules {
 }
 
 /// Signs `event` as `b` would, and answers its ID and PDU.
-fn sign(b: &TestApp, version: &str, event: Value) -> (String, Box<RawValue>) {
+pub(crate) fn sign(b: &TestApp, version: &str, event: Value) -> (String, Box<RawValue>) {
     let mut object: CanonicalJsonObject = serde_json::from_value(event).unwrap();
     let rules = rules_of(version);
     ruma::signatures::hash_and_sign_event(
@@ -53,7 +53,7 @@ fn sign(b: &TestApp, version: &str, event: Value) -> (String, Box<RawValue>) {
     (id, raw)
 }
 
-async fn create_room(alice: &User) -> String {
+pub(crate) async fn create_room(alice: &User) -> String {
     alice
         .post(
             "/_matrix/client/v3/createRoom",
@@ -68,7 +68,7 @@ async fn create_room(alice: &User) -> String {
 
 /// make_join and send_join v2 for `@bob` of `b` into `room_id` on `a`: (room version, join ID,
 /// the answer).
-async fn remote_join(
+pub(crate) async fn remote_join(
     a: &TestApp,
     b: &TestApp,
     room_id: &str,
@@ -87,7 +87,7 @@ async fn remote_join(
 }
 
 /// `room_id`'s current state on `a` as alice sees it: (type, state key) → event ID.
-async fn state_ids(alice: &User, room_id: &str) -> HashMap<(String, String), String> {
+pub(crate) async fn state_ids(alice: &User, room_id: &str) -> HashMap<(String, String), String> {
     let state = alice
         .get(&format!("/_matrix/client/v3/rooms/{}/state", enc(room_id)))
         .await
@@ -109,7 +109,7 @@ async fn state_ids(alice: &User, room_id: &str) -> HashMap<(String, String), Str
 }
 
 /// The newest event of `room_id` as alice sees it.
-async fn latest(alice: &User, room_id: &str) -> Value {
+pub(crate) async fn latest(alice: &User, room_id: &str) -> Value {
     alice
         .get(&format!(
             "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1",
@@ -122,7 +122,7 @@ async fn latest(alice: &User, room_id: &str) -> Value {
 
 /// An unsigned event of bob's on `prev`, authorized by the create event, the power levels and his
 /// membership.
-async fn bob_event(
+pub(crate) async fn bob_event(
     alice: &User,
     b: &TestApp,
     room_id: &str,
@@ -153,7 +153,7 @@ async fn bob_event(
 }
 
 /// Sends `pdus` from `b` to `a` in one transaction; answers the per-PDU results.
-async fn transact(
+pub(crate) async fn transact(
     a: &TestApp,
     b: &TestApp,
     txn: &str,
@@ -178,7 +178,7 @@ async fn transact(
 }
 
 /// Waits (up to 10 s) until `b` has received at least `want` PDUs from other servers.
-async fn wait_pdus(b: &TestApp, want: i64) -> i64 {
+pub(crate) async fn wait_pdus(b: &TestApp, want: i64) -> i64 {
     let mut got = 0;
     for _ in 0..100 {
         got = sqlx::query_scalar::<_, i64>(
@@ -195,7 +195,7 @@ async fn wait_pdus(b: &TestApp, want: i64) -> i64 {
     got
 }
 
-async fn members(alice: &User, room_id: &str) -> Value {
+pub(crate) async fn members(alice: &User, room_id: &str) -> Value {
     alice
         .get(&format!(
             "/_matrix/client/v3/rooms/{}/joined_members",
@@ -507,7 +507,7 @@ async fn typing_from_a_remote_user_reaches_local_sync() {
 }
 
 /// Waits (up to 10 s) for `user`'s /sync to show `body` in `room_id`'s timeline.
-async fn sees_message(user: &User, room_id: &str, body: &str) -> bool {
+pub(crate) async fn sees_message(user: &User, room_id: &str, body: &str) -> bool {
     let mut since: Option<String> = None;
     for _ in 0..20 {
         let path = match &since {
@@ -529,7 +529,7 @@ async fn sees_message(user: &User, room_id: &str, body: &str) -> bool {
     false
 }
 
-async fn say(user: &User, room_id: &str, txn: &str, body: &str) {
+pub(crate) async fn say(user: &User, room_id: &str, txn: &str, body: &str) {
     user.put(
         &format!(
             "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",

@@ -8,7 +8,7 @@ use crate::common::*;
 use crate::rooms::{create_room, join};
 use crate::sync::{last_left_event, long_poll, next_batch, sync, sync_token, timeline};
 
-async fn knock_room(owner: &User) -> String {
+pub async fn knock_room(owner: &User) -> String {
     create_room(
         owner,
         json!({"preset": "private_chat", "name": "Knock here",
@@ -17,7 +17,7 @@ async fn knock_room(owner: &User) -> String {
     .await
 }
 
-async fn knock(user: &User, room: &str, reason: Option<&str>) -> Resp {
+pub async fn knock(user: &User, room: &str, reason: Option<&str>) -> Resp {
     let body = match reason {
         Some(reason) => json!({"reason": reason}),
         None => json!({}),

@@ -7,7 +7,7 @@ use crate::common::*;
 
 /// The value of the sample `name` whose labels include every one of `labels`, in Prometheus
 /// text `text`; None when there is none.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| {
@@ -21,7 +21,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .find_map(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
-async fn scrape(metrics_url: &str) -> String {
+pub(crate) async fn scrape(metrics_url: &str) -> String {
     let response = reqwest::get(format!("{metrics_url}/metrics"))
         .await
         .unwrap();
@@ -34,7 +34,7 @@ async fn scrape(metrics_url: &str) -> String {
     response.text().await.unwrap()
 }
 
-async fn metrics_app() -> (TestApp, String) {
+pub async fn metrics_app() -> (TestApp, String) {
     let mut config = test_config();
     config.metrics.enabled = true;
     let app = spawn_app_with(config).await;

@@ -790,3 +790,287 @@ async fn bad_requests_get_clear_errors() {
     let unauth = app.request(Method::POST, PATH, None, Some(json!({}))).await;
     unauth.expect_err(401, "M_MISSING_TOKEN");
 }
+
+#[tokio::test]
+async fn spaces_filter_lists_the_children_of_joined_spaces() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let space = create_room(&alice, json!({"creation_content": {"type": "m.space"}})).await;
+    let child = create_room(&alice, json!({})).await;
+    let removed = create_room(&alice, json!({})).await;
+    let outside = create_room(&alice, json!({})).await;
+    let server = alice.user_id.split_once(':').unwrap().1.to_owned();
+    for (room, content) in [
+        (&child, json!({"via": [server]})),
+        // A child event without `via` is a removed child.
+        (&removed, json!({})),
+    ] {
+        alice
+            .put(
+                &format!("/rooms/{}/state/m.space.child/{}", enc(&space), enc(room)),
+                content,
+            )
+            .await
+            .ok();
+    }
+    // A space Alice is not in names `outside`: ignored.
+    let bobs_space = create_room(&bob, json!({"creation_content": {"type": "m.space"}})).await;
+    bob.put(
+        &format!(
+            "/rooms/{}/state/m.space.child/{}",
+            enc(&bobs_space),
+            enc(&outside)
+        ),
+        json!({"via": [server]}),
+    )
+    .await
+    .ok();
+    let rooms_for = async |filters: Value| -> Vec<String> {
+        let body =
+            json!({"lists": {"f": {"ranges": [[0, 20]], "timeline_limit": 0, "filters": filters}}});
+        let v = ss_ok(&alice, None, body).await;
+        let ids: Vec<String> = v["rooms"]
+            .as_object()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        assert_eq!(v["lists"]["f"]["count"], ids.len(), "{v}");
+        ids
+    };
+    assert_eq!(
+        rooms_for(json!({"spaces": [space]})).await,
+        vec![child.clone()]
+    );
+    assert!(rooms_for(json!({"spaces": [bobs_space]})).await.is_empty());
+    assert_eq!(
+        rooms_for(json!({"spaces": ["!unknown:localhost", space]})).await,
+        vec![child.clone()]
+    );
+    // With the other filters: the children that are not spaces.
+    assert_eq!(
+        rooms_for(json!({"spaces": [space], "not_room_types": ["m.space"]})).await,
+        [child]
+    );
+}
+
+#[tokio::test]
+async fn tags_and_not_tags_filter_by_the_users_room_tags() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let favourite = create_room(&alice, json!({})).await;
+    let both = create_room(&alice, json!({})).await;
+    let plain = create_room(&alice, json!({})).await;
+    let tag = async |room: &str, tag: &str| {
+        alice
+            .put(
+                &format!(
+                    "/user/{}/rooms/{}/tags/{tag}",
+                    enc(&alice.user_id),
+                    enc(room)
+                ),
+                json!({"order": 0.5}),
+            )
+            .await
+            .ok();
+    };
+    tag(&favourite, "m.favourite").await;
+    tag(&both, "m.favourite").await;
+    tag(&both, "u.work").await;
+    let rooms_for = async |filters: Value| -> Vec<String> {
+        let body =
+            json!({"lists": {"f": {"ranges": [[0, 20]], "timeline_limit": 0, "filters": filters}}});
+        let v = ss_ok(&alice, None, body).await;
+        let mut ids: Vec<String> = v["rooms"]
+            .as_object()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        ids.sort();
+        assert_eq!(v["lists"]["f"]["count"], ids.len(), "{v}");
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        rooms_for(json!({"tags": ["m.favourite"]})).await,
+        sorted(vec![favourite.clone(), both.clone()])
+    );
+    assert_eq!(
+        rooms_for(json!({"not_tags": ["m.favourite"]})).await,
+        vec![plain.clone()]
+    );
+    // not_tags wins over tags.
+    assert_eq!(
+        rooms_for(json!({"tags": ["m.favourite"], "not_tags": ["u.work"]})).await,
+        vec![favourite.clone()]
+    );
+    assert!(rooms_for(json!({"tags": ["u.nothing"]})).await.is_empty());
+    // A list without the filters still has every room.
+    assert_eq!(rooms_for(json!({})).await.len(), 3);
+    // The wrong shape is the client's fault.
+    let body = json!({"lists": {"f": {"ranges": [[0, 1]], "timeline_limit": 0,
+                                      "filters": {"tags": "m.favourite"}}}});
+    ss(&alice, None, None, body)
+        .await
+        .expect_err(400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn a_knocked_room_is_listed_with_the_knock() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let room = crate::knocking::knock_room(&alice).await;
+    crate::knocking::knock(&bob, &room, Some("let me in"))
+        .await
+        .ok();
+    let v = ss_ok(&bob, None, list((0, 5), 5, json!([]))).await;
+    let r = &v["rooms"][&room];
+    let own = r["invite_state"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no invite_state: {v}"))
+        .iter()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str())
+        .unwrap_or_else(|| panic!("no own member event: {r}"))
+        .clone();
+    assert_eq!(own["content"]["membership"], "knock");
+    assert!(
+        r.get("timeline").is_none(),
+        "a knocker sees no timeline: {r}"
+    );
+    assert_eq!(v["lists"]["all"]["count"], 1);
+}
+
+#[tokio::test]
+async fn rooms_kicked_or_banned_from_are_listed_on_a_new_connection() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let kicked = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let banned = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let left = create_room(&alice, json!({"preset": "public_chat"})).await;
+    for room in [&kicked, &banned, &left] {
+        join(&bob, room).await;
+    }
+    for (room, action) in [(&kicked, "kick"), (&banned, "ban")] {
+        alice
+            .post(
+                &format!("/rooms/{}/{action}", enc(room)),
+                json!({"user_id": bob.user_id}),
+            )
+            .await
+            .ok();
+    }
+    bob.post(&format!("/rooms/{}/leave", enc(&left)), json!({}))
+        .await
+        .ok();
+    // Banned without ever joining: not listed (the MSC), nor any of the room's history shown.
+    let never_joined = create_room(&alice, json!({"preset": "public_chat"})).await;
+    send_ok(&alice, &never_joined, "not for bob").await;
+    alice
+        .post(
+            &format!("/rooms/{}/ban", enc(&never_joined)),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .ok();
+    let v = ss_ok(&bob, None, list((0, 5), 5, json!([]))).await;
+    assert!(v["rooms"].get(&never_joined).is_none(), "{v}");
+    for (room, membership) in [(&kicked, "leave"), (&banned, "ban")] {
+        let timeline = v["rooms"][room]["timeline"].as_array().unwrap();
+        let last = timeline.last().unwrap();
+        assert_eq!(last["content"]["membership"], membership, "{v}");
+        assert_eq!(last["sender"], alice.user_id.as_str());
+    }
+    assert!(v["rooms"].get(&left).is_none(), "left on their own: {v}");
+    assert_eq!(v["lists"]["all"]["count"], 2);
+}
+
+/// Ignores what differs between two equivalent responses: `pos`, and `unsigned.age`.
+fn comparable(mut v: Value) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.remove("age");
+                map.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    v.as_object_mut().unwrap().remove("pos");
+    strip(&mut v);
+    v
+}
+
+#[tokio::test]
+async fn a_woken_long_poll_answers_from_memory_as_the_database_would() {
+    let (app, metrics) = crate::operations::metrics_app().await;
+    let peer = spawn_peer(&app).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let carol = app.register("carol").await;
+    let room = create_room(&alice, json!({"name": "Chat", "preset": "public_chat"})).await;
+    let unnamed = create_room(&alice, json!({"preset": "public_chat"})).await;
+    for user in [&bob, &carol] {
+        join(user, &room).await;
+        join(user, &unnamed).await;
+    }
+    let mut body = list(
+        (0, 9),
+        2,
+        json!([["m.room.member", "$LAZY"], ["m.room.name", ""]]),
+    );
+    body["extensions"] = json!({"to_device": {"enabled": true}, "typing": {"enabled": true},
+                                "receipts": {"enabled": true}, "account_data": {"enabled": true}});
+    let woken = |text: &str, source| {
+        crate::operations::sample(text, "axon_sliding_sync_woken_total", &[("source", source)])
+            .unwrap_or(0.0)
+    };
+    let mut p = pos(&ss_ok(&bob, None, body.clone()).await);
+    // A message, a mention (unread counts and highlights), a message in the room without a name
+    // (heroes), and one from a sender whose member event is not in memory yet (lazy members).
+    let rounds: [(&User, &str, &str); 4] = [
+        (&alice, &room, "one"),
+        (&carol, &room, "bob: look"),
+        (&carol, &unnamed, "hi"),
+        (&alice, &unnamed, "two"),
+    ];
+    for (sender, room, text) in rounds {
+        let before = crate::operations::scrape(&metrics).await;
+        let waiting = {
+            let (bob, p, body) = (bob.clone(), p.clone(), body.clone());
+            tokio::spawn(async move { ss(&bob, Some(&p), Some(20_000), body).await.ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut content = json!({"msgtype": "m.text", "body": text});
+        if text.starts_with("bob") {
+            content["m.mentions"] = json!({"user_ids": [bob.user_id]});
+        }
+        sender
+            .put(
+                &format!("/rooms/{}/send/m.room.message/t-{text}", enc(room)),
+                content,
+            )
+            .await
+            .ok();
+        let from_memory = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("not woken")
+            .unwrap();
+        let after = crate::operations::scrape(&metrics).await;
+        assert!(
+            woken(&after, "memory") > woken(&before, "memory"),
+            "{from_memory}"
+        );
+        // The peer has nothing in memory: it reads the same from the database.
+        let from_database = ss_ok(&peer.as_user(&bob), Some(&p), body.clone()).await;
+        assert_eq!(
+            comparable(from_memory.clone()),
+            comparable(from_database),
+            "after {text}"
+        );
+        p = pos(&from_memory);
+    }
+}

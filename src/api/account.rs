@@ -21,11 +21,15 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn whoami(GuestAllowed(requester): GuestAllowed) -> JsonResponse<Value> {
-    JsonResponse(json!({
+    let mut body = json!({
         "user_id": requester.user_id,
-        "device_id": requester.device_id,
         "is_guest": requester.is_guest,
-    }))
+    });
+    // An admin's "login as" token has no device (as in Synapse): no device_id then.
+    if requester.device_id.as_str() != crate::store::tokens::PUPPET_DEVICE {
+        body["device_id"] = json!(requester.device_id);
+    }
+    JsonResponse(body)
 }
 
 /// An expired access token may still log out: the client is ending the session anyway.

@@ -6,9 +6,10 @@ use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::auth::Requester;
+use crate::api::auth::{GuestAllowed, Requester};
 use crate::api::extract::{Json, Path, Query};
 use crate::service::directory;
+use crate::service::federation::directory::{self as remote, Networks};
 use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -92,28 +93,27 @@ struct PublicRoomsQuery {
     server: Option<String>,
 }
 
-fn check_server(state: &AppState, server: Option<&str>) -> Result<()> {
-    match server {
-        Some(s) if s != state.server_name.as_str() => Err(Error::forbidden(
-            "Federation is not supported yet: only this server's directory is available",
-        )),
-        _ => Ok(()),
-    }
-}
-
+/// `GET /publicRooms`: this server's list for anyone; another server's (`server`) only for a
+/// user (a guest too), as Synapse: Axon does not ask other servers for strangers.
 async fn get_public_rooms(
     State(state): State<AppState>,
+    mut parts: axum::http::request::Parts,
     Query(q): Query<PublicRoomsQuery>,
 ) -> Result<JsonResponse<Value>> {
-    check_server(&state, q.server.as_deref())?;
+    use axum::extract::FromRequestParts;
+    let server = q.server.as_deref();
+    if server.is_some_and(|s| s != state.server_name.as_str()) {
+        GuestAllowed::from_request_parts(&mut parts, &state).await?;
+    }
     let limit = q
         .limit
         .as_deref()
         .map(str::parse::<i64>)
         .transpose()
         .map_err(|_| Error::invalid_param("limit must be an integer"))?;
+    let since = q.since.as_deref();
     Ok(JsonResponse(
-        directory::public_rooms(&state, limit, q.since.as_deref(), None).await?,
+        remote::for_client(&state, server, limit, since, None, Networks::Matrix).await?,
     ))
 }
 
@@ -122,6 +122,9 @@ struct PublicRoomsBody {
     limit: Option<i64>,
     since: Option<String>,
     filter: Option<PublicRoomsFilter>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -140,10 +143,18 @@ async fn post_public_rooms(
     Query(q): Query<ServerQuery>,
     Json(body): Json<PublicRoomsBody>,
 ) -> Result<JsonResponse<Value>> {
-    check_server(&state, q.server.as_deref())?;
     let term = body.filter.and_then(|f| f.generic_search_term);
+    let networks = Networks::of(body.include_all_networks, body.third_party_instance_id)?;
     Ok(JsonResponse(
-        directory::public_rooms(&state, body.limit, body.since.as_deref(), term.as_deref()).await?,
+        remote::for_client(
+            &state,
+            q.server.as_deref(),
+            body.limit,
+            body.since.as_deref(),
+            term.as_deref(),
+            networks,
+        )
+        .await?,
     ))
 }
 

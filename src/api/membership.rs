@@ -50,13 +50,12 @@ async fn join_by_id(
     Path(room_id): Path<String>,
     Json(body): Json<ReasonBody>,
 ) -> Result<JsonResponse<Value>> {
-    // Synapse's /rooms/{roomId}/join keeps only the reason of the body (room.py). A room on
-    // another server is joined through the servers this one knows for it (no `via` here).
+    // Synapse's /rooms/{roomId}/join keeps only the reason of the body (room.py).
     let mut content = Map::new();
     if let Some(reason) = body.reason {
         content.insert("reason".into(), Value::String(reason));
     }
-    entered(rooms::join_via(&state, &requester, &room_id, &[], content).await)
+    entered(rooms::join(&state, &requester, &room_id, content).await)
 }
 
 async fn join(

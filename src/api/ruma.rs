@@ -19,6 +19,19 @@ impl<S: Send + Sync, T: IncomingRequest> FromRequest<S> for Ruma<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        let RumaWithBody(request, _) = RumaWithBody::from_request(req, state).await?;
+        Ok(Ruma(request))
+    }
+}
+
+/// A request parsed into ruma's type `T`, with its JSON body (`{}` when empty) for the fields
+/// ruma's type lacks.
+pub struct RumaWithBody<T>(pub T, pub bytes::Bytes);
+
+impl<S: Send + Sync, T: IncomingRequest> FromRequest<S> for RumaWithBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
         let (mut parts, body) = req.into_parts();
         // axum has percent-decoded them, as ruma expects.
         let path_args: Vec<String> = RawPathParams::from_request_parts(&mut parts, state)
@@ -27,16 +40,14 @@ impl<S: Send + Sync, T: IncomingRequest> FromRequest<S> for Ruma<T> {
             .iter()
             .map(|(_, value)| value.to_owned())
             .collect();
-        let bytes = body_bytes(Request::from_parts(parts.clone(), body), state).await?;
-        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
+        let mut bytes = body_bytes(Request::from_parts(parts.clone(), body), state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            bytes = bytes::Bytes::from_static(b"{}");
+        }
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        T::try_from_http_request(http::Request::from_parts(parts, body), &args)
-            .map(Ruma)
-            .map_err(rejection)
+        let request = T::try_from_http_request(http::Request::from_parts(parts, &bytes[..]), &args)
+            .map_err(rejection)?;
+        Ok(RumaWithBody(request, bytes))
     }
 }
 

@@ -6,9 +6,9 @@ use axum::routing::post;
 use ruma::api::client::sync::sync_events::v5;
 
 use crate::api::auth::Requester;
-use crate::api::ruma::{Ruma, RumaResponse};
+use crate::api::ruma::{RumaResponse, RumaWithBody};
 use crate::service::sync::sliding;
-use crate::{AppState, Result};
+use crate::{AppState, Error, Result};
 
 pub fn routes() -> Router<AppState> {
     Router::new().route(
@@ -20,9 +20,12 @@ pub fn routes() -> Router<AppState> {
 async fn sliding_sync(
     State(state): State<AppState>,
     requester: Requester,
-    Ruma(request): Ruma<v5::Request>,
+    RumaWithBody(request, body): RumaWithBody<v5::Request>,
 ) -> Result<RumaResponse<v5::Response>> {
+    // The list filters ruma's type lacks (`spaces`, `tags`, `not_tags`), from the same body.
+    let extra = sliding::ExtraFilters::from_body(&body)
+        .map_err(|e| Error::bad_json(format!("Invalid list filters: {e}")))?;
     Ok(RumaResponse(
-        sliding::sync(&state, &requester, request).await?,
+        sliding::sync(&state, &requester, request, extra).await?,
     ))
 }

@@ -34,6 +34,7 @@ async fn set_typing(
         &room_id,
         body.typing,
         body.timeout,
+        requester.is_shadow_banned,
     )
     .await?;
     Ok(JsonResponse(json!({})))

@@ -359,9 +359,14 @@ pub async fn refresh(state: &AppState, refresh_token: &str) -> Result<Session> {
 
 /// Logs out the session of `token` (expired or not): its device goes, with all its tokens.
 pub async fn logout(state: &AppState, token: &str) -> Result<()> {
-    let owner = store::tokens::find_access_token(&state.db, &hash_token(token))
-        .await?
-        .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+    let hash = hash_token(token);
+    let Some(owner) = store::tokens::find_access_token(&state.db, &hash).await? else {
+        // A puppet token (the admin API's "login as") has no device: only the token goes.
+        if store::tokens::delete_puppet_token(&state.db, &hash).await? {
+            return auth::invalidate_tokens(state).await;
+        }
+        return Err(Error::unknown_token("Unknown access token"));
+    };
     remove_devices(state, &owner.user_id, &[owner.device_id]).await?;
     Ok(())
 }

@@ -83,9 +83,12 @@ pub async fn authenticate(state: &AppState, token: &str, client: ClientInfo) -> 
     let entry = match cached {
         Some(entry) => entry,
         None => {
-            let owner = store::tokens::find_access_token(&state.db, &hash)
-                .await?
-                .ok_or_else(|| Error::unknown_token("Unknown access token"))?;
+            let owner = match store::tokens::find_access_token(&state.db, &hash).await? {
+                Some(owner) => owner,
+                None => store::tokens::find_puppet_token(&state.db, &hash)
+                    .await?
+                    .ok_or_else(|| Error::unknown_token("Unknown access token"))?,
+            };
             if owner.deactivated {
                 return Err(Error::unknown_token("This account has been deactivated"));
             }
@@ -133,6 +136,10 @@ pub fn expired_token() -> Error {
 
 /// Records activity at most once per interval per device, off the request path.
 fn note_last_seen(state: &AppState, requester: &Requester, now: i64, client: ClientInfo) {
+    if requester.device_id.as_str() == store::tokens::PUPPET_DEVICE {
+        // An admin acting as the user: not the user's activity (Synapse's default too).
+        return;
+    }
     let key = (requester.user_id.clone(), requester.device_id.clone());
     {
         let mut seen = state.tokens.last_seen.lock().unwrap();

@@ -7,6 +7,9 @@ use crate::{AppState, store};
 /// Transaction IDs are remembered at least this long (the spec asks for idempotent retries).
 const TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// Received federation transactions are remembered this long (a sender retries within minutes).
+const INBOUND_TXN_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+
 /// Finished admin jobs (room deletions, purges) are remembered this long for their status.
 const JOB_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -33,6 +36,10 @@ pub async fn prune_once(state: &AppState) {
     report(
         "transaction IDs",
         store::events::prune_txns(&state.db, now - TXN_RETENTION_MS).await,
+    );
+    report(
+        "received federation transactions",
+        store::federation_queue::prune_inbound(&state.db, now - INBOUND_TXN_RETENTION_MS).await,
     );
     report(
         "hierarchy pagination sessions",

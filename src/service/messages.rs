@@ -15,7 +15,7 @@ use crate::service::rate_limit::UserAction;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
 use crate::service::writer::{Target, TxnKey, room_snapshot};
-use crate::service::{auth_rules, ignore, message_validation};
+use crate::service::{auth_rules, ignore, message_validation, retention};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
@@ -260,7 +260,9 @@ pub async fn messages(
             };
         }
         chunk_rows.extend(rows.into_iter().filter(|r| {
-            vis.can_see_row(r, user) && !ignore::hides(&ignored, &r.sender, r.state_key.is_some())
+            vis.can_see_row(r, user)
+                && !ignore::hides(&ignored, &r.sender, r.state_key.is_some())
+                && !retention::expired(state, r)
         }));
         if got < want {
             exhausted = true;
@@ -334,7 +336,9 @@ pub async fn visible_event(
         .map_err(|_| Error::not_found("Event not found"))?;
     store::events::event_by_id(&state.db, event_id)
         .await?
-        .filter(|r| r.room_id == room_id && vis.can_see_row(r, user))
+        .filter(|r| {
+            r.room_id == room_id && vis.can_see_row(r, user) && !retention::expired(state, r)
+        })
         .ok_or_else(|| Error::not_found("Event not found"))
 }
 
@@ -363,7 +367,9 @@ pub async fn context(
     let vis = visibility_for(state, room_id, user).await?;
     let row = store::events::event_by_id(&state.db, event_id)
         .await?
-        .filter(|r| r.room_id == room_id && vis.can_see_row(r, user))
+        .filter(|r| {
+            r.room_id == room_id && vis.can_see_row(r, user) && !retention::expired(state, r)
+        })
         .ok_or_else(|| Error::not_found("Event not found"))?;
     let upto = vis.state_horizon(store::stream::current(&state.db).await?);
     let store_filter = filter.to_store();
@@ -400,7 +406,9 @@ pub async fn context(
         .last()
         .map_or(row.stream_ordering, |r| r.stream_ordering);
     // After the tokens are taken: they still step over what the user ignores.
-    let unignored = |r: &EventRow| !ignore::hides(&ignored, &r.sender, r.state_key.is_some());
+    let unignored = |r: &EventRow| {
+        !ignore::hides(&ignored, &r.sender, r.state_key.is_some()) && !retention::expired(state, r)
+    };
     let (before, after): (Vec<EventRow>, Vec<EventRow>) = (
         before.into_iter().filter(unignored).collect(),
         after.into_iter().filter(unignored).collect(),
@@ -463,7 +471,9 @@ pub async fn relations(
     let vis = visibility_for(state, room_id, user).await?;
     let parent = store::events::event_by_id(&state.db, event_id)
         .await?
-        .filter(|r| r.room_id == room_id && vis.can_see_row(r, user))
+        .filter(|r| {
+            r.room_id == room_id && vis.can_see_row(r, user) && !retention::expired(state, r)
+        })
         .ok_or_else(|| Error::not_found("Event not found"))?;
     let backwards = dir.unwrap_or("b") != "f";
     let limit = limit.unwrap_or(50).clamp(1, MAX_PAGE);

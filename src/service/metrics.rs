@@ -34,6 +34,9 @@ pub mod names {
     pub const SYNC_WAKEUPS: &str = "axon_sync_wakeups_total";
     /// Counter of /sync computations, labelled `source`: `memory` or `database`.
     pub const SYNC_ANSWERS: &str = "axon_sync_answers_total";
+    /// Counter of woken sliding sync long polls, labelled `source`: `memory` (answered, or sent
+    /// back to waiting, without the database) or `database`.
+    pub const SLIDING_WOKEN: &str = "axon_sliding_sync_woken_total";
     /// Counter: times the LISTEN connection was lost and re-established.
     pub const LISTEN_RECONNECTS: &str = "axon_notifier_listen_reconnects_total";
     /// Counter: notifications received from other processes (and this one) over LISTEN.
@@ -46,6 +49,30 @@ pub mod names {
     pub const POOL_ACQUIRE: &str = "axon_db_pool_acquire_duration_seconds";
     /// Gauge: bytes of media files (uploads and thumbnails) stored, each file counted once.
     pub const MEDIA_BYTES: &str = "axon_media_stored_bytes";
+    /// Gauge per `kind` (`pdu`, `edu`): what waits in the outbound federation queue, every
+    /// destination together (sampled when scraped).
+    pub const FED_QUEUED: &str = "axon_federation_queue_depth";
+    /// Gauge: destinations backing off after a failure (sampled when scraped).
+    pub const FED_BACKING_OFF: &str = "axon_federation_destinations_backing_off";
+    /// Counters: outbound transactions accepted by their destination, and failed (unreachable,
+    /// or an error answer); retries are attempts to a destination whose last attempt failed.
+    pub const FED_TXNS_SENT: &str = "axon_federation_transactions_sent_total";
+    pub const FED_TXNS_FAILED: &str = "axon_federation_transactions_failed_total";
+    pub const FED_RETRIES: &str = "axon_federation_retries_total";
+    /// Histogram: how long an outbound transaction took, sent to answered.
+    pub const FED_TXN_DURATION: &str = "axon_federation_transaction_duration_seconds";
+    /// Counter: backoffs ended early because the destination contacted this server.
+    pub const FED_WOKEN: &str = "axon_federation_destinations_woken_total";
+    /// Counter: EDUs (typing, receipts) dropped instead of queued because too many were on their
+    /// way to the queue at once.
+    pub const FED_EDUS_DROPPED: &str = "axon_federation_edus_dropped_total";
+    /// Counters: transactions received (retries answered from the stored answer not counted), and
+    /// their PDUs by `result` (`accepted`, `refused`).
+    pub const FED_INBOUND_TXNS: &str = "axon_federation_inbound_transactions_total";
+    pub const FED_INBOUND_PDUS: &str = "axon_federation_inbound_pdus_total";
+    /// Counter of other servers' key fetches by `via` (`direct`, `notary`) and `result` (`ok`,
+    /// `failed`).
+    pub const FED_KEY_FETCHES: &str = "axon_federation_key_fetches_total";
     /// The process, under the names Prometheus client libraries use.
     pub const RSS: &str = "process_resident_memory_bytes";
     pub const CPU: &str = "process_cpu_seconds_total";
@@ -133,6 +160,10 @@ fn describe() {
         "/sync computations by source (memory or database)"
     );
     describe_counter!(
+        names::SLIDING_WOKEN,
+        "Woken sliding sync long polls by where they looked (memory or database)"
+    );
+    describe_counter!(
         names::LISTEN_RECONNECTS,
         "LISTEN connection losses recovered"
     );
@@ -152,6 +183,48 @@ fn describe() {
         names::MEDIA_BYTES,
         Unit::Bytes,
         "Bytes of media files stored"
+    );
+    describe_gauge!(
+        names::FED_QUEUED,
+        "PDUs and EDUs waiting in the outbound federation queue"
+    );
+    describe_gauge!(
+        names::FED_BACKING_OFF,
+        "Federation destinations backing off after a failure"
+    );
+    describe_counter!(
+        names::FED_TXNS_SENT,
+        "Outbound federation transactions accepted"
+    );
+    describe_counter!(
+        names::FED_TXNS_FAILED,
+        "Outbound federation transactions failed"
+    );
+    describe_counter!(
+        names::FED_RETRIES,
+        "Outbound transactions to a destination whose last attempt failed"
+    );
+    describe_histogram!(
+        names::FED_TXN_DURATION,
+        Unit::Seconds,
+        "Outbound federation transaction latency"
+    );
+    describe_counter!(
+        names::FED_WOKEN,
+        "Backoffs ended because the destination contacted us"
+    );
+    describe_counter!(
+        names::FED_EDUS_DROPPED,
+        "Outbound EDUs dropped under overload"
+    );
+    describe_counter!(names::FED_INBOUND_TXNS, "Federation transactions received");
+    describe_counter!(
+        names::FED_INBOUND_PDUS,
+        "PDUs received in transactions, by result"
+    );
+    describe_counter!(
+        names::FED_KEY_FETCHES,
+        "Other servers' key fetches, by route and result"
     );
     describe_gauge!(names::RSS, Unit::Bytes, "Resident memory");
     describe_gauge!(names::CPU, Unit::Seconds, "User and system CPU time");
@@ -196,7 +269,22 @@ impl Scrape {
         if let Some(bytes) = self.media_bytes().await {
             metrics::gauge!(names::MEDIA_BYTES).set(bytes as f64);
         }
+        self.federation_queue().await;
         self.handle.render()
+    }
+
+    /// The outbound federation queue's depth and the destinations backing off (a scrape never
+    /// waits long on a busy pool: the gauges then keep their last values).
+    async fn federation_queue(&self) {
+        let read = tokio::time::timeout(
+            Duration::from_secs(2),
+            store::federation_queue::depth(&self.db, store::now_ms()),
+        );
+        if let Ok(Ok((pdus, edus, backing_off))) = read.await {
+            metrics::gauge!(names::FED_QUEUED, "kind" => "pdu").set(pdus as f64);
+            metrics::gauge!(names::FED_QUEUED, "kind" => "edu").set(edus as f64);
+            metrics::gauge!(names::FED_BACKING_OFF).set(backing_off as f64);
+        }
     }
 
     async fn media_bytes(&self) -> Option<i64> {
@@ -273,6 +361,17 @@ mod tests {
             POOL_WAITING,
             POOL_ACQUIRE,
             MEDIA_BYTES,
+            FED_QUEUED,
+            FED_BACKING_OFF,
+            FED_TXNS_SENT,
+            FED_TXNS_FAILED,
+            FED_RETRIES,
+            FED_TXN_DURATION,
+            FED_WOKEN,
+            FED_EDUS_DROPPED,
+            FED_INBOUND_TXNS,
+            FED_INBOUND_PDUS,
+            FED_KEY_FETCHES,
             RSS,
             CPU,
             OPEN_FDS,

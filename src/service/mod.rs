@@ -36,6 +36,7 @@ pub mod register;
 pub mod registration;
 pub mod reports;
 pub mod restricted;
+pub mod retention;
 pub mod room_cache;
 pub mod room_versions;
 pub mod rooms;

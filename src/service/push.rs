@@ -715,14 +715,23 @@ pub struct Evaluation {
 }
 
 /// Evaluates the push rules of each room's local members (and invited local users) for new events.
-/// Reads only: the caller records `rows` (see `record`) and then calls `deliver`.
-pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluation> {
+/// Reads only: the caller records `rows` (see `record`) and then calls `deliver`. `snapshots` are
+/// rooms whose state is not the cached one (`None`: the room's events are not evaluated).
+pub async fn evaluate(
+    state: &AppState,
+    events: &[NewEvent],
+    snapshots: &HashMap<String, Option<Arc<RoomSnapshot>>>,
+) -> Result<Evaluation> {
     let mut rooms: HashMap<&str, RoomContext> = HashMap::new();
     for event in events {
         if rooms.contains_key(event.room_id.as_str()) {
             continue;
         }
-        if let Some(snapshot) = writer::room_snapshot(state, &event.room_id).await? {
+        let snapshot = match snapshots.get(&event.room_id) {
+            Some(given) => given.clone(),
+            None => writer::room_snapshot(state, &event.room_id).await?,
+        };
+        if let Some(snapshot) = snapshot {
             rooms.insert(&event.room_id, room_context(state, snapshot));
         }
     }
@@ -816,7 +825,7 @@ pub async fn evaluate(state: &AppState, events: &[NewEvent]) -> Result<Evaluatio
 
 /// Evaluates, records and delivers on its own: for events committed without the writer's help.
 pub async fn process_new_events(state: &AppState, events: &[NewEvent]) -> Result<()> {
-    let evaluation = evaluate(state, events).await?;
+    let evaluation = evaluate(state, events, &HashMap::new()).await?;
     // Only rows not recorded before count: evaluating an event twice changes nothing.
     let notified: HashSet<String> =
         store::receipts::insert_notifications(&state.db, &evaluation.rows)

@@ -316,6 +316,17 @@ impl RateLimiter {
             .take(invitee, || invitee.to_owned(), true, now)
             .map_err(refusal)
     }
+
+    /// An invite of local user `invitee` from another server: limited per invitee (the sending
+    /// server limits its rooms' invites).
+    pub fn remote_invite(&self, invitee: &str) -> Result<()> {
+        if !self.per_user {
+            return Ok(());
+        }
+        self.invite_per_user
+            .take(invitee, || invitee.to_owned(), true, Instant::now())
+            .map_err(refusal)
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use crate::service::auth::{Requester, random_string};
 use crate::service::auth_rules;
 use crate::service::events::EventDraft;
 use crate::service::rate_limit::UserAction;
-use crate::service::room_cache::RoomSnapshot;
 use crate::service::room_versions::RoomVersion;
 use crate::service::writer::{Committed, Target, room_snapshot};
 use crate::service::{guests, message_validation, restricted, room_versions};
@@ -75,13 +74,26 @@ pub async fn create_room(
         None => "private_chat",
     };
     let mut invitees = Vec::new();
-    for user in &req.invite {
+    // Other servers' users are invited once the room exists (their servers sign the invites).
+    let mut remote_invitees = Vec::new();
+    // As Synapse: a shadow-banned user's room is made, its invites silently left out.
+    let invite = if requester.is_shadow_banned {
+        &[][..]
+    } else {
+        &req.invite[..]
+    };
+    for user in invite {
         let user_id = ruma::UserId::parse(user)
             .map_err(|_| Error::invalid_param(format!("{user} is not a user ID")))?;
         if user_id.server_name() != state.server_name {
-            return Err(Error::forbidden(
-                "Federation is not supported yet: only local users can be invited",
-            ));
+            if !state.config.federation_enabled() {
+                return Err(Error::forbidden(
+                    "Federation is disabled: only local users can be invited",
+                ));
+            }
+            if !remote_invitees.contains(&user_id) {
+                remote_invitees.push(user_id.clone());
+            }
         }
         if !invitees.contains(user) {
             invitees.push(user.clone());
@@ -244,7 +256,10 @@ pub async fn create_room(
         ));
     }
     // 8. invites
-    for user in &invitees {
+    for user in invitees
+        .iter()
+        .filter(|u| !remote_invitees.iter().any(|r| r.as_str() == u.as_str()))
+    {
         let invitee = store::users::get_user(&state.db, user).await?;
         if invitee.as_ref().is_none_or(|u| u.deactivated) {
             return Err(Error::not_found(format!("Unknown user {user}")));
@@ -273,6 +288,21 @@ pub async fn create_room(
         aliases: alias.into_iter().collect(),
     };
     let committed = state.writer.submit(target, drafts, None).await?;
+    // As Synapse: a refused remote invite fails the request (the room stays).
+    for user in &remote_invitees {
+        let mut content = member_content("invite", None, None);
+        if req.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        crate::service::federation::invite::invite_remote(
+            state,
+            creator,
+            &committed.room_id,
+            user,
+            content,
+        )
+        .await?;
+    }
     Ok(committed.room_id)
 }
 
@@ -423,7 +453,7 @@ async fn require_room(state: &AppState, room_id: &str) -> Result<()> {
         .is_some_and(|(_, server)| server != state.server_name.as_str());
     if remote {
         Err(Error::forbidden(
-            "Federation is not supported yet: this room is on another server",
+            "This room is on another server, and this server is not in it",
         ))
     } else {
         Err(Error::not_found("Unknown room"))
@@ -446,13 +476,59 @@ pub async fn change_membership(
         other => other,
     };
     require_room(state, room_id).await?;
+    if state.config.federation_enabled()
+        && let Some(done) = across_servers(state, sender, room_id, target, action, reason).await?
+    {
+        return Ok(done);
+    }
     let profile = member_profile(state, sender, room_id, target, membership).await?;
+    if membership == "invite" && sender.is_shadow_banned {
+        // As Synapse: a shadow-banned user's invite seems to succeed and reaches no one.
+        return Ok(Committed {
+            room_id: room_id.to_owned(),
+            event_ids: vec![crate::service::auth::fake_event_id()],
+            deduplicated: false,
+        });
+    }
     let content = member_content(membership, profile.as_ref(), reason);
     let checks = MemberChecks {
         kick: action == "kick",
         ..MemberChecks::default()
     };
     submit_member(state, sender, room_id, target, content, checks).await
+}
+
+/// The membership changes another server must take part in: an invite of its user (which it
+/// signs), and a local user's rejection of its invite to a room this server is not in. `None`
+/// for every other change.
+async fn across_servers(
+    state: &AppState,
+    sender: &Requester,
+    room_id: &str,
+    target: &str,
+    action: &str,
+    reason: Option<&str>,
+) -> Result<Option<Committed>> {
+    use crate::service::federation::invite;
+    let me = sender.user_id.as_str();
+    if action == "leave" && target == me {
+        return match invite::pending_remote_invite(state, room_id, me).await? {
+            Some(pending) => invite::reject(state, me, room_id, &pending, reason)
+                .await
+                .map(Some),
+            None => Ok(None),
+        };
+    }
+    let target_id = ruma::UserId::parse(target)
+        .map_err(|_| Error::invalid_param(format!("{target} is not a user ID")))?;
+    if action != "invite" || target_id.server_name() == state.server_name {
+        return Ok(None);
+    }
+    state.rate_limiter.invite(sender, room_id, target)?;
+    let content = member_content("invite", None, reason);
+    invite::invite_remote(state, me, room_id, &target_id, content)
+        .await
+        .map(Some)
 }
 
 /// What the writer checks of a member event under the room lock (see `EventDraft`).
@@ -503,7 +579,7 @@ async fn member_profile(
     }
     if target_id.server_name() != state.server_name {
         return Err(Error::forbidden(
-            "Federation is not supported yet: only local users can be invited",
+            "Federation is disabled: only local users can be invited",
         ));
     }
     let user = store::users::get_user(&state.db, target).await?;
@@ -524,7 +600,7 @@ pub async fn join(
     room_id_or_alias: &str,
     content: Map<String, Value>,
 ) -> Result<String> {
-    enter(state, requester, room_id_or_alias, "join", content).await
+    join_via(state, requester, room_id_or_alias, &[], content).await
 }
 
 /// Joins a room, asking the `via` servers (or the room ID's server) when it is on other servers
@@ -548,26 +624,15 @@ pub async fn join_via(
     if !state.config.federation_enabled() {
         return enter(state, requester, &room_id, "join", content).await;
     }
-    // A room this server is in (or that lives here alone) is joined here; one it knows from
-    // before but left has gone on without it, and is joined again through a resident server.
-    let residents = match room_snapshot(state, &room_id).await? {
-        Some(room) => match servers_to_rejoin(&room, state.server_name.as_str()) {
-            Some(servers) => servers,
-            None => return enter(state, requester, &room_id, "join", content).await,
-        },
-        None => Vec::new(),
+    let Some(servers) = join_servers(state, &room_id, requester.user_id.as_str(), &via).await?
+    else {
+        return enter(state, requester, &room_id, "join", content).await;
     };
     check_member_keys(&content)?;
-    let mut servers: Vec<ruma::OwnedServerName> = via
-        .iter()
-        .chain(&residents)
-        .filter_map(|s| ruma::OwnedServerName::try_from(s.as_str()).ok())
-        .collect();
-    if let Some(server) = ruma::RoomId::parse(&room_id)
-        .ok()
-        .and_then(|r| r.server_name().map(ToOwned::to_owned))
-    {
-        servers.push(server);
+    if store::admin_jobs::is_blocked(&state.db, &room_id).await? {
+        return Err(Error::forbidden(
+            "This room has been blocked on this server",
+        ));
     }
     state.rate_limiter.user(UserAction::Join, requester)?;
     let profile = store::users::get_user(&state.db, requester.user_id.as_str()).await?;
@@ -586,15 +651,56 @@ pub async fn join_via(
     Ok(room_id)
 }
 
-/// The other servers to join a known room through, or `None` when it is joined locally: this
-/// server has joined members in it, or no other server has (as far as this server last saw).
-fn servers_to_rejoin(room: &RoomSnapshot, own: &str) -> Option<Vec<String>> {
-    let servers = &room.member_lists().join_servers;
-    if servers.contains(own) {
-        return None;
+/// The servers to join `room_id` through when this server is not in it: the server of `user`'s
+/// inviter (when invited from another server), the `via` servers, the room ID's server, then the
+/// servers this server last knew in the room. `None` when this server is in the room — or knows
+/// its whole state and nobody is in it anywhere (a local room everyone left) —: joined here.
+async fn join_servers(
+    state: &AppState,
+    room_id: &str,
+    user: &str,
+    via: &[String],
+) -> Result<Option<Vec<ruma::OwnedServerName>>> {
+    let room = room_snapshot(state, room_id).await?;
+    if room
+        .as_ref()
+        .is_some_and(|r| crate::service::federation::invite::is_inside(state, r))
+    {
+        return Ok(None);
     }
-    let others: Vec<String> = servers.iter().cloned().collect();
-    (!others.is_empty()).then_some(others)
+    let mut candidates: Vec<String> = Vec::new();
+    if let Some(invite) = room.as_ref().and_then(|r| r.entry("m.room.member", user))
+        && invite.content["membership"] == "invite"
+        && let Some((_, server)) = invite.sender.split_once(':')
+    {
+        candidates.push(server.to_owned());
+    }
+    candidates.extend(via.iter().cloned());
+    if let Some(server) = ruma::RoomId::parse(room_id)
+        .ok()
+        .and_then(|r| r.server_name().map(ToString::to_string))
+    {
+        candidates.push(server);
+    }
+    if let Some(room) = &room {
+        candidates.extend(room.member_lists().join_servers.iter().cloned());
+    }
+    let mut servers: Vec<ruma::OwnedServerName> = Vec::new();
+    for candidate in candidates {
+        if let Ok(server) = ruma::OwnedServerName::try_from(candidate)
+            && server != state.server_name
+            && !servers.contains(&server)
+        {
+            servers.push(server);
+        }
+    }
+    let whole_state = room
+        .as_ref()
+        .is_some_and(|r| r.entry("m.room.create", "").is_some());
+    if servers.is_empty() && whole_state {
+        return Ok(None);
+    }
+    Ok(Some(servers))
 }
 
 /// Asks to be let in to a room whose join rule is `knock` (or `knock_restricted`); the authorization
@@ -783,6 +889,17 @@ pub async fn leave_all_rooms(state: &AppState, user_id: &str) -> Result<()> {
     for row in store::rooms::memberships_of(&state.db, user_id).await? {
         if !matches!(row.membership.as_str(), "join" | "invite" | "knock") {
             continue;
+        }
+        if row.membership == "invite" && state.config.federation_enabled() {
+            use crate::service::federation::invite;
+            if let Some(pending) =
+                invite::pending_remote_invite(state, &row.room_id, user_id).await?
+            {
+                if let Err(e) = invite::reject(state, user_id, &row.room_id, &pending, None).await {
+                    tracing::warn!(room_id = %row.room_id, error = %e, "could not reject an invite");
+                }
+                continue;
+            }
         }
         let draft = EventDraft::new(
             "m.room.member",

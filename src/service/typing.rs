@@ -120,6 +120,7 @@ impl Typing {
 }
 
 /// PUT /rooms/{roomId}/typing/{userId}.
+/// `shadow_banned`: the requester is, and as in Synapse its typing seems to work and reaches no one.
 pub async fn set_typing(
     state: &AppState,
     requester: &str,
@@ -127,11 +128,15 @@ pub async fn set_typing(
     room_id: &str,
     typing: bool,
     timeout_ms: Option<i64>,
+    shadow_banned: bool,
 ) -> Result<()> {
     if requester != user_id {
         return Err(Error::forbidden(
             "You cannot set the typing state of another user",
         ));
+    }
+    if shadow_banned {
+        return Ok(());
     }
     let snapshot = writer::room_snapshot(state, room_id).await?;
     if snapshot.as_ref().and_then(|s| s.membership(user_id)) != Some("join") {

@@ -42,12 +42,23 @@ pub use crate::store::events::TxnKey;
 pub enum Target {
     Existing(String),
     /// A room on another server that a local user just joined: its state (checked by the caller)
-    /// and the join event last, which becomes the head; `history`, the room's recent events before
-    /// the join (checked too), is stored with it in depth order, without notifying anyone.
+    /// and the join event last, which becomes the head. A room known here before (an invite from
+    /// there, an earlier membership) takes this state instead of its own. `history`, the room's
+    /// recent events before the join (checked too), is stored with it in depth order.
     Joined {
         version: RoomVersion,
         events: Vec<BuiltEvent>,
         history: Vec<BuiltEvent>,
+    },
+    /// A membership event of a room this server is not in (the spec's out-of-band membership): an
+    /// invite from another server, its rejection or withdrawal. It changes the user's membership
+    /// (so /sync shows it) but is never sent to other servers and, in a room known here, does not
+    /// become its head; an unknown room is recorded with the event as its only state.
+    OutOfBand {
+        version: RoomVersion,
+        event: Box<BuiltEvent>,
+        /// An invite's stripped room state (a JSON array), shown to the invitee.
+        invite_state: Option<String>,
     },
     New {
         version: RoomVersion,
@@ -127,11 +138,36 @@ impl Writer {
         self.enqueue(target, drafts, None, txn).await
     }
 
-    /// Appends an event received from another server (see [`IncomingPdu`]) to its room.
+    /// Appends an event received from another server, or a local one already built and signed
+    /// elsewhere (see [`IncomingPdu`]), to its room.
     pub async fn submit_remote(&self, pdu: IncomingPdu) -> Result<Committed> {
+        self.push_remote(pdu)?.await
+    }
+
+    /// Queues an event received from another server and answers the wait for its outcome:
+    /// events queued one after the other, without waiting, are appended in that order and commit
+    /// together (a received transaction's PDUs).
+    pub fn push_remote(
+        &self,
+        pdu: IncomingPdu,
+    ) -> Result<impl Future<Output = Result<Committed>> + use<>> {
         let target = Target::Existing(pdu.event.room_id.clone());
-        self.enqueue(target, Vec::new(), Some(Box::new(pdu)), None)
-            .await
+        self.push(target, Vec::new(), Some(Box::new(pdu)), None)
+    }
+
+    /// Records an out-of-band membership event (see [`Target::OutOfBand`]), checked by the caller.
+    pub async fn submit_out_of_band(
+        &self,
+        version: RoomVersion,
+        event: BuiltEvent,
+        invite_state: Option<String>,
+    ) -> Result<Committed> {
+        let target = Target::OutOfBand {
+            version,
+            event: Box::new(event),
+            invite_state,
+        };
+        self.enqueue(target, Vec::new(), None, None).await
     }
 
     async fn enqueue(
@@ -141,6 +177,17 @@ impl Writer {
         remote: Option<Box<IncomingPdu>>,
         txn: Option<TxnKey>,
     ) -> Result<Committed> {
+        self.push(target, drafts, remote, txn)?.await
+    }
+
+    /// Hands a job to its lane; the future answers its outcome.
+    fn push(
+        &self,
+        target: Target,
+        drafts: Vec<EventDraft>,
+        remote: Option<Box<IncomingPdu>>,
+        txn: Option<TxnKey>,
+    ) -> Result<impl Future<Output = Result<Committed>> + use<>> {
         let (reply, answer) = oneshot::channel();
         let lanes = self
             .lanes
@@ -154,7 +201,7 @@ impl Writer {
                 room_id.hash(&mut hasher);
                 (hasher.finish() as usize) % lanes.len()
             }
-            Target::New { .. } | Target::Joined { .. } => 0,
+            Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. } => 0,
         };
         let queue = &lanes[lane];
         queue
@@ -170,9 +217,11 @@ impl Writer {
                 mpsc::error::TrySendError::Full(_) => Error::unavailable(500),
                 mpsc::error::TrySendError::Closed(_) => Error::internal("writer stopped"),
             })?;
-        answer
-            .await
-            .map_err(|_| Error::internal("writer dropped a request"))?
+        Ok(async move {
+            answer
+                .await
+                .map_err(|_| Error::internal("writer dropped a request"))?
+        })
     }
 }
 
@@ -189,8 +238,9 @@ async fn run(state: AppState, mut queue: mpsc::Receiver<Job>) {
         ::metrics::histogram!(names::WRITER_BATCH_SIZE).record(batch.len() as f64);
         let (creates, appends): (Vec<Job>, Vec<Job>) = batch
             .into_iter()
-            .partition(|job| matches!(job.target, Target::New { .. } | Target::Joined { .. }));
-        // A new room commits on its own: an alias collision must fail that room alone.
+            .partition(|job| !matches!(job.target, Target::Existing(_)));
+        // A new room commits on its own: an alias collision must fail that room alone (and a room
+        // joined or touched out of band may be new, or not).
         for job in creates {
             process(&state, vec![job]).await;
         }
@@ -205,6 +255,7 @@ async fn process(state: &AppState, jobs: Vec<Job>) {
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.clone()),
+            Target::OutOfBand { event, .. } => Some(event.room_id.clone()),
             Target::New { .. } | Target::Joined { .. } => None,
         })
         .collect();
@@ -374,16 +425,23 @@ impl std::ops::DerefMut for BatchConn {
     }
 }
 
-/// Whether the optimistic path can take the batch: plain events (no state, no redactions) to
-/// existing rooms. (Rooms whose state is not cached are found when the batch looks for it.)
+/// Whether the optimistic path can take the batch: plain events (no state, no redactions), local
+/// or received, to existing rooms. (Rooms whose state is not cached are found when the batch looks
+/// for it.)
 fn optimistic_fits(jobs: &[Job]) -> bool {
-    jobs.iter().all(|job| match &job.target {
-        Target::Existing(_) if job.remote.is_some() => false,
-        Target::Existing(_) => job
+    let plain = |event_type: &str, state_key: Option<&String>| {
+        state_key.is_none() && event_type != "m.room.redaction"
+    };
+    jobs.iter().all(|job| match (&job.target, &job.remote) {
+        (Target::Existing(_), Some(pdu)) => {
+            plain(&pdu.event.event_type, pdu.event.state_key.as_ref())
+                && pdu.event.redacts.is_none()
+        }
+        (Target::Existing(_), None) => job
             .drafts
             .iter()
-            .all(|d| d.state_key.is_none() && d.event_type != "m.room.redaction"),
-        Target::New { .. } | Target::Joined { .. } => false,
+            .all(|d| plain(&d.event_type, d.state_key.as_ref())),
+        (Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. }, _) => false,
     })
 }
 
@@ -410,7 +468,7 @@ async fn commit(
         .iter()
         .filter_map(|j| match &j.target {
             Target::Existing(room) => Some(room.as_str()),
-            Target::New { .. } | Target::Joined { .. } => None,
+            Target::New { .. } | Target::Joined { .. } | Target::OutOfBand { .. } => None,
         })
         .collect();
     room_ids.sort_unstable();
@@ -450,12 +508,10 @@ async fn commit(
     let mut built: Vec<BuiltEvent> = Vec::new();
     let mut outcomes: Vec<Result<Committed>> = Vec::with_capacity(jobs.len());
     let mut new_rooms: Vec<(String, RoomVersion, bool, Vec<String>)> = Vec::new();
-    // State events the current state is set to once the batch is stored, whatever the order of
-    // its events says: a joined remote room's (the join included), resolved forks' winners.
-    let mut restored_state: Vec<String> = Vec::new();
-    // Events stored without push rules or counts: a joined room's state and history.
-    let mut quiet: HashSet<String> = HashSet::new();
     let mut txn_rows: Vec<(TxnKey, String)> = Vec::new();
+    // Federation's cases: received events kept but not shown, rooms joined again, out-of-band
+    // memberships (see `remote`).
+    let mut aside = remote::Aside::default();
     for job in jobs {
         if let Some(key) = &job.txn
             && let Some((room_id, event_id)) = seen_txns.get(key)
@@ -471,15 +527,8 @@ async fn commit(
             Target::Existing(room_id) => match working.get_mut(room_id) {
                 Some(room) => match &job.remote {
                     Some(pdu) => {
-                        let resolution = fork::resolve(&mut conn, room, pdu).await?;
-                        if let Some(r) = &resolution {
-                            restored_state
-                                .extend(r.changes.iter().map(|(_, e)| e.event_id.clone()));
-                        }
-                        (
-                            room_id.clone(),
-                            remote::build(room, pdu, resolution).map(|e| vec![e]),
-                        )
+                        let result = remote::build_or_set_aside(&mut conn, room, pdu, &mut aside);
+                        (room_id.clone(), result.await)
                     }
                     None => (room_id.clone(), build_job(state, room, &job.drafts, now)),
                 },
@@ -489,19 +538,42 @@ async fn commit(
                 version,
                 events,
                 history,
-            } => match remote::joined(&mut conn, *version, events, history).await? {
-                Ok(joined) => {
-                    let room_id = joined.room.base.room_id.clone();
-                    if joined.is_new {
+            } => match remote::joining(&mut conn, *version, events, history, &mut aside).await {
+                Ok((room, fresh, existed)) => {
+                    let room_id = room.base.room_id.clone();
+                    if !existed {
                         new_rooms.push((room_id.clone(), *version, false, Vec::new()));
                     }
-                    restored_state.extend(joined.state);
-                    quiet.extend(joined.quiet);
-                    working.insert(room_id.clone(), joined.room);
-                    (room_id, Ok(joined.events))
+                    working.insert(room_id.clone(), room);
+                    (room_id, Ok(fresh))
                 }
                 Err(e) => (String::new(), Err(e)),
             },
+            Target::OutOfBand {
+                version,
+                event,
+                invite_state,
+            } => {
+                let room_id = event.room_id.clone();
+                let result = remote::out_of_band(
+                    state,
+                    &mut conn,
+                    *version,
+                    event,
+                    invite_state,
+                    &mut aside,
+                );
+                match result.await {
+                    Ok((room, event, existed)) => {
+                        if !existed {
+                            new_rooms.push((room_id.clone(), *version, false, Vec::new()));
+                        }
+                        working.insert(room_id.clone(), room);
+                        (room_id, Ok(vec![event]))
+                    }
+                    Err(e) => (room_id, Err(e)),
+                }
+            }
             Target::New {
                 version,
                 room_id,
@@ -537,22 +609,25 @@ async fn commit(
     // A refusal may come from cached state that is behind another process's write (a join made
     // there a moment ago): only the locked path, which checks the cache against the room's head,
     // may refuse.
-    if path == Path::Optimistic && outcomes.iter().any(Result::is_err) {
+    // A resolved fork changes the current state beyond the batch's events: under the lock only.
+    if path == Path::Optimistic && (outcomes.iter().any(Result::is_err) || aside.restores()) {
         return Ok(None);
     }
+    aside.keep_soft_failed(&mut conn, now).await?;
     if built.is_empty() {
         if let BatchConn::Locked(tx) = conn {
-            tx.rollback().await?;
+            if aside.is_empty() {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+            }
         }
         return Ok(Some(outcomes));
     }
 
     // Push rules are evaluated before the commit so that unread counts commit with their events.
-    let loud: Vec<usize> = (0..built.len())
-        .filter(|i| !quiet.contains(&built[*i].event_id))
-        .collect();
-    let new_events: Vec<push::NewEvent> = loud.iter().map(|i| push_event(&built[*i])).collect();
-    let evaluation = push::evaluate(state, &new_events).await?;
+    let new_events: Vec<push::NewEvent> = built.iter().map(push_event).collect();
+    let evaluation = push::evaluate(state, &new_events, &aside.push_rooms()).await?;
 
     for (room_id, version, is_public, aliases) in &new_rooms {
         let room = &working[room_id];
@@ -609,6 +684,11 @@ async fn commit(
     let members: Vec<String> = members.into_iter().map(str::to_owned).collect();
     let touched: Vec<String> = working.keys().cloned().collect();
     let payload = state.notifier.events_payload(&keys, &touched, &members);
+    let outbound = remote::outbound(
+        state,
+        built.iter().filter(|e| !aside.is_out_of_band(&e.event_id)),
+        &working,
+    );
 
     // Positions, events, notifications, transaction keys, heads and the NOTIFY (delivered at
     // commit) in one statement: it takes the stream lock, held from there to the commit.
@@ -621,6 +701,7 @@ async fn commit(
             now,
             heads: &heads,
             notify: (notifier::CHANNEL, &payload),
+            outbound: &outbound,
         },
     )
     .await;
@@ -642,16 +723,15 @@ async fn commit(
         })
         .collect();
     if let BatchConn::Locked(mut tx) = conn {
+        aside.before_state(&mut tx).await?;
         store::rooms::apply_state(&mut tx, &rows).await?;
-        // A joined remote room's state is the answer's, whatever the depth order of its history
-        // said or was stored before it was joined again; a resolved fork's is the resolution's.
-        if !restored_state.is_empty() {
-            store::rooms::restore_state(&mut tx, &restored_state).await?;
-        }
+        aside.after_state(&mut tx).await?;
         tx.commit().await?;
     }
 
-    remote::send_out(state, &built, &working);
+    if !outbound.is_empty() {
+        state.outbox.wake();
+    }
     for (_, room) in working {
         state.rooms.put(room.finish());
     }
@@ -685,12 +765,12 @@ async fn commit(
         .committed(last, keys.iter().map(String::as_str));
     if !notified.is_empty() {
         let state = state.clone();
-        // `new_events` follows `loud`, which indexes `built` as `rows` does.
+        // `new_events` and `rows` both follow `built`, event for event.
         let new_events: Vec<push::NewEvent> = new_events
             .into_iter()
-            .zip(&loud)
-            .map(|(mut e, i)| {
-                e.stream_ordering = rows[*i].stream_ordering;
+            .zip(&rows)
+            .map(|(mut e, row)| {
+                e.stream_ordering = row.stream_ordering;
                 e
             })
             .collect();
@@ -857,6 +937,27 @@ fn build_one(
         );
     }
     Ok(event)
+}
+
+/// A local event built and signed on the room's current state (which must authorize it), not
+/// stored: an invite of another server's user, which that server signs too before it is stored
+/// with [`Writer::submit_remote`] (checked again then, on the state of that moment).
+pub fn prepare(
+    state: &AppState,
+    snapshot: Arc<RoomSnapshot>,
+    draft: &EventDraft,
+) -> Result<IncomingPdu> {
+    let mut room = WorkingRoom::new(snapshot);
+    let prev_events = [room.head_event_id.clone()];
+    let event = build_one(state, &mut room, draft, store::now_ms())?;
+    let view = draft_view(state, draft, Some(&room.base.room_id), &prev_events)?
+        .with_id(&event.event_id)
+        .map_err(|e| Error::internal(e.0))?;
+    Ok(IncomingPdu {
+        event,
+        view,
+        may_soft_fail: false,
+    })
 }
 
 /// The authorization rules' view of a draft, before it has an event ID.
@@ -1056,7 +1157,16 @@ pub async fn room_snapshot_on(
     conn: &mut PgConnection,
     room_id: &str,
 ) -> Result<Option<Arc<RoomSnapshot>>> {
-    if let Some(snapshot) = state.rooms.get(room_id) {
+    cached_snapshot(&state.rooms, conn, room_id).await
+}
+
+/// As `room_snapshot_on`, for callers that hold the room cache rather than the whole state.
+pub async fn cached_snapshot(
+    rooms: &crate::service::room_cache::RoomCache,
+    conn: &mut PgConnection,
+    room_id: &str,
+) -> Result<Option<Arc<RoomSnapshot>>> {
+    if let Some(snapshot) = rooms.get(room_id) {
         return Ok(Some(snapshot));
     }
     let Some(head) = store::rooms::get_head(&mut *conn, room_id).await? else {
@@ -1064,8 +1174,8 @@ pub async fn room_snapshot_on(
     };
     let snapshot = load_snapshot(conn, &head).await?;
     // Only cache what is still current; a racing writer may have moved on.
-    if state.rooms.get(room_id).is_none() {
-        state.rooms.put(snapshot.clone());
+    if rooms.get(room_id).is_none() {
+        rooms.put(snapshot.clone());
     }
     Ok(Some(snapshot))
 }

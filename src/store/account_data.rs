@@ -98,6 +98,22 @@ pub async fn changed(
     .await
 }
 
+/// The user's room account data of one type, room by room (their tags: `m.tag`).
+pub async fn rooms_of_type(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    data_type: &str,
+) -> sqlx::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT room_id, content FROM account_data WHERE user_id = $1 AND room_id <> '' AND data_type = $2",
+        user_id,
+        data_type
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.room_id, r.content)).collect())
+}
+
 /// The contents of one global type for several users (push rules of a room's members).
 pub async fn global_of_users(
     db: impl PgExecutor<'_>,

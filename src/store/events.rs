@@ -58,6 +58,9 @@ pub struct BatchWrite<'a> {
     /// A NOTIFY sent at commit: (channel, payload: a JSON object, to which the statement adds
     /// `s`, the batch's last position, as `stream::notify` does).
     pub notify: (&'a str, &'a str),
+    /// (event ID, destination): the events queued for other servers with them (see
+    /// store::federation_queue), in the order they go out.
+    pub outbound: &'a [(String, String)],
 }
 
 /// Claims stream positions for the batch's events (in order) and stores them with their
@@ -65,8 +68,9 @@ pub struct BatchWrite<'a> {
 /// trip. It takes the stream lock (see store::stream), so the less time between it and the commit
 /// the better. A head given with the head it replaces moves only from that one; if any does not, or
 /// a transaction ID is already stored, the statement fails with SQLSTATE AX001 before taking the
-/// stream lock (see the migration's `axon_assert`). Returns the last position and the users newly
-/// notified.
+/// stream lock (see the migration's `axon_assert`). Events in rooms shared with other servers are
+/// queued for them in the same statement (`outbound`: nothing to do for the others). Returns the
+/// last position and the users newly notified.
 pub async fn insert_batch(
     conn: &mut PgConnection,
     batch: &BatchWrite<'_>,
@@ -128,6 +132,8 @@ pub async fn insert_batch(
     let h_depths: Vec<i64> = batch.heads.iter().map(|h| h.2).collect();
     let h_expected: Vec<Option<String>> =
         batch.heads.iter().map(|h| h.3.map(str::to_owned)).collect();
+    let o_events: Vec<String> = batch.outbound.iter().map(|o| o.0.clone()).collect();
+    let o_destinations: Vec<String> = batch.outbound.iter().map(|o| o.1.clone()).collect();
     let row = sqlx::query!(
         r#"WITH heads AS (
                UPDATE rooms SET head_event_id = h.head, head_depth = h.depth
@@ -175,6 +181,17 @@ pub async fn insert_batch(
                JOIN ev ON ev.event_id = n.event_id
                ON CONFLICT (user_id, stream_ordering) DO NOTHING
                RETURNING user_id
+           ), destinations AS (
+               INSERT INTO federation_destinations (destination)
+               SELECT DISTINCT d FROM UNNEST($39::text[]) AS d
+               ON CONFLICT DO NOTHING
+           ), queued AS (
+               -- Ordered: queue positions follow the stream (and the caller's order per event).
+               INSERT INTO federation_outbox (destination, kind, stream_ordering, queued_ts)
+               SELECT o.destination, 'pdu', ev.stream_ordering, $28::bigint
+               FROM UNNEST($38::text[], $39::text[]) WITH ORDINALITY AS o(event_id, destination, ord)
+               JOIN ev ON ev.event_id = o.event_id
+               ORDER BY ev.stream_ordering, o.ord
            )
            SELECT (SELECT position FROM pos) AS "last!",
                   ARRAY(SELECT DISTINCT user_id FROM notified) AS "notified!",
@@ -216,7 +233,9 @@ pub async fn insert_batch(
         &h_expected as &[Option<String>],
         &s_ids,
         &s_keys,
-        &s_texts
+        &s_texts,
+        &o_events,
+        &o_destinations
     )
     .fetch_one(conn)
     .await?;

@@ -11,9 +11,14 @@ pub struct AdminMediaRow {
     pub content_type: Option<String>,
     pub filename: Option<String>,
     pub quarantined_by: Option<String>,
+    pub uploader: String,
+    /// Hex SHA-256 of the bytes (None while an asynchronous upload is pending).
+    pub sha256: Option<String>,
+    /// Served by the deprecated unauthenticated endpoints too.
+    pub legacy_access: bool,
 }
 
-const COLUMNS: &str = "media_id, created_ts, size, content_type, filename, quarantined_by";
+const COLUMNS: &str = "media_id, created_ts, size, content_type, filename, quarantined_by, uploader, sha256, legacy_access";
 
 /// The orderings of a user's media listing.
 pub fn order_column(order_by: &str) -> Option<&'static str> {

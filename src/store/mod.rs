@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod admin_jobs;
 pub mod events;
 pub mod federation_queue;
+pub mod federation_rooms;
 pub mod filters;
 pub mod hierarchy;
 pub mod key_backup;

@@ -73,7 +73,7 @@ pub struct EventReportRow {
     pub score: Option<serde_json::Value>,
     /// The reported event's sender (None once the event is gone).
     pub sender: Option<String>,
-    /// The reported event in the client format (None once the event is gone).
+    /// The reported event's PDU (None once the event is gone).
     pub event_json: Option<String>,
     /// The room's current name and canonical alias.
     pub room_name: Option<String>,
@@ -81,7 +81,7 @@ pub struct EventReportRow {
 }
 
 const EVENT_REPORT_COLUMNS: &str = "r.id, r.received_ts, r.room_id, r.event_id, r.reporter, r.reason,
-    r.content -> 'score' AS score, e.sender, e.client_json AS event_json,
+    r.content -> 'score' AS score, e.sender, e.pdu AS event_json,
     (SELECT ne.client_json::jsonb -> 'content' ->> 'name' FROM room_state s JOIN events ne USING (event_id)
      WHERE s.room_id = r.room_id AND s.event_type = 'm.room.name' AND s.state_key = '') AS room_name,
     (SELECT ae.client_json::jsonb -> 'content' ->> 'alias' FROM room_state s JOIN events ae USING (event_id)

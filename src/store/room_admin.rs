@@ -156,9 +156,9 @@ pub async fn joined_members(db: impl PgExecutor<'_>, room_id: &str) -> sqlx::Res
 }
 
 /// Deletes every trace of the room: its events and what indexes them, its state, memberships,
-/// aliases, receipts, notifications and room account data, then the room. Takes the room's lock
-/// first (as the event writer does), so no event is being added meanwhile. False when the room
-/// does not exist (anymore).
+/// remote invites' state, soft-failed events, aliases, receipts, notifications and room account
+/// data, then the room. Takes the room's lock first (as the event writer does), so no event is
+/// being added meanwhile. False when the room does not exist (anymore).
 pub async fn purge_room(conn: &mut sqlx::PgConnection, room_id: &str) -> sqlx::Result<bool> {
     if super::rooms::lock_rooms(conn, &[room_id]).await?.is_empty() {
         return Ok(false);
@@ -179,6 +179,12 @@ pub async fn purge_room(conn: &mut sqlx::PgConnection, room_id: &str) -> sqlx::R
         .execute(&mut *conn)
         .await?;
     sqlx::query!("DELETE FROM account_data WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM remote_invites WHERE room_id = $1", room_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM soft_failed_events WHERE room_id = $1", room_id)
         .execute(&mut *conn)
         .await?;
     sqlx::query!("DELETE FROM room_state WHERE room_id = $1", room_id)

@@ -162,6 +162,39 @@ pub async fn prune_unused(db: impl PgExecutor<'_>, before: i64) -> sqlx::Result<
     .rows_affected())
 }
 
+/// A user's membership of a room, as the room list sees it.
+pub struct ListedMembership {
+    pub room_id: String,
+    pub membership: String,
+    /// Stream position of the member event.
+    pub stream_ordering: i64,
+    /// A leave or ban sent by someone else (a kick, a ban) after the user had joined.
+    pub removed: bool,
+}
+
+/// Every room the user has a membership in and has not forgotten.
+pub async fn memberships(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+) -> sqlx::Result<Vec<ListedMembership>> {
+    sqlx::query_as!(
+        ListedMembership,
+        r#"SELECT m.room_id, m.membership, m.stream_ordering,
+                  COALESCE(e.sender <> m.user_id, FALSE) AND EXISTS (
+                      SELECT 1 FROM events j
+                      WHERE j.room_id = m.room_id AND j.event_type = 'm.room.member'
+                        AND j.state_key = m.user_id AND j.stream_ordering < m.stream_ordering
+                        AND j.client_json::jsonb -> 'content' ->> 'membership' = 'join'
+                  ) AS "removed!"
+           FROM memberships m
+           LEFT JOIN events e ON e.event_id = m.event_id AND m.membership IN ('leave', 'ban')
+           WHERE m.user_id = $1 AND NOT m.forgotten"#,
+        user_id
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// The stream position of each room's latest event of one of `types` at or below `upto` (rooms
 /// without one are absent).
 pub async fn bump_stamps(

@@ -51,6 +51,58 @@ pub async fn find_access_token(
     .await
 }
 
+/// The device ID of a puppet token's requests (they have none, as in Synapse): no device row has it.
+pub const PUPPET_DEVICE: &str = "";
+
+/// A token from the admin API's "login as", acting as `user_id` for the admin `admin_id`.
+pub async fn insert_puppet_token(
+    db: impl PgExecutor<'_>,
+    hash: &[u8],
+    user_id: &str,
+    admin_id: &str,
+    expires_ts: Option<i64>,
+) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO puppet_tokens (token_hash, user_id, admin_id, expires_ts, created_ts)
+         VALUES ($1, $2, $3, $4, $5)",
+        hash,
+        user_id,
+        admin_id,
+        expires_ts,
+        super::now_ms()
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The user a puppet token acts as (its device: `PUPPET_DEVICE`), with that user's flags.
+pub async fn find_puppet_token(
+    db: impl PgExecutor<'_>,
+    hash: &[u8],
+) -> sqlx::Result<Option<TokenOwner>> {
+    sqlx::query_as!(
+        TokenOwner,
+        r#"SELECT p.user_id, '' AS "device_id!", p.expires_ts, NULL::bytea AS refresh_token_hash,
+                  u.is_guest, u.is_admin, u.deactivated, u.locked, u.shadow_banned
+         FROM puppet_tokens p JOIN users u USING (user_id) WHERE p.token_hash = $1"#,
+        hash
+    )
+    .fetch_optional(db)
+    .await
+}
+
+/// Ends a puppet token (its logout); whether there was one.
+pub async fn delete_puppet_token(db: impl PgExecutor<'_>, hash: &[u8]) -> sqlx::Result<bool> {
+    Ok(
+        sqlx::query!("DELETE FROM puppet_tokens WHERE token_hash = $1", hash)
+            .execute(db)
+            .await?
+            .rows_affected()
+            > 0,
+    )
+}
+
 /// Revokes every access and refresh token of one device (a login that reuses the device ID).
 /// Returns how many access tokens went.
 pub async fn delete_device_tokens(

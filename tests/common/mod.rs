@@ -190,6 +190,16 @@ pub fn self_signed_cert(dir: &std::path::Path) -> (std::path::PathBuf, std::path
 /// certificate made here), allowed to reach loopback, not checking certificates unless `configure`
 /// says otherwise.
 pub async fn spawn_federating(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let (db_name, db) = fresh_database().await;
+    spawn_federating_on(db_name, db, configure).await
+}
+
+/// As `spawn_federating`, on a database of the caller's.
+pub async fn spawn_federating_on(
+    db_name: String,
+    db: PgPool,
+    configure: impl FnOnce(&mut Config),
+) -> TestApp {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
@@ -202,17 +212,10 @@ pub async fn spawn_federating(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.federation.tls_certificate = Some(cert_file.clone());
     config.federation.tls_private_key = Some(key_file.clone());
     configure(&mut config);
-    let mut app = spawn_app_with(config).await;
+    init_logs();
+    let mut app = spawn_on(config, db_name, db).await;
     app.state.outbox.start();
-    let tls = axon::listener::tls_config(&cert_file, &key_file).unwrap();
-    let router = app.state.federation_router();
-    let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        let _ = axon::listener::serve_federation(router, tcp, Some(tls), shutdown).await;
-    });
+    let (stop, serving) = serve_federation(&app.state, tcp, &cert_file, &key_file);
     app.fed = Some(FedListener {
         url: format!("https://127.0.0.1:{port}"),
         port,
@@ -221,6 +224,65 @@ pub async fn spawn_federating(configure: impl FnOnce(&mut Config)) -> TestApp {
         stop,
         serving: Some(serving),
     });
+    app
+}
+
+/// Serves `state`'s federation endpoints with TLS on `tcp` until told to stop.
+fn serve_federation(
+    state: &AppState,
+    tcp: tokio::net::TcpListener,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tls = axon::listener::tls_config(cert_file, key_file).unwrap();
+    let router = state.federation_router();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let _ = axon::listener::serve_federation(router, tcp, Some(tls), shutdown).await;
+    });
+    (stop, serving)
+}
+
+impl FedListener {
+    /// Serves `state`'s federation endpoints again on the same port, after `stop`: the server is
+    /// back.
+    pub async fn restart(&mut self, state: &AppState) {
+        let mut tcp = None;
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(t) => {
+                    tcp = Some(t);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        let tcp = tcp.expect("the federation port is free again");
+        let key_file = self.dir.path().join("key.pem");
+        let (stop, serving) = serve_federation(state, tcp, &self.cert_file, &key_file);
+        self.stop = stop;
+        self.serving = Some(serving);
+    }
+}
+
+/// `old` dies (its federation sender stops where it is, keeping its leases; its federation
+/// listener closes) and a new Axon process starts on its database, with its configuration and
+/// federation port: a crash and a restart.
+pub async fn crash_and_restart(old: &mut TestApp) -> TestApp {
+    old.state.outbox.stop();
+    let mut fed = old.fed.take().expect("a federating instance");
+    fed.stop().await;
+    let pool = test_pool(&old.db_name, 10).await;
+    let mut app = spawn_on(old.state.config.clone(), old.db_name.clone(), pool).await;
+    app.state.outbox.start();
+    fed.restart(&app.state).await;
+    app.fed = Some(fed);
     app
 }
 
@@ -236,14 +298,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_config()).await
 }
 
-pub async fn spawn_app_with(config: Config) -> TestApp {
-    // Server logs in test output when RUST_LOG is set.
+/// Server logs in test output when RUST_LOG is set.
+fn init_logs() {
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
     }
+}
+
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    init_logs();
     let (db_name, db) = fresh_database().await;
     spawn_on(config, db_name, db).await
 }

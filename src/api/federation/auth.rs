@@ -85,6 +85,8 @@ async fn verify(state: &AppState, request: Request) -> Result<Request> {
     header
         .verify_http_request(&signed, &state.server_name, &map)
         .map_err(|e| Error::unauthorized(format!("Invalid X-Matrix signature: {e}")))?;
+    // The origin is up: whatever waits for it goes now, not when its backoff would end.
+    state.outbox.contacted_by(&header.origin).await?;
     parts.extensions.insert(Origin(header.origin));
     Ok(Request::from_parts(parts, Body::from(bytes)))
 }

@@ -1,19 +1,21 @@
-//! Other servers' users joining and leaving local rooms, and other servers reading a room's events
-//! and state: `make_join`, `send_join` v2, `make_leave`, `send_leave` v2, `event`, `state`,
-//! `state_ids`.
+//! Other servers' users joining and leaving local rooms, inviting local users, and other servers
+//! reading a room's events and state: `make_join`, `send_join` v2, `make_leave`, `send_leave` v2,
+//! `invite` v2, `event`, `state`, `state_ids`.
 
 use axum::extract::State;
 use ruma::api::federation::event::{
     get_event::v1 as get_event, get_room_state::v1 as get_state, get_room_state_ids::v1 as get_ids,
 };
 use ruma::api::federation::membership::{
-    create_join_event::v2 as send_join, create_leave_event::v2 as send_leave,
-    prepare_join_event::v1 as make_join, prepare_leave_event::v1 as make_leave,
+    create_invite::v2 as invite, create_join_event::v2 as send_join,
+    create_leave_event::v2 as send_leave, prepare_join_event::v1 as make_join,
+    prepare_leave_event::v1 as make_leave,
 };
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId, RoomVersionId};
 use serde_json::value::RawValue;
 
 use super::{Origin, Ruma, RumaResponse};
+use crate::service::federation::invite::ReceivedInvite;
 use crate::service::federation::{acl, membership};
 use crate::{AppState, Error, Result};
 
@@ -109,6 +111,23 @@ pub async fn send_leave(
     )
     .await?;
     Ok(RumaResponse(send_leave::Response::new()))
+}
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: a local user invited by `origin`'s.
+pub async fn invite_v2(
+    State(state): State<AppState>,
+    Origin(origin): Origin,
+    Ruma(request): Ruma<invite::Request>,
+) -> Result<RumaResponse<invite::Response>> {
+    let received = ReceivedInvite {
+        room_id: request.room_id.as_str(),
+        event_id: request.event_id.as_str(),
+        room_version: request.room_version.as_str(),
+        event: &request.event,
+        invite_room_state: &request.invite_room_state,
+    };
+    let event = crate::service::federation::invite::receive(&state, &origin, received).await?;
+    Ok(RumaResponse(invite::Response::new(event)))
 }
 
 /// `GET /_matrix/federation/v1/event/{eventId}`.

@@ -3,6 +3,7 @@
 //! (`auth`). Handlers take ruma's typed requests (`Ruma<T>`) and return its typed responses.
 
 pub mod auth;
+pub mod directory;
 pub mod history;
 pub mod keys;
 pub mod membership;
@@ -46,6 +47,10 @@ pub fn router(state: AppState) -> Router {
             get(query::directory),
         )
         .route(
+            "/_matrix/federation/v1/publicRooms",
+            get(directory::public_rooms).post(directory::public_rooms_filtered),
+        )
+        .route(
             "/_matrix/federation/v1/make_join/{roomId}/{userId}",
             get(membership::make_join),
         )
@@ -60,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/_matrix/federation/v2/send_leave/{roomId}/{eventId}",
             put(membership::send_leave),
+        )
+        .route(
+            "/_matrix/federation/v2/invite/{roomId}/{eventId}",
+            put(membership::invite_v2),
         )
         .route(
             "/_matrix/federation/v1/event/{eventId}",

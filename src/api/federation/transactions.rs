@@ -28,11 +28,7 @@ pub async fn send_transaction(
     {
         Some(answer) => answer,
         None => {
-            let receiver = inbound::Receiver {
-                db: &state.db,
-                keyring: &state.keyring,
-                writer: &state.writer,
-            };
+            let receiver = inbound::Receiver::of(&state);
             let results = receiver.apply_transaction(&request.pdus).await?;
             crate::service::federation::edus::apply(&state, &origin, &request.edus).await;
             queue::record_answer(&state.db, origin.as_str(), txn_id, &results, pdus, edus).await?

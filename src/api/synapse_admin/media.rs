@@ -46,6 +46,10 @@ fn media_json(m: &AdminMediaRow) -> Value {
         "quarantined_by": m.quarantined_by,
         "safe_from_quarantine": false,
         "upload_name": m.filename,
+        "user_id": m.uploader,
+        "sha256": m.sha256,
+        "authenticated": !m.legacy_access,
+        "url_cache": null,
     })
 }
 
@@ -123,6 +127,13 @@ async fn delete_old(
     let before_ts = q
         .before_ts
         .ok_or_else(|| Error::missing_param("Missing integer query parameter 'before_ts'"))?;
+    // As Synapse: a time in seconds (or no time at all) is a mistake, not a wish to delete nothing.
+    if before_ts < 30_000_000_000 {
+        return Err(Error::invalid_param(
+            "Query parameter before_ts you provided is from the year 1970. \
+             Double check that you are providing a timestamp in milliseconds.",
+        ));
+    }
     let ids = media::delete_old(
         &state,
         before_ts,

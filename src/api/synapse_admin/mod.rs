@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::auth::AdminRequester;
 use crate::api::extract::{Json, Path};
-use crate::service::admin::notices::{self, Notice};
+use crate::service::admin::notices::{self, Notice, NoticeTxn};
 use crate::{AppState, Result};
 
 pub fn routes() -> Router<AppState> {
@@ -51,22 +51,33 @@ async fn send_notice(
     _admin: AdminRequester,
     Json(body): Json<NoticeBody>,
 ) -> Result<JsonResponse<Value>> {
-    let notice = Notice {
-        user_id: body.user_id,
-        event_type: body.event_type.unwrap_or_else(|| "m.room.message".into()),
-        state_key: body.state_key,
-        content: body.content,
-    };
-    let event_id = notices::send(&state, notice).await?;
+    let event_id = notices::send(&state, body.into(), None).await?;
     Ok(JsonResponse(json!({"event_id": event_id})))
 }
 
-/// The PUT form with a transaction ID (not deduplicated here: each request sends).
+/// The PUT form with a transaction ID: a retry answers the first notice's event ID.
 async fn send_notice_with_txn(
-    state: State<AppState>,
-    admin: AdminRequester,
-    Path(_txn_id): Path<String>,
-    body: Json<NoticeBody>,
+    State(state): State<AppState>,
+    AdminRequester(admin): AdminRequester,
+    Path(txn_id): Path<String>,
+    Json(body): Json<NoticeBody>,
 ) -> Result<JsonResponse<Value>> {
-    send_notice(state, admin, body).await
+    let txn = NoticeTxn {
+        admin: admin.user_id.to_string(),
+        device_id: admin.device_id.to_string(),
+        txn_id,
+    };
+    let event_id = notices::send(&state, body.into(), Some(txn)).await?;
+    Ok(JsonResponse(json!({"event_id": event_id})))
+}
+
+impl From<NoticeBody> for Notice {
+    fn from(body: NoticeBody) -> Self {
+        Notice {
+            user_id: body.user_id,
+            event_type: body.event_type.unwrap_or_else(|| "m.room.message".into()),
+            state_key: body.state_key,
+            content: body.content,
+        }
+    }
 }

@@ -188,10 +188,18 @@ async fn get_report(
 ) -> Result<JsonResponse<Value>> {
     let report = reports::event_report(&state, report_id(&id)?).await?;
     let mut body = report_json(&report);
-    let event: Value = match &report.event_json {
+    // As Synapse: the event as federation carries it, with `unsigned.age_ts`.
+    let mut event: Value = match &report.event_json {
         Some(text) => serde_json::from_str(text).map_err(Error::internal)?,
         None => Value::Null,
     };
+    if let Some(pdu) = event.as_object_mut() {
+        let ts = pdu.get("origin_server_ts").cloned().unwrap_or(Value::Null);
+        let unsigned = pdu.entry("unsigned").or_insert_with(|| json!({}));
+        if let Some(unsigned) = unsigned.as_object_mut() {
+            unsigned.entry("age_ts").or_insert(ts);
+        }
+    }
     body["event_json"] = event;
     Ok(JsonResponse(body))
 }

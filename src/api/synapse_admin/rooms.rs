@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::routing::{delete, get, post};
 use axum::{Json as JsonResponse, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::api::auth::AdminRequester;
 use crate::api::extract::{Json, Path, Query};
@@ -115,8 +115,10 @@ async fn details(
     _admin: AdminRequester,
     Path(room_id): Path<String>,
 ) -> Result<JsonResponse<Value>> {
-    let (room, devices) = rooms::details(&state, &room_id).await?;
+    let (room, devices, replacement) = rooms::details(&state, &room_id).await?;
     let mut body = room_json(&room);
+    body["tombstoned"] = json!(replacement.is_some());
+    body["replacement_room"] = json!(replacement);
     body["avatar"] = json!(room.avatar);
     body["topic"] = json!(room.topic);
     body["joined_local_devices"] = json!(devices);
@@ -141,7 +143,26 @@ async fn state_events(
     Path(room_id): Path<String>,
 ) -> Result<JsonResponse<Value>> {
     let events = rooms::current_state(&state, &room_id).await?;
-    Ok(JsonResponse(json!({"state": events})))
+    let now = crate::store::now_ms();
+    let mut list = Vec::with_capacity(events.len());
+    for raw in events {
+        let mut event: Map<String, Value> =
+            serde_json::from_str(raw.get()).map_err(Error::internal)?;
+        // As Synapse serialises them here: the legacy `user_id` and `age` beside the client format.
+        let age = event
+            .get("origin_server_ts")
+            .and_then(Value::as_i64)
+            .map(|ts| now - ts);
+        let sender = event.get("sender").cloned().unwrap_or(Value::Null);
+        event.insert("user_id".into(), sender);
+        event.insert("age".into(), json!(age));
+        let unsigned = event.entry("unsigned").or_insert_with(|| json!({}));
+        if let Some(unsigned) = unsigned.as_object_mut() {
+            unsigned.insert("age".into(), json!(age));
+        }
+        list.push(Value::Object(event));
+    }
+    Ok(JsonResponse(json!({"state": list})))
 }
 
 /// The body of DELETE /v2/rooms/{roomId}.
@@ -235,7 +256,7 @@ async fn purge_history(
         (Some(event_id), _) => PurgePoint::Event(event_id),
         (None, Some(ts)) => PurgePoint::Timestamp(ts),
         (None, None) => {
-            return Err(Error::unknown(
+            return Err(Error::bad_json(
                 "must specify purge_up_to_event_id or purge_up_to_ts",
             ));
         }

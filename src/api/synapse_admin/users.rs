@@ -245,18 +245,14 @@ async fn joined_rooms(
 }
 
 fn device_json(user_id: &str, d: &Device) -> Value {
-    let mut device = json!({
+    json!({
         "device_id": d.device_id,
+        "display_name": d.display_name,
         "last_seen_ip": d.last_seen_ip,
         "last_seen_ts": d.last_seen_ts,
         "last_seen_user_agent": d.last_seen_user_agent,
         "user_id": user_id,
-        "dehydrated": false,
-    });
-    if let Some(name) = &d.display_name {
-        device["display_name"] = json!(name);
-    }
-    device
+    })
 }
 
 async fn devices(
@@ -335,11 +331,25 @@ async fn lift_shadow_ban(
     Ok(JsonResponse(json!({})))
 }
 
+/// The body of POST /v1/users/{userId}/login (may be empty).
+#[derive(Deserialize)]
+struct LoginAsBody {
+    valid_until_ms: Option<Value>,
+}
+
 async fn login_as(
     State(state): State<AppState>,
     AdminRequester(admin): AdminRequester,
     Path(user_id): Path<String>,
+    Json(body): Json<LoginAsBody>,
 ) -> Result<JsonResponse<Value>> {
-    let token = users::login_as(&state, &admin, &user_id).await?;
+    let valid_until_ms = match body.valid_until_ms {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or_else(|| Error::invalid_param("'valid_until_ms' parameter must be an int"))?,
+        ),
+    };
+    let token = users::login_as(&state, &admin, &user_id, valid_until_ms).await?;
     Ok(JsonResponse(json!({"access_token": token})))
 }

@@ -33,7 +33,8 @@ pub fn local_user(state: &AppState, user_id: &str) -> Result<String> {
     let parsed = ruma::UserId::parse(user_id)
         .map_err(|_| Error::invalid_param(format!("{user_id} is not a valid user ID")))?;
     if parsed.server_name() != state.server_name {
-        return Err(Error::invalid_param("Can only manage local users"));
+        // Synapse's SynapseError(400, "Can only look up local users"): M_UNKNOWN.
+        return Err(Error::unknown("Can only manage local users"));
     }
     Ok(parsed.to_string())
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use super::{acting_as, local_user};
 use crate::service::events::EventDraft;
 use crate::service::rooms::{self, CreateRoomRequest};
-use crate::service::writer::Target;
+use crate::service::writer::{Target, TxnKey};
 use crate::store::admin_jobs;
 use crate::{AppState, Error, Result, store};
 
@@ -20,8 +20,18 @@ pub struct Notice {
     pub content: Map<String, Value>,
 }
 
+/// Who sent a notice with a transaction ID (`PUT …/send_server_notice/{txnId}`): a retry of the
+/// same admin's device with the same ID answers the first notice's event ID and sends nothing, as
+/// Synapse's transaction cache does.
+#[derive(Debug, Clone)]
+pub struct NoticeTxn {
+    pub admin: String,
+    pub device_id: String,
+    pub txn_id: String,
+}
+
 /// Sends the notice and returns its event ID.
-pub async fn send(state: &AppState, notice: Notice) -> Result<String> {
+pub async fn send(state: &AppState, notice: Notice, txn: Option<NoticeTxn>) -> Result<String> {
     let config = &state.config.server_notices;
     let Some(localpart) = &config.system_mxid_localpart else {
         return Err(Error::unknown(
@@ -42,9 +52,15 @@ pub async fn send(state: &AppState, notice: Notice) -> Result<String> {
         &system,
         Value::Object(notice.content),
     );
+    let txn = txn.map(|t| TxnKey {
+        user_id: t.admin,
+        device_id: t.device_id,
+        scope: r#"["send_server_notice"]"#.to_owned(),
+        txn_id: t.txn_id,
+    });
     let committed = state
         .writer
-        .submit(Target::Existing(room_id), vec![draft], None)
+        .submit(Target::Existing(room_id), vec![draft], txn)
         .await?;
     committed
         .event_ids

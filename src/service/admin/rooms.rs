@@ -56,13 +56,25 @@ pub async fn list(state: &AppState, q: RoomQuery) -> Result<RoomPage> {
     })
 }
 
-/// A room's summary and how many devices its joined members have; 404 for an unknown room.
-pub async fn details(state: &AppState, room_id: &str) -> Result<(AdminRoomRow, i64)> {
+/// A room's summary, how many devices its joined members have and the room that replaced it (its
+/// `m.room.tombstone`'s `replacement_room`); 404 for an unknown room.
+pub async fn details(
+    state: &AppState,
+    room_id: &str,
+) -> Result<(AdminRoomRow, i64, Option<String>)> {
     let room = room_admin::get(&state.db, room_id)
         .await?
         .ok_or_else(room_not_found)?;
     let devices = room_admin::joined_devices(&state.db, room_id).await?;
-    Ok((room, devices))
+    let replacement = crate::service::writer::room_snapshot(state, room_id)
+        .await?
+        .and_then(|snapshot| {
+            let tombstone = snapshot.entry("m.room.tombstone", "")?;
+            tombstone.content["replacement_room"]
+                .as_str()
+                .map(str::to_owned)
+        });
+    Ok((room, devices, replacement))
 }
 
 /// The room's joined members.

@@ -188,9 +188,9 @@ pub async fn deactivate(state: &AppState, user_id: &str, erase: bool) -> Result<
     accounts::deactivate(state, &user_id, erase).await
 }
 
-/// The rooms the user is joined to; 404 for an unknown user.
+/// The rooms the user is joined to (none for an unknown user, as Synapse answers).
 pub async fn joined_rooms(state: &AppState, user_id: &str) -> Result<Vec<String>> {
-    let user_id = existing_user(state, user_id).await?;
+    let user_id = local_user(state, user_id)?;
     Ok(store::rooms::joined_rooms(&state.db, &user_id).await?)
 }
 
@@ -243,29 +243,43 @@ pub async fn set_shadow_banned(state: &AppState, user_id: &str, banned: bool) ->
     auth::invalidate_tokens(state).await
 }
 
-/// An access token for `user_id`, for an admin acting as that user (config `admin.allow_login_as`).
-/// The session is a device named after the admin, so the user can see it and log it out.
-pub async fn login_as(state: &AppState, admin: &Requester, user_id: &str) -> Result<String> {
+/// An access token acting as `user_id`, for an admin (config `admin.allow_login_as`). As Synapse's
+/// puppet token it belongs to the admin and has no device: the user does not see it among its
+/// devices, its logouts leave it alone, and its requests record no activity of the user's. It
+/// lasts until `valid_until_ms` if given, else until logged out.
+pub async fn login_as(
+    state: &AppState,
+    admin: &Requester,
+    user_id: &str,
+    valid_until_ms: Option<i64>,
+) -> Result<String> {
     if !state.config.admin.allow_login_as {
         return Err(Error::forbidden(
             "Logging in as another user is disabled on this server",
         ));
     }
-    let user_id = existing_user(state, user_id).await?;
+    let user_id = local_user(state, user_id)?;
+    let user = user_admin::get(&state.db, &user_id)
+        .await?
+        .ok_or_else(|| Error::not_found("User not found"))?;
     if admin.user_id.as_str() == user_id {
         return Err(Error::invalid_param(
             "Cannot use admin API to login as self",
         ));
     }
-    let user = user_admin::get(&state.db, &user_id).await?;
-    if user.is_some_and(|u| u.deactivated) {
+    if user.deactivated {
         return Err(Error::forbidden("The user is deactivated"));
     }
-    let request = accounts::SessionRequest {
-        initial_device_display_name: Some(format!("Admin session of {}", admin.user_id)),
-        ..Default::default()
-    };
-    Ok(accounts::open_session(state, &user_id, request)
-        .await?
-        .access_token)
+    let token = auth::new_access_token();
+    let hash = auth::hash_token(&token);
+    store::tokens::insert_puppet_token(
+        &state.db,
+        &hash,
+        &user_id,
+        admin.user_id.as_str(),
+        valid_until_ms,
+    )
+    .await?;
+    tracing::info!(admin = %admin.user_id, user = %user_id, "admin logged in as a user");
+    Ok(token)
 }

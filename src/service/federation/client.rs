@@ -173,6 +173,13 @@ impl FederationClient {
             }
             body.extend_from_slice(&chunk);
         }
+        if !status.is_success() {
+            return Err(Error::from_remote(
+                destination.as_str(),
+                status.as_u16(),
+                &body,
+            ));
+        }
         let mut builder = http::Response::builder().status(status.as_u16());
         for (name, value) in &headers {
             builder = builder.header(name.as_str(), value.as_bytes());

@@ -42,7 +42,7 @@ async fn apply_typing(state: &AppState, origin: &ServerName, content: &Value) ->
         return Ok(());
     }
     let typing = content["typing"].as_bool().unwrap_or(false);
-    typing::set_typing(state, user_id, user_id, room_id, typing, None).await
+    typing::set_typing(state, user_id, user_id, room_id, typing, None, false).await
 }
 
 async fn apply_receipts(

@@ -5,6 +5,7 @@
 //! local event (room cache, memberships, notifier, push counts).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
 use ruma::signatures::{PublicKeyMap, Verified};
@@ -16,16 +17,34 @@ use sqlx::PgPool;
 use super::KeyRing;
 use crate::service::auth_check::{self, EventFields, PduView};
 use crate::service::events::{self, BuiltEvent, MAX_EVENT_BYTES};
+use crate::service::room_cache::{RoomCache, RoomSnapshot};
 use crate::service::room_versions::{self, RoomVersion};
-use crate::service::writer::{IncomingPdu, Writer};
+use crate::service::writer::{self, IncomingPdu, Writer};
 use crate::store;
-use crate::{Error, Result};
+use crate::{AppState, Error, Result};
+
+mod batch;
 
 /// What receiving PDUs needs.
 pub struct Receiver<'a> {
     pub db: &'a PgPool,
     pub keyring: &'a KeyRing,
     pub writer: &'a Writer,
+    /// The rooms' current state, to tell the rooms this server is in.
+    pub rooms: &'a RoomCache,
+    pub server_name: &'a ServerName,
+}
+
+impl<'a> Receiver<'a> {
+    pub fn of(state: &'a AppState) -> Self {
+        Self {
+            db: &state.db,
+            keyring: &state.keyring,
+            writer: &state.writer,
+            rooms: &state.rooms,
+            server_name: &state.server_name,
+        }
+    }
 }
 
 /// A received PDU, parsed: its room, its version and its ID.
@@ -38,6 +57,16 @@ pub struct Parsed {
 
 /// Parses a PDU of a room this server knows; `Ok(None)` for a room it is not in.
 pub async fn parse(db: &PgPool, pdu: &RawValue) -> Result<Option<Parsed>> {
+    parse_with(db, pdu, &mut HashMap::new()).await
+}
+
+/// As `parse`, remembering the rooms' versions in `versions` (a transaction's PDUs are mostly of
+/// one room).
+async fn parse_with(
+    db: &PgPool,
+    pdu: &RawValue,
+    versions: &mut HashMap<String, Option<RoomVersion>>,
+) -> Result<Option<Parsed>> {
     if pdu.get().len() > MAX_EVENT_BYTES {
         return Err(Error::too_large("A PDU is larger than 65536 bytes"));
     }
@@ -47,10 +76,17 @@ pub async fn parse(db: &PgPool, pdu: &RawValue) -> Result<Option<Parsed>> {
         Some(CanonicalJsonValue::String(r)) => r.clone(),
         _ => return Err(Error::bad_json("A PDU has no room_id")),
     };
-    let Some(version) = store::rooms::room_version(db, &room_id)
-        .await?
-        .and_then(|v| room_versions::parse(&v))
-    else {
+    let version = match versions.get(&room_id) {
+        Some(known) => *known,
+        None => {
+            let version = store::rooms::room_version(db, &room_id)
+                .await?
+                .and_then(|v| room_versions::parse(&v));
+            versions.insert(room_id.clone(), version);
+            version
+        }
+    };
+    let Some(version) = version else {
         return Ok(None);
     };
     let event_id = event_id_of(version, &object)?;
@@ -84,8 +120,9 @@ impl Receiver<'_> {
         pdus: &[Box<RawValue>],
     ) -> Result<BTreeMap<String, Option<String>>> {
         let mut parsed = Vec::with_capacity(pdus.len());
+        let mut versions = HashMap::new();
         for pdu in pdus {
-            match parse(self.db, pdu).await {
+            match parse_with(self.db, pdu, &mut versions).await {
                 Ok(Some(p)) => parsed.push(Ok(p)),
                 Ok(None) => {}
                 // Bad format fails the transaction; an unhashable event only itself.
@@ -96,32 +133,113 @@ impl Receiver<'_> {
             }
         }
         let mut results = BTreeMap::new();
-        for p in parsed {
-            let Ok(p) = p else { continue };
-            let id = p.event_id.clone();
-            let outcome = self.accept(p).await;
-            if let Err(e) = &outcome {
-                tracing::info!(event_id = %id, error = %e, "refused a PDU");
+        let mut inside = Vec::with_capacity(parsed.len());
+        for p in parsed.into_iter().flatten() {
+            match self.snapshot_if_outside(&p.room_id).await {
+                Ok(None) => inside.push(p),
+                Ok(Some(room)) => {
+                    let id = p.event_id.clone();
+                    let outcome = self.outside(&room, p).await;
+                    if let Err(e) = &outcome {
+                        tracing::info!(event_id = %id, error = %e, "refused a PDU");
+                    }
+                    results.insert(id, outcome.err().map(|e| e.to_string()));
+                }
+                Err(e) => {
+                    results.insert(p.event_id.clone(), Some(e.to_string()));
+                }
             }
-            results.insert(id, outcome.err().map(|e| e.to_string()));
         }
+        results.extend(self.apply_in_order(inside.into_iter()).await);
         Ok(results)
     }
 
-    /// Checks a PDU and appends it to its room (known events are accepted again as they are).
-    pub async fn accept(&self, p: Parsed) -> Result<()> {
-        if store::events::event_by_id(self.db, &p.event_id)
-            .await?
-            .is_some()
-        {
+    /// The room's state when no local user is joined to it (this server is not in the room:
+    /// known only through an invite, or left); `None` when this server is in it.
+    async fn snapshot_if_outside(&self, room_id: &str) -> Result<Option<Arc<RoomSnapshot>>> {
+        let room = match self.rooms.get(room_id) {
+            Some(room) => room,
+            None => {
+                let mut conn = self.db.acquire().await?;
+                writer::cached_snapshot(self.rooms, &mut conn, room_id)
+                    .await?
+                    .ok_or_else(|| Error::not_found("Unknown room"))?
+            }
+        };
+        let inside = room
+            .member_lists()
+            .join_servers
+            .contains(self.server_name.as_str());
+        Ok((!inside).then_some(room))
+    }
+
+    /// A PDU of a room this server is not in: ignored (as Synapse does), unless it withdraws a
+    /// local user's invite — a leave of theirs sent by their inviter, citing the invite among its
+    /// auth events — which is then recorded out of band (the room's state is not known here to
+    /// check it further).
+    async fn outside(&self, room: &RoomSnapshot, p: Parsed) -> Result<()> {
+        let field = |key: &str| match p.object.get(key) {
+            Some(CanonicalJsonValue::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let (Some(sender), Some(target)) = (field("sender"), field("state_key")) else {
             return Ok(());
+        };
+        let membership = match p.object.get("content") {
+            Some(CanonicalJsonValue::Object(c)) => c.get("membership").cloned(),
+            _ => None,
+        };
+        let invite = room.entry("m.room.member", target);
+        let rescinds = field("type") == Some("m.room.member")
+            && membership == Some(CanonicalJsonValue::String("leave".into()))
+            && sender != target
+            && user_of(target, self.server_name)
+            && invite.is_some_and(|i| {
+                i.content["membership"] == "invite"
+                    && i.sender == sender
+                    && refs(p.version, &canonical_value(&p.object, "auth_events"))
+                        .contains(&i.event_id)
+            });
+        if !rescinds {
+            tracing::debug!(event_id = %p.event_id, "ignored a PDU of a room this server is not in");
+            return Ok(());
+        }
+        if self.is_known(&p.event_id).await? {
+            return Ok(());
+        }
+        let object = self.verify(p.version, p.object).await?;
+        let pdu = serde_json::to_value(&object).map_err(Error::internal)?;
+        let event = to_built(p.version, &p.event_id, &p.room_id, &pdu)?;
+        self.writer
+            .submit_out_of_band(p.version, event, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_known(&self, event_id: &str) -> Result<bool> {
+        Ok(store::federation_rooms::is_known(self.db, event_id).await?)
+    }
+
+    /// Checks a PDU and appends it to its room (known events, soft-failed ones included, are
+    /// accepted again as they are).
+    pub async fn accept(&self, p: Parsed) -> Result<()> {
+        if let Some(incoming) = self.prepare(p).await? {
+            self.writer.submit_remote(incoming).await?;
+        }
+        Ok(())
+    }
+
+    /// Checks a PDU for the writer; None for an event already stored (soft-failed ones
+    /// included).
+    async fn prepare(&self, p: Parsed) -> Result<Option<IncomingPdu>> {
+        if self.is_known(&p.event_id).await? {
+            return Ok(None);
         }
         let object = self.verify(p.version, p.object).await?;
         let incoming = self
             .incoming(p.version, &p.event_id, &p.room_id, object)
             .await?;
-        self.writer.submit_remote(incoming).await?;
-        Ok(())
+        Ok(Some(incoming))
     }
 
     /// Checks the signatures the spec requires; on a content hash mismatch answers the redacted
@@ -195,6 +313,7 @@ impl Receiver<'_> {
         Ok(IncomingPdu {
             event: built_event(version, event_id, room_id, &fields, &pdu)?,
             view,
+            may_soft_fail: true,
         })
     }
 
@@ -363,6 +482,14 @@ impl<'a> Fields<'a> {
                 .ok_or_else(|| Error::bad_json("A PDU needs origin_server_ts"))?,
         })
     }
+}
+
+/// A field of a canonical JSON object as plain JSON (`null` when absent).
+fn canonical_value(object: &CanonicalJsonObject, key: &str) -> Value {
+    object
+        .get(key)
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Event IDs of `prev_events`/`auth_events`: plain IDs, or `[id, hashes]` pairs in v1/v2.

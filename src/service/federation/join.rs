@@ -65,7 +65,13 @@ async fn join_through(
         .as_ref()
         .and_then(|v| room_versions::parse(v.as_str()))
         .ok_or_else(|| Error::unsupported_room_version("The room's version is not supported"))?;
-    let (event_id, pdu) = complete(state, version, room_id, user_id, &template.event, content)?;
+    let (event_id, pdu) = complete(
+        state,
+        version,
+        (room_id, user_id, "join"),
+        &template.event,
+        content,
+    )?;
     let raw = RawValue::from_string(pdu.clone()).map_err(Error::internal)?;
     let event = OwnedEventId::try_from(event_id.as_str()).map_err(Error::internal)?;
     let answer = state
@@ -128,11 +134,7 @@ async fn recent_history(
             backfill::Request::new(room, from, UInt::from(HISTORY_WITH_JOIN)),
         )
         .await?;
-    let receiver = Receiver {
-        db: &state.db,
-        keyring: &state.keyring,
-        writer: &state.writer,
-    };
+    let receiver = Receiver::of(state);
     let mut candidates: Vec<(String, Value)> = Vec::new();
     for raw in answer.pdus.iter().take(HISTORY_WITH_JOIN as usize) {
         let Ok(object) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else {
@@ -166,17 +168,17 @@ async fn recent_history(
     Ok(history)
 }
 
-/// The template completed with our content and time, signed: (event ID, PDU).
-fn complete(
+/// A `make_join`/`make_leave` template for `user_id`'s `membership` of `room_id`, completed with our
+/// content and time and signed: (event ID, PDU).
+pub(super) fn complete(
     state: &AppState,
     version: RoomVersion,
-    room_id: &str,
-    user_id: &str,
+    (room_id, user_id, membership): (&str, &str, &str),
     template: &RawValue,
     mut content: Map<String, Value>,
 ) -> Result<(String, String)> {
     let mut event: CanonicalJsonObject = serde_json::from_str(template.get())
-        .map_err(|e| Error::remote(format!("make_join answered a bad template: {e}")))?;
+        .map_err(|e| Error::remote(format!("make_{membership} answered a bad template: {e}")))?;
     let field = |e: &CanonicalJsonObject, k: &str| match e.get(k) {
         Some(CanonicalJsonValue::String(s)) => Some(s.clone()),
         _ => None,
@@ -186,11 +188,11 @@ fn complete(
         || field(&event, "state_key").as_deref() != Some(user_id)
         || field(&event, "type").as_deref() != Some("m.room.member")
     {
-        return Err(Error::remote(
-            "make_join answered a template for another join",
-        ));
+        return Err(Error::remote(format!(
+            "make_{membership} answered a template for another user or room"
+        )));
     }
-    content.insert("membership".into(), Value::String("join".into()));
+    content.insert("membership".into(), Value::String(membership.into()));
     let content = crate::service::events::canonical_content(&content)?;
     event.insert("content".into(), CanonicalJsonValue::Object(content));
     event.insert(
@@ -233,11 +235,7 @@ async fn checked_state(
     room_id: &str,
     answer: &send_join::RoomState,
 ) -> Result<(Vec<BuiltEvent>, HashMap<String, Value>)> {
-    let receiver = Receiver {
-        db: &state.db,
-        keyring: &state.keyring,
-        writer: &state.writer,
-    };
+    let receiver = Receiver::of(state);
     let mut known: HashMap<String, Value> = HashMap::new();
     for raw in answer.auth_chain.iter().chain(&answer.state) {
         let object: CanonicalJsonObject = serde_json::from_str(raw.get())

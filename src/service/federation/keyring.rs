@@ -131,16 +131,14 @@ impl KeyRing {
     }
 
     /// This server's own keys among `key_ids` valid at `at_ts` (its events come back to it in
-    /// other servers' answers, a room's state when it joins again): the current ones, and the
-    /// rotated ones that expired after it.
+    /// other servers' answers: a room's state on joining it again, say).
     async fn own(&self, key_ids: &[String], at_ts: i64) -> Result<KeySet> {
         let rows = store::server_keys::own_keys(&self.db).await?;
         Ok(rows
             .into_iter()
-            .filter(|r| r.expired_ts.is_none_or(|expired| expired > at_ts))
-            .map(|r| (format!("ed25519:{}", r.key_version), r.public_key))
-            .filter(|(id, _)| key_ids.contains(id))
-            .filter_map(|(id, key)| Some((id, Base64::parse(&key).ok()?)))
+            .map(|r| (format!("ed25519:{}", r.key_version), r))
+            .filter(|(id, r)| key_ids.contains(id) && r.expired_ts.is_none_or(|e| e > at_ts))
+            .filter_map(|(id, r)| Some((id, Base64::parse(&r.public_key).ok()?)))
             .collect())
     }
 
@@ -159,14 +157,31 @@ impl KeyRing {
 
     /// Asks `server` for its keys and stores them once verified.
     pub async fn fetch_direct(&self, server: &ServerName) -> Result<()> {
-        let response = self
-            .client
-            .send_unsigned(server, direct::Request::new())
-            .await?;
-        self.accept(server, &response.server_key, None).await
+        let fetched = async {
+            let response = self
+                .client
+                .send_unsigned(server, direct::Request::new())
+                .await?;
+            self.accept(server, &response.server_key, None).await
+        }
+        .await;
+        count_fetch("direct", &fetched);
+        fetched
     }
 
     async fn fetch_via_notary(
+        &self,
+        notary: &Notary,
+        server: &ServerName,
+        key_ids: &[String],
+        at_ts: i64,
+    ) -> Result<()> {
+        let fetched = self.ask_notary(notary, server, key_ids, at_ts).await;
+        count_fetch("notary", &fetched);
+        fetched
+    }
+
+    async fn ask_notary(
         &self,
         notary: &Notary,
         server: &ServerName,
@@ -347,6 +362,13 @@ pub fn signed_by(object: &CanonicalJsonObject, entity: &str, keys: &KeySet) -> b
             )
             .is_ok()
     })
+}
+
+/// Counts a key fetch in the metrics.
+fn count_fetch(via: &'static str, fetched: &Result<()>) {
+    let result = if fetched.is_ok() { "ok" } else { "failed" };
+    ::metrics::counter!(crate::service::metrics::names::FED_KEY_FETCHES, "via" => via, "result" => result)
+        .increment(1);
 }
 
 #[cfg(test)]

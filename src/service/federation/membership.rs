@@ -112,11 +112,7 @@ pub async fn send(
     let before = writer::room_snapshot(state, room_id)
         .await?
         .ok_or_else(|| Error::not_found("Unknown room"))?;
-    let receiver = Receiver {
-        db: &state.db,
-        keyring: &state.keyring,
-        writer: &state.writer,
-    };
+    let receiver = Receiver::of(state);
     receiver.accept(parsed).await?;
     if membership != "join" {
         return Ok(None);
@@ -200,16 +196,21 @@ pub(crate) async fn ensure_in_room(
     Err(Error::forbidden("The requesting server is not in the room"))
 }
 
-/// `GET /event/{eventId}`: one PDU of a room `origin` is in.
+/// `GET /event/{eventId}`: one PDU of a room `origin` is in (a soft-failed one too, as the spec
+/// asks).
 pub async fn event(state: &AppState, origin: &ServerName, event_id: &str) -> Result<Box<RawValue>> {
-    let row = store::events::event_by_id(&state.db, event_id)
+    if let Some(row) = store::events::event_by_id(&state.db, event_id).await? {
+        ensure_in_room(state, origin, &row.room_id).await?;
+        return raw_pdus(state, &[event_id.to_owned()])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::not_found("Unknown event"));
+    }
+    let (room_id, pdu) = store::federation_rooms::soft_failed(&state.db, event_id)
         .await?
         .ok_or_else(|| Error::not_found("Unknown event"))?;
-    ensure_in_room(state, origin, &row.room_id).await?;
-    raw_pdus(state, &[event_id.to_owned()])
-        .await?
-        .pop()
-        .ok_or_else(|| Error::not_found("Unknown event"))
+    ensure_in_room(state, origin, &room_id).await?;
+    RawValue::from_string(pdu).map_err(Error::internal)
 }
 
 /// `GET /state_ids` and `/state`: the state IDs before `event_id` and their auth chain's IDs, or

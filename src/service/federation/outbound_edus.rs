@@ -1,23 +1,29 @@
 //! Local users' typing notices and public read receipts, sent as EDUs to the other servers with
-//! members in the room (queued in the background: the client's request does not wait for it).
+//! members in the room (queued in the background: the client's request does not wait for it; at
+//! most `queue::MAX_EDUS_QUEUEING` at once, beyond which they are dropped). Each carries a key, so
+//! a newer notice or receipt of the same user in the same room replaces the one still waiting.
 
 use ruma::{OwnedServerName, UserId};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::queue::Kind;
+use super::queue::Edu;
 use crate::AppState;
 use crate::service::writer;
 
 /// Queues `edu` for the other servers with joined members in `room_id`, if `user_id` is local.
-fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Value) {
+fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Edu) {
     if !state.config.federation_enabled()
         || !UserId::parse(user_id).is_ok_and(|u| u.server_name() == state.server_name)
     {
         return;
     }
+    let Some(permit) = state.outbox.edu_permit() else {
+        return;
+    };
     let state = state.clone();
     let room_id = room_id.to_owned();
     tokio::spawn(async move {
+        let _permit = permit;
         let Ok(Some(room)) = writer::room_snapshot(&state, &room_id).await else {
             return;
         };
@@ -31,7 +37,7 @@ fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Value) {
         if servers.is_empty() {
             return;
         }
-        if let Err(e) = state.outbox.enqueue(&servers, Kind::Edu, &[edu]).await {
+        if let Err(e) = state.outbox.enqueue_edus(&servers, &[edu]).await {
             tracing::warn!(error = %e, "queueing an EDU failed");
         }
     });
@@ -39,10 +45,13 @@ fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Value) {
 
 /// `m.typing` for a local user's typing notice.
 pub fn typing(state: &AppState, room_id: &str, user_id: &str, typing: bool) {
-    let edu = json!({
-        "edu_type": "m.typing",
-        "content": {"room_id": room_id, "user_id": user_id, "typing": typing},
-    });
+    let edu = Edu {
+        body: json!({
+            "edu_type": "m.typing",
+            "content": {"room_id": room_id, "user_id": user_id, "typing": typing},
+        }),
+        key: Some(format!("m.typing {room_id} {user_id}")),
+    };
     to_room(state, room_id, user_id, edu);
 }
 
@@ -59,9 +68,15 @@ pub fn receipt(
     if let Some(thread) = thread_id {
         data["thread_id"] = json!(thread);
     }
-    let edu = json!({
-        "edu_type": "m.receipt",
-        "content": {room_id: {"m.read": {user_id: {"event_ids": [event_id], "data": data}}}},
-    });
+    let edu = Edu {
+        body: json!({
+            "edu_type": "m.receipt",
+            "content": {room_id: {"m.read": {user_id: {"event_ids": [event_id], "data": data}}}},
+        }),
+        key: Some(format!(
+            "m.receipt {room_id} {user_id} {}",
+            thread_id.unwrap_or("")
+        )),
+    };
     to_room(state, room_id, user_id, edu);
 }

@@ -7,10 +7,10 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::service::ignore;
 use crate::service::messages::position_token;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
+use crate::service::{ignore, retention};
 use crate::store::events::{EventFilter, EventRow, Members};
 use crate::{AppState, Result, store};
 
@@ -55,6 +55,7 @@ pub async fn contexts(
         let shown = |r: &EventRow| {
             vis.can_see_row(r, user_id)
                 && !ignore::hides(&ignored, &r.sender, r.state_key.is_some())
+                && !retention::expired(state, r)
         };
         let none = EventFilter::default();
         let pos = row.stream_ordering;

@@ -24,7 +24,7 @@ use crate::service::filter::Filter;
 use crate::service::recent::{RecentEntry, RecentEvent};
 use crate::service::room_cache::MemberRowCell;
 use crate::service::timeline::{self, Aggregations, Viewer};
-use crate::service::{e2ee, ignore, presence, push, typing};
+use crate::service::{e2ee, ignore, presence, push, retention, typing};
 use crate::store::events::EventRow;
 use crate::{AppState, Result, store};
 
@@ -154,6 +154,7 @@ pub async fn serve(
             .filter(|e| {
                 timeline_filter.allows_event(&e.row.event_type, &e.row.sender, e.contains_url)
                     && !ignore::hides(&ignored, &e.row.sender, e.row.state_key.is_some())
+                    && !retention::expired(state, &e.row)
             })
             .collect();
         if rows.is_empty() {

@@ -21,7 +21,7 @@ use crate::service::erasure::Erasure;
 use crate::service::messages::position_token;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{account_data, ignore, presence, receipts, typing};
+use crate::service::{account_data, ignore, presence, receipts, retention, typing};
 use crate::store::events::{EventFilter, Members};
 use crate::{AppState, Error, Result, store};
 
@@ -81,6 +81,7 @@ struct RoomView {
 
 /// What every room of one response is read with.
 struct Reader<'a> {
+    state: &'a AppState,
     viewer: Viewer<'a>,
     ignored: &'a HashSet<String>,
     erasure: Erasure,
@@ -142,6 +143,7 @@ pub async fn initial_sync(
         .collect();
     let (global_data, mut room_data) = account_data::for_sync(&mut tx, user, 0, upto).await?;
     let mut reader = Reader {
+        state,
         viewer: viewer(requester),
         ignored: &ignored,
         erasure: Erasure::for_viewer(state, &mut tx, user).await?,
@@ -216,6 +218,7 @@ pub async fn room_initial_sync(
         .await?
         .is_empty();
     let mut reader = Reader {
+        state,
         viewer: viewer(requester),
         ignored: &ignored,
         erasure: Erasure::for_viewer(state, &mut tx, user).await?,
@@ -310,7 +313,9 @@ async fn room_view(
     let start = position_token(rows.first().map_or(until, |r| r.stream_ordering - 1));
     let vis = Visibility::load(&mut *conn, room_id, user).await?;
     rows.retain(|r| {
-        vis.can_see_row(r, user) && !ignore::hides(reader.ignored, &r.sender, r.state_key.is_some())
+        vis.can_see_row(r, user)
+            && !ignore::hides(reader.ignored, &r.sender, r.state_key.is_some())
+            && !retention::expired(reader.state, r)
     });
     let state_rows = match at {
         Some(at) => store::events::state_at(&mut *conn, room_id, at, Members::Included).await?,

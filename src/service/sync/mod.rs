@@ -34,15 +34,18 @@ use crate::service::notifier::{self, Subscription};
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{account_data, e2ee, ignore, metrics, presence, push, receipts, typing};
+use crate::service::{
+    account_data, e2ee, ignore, metrics, presence, push, receipts, retention, typing,
+};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
 /// The longest a client may ask us to hold a request.
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 const DEFAULT_TIMELINE_LIMIT: i64 = 10;
-/// Event types whose current state goes into an invite's stripped state.
-const STRIPPED_STATE: [&str; 7] = [
+/// Event types whose current state goes into an invite's stripped state (here, and in the
+/// `invite_room_state` sent with an invite to another server).
+pub(crate) const STRIPPED_STATE: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -702,7 +705,10 @@ async fn compute_on(
         rows.truncate(limit as usize);
         rows.reverse();
         // Only non-state events go: the state the timeline leaves out is not in question.
-        rows.retain(|r| !ignore::hides(ignored, &r.sender, r.state_key.is_some()));
+        rows.retain(|r| {
+            !ignore::hides(ignored, &r.sender, r.state_key.is_some())
+                && !retention::expired(state, r)
+        });
         if !plan.full && rows.is_empty() && !limited {
             continue;
         }
@@ -735,6 +741,7 @@ async fn compute_on(
         // Joined since the token: the timeline is the room's latest events up to the leave.
         let after = if plan.newly_joined { 0 } else { from };
         let room = left_room(
+            state,
             &mut tx,
             &mut erasure,
             requester,
@@ -1288,7 +1295,8 @@ async fn inviter(
 }
 
 /// What an invitee or a knocker sees of a room: the stripped state events the spec lists, the
-/// inviter's member event and the user's own (the invite or the knock).
+/// inviter's member event and the user's own (the invite or the knock). For an invite from
+/// another server to a room this server is not in, the state is what that server sent with it.
 async fn stripped_state(
     state: &AppState,
     conn: &mut PgConnection,
@@ -1299,6 +1307,21 @@ async fn stripped_state(
     else {
         return Ok(Events::default());
     };
+    let own = snapshot.entry("m.room.member", user);
+    let sent = match own {
+        Some(own) => {
+            store::federation_rooms::remote_invite_state(&mut *conn, room_id, user, &own.event_id)
+                .await?
+        }
+        None => None,
+    };
+    if let (Some(sent), Some(own)) = (sent, own) {
+        // Kept without the invitee's own member event, which is the invite itself.
+        let mut events: Vec<Box<RawValue>> = serde_json::from_str(&sent).unwrap_or_default();
+        let stripped = json!({"type": "m.room.member", "state_key": user, "sender": own.sender, "content": own.content});
+        events.push(RawValue::from_string(stripped.to_string()).map_err(Error::internal)?);
+        return Ok(Events { events });
+    }
     let mut events = Vec::new();
     let mut push = |event_type: &str, state_key: &str| {
         if let Some(e) = snapshot.entry(event_type, state_key) {
@@ -1323,6 +1346,7 @@ async fn stripped_state(
 
 #[allow(clippy::too_many_arguments)]
 async fn left_room(
+    state: &AppState,
     tx: &mut PgConnection,
     erasure: &mut Erasure,
     requester: &Requester,
@@ -1355,7 +1379,9 @@ async fn left_room(
     let vis = Visibility::load(&mut *tx, &m.room_id, user).await?;
     rows.retain(|r| vis.can_see_row(r, user));
     let first_pos = rows.first().map_or(leave_pos + 1, |r| r.stream_ordering);
-    rows.retain(|r| !ignore::hides(ignored, &r.sender, r.state_key.is_some()));
+    rows.retain(|r| {
+        !ignore::hides(ignored, &r.sender, r.state_key.is_some()) && !retention::expired(state, r)
+    });
     let mut state_rows = if full {
         store::events::state_at(
             &mut *tx,

@@ -22,7 +22,7 @@ use crate::service::erasure::Erasure;
 use crate::service::notifier::{self, Subscription};
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{account_data, ignore, presence, receipts, typing};
+use crate::service::{account_data, ignore, presence, receipts, retention, typing};
 use crate::store::events::EventRow;
 use crate::{AppState, Error, Result, store};
 
@@ -223,7 +223,7 @@ async fn look(
         Some(last) if cut => last.stream_ordering,
         _ => upto,
     };
-    let rows = visible_rows(&mut tx, user, rows, &rooms, ignored).await?;
+    let rows = visible_rows(state, &mut tx, user, rows, &rooms, ignored).await?;
     let viewer = Viewer {
         user_id: user,
         device_id: Some(requester.device_id.as_str()),
@@ -335,6 +335,7 @@ async fn rooms_in_scope(
 /// left out. In a room the user is no longer joined to, nothing after their membership changed;
 /// of a room they are invited to or knocking on, only that member event.
 async fn visible_rows(
+    state: &AppState,
     conn: &mut PgConnection,
     user: &str,
     rows: Vec<EventRow>,
@@ -353,7 +354,10 @@ async fn visible_rows(
             "invite" | "knock" => own && row.event_id == membership.event_id,
             _ => row.stream_ordering <= membership.stream_ordering,
         };
-        if !in_reach || ignore::hides(ignored, &row.sender, row.state_key.is_some()) {
+        if !in_reach
+            || ignore::hides(ignored, &row.sender, row.state_key.is_some())
+            || retention::expired(state, &row)
+        {
             continue;
         }
         if !views.contains_key(&row.room_id) {

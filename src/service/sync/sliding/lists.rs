@@ -2,14 +2,17 @@
 //! each list's filters and ranges, and the room subscriptions.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use ruma::UInt;
 use ruma::api::client::sync::sync_events::v5;
 use sqlx::PgConnection;
 
 use super::conn::Position;
+use super::filters::{self, ExtraFilters};
 use super::required_state::RequiredState;
 use crate::service::room_cache::RoomSnapshot;
+use crate::service::writer::room_snapshot_on;
 use crate::{AppState, Result, store};
 
 /// The event types that move a room up the list (MSC4186, as Synapse's
@@ -35,6 +38,13 @@ pub struct Candidate {
     pub stamp: i64,
 }
 
+impl Candidate {
+    /// Invited or knocking: the room goes as stripped state (`invite_state`), without timeline.
+    pub fn stripped(&self) -> bool {
+        matches!(self.membership.as_str(), "invite" | "knock")
+    }
+}
+
 /// How one room is to be sent: the merged config of the lists and subscriptions that hold it.
 #[derive(Debug, Clone)]
 pub struct RoomConfig {
@@ -54,25 +64,34 @@ pub struct Selection {
     pub rooms: BTreeMap<String, (Candidate, RoomConfig)>,
     /// Rooms `m.direct` names.
     pub direct: HashSet<String>,
+    /// Rooms a list's filters pass that are outside its ranges (a new event may bring them in).
+    pub outside: HashSet<String>,
+    /// Every list's ranges cover a prefix of it (`[0, n]`): a room in a range that moves up stays
+    /// in, and pushes no other room out (what an answer from memory relies on).
+    pub memorable: bool,
 }
 
-/// The user's rooms, newest first: joined, invited, and those left (or lost) since the client was
-/// last sent them, whose leave it has yet to see.
+/// The user's rooms, newest first: joined, invited and knocked on; those kicked or banned from
+/// after joining (as the MSC lists them: a ban without a join is not); and those left since the client was last sent them, whose leave it
+/// has yet to see.
 pub async fn candidates(
     tx: &mut PgConnection,
     user: &str,
     previous: Option<&Position>,
     upto: i64,
 ) -> Result<Vec<Candidate>> {
-    let memberships = store::rooms::memberships_of(&mut *tx, user).await?;
+    let memberships = store::sliding_sync::memberships(&mut *tx, user).await?;
     let mut out: Vec<Candidate> = memberships
         .into_iter()
         .filter(|m| m.stream_ordering <= upto)
         .filter(|m| match m.membership.as_str() {
-            "join" | "invite" => true,
-            "leave" | "ban" => previous
-                .and_then(|p| p.rooms.get(&m.room_id))
-                .is_some_and(|sent| sent.m != m.membership && sent.at < m.stream_ordering),
+            "join" | "invite" | "knock" => true,
+            "leave" | "ban" => {
+                m.removed
+                    || previous
+                        .and_then(|p| p.rooms.get(&m.room_id))
+                        .is_some_and(|sent| sent.m != m.membership && sent.at < m.stream_ordering)
+            }
             _ => false,
         })
         .map(|m| Candidate {
@@ -127,61 +146,74 @@ pub fn direct_rooms(m_direct: Option<&str>) -> HashSet<String> {
         .collect()
 }
 
+/// What the lists filter: the user's rooms, newest first, and what the filters look at.
+pub struct Rooms {
+    pub candidates: Vec<Candidate>,
+    /// Rooms `m.direct` names.
+    pub direct: HashSet<String>,
+    /// The user's tags by room (read only when some list filters by tag).
+    pub tags: HashMap<String, HashSet<String>>,
+}
+
 /// Applies each list's filters and ranges, and the subscriptions. Room snapshots (for the
-/// encryption and room type filters) are read through `conn`, outside any snapshot transaction.
+/// encryption, room type and space filters) are read through `conn`, outside any snapshot
+/// transaction.
 pub async fn select(
     state: &AppState,
     conn: &mut PgConnection,
     user: &str,
     req: &v5::Request,
-    candidates: Vec<Candidate>,
-    direct: HashSet<String>,
+    extra: &ExtraFilters,
+    rooms: Rooms,
 ) -> Result<Selection> {
+    let Rooms {
+        candidates,
+        direct,
+        tags,
+    } = rooms;
     let mut selection = Selection {
         counts: BTreeMap::new(),
         list_rooms: HashMap::new(),
         subscribed: Vec::new(),
         rooms: BTreeMap::new(),
         direct,
+        outside: HashSet::new(),
+        memorable: true,
     };
     let needs_snapshots = req.lists.values().any(|l| {
         l.filters.as_ref().is_some_and(|f| {
             f.is_encrypted.is_some() || !f.room_types.is_empty() || !f.not_room_types.is_empty()
         })
     });
-    let mut snapshots: HashMap<String, std::sync::Arc<RoomSnapshot>> = HashMap::new();
+    let mut snapshots: HashMap<String, Arc<RoomSnapshot>> = HashMap::new();
     if needs_snapshots {
         for c in &candidates {
-            let snapshot =
-                crate::service::writer::room_snapshot_on(state, conn, &c.room_id).await?;
-            if let Some(snapshot) = snapshot {
+            if let Some(snapshot) = room_snapshot_on(state, conn, &c.room_id).await? {
                 snapshots.insert(c.room_id.clone(), snapshot);
             }
         }
     }
+    let spaces = space_children(state, conn, extra, &candidates).await?;
+    let cx = filters::Context {
+        direct: &selection.direct,
+        snapshots: &snapshots,
+        tags: &tags,
+        spaces: &spaces,
+    };
     for (name, list) in &req.lists {
         let filtered: Vec<&Candidate> = candidates
             .iter()
-            .filter(|c| {
-                list.filters.as_ref().is_none_or(|f| {
-                    passes(
-                        f,
-                        c,
-                        &selection.direct,
-                        snapshots.get(&c.room_id).map(|s| &**s),
-                    )
-                })
-            })
+            .filter(|c| filters::passes(list.filters.as_ref(), extra.of(name), c, &cx))
             .collect();
-        let count = UInt::try_from(filtered.len() as u64).unwrap_or(UInt::MAX);
         let mut counted = v5::response::List::default();
-        counted.count = count;
+        counted.count = UInt::try_from(filtered.len() as u64).unwrap_or(UInt::MAX);
         selection.counts.insert(name.clone(), counted);
         let config = RoomConfig {
             timeline_limit: u64::from(list.room_details.timeline_limit),
             required_state: required_state(user, &list.room_details.required_state),
         };
         let mut in_ranges = Vec::new();
+        let mut seen = HashSet::new();
         for (start, end) in &list.ranges {
             let (start, end) = (u64::from(*start) as usize, u64::from(*end) as usize);
             for c in filtered
@@ -189,12 +221,19 @@ pub async fn select(
                 .skip(start)
                 .take(end.saturating_sub(start) + 1)
             {
-                if !in_ranges.contains(&c.room_id) {
+                if seen.insert(c.room_id.as_str()) {
                     in_ranges.push(c.room_id.clone());
                 }
                 add(&mut selection.rooms, c, &config);
             }
         }
+        selection.outside.extend(
+            filtered
+                .iter()
+                .filter(|c| !seen.contains(c.room_id.as_str()))
+                .map(|c| c.room_id.clone()),
+        );
+        selection.memorable &= covers_a_prefix(&list.ranges);
         selection.list_rooms.insert(name.clone(), in_ranges);
     }
     for (room_id, sub) in &req.room_subscriptions {
@@ -209,6 +248,49 @@ pub async fn select(
         selection.subscribed.push(c.room_id.clone());
     }
     Ok(selection)
+}
+
+/// Whether the ranges together cover `[0, n]` for some n, without gaps.
+fn covers_a_prefix(ranges: &[(UInt, UInt)]) -> bool {
+    let mut ranges: Vec<(u64, u64)> = ranges
+        .iter()
+        .map(|(s, e)| (u64::from(*s), u64::from(*e)))
+        .collect();
+    ranges.sort_unstable();
+    let mut next = 0;
+    for (start, end) in ranges {
+        if start > next {
+            return false;
+        }
+        next = next.max(end.saturating_add(1));
+    }
+    true
+}
+
+/// Space ID → the rooms it names, for each space a list's `spaces` filter names that the user
+/// has joined.
+async fn space_children(
+    state: &AppState,
+    conn: &mut PgConnection,
+    extra: &ExtraFilters,
+    candidates: &[Candidate],
+) -> Result<HashMap<String, HashSet<String>>> {
+    let mut out = HashMap::new();
+    for space in extra.spaces() {
+        let joined = candidates
+            .iter()
+            .any(|c| c.room_id == space && c.membership == "join");
+        if !joined || out.contains_key(space) {
+            continue;
+        }
+        if let Some(snapshot) = room_snapshot_on(state, conn, space).await? {
+            let children = filters::space_children(&snapshot)
+                .map(str::to_owned)
+                .collect();
+            out.insert(space.to_owned(), children);
+        }
+    }
+    Ok(out)
 }
 
 fn required_state(user: &str, pairs: &[(ruma::events::StateEventType, String)]) -> RequiredState {
@@ -233,43 +315,6 @@ fn add(rooms: &mut BTreeMap<String, (Candidate, RoomConfig)>, c: &Candidate, con
     }
 }
 
-/// Whether a room passes a list's filters.
-fn passes(
-    f: &v5::request::ListFilters,
-    c: &Candidate,
-    direct: &HashSet<String>,
-    snapshot: Option<&RoomSnapshot>,
-) -> bool {
-    if f.is_dm.is_some_and(|dm| dm != direct.contains(&c.room_id)) {
-        return false;
-    }
-    if f.is_invite
-        .is_some_and(|inv| inv != (c.membership == "invite"))
-    {
-        return false;
-    }
-    if let Some(encrypted) = f.is_encrypted {
-        let is = snapshot.is_some_and(|s| s.entry("m.room.encryption", "").is_some());
-        if is != encrypted {
-            return false;
-        }
-    }
-    if !f.room_types.is_empty() || !f.not_room_types.is_empty() {
-        let room_type = snapshot.and_then(|s| {
-            s.entry("m.room.create", "")
-                .and_then(|e| e.content["type"].as_str().map(str::to_owned))
-        });
-        let matches = |t: &ruma::directory::RoomTypeFilter| t.as_str() == room_type.as_deref();
-        if !f.room_types.is_empty() && !f.room_types.iter().any(matches) {
-            return false;
-        }
-        if f.not_room_types.iter().any(matches) {
-            return false;
-        }
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +334,22 @@ mod tests {
         sort_by_recency(&mut rooms);
         let ids: Vec<&str> = rooms.iter().map(|c| c.room_id.as_str()).collect();
         assert_eq!(ids, ["!c", "!a", "!b", "!d"]);
+    }
+
+    #[test]
+    fn prefix_ranges() {
+        let r = |ranges: &[(u32, u32)]| -> Vec<(UInt, UInt)> {
+            ranges
+                .iter()
+                .map(|(s, e)| (UInt::from(*s), UInt::from(*e)))
+                .collect()
+        };
+        assert!(covers_a_prefix(&r(&[(0, 19)])));
+        assert!(covers_a_prefix(&r(&[(10, 30), (0, 10)])));
+        assert!(covers_a_prefix(&r(&[(0, 9), (10, 19)])));
+        assert!(covers_a_prefix(&r(&[])));
+        assert!(!covers_a_prefix(&r(&[(0, 9), (20, 29)])));
+        assert!(!covers_a_prefix(&r(&[(5, 9)])));
     }
 
     #[test]

@@ -14,9 +14,10 @@ use super::conn::{Position, SentRoom};
 use super::lists::{Candidate, RoomConfig, Selection};
 use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
+use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
-use crate::service::{ignore, push};
+use crate::service::{ignore, push, retention};
 use crate::store::events::{EventFilter, EventRow, Members};
 use crate::{AppState, Error, Result, store};
 
@@ -59,7 +60,7 @@ pub fn plan(selection: &Selection, previous: Option<&Position>, upto: i64) -> Ve
             Some(s) if same || leaving => (false, s.at),
             _ => (true, 0),
         };
-        if !initial && (after >= until || candidate.membership == "invite") {
+        if !initial && (after >= until || candidate.stripped()) {
             continue;
         }
         plans.push(Plan {
@@ -94,10 +95,7 @@ pub async fn rooms(
         user_id: user,
         device_id: Some(read.requester.device_id.as_str()),
     };
-    let with_timeline: Vec<&Plan> = plans
-        .iter()
-        .filter(|p| p.candidate.membership != "invite")
-        .collect();
+    let with_timeline: Vec<&Plan> = plans.iter().filter(|p| !p.candidate.stripped()).collect();
     let mut timelines = timelines(tx, &with_timeline).await?;
     let mut erasure = Erasure::for_viewer(state, tx, user).await?;
     for rows in timelines.values_mut() {
@@ -122,7 +120,7 @@ pub async fn rooms(
         if plan.initial {
             room.initial = Some(true);
         }
-        if plan.candidate.membership == "invite" {
+        if plan.candidate.stripped() {
             out.push(Rendered { plan, room });
             continue;
         }
@@ -132,10 +130,14 @@ pub async fn rooms(
         let limited = rows.len() > limit;
         rows.truncate(limit);
         rows.reverse();
-        rows.retain(|r| !ignore::hides(read.ignored, &r.sender, r.state_key.is_some()));
+        rows.retain(|r| {
+            !ignore::hides(read.ignored, &r.sender, r.state_key.is_some())
+                && !retention::expired(state, r)
+        });
         let state_rows = if plan.initial {
             let current = current.remove(&room_id).unwrap_or_default();
-            if !history_shared(&current) {
+            // A room left (or kicked or banned from, perhaps never joined) is seen as of then.
+            if !history_shared(&current) || plan.candidate.membership != "join" {
                 let vis = Visibility::load(tx, &room_id, user).await?;
                 rows.retain(|r| vis.can_see_row(r, user));
             }
@@ -174,7 +176,7 @@ pub async fn rooms(
     Ok(out)
 }
 
-fn uint(n: i64) -> UInt {
+pub fn uint(n: i64) -> UInt {
     UInt::try_from(n.max(0) as u64).unwrap_or(UInt::MAX)
 }
 
@@ -339,47 +341,66 @@ pub async fn finish(
         if r.plan.initial {
             r.room.is_dm = Some(direct.contains(room_id));
         }
-        if r.plan.candidate.membership == "invite" {
+        // An invite from another server to a room this server is not in: its name is in the
+        // stripped state that came with it. A knock's stripped state too: the client tells them
+        // apart by the user's own member event.
+        let mut invite_name = None;
+        if r.plan.candidate.stripped() {
             let stripped = super::super::stripped_state(state, conn, user, room_id).await?;
+            invite_name = stripped.events.iter().find_map(|e| {
+                let event: serde_json::Value = serde_json::from_str(e.get()).ok()?;
+                (event["type"] == "m.room.name" && event["state_key"] == "")
+                    .then(|| event["content"]["name"].as_str().map(str::to_owned))
+                    .flatten()
+                    .filter(|n| !n.is_empty())
+            });
             r.room.invite_state = Some(stripped.events.into_iter().map(Raw::from_json).collect());
         }
         let Some(snapshot) = crate::service::writer::room_snapshot_on(state, conn, room_id).await?
         else {
+            r.room.name = invite_name;
             continue;
         };
-        let name = snapshot
-            .entry("m.room.name", "")
-            .and_then(|e| e.content["name"].as_str().map(str::to_owned))
-            .filter(|n| !n.is_empty());
-        if let Some(avatar) = snapshot.entry("m.room.avatar", "") {
-            r.room.avatar = match avatar.content["url"].as_str() {
-                Some(url) if !url.is_empty() => {
-                    ruma::JsOption::Some(OwnedMxcUri::from(url.to_owned()))
-                }
-                _ => ruma::JsOption::Null,
-            };
+        describe(&mut r.room, &snapshot, user, r.plan.candidate.stripped());
+        if r.plan.candidate.stripped() && r.room.name.is_none() {
+            r.room.name = invite_name;
         }
-        if r.plan.candidate.membership == "invite" {
-            r.room.name = name;
-            continue;
-        }
-        let members = snapshot.member_lists();
-        r.room.joined_count = Some(uint(members.join.len() as i64));
-        r.room.invited_count = Some(uint(members.invite.len() as i64));
-        if name.is_none() {
-            r.room.heroes = Some(heroes(&snapshot, user));
-        }
-        r.room.name = name;
     }
     Ok(())
 }
 
+/// A room's `name`, `avatar` and (for members) `heroes`, `joined_count` and `invited_count`,
+/// from its current state.
+pub fn describe(
+    room: &mut v5::response::Room,
+    snapshot: &RoomSnapshot,
+    user: &str,
+    stripped: bool,
+) {
+    let name = snapshot
+        .entry("m.room.name", "")
+        .and_then(|e| e.content["name"].as_str().map(str::to_owned))
+        .filter(|n| !n.is_empty());
+    if let Some(avatar) = snapshot.entry("m.room.avatar", "") {
+        room.avatar = match avatar.content["url"].as_str() {
+            Some(url) if !url.is_empty() => ruma::JsOption::Some(OwnedMxcUri::from(url.to_owned())),
+            _ => ruma::JsOption::Null,
+        };
+    }
+    if !stripped {
+        let members = snapshot.member_lists();
+        room.joined_count = Some(uint(members.join.len() as i64));
+        room.invited_count = Some(uint(members.invite.len() as i64));
+        if name.is_none() {
+            room.heroes = Some(heroes(snapshot, user));
+        }
+    }
+    room.name = name;
+}
+
 /// Up to five other members (joined, then invited) with their display names and avatars, for a
 /// room without a name.
-fn heroes(
-    snapshot: &crate::service::room_cache::RoomSnapshot,
-    user: &str,
-) -> Vec<v5::response::Hero> {
+fn heroes(snapshot: &RoomSnapshot, user: &str) -> Vec<v5::response::Hero> {
     let members = snapshot.member_lists();
     members
         .join
@@ -435,6 +456,8 @@ mod tests {
                 })
                 .collect(),
             direct: HashSet::new(),
+            outside: HashSet::new(),
+            memorable: true,
         }
     }
 
