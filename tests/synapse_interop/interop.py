@@ -627,6 +627,34 @@ class Scenario:
             ("message back", lambda: self.message_seen(st["room"], invitee, [inviter], f"dm {self.tag}")),
         ])
 
+    async def rejected_invite(self, inviter, invitee, version):
+        """An invite the invitee rejects: the inviter's server sees the leave."""
+        await invitee.mark()
+        room = await inviter.create_room(preset="private_chat", invite=[invitee.user_id],
+                                         room_version=version)
+        await invitee.wait(invite_member_event(room, invitee.user_id), "the invite")
+        await inviter.mark()
+        await invitee.leave(room)
+        await inviter.wait(membership(room, invitee.user_id, "leave"), "the rejection")
+        return f"{inviter.user_id} sees {invitee.user_id} reject the invite"
+
+    async def directory_seen(self, publisher, reader):
+        """A room published in the publisher's directory is listed by the reader's server
+        (`/publicRooms?server=`)."""
+        local = f"listed-{secrets.token_hex(3)}"
+        room = await publisher.create_room(preset="public_chat", visibility="public",
+                                           room_alias_name=local, name=f"listed {local}")
+        deadline = time.monotonic() + reader.timeout
+        while True:
+            _, d = await reader.req("POST", "/_matrix/client/v3/publicRooms",
+                                    {"limit": 50, "filter": {"generic_search_term": local}},
+                                    server=publisher.server_name)
+            if any(c.get("room_id") == room for c in d.get("chunk", [])):
+                return f"{reader.server_name} lists {room} of {publisher.server_name}"
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{reader.user_id}'s server does not list {room}: {d}")
+            await asyncio.sleep(0.5)
+
     async def run(self):
         print(f"Axon {self.axon_name}, Synapse {self.synapse_name}, run tag {self.tag}")
 
@@ -645,6 +673,17 @@ class Scenario:
             if self.args.dm:
                 await self.dm(self.bob, self.alice, v)
                 await self.dm(self.alice, self.bob, v)
+                await self.steps(f"[v{v} invites] ", [
+                    ("a Synapse user rejects an Axon invite",
+                     lambda: self.rejected_invite(self.bob, self.carol, v)),
+                    ("an Axon user rejects a Synapse invite",
+                     lambda: self.rejected_invite(self.alice, self.dave, v)),
+                ])
+        # Only this way: Synapse 1.163 lets only its admins publish rooms to its directory (its
+        # default room_list_publication_rules), so it lists none of alice's.
+        await self.steps("[directory] ", [
+            ("Synapse lists Axon's public rooms", lambda: self.directory_seen(self.bob, self.alice)),
+        ])
         if not self.args.dm:
             print("SKIP  DM invites across servers (--no-dm)")
         ok = all(self.results)
