@@ -570,19 +570,6 @@ pub async fn pdus_of(
     Ok(rows.into_iter().map(|r| (r.event_id, r.pdu)).collect())
 }
 
-/// Which of `event_ids` are stored.
-pub async fn stored_ids(
-    db: impl PgExecutor<'_>,
-    event_ids: &[String],
-) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!(
-        "SELECT event_id FROM events WHERE event_id = ANY($1)",
-        event_ids
-    )
-    .fetch_all(db)
-    .await
-}
-
 pub async fn event_by_id(
     db: impl PgExecutor<'_>,
     event_id: &str,
