@@ -37,11 +37,14 @@ use crate::{Error, Result, store};
 /// The most events (states, their auth chains) one resolution reads.
 const MAX_EVENTS: usize = 50_000;
 
+/// A state entry of the room cache under its (type, state key).
+pub type KeyedEntry = ((String, String), Arc<StateEntry>);
+
 /// The state after a received event, where it differs from appending the event alone.
 pub struct Resolution {
     /// The keys whose event is not the one appending the event alone would leave there, with the
     /// event the resolution put there instead.
-    pub changes: Vec<((String, String), Arc<StateEntry>)>,
+    pub changes: Vec<KeyedEntry>,
     /// The received state event lost its key to another event: it is stored without a state key
     /// in the store's `state_key` column (its client and federation forms keep theirs), so that
     /// the room's state at any later position skips it.
@@ -49,7 +52,8 @@ pub struct Resolution {
 }
 
 /// The state after `pdu` when it does not follow the head alone (`None` when it does, or when the
-/// states it needs are not all here).
+/// states it needs are not all here). Rooms of versions 1 and 2 (state resolution v1, event IDs
+/// of the server's choosing) are left linear.
 pub(super) async fn resolve(
     conn: &mut PgConnection,
     room: &WorkingRoom,
@@ -59,34 +63,35 @@ pub(super) async fn resolve(
     let StateResolutionVersion::V2(res_rules) = version.rules().state_res else {
         return Ok(None);
     };
+    if version.server_chosen_event_ids() {
+        return Ok(None);
+    }
     let event: Value = serde_json::from_str(&pdu.event.pdu).map_err(Error::internal)?;
     let prevs = inbound::refs(version, &event["prev_events"]);
     if prevs.is_empty() || (prevs.len() == 1 && prevs[0] == room.head_event_id) {
         return Ok(None);
     }
-    let mut graph = Graph::new(version);
     let current = current_state(room)?;
-    let mut branches = Vec::new();
-    for prev in &prevs {
-        if *prev == room.head_event_id {
-            branches.push(current.clone());
-            continue;
-        }
-        match state_after(conn, &room.base.room_id, prev).await? {
-            Some(state) => branches.push(state),
-            None => return Ok(None),
-        }
-    }
+    let Some(branches) = branch_states(conn, room, &prevs, &current).await? else {
+        return Ok(None);
+    };
     // A message on branches with the current state (the common case: messages sent at once)
     // changes no state.
     if pdu.event.state_key.is_none() && branches.iter().all(|b| *b == current) {
         return Ok(None);
     }
+    let mut graph = Graph::new(version);
     let incoming = StoredPdu::parse(version, &pdu.event.event_id, &event)?;
+    let own_key = pdu.event.state_key.as_ref().map(|k| {
+        (
+            StateEventType::from(pdu.event.event_type.as_str()),
+            k.clone(),
+        )
+    });
     let own_id = incoming.id.clone();
     graph.events.insert(own_id.clone(), incoming);
-    let mut maps: Vec<StateMap<OwnedEventId>> = branches;
     let follows_head = prevs.contains(&room.head_event_id);
+    let mut maps = branches;
     if !follows_head {
         maps.push(current.clone());
     }
@@ -95,25 +100,17 @@ pub(super) async fn resolve(
         return Ok(None);
     }
     let rules = &version.rules().authorization;
-    // The state before the event on its branch, then after it; with the current state unless the
-    // branch already holds it.
-    let branch_count = prevs.len();
-    let mut before = if branch_count == 1 {
-        maps[0].clone()
-    } else {
-        match graph.resolve(rules, &res_rules, &maps[..branch_count]) {
+    // The state before the event on its branch, then after it; resolved with the current state
+    // unless the branch holds it already (the event cites the head).
+    let mut before = match prevs.len() {
+        1 => maps[0].clone(),
+        n => match graph.resolve(rules, &res_rules, &maps[..n]) {
             Some(state) => state,
             None => return Ok(None),
-        }
+        },
     };
-    if let Some(key) = &pdu.event.state_key {
-        before.insert(
-            (
-                StateEventType::from(pdu.event.event_type.as_str()),
-                key.clone(),
-            ),
-            own_id.clone(),
-        );
+    if let Some(key) = &own_key {
+        before.insert(key.clone(), own_id.clone());
     }
     let after = if follows_head {
         before
@@ -125,35 +122,14 @@ pub(super) async fn resolve(
     };
     // Against what appending the event alone would make the state.
     let mut linear = current;
-    let mut incoming_left_out = false;
-    if let Some(key) = &pdu.event.state_key {
-        let key = (
-            StateEventType::from(pdu.event.event_type.as_str()),
-            key.clone(),
-        );
-        incoming_left_out = after.get(&key) != Some(&own_id);
-        linear.insert(key, own_id);
+    if let Some(key) = &own_key {
+        linear.insert(key.clone(), own_id.clone());
     }
-    let mut changes = Vec::new();
-    for (key, id) in &after {
-        if linear.get(key) == Some(id) {
-            continue;
-        }
-        let stored = &graph.events[id];
-        let content: Value = serde_json::from_str(stored.content.get()).map_err(Error::internal)?;
-        let mut entry = StateEntry::new(
-            id.to_string(),
-            &key.0.to_string(),
-            &key.1,
-            stored.sender.to_string(),
-            content,
-        )
-        .map_err(|e| Error::bad_json(e.0))?;
-        entry.reference_hash = stored.reference_hash.clone();
-        changes.push(((key.0.to_string(), key.1.clone()), Arc::new(entry)));
-    }
-    if changes.iter().any(|((t, k), _)| {
-        pdu.event.state_key.as_deref() != Some(k.as_str()) || *t != pdu.event.event_type
+    let changes = graph.changes(&after, &linear)?;
+    if changes.iter().any(|(key, _)| {
+        own_key
+            .as_ref()
+            .is_none_or(|own| (own.0.to_string(), own.1.clone()) != *key)
     }) {
         // Positions before this event keep their events: reads of the state "at a position"
         // (/state, /members, syncs) see the resolution for the received event's key only.
@@ -161,8 +137,29 @@ pub(super) async fn resolve(
     }
     Ok(Some(Resolution {
         changes,
-        incoming_left_out,
+        incoming_left_out: own_key.is_some_and(|key| after.get(&key) != Some(&own_id)),
     }))
+}
+
+/// The state after each of `prevs` (`None` when one is not stored here).
+async fn branch_states(
+    conn: &mut PgConnection,
+    room: &WorkingRoom,
+    prevs: &[String],
+    current: &StateMap<OwnedEventId>,
+) -> Result<Option<Vec<StateMap<OwnedEventId>>>> {
+    let mut branches = Vec::with_capacity(prevs.len());
+    for prev in prevs {
+        if *prev == room.head_event_id {
+            branches.push(current.clone());
+            continue;
+        }
+        match state_after(conn, &room.base.room_id, prev).await? {
+            Some(state) => branches.push(state),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(branches))
 }
 
 /// The room's current state (the batch's changes included), as event IDs.
@@ -260,6 +257,36 @@ impl Graph {
         Ok(true)
     }
 
+    /// The entries of `after` that differ from `linear`, as the room cache holds them.
+    fn changes(
+        &self,
+        after: &StateMap<OwnedEventId>,
+        linear: &StateMap<OwnedEventId>,
+    ) -> Result<Vec<KeyedEntry>> {
+        let mut changes = Vec::new();
+        for (key, id) in after {
+            if linear.get(key) == Some(id) {
+                continue;
+            }
+            let stored = self
+                .events
+                .get(id)
+                .ok_or_else(|| Error::internal(format!("state resolution chose unread {id}")))?;
+            let content: Value =
+                serde_json::from_str(stored.content.get()).map_err(Error::internal)?;
+            let entry = StateEntry::new(
+                id.to_string(),
+                &key.0.to_string(),
+                &key.1,
+                stored.sender.to_string(),
+                content,
+            )
+            .map_err(|e| Error::bad_json(e.0))?;
+            changes.push(((key.0.to_string(), key.1.clone()), Arc::new(entry)));
+        }
+        Ok(changes)
+    }
+
     /// Every event reachable from `ids` through `auth_events` (the ids themselves excluded).
     fn chain_of<'a>(&self, ids: impl Iterator<Item = &'a OwnedEventId>) -> HashSet<OwnedEventId> {
         let mut chain = HashSet::new();
@@ -350,8 +377,6 @@ struct StoredPdu {
     prev_events: Vec<OwnedEventId>,
     auth_events: Vec<OwnedEventId>,
     redacts: Option<OwnedEventId>,
-    /// v1/v2 events are cited with it.
-    reference_hash: Option<String>,
 }
 
 impl StoredPdu {
@@ -388,7 +413,6 @@ impl StoredPdu {
             prev_events: ids("prev_events"),
             auth_events: ids("auth_events"),
             redacts,
-            reference_hash: None,
         })
     }
 }
