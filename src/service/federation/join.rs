@@ -23,6 +23,8 @@ use crate::{AppState, Error, Result};
 
 /// How many of the room's events before the join are fetched with it (its recent history).
 const HISTORY_WITH_JOIN: u32 = 50;
+/// How long the join waits for that history.
+const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Joins `user_id` to the remote `room_id` through the first of `servers` that answers.
 pub async fn join_remote(
@@ -127,13 +129,11 @@ async fn recent_history(
         .iter()
         .filter_map(|id| OwnedEventId::try_from(id.as_str()).ok())
         .collect();
-    let answer = state
-        .federation
-        .send(
-            server,
-            backfill::Request::new(room, from, UInt::from(HISTORY_WITH_JOIN)),
-        )
-        .await?;
+    let request = backfill::Request::new(room, from, UInt::from(HISTORY_WITH_JOIN));
+    // The join waits for it: a server slow to answer costs the history, not the join.
+    let answer = tokio::time::timeout(HISTORY_TIMEOUT, state.federation.send(server, request))
+        .await
+        .map_err(|_| Error::remote(format!("{server} did not answer /backfill in time")))??;
     let receiver = Receiver::of(state);
     let mut candidates: Vec<(String, Value)> = Vec::new();
     for raw in answer.pdus.iter().take(HISTORY_WITH_JOIN as usize) {
