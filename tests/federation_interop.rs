@@ -584,3 +584,24 @@ async fn latest_id(alice: &User, room_id: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+#[tokio::test]
+async fn a_local_users_presence_reaches_the_servers_sharing_a_room_with_them() {
+    let a = spawn_federating(|_| {}).await;
+    let b = spawn_federating(|_| {}).await;
+    let alice = a.register("alice").await;
+    let carol = b.register("carol").await;
+    let room_id = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join_through(&carol, &a, &room_id).await;
+    alice
+        .put(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id)),
+            json!({"presence": "unavailable", "status_msg": "lunch"}),
+        )
+        .await
+        .ok();
+    let path = format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id));
+    let seen = eventually(&carol, &path, |p| p["presence"] == "unavailable").await;
+    assert_eq!(seen["presence"], "unavailable", "{seen}");
+    assert_eq!(seen["status_msg"], "lunch");
+}

@@ -151,6 +151,13 @@ async fn commit_and_wake(
     let payload = state.notifier.deferred_payload(&own, &rooms);
     store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
     tx.commit().await?;
+    // Other servers sharing a room with a local user hear of it too.
+    crate::service::federation::outbound_edus::presence(
+        state,
+        &row.user_id,
+        event_content(&row, store::now_ms()),
+        rooms.clone(),
+    );
     let user_id = row.user_id.clone();
     state.notifier.wake_soon(rooms.iter().map(String::as_str));
     state

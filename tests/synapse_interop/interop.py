@@ -333,6 +333,20 @@ class Scenario:
         await reader.wait(receipt_of(room, sender.user_id, event_id), f"read receipt of {sender.user_id}")
         return f"{reader.user_id} sees {sender.user_id}'s receipt"
 
+    async def presence_seen(self, member, reader):
+        """The member's presence and status message, set on their server, read on the reader's."""
+        msg = f"busy {secrets.token_hex(2)}"
+        await member.req("PUT", f"/_matrix/client/v3/presence/{q(member.user_id)}/status",
+                         {"presence": "unavailable", "status_msg": msg})
+        deadline = time.monotonic() + reader.timeout
+        while True:
+            _, d = await reader.req("GET", f"/_matrix/client/v3/presence/{q(member.user_id)}/status")
+            if d.get("presence") == "unavailable" and d.get("status_msg") == msg:
+                return f"{reader.server_name} has {member.user_id} unavailable, {msg!r}"
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{reader.user_id}'s server has {member.user_id}'s presence {d}")
+            await asyncio.sleep(0.3)
+
     async def profile_seen(self, room, member, reader):
         """The member's display name, in the member event the reader's server has and in a profile
         query across servers."""
@@ -519,6 +533,8 @@ class Scenario:
             ("typing Synapse -> Axon", lambda: self.typing_seen(r(), alice, bob)),
             ("read receipt Axon -> Synapse", lambda: self.receipt_seen(r(), bob, alice)),
             ("read receipt Synapse -> Axon", lambda: self.receipt_seen(r(), alice, bob)),
+            ("presence Axon -> Synapse", lambda: self.presence_seen(bob, alice)),
+            ("presence Synapse -> Axon", lambda: self.presence_seen(alice, bob)),
             ("concurrent messages", lambda: self.concurrent_messages(r(), alice, bob)),
             ("concurrent renames", lambda: self.concurrent_renames(r(), alice, bob)),
             ("reaction and edit Axon -> Synapse", lambda: self.relations_seen(r(), bob, alice)),

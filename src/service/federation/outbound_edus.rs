@@ -1,10 +1,11 @@
-//! Local users' typing notices and public read receipts, sent as EDUs to the other servers with
-//! members in the room (queued in the background: the client's request does not wait for it; at
-//! most `queue::MAX_EDUS_QUEUEING` at once, beyond which they are dropped). Each carries a key, so
-//! a newer notice or receipt of the same user in the same room replaces the one still waiting.
+//! Local users' typing notices, public read receipts and presence, sent as EDUs to the other
+//! servers with members in the room (presence: in any room the user is in), queued in the
+//! background: the client's request does not wait for it; at most `queue::MAX_EDUS_QUEUEING` at
+//! once, beyond which they are dropped. Each carries a key, so a newer notice, receipt or presence
+//! of the same user (in the same room) replaces the one still waiting.
 
 use ruma::{OwnedServerName, UserId};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::queue::Edu;
 use crate::AppState;
@@ -12,7 +13,13 @@ use crate::service::writer;
 
 /// Queues `edu` for the other servers with joined members in `room_id`, if `user_id` is local.
 fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Edu) {
+    to_rooms(state, vec![room_id.to_owned()], user_id, edu);
+}
+
+/// Queues `edu` for the other servers with joined members in any of `rooms`, if `user_id` is local.
+fn to_rooms(state: &AppState, rooms: Vec<String>, user_id: &str, edu: Edu) {
     if !state.config.federation_enabled()
+        || rooms.is_empty()
         || !UserId::parse(user_id).is_ok_and(|u| u.server_name() == state.server_name)
     {
         return;
@@ -21,17 +28,21 @@ fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Edu) {
         return;
     };
     let state = state.clone();
-    let room_id = room_id.to_owned();
     tokio::spawn(async move {
         let _permit = permit;
-        let Ok(Some(room)) = writer::room_snapshot(&state, &room_id).await else {
-            return;
-        };
-        let mut servers: Vec<OwnedServerName> = room
-            .members_with("join")
-            .filter_map(|u| Some(UserId::parse(u).ok()?.server_name().to_owned()))
-            .filter(|s| *s != state.server_name)
-            .collect();
+        let mut servers: Vec<OwnedServerName> = Vec::new();
+        for room_id in &rooms {
+            let Ok(Some(room)) = writer::room_snapshot(&state, room_id).await else {
+                continue;
+            };
+            servers.extend(
+                room.member_lists()
+                    .join_servers
+                    .iter()
+                    .filter_map(|s| OwnedServerName::try_from(s.as_str()).ok())
+                    .filter(|s| *s != state.server_name),
+            );
+        }
         servers.sort_unstable();
         servers.dedup();
         if servers.is_empty() {
@@ -41,6 +52,17 @@ fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Edu) {
             tracing::warn!(error = %e, "queueing an EDU failed");
         }
     });
+}
+
+/// `m.presence` for a local user's presence change (`update`: the presence event's content), to
+/// the other servers sharing one of `rooms` with them.
+pub fn presence(state: &AppState, user_id: &str, mut update: Value, rooms: Vec<String>) {
+    update["user_id"] = json!(user_id);
+    let edu = Edu {
+        body: json!({"edu_type": "m.presence", "content": {"push": [update]}}),
+        key: Some(format!("m.presence {user_id}")),
+    };
+    to_rooms(state, rooms, user_id, edu);
 }
 
 /// `m.typing` for a local user's typing notice.
