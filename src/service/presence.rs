@@ -156,7 +156,6 @@ async fn commit_and_wake(
         state,
         &row.user_id,
         event_content(&row, store::now_ms()),
-        rooms.clone(),
     );
     let user_id = row.user_id.clone();
     state.notifier.wake_soon(rooms.iter().map(String::as_str));

@@ -97,6 +97,26 @@ pub async fn current_state_events(
     .await
 }
 
+/// The servers, other than `own`, of the users joined to any room `user_id` is joined to: where
+/// the user's presence goes.
+pub async fn servers_sharing_a_room(
+    db: impl PgExecutor<'_>,
+    user_id: &str,
+    own: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT substr(m.user_id, strpos(m.user_id, ':') + 1) AS "server!"
+           FROM memberships mine
+           JOIN memberships m ON m.room_id = mine.room_id AND m.membership = 'join'
+           WHERE mine.user_id = $1 AND mine.membership = 'join'
+             AND substr(m.user_id, strpos(m.user_id, ':') + 1) <> $2"#,
+        user_id,
+        own
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Points the current state (and memberships) of the stored state events `event_ids` at them (the
 /// last of the list for a key named twice): a joined remote room's state, a resolved fork's.
 pub async fn restore_state(conn: &mut PgConnection, event_ids: &[String]) -> sqlx::Result<()> {

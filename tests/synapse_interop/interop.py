@@ -9,7 +9,7 @@ Both servers must federate with each other on loopback and allow registration wi
 
   * a Synapse room: an Axon user joins it by alias (#name:synapse); the Synapse user raises the
     Axon user's power level; messages, a rename (m.room.name) and a redaction each way, every one
-    seen in the other side's /sync; then display names, typing, read receipts, two messages and
+    seen in the other side's /sync; then display names, typing, read receipts, presence, two messages and
     two renames sent at once, a reaction and an edit each way, the Axon user leaving and joining
     again while the room changed, a second Axon user joining by room ID, a ban of them applied
     on their server, and a /messages reaching back before the first Axon user's join;

@@ -8,18 +8,12 @@ use ruma::{OwnedServerName, UserId};
 use serde_json::{Value, json};
 
 use super::queue::Edu;
-use crate::AppState;
 use crate::service::writer;
+use crate::{AppState, store};
 
 /// Queues `edu` for the other servers with joined members in `room_id`, if `user_id` is local.
 fn to_room(state: &AppState, room_id: &str, user_id: &str, edu: Edu) {
-    to_rooms(state, vec![room_id.to_owned()], user_id, edu);
-}
-
-/// Queues `edu` for the other servers with joined members in any of `rooms`, if `user_id` is local.
-fn to_rooms(state: &AppState, rooms: Vec<String>, user_id: &str, edu: Edu) {
     if !state.config.federation_enabled()
-        || rooms.is_empty()
         || !UserId::parse(user_id).is_ok_and(|u| u.server_name() == state.server_name)
     {
         return;
@@ -28,41 +22,64 @@ fn to_rooms(state: &AppState, rooms: Vec<String>, user_id: &str, edu: Edu) {
         return;
     };
     let state = state.clone();
+    let room_id = room_id.to_owned();
     tokio::spawn(async move {
         let _permit = permit;
-        let mut servers: Vec<OwnedServerName> = Vec::new();
-        for room_id in &rooms {
-            let Ok(Some(room)) = writer::room_snapshot(&state, room_id).await else {
-                continue;
-            };
-            servers.extend(
-                room.member_lists()
-                    .join_servers
-                    .iter()
-                    .filter_map(|s| OwnedServerName::try_from(s.as_str()).ok())
-                    .filter(|s| *s != state.server_name),
-            );
-        }
-        servers.sort_unstable();
-        servers.dedup();
-        if servers.is_empty() {
+        let Ok(Some(room)) = writer::room_snapshot(&state, &room_id).await else {
             return;
-        }
-        if let Err(e) = state.outbox.enqueue_edus(&servers, &[edu]).await {
-            tracing::warn!(error = %e, "queueing an EDU failed");
-        }
+        };
+        let servers: Vec<OwnedServerName> = room
+            .member_lists()
+            .join_servers
+            .iter()
+            .filter_map(|s| OwnedServerName::try_from(s.as_str()).ok())
+            .filter(|s| *s != state.server_name)
+            .collect();
+        enqueue(&state, &servers, edu).await;
     });
 }
 
+async fn enqueue(state: &AppState, servers: &[OwnedServerName], edu: Edu) {
+    if servers.is_empty() {
+        return;
+    }
+    if let Err(e) = state.outbox.enqueue_edus(servers, &[edu]).await {
+        tracing::warn!(error = %e, "queueing an EDU failed");
+    }
+}
+
 /// `m.presence` for a local user's presence change (`update`: the presence event's content), to
-/// the other servers sharing one of `rooms` with them.
-pub fn presence(state: &AppState, user_id: &str, mut update: Value, rooms: Vec<String>) {
+/// the other servers sharing a room with them.
+pub fn presence(state: &AppState, user_id: &str, mut update: Value) {
+    if !state.config.federation_enabled()
+        || !UserId::parse(user_id).is_ok_and(|u| u.server_name() == state.server_name)
+    {
+        return;
+    }
+    let Some(permit) = state.outbox.edu_permit() else {
+        return;
+    };
     update["user_id"] = json!(user_id);
     let edu = Edu {
         body: json!({"edu_type": "m.presence", "content": {"push": [update]}}),
         key: Some(format!("m.presence {user_id}")),
     };
-    to_rooms(state, rooms, user_id, edu);
+    let state = state.clone();
+    let user_id = user_id.to_owned();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let own = state.server_name.as_str();
+        match store::rooms::servers_sharing_a_room(&state.db, &user_id, own).await {
+            Ok(servers) => {
+                let servers: Vec<OwnedServerName> = servers
+                    .into_iter()
+                    .filter_map(|s| OwnedServerName::try_from(s).ok())
+                    .collect();
+                enqueue(&state, &servers, edu).await;
+            }
+            Err(e) => tracing::warn!(error = %e, "finding where a presence change goes failed"),
+        }
+    });
 }
 
 /// `m.typing` for a local user's typing notice.
