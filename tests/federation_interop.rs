@@ -1,8 +1,9 @@
 //! Federation behaviour found missing when Axon met the reference Synapse
 //! (tests/synapse_interop): joining a room again after every local member left, `/rooms/{id}/join`
-//! across servers, redacted events served redacted, and other servers reading history
-//! (`/backfill`, `/get_missing_events`, `/event_auth`). Instance A hosts the room; B's user carol
-//! joins it.
+//! across servers, redacted events served redacted, other servers reading history (`/backfill`,
+//! `/get_missing_events`, `/event_auth`), a remote room joined with its recent history, state
+//! resolution of a state event sent on another branch (and the next event merging the branches),
+//! and presence sent to other servers. Instance A hosts the room; B's user carol joins it.
 
 use std::time::Duration;
 
