@@ -1,7 +1,8 @@
 //! Prometheus: the per-request latency layer on the client router, and the metrics listener's own
 //! router (`GET /metrics`), which is never merged into the client one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Instant;
 
 use axum::Router;
@@ -10,6 +11,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics::Histogram;
 
 use crate::service::metrics::{Scrape, names};
 
@@ -18,19 +20,52 @@ use crate::service::metrics::{Scrape, names};
 pub async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let endpoint = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "<unmatched>".to_owned(), |p| p.as_str().to_owned());
+    let endpoint = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    metrics::histogram!(
-        names::HTTP_DURATION,
-        "endpoint" => endpoint,
-        "method" => method,
-        "status" => status_label(response.status()),
-    )
-    .record(started.elapsed());
+    let endpoint = endpoint.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    histogram(endpoint, method, status_label(response.status())).record(started.elapsed());
     response
+}
+
+/// Histogram handles by route template, then method and status: a request finds its handle under a
+/// read lock without allocating or hashing labels; a new combination is registered once. Bounded:
+/// the templates are the router's routes (plus `<unmatched>`), the methods and statuses static labels.
+static HANDLES: LazyLock<RwLock<HashMap<Box<str>, Vec<Handle>>>> = LazyLock::new(Default::default);
+
+/// One registered histogram and the method and status it is for.
+struct Handle {
+    method: &'static str,
+    status: &'static str,
+    histogram: Histogram,
+}
+
+fn histogram(endpoint: &str, method: &'static str, status: &'static str) -> Histogram {
+    let find = |handles: &HashMap<Box<str>, Vec<Handle>>| {
+        handles.get(endpoint).and_then(|list| {
+            list.iter()
+                .find(|h| h.method == method && h.status == status)
+                .map(|h| h.histogram.clone())
+        })
+    };
+    if let Some(found) = find(&HANDLES.read().unwrap_or_else(|e| e.into_inner())) {
+        return found;
+    }
+    let mut handles = HANDLES.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = find(&handles) {
+        return found;
+    }
+    let histogram = metrics::histogram!(
+        names::HTTP_DURATION,
+        "endpoint" => endpoint.to_owned(),
+        "method" => method,
+        "status" => status,
+    );
+    handles.entry(endpoint.into()).or_default().push(Handle {
+        method,
+        status,
+        histogram: histogram.clone(),
+    });
+    histogram
 }
 
 /// The metrics listener: `GET /metrics` and nothing else.

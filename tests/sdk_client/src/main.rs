@@ -30,6 +30,10 @@ const PASSWORD: &str = "sliding-sync-sdk-password";
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_writer(std::io::stderr)
+        .init();
     let homeserver = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:8008".to_owned());
@@ -150,9 +154,12 @@ async fn run(homeserver: &str) -> Result<()> {
     })
     .await
     .with_context(|| format!("joined: {}", alice_dm.joined_members_count()))?;
-    if !alice_dm.is_direct().await? {
-        bail!("the DM is not direct for alice");
-    }
+    // m.direct is set by the SDK after createRoom returns, and reaches alice's room through the
+    // account_data extension.
+    wait_async("the DM is direct for alice", || async {
+        alice_dm.is_direct().await.ok()?.then_some(())
+    })
+    .await?;
     if !alice_dm.latest_encryption_state().await?.is_encrypted() {
         bail!("the DM is not encrypted");
     }
@@ -172,9 +179,11 @@ async fn run(homeserver: &str) -> Result<()> {
         has_message(&alice_dm_timeline, "secret from bob").await.then_some(())
     })
     .await?;
-    if !bob.room(&dm_id)?.is_direct().await? {
-        bail!("the DM is not direct for bob");
-    }
+    let bob_dm = bob.room(&dm_id)?;
+    wait_async("the DM is direct for bob", || async {
+        bob_dm.is_direct().await.ok()?.then_some(())
+    })
+    .await?;
     step("encrypted DM, both ways", &started);
 
     alice.sync.stop().await;

@@ -1,11 +1,12 @@
 //! A connection's stored positions: what the client has been sent, kept in PostgreSQL so that a
 //! `pos` works after a restart and on every process sharing the database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
+use super::required_state::Stored;
 use crate::store::sliding_sync::{self as stored, Connection};
 use crate::{Error, Result, store};
 
@@ -26,8 +27,8 @@ pub struct SentRoom {
     pub m: String,
     /// Its `timeline_limit`.
     pub tl: u64,
-    /// Its `required_state` (`$ME` resolved, `$LAZY` kept as a pair).
-    pub rs: Vec<(String, String)>,
+    /// Its `required_state` (`$ME` resolved, `$LAZY` kept as a pair), shared between rooms.
+    pub rs: Stored,
 }
 
 /// A stored position.
@@ -56,12 +57,29 @@ pub async fn load(conn: &mut PgConnection, c: &Connection<'_>, pos: &str) -> Res
     if now - row.last_used_ts > TOUCH_EVERY_MS {
         stored::touch(&mut *conn, n, now).await?;
     }
+    let mut rooms: HashMap<String, SentRoom> =
+        serde_json::from_value(row.rooms).map_err(Error::internal)?;
+    share_required_state(&mut rooms);
     Ok(Position {
         pos: row.pos,
         stream_position: row.stream_position,
         typing: row.typing,
-        rooms: serde_json::from_value(row.rooms).map_err(Error::internal)?,
+        rooms,
     })
+}
+
+/// Rooms read back with equal `required_state`s share one copy (a waiting long poll keeps its
+/// position: twenty rooms of Element X's list would otherwise hold twenty copies of 17 pairs).
+fn share_required_state(rooms: &mut HashMap<String, SentRoom>) {
+    let mut distinct: HashSet<Stored> = HashSet::new();
+    for sent in rooms.values_mut() {
+        match distinct.get(&sent.rs) {
+            Some(shared) => sent.rs = shared.clone(),
+            None => {
+                distinct.insert(sent.rs.clone());
+            }
+        }
+    }
 }
 
 /// Stores a new position after `used` (the one the request came with) and prunes the older ones.

@@ -466,7 +466,7 @@ mod tests {
             at,
             m: m.into(),
             tl,
-            rs: Vec::new(),
+            rs: Vec::new().into(),
         }
     }
 

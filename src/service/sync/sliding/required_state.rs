@@ -3,15 +3,35 @@
 //! the requester, and `["m.room.member", "$LAZY"]` the members who sent the timeline's events.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, OnceLock};
 
-/// A room's `required_state`, merged over every list and subscription that carries it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequiredState {
+/// The stored form of a `required_state`: its pairs, `$LAZY` as a pair. Shared (one allocation for
+/// every room a list sends), since a waiting connection keeps one per room it has sent.
+pub type Stored = Arc<[(String, String)]>;
+
+/// A room's `required_state`, merged over every list and subscription that carries it. Cloning
+/// shares it: the rooms of one list hold one copy; merging copies on write.
+#[derive(Debug, Clone, Default)]
+pub struct RequiredState(Arc<Inner>);
+
+#[derive(Debug, Clone, Default)]
+struct Inner {
     /// (type, state key) pairs as asked, `$ME` resolved; a sorted set, so configs compare.
     pairs: BTreeSet<(String, String)>,
     /// `["m.room.member", "$LAZY"]` was asked.
     lazy_members: bool,
+    /// The stored form, made once.
+    stored: OnceLock<Stored>,
 }
+
+impl PartialEq for RequiredState {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.pairs == other.0.pairs && self.0.lazy_members == other.0.lazy_members)
+    }
+}
+
+impl Eq for RequiredState {}
 
 impl RequiredState {
     /// Builds it from the request's pairs for `user`.
@@ -23,14 +43,15 @@ impl RequiredState {
 
     /// Adds pairs (a room in several lists gets the union, as Synapse does).
     pub fn extend<'a>(&mut self, user: &str, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let inner = self.edit();
         for (event_type, key) in pairs {
             match (event_type, key) {
-                ("m.room.member", "$LAZY") => self.lazy_members = true,
+                ("m.room.member", "$LAZY") => inner.lazy_members = true,
                 (t, "$ME") => {
-                    self.pairs.insert((t.to_owned(), user.to_owned()));
+                    inner.pairs.insert((t.to_owned(), user.to_owned()));
                 }
                 (t, k) => {
-                    self.pairs.insert((t.to_owned(), k.to_owned()));
+                    inner.pairs.insert((t.to_owned(), k.to_owned()));
                 }
             }
         }
@@ -38,48 +59,67 @@ impl RequiredState {
 
     /// Merges another room config's required state.
     pub fn merge(&mut self, other: &RequiredState) {
-        self.pairs.extend(other.pairs.iter().cloned());
-        self.lazy_members |= other.lazy_members;
+        if *self == *other {
+            return;
+        }
+        let inner = self.edit();
+        inner.pairs.extend(other.0.pairs.iter().cloned());
+        inner.lazy_members |= other.0.lazy_members;
+    }
+
+    /// This config alone, to change (its stored form made again when next asked for).
+    fn edit(&mut self) -> &mut Inner {
+        let inner = Arc::make_mut(&mut self.0);
+        inner.stored = OnceLock::new();
+        inner
     }
 
     pub fn lazy_members(&self) -> bool {
-        self.lazy_members
+        self.0.lazy_members
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty() && !self.lazy_members
+        self.0.pairs.is_empty() && !self.0.lazy_members
     }
 
     /// Whether the state event (type, key) is asked for (lazy members aside).
     pub fn wants(&self, event_type: &str, key: &str) -> bool {
-        self.pairs
+        self.0
+            .pairs
             .iter()
             .any(|(t, k)| (t == "*" || t == event_type) && (k == "*" || k == key))
     }
 
     /// Whether every member event is asked for (then all members are read, not just some).
     pub fn wants_all_members(&self) -> bool {
-        self.pairs
+        self.0
+            .pairs
             .iter()
             .any(|(t, k)| (t == "*" || t == "m.room.member") && k == "*")
     }
 
     /// The members asked for by name (explicit state keys of `m.room.member`, `$ME` included).
     pub fn named_members(&self) -> HashSet<&str> {
-        self.pairs
+        self.0
+            .pairs
             .iter()
             .filter(|(t, k)| (t == "*" || t == "m.room.member") && k != "*")
             .map(|(_, k)| k.as_str())
             .collect()
     }
 
-    /// The stored form: the pairs, with `$LAZY` as a pair.
-    pub fn to_pairs(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self.pairs.iter().cloned().collect();
-        if self.lazy_members {
-            out.push(("m.room.member".into(), "$LAZY".into()));
-        }
-        out
+    /// The stored form: the pairs, with `$LAZY` as a pair; every clone of this config shares it.
+    pub fn to_pairs(&self) -> Stored {
+        let inner = &self.0;
+        inner
+            .stored
+            .get_or_init(|| {
+                let lazy = inner
+                    .lazy_members
+                    .then(|| ("m.room.member".to_owned(), "$LAZY".to_owned()));
+                inner.pairs.iter().cloned().chain(lazy).collect()
+            })
+            .clone()
     }
 
     /// From the stored form (`$ME` is already resolved there).
@@ -129,5 +169,9 @@ mod tests {
         merged.merge(&rs);
         assert!(merged.wants("m.room.topic", "") && merged.wants("m.room.name", ""));
         assert!(merged.lazy_members());
+        // Clones share the stored form; a merge makes a new one.
+        let shared = rs.clone();
+        assert!(Arc::ptr_eq(&rs.to_pairs(), &shared.to_pairs()));
+        assert_eq!(merged.to_pairs().len(), 3);
     }
 }
