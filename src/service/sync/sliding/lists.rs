@@ -17,7 +17,8 @@ use crate::service::writer::room_snapshot_on;
 use crate::{AppState, Result, store};
 
 /// The event types that move a room up the list (MSC4186, as Synapse's
-/// `DEFAULT_BUMP_EVENT_TYPES`).
+/// `DEFAULT_BUMP_EVENT_TYPES`). The partial index `events_room_bump` (migration 0027) lists the
+/// same types: change both together.
 pub const BUMP_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.message",
@@ -373,6 +374,17 @@ mod tests {
         assert!(covers_a_prefix(&r(&[])));
         assert!(!covers_a_prefix(&r(&[(0, 9), (20, 29)])));
         assert!(!covers_a_prefix(&r(&[(5, 9)])));
+    }
+
+    #[test]
+    fn the_bump_index_lists_the_bump_types() {
+        let migration = include_str!("../../../../migrations/0027_bump_index.sql");
+        for event_type in BUMP_TYPES {
+            assert!(
+                migration.contains(&format!("'{event_type}'")),
+                "{event_type}"
+            );
+        }
     }
 
     #[test]
