@@ -456,7 +456,7 @@ mod tests {
                 })
                 .collect(),
             direct: HashSet::new(),
-            outside: HashSet::new(),
+            outside: Default::default(),
             memorable: true,
         }
     }
