@@ -75,7 +75,9 @@ pub async fn open_database(config: &Config, opener: Opener) -> anyhow::Result<Da
     };
     // Plans are made per execution: a generic plan cached while a table was still empty (a seq scan)
     // would otherwise stay in use long after the table has grown.
-    let options = options.options([("plan_cache_mode", "force_custom_plan")]);
+    let options = crate::store::pool::connect_options(
+        options.options([("plan_cache_mode", "force_custom_plan")]),
+    );
     let target = describe_target(&options);
     let pool = crate::store::pool::options(
         config.database.max_connections,

@@ -65,7 +65,7 @@ async fn database(pg: &Postgres, name: &str) -> PgPool {
         .connect_options(name)
         .options([("plan_cache_mode", "force_custom_plan")]);
     let pool = axon::store::pool::options(16, Duration::from_secs(5))
-        .connect_with(options)
+        .connect_with(axon::store::pool::connect_options(options))
         .await
         .unwrap();
     axon::server::MIGRATOR.run(&pool).await.unwrap();

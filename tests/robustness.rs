@@ -433,3 +433,35 @@ async fn a_presence_wake_is_answered_like_the_database_path() {
     assert_eq!(bobs(&woken).len(), 1, "{woken}");
     assert_eq!(bobs(&woken), bobs(&from_db));
 }
+
+/// A request cancelled while its `BEGIN` was on the wire leaves its connection inside that
+/// transaction (sqlx 0.8 queues a rollback only once the `BEGIN` completed): the pool ends it when
+/// the connection comes back, so the next user neither runs in a read-only snapshot nor leaves its
+/// autocommitted writes uncommitted.
+#[tokio::test]
+async fn a_connection_left_in_a_transaction_comes_back_outside_it() {
+    let (name, _) = fresh_database().await;
+    let pool = test_pool(&name, 1).await;
+    {
+        let mut conn = pool.acquire().await.unwrap();
+        // What a cancelled BEGIN leaves behind: a transaction sqlx does not know of.
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    // The pool's one connection, back from the release.
+    let mut conn = pool.acquire().await.unwrap();
+    let in_transaction: bool = sqlx::query_scalar("SELECT now() <> statement_timestamp()")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(
+        !in_transaction,
+        "the connection came back inside the transaction"
+    );
+    sqlx::query("CREATE TABLE written_after (x int)")
+        .execute(&mut *conn)
+        .await
+        .expect("a write on the connection after it");
+}

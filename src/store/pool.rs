@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// When this process started counting (a monotonic origin for `LOST_AT`).
 static ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -76,6 +76,24 @@ pub fn options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions
         // others of its age (below).
         .test_before_acquire(false)
         .before_acquire(|_conn, meta| Box::pin(async move { Ok(!predates_loss(meta.age)) }))
+        // A request cancelled (its client went away) while its BEGIN was on the wire leaves the
+        // connection inside that transaction: sqlx 0.8 queues a rollback only once the BEGIN has
+        // completed. The next user of the connection would then run in it — refused writes after a
+        // read-only snapshot's BEGIN, or autocommitted writes left uncommitted. So every released
+        // connection ends any transaction it is in (the connection options silence PostgreSQL's
+        // warning when there is none).
+        .after_release(|conn, _meta| {
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, "ROLLBACK").await?;
+                Ok(true)
+            })
+        })
+}
+
+/// What every pooled connection is opened with: `after_release`'s `ROLLBACK` outside a transaction
+/// is not worth a warning.
+pub fn connect_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("client_min_messages", "error")])
 }
 
 #[cfg(test)]

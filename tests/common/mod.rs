@@ -107,7 +107,9 @@ pub async fn fresh_database() -> (String, PgPool) {
 /// Axon's own pool options (dead connections dropped after a loss, bounded waits) over `db_name`.
 pub async fn test_pool(db_name: &str, max_connections: u32) -> PgPool {
     axon::store::pool::options(max_connections, std::time::Duration::from_secs(5))
-        .connect_with(cluster().connect_options(db_name))
+        .connect_with(axon::store::pool::connect_options(
+            cluster().connect_options(db_name),
+        ))
         .await
         .unwrap()
 }
@@ -337,7 +339,9 @@ pub async fn wait_for_database(cluster: &Cluster) -> PgPool {
                 .await
                 .unwrap();
             let pool = axon::store::pool::options(10, std::time::Duration::from_secs(1))
-                .connect_with(cluster.connect_options("axon"))
+                .connect_with(axon::store::pool::connect_options(
+                    cluster.connect_options("axon"),
+                ))
                 .await
                 .unwrap();
             axon::server::MIGRATOR.run(&pool).await.unwrap();
