@@ -452,13 +452,13 @@ async fn a_connection_left_in_a_transaction_comes_back_outside_it() {
     }
     // The pool's one connection, back from the release.
     let mut conn = pool.acquire().await.unwrap();
-    let in_transaction: bool = sqlx::query_scalar("SELECT now() <> statement_timestamp()")
+    let read_only: String = sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    assert!(
-        !in_transaction,
-        "the connection came back inside the transaction"
+    assert_eq!(
+        read_only, "off",
+        "the connection came back inside the read-only transaction"
     );
     sqlx::query("CREATE TABLE written_after (x int)")
         .execute(&mut *conn)
