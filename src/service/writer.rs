@@ -92,7 +92,7 @@ pub fn writer_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
     let options = (*db.connect_options())
         .clone()
         .options([("plan_cache_mode", "auto")]);
-    store::pool::options(LANES as u32 + 1, db.options().get_acquire_timeout())
+    store::pool::autocommit_options(LANES as u32 + 1, db.options().get_acquire_timeout())
         // Opened at start-up, so the first message does not wait for a new backend.
         .min_connections(LANES as u32)
         .connect_lazy_with(options)

@@ -66,16 +66,10 @@ pub fn is_unstorable_input(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Options for every pool of Axon's: bounded waits, and no connection older than the last loss.
+/// Options for every pool whose connections may carry transactions: bounded waits, no connection
+/// older than the last loss, and no transaction outliving the request that opened it.
 pub fn options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(acquire_timeout)
-        // sqlx pings every connection it hands out by default: a second round trip per query. A
-        // connection that broke fails its query instead, marks the loss, and the pool drops the
-        // others of its age (below).
-        .test_before_acquire(false)
-        .before_acquire(|_conn, meta| Box::pin(async move { Ok(!predates_loss(meta.age)) }))
+    autocommit_options(max_connections, acquire_timeout)
         // A request cancelled (its client went away) while its BEGIN was on the wire leaves the
         // connection inside that transaction: sqlx 0.8 queues a rollback only once the BEGIN has
         // completed. The next user of the connection would then run in it — refused writes after a
@@ -88,6 +82,20 @@ pub fn options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions
                 Ok(true)
             })
         })
+}
+
+/// Options for a pool whose users only run single autocommitted statements and are never
+/// cancelled (the writer's optimistic path): no transaction can be left open on it, so a release
+/// costs no round trip. Bounded waits, and no connection older than the last loss.
+pub fn autocommit_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        // sqlx pings every connection it hands out by default: a second round trip per query. A
+        // connection that broke fails its query instead, marks the loss, and the pool drops the
+        // others of its age (below).
+        .test_before_acquire(false)
+        .before_acquire(|_conn, meta| Box::pin(async move { Ok(!predates_loss(meta.age)) }))
 }
 
 /// What every pooled connection is opened with: `after_release`'s `ROLLBACK` outside a transaction
