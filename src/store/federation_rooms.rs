@@ -94,14 +94,17 @@ pub async fn soft_failed(
     Ok(row.map(|r| (r.room_id, r.pdu)))
 }
 
-/// Whether the event is stored here, shown or soft-failed.
-pub async fn is_known(db: impl PgExecutor<'_>, event_id: &str) -> sqlx::Result<bool> {
+/// Those of `event_ids` stored here, shown or soft-failed.
+pub async fn known_among(
+    db: impl PgExecutor<'_>,
+    event_ids: &[String],
+) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM events WHERE event_id = $1)
-               OR EXISTS (SELECT 1 FROM soft_failed_events WHERE event_id = $1) AS "known!""#,
-        event_id
+        r#"SELECT event_id AS "event_id!" FROM events WHERE event_id = ANY($1)
+           UNION SELECT event_id FROM soft_failed_events WHERE event_id = ANY($1)"#,
+        event_ids
     )
-    .fetch_one(db)
+    .fetch_all(db)
     .await
 }
 

@@ -4,7 +4,7 @@
 //! and then the writer, which checks it against the room's current state and stores it like a
 //! local event (room cache, memberships, notifier, push counts).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue};
@@ -204,7 +204,9 @@ impl Receiver<'_> {
             tracing::debug!(event_id = %p.event_id, "ignored a PDU of a room this server is not in");
             return Ok(());
         }
-        if self.is_known(&p.event_id).await? {
+        let known =
+            store::federation_rooms::known_among(self.db, std::slice::from_ref(&p.event_id));
+        if !known.await?.is_empty() {
             return Ok(());
         }
         let object = self.verify(p.version, p.object).await?;
@@ -216,29 +218,47 @@ impl Receiver<'_> {
         Ok(())
     }
 
-    async fn is_known(&self, event_id: &str) -> Result<bool> {
-        Ok(store::federation_rooms::is_known(self.db, event_id).await?)
-    }
-
     /// Checks a PDU and appends it to its room (known events, soft-failed ones included, are
     /// accepted again as they are).
     pub async fn accept(&self, p: Parsed) -> Result<()> {
-        if let Some(incoming) = self.prepare(p).await? {
+        let lookups = self.lookups(std::slice::from_ref(&p)).await?;
+        if let Some(incoming) = self.prepare(p, &lookups).await? {
             self.writer.submit_remote(incoming).await?;
         }
         Ok(())
     }
 
-    /// Checks a PDU for the writer; None for an event already stored (soft-failed ones
-    /// included).
-    async fn prepare(&self, p: Parsed) -> Result<Option<IncomingPdu>> {
-        if self.is_known(&p.event_id).await? {
+    /// What checking `pdus` reads from the database, in two statements for all of them.
+    async fn lookups(&self, pdus: &[Parsed]) -> Result<Lookups> {
+        let ids: Vec<String> = pdus.iter().map(|p| p.event_id.clone()).collect();
+        let known: HashSet<String> = store::federation_rooms::known_among(self.db, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let mut auth_ids: Vec<String> = pdus
+            .iter()
+            .filter(|p| !known.contains(&p.event_id))
+            .flat_map(auth_ids_of)
+            .collect();
+        auth_ids.sort_unstable();
+        auth_ids.dedup();
+        let mut auth = HashMap::with_capacity(auth_ids.len());
+        if !auth_ids.is_empty() {
+            for (id, text) in store::events::pdus_of(self.db, &auth_ids).await? {
+                auth.insert(id, serde_json::from_str(&text).map_err(Error::internal)?);
+            }
+        }
+        Ok(Lookups { known, auth })
+    }
+
+    /// Checks a PDU for the writer with what `lookups` read; None for an event already stored
+    /// (soft-failed ones included).
+    async fn prepare(&self, p: Parsed, lookups: &Lookups) -> Result<Option<IncomingPdu>> {
+        if lookups.known.contains(&p.event_id) {
             return Ok(None);
         }
         let object = self.verify(p.version, p.object).await?;
-        let incoming = self
-            .incoming(p.version, &p.event_id, &p.room_id, object)
-            .await?;
+        let incoming = incoming(p.version, &p.event_id, &p.room_id, object, &lookups.auth)?;
         Ok(Some(incoming))
     }
 
@@ -280,76 +300,74 @@ impl Receiver<'_> {
             Err(e) => Err(Error::forbidden(format!("signature check failed: {e}"))),
         }
     }
+}
 
-    /// The writer's form of a verified PDU, once authorized by its own auth events.
-    async fn incoming(
-        &self,
-        version: RoomVersion,
-        event_id: &str,
-        room_id: &str,
-        object: CanonicalJsonObject,
-    ) -> Result<IncomingPdu> {
-        let pdu: Value = serde_json::to_value(&object).map_err(Error::internal)?;
-        let fields = Fields::of(&pdu)?;
-        let view = PduView::new(
-            EventFields {
-                event_id: Some(event_id),
-                room_id: Some(room_id),
-                sender: fields.sender,
-                event_type: fields.event_type,
-                state_key: fields.state_key,
-                prev_events: &refs(version, &pdu["prev_events"]),
-                redacts: fields.redacts,
-            },
-            fields.content,
-            "",
-        )
-        .map_err(|e| Error::bad_json(e.0))?;
-        if fields.event_type == "m.room.create" {
-            return Err(Error::forbidden("A room's create event cannot be appended"));
-        }
-        self.check_auth_events(version, room_id, &refs(version, &pdu["auth_events"]), &view)
-            .await?;
-        Ok(IncomingPdu {
-            event: built_event(version, event_id, room_id, &fields, &pdu)?,
-            view,
-            may_soft_fail: true,
-        })
-    }
+/// What checking a group of PDUs reads from the database, read once for the group.
+struct Lookups {
+    /// Those of the PDUs stored here already (soft-failed ones included).
+    known: HashSet<String>,
+    /// The PDUs, by event ID, that the others' auth events name and that are stored here.
+    auth: HashMap<String, Value>,
+}
 
-    /// Authorization against the event's own auth events, which must be known events of the room
-    /// (Axon does not fetch missing ones yet).
-    async fn check_auth_events(
-        &self,
-        version: RoomVersion,
-        room_id: &str,
-        auth_ids: &[String],
-        view: &PduView,
-    ) -> Result<()> {
-        let mut auth_ids = auth_ids.to_vec();
-        // v12 rooms cite their create event by the room ID, not among the auth events.
-        if version.room_id_from_create() {
-            auth_ids.push(format!("${}", room_id.trim_start_matches('!')));
-        }
-        auth_ids.sort_unstable();
-        auth_ids.dedup();
-        let stored = store::events::pdus_of(self.db, &auth_ids).await?;
-        if stored.len() != auth_ids.len() {
-            return Err(Error::forbidden(
-                "Some of the event's auth events are unknown here",
-            ));
-        }
-        let pdus = stored
-            .into_iter()
-            .map(|(id, text)| Ok((id, serde_json::from_str(&text).map_err(Error::internal)?)))
-            .collect::<Result<Vec<(String, Value)>>>()?;
-        check_by(
-            version,
-            room_id,
-            view,
-            pdus.iter().map(|(id, p)| (id.as_str(), p)),
-        )
+/// The event IDs `p` is authorized by: its auth events, and in v12 rooms the create event it
+/// cites by the room ID.
+fn auth_ids_of(p: &Parsed) -> Vec<String> {
+    let mut ids = refs(p.version, &canonical_value(&p.object, "auth_events"));
+    if p.version.room_id_from_create() {
+        ids.push(format!("${}", p.room_id.trim_start_matches('!')));
     }
+    ids
+}
+
+/// The writer's form of a verified PDU, once authorized by its own auth events, found in `auth`.
+fn incoming(
+    version: RoomVersion,
+    event_id: &str,
+    room_id: &str,
+    object: CanonicalJsonObject,
+    auth: &HashMap<String, Value>,
+) -> Result<IncomingPdu> {
+    let pdu: Value = serde_json::to_value(&object).map_err(Error::internal)?;
+    let fields = Fields::of(&pdu)?;
+    let view = PduView::new(
+        EventFields {
+            event_id: Some(event_id),
+            room_id: Some(room_id),
+            sender: fields.sender,
+            event_type: fields.event_type,
+            state_key: fields.state_key,
+            prev_events: &refs(version, &pdu["prev_events"]),
+            redacts: fields.redacts,
+        },
+        fields.content,
+        "",
+    )
+    .map_err(|e| Error::bad_json(e.0))?;
+    if fields.event_type == "m.room.create" {
+        return Err(Error::forbidden("A room's create event cannot be appended"));
+    }
+    let mut auth_ids = refs(version, &pdu["auth_events"]);
+    // v12 rooms cite their create event by the room ID, not among the auth events.
+    if version.room_id_from_create() {
+        auth_ids.push(format!("${}", room_id.trim_start_matches('!')));
+    }
+    auth_ids.sort_unstable();
+    auth_ids.dedup();
+    // They must be known events of the room (Axon does not fetch missing ones yet).
+    let mut by = Vec::with_capacity(auth_ids.len());
+    for id in &auth_ids {
+        let pdu = auth
+            .get(id)
+            .ok_or_else(|| Error::forbidden("Some of the event's auth events are unknown here"))?;
+        by.push((id.as_str(), pdu));
+    }
+    check_by(version, room_id, &view, by.into_iter())?;
+    Ok(IncomingPdu {
+        event: built_event(version, event_id, room_id, &fields, &pdu)?,
+        view,
+        may_soft_fail: true,
+    })
 }
 
 /// Checks `view` against the authorization rules with `auth` (event ID, PDU) as the state.

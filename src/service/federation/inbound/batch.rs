@@ -1,7 +1,8 @@
-//! A received transaction's PDUs applied together, in order: checked side by side (signatures,
-//! hashes, auth events: each mostly waits for the database), then handed to the writer one after
-//! the other without waiting, so that they commit together. A PDU whose auth events include an
-//! earlier PDU of the transaction waits until those before it are stored (its check reads them).
+//! A received transaction's PDUs applied together, in order: what their checks read from the
+//! database read once for the lot, checked side by side (signatures, hashes, auth events), then
+//! handed to the writer one after the other without waiting, so that they commit together. A PDU
+//! whose auth events include an earlier PDU of the transaction waits until those before it are
+//! stored (its check reads them).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -41,10 +42,24 @@ impl Receiver<'_> {
 
     /// Checks `segment`'s PDUs side by side, then appends them in order in one writer batch.
     async fn apply_together(&self, segment: Vec<Parsed>, results: &mut Results) {
+        // Which are known, and their auth events: read once for the segment (its PDUs do not cite
+        // each other).
+        let lookups = match self.lookups(&segment).await {
+            Ok(lookups) => lookups,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read what a transaction's checks need");
+                let reason = e.to_string();
+                for p in segment {
+                    results.insert(p.event_id, Some(reason.clone()));
+                }
+                return;
+            }
+        };
+        let lookups = &lookups;
         let checked: Vec<_> = stream::iter(segment)
             .map(|p| async move {
                 let id = p.event_id.clone();
-                (id, self.prepare(p).await)
+                (id, self.prepare(p, lookups).await)
             })
             .buffered(CHECKING)
             .collect()
