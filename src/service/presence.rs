@@ -15,8 +15,8 @@ use crate::store::presence::{PresenceRow, PresenceUpdate};
 use crate::{AppState, Error, Result, store};
 
 pub const STATES: [&str; 3] = ["online", "offline", "unavailable"];
-/// Last-sync bookkeeping is written at most this often per user.
-const SYNC_TOUCH_INTERVAL_MS: i64 = 5_000;
+/// Last-sync bookkeeping is written at most this often per user (see `touch_interval`).
+const SYNC_TOUCH_INTERVAL_MS: i64 = 30_000;
 /// Within this of the last activity a user is "currently active".
 const CURRENTLY_ACTIVE_MS: i64 = 60_000;
 
@@ -26,11 +26,11 @@ const CURRENTLY_ACTIVE_MS: i64 = 60_000;
 pub struct SyncTouches(Mutex<HashMap<String, (String, i64)>>);
 
 impl SyncTouches {
-    fn is_fresh(&self, user_id: &str, wanted: &str, now: i64) -> bool {
+    fn is_fresh(&self, user_id: &str, wanted: &str, now: i64, interval: i64) -> bool {
         let touches = self.0.lock().unwrap();
         touches
             .get(user_id)
-            .is_some_and(|(state, at)| state == wanted && now - at < SYNC_TOUCH_INTERVAL_MS)
+            .is_some_and(|(state, at)| state == wanted && now - at < interval)
     }
 
     fn record(&self, user_id: &str, state: &str, at: i64) {
@@ -227,6 +227,19 @@ pub async fn of_new_room_mates(
         .collect())
 }
 
+/// How often a syncing user's bookkeeping is written: well inside the windows it informs (a user is
+/// "currently active" for a minute after activity; idle and offline after the configured times),
+/// and rarely enough that a crowd's long polls, re-polling after every wake-up, do not become a
+/// commit per user every few seconds.
+fn touch_interval(config: &crate::config::Presence) -> i64 {
+    let quarter = |ms: u64| i64::try_from(ms / 4).unwrap_or(i64::MAX);
+    SYNC_TOUCH_INTERVAL_MS
+        .min(CURRENTLY_ACTIVE_MS / 2)
+        .min(quarter(config.idle_after_ms))
+        .min(quarter(config.offline_after_ms))
+        .max(1)
+}
+
 /// set_presence on /sync (online/offline/unavailable), and activity bookkeeping.
 /// `None` means online, as the spec says; "offline" leaves the user's presence alone.
 pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>) -> Result<()> {
@@ -238,7 +251,11 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
         return Ok(());
     }
     let now = store::now_ms();
-    if state.presence_touches.is_fresh(user_id, wanted, now) {
+    let interval = touch_interval(&state.config.presence);
+    if state
+        .presence_touches
+        .is_fresh(user_id, wanted, now, interval)
+    {
         return Ok(());
     }
     let current = store::presence::get(&state.db, user_id).await?;
@@ -247,8 +264,8 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
             // A client syncing as online counts as activity. Bookkeeping only (others see no
             // change), so it is throttled.
             let active = wanted == "online";
-            let due = now - row.last_sync_ts >= SYNC_TOUCH_INTERVAL_MS
-                || (active && now - row.last_active_ts >= SYNC_TOUCH_INTERVAL_MS);
+            let due = now - row.last_sync_ts >= interval
+                || (active && now - row.last_active_ts >= interval);
             if due {
                 let status_msg = row.status_msg.as_deref();
                 let update = PresenceUpdate {
@@ -408,5 +425,19 @@ mod tests {
             states,
             vec![("@a:x", "unavailable"), ("@b:x", "unavailable")]
         );
+    }
+
+    #[test]
+    fn bookkeeping_is_written_well_inside_the_windows_it_informs() {
+        let presence = |idle, offline| crate::config::Presence {
+            enabled: true,
+            idle_after_ms: idle,
+            offline_after_ms: offline,
+        };
+        // The defaults (five minutes idle, two offline): every 30 s, half of "currently active".
+        assert_eq!(touch_interval(&presence(300_000, 120_000)), 30_000);
+        // A short offline window is not missed.
+        assert_eq!(touch_interval(&presence(300_000, 20_000)), 5_000);
+        assert_eq!(touch_interval(&presence(1, 1)), 1);
     }
 }

@@ -410,15 +410,13 @@ pub async fn device_list_changes(
         r#"WITH mine AS (
                SELECT room_id, membership, stream_ordering FROM memberships WHERE user_id = $1
            ),
-           sharing AS (
-               SELECT DISTINCT m.user_id FROM memberships m
-               JOIN mine ON mine.room_id = m.room_id AND mine.membership = 'join'
-               WHERE m.membership IN ('join', 'invite')
-           ),
            changed AS (
                SELECT c.user_id FROM e2e_device_list_changes c
                WHERE c.stream_position > $2 AND c.stream_position <= $3
-                 AND (c.user_id = $1 OR c.user_id IN (SELECT user_id FROM sharing))
+                 AND (c.user_id = $1 OR EXISTS (
+                     SELECT 1 FROM memberships s
+                     JOIN mine ON mine.room_id = s.room_id AND mine.membership = 'join'
+                     WHERE s.user_id = c.user_id AND s.membership IN ('join', 'invite')))
                UNION
                -- Someone joined a room of ours, or we joined theirs: their devices are new to us.
                SELECT m.user_id FROM memberships m
@@ -434,7 +432,11 @@ pub async fn device_list_changes(
                        AND (mine.membership = 'join' OR (mine.stream_ordering > $2 AND mine.stream_ordering <= $3)))
                       OR (mine.membership IN ('leave', 'ban') AND mine.stream_ordering > $2 AND mine.stream_ordering <= $3
                           AND m.membership IN ('join', 'invite')))
-                 AND m.user_id NOT IN (SELECT user_id FROM sharing)
+                 -- Still sharing another room with us.
+                 AND NOT EXISTS (
+                     SELECT 1 FROM memberships s
+                     JOIN mine ON mine.room_id = s.room_id AND mine.membership = 'join'
+                     WHERE s.user_id = m.user_id AND s.membership IN ('join', 'invite'))
            )
            SELECT user_id AS "user_id!", FALSE AS "left!" FROM changed
            UNION
