@@ -235,16 +235,21 @@ impl Receiver<'_> {
             .await?
             .into_iter()
             .collect();
-        let mut auth_ids: Vec<String> = pdus
+        let mut cited_ids: Vec<String> = pdus
             .iter()
             .filter(|p| !known.contains(&p.event_id))
-            .flat_map(auth_ids_of)
+            .flat_map(|p| {
+                let is_create = matches!(p.object.get("type"),
+                    Some(CanonicalJsonValue::String(t)) if t == "m.room.create");
+                let cited = canonical_value(&p.object, "auth_events");
+                auth_ids(p.version, &p.room_id, is_create, &cited)
+            })
             .collect();
-        auth_ids.sort_unstable();
-        auth_ids.dedup();
-        let mut auth = HashMap::with_capacity(auth_ids.len());
-        if !auth_ids.is_empty() {
-            for (id, text) in store::events::pdus_of(self.db, &auth_ids).await? {
+        cited_ids.sort_unstable();
+        cited_ids.dedup();
+        let mut auth = HashMap::with_capacity(cited_ids.len());
+        if !cited_ids.is_empty() {
+            for (id, text) in store::events::pdus_of(self.db, &cited_ids).await? {
                 auth.insert(id, serde_json::from_str(&text).map_err(Error::internal)?);
             }
         }
@@ -310,12 +315,17 @@ struct Lookups {
     auth: HashMap<String, Value>,
 }
 
-/// The event IDs `p` is authorized by: its auth events, and in v12 rooms the create event it
-/// cites by the room ID.
-fn auth_ids_of(p: &Parsed) -> Vec<String> {
-    let mut ids = refs(p.version, &canonical_value(&p.object, "auth_events"));
-    if p.version.room_id_from_create() {
-        ids.push(format!("${}", p.room_id.trim_start_matches('!')));
+/// The event IDs an event with these `auth_events` is authorized by: those, and in v12 rooms the
+/// create event, which every other event cites by the room ID rather than among them.
+fn auth_ids(
+    version: RoomVersion,
+    room_id: &str,
+    is_create: bool,
+    auth_events: &Value,
+) -> Vec<String> {
+    let mut ids = refs(version, auth_events);
+    if version.room_id_from_create() && !is_create {
+        ids.push(format!("${}", room_id.trim_start_matches('!')));
     }
     ids
 }
@@ -347,16 +357,12 @@ fn incoming(
     if fields.event_type == "m.room.create" {
         return Err(Error::forbidden("A room's create event cannot be appended"));
     }
-    let mut auth_ids = refs(version, &pdu["auth_events"]);
-    // v12 rooms cite their create event by the room ID, not among the auth events.
-    if version.room_id_from_create() {
-        auth_ids.push(format!("${}", room_id.trim_start_matches('!')));
-    }
-    auth_ids.sort_unstable();
-    auth_ids.dedup();
+    let mut ids = auth_ids(version, room_id, false, &pdu["auth_events"]);
+    ids.sort_unstable();
+    ids.dedup();
     // They must be known events of the room (Axon does not fetch missing ones yet).
-    let mut by = Vec::with_capacity(auth_ids.len());
-    for id in &auth_ids {
+    let mut by = Vec::with_capacity(ids.len());
+    for id in &ids {
         let pdu = auth
             .get(id)
             .ok_or_else(|| Error::forbidden("Some of the event's auth events are unknown here"))?;
@@ -438,10 +444,8 @@ pub fn authorized_by(
     known: &HashMap<String, Value>,
 ) -> Result<()> {
     let view = view_of(version, event_id, pdu)?;
-    let mut ids = refs(version, &pdu["auth_events"]);
-    if version.room_id_from_create() && pdu["type"] != "m.room.create" {
-        ids.push(format!("${}", room_id.trim_start_matches('!')));
-    }
+    let is_create = pdu["type"] == "m.room.create";
+    let ids = auth_ids(version, room_id, is_create, &pdu["auth_events"]);
     let mut auth = Vec::with_capacity(ids.len());
     for id in &ids {
         let pdu = known
