@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Error {
     /// A refusal the client caused: status, Matrix errcode, a readable reason, extra fields.
     Matrix {

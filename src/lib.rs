@@ -53,6 +53,8 @@ pub struct Inner {
     pub sync_counts: service::sync::SyncCounts,
     pub joined_rooms: service::sync::JoinedRoomsCache,
     pub presence_touches: service::presence::SyncTouches,
+    /// Presence writes, committed in batches.
+    pub presence_writer: service::presence_writer::PresenceWriter,
     pub push_rules: service::push::RulesetCache,
     /// Ignore lists, read on every sync.
     pub ignored: service::ignore::IgnoreCache,
@@ -126,6 +128,7 @@ impl AppState {
             sync_counts: Default::default(),
             joined_rooms: Default::default(),
             presence_touches: Default::default(),
+            presence_writer: Default::default(),
             push_rules: Default::default(),
             ignored: Default::default(),
             erased: Default::default(),
@@ -147,6 +150,7 @@ impl AppState {
             rate_limiter,
         }));
         state.writer.start(state.clone());
+        state.presence_writer.start(state.clone());
         service::notifier::start_listener(state.clone()).await?;
         service::maintenance::start(state.clone());
         service::typing::start_listener(state.clone()).await?;

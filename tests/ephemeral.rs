@@ -969,6 +969,55 @@ async fn idle_users_become_unavailable() {
     );
 }
 
+/// Presence writes that arrive together commit together: each still takes its own stream position,
+/// and a room mate's next sync reports every one of them, once.
+#[tokio::test]
+async fn a_crowd_coming_online_at_once_is_each_reported_once() {
+    let app = spawn_app().await;
+    let watcher = app.register("watcher").await;
+    let mut crowd = Vec::new();
+    for i in 0..16 {
+        crowd.push(app.register(&format!("crowd{i}")).await);
+    }
+    create_room(&app, &watcher, &crowd.iter().collect::<Vec<_>>()).await;
+    let token = watcher.get("/sync?timeout=0").await.ok()["next_batch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = position(&app).await;
+    let syncs = crowd.iter().map(|u| u.get("/sync?timeout=0"));
+    for answer in futures_util::future::join_all(syncs).await {
+        answer.ok();
+    }
+    let positions: Vec<i64> = sqlx::query_scalar(
+        "SELECT stream_position FROM presence WHERE user_id LIKE '@crowd%' ORDER BY stream_position",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    let mut distinct = positions.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 16, "one position per change: {positions:?}");
+    assert!(positions.iter().all(|p| *p > start));
+
+    let news = watcher
+        .get(&format!("/sync?timeout=0&since={token}"))
+        .await
+        .ok();
+    let mut online: Vec<&str> = news["presence"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["content"]["presence"] == "online")
+        .map(|e| e["sender"].as_str().unwrap())
+        .filter(|sender| *sender != watcher.user_id)
+        .collect();
+    online.sort_unstable();
+    let mut expected: Vec<&str> = crowd.iter().map(|u| u.user_id.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(online, expected);
+}
+
 #[tokio::test]
 async fn presence_can_be_switched_off() {
     let mut config = test_config();

@@ -63,7 +63,7 @@ async fn database(pg: &Postgres, name: &str) -> PgPool {
     let options = pg
         .cluster
         .connect_options(name)
-        .options([("plan_cache_mode", "force_custom_plan")]);
+        .options([("plan_cache_mode", "auto")]);
     let pool = axon::store::pool::options(16, Duration::from_secs(5))
         .connect_with(axon::store::pool::connect_options(options))
         .await

@@ -101,7 +101,9 @@ impl FromRequestParts<AppState> for GuestAllowed {
                 .get(USER_AGENT)
                 .map(|ua| String::from_utf8_lossy(ua.as_bytes()).into_owned()),
         };
-        service::auth::authenticate(state, &token, client)
+        // Boxed: a cache miss reads the database, and that read's state would otherwise be part
+        // of every request's future (kilobytes held by each waiting long poll).
+        Box::pin(service::auth::authenticate(state, &token, client))
             .await
             .map(GuestAllowed)
     }

@@ -4,7 +4,7 @@
 //! U+0000 is refused at the door: PostgreSQL cannot store it in `text` or `jsonb`, so a JSON body
 //! holding it anywhere (a key or a string, however deep) is `M_BAD_JSON` here ([`body_bytes`], which
 //! every JSON body goes through), and a path or query parameter holding it is `M_INVALID_PARAM`
-//! ([`reject_nul_in_uri`], a layer over every route).
+//! ([`reject_nul_in_uri`], checked for every route).
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -91,18 +91,15 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A layer over every route: a path or query parameter that decodes to U+0000 is `M_INVALID_PARAM`
-/// before any handler runs. Percent-encoding is the only way to put U+0000 in a URI, and `%00`
+/// Checked for every route (see `api::admit`): a path or query parameter that decodes to U+0000 is
+/// `M_INVALID_PARAM` before any handler runs. Percent-encoding is the only way to put U+0000 in a URI, and `%00`
 /// always decodes to it (no earlier escape can swallow its `%`), so looking for `%00` is exact.
 /// Query parameters that carry JSON (`filter`) are also refused when the JSON escapes U+0000.
-pub async fn reject_nul_in_uri(
-    request: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let uri = request.uri();
+pub fn reject_nul_in_uri(uri: &axum::http::Uri) -> Result<(), Error> {
     if uri.path().contains("%00") {
-        return Error::invalid_param("Path parameters must not contain U+0000").into_response();
+        return Err(Error::invalid_param(
+            "Path parameters must not contain U+0000",
+        ));
     }
     if let Some(query) = uri.query() {
         let nul = query.contains("%00")
@@ -113,11 +110,12 @@ pub async fn reject_nul_in_uri(
                 })
             });
         if nul {
-            return Error::invalid_param("Query parameters must not contain U+0000")
-                .into_response();
+            return Err(Error::invalid_param(
+                "Query parameters must not contain U+0000",
+            ));
         }
     }
-    next.run(request).await
+    Ok(())
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {

@@ -7,8 +7,9 @@
 //! `retry_after_ms` of the second try.
 
 use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{Method, header};
+use axum::extract::{OriginalUri, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -33,7 +34,10 @@ pub async fn once_on_lost_connection(request: Request, next: Next) -> Response {
     if !replayable {
         return next.run(request).await;
     }
-    let (parts, body) = request.into_parts();
+    let (original, body) = request.into_parts();
+    let parts = detached(&original);
+    // Dropped here, not at the end of the request (as a shadowed binding would be).
+    drop(original);
     let Ok(bytes) = axum::body::to_bytes(body, MAX_REPLAYED_BODY as usize).await else {
         // The body broke off (or lied about its length): nothing to serve.
         return crate::Error::bad_json("Could not read the request body").into_response();
@@ -51,4 +55,30 @@ pub async fn once_on_lost_connection(request: Request, next: Next) -> Response {
     tracing::info!("retrying a request after a lost database connection");
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// A copy of a request head that shares no memory with its connection. hyper parses the URI and
+/// header values as slices of the connection's read buffer; a head kept for a replay would pin
+/// that buffer (8 KiB) for as long as the request runs — a long poll's 30 s — and hyper would
+/// allocate another to read the connection meanwhile.
+fn detached(parts: &Parts) -> Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.version = parts.version;
+    head.uri = detached_uri(&parts.uri);
+    head.headers.reserve(parts.headers.len());
+    for (name, value) in &parts.headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        head.headers.append(name.clone(), copy);
+    }
+    head.extensions = parts.extensions.clone();
+    if let Some(OriginalUri(uri)) = parts.extensions.get::<OriginalUri>() {
+        head.extensions.insert(OriginalUri(detached_uri(uri)));
+    }
+    head
+}
+
+fn detached_uri(uri: &Uri) -> Uri {
+    Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
 }

@@ -51,7 +51,16 @@ async fn get_sync(
             "set_presence must be online, offline or unavailable",
         ));
     }
-    let filter = filter::resolve(&state, requester.user_id.as_str(), p.filter.as_deref()).await?;
+    // Both boxed: a waiting long poll then holds only the sync's own state, not the largest of
+    // these steps' (kilobytes per connection with thousands of clients polling).
+    let filter = Box::new(
+        Box::pin(filter::resolve(
+            &state,
+            requester.user_id.as_str(),
+            p.filter.as_deref(),
+        ))
+        .await?,
+    );
     let request = SyncRequest {
         since: p.since,
         timeout_ms,
@@ -59,7 +68,9 @@ async fn get_sync(
         set_presence: p.set_presence,
         filter,
     };
-    Ok(JsonResponse(sync::sync(&state, &requester, request).await?))
+    Ok(JsonResponse(
+        Box::pin(sync::sync(&state, &requester, request)).await?,
+    ))
 }
 
 fn require_self(requester: &Requester, user_id: &str) -> Result<()> {

@@ -26,6 +26,7 @@ pub mod mutual_rooms;
 pub mod notifier;
 pub mod openid;
 pub mod presence;
+pub mod presence_writer;
 pub mod profile;
 pub mod push;
 pub mod push_defaults;

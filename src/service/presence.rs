@@ -41,12 +41,12 @@ impl SyncTouches {
         touches.insert(user_id.to_owned(), (state.to_owned(), at));
     }
 
-    fn forget(&self, user_id: &str) {
+    pub(crate) fn forget(&self, user_id: &str) {
         self.0.lock().unwrap().remove(user_id);
     }
 }
 
-fn event_content(row: &PresenceRow, now: i64) -> Value {
+pub(crate) fn event_content(row: &PresenceRow, now: i64) -> Value {
     let mut content = json!({
         "presence": row.state,
         "last_active_ago": (now - row.last_active_ts).max(0),
@@ -111,29 +111,9 @@ pub async fn get_status(state: &AppState, requester: &str, user_id: &str) -> Res
 }
 
 /// Stores a presence change; /sync reports it (and wakes) only when what others see changed.
+/// Concurrent writes commit together (see `presence_writer`).
 async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
-    state.presence_touches.forget(update.user_id);
-    let mut tx = state.db.begin().await?;
-    let current = store::presence::get_for_update(&mut tx, update.user_id).await?;
-    let visible_change = current.as_ref().is_none_or(|row| {
-        row.state != update.state || row.status_msg.as_deref() != update.status_msg
-    });
-    if !visible_change {
-        store::presence::upsert(&mut tx, update, None).await?;
-        tx.commit().await?;
-        return Ok(());
-    }
-    let rooms = store::rooms::joined_rooms(&mut *tx, update.user_id).await?;
-    let position = store::stream::advance(&mut tx, 1).await?;
-    store::presence::upsert(&mut tx, update, Some(position)).await?;
-    let row = PresenceRow {
-        user_id: update.user_id.to_owned(),
-        state: update.state.to_owned(),
-        status_msg: update.status_msg.map(str::to_owned),
-        last_active_ts: update.last_active_ts,
-        last_sync_ts: update.last_sync_ts,
-    };
-    commit_and_wake(state, tx, position, row, rooms).await
+    state.presence_writer.write(update).await
 }
 
 /// The user's own syncs wake at once; users sharing a room with the user wait under the room's
@@ -275,9 +255,7 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
                     last_active_ts: if active { now } else { row.last_active_ts },
                     last_sync_ts: now,
                 };
-                let mut tx = state.db.begin().await?;
-                store::presence::upsert(&mut tx, &update, None).await?;
-                tx.commit().await?;
+                write(state, &update).await?;
                 state.presence_touches.record(user_id, wanted, now);
             } else {
                 // Fresh until the next write falls due.
@@ -334,6 +312,8 @@ pub async fn sweep(state: &AppState) -> Result<()> {
         store::presence::stale(&state.db, idle_before, offline_before).await?
     {
         let mut tx = state.db.begin().await?;
+        // The row before the stream head: the order presence writes lock them in.
+        store::presence::get_for_update(&mut tx, &user_id).await?;
         let rooms = store::rooms::joined_rooms(&mut *tx, &user_id).await?;
         let position = store::stream::advance(&mut tx, 1).await?;
         // Another process may have swept (or the user come back) meanwhile.

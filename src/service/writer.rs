@@ -85,13 +85,10 @@ pub struct Committed {
     pub deduplicated: bool,
 }
 
-/// The optimistic path's connections. Its one statement (inserts, and updates by primary key) keeps
-/// PostgreSQL's cached generic plan (`auto`), where the request pool plans every execution afresh:
-/// planning it costs about a third of running it.
+/// The optimistic path's connections (the request pool's options: its one statement, inserts and
+/// updates by primary key, keeps PostgreSQL's cached generic plan).
 pub fn writer_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
-    let options = (*db.connect_options())
-        .clone()
-        .options([("plan_cache_mode", "auto")]);
+    let options = (*db.connect_options()).clone();
     store::pool::autocommit_options(LANES as u32 + 1, db.options().get_acquire_timeout())
         // Opened at start-up, so the first message does not wait for a new backend.
         .min_connections(LANES as u32)

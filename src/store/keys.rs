@@ -418,25 +418,36 @@ pub async fn device_list_changes(
                      JOIN mine ON mine.room_id = s.room_id AND mine.membership = 'join'
                      WHERE s.user_id = c.user_id AND s.membership IN ('join', 'invite')))
                UNION
-               -- Someone joined a room of ours, or we joined theirs: their devices are new to us.
-               SELECT m.user_id FROM memberships m
-               JOIN mine ON mine.room_id = m.room_id AND mine.membership = 'join'
-               WHERE m.membership = 'join' AND m.user_id <> $1
-                 AND ((m.stream_ordering > $2 AND m.stream_ordering <= $3)
-                      OR (mine.stream_ordering > $2 AND mine.stream_ordering <= $3))
+               -- Someone joined a room of ours (the members that moved: an index range)...
+               SELECT m.user_id FROM mine JOIN memberships m ON m.room_id = mine.room_id
+               WHERE mine.membership = 'join' AND m.membership = 'join' AND m.user_id <> $1
+                 AND m.stream_ordering > $2 AND m.stream_ordering <= $3
+               UNION
+               -- ... or we joined theirs: their devices are new to us.
+               SELECT m.user_id FROM mine JOIN memberships m ON m.room_id = mine.room_id
+               WHERE mine.membership = 'join' AND mine.stream_ordering > $2 AND mine.stream_ordering <= $3
+                 AND m.membership = 'join' AND m.user_id <> $1
+           ),
+           parted AS (
+               -- They left a room we are in (or joined since).
+               SELECT m.user_id FROM mine JOIN memberships m ON m.room_id = mine.room_id
+               WHERE m.user_id <> $1 AND m.membership IN ('leave', 'ban')
+                 AND m.stream_ordering > $2 AND m.stream_ordering <= $3
+                 AND (mine.membership = 'join' OR (mine.stream_ordering > $2 AND mine.stream_ordering <= $3))
+               UNION
+               -- We left a room they are in.
+               SELECT m.user_id FROM mine JOIN memberships m ON m.room_id = mine.room_id
+               WHERE m.user_id <> $1 AND mine.membership IN ('leave', 'ban')
+                 AND mine.stream_ordering > $2 AND mine.stream_ordering <= $3
+                 AND m.membership IN ('join', 'invite')
            ),
            gone AS (
-               SELECT m.user_id FROM memberships m JOIN mine ON mine.room_id = m.room_id
-               WHERE m.user_id <> $1
-                 AND ((m.membership IN ('leave', 'ban') AND m.stream_ordering > $2 AND m.stream_ordering <= $3
-                       AND (mine.membership = 'join' OR (mine.stream_ordering > $2 AND mine.stream_ordering <= $3)))
-                      OR (mine.membership IN ('leave', 'ban') AND mine.stream_ordering > $2 AND mine.stream_ordering <= $3
-                          AND m.membership IN ('join', 'invite')))
-                 -- Still sharing another room with us.
-                 AND NOT EXISTS (
-                     SELECT 1 FROM memberships s
-                     JOIN mine ON mine.room_id = s.room_id AND mine.membership = 'join'
-                     WHERE s.user_id = m.user_id AND s.membership IN ('join', 'invite'))
+               SELECT p.user_id FROM parted p
+               -- Still sharing another room with us.
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM memberships s
+                   JOIN mine ON mine.room_id = s.room_id AND mine.membership = 'join'
+                   WHERE s.user_id = p.user_id AND s.membership IN ('join', 'invite'))
            )
            SELECT user_id AS "user_id!", FALSE AS "left!" FROM changed
            UNION

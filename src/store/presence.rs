@@ -34,37 +34,65 @@ pub async fn get_for_update(
     .await
 }
 
+/// The rows of `users`, locked until the transaction ends. Rows are locked in user order, so
+/// that batches of several processes cannot deadlock on them.
+pub async fn get_many_for_update(
+    conn: &mut PgConnection,
+    users: &[String],
+) -> sqlx::Result<Vec<PresenceRow>> {
+    sqlx::query_as!(
+        PresenceRow,
+        "SELECT user_id, state, status_msg, last_active_ts, last_sync_ts FROM presence
+         WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+        users
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// Several users' presence writes, one per user, column by column; `positions[i]` is Some when
+/// /sync must report the change.
+#[derive(Default)]
+pub struct PresenceWrites {
+    pub users: Vec<String>,
+    pub states: Vec<String>,
+    pub status_msgs: Vec<Option<String>>,
+    pub last_active: Vec<i64>,
+    pub last_sync: Vec<i64>,
+    pub positions: Vec<Option<i64>>,
+}
+
+/// Writes several users' presence in one statement (as [`upsert`] does one).
+pub async fn upsert_many(conn: &mut PgConnection, w: &PresenceWrites) -> sqlx::Result<()> {
+    // A position is never 0: 0 stands for "keep the stored one".
+    sqlx::query!(
+        "INSERT INTO presence (user_id, state, status_msg, last_active_ts, last_sync_ts, stream_position)
+         SELECT u, s, m, a, y, COALESCE(p, 0)
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[]) AS w(u, s, m, a, y, p)
+         ORDER BY u
+         ON CONFLICT (user_id) DO UPDATE SET state = EXCLUDED.state, status_msg = EXCLUDED.status_msg,
+             last_active_ts = EXCLUDED.last_active_ts,
+             last_sync_ts = GREATEST(presence.last_sync_ts, EXCLUDED.last_sync_ts),
+             stream_position = CASE WHEN EXCLUDED.stream_position = 0 THEN presence.stream_position
+                                    ELSE EXCLUDED.stream_position END",
+        &w.users,
+        &w.states,
+        &w.status_msgs as &[Option<String>],
+        &w.last_active,
+        &w.last_sync,
+        &w.positions as &[Option<i64>]
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub struct PresenceUpdate<'a> {
     pub user_id: &'a str,
     pub state: &'a str,
     pub status_msg: Option<&'a str>,
     pub last_active_ts: i64,
     pub last_sync_ts: i64,
-}
-
-/// Writes the state; `position` is Some when /sync must report the change.
-pub async fn upsert(
-    conn: &mut PgConnection,
-    p: &PresenceUpdate<'_>,
-    position: Option<i64>,
-) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT INTO presence (user_id, state, status_msg, last_active_ts, last_sync_ts, stream_position)
-         VALUES ($1, $2, $3, $4, $5, COALESCE($6::bigint, 0))
-         ON CONFLICT (user_id) DO UPDATE SET state = EXCLUDED.state, status_msg = EXCLUDED.status_msg,
-             last_active_ts = EXCLUDED.last_active_ts,
-             last_sync_ts = GREATEST(presence.last_sync_ts, EXCLUDED.last_sync_ts),
-             stream_position = COALESCE($6::bigint, presence.stream_position)",
-        p.user_id,
-        p.state,
-        p.status_msg,
-        p.last_active_ts,
-        p.last_sync_ts,
-        position
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Users whose shown state has gone stale: online but idle, or not syncing any more.

@@ -291,6 +291,20 @@ pub async fn joined_rooms(db: impl PgExecutor<'_>, user_id: &str) -> sqlx::Resul
     .await
 }
 
+/// The rooms each of `users` is joined to: (user, room) pairs.
+pub async fn joined_rooms_of_users(
+    db: impl PgExecutor<'_>,
+    users: &[String],
+) -> sqlx::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT user_id, room_id FROM memberships WHERE user_id = ANY($1) AND membership = 'join'",
+        users
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.user_id, r.room_id)).collect())
+}
+
 /// The rooms both users are joined to, in code point order of their IDs (what `/mutual_rooms`
 /// pages by).
 pub async fn mutual_joined_rooms(

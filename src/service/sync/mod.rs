@@ -84,7 +84,9 @@ pub struct SyncRequest {
     pub timeout_ms: u64,
     pub full_state: bool,
     pub set_presence: Option<String>,
-    pub filter: Filter,
+    /// Boxed: a filter is about a kilobyte, and every waiting long poll's futures would carry it
+    /// inline (more than once).
+    pub filter: Box<Filter>,
 }
 
 /// Member events already sent to a device, per room: lazy loading without redundant members.
@@ -279,7 +281,7 @@ async fn sync_in_client_format(
     requester: &Requester,
     req: SyncRequest,
 ) -> Result<SyncResponse> {
-    let mut since = match req.since.as_deref() {
+    let since = match req.since.as_deref() {
         None | Some("") => None,
         Some(token) => Some(
             SyncToken::parse(token).ok_or_else(|| Error::invalid_param("Invalid since token"))?,
@@ -287,7 +289,22 @@ async fn sync_in_client_format(
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
     let user = requester.user_id.as_str();
+    // Before the snapshot: the user's own presence change is in this response, not news that
+    // would wake their next long poll at once.
     Box::pin(presence::on_sync(state, user, req.set_presence.as_deref())).await?;
+    Box::pin(answer(state, requester, &req, since, deadline)).await
+}
+
+/// The response from `since` (none: an initial sync), waiting until `deadline` when there is
+/// nothing to say.
+async fn answer(
+    state: &AppState,
+    requester: &Requester,
+    req: &SyncRequest,
+    mut since: Option<SyncToken>,
+    deadline: Instant,
+) -> Result<SyncResponse> {
+    let user = requester.user_id.as_str();
     let device_key = format!("device:{user}:{}", requester.device_id);
     // Room mates' presence wakes only the long polls that would show it.
     let wants_presence =
@@ -1499,5 +1516,27 @@ mod tests {
         for bad in ["", "5", "s", "sx", "s-1", "s1_x", "garbage"] {
             assert_eq!(SyncToken::parse(bad), None, "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod future_sizes {
+    use super::*;
+
+    fn future_size<A, F: std::future::Future>(_: impl Fn(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A long poll's futures live as long as it waits, one set per waiting client: what they
+    /// carry inline (a filter is about a kilobyte; it was carried twice, 4.7 KB in all) counts
+    /// thousands of times.
+    #[test]
+    fn a_waiting_long_poll_carries_little() {
+        let sync = future_size(|(s, r, q): (&AppState, &Requester, SyncRequest)| sync(s, r, q));
+        let answer = future_size(
+            |(s, r, q, d): (&AppState, &Requester, &SyncRequest, Instant)| answer(s, r, q, None, d),
+        );
+        assert!(sync <= 2048, "sync's future is {sync} bytes");
+        assert!(answer <= 2048, "answer's future is {answer} bytes");
     }
 }
