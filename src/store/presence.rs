@@ -62,7 +62,7 @@ pub struct PresenceWrites {
     pub positions: Vec<Option<i64>>,
 }
 
-/// Writes several users' presence in one statement (as [`upsert`] does one).
+/// Writes several users' presence in one statement.
 pub async fn upsert_many(conn: &mut PgConnection, w: &PresenceWrites) -> sqlx::Result<()> {
     // A position is never 0: 0 stands for "keep the stored one".
     sqlx::query!(
