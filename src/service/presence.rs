@@ -46,7 +46,7 @@ impl SyncTouches {
     }
 }
 
-pub(crate) fn event_content(row: &PresenceRow, now: i64) -> Value {
+fn event_content(row: &PresenceRow, now: i64) -> Value {
     let mut content = json!({
         "presence": row.state,
         "last_active_ago": (now - row.last_active_ts).max(0),
@@ -120,29 +120,35 @@ async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
 /// key and are woken with the next batch of deferred wake-ups: presence comes in crowds (everyone
 /// coming online after a restart), and a poll then wakes once for all of it rather than once per
 /// member of its rooms.
-async fn commit_and_wake(
+pub(crate) async fn commit_and_wake(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    position: i64,
-    row: PresenceRow,
-    rooms: Vec<String>,
+    first: i64,
+    changes: Vec<PresenceNews>,
 ) -> Result<()> {
-    let own = [row.user_id.clone()];
+    let own: Vec<String> = changes.iter().map(|c| c.row.user_id.clone()).collect();
+    let mut rooms: Vec<String> = changes.iter().flat_map(|c| c.rooms.clone()).collect();
+    rooms.sort_unstable();
+    rooms.dedup();
     let payload = state.notifier.deferred_payload(&own, &rooms);
     store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
     tx.commit().await?;
-    // Other servers sharing a room with a local user hear of it too.
-    crate::service::federation::outbound_edus::presence(
-        state,
-        &row.user_id,
-        event_content(&row, store::now_ms()),
-    );
-    let user_id = row.user_id.clone();
+    let now = store::now_ms();
+    let mut last = first;
+    for (news, position) in changes.into_iter().zip(first..) {
+        // Other servers sharing a room with a local user hear of it too.
+        crate::service::federation::outbound_edus::presence(
+            state,
+            &news.row.user_id,
+            event_content(&news.row, now),
+        );
+        state.recent.record_presence(position, news);
+        last = position;
+    }
     state.notifier.wake_soon(rooms.iter().map(String::as_str));
     state
-        .recent
-        .record_presence(position, PresenceNews { row, rooms });
-    state.notifier.committed(position, [user_id.as_str()]);
+        .notifier
+        .committed(last, own.iter().map(String::as_str));
     Ok(())
 }
 
@@ -334,7 +340,7 @@ pub async fn sweep(state: &AppState) -> Result<()> {
             tx.rollback().await?;
             continue;
         };
-        commit_and_wake(state, tx, position, row, rooms).await?;
+        commit_and_wake(state, tx, position, vec![PresenceNews { row, rooms }]).await?;
         state.presence_touches.forget(&user_id);
     }
     Ok(())

@@ -9,7 +9,6 @@ use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::service::notifier;
 use crate::service::recent::PresenceNews;
 use crate::store::presence::{PresenceRow, PresenceUpdate, PresenceWrites};
 use crate::{AppState, Error, Result, store};
@@ -31,15 +30,8 @@ struct Pending {
     reply: oneshot::Sender<Result<()>>,
 }
 
-/// An owned [`PresenceUpdate`].
-#[derive(Clone)]
-struct Update {
-    user_id: String,
-    state: String,
-    status_msg: Option<String>,
-    last_active_ts: i64,
-    last_sync_ts: i64,
-}
+/// A queued write: the row as it is to be stored.
+type Update = PresenceRow;
 
 impl PresenceWriter {
     pub fn start(&self, state: AppState) {
@@ -57,7 +49,7 @@ impl PresenceWriter {
             .get()
             .ok_or_else(|| Error::internal("presence writer not started"))?;
         let (reply, answer) = oneshot::channel();
-        let update = Update {
+        let update = PresenceRow {
             user_id: update.user_id.to_owned(),
             state: update.state.to_owned(),
             status_msg: update.status_msg.map(str::to_owned),
@@ -171,54 +163,14 @@ async fn commit(state: &AppState, updates: &[Update]) -> Result<()> {
         tx.commit().await?;
         return Ok(());
     }
-    let own: Vec<String> = visible.iter().map(|u| u.user_id.clone()).collect();
-    let mut all_rooms: Vec<String> = rooms_of.values().flatten().cloned().collect();
-    all_rooms.sort_unstable();
-    all_rooms.dedup();
-    let payload = state.notifier.deferred_payload(&own, &all_rooms);
-    store::stream::notify(&mut *tx, notifier::CHANNEL, &payload).await?;
-    tx.commit().await?;
-    announce(state, &visible, first, rooms_of, &all_rooms);
-    Ok(())
-}
-
-/// After the commit: other servers hear of each change, the recent-changes buffer holds each at
-/// its position, this process's syncs wake (the users' own at once, their room mates' with the
-/// next deferred wake-up).
-fn announce(
-    state: &AppState,
-    visible: &[&Update],
-    first: i64,
-    mut rooms_of: HashMap<String, Vec<String>>,
-    all_rooms: &[String],
-) {
-    let now = store::now_ms();
-    let mut last = first;
-    for (update, position) in visible.iter().zip(first..) {
-        let row = PresenceRow {
-            user_id: update.user_id.clone(),
-            state: update.state.clone(),
-            status_msg: update.status_msg.clone(),
-            last_active_ts: update.last_active_ts,
-            last_sync_ts: update.last_sync_ts,
-        };
-        crate::service::federation::outbound_edus::presence(
-            state,
-            &row.user_id,
-            crate::service::presence::event_content(&row, now),
-        );
-        let rooms = rooms_of.remove(&update.user_id).unwrap_or_default();
-        state
-            .recent
-            .record_presence(position, PresenceNews { row, rooms });
-        last = position;
-    }
-    state
-        .notifier
-        .wake_soon(all_rooms.iter().map(String::as_str));
-    state
-        .notifier
-        .committed(last, visible.iter().map(|u| u.user_id.as_str()));
+    let changes: Vec<PresenceNews> = visible
+        .into_iter()
+        .map(|u| PresenceNews {
+            rooms: rooms_of.remove(&u.user_id).unwrap_or_default(),
+            row: u.clone(),
+        })
+        .collect();
+    crate::service::presence::commit_and_wake(state, tx, first, changes).await
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use sqlx::{PgConnection, PgExecutor};
 
+#[derive(Clone)]
 pub struct PresenceRow {
     pub user_id: String,
     pub state: String,
