@@ -227,6 +227,10 @@ async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
     state.outbox.shutdown().await;
     // The LISTEN task ends quietly when the database goes away now.
     state.notifier.stop();
+    // The writer's pool is closed before the cluster stops: a connection it opens or returns
+    // meanwhile (its start-up minimum, say) is then closed rather than pinged against a database
+    // going away, which would log a warning.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), state.writer_db.close()).await;
     Ok(())
 }
 
