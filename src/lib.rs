@@ -55,6 +55,8 @@ pub struct Inner {
     pub presence_touches: service::presence::SyncTouches,
     /// Presence writes, committed in batches.
     pub presence_writer: service::presence_writer::PresenceWriter,
+    /// Devices' last activity, recorded in batches.
+    pub last_seen: service::last_seen::LastSeenWriter,
     pub push_rules: service::push::RulesetCache,
     /// Ignore lists, read on every sync.
     pub ignored: service::ignore::IgnoreCache,
@@ -129,6 +131,7 @@ impl AppState {
             joined_rooms: Default::default(),
             presence_touches: Default::default(),
             presence_writer: Default::default(),
+            last_seen: Default::default(),
             push_rules: Default::default(),
             ignored: Default::default(),
             erased: Default::default(),
@@ -151,6 +154,7 @@ impl AppState {
         }));
         state.writer.start(state.clone());
         state.presence_writer.start(state.clone());
+        state.last_seen.start(state.db.clone());
         service::notifier::start_listener(state.clone()).await?;
         service::maintenance::start(state.clone());
         service::typing::start_listener(state.clone()).await?;

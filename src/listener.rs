@@ -1,6 +1,7 @@
-//! The federation listener: TLS with rustls when `federation.tls_certificate` and
-//! `tls_private_key` are set, plain HTTP otherwise (for a reverse proxy that terminates TLS).
-//! Handshakes run concurrently (bounded, with a timeout) so a slow client delays no one else.
+//! The listeners. The client-server one speaks HTTP/1.1 only (see `serve_client`). The federation
+//! one: TLS with rustls when `federation.tls_certificate` and `tls_private_key` are set, plain HTTP
+//! otherwise (for a reverse proxy that terminates TLS). Handshakes run concurrently (bounded, with a
+//! timeout) so a slow client delays no one else.
 
 use std::io;
 use std::net::SocketAddr;
@@ -139,4 +140,69 @@ pub async fn serve_federation(
                 .await
         }
     }
+}
+
+/// Serves the client-server router on `tcp` until `shutdown` completes, then lets every connection
+/// finish the request it is serving. HTTP/1.1 only: deciding between HTTP/1 and cleartext HTTP/2
+/// (as `axum::serve` does) first reads a few bytes apart and hands them back as a first short
+/// read, which makes hyper grow each connection's read buffer from 8 to 16 KiB before the first
+/// request's head is complete — 16 MiB for 2,000 waiting long polls. Clients reach this listener
+/// over HTTP/1.1 (or through a proxy that speaks it to us); Synapse offers nothing else either.
+pub async fn serve_client(
+    router: axum::Router,
+    tcp: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    let http = hyper::server::conn::http1::Builder::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // No Nagle delay: a response goes out the moment it is written.
+        let _ = stream.set_nodelay(true);
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request.map(axum::body::Body::new)
+            },
+        );
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::trace!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(tcp);
+    connections.shutdown().await;
+}
+
+/// A failed accept: a connection that went away before it was accepted is nothing; anything else
+/// (out of file descriptors) is logged and retried after a pause, as hyper and axum do.
+async fn accept_failed(e: io::Error) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }

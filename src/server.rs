@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use axum::serve::ListenerExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
@@ -197,27 +196,17 @@ async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
             }
         });
     }
-    // No Nagle delay: a response goes out the moment it is written.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     tracing::info!(%address, server_name = %state.server_name, "Axon is listening");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let federation = start_federation(&state, stopped.clone()).await?;
     let mut client_stopped = stopped;
-    axum::serve(
-        listener,
-        state
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crate::listener::serve_client(state.router(), listener, async move {
         tokio::select! {
             _ = shutdown_signal() => {}
             _ = client_stopped.changed() => {}
         }
     })
-    .await?;
+    .await;
     let _ = stop.send(true);
     if let Some(federation) = federation {
         let _ = federation.await;

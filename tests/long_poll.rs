@@ -391,6 +391,34 @@ async fn a_long_poll_with_nothing_new_returns_empty_at_its_timeout() {
     assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["after"]);
 }
 
+/// A filter without presence: the initial sync does not wait for the user's presence to be
+/// written before reading (the two go ahead together), yet the user is online once it answers,
+/// and the change is not news that wakes the first long poll.
+#[tokio::test]
+async fn without_presence_in_the_filter_the_first_long_poll_still_waits() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    send_ok(&alice, &room, "before").await;
+    let filter = enc(r#"{"presence":{"types":[]}}"#);
+    let s = sync(&alice, &format!("filter={filter}")).await;
+    assert_eq!(bodies(&timeline(&s, &room)["events"]), vec!["before"]);
+    let status = alice
+        .get(&format!("/presence/{}/status", enc(&alice.user_id)))
+        .await
+        .ok();
+    assert_eq!(status["presence"], "online", "{status}");
+    let started = Instant::now();
+    let s = sync(
+        &alice,
+        &format!("filter={filter}&since={}&timeout=700", next_batch(&s)),
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(650), "{s}");
+    assert_eq!(s["rooms"]["join"], json!({}), "{s}");
+    assert_eq!(s["presence"]["events"], json!([]), "{s}");
+}
+
 /// Tokens are positions in the database's stream, not in a process's memory.
 #[tokio::test]
 async fn a_sync_token_is_good_on_a_process_started_later() {

@@ -101,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         unstable = unstable.merge(login_token::unstable_routes());
     }
 
-    let routes = Router::new()
+    Router::new()
         .nest("/_matrix/client/v3", client.clone())
         .nest("/_matrix/client/r0", client)
         .nest("/_matrix/client/v1", client_v1)
@@ -120,74 +120,95 @@ pub fn router(state: AppState) -> Router {
         .merge(email_pages::routes())
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn(admit))
-        .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))
+        // Every layer in one: each `Router::layer` call boxes every request's future once more
+        // (with room for the whole request beside it), which a waiting long poll carries for its
+        // 30 s — about 300 bytes a layer. The first listed is the outermost.
         .layer(
-            CompressionLayer::new()
-                .gzip(true)
-                .compress_when(SizeAbove::new(1024).and(NotForContentType::IMAGES)),
-        )
-        .layer(CatchPanicLayer::custom(
-            |_panic: Box<dyn std::any::Any + Send>| {
-                Error::internal("a request handler panicked").into_response()
-            },
-        ));
-    // Only when metrics are on: otherwise requests pay nothing for them.
-    let routes = if state.metrics.is_some() {
-        routes.layer(axum::middleware::from_fn(metrics::record))
-    } else {
-        routes
-    };
-    // Behind a proxy: its X-Forwarded-For names the client.
-    let routes = if state.config.listen.x_forwarded {
-        routes.layer(axum::middleware::from_fn(forwarded::use_forwarded_for))
-    } else {
-        routes
-    };
-    routes
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request<_>| {
-                    // The path template, never the raw URI: it may carry an access_token.
-                    let path = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or("<unmatched>", MatchedPath::as_str);
-                    // Set by the layer outside this one: each request has it.
-                    let request_id = request
-                        .headers()
-                        .get(request_id::HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("request", request_id, method = %request.method(), path, status = tracing::field::Empty)
-                })
-                .on_response(|response: &Response, latency: Duration, span: &tracing::Span| {
-                    span.record("status", response.status().as_u16());
-                    tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
-                }),
-        )
-        // The request ID, made before the span above opens and returned on the response.
-        .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
-            request_id::HEADER,
-        )))
-        .layer(SetRequestIdLayer::new(
-            HeaderName::from_static(request_id::HEADER),
-            request_id::NextRequestId,
-        ))
-        .layer(tower::util::MapRequestLayer::new(request_id::drop_unusable))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
-        // The spec's CORS headers for web clients on other origins; preflights are answered here.
-        .layer(
-            CorsLayer::new()
-                .allow_origin(Any)
-                .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
-                .allow_headers([
-                    HeaderName::from_static("x-requested-with"),
-                    header::CONTENT_TYPE,
-                    header::AUTHORIZATION,
-                ]),
+            tower::ServiceBuilder::new()
+                // The spec's CORS headers for web clients on other origins; preflights are
+                // answered here.
+                .layer(
+                    CorsLayer::new()
+                        .allow_origin(Any)
+                        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS])
+                        .allow_headers([
+                            HeaderName::from_static("x-requested-with"),
+                            header::CONTENT_TYPE,
+                            header::AUTHORIZATION,
+                        ]),
+                )
+                .map_response(into_response)
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
+                .layer(tower::util::MapRequestLayer::new(request_id::drop_unusable))
+                // The request ID, made before the span below opens and returned on the response.
+                .layer(SetRequestIdLayer::new(
+                    HeaderName::from_static(request_id::HEADER),
+                    request_id::NextRequestId,
+                ))
+                .layer(PropagateRequestIdLayer::new(HeaderName::from_static(
+                    request_id::HEADER,
+                )))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request<_>| {
+                            // The path template, never the raw URI: it may carry an access_token.
+                            let path = request
+                                .extensions()
+                                .get::<MatchedPath>()
+                                .map_or("<unmatched>", MatchedPath::as_str);
+                            // Set by the layer outside this one: each request has it.
+                            let request_id = request
+                                .headers()
+                                .get(request_id::HEADER)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("-");
+                            tracing::info_span!("request", request_id, method = %request.method(), path, status = tracing::field::Empty)
+                        })
+                        .on_response(|response: &Response, latency: Duration, span: &tracing::Span| {
+                            span.record("status", response.status().as_u16());
+                            tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
+                        }),
+                )
+                // Behind a proxy: its X-Forwarded-For names the client.
+                .option_layer(
+                    state
+                        .config
+                        .listen
+                        .x_forwarded
+                        .then(|| axum::middleware::from_fn(forwarded::use_forwarded_for)),
+                )
+                // Only when metrics are on: otherwise requests pay nothing for them.
+                .option_layer(
+                    state
+                        .metrics
+                        .is_some()
+                        .then(|| axum::middleware::from_fn(metrics::record)),
+                )
+                .map_response(into_response)
+                .layer(CatchPanicLayer::custom(
+                    |_panic: Box<dyn std::any::Any + Send>| {
+                        Error::internal("a request handler panicked").into_response()
+                    },
+                ))
+                .layer(
+                    CompressionLayer::new()
+                        .gzip(true)
+                        .compress_when(SizeAbove::new(1024).and(NotForContentType::IMAGES)),
+                )
+                .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))
+                .layer(axum::middleware::from_fn(admit)),
         )
         .with_state(state)
+}
+
+/// A response with its body as axum's: the layers that wrap the body in a type of their own
+/// (tracing, panics, compression) hand it on to those that want axum's.
+fn into_response<B>(response: axum::http::Response<B>) -> Response
+where
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    response.map(axum::body::Body::new)
 }
 
 /// Every request: refused at once when its URI carries U+0000, else served, with one more try

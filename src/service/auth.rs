@@ -150,24 +150,14 @@ fn note_last_seen(state: &AppState, requester: &Requester, now: i64, client: Cli
             }
         }
     }
-    let state = state.clone();
-    let requester = requester.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store::users::touch_device(
-            &state.db,
-            requester.user_id.as_str(),
-            requester.device_id.as_str(),
-            now,
-            client.ip.as_deref(),
-            client
-                .user_agent
-                .map(|ua| ua.chars().take(MAX_USER_AGENT).collect::<String>())
-                .as_deref(),
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "could not record last_seen");
-        }
+    state.last_seen.note(crate::service::last_seen::Seen {
+        user_id: requester.user_id.to_string(),
+        device_id: requester.device_id.to_string(),
+        ts: now,
+        ip: client.ip,
+        user_agent: client
+            .user_agent
+            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect()),
     });
 }
 

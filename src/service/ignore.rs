@@ -60,6 +60,16 @@ pub fn cached(state: &AppState, user_id: &str) -> Option<Ignored> {
 
 /// The users `user_id` ignores (cached).
 pub async fn ignored_by(state: &AppState, user_id: &str) -> Result<Ignored> {
+    ignored_through(state, &state.db, user_id).await
+}
+
+/// The users `user_id` ignores (cached), a miss read through `db` (a connection the caller holds
+/// already, rather than another from the pool).
+pub async fn ignored_through(
+    state: &AppState,
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: &str,
+) -> Result<Ignored> {
     let generation = {
         let inner = state.ignored.inner.lock().unwrap();
         if let Some(found) = inner.by_user.get(user_id) {
@@ -67,7 +77,7 @@ pub async fn ignored_by(state: &AppState, user_id: &str) -> Result<Ignored> {
         }
         inner.generation
     };
-    let content = store::account_data::get(&state.db, user_id, "", IGNORED_USER_LIST).await?;
+    let content = store::account_data::get(db, user_id, "", IGNORED_USER_LIST).await?;
     let list: Ignored = Arc::new(parse(content.as_deref()));
     let mut inner = state.ignored.inner.lock().unwrap();
     if inner.generation == generation {

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod guests;
 pub mod ignore;
 pub mod keys;
+pub mod last_seen;
 pub mod login_tokens;
 pub mod maintenance;
 pub mod media;

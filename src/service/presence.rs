@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use crate::service::notifier;
+use crate::service::presence_writer::Write;
 use crate::service::recent::PresenceNews;
-use crate::store::presence::{PresenceRow, PresenceUpdate};
+use crate::store::presence::PresenceRow;
 use crate::{AppState, Error, Result, store};
 
 pub const STATES: [&str; 3] = ["online", "offline", "unavailable"];
@@ -33,7 +34,7 @@ impl SyncTouches {
             .is_some_and(|(state, at)| state == wanted && now - at < interval)
     }
 
-    fn record(&self, user_id: &str, state: &str, at: i64) {
+    pub(crate) fn record(&self, user_id: &str, state: &str, at: i64) {
         let mut touches = self.0.lock().unwrap();
         if touches.len() > 100_000 {
             touches.clear();
@@ -80,17 +81,16 @@ pub async fn set_status(
         return Ok(());
     }
     let now = store::now_ms();
-    write(
-        state,
-        &PresenceUpdate {
-            user_id,
-            state: presence,
-            status_msg,
+    state
+        .presence_writer
+        .submit(Write::Set(PresenceRow {
+            user_id: user_id.to_owned(),
+            state: presence.to_owned(),
+            status_msg: status_msg.map(str::to_owned),
             last_active_ts: now,
             last_sync_ts: 0,
-        },
-    )
-    .await
+        }))
+        .await
 }
 
 /// GET /presence/{userId}/status: for the user and those sharing a room with them.
@@ -108,12 +108,6 @@ pub async fn get_status(state: &AppState, requester: &str, user_id: &str) -> Res
         Some(row) => Ok(event_content(&row, store::now_ms())),
         None => Ok(json!({ "presence": "offline" })),
     }
-}
-
-/// Stores a presence change; /sync reports it (and wakes) only when what others see changed.
-/// Concurrent writes commit together (see `presence_writer`).
-async fn write(state: &AppState, update: &PresenceUpdate<'_>) -> Result<()> {
-    state.presence_writer.write(update).await
 }
 
 /// The user's own syncs wake at once; users sharing a room with the user wait under the room's
@@ -227,7 +221,9 @@ fn touch_interval(config: &crate::config::Presence) -> i64 {
 }
 
 /// set_presence on /sync (online/offline/unavailable), and activity bookkeeping.
-/// `None` means online, as the spec says; "offline" leaves the user's presence alone.
+/// `None` means online, as the spec says; "offline" leaves the user's presence alone. The stored
+/// row is read (under its lock) by the presence writer, so a sync takes no connection of its own
+/// here: it may run beside the sync's snapshot.
 pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>) -> Result<()> {
     if !state.config.presence.enabled {
         return Ok(());
@@ -244,67 +240,55 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
     {
         return Ok(());
     }
-    let current = store::presence::get(&state.db, user_id).await?;
+    state
+        .presence_writer
+        .submit(Write::Sync {
+            user_id: user_id.to_owned(),
+            state: wanted.to_owned(),
+            now,
+            interval,
+        })
+        .await
+}
+
+/// What a sync as `wanted` at `now` makes of the user's stored presence (`current`), or `None`
+/// when there is nothing to write: a new state is written at once; the same state's bookkeeping
+/// (a client syncing as online counts as activity; others see no change) at most every
+/// `interval` ms.
+pub(crate) fn after_sync(
+    current: Option<&PresenceRow>,
+    user_id: &str,
+    wanted: &str,
+    now: i64,
+    interval: i64,
+) -> Option<PresenceRow> {
+    let active = wanted == "online";
     match current {
         Some(row) if row.state == wanted => {
-            // A client syncing as online counts as activity. Bookkeeping only (others see no
-            // change), so it is throttled.
-            let active = wanted == "online";
             let due = now - row.last_sync_ts >= interval
                 || (active && now - row.last_active_ts >= interval);
-            if due {
-                let status_msg = row.status_msg.as_deref();
-                let update = PresenceUpdate {
-                    user_id,
-                    state: wanted,
-                    status_msg,
-                    last_active_ts: if active { now } else { row.last_active_ts },
-                    last_sync_ts: now,
-                };
-                write(state, &update).await?;
-                state.presence_touches.record(user_id, wanted, now);
-            } else {
-                // Fresh until the next write falls due.
-                let touched = if active {
-                    row.last_sync_ts.min(row.last_active_ts)
-                } else {
-                    row.last_sync_ts
-                };
-                state.presence_touches.record(user_id, wanted, touched);
-            }
-            Ok(())
+            due.then(|| PresenceRow {
+                last_active_ts: if active { now } else { row.last_active_ts },
+                last_sync_ts: now,
+                ..row.clone()
+            })
         }
-        Some(row) => {
-            let status_msg = row.status_msg.as_deref();
-            write(
-                state,
-                &PresenceUpdate {
-                    user_id,
-                    state: wanted,
-                    status_msg,
-                    last_active_ts: now,
-                    last_sync_ts: now,
-                },
-            )
-            .await?;
-            state.presence_touches.record(user_id, wanted, now);
-            Ok(())
-        }
-        None => {
-            write(
-                state,
-                &PresenceUpdate {
-                    user_id,
-                    state: wanted,
-                    status_msg: None,
-                    last_active_ts: now,
-                    last_sync_ts: now,
-                },
-            )
-            .await?;
-            state.presence_touches.record(user_id, wanted, now);
-            Ok(())
-        }
+        current => Some(PresenceRow {
+            user_id: user_id.to_owned(),
+            state: wanted.to_owned(),
+            status_msg: current.and_then(|row| row.status_msg.clone()),
+            last_active_ts: now,
+            last_sync_ts: now,
+        }),
+    }
+}
+
+/// Since when a user syncing as `row.state` has had nothing due (see `after_sync`): the
+/// bookkeeping is fresh until the interval has passed from there.
+pub(crate) fn touched_at(row: &PresenceRow) -> i64 {
+    match row.state.as_str() {
+        "online" => row.last_sync_ts.min(row.last_active_ts),
+        _ => row.last_sync_ts,
     }
 }
 
@@ -410,6 +394,37 @@ mod tests {
         assert_eq!(
             states,
             vec![("@a:x", "unavailable"), ("@b:x", "unavailable")]
+        );
+    }
+
+    #[test]
+    fn a_sync_comes_online_keeping_the_status_and_idles_without_activity() {
+        let stored = PresenceRow {
+            user_id: "@a:x".into(),
+            state: "offline".into(),
+            status_msg: Some("away".into()),
+            last_active_ts: 5,
+            last_sync_ts: 5,
+        };
+        let online = after_sync(Some(&stored), "@a:x", "online", 100, 30).unwrap();
+        assert_eq!(
+            (online.state.as_str(), online.status_msg.as_deref()),
+            ("online", Some("away"))
+        );
+        assert_eq!((online.last_active_ts, online.last_sync_ts), (100, 100));
+        // Syncing as unavailable is no activity: only the sync time moves.
+        let idle = PresenceRow {
+            state: "unavailable".into(),
+            ..stored
+        };
+        let later = after_sync(Some(&idle), "@a:x", "unavailable", 100, 30).unwrap();
+        assert_eq!((later.last_active_ts, later.last_sync_ts), (5, 100));
+        assert_eq!(touched_at(&later), 100);
+        // A first sync ever: online now.
+        let first = after_sync(None, "@b:x", "online", 7, 30).unwrap();
+        assert_eq!(
+            (first.user_id.as_str(), first.state.as_str()),
+            ("@b:x", "online")
         );
     }
 

@@ -88,14 +88,6 @@ pub async fn upsert_many(conn: &mut PgConnection, w: &PresenceWrites) -> sqlx::R
     Ok(())
 }
 
-pub struct PresenceUpdate<'a> {
-    pub user_id: &'a str,
-    pub state: &'a str,
-    pub status_msg: Option<&'a str>,
-    pub last_active_ts: i64,
-    pub last_sync_ts: i64,
-}
-
 /// Users whose shown state has gone stale: online but idle, or not syncing any more.
 pub async fn stale(
     db: impl PgExecutor<'_>,

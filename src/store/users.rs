@@ -277,23 +277,33 @@ pub async fn delete_devices_except(
     .await
 }
 
-pub async fn touch_device(
-    db: &PgPool,
-    user_id: &str,
-    device_id: &str,
-    ts: i64,
-    ip: Option<&str>,
-    user_agent: Option<&str>,
-) -> sqlx::Result<()> {
+/// One device's activity.
+pub struct Seen {
+    pub user_id: String,
+    pub device_id: String,
+    pub ts: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Records devices' activity (`seen` in (user, device) order, the order their rows are locked
+/// in); an address or User-Agent not given keeps the stored one.
+pub async fn touch_devices(db: &PgPool, seen: &[Seen]) -> sqlx::Result<()> {
+    let users: Vec<&str> = seen.iter().map(|s| s.user_id.as_str()).collect();
+    let devices: Vec<&str> = seen.iter().map(|s| s.device_id.as_str()).collect();
+    let times: Vec<i64> = seen.iter().map(|s| s.ts).collect();
+    let ips: Vec<Option<&str>> = seen.iter().map(|s| s.ip.as_deref()).collect();
+    let agents: Vec<Option<&str>> = seen.iter().map(|s| s.user_agent.as_deref()).collect();
     sqlx::query!(
-        "UPDATE devices SET last_seen_ts = $3, last_seen_ip = COALESCE($4, last_seen_ip),
-                last_seen_user_agent = COALESCE($5, last_seen_user_agent)
-         WHERE user_id = $1 AND device_id = $2",
-        user_id,
-        device_id,
-        ts,
-        ip,
-        user_agent
+        "UPDATE devices d SET last_seen_ts = w.ts, last_seen_ip = COALESCE(w.ip, d.last_seen_ip),
+                last_seen_user_agent = COALESCE(w.ua, d.last_seen_user_agent)
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[]) AS w(u, dev, ts, ip, ua)
+         WHERE d.user_id = w.u AND d.device_id = w.dev",
+        &users as &[&str],
+        &devices as &[&str],
+        &times,
+        &ips as &[Option<&str>],
+        &agents as &[Option<&str>]
     )
     .execute(db)
     .await?;

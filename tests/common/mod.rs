@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use axon::postgres::Cluster;
@@ -364,14 +363,12 @@ async fn spawn_on(config: Config, db_name: String, db: PgPool) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let router = state.router();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    // The server's own client listener, so every test goes through it.
+    tokio::spawn(axon::listener::serve_client(
+        router,
+        listener,
+        std::future::pending(),
+    ));
     TestApp {
         base_url: format!("http://{address}"),
         http: reqwest::Client::new(),

@@ -29,8 +29,13 @@ impl JoinedRoomsCache {
         inner.by_user.get(user_id).cloned().ok_or(inner.generation)
     }
 
+    /// The generation a read starting now stores its rooms under, when none are cached.
+    pub fn generation_if_missing(&self, user_id: &str) -> Option<u64> {
+        self.get(user_id).err()
+    }
+
     /// Stores a read made at `generation`, unless something was forgotten since.
-    fn put(&self, user_id: &str, rooms: Vec<String>, generation: u64) -> Arc<[String]> {
+    pub fn put(&self, user_id: &str, rooms: Vec<String>, generation: u64) -> Arc<[String]> {
         let rooms: Arc<[String]> = rooms.into();
         let mut inner = self.inner.lock().unwrap();
         if inner.generation == generation {

@@ -289,10 +289,19 @@ async fn sync_in_client_format(
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
     let user = requester.user_id.as_str();
+    let presence = Box::pin(presence::on_sync(state, user, req.set_presence.as_deref()));
+    let answer = Box::pin(answer(state, requester, &req, since, deadline));
+    if req.filter.presence.excludes_everything() {
+        // The response shows no presence, so it need not wait for the user's own change: both
+        // go ahead together (a crowd's initial syncs otherwise queue on presence commits).
+        let (presence, response) = tokio::join!(presence, answer);
+        presence?;
+        return response;
+    }
     // Before the snapshot: the user's own presence change is in this response, not news that
     // would wake their next long poll at once.
-    Box::pin(presence::on_sync(state, user, req.set_presence.as_deref())).await?;
-    Box::pin(answer(state, requester, &req, since, deadline)).await
+    presence.await?;
+    answer.await
 }
 
 /// The response from `since` (none: an initial sync), waiting until `deadline` when there is
@@ -547,9 +556,8 @@ async fn compute(
 ) -> Result<SyncResponse> {
     let user = requester.user_id.as_str();
     let _turn = state.sync_gate.enter(user).await?;
-    // Before the connection is taken: a cache miss reads through the pool.
-    let ignored = ignore::ignored_by(state, user).await?;
     let mut conn = metrics::timed_acquire("requests", state.db.acquire()).await?;
+    let ignored = ignore::ignored_through(state, &mut *conn, user).await?;
     let read = Read {
         since,
         full_state,
@@ -601,6 +609,8 @@ async fn compute_on(
         user_id: user,
         device_id: Some(requester.device_id.as_str()),
     };
+    // Taken before the snapshot: a membership change it misses moves the generation.
+    let joined_generation = state.joined_rooms.generation_if_missing(user);
     let mut tx = begin_snapshot(conn).await?;
     let upto = store::stream::current_in(&mut tx).await?;
     // A token from the future (say, a restored database) gets a safe full resync.
@@ -626,6 +636,14 @@ async fn compute_on(
         return Ok(response);
     }
     let memberships = store::rooms::memberships_of(&mut *tx, user).await?;
+    if let Some(generation) = joined_generation {
+        // The rooms the next long poll subscribes under, known without another read.
+        let joined = memberships
+            .iter()
+            .filter(|m| m.membership == "join")
+            .map(|m| m.room_id.clone());
+        state.joined_rooms.put(user, joined.collect(), generation);
+    }
     let Plans {
         joined,
         invited,
