@@ -164,10 +164,7 @@ pub fn router(state: AppState) -> Router {
                                 .unwrap_or("-");
                             tracing::info_span!("request", request_id, method = %request.method(), path, status = tracing::field::Empty)
                         })
-                        .on_response(|response: &Response, latency: Duration, span: &tracing::Span| {
-                            span.record("status", response.status().as_u16());
-                            tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
-                        }),
+                        .on_response(log_response),
                 )
                 // Behind a proxy: its X-Forwarded-For names the client.
                 .option_layer(
@@ -199,6 +196,17 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(admit)),
         )
         .with_state(state)
+}
+
+/// Every answer of both listeners: its status on the request's span, and a debug line with the
+/// time it took.
+fn log_response(response: &Response, latency: Duration, span: &tracing::Span) {
+    span.record("status", response.status().as_u16());
+    tracing::debug!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "response"
+    );
 }
 
 /// A response with its body as axum's: the layers that wrap the body in a type of their own

@@ -12,12 +12,10 @@ pub mod query;
 pub mod ruma_io;
 pub mod transactions;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::routing::{any, get, post, put};
 use ruma::api::federation::discovery::get_server_version::v1 as version;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -120,10 +118,7 @@ pub fn router(state: AppState) -> Router {
                         .map_or("<unmatched>", MatchedPath::as_str);
                     tracing::info_span!("federation", method = %request.method(), path, status = tracing::field::Empty)
                 })
-                .on_response(|response: &Response, latency: Duration, span: &tracing::Span| {
-                    span.record("status", response.status().as_u16());
-                    tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "response");
-                }),
+                .on_response(super::log_response),
         )
         .with_state(state)
 }
