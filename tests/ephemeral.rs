@@ -920,15 +920,20 @@ async fn sync_sets_presence_and_inactivity_turns_it_offline() {
     let app = spawn_app_with(config).await;
     let alice = app.register("alice").await;
     let path = format!("/presence/{}/status", enc(&alice.user_id));
-    presence::on_sync(&app.state, &alice.user_id, None)
+    presence::on_sync(&app.state, &alice.user_id, None, presence::Until::Committed)
         .await
         .unwrap();
     assert_eq!(alice.get(&path).await.ok()["presence"], "online");
-    presence::on_sync(&app.state, &alice.user_id, Some("unavailable"))
-        .await
-        .unwrap();
+    presence::on_sync(
+        &app.state,
+        &alice.user_id,
+        Some("unavailable"),
+        presence::Until::Committed,
+    )
+    .await
+    .unwrap();
     assert_eq!(alice.get(&path).await.ok()["presence"], "unavailable");
-    presence::on_sync(&app.state, &alice.user_id, None)
+    presence::on_sync(&app.state, &alice.user_id, None, presence::Until::Committed)
         .await
         .unwrap();
     assert_eq!(
@@ -1026,7 +1031,7 @@ async fn presence_can_be_switched_off() {
     let alice = app.register("alice").await;
     let path = format!("/presence/{}/status", enc(&alice.user_id));
     alice.put(&path, json!({"presence": "online"})).await.ok();
-    presence::on_sync(&app.state, &alice.user_id, None)
+    presence::on_sync(&app.state, &alice.user_id, None, presence::Until::Committed)
         .await
         .unwrap();
     assert_eq!(alice.get(&path).await.ok()["presence"], "offline");

@@ -224,7 +224,12 @@ fn touch_interval(config: &crate::config::Presence) -> i64 {
 /// `None` means online, as the spec says; "offline" leaves the user's presence alone. The stored
 /// row is read (under its lock) by the presence writer, so a sync takes no connection of its own
 /// here: it may run beside the sync's snapshot.
-pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>) -> Result<()> {
+pub async fn on_sync(
+    state: &AppState,
+    user_id: &str,
+    set_presence: Option<&str>,
+    until: Until,
+) -> Result<()> {
     if !state.config.presence.enabled {
         return Ok(());
     }
@@ -240,15 +245,26 @@ pub async fn on_sync(state: &AppState, user_id: &str, set_presence: Option<&str>
     {
         return Ok(());
     }
-    state
-        .presence_writer
-        .submit(Write::Sync {
-            user_id: user_id.to_owned(),
-            state: wanted.to_owned(),
-            now,
-            interval,
-        })
-        .await
+    let write = Write::Sync {
+        user_id: user_id.to_owned(),
+        state: wanted.to_owned(),
+        now,
+        interval,
+    };
+    match until {
+        Until::Committed => state.presence_writer.submit(write).await,
+        Until::Queued => state.presence_writer.queue(write).await,
+    }
+}
+
+/// How long a sync waits for its presence write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Until it is committed: the sync's snapshot shows it, so it is not news to the next poll.
+    Committed,
+    /// Until it is queued: for a sync whose answer shows no presence (its long polls are not
+    /// woken by presence either), which need not wait on presence commits.
+    Queued,
 }
 
 /// What a sync as `wanted` at `now` makes of the user's stored presence (`current`), or `None`

@@ -2,7 +2,8 @@
 //! the stream lock until its commit is durable: written one by one, a crowd coming online (every
 //! client's initial sync marks its user online) queued on that lock, one commit each. Here the
 //! writes waiting together share one transaction, one position claim and one commit; each caller
-//! still waits until its own write is committed (its sync's snapshot must see it). A sync's write
+//! waits until its own write is committed (its sync's snapshot must see it), unless its answer
+//! does not show presence (`PresenceWriter::queue`). A sync's write
 //! is decided here, against the row as locked, so a sync reads nothing of its own for it.
 
 use std::collections::{BTreeMap, HashMap};
@@ -82,6 +83,19 @@ impl PresenceWriter {
     /// Makes the write and returns once it is committed; /sync reports it (and wakes) only when
     /// what others see changed.
     pub async fn submit(&self, write: Write) -> Result<()> {
+        let answer = self.enqueue(write).await?;
+        answer
+            .await
+            .map_err(|_| Error::internal("presence writer dropped a write"))?
+    }
+
+    /// Queues the write (waiting only for room in the queue) and returns before its commit, for
+    /// a caller whose answer does not show it; a failure is logged by the writer.
+    pub async fn queue(&self, write: Write) -> Result<()> {
+        self.enqueue(write).await.map(drop)
+    }
+
+    async fn enqueue(&self, write: Write) -> Result<oneshot::Receiver<Result<()>>> {
         let queue = self
             .queue
             .get()
@@ -91,9 +105,7 @@ impl PresenceWriter {
             .send(Pending { write, reply })
             .await
             .map_err(|_| Error::internal("presence writer stopped"))?;
-        answer
-            .await
-            .map_err(|_| Error::internal("presence writer dropped a write"))?
+        Ok(answer)
     }
 }
 
@@ -107,7 +119,10 @@ async fn run(state: AppState, mut queue: mpsc::Receiver<Pending>) {
                 Ok(()) => Ok(()),
                 Err(each) => each.get(p.write.user_id()).cloned().unwrap_or(Ok(())),
             };
-            let _ = p.reply.send(outcome);
+            if let Err(Err(e)) = p.reply.send(outcome) {
+                // Queued without waiting (see `queue`): nobody else hears of it.
+                tracing::warn!(user = p.write.user_id(), "presence write failed: {e}");
+            }
         }
     }
 }

@@ -587,27 +587,50 @@ pub async fn event_by_id(
 }
 
 /// The room's state as of stream position `at` (the newest event per key at or below it).
+///
+/// Two statements rather than one with a flag: the one without members must name its filter
+/// literally, or a cached generic plan could not use the index of state without members.
 pub async fn state_at(
     db: impl PgExecutor<'_>,
     room_id: &str,
     at: i64,
     members: Members,
 ) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as!(
-        EventRow,
-        r#"SELECT DISTINCT ON (e.event_type, e.state_key)
-                  e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
-                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
-           FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
-           WHERE e.room_id = $1 AND e.state_key IS NOT NULL AND e.stream_ordering <= $2
-             AND ($3 OR e.event_type <> 'm.room.member')
-           ORDER BY e.event_type, e.state_key, e.stream_ordering DESC"#,
-        room_id,
-        at,
-        members == Members::Included
-    )
-    .fetch_all(db)
-    .await
+    match members {
+        Members::Included => {
+            sqlx::query_as!(
+                EventRow,
+                r#"SELECT DISTINCT ON (e.event_type, e.state_key)
+                          e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender,
+                          e.origin_server_ts, e.client_json, e.state_unsigned, e.device_id, e.txn_id,
+                          r.client_json AS "redacted_because?"
+                   FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+                   WHERE e.room_id = $1 AND e.state_key IS NOT NULL AND e.stream_ordering <= $2
+                   ORDER BY e.event_type, e.state_key, e.stream_ordering DESC"#,
+                room_id,
+                at
+            )
+            .fetch_all(db)
+            .await
+        }
+        Members::Excluded => {
+            sqlx::query_as!(
+                EventRow,
+                r#"SELECT DISTINCT ON (e.event_type, e.state_key)
+                          e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender,
+                          e.origin_server_ts, e.client_json, e.state_unsigned, e.device_id, e.txn_id,
+                          r.client_json AS "redacted_because?"
+                   FROM events e LEFT JOIN events r ON r.event_id = e.redacted_by
+                   WHERE e.room_id = $1 AND e.state_key IS NOT NULL AND e.stream_ordering <= $2
+                     AND e.event_type <> 'm.room.member'
+                   ORDER BY e.event_type, e.state_key, e.stream_ordering DESC"#,
+                room_id,
+                at
+            )
+            .fetch_all(db)
+            .await
+        }
+    }
 }
 
 /// Whether a read of a room's state includes its member events: a sync that lazy-loads members
@@ -618,24 +641,43 @@ pub enum Members {
     Excluded,
 }
 
-/// The current state of several rooms (through room_state), for sync.
+/// The current state of several rooms (through room_state), for sync. Two statements, as in
+/// [`state_at`].
 pub async fn current_state_of_rooms(
     db: impl PgExecutor<'_>,
     rooms: &[String],
     members: Members,
 ) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as!(
-        EventRow,
-        r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender, e.origin_server_ts,
-                  e.client_json, e.state_unsigned, e.device_id, e.txn_id, r.client_json AS "redacted_because?"
-           FROM room_state s JOIN events e ON e.event_id = s.event_id
-           LEFT JOIN events r ON r.event_id = e.redacted_by
-           WHERE s.room_id = ANY($1) AND ($2 OR s.event_type <> 'm.room.member')"#,
-        rooms,
-        members == Members::Included
-    )
-    .fetch_all(db)
-    .await
+    match members {
+        Members::Included => {
+            sqlx::query_as!(
+                EventRow,
+                r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender,
+                          e.origin_server_ts, e.client_json, e.state_unsigned, e.device_id, e.txn_id,
+                          r.client_json AS "redacted_because?"
+                   FROM room_state s JOIN events e ON e.event_id = s.event_id
+                   LEFT JOIN events r ON r.event_id = e.redacted_by
+                   WHERE s.room_id = ANY($1)"#,
+                rooms
+            )
+            .fetch_all(db)
+            .await
+        }
+        Members::Excluded => {
+            sqlx::query_as!(
+                EventRow,
+                r#"SELECT e.stream_ordering, e.event_id, e.room_id, e.event_type, e.state_key, e.sender,
+                          e.origin_server_ts, e.client_json, e.state_unsigned, e.device_id, e.txn_id,
+                          r.client_json AS "redacted_because?"
+                   FROM room_state s JOIN events e ON e.event_id = s.event_id
+                   LEFT JOIN events r ON r.event_id = e.redacted_by
+                   WHERE s.room_id = ANY($1) AND s.event_type <> 'm.room.member'"#,
+                rooms
+            )
+            .fetch_all(db)
+            .await
+        }
+    }
 }
 
 /// The current state events of one type in a room (a space's `m.space.child` events, say).

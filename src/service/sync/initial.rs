@@ -115,7 +115,13 @@ pub async fn initial_sync(
     let user = requester.user_id.as_str();
     // The client is syncing: online, as an initial /sync makes it, before the snapshot (so that
     // change is not news to the /events that follows).
-    Box::pin(presence::on_sync(state, user, None)).await?;
+    Box::pin(presence::on_sync(
+        state,
+        user,
+        None,
+        presence::Until::Committed,
+    ))
+    .await?;
     let _turn = state.sync_gate.enter(user).await?;
     let ignored = ignore::ignored_by(state, user).await?;
     let mut conn = state.db.acquire().await?;

@@ -31,6 +31,7 @@ use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
 use crate::service::filter::{Filter, RoomEventFilter};
 use crate::service::notifier::{self, Subscription};
+use crate::service::presence::Until;
 use crate::service::room_cache::RoomSnapshot;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
@@ -289,19 +290,24 @@ async fn sync_in_client_format(
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
     let user = requester.user_id.as_str();
-    let presence = Box::pin(presence::on_sync(state, user, req.set_presence.as_deref()));
-    let answer = Box::pin(answer(state, requester, &req, since, deadline));
+    let set_presence = req.set_presence.as_deref();
     if req.filter.presence.excludes_everything() {
-        // The response shows no presence, so it need not wait for the user's own change: both
-        // go ahead together (a crowd's initial syncs otherwise queue on presence commits).
-        let (presence, response) = tokio::join!(presence, answer);
-        presence?;
-        return response;
+        // The response shows no presence and its long polls are not woken by it, so the user's
+        // own change need not be committed first (a crowd's initial syncs otherwise queue on
+        // presence commits).
+        Box::pin(presence::on_sync(state, user, set_presence, Until::Queued)).await?;
+    } else {
+        // Before the snapshot: the user's own presence change is in this response, not news
+        // that would wake their next long poll at once.
+        Box::pin(presence::on_sync(
+            state,
+            user,
+            set_presence,
+            Until::Committed,
+        ))
+        .await?;
     }
-    // Before the snapshot: the user's own presence change is in this response, not news that
-    // would wake their next long poll at once.
-    presence.await?;
-    answer.await
+    Box::pin(answer(state, requester, &req, since, deadline)).await
 }
 
 /// The response from `since` (none: an initial sync), waiting until `deadline` when there is
@@ -438,6 +444,22 @@ async fn begin_snapshot(conn: &mut PgConnection) -> Result<sqlx::Transaction<'_,
         sqlx::Connection::begin_with(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await?,
     )
+}
+
+/// The snapshot of a `/sync` response, whose statements run on the plans PostgreSQL cached for
+/// the connection rather than one made per execution. Its statements are small and run for every
+/// sync (a crowd starting up spent twice as long planning them as running them); none takes a
+/// parameter a cached plan would need to know (a flag choosing an index, say), so the cached plan
+/// is as good. Set in the same round trip as the BEGIN, for this transaction only.
+async fn begin_sync_snapshot(
+    conn: &mut PgConnection,
+) -> Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    Ok(sqlx::Connection::begin_with(
+        conn,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+         SET LOCAL plan_cache_mode = force_generic_plan",
+    )
+    .await?)
 }
 
 struct RoomPlan {
@@ -611,7 +633,7 @@ async fn compute_on(
     };
     // Taken before the snapshot: a membership change it misses moves the generation.
     let joined_generation = state.joined_rooms.generation_if_missing(user);
-    let mut tx = begin_snapshot(conn).await?;
+    let mut tx = begin_sync_snapshot(conn).await?;
     let upto = store::stream::current_in(&mut tx).await?;
     // A token from the future (say, a restored database) gets a safe full resync.
     let since = since.filter(|s| s.position <= upto);

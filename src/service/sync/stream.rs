@@ -82,7 +82,13 @@ pub async fn events(
     // Like a sync, the stream marks the user online (Synapse's `user_syncing`), before a start
     // taken now: that change is not news to the user. A guest's preview does not (as Synapse).
     if !scope.peeking && !requester.is_guest {
-        Box::pin(presence::on_sync(state, user, None)).await?;
+        Box::pin(presence::on_sync(
+            state,
+            user,
+            None,
+            presence::Until::Committed,
+        ))
+        .await?;
     }
     let start = match req.from.as_deref() {
         None | Some("") => SyncToken {

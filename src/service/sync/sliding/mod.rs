@@ -53,10 +53,12 @@ pub async fn sync(
     };
     let timeout = req.timeout.unwrap_or_default().min(MAX_TIMEOUT);
     let deadline = Instant::now() + timeout;
+    // A sliding sync shows no presence: its write need not be committed before the answer.
     Box::pin(presence::on_sync(
         state,
         user,
         Some(req.set_presence.as_str()),
+        presence::Until::Queued,
     ))
     .await?;
     let device_key = format!("device:{user}:{}", requester.device_id);
