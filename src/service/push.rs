@@ -6,7 +6,7 @@
 //! defaults, so a server upgrade that changes a default rule reaches every user.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ruma::push::{
@@ -38,19 +38,21 @@ fn parse_user(user_id: &str) -> Result<OwnedUserId> {
 /// The user's ruleset: `stored` (the account data content) merged over the server defaults.
 pub fn normalise(user_id: &str, stored: Option<&str>) -> Result<Ruleset> {
     let user = parse_user(user_id)?;
-    let defaults = push_defaults::server_default(&user);
-    let Some(stored) = stored else {
-        return Ok(defaults);
-    };
+    Ok(own_rules(&user, stored).unwrap_or_else(|| push_defaults::server_default(&user)))
+}
+
+/// The user's ruleset when rules of their own are stored (`None`: the predefined rules apply).
+fn own_rules(user: &UserId, stored: Option<&str>) -> Option<Ruleset> {
+    let stored = stored?;
     let Some(saved) = serde_json::from_str::<Value>(stored)
         .ok()
         .and_then(|v| v.get("global").cloned())
         .and_then(|g| serde_json::from_value::<Ruleset>(g).ok())
     else {
-        tracing::warn!(user_id, "unreadable stored push rules; using the defaults");
-        return Ok(defaults);
+        tracing::warn!(%user, "unreadable stored push rules; using the defaults");
+        return None;
     };
-    Ok(merge(defaults, saved))
+    Some(merge(push_defaults::server_default(user), saved))
 }
 
 /// Defaults keep their definitions but take the user's enabled/actions; the user's own rules come
@@ -129,15 +131,19 @@ pub fn ruleset_json(rules: &Ruleset) -> Value {
 }
 
 /// Users' rulesets, kept in memory: the writer evaluates them for every member on every event.
-/// A change (m.push_rules written, here or on another process) forgets the user's entry.
+/// Only users with rules of their own hold a ruleset; the others share the predefined one
+/// (`push_defaults::SharedDefaults`). A change (m.push_rules written, here or on another process)
+/// forgets the user's entry.
 #[derive(Default)]
 pub struct RulesetCache {
     inner: Mutex<RulesetCacheInner>,
+    defaults: OnceLock<push_defaults::SharedDefaults>,
 }
 
 #[derive(Default)]
 struct RulesetCacheInner {
-    by_user: HashMap<String, Arc<Ruleset>>,
+    /// `None`: the user has no rules of their own.
+    by_user: HashMap<String, Option<Arc<Ruleset>>>,
     /// Moves on every change: a read that raced one is not cached.
     generation: u64,
 }
@@ -156,9 +162,18 @@ impl RulesetCache {
         inner.by_user.clear();
         inner.generation += 1;
     }
+
+    fn defaults(&self, server_name: &str) -> &push_defaults::SharedDefaults {
+        self.defaults
+            .get_or_init(|| push_defaults::SharedDefaults::new(server_name))
+    }
 }
 
-async fn rulesets_of(state: &AppState, users: &[String]) -> Result<HashMap<String, Arc<Ruleset>>> {
+/// Each user's own rules (`None`: the predefined ones).
+async fn rulesets_of(
+    state: &AppState,
+    users: &[String],
+) -> Result<HashMap<String, Option<Arc<Ruleset>>>> {
     let cache = &state.push_rules;
     let (mut found, missing, generation) = {
         let inner = cache.inner.lock().unwrap();
@@ -184,7 +199,8 @@ async fn rulesets_of(state: &AppState, users: &[String]) -> Result<HashMap<Strin
             .collect();
     let mut fresh = Vec::with_capacity(missing.len());
     for user in missing {
-        let rules = Arc::new(normalise(&user, stored.get(&user).map(String::as_str))?);
+        let id = parse_user(&user)?;
+        let rules = own_rules(&id, stored.get(&user).map(String::as_str)).map(Arc::new);
         fresh.push((user, rules));
     }
     let mut inner = cache.inner.lock().unwrap();
@@ -751,6 +767,7 @@ pub async fn evaluate(
         return Ok(Evaluation::default());
     }
     let rulesets = rulesets_of(state, &everyone).await?;
+    let defaults = state.push_rules.defaults(state.server_name.as_str());
 
     let now = store::now_ms();
     let mut rows: Vec<NewNotification> = Vec::new();
@@ -773,6 +790,7 @@ pub async fn evaluate(
             json_event["state_key"] = json!(key);
         }
         let raw: Raw<Value> = Raw::new(&json_event).map_err(Error::internal)?;
+        let singling = push_defaults::Singling::of(event.state_key.as_deref(), &event.content);
         let member_count =
             UInt::try_from(room.snapshot.member_lists().join.len() as u64).unwrap_or_default();
         // An invited local user is not a member yet, but .m.rule.invite_for_me is for them.
@@ -795,7 +813,10 @@ pub async fn evaluate(
             if let Some(power_levels) = &room.power_levels {
                 ctx = ctx.with_power_levels(power_levels.clone());
             }
-            let actions = rulesets[user.as_str()].get_actions(&raw, &ctx).await;
+            let actions = match &rulesets[user.as_str()] {
+                Some(own) => own.get_actions(&raw, &ctx).await.to_vec(),
+                None => defaults.actions(&ctx.user_id, &raw, &singling, &ctx).await,
+            };
             if !actions.iter().any(Action::should_notify) {
                 continue;
             }
@@ -805,11 +826,11 @@ pub async fn evaluate(
                 stream_ordering: event.stream_ordering,
                 event_id: event.event_id.clone(),
                 thread_id: event.thread_id.clone().unwrap_or_else(|| "main".into()),
-                actions: serde_json::to_string(actions).map_err(Error::internal)?,
+                actions: serde_json::to_string(&actions).map_err(Error::internal)?,
                 highlight: actions.iter().any(Action::is_highlight),
                 ts: now,
             });
-            pushes.push((index, user.clone(), actions.to_vec()));
+            pushes.push((index, user.clone(), actions));
         }
     }
     let rooms = rooms

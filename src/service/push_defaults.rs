@@ -8,8 +8,9 @@
 //! carry `m.mentions`, as the spec (v1.7–v1.16) asks.
 
 use ruma::UserId;
-use ruma::push::{ConditionalPushRule, PatternedPushRule, Ruleset};
-use serde_json::json;
+use ruma::push::{Action, ConditionalPushRule, PatternedPushRule, PushConditionRoomCtx, Ruleset};
+use ruma::serde::Raw;
+use serde_json::{Value, json};
 
 /// The actions of the legacy rules that highlight a user's name.
 fn name_actions() -> serde_json::Value {
@@ -81,6 +82,92 @@ pub fn server_default(user: &UserId) -> Ruleset {
     rules
 }
 
+/// The predefined rules that name their user (an invite for them, a mention of their ID, their
+/// localpart in a body): the only ones in which two users' predefined rulesets differ.
+const RULES_NAMING_THE_USER: [&str; 3] = [
+    ".m.rule.invite_for_me",
+    ".m.rule.is_user_mention",
+    ".m.rule.contains_user_name",
+];
+
+/// The predefined rules, evaluated for any user who has not changed theirs without a ruleset of
+/// their own in memory (a crowd of members would otherwise hold thousands of copies).
+///
+/// One ruleset made for a stand-in user serves everyone: for an event that cannot match a rule
+/// naming the user (see [`Singling::might_single_out`]), a user's own ruleset and the shared one
+/// agree on every rule but those naming a user, so they agree on the first rule that matches
+/// unless it is one naming the stand-in. In every other case the user's own ruleset is made and
+/// evaluated, so the answer is always exactly the user's.
+pub struct SharedDefaults {
+    rules: Ruleset,
+}
+
+impl SharedDefaults {
+    pub fn new(server_name: &str) -> Self {
+        let stand_in = UserId::parse(format!("@_axon_push_stand_in:{server_name}"))
+            .unwrap_or_else(|_| UserId::parse("@_axon_push_stand_in:localhost").expect("valid"));
+        SharedDefaults {
+            rules: server_default(&stand_in),
+        }
+    }
+
+    /// The actions of `user`'s predefined rules for `event` (whose strings naming anyone are in
+    /// `singling`).
+    pub async fn actions<T>(
+        &self,
+        user: &UserId,
+        event: &Raw<T>,
+        singling: &Singling,
+        ctx: &PushConditionRoomCtx,
+    ) -> Vec<Action> {
+        if !singling.might_single_out(user) {
+            match self.rules.get_match(event, ctx).await {
+                None => return Vec::new(),
+                Some(rule) if !RULES_NAMING_THE_USER.contains(&rule.rule_id()) => {
+                    return rule.actions().to_vec();
+                }
+                Some(_) => {}
+            }
+        }
+        server_default(user).get_actions(event, ctx).await.to_vec()
+    }
+}
+
+/// What of an event the rules naming a user look at, lowercased (their matching ignores case):
+/// the state key, the body, the mentioned user IDs.
+#[derive(Debug, Default)]
+pub struct Singling {
+    strings: Vec<String>,
+}
+
+impl Singling {
+    pub fn of(state_key: Option<&str>, content: &Value) -> Self {
+        let mentioned = content
+            .get("m.mentions")
+            .and_then(|m| m.get("user_ids"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        let body = content.get("body").and_then(Value::as_str);
+        Singling {
+            strings: state_key
+                .into_iter()
+                .chain(body)
+                .chain(mentioned)
+                .map(str::to_lowercase)
+                .collect(),
+        }
+    }
+
+    /// Whether a rule naming `user` could match: each needs the user's localpart in one of the
+    /// strings (a superset of the matches, never fewer).
+    pub fn might_single_out(&self, user: &UserId) -> bool {
+        let localpart = user.localpart().to_lowercase();
+        self.strings.iter().any(|s| s.contains(&localpart))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +209,89 @@ mod tests {
     fn a_missing_anchor_appends() {
         let rules = insert_after(Vec::new(), ".m.rule.nowhere", roomnotif());
         assert_eq!(rules.len(), 1);
+    }
+
+    /// Every kind of event the predefined rules tell apart, for users singled out and not, with
+    /// and without display names, in rooms of two and of many: the shared rules answer exactly
+    /// what each user's own predefined ruleset answers.
+    #[tokio::test]
+    async fn shared_defaults_answer_as_each_users_own_rules() {
+        let shared = SharedDefaults::new("example.org");
+        let users = [
+            "@alice:example.org",
+            "@bob:example.org",
+            "@_axon_push_stand_in:example.org",
+            "@al:example.org",
+        ];
+        let member = |membership: &str, key: &str| {
+            (
+                "m.room.member",
+                Some(key.to_owned()),
+                json!({"membership": membership}),
+            )
+        };
+        let message = |content: Value| ("m.room.message", None, content);
+        let events = [
+            message(json!({"msgtype": "m.text", "body": "hello everyone"})),
+            message(json!({"msgtype": "m.text", "body": "hi alice!"})),
+            message(json!({"msgtype": "m.text", "body": "hi ALICE"})),
+            message(json!({"msgtype": "m.text", "body": "really"})),
+            message(json!({"msgtype": "m.text", "body": "hi Alice Liddell"})),
+            message(json!({"msgtype": "m.text", "body": "@room look"})),
+            message(json!({"msgtype": "m.notice", "body": "alice"})),
+            message(json!({"msgtype": "m.text", "body": "x",
+                "m.mentions": {"user_ids": ["@alice:example.org"]}})),
+            message(json!({"msgtype": "m.text", "body": "x",
+                "m.mentions": {"user_ids": ["@_axon_push_stand_in:example.org"]}})),
+            message(json!({"msgtype": "m.text", "body": "_axon_push_stand_in"})),
+            message(json!({"msgtype": "m.text", "body": "x", "m.mentions": {"room": true}})),
+            member("invite", "@alice:example.org"),
+            member("invite", "@_axon_push_stand_in:example.org"),
+            member("join", "@bob:example.org"),
+            (
+                "m.room.encrypted",
+                None,
+                json!({"algorithm": "m.megolm.v1.aes-sha2"}),
+            ),
+            ("m.call.invite", None, json!({"call_id": "c"})),
+            ("m.reaction", None, json!({"m.relates_to": {}})),
+            (
+                "m.room.tombstone",
+                Some(String::new()),
+                json!({"body": "gone"}),
+            ),
+        ];
+        let room = ruma::OwnedRoomId::try_from("!r:example.org").unwrap();
+        for (event_type, state_key, content) in &events {
+            let mut event = json!({
+                "event_id": "$e", "room_id": room, "sender": "@carol:example.org",
+                "type": event_type, "content": content,
+            });
+            if let Some(key) = state_key {
+                event["state_key"] = json!(key);
+            }
+            let raw: Raw<Value> = Raw::new(&event).unwrap();
+            let singling = Singling::of(state_key.as_deref(), content);
+            for user in users {
+                let user = UserId::parse(user).unwrap();
+                for members in [2u32, 30] {
+                    for name in [None, Some("Alice Liddell")] {
+                        let ctx = PushConditionRoomCtx::new(
+                            room.clone(),
+                            members.into(),
+                            user.clone(),
+                            name.unwrap_or(user.localpart()).to_owned(),
+                        );
+                        let own = server_default(&user).get_actions(&raw, &ctx).await.to_vec();
+                        let got = shared.actions(&user, &raw, &singling, &ctx).await;
+                        assert_eq!(
+                            serde_json::to_value(&got).unwrap(),
+                            serde_json::to_value(&own).unwrap(),
+                            "{user} {members} {name:?}: {event}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
