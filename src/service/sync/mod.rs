@@ -290,23 +290,17 @@ async fn sync_in_client_format(
     };
     let deadline = Instant::now() + Duration::from_millis(req.timeout_ms).min(MAX_TIMEOUT);
     let user = requester.user_id.as_str();
-    let set_presence = req.set_presence.as_deref();
-    if req.filter.presence.excludes_everything() {
-        // The response shows no presence and its long polls are not woken by it, so the user's
-        // own change need not be committed first (a crowd's initial syncs otherwise queue on
-        // presence commits).
-        Box::pin(presence::on_sync(state, user, set_presence, Until::Queued)).await?;
+    // A response that shows presence waits for the user's own change, so that it is in this
+    // response and not news that wakes their next long poll at once. One that shows none (its
+    // long polls are not woken by presence either) only queues it: a crowd's initial syncs
+    // otherwise wait on presence commits one batch after another.
+    let until = if req.filter.presence.excludes_everything() {
+        Until::Queued
     } else {
-        // Before the snapshot: the user's own presence change is in this response, not news
-        // that would wake their next long poll at once.
-        Box::pin(presence::on_sync(
-            state,
-            user,
-            set_presence,
-            Until::Committed,
-        ))
-        .await?;
-    }
+        Until::Committed
+    };
+    let set_presence = req.set_presence.as_deref();
+    Box::pin(presence::on_sync(state, user, set_presence, until)).await?;
     Box::pin(answer(state, requester, &req, since, deadline)).await
 }
 
