@@ -30,6 +30,8 @@ pub struct Notifier {
     /// Keys whose wake-up waits for the next batch (`wake_soon`); `None` once it grew too large,
     /// which wakes everyone instead.
     deferred: Mutex<Option<HashSet<String>>>,
+    /// The pool the LISTEN tasks take their connections from (see `listener_pool`).
+    listeners: std::sync::OnceLock<sqlx::PgPool>,
 }
 
 /// The key a long poll that wants presence subscribes under for one of its rooms: presence
@@ -175,7 +177,21 @@ impl Notifier {
             seen: AtomicI64::new(0),
             stopping: Default::default(),
             deferred: Mutex::new(Some(HashSet::new())),
+            listeners: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The pool of the LISTEN tasks (this one's and typing's), apart from the one requests share:
+    /// a listener keeps its connection for good. One per process, closed by `stop`.
+    pub fn listener_pool(&self, db: &sqlx::PgPool) -> &sqlx::PgPool {
+        self.listeners.get_or_init(|| {
+            let options = (*db.connect_options())
+                .clone()
+                .application_name(LISTENER_APPLICATION_NAME);
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(LISTEN_TASKS)
+                .connect_lazy_with(options)
+        })
     }
 
     /// Wakes the presence subscribers of `rooms` (`presence_key`) with the next batch of
@@ -212,6 +228,12 @@ impl Notifier {
     /// The server is shutting down: connection losses from here on are expected.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Marked closed now (the listeners keep their connections, so the close is not awaited):
+        // a connection they give back while the database goes away is closed, not pinged against
+        // it (sqlx would log a warning).
+        if let Some(pool) = self.listeners.get() {
+            drop(pool.close());
+        }
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -443,16 +465,8 @@ fn apply_other(state: &AppState, message: Message) {
 /// The `application_name` of the LISTEN connections, for telling them apart in `pg_stat_activity`.
 pub const LISTENER_APPLICATION_NAME: &str = "axon listener";
 
-/// A one-connection pool of its own for a LISTEN task: a listener keeps its connection for good, and
-/// must not take it from the pool the requests share.
-pub fn listener_pool(db: &sqlx::PgPool) -> sqlx::PgPool {
-    let options = (*db.connect_options())
-        .clone()
-        .application_name(LISTENER_APPLICATION_NAME);
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(options)
-}
+/// The LISTEN tasks: the notifier's and typing's.
+const LISTEN_TASKS: u32 = 2;
 
 /// Sends the deferred wake-ups every `DEFERRED_WAKE_INTERVAL`.
 pub fn start_deferred_waker(state: AppState) {
@@ -472,7 +486,7 @@ pub fn start_deferred_waker(state: AppState) {
 /// Listens for the other processes' commits. Subscribes before returning, so nothing committed after
 /// start-up is missed.
 pub async fn start_listener(state: AppState) -> Result<()> {
-    let mut listener = PgListener::connect_with(&listener_pool(&state.db)).await?;
+    let mut listener = PgListener::connect_with(state.notifier.listener_pool(&state.db)).await?;
     listener.listen(CHANNEL).await?;
     // Listening first: a commit after this read is announced to us.
     state

@@ -251,8 +251,7 @@ pub fn for_sync(
 
 /// Listens for the other processes' typing changes. Subscribes before returning.
 pub async fn start_listener(state: AppState) -> Result<()> {
-    let mut listener =
-        PgListener::connect_with(&crate::service::notifier::listener_pool(&state.db)).await?;
+    let mut listener = PgListener::connect_with(state.notifier.listener_pool(&state.db)).await?;
     listener.listen(CHANNEL).await?;
     tokio::spawn(async move {
         loop {
