@@ -3,8 +3,8 @@
 //! client's initial sync marks its user online) queued on that lock, one commit each. Here the
 //! writes waiting together share one transaction, one position claim and one commit; each caller
 //! waits until its own write is committed (its sync's snapshot must see it), unless its answer
-//! does not show presence (`PresenceWriter::queue`). A sync's write
-//! is decided here, against the row as locked, so a sync reads nothing of its own for it.
+//! does not show presence (`PresenceWriter::queue`). A sync's write is decided here, against the
+//! row as locked, so a sync reads nothing of its own for it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;

@@ -19,6 +19,7 @@ use super::{SyncToken, begin_snapshot, to_raw};
 use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
 use crate::service::messages::position_token;
+use crate::service::presence::Until;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
 use crate::service::{account_data, ignore, presence, receipts, retention, typing};
@@ -115,13 +116,7 @@ pub async fn initial_sync(
     let user = requester.user_id.as_str();
     // The client is syncing: online, as an initial /sync makes it, before the snapshot (so that
     // change is not news to the /events that follows).
-    Box::pin(presence::on_sync(
-        state,
-        user,
-        None,
-        presence::Until::Committed,
-    ))
-    .await?;
+    Box::pin(presence::on_sync(state, user, None, Until::Committed)).await?;
     let _turn = state.sync_gate.enter(user).await?;
     let ignored = ignore::ignored_by(state, user).await?;
     let mut conn = state.db.acquire().await?;

@@ -20,6 +20,7 @@ use super::{MAX_TIMEOUT, SyncToken, begin_snapshot, joined, to_raw};
 use crate::service::auth::Requester;
 use crate::service::erasure::Erasure;
 use crate::service::notifier::{self, Subscription};
+use crate::service::presence::Until;
 use crate::service::timeline::{self, Viewer};
 use crate::service::visibility::Visibility;
 use crate::service::{account_data, ignore, presence, receipts, retention, typing};
@@ -82,13 +83,7 @@ pub async fn events(
     // Like a sync, the stream marks the user online (Synapse's `user_syncing`), before a start
     // taken now: that change is not news to the user. A guest's preview does not (as Synapse).
     if !scope.peeking && !requester.is_guest {
-        Box::pin(presence::on_sync(
-            state,
-            user,
-            None,
-            presence::Until::Committed,
-        ))
-        .await?;
+        Box::pin(presence::on_sync(state, user, None, Until::Committed)).await?;
     }
     let start = match req.from.as_deref() {
         None | Some("") => SyncToken {
