@@ -268,7 +268,11 @@ impl From<sqlx::Error> for Error {
             if lost {
                 pool::connection_lost();
             }
-            tracing::warn!(error = %e, "database unavailable");
+            match e {
+                // Only once the server is shutting down: expected, not worth a warning.
+                sqlx::Error::PoolClosed => tracing::debug!(error = %e, "database unavailable"),
+                _ => tracing::warn!(error = %e, "database unavailable"),
+            }
             return Self::Unavailable {
                 retry_after_ms: 1000,
                 lost,

@@ -31,9 +31,9 @@ pub enum Opener {
 impl Database {
     /// Closes the pool and stops the private cluster if this process started it.
     pub async fn close(self) -> anyhow::Result<()> {
-        // The LISTEN tasks hold pooled connections for good: give the rest a moment to be returned,
-        // then go on (stopping the cluster ends any connection still open).
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.pool.close()).await;
+        // Requests have drained; a background task's statement gets a moment to finish (stopping
+        // the cluster ends any connection still busy after it).
+        crate::store::pool::close(&self.pool, std::time::Duration::from_secs(5)).await;
         if let Some(dir) = &self.command_data_dir
             && DataDirLock::is_held(dir)
         {
@@ -219,7 +219,7 @@ async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
     // The writer's pool is closed before the cluster stops: a connection it opens or returns
     // meanwhile (its start-up minimum, say) is then closed rather than pinged against a database
     // going away, which would log a warning.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), state.writer_db.close()).await;
+    crate::store::pool::close(&state.writer_db, std::time::Duration::from_secs(5)).await;
     Ok(())
 }
 

@@ -34,43 +34,53 @@ pub fn start(state: AppState) {
 pub async fn prune_once(state: &AppState) {
     let now = store::now_ms();
     report(
+        &state.db,
         "transaction IDs",
         store::events::prune_txns(&state.db, now - TXN_RETENTION_MS).await,
     );
     report(
+        &state.db,
         "received federation transactions",
         store::federation_queue::prune_inbound(&state.db, now - INBOUND_TXN_RETENTION_MS).await,
     );
     report(
+        &state.db,
         "hierarchy pagination sessions",
         crate::service::spaces::prune_sessions(state).await,
     );
     report(
+        &state.db,
         "finished admin jobs",
         store::admin_jobs::prune(&state.db, now - JOB_RETENTION_MS).await,
     );
     // A job not heard of for hours ran on a process that stopped: it will not finish.
     report(
+        &state.db,
         "stale admin jobs",
         store::admin_jobs::fail_unfinished(&state.db, now - STALE_JOB_MS).await,
     );
     report(
+        &state.db,
         "unused media IDs",
         store::media_admin::prune_expired_pending(&state.db, now).await,
     );
     report(
+        &state.db,
         "UIA sessions",
         crate::service::uia::prune(state).await.map(|()| 0),
     );
     report(
+        &state.db,
         "OpenID tokens",
         crate::service::openid::prune(&state.db).await,
     );
     report(
+        &state.db,
         "login tokens",
         crate::service::login_tokens::prune(&state.db).await,
     );
     report(
+        &state.db,
         "unused sliding sync positions",
         store::sliding_sync::prune_unused(
             &state.db,
@@ -80,10 +90,13 @@ pub async fn prune_once(state: &AppState) {
     );
 }
 
-fn report<E: std::fmt::Display>(what: &str, result: Result<u64, E>) {
+/// Logs a pruning step's outcome; a step that failed because the server is shutting down (the
+/// pool is closed) is not worth a warning.
+fn report<E: std::fmt::Display>(db: &sqlx::PgPool, what: &str, result: Result<u64, E>) {
     match result {
         Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned {what}"),
         Ok(_) => {}
+        Err(e) if db.is_closed() => tracing::debug!(error = %e, "pruning {what} stopped"),
         Err(e) => tracing::warn!(error = %e, "pruning {what} failed"),
     }
 }

@@ -98,6 +98,25 @@ pub fn autocommit_options(max_connections: u32, acquire_timeout: Duration) -> Pg
         .before_acquire(|_conn, meta| Box::pin(async move { Ok(!predates_loss(meta.age)) }))
 }
 
+/// Closes `pool` and waits (up to `within`) until every connection of it is closed. sqlx 0.8's
+/// `Pool::close` alone can return while connections are still in use (launchbadge/sqlx#3217:
+/// closing the idle ones hands out spare permits, which its wait for every permit then counts),
+/// and a connection whose return began before the close goes on to the idle queue afterwards.
+/// Either would be rolled back, pinged or left open against a database that may be stopping.
+pub async fn close(pool: &sqlx::PgPool, within: Duration) {
+    let drained = async {
+        loop {
+            // Each call closes what is idle by now.
+            pool.close().await;
+            if pool.size() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let _ = tokio::time::timeout(within, drained).await;
+}
+
 /// What every pooled connection is opened with: `after_release`'s `ROLLBACK` outside a transaction
 /// is not worth a warning.
 pub fn connect_options(options: PgConnectOptions) -> PgConnectOptions {
