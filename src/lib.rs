@@ -45,6 +45,8 @@ pub struct Inner {
     pub rooms: service::room_cache::RoomCache,
     pub writer: service::writer::Writer,
     pub tokens: service::auth::TokenCache,
+    /// Parsed `/sync` filters, shared by the requests that name them.
+    pub filters: service::filter::FilterCache,
     pub rate_limiter: service::rate_limit::RateLimiter,
     pub uia: service::uia::Uia,
     pub sync_members: service::sync::LazyMemberCache,
@@ -118,6 +120,7 @@ impl AppState {
         let state = AppState(Arc::new(Inner {
             writer: service::writer::Writer::new(),
             tokens: service::auth::TokenCache::default(),
+            filters: Default::default(),
             uia: service::uia::Uia,
             sync_members: Default::default(),
             sync_gate: service::sync::SyncGate::new(

@@ -341,6 +341,31 @@ async fn filters_select_rooms_types_and_fields() {
         .expect_err(400, "M_INVALID_PARAM");
 }
 
+/// Stored filters are parsed once and shared, but a filter ID stays its owner's: another user
+/// naming it gets 404, before and after the owner's syncs used it.
+#[tokio::test]
+async fn a_stored_filter_id_is_only_its_owners() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let id = alice
+        .post(
+            &format!("/user/{}/filter", enc(&alice.user_id)),
+            json!({"room": {"timeline": {"limit": 1}}}),
+        )
+        .await
+        .ok()["filter_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/sync?filter={id}");
+    bob.get(&path).await.expect_err(404, "M_NOT_FOUND");
+    for _ in 0..2 {
+        alice.get(&path).await.ok();
+    }
+    bob.get(&path).await.expect_err(404, "M_NOT_FOUND");
+}
+
 #[tokio::test]
 async fn include_leave_shows_rooms_left_before_the_initial_sync() {
     let app = spawn_app().await;

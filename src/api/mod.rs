@@ -193,7 +193,7 @@ pub fn router(state: AppState) -> Router {
                         .compress_when(SizeAbove::new(1024).and(NotForContentType::IMAGES)),
                 )
                 .layer(DefaultBodyLimit::max(state.config.limits.max_request_body))
-                .layer(axum::middleware::from_fn(admit)),
+                .layer(retry::AdmitLayer),
         )
         .with_state(state)
 }
@@ -217,16 +217,6 @@ where
     B::Error: Into<axum::BoxError>,
 {
     response.map(axum::body::Body::new)
-}
-
-/// Every request: refused at once when its URI carries U+0000, else served, with one more try
-/// after a lost database connection. One middleware, not two: each boxes the request's future
-/// (a kilobyte or two per waiting long poll).
-async fn admit(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if let Err(e) = extract::reject_nul_in_uri(request.uri()) {
-        return e.into_response();
-    }
-    retry::once_on_lost_connection(request, next).await
 }
 
 async fn unrecognized() -> Error {

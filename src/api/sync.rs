@@ -53,14 +53,12 @@ async fn get_sync(
     }
     // Both boxed: a waiting long poll then holds only the sync's own state, not the largest of
     // these steps' (kilobytes per connection with thousands of clients polling).
-    let filter = Box::new(
-        Box::pin(filter::resolve(
-            &state,
-            requester.user_id.as_str(),
-            p.filter.as_deref(),
-        ))
-        .await?,
-    );
+    let filter = Box::pin(filter::resolve(
+        &state,
+        requester.user_id.as_str(),
+        p.filter.as_deref(),
+    ))
+    .await?;
     let request = SyncRequest {
         since: p.since,
         timeout_ms,

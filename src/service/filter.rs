@@ -1,5 +1,8 @@
 //! Filters (spec: filter.yaml, room_event_filter.yaml): parsing and the pieces other services apply.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -209,20 +212,73 @@ pub fn parse_room_event_filter(text: Option<&str>) -> Result<RoomEventFilter> {
     }
 }
 
+/// Parsed filters, shared by the requests that use them: a client sends the same filter (inline
+/// or by ID) with every `/sync`, a crowd's clients often the same one, and every waiting long poll
+/// holds its filter (about a kilobyte parsed). A stored filter never changes, so an entry by ID
+/// stays right on every process.
+#[derive(Default)]
+pub struct FilterCache {
+    /// Filter JSON → the filter parsed from it.
+    by_text: Mutex<HashMap<Box<str>, Arc<Filter>>>,
+    /// (user, filter ID) → that stored filter, parsed.
+    by_id: Mutex<HashMap<StoredFilterKey, Arc<Filter>>>,
+}
+
+/// A stored filter: its owner and ID.
+type StoredFilterKey = (Box<str>, i64);
+
+/// Each map is emptied when it grows past this many entries.
+const MAX_CACHED_FILTERS: usize = 10_000;
+
+impl FilterCache {
+    /// The filter `text` parses to, from the cache or parsed now (an error is not kept).
+    fn parse(&self, text: &str) -> serde_json::Result<Arc<Filter>> {
+        if let Some(filter) = self.by_text.lock().unwrap().get(text) {
+            return Ok(filter.clone());
+        }
+        let filter = Arc::new(serde_json::from_str::<Filter>(text)?);
+        let mut by_text = self.by_text.lock().unwrap();
+        if by_text.len() >= MAX_CACHED_FILTERS {
+            by_text.clear();
+        }
+        Ok(by_text.entry(text.into()).or_insert(filter).clone())
+    }
+
+    fn stored(&self, user_id: &str, id: i64) -> Option<Arc<Filter>> {
+        let by_id = self.by_id.lock().unwrap();
+        by_id.get(&(Box::from(user_id), id)).cloned()
+    }
+
+    fn keep_stored(&self, user_id: &str, id: i64, filter: &Arc<Filter>) {
+        let mut by_id = self.by_id.lock().unwrap();
+        if by_id.len() >= MAX_CACHED_FILTERS {
+            by_id.clear();
+        }
+        by_id.insert((user_id.into(), id), filter.clone());
+    }
+}
+
 /// A `filter` query parameter: inline JSON, or the ID of a stored filter.
-pub async fn resolve(state: &AppState, user_id: &str, text: Option<&str>) -> Result<Filter> {
+pub async fn resolve(state: &AppState, user_id: &str, text: Option<&str>) -> Result<Arc<Filter>> {
+    let cache = &state.filters;
     match text {
-        None | Some("") => Ok(Filter::default()),
-        Some(text) if text.trim_start().starts_with('{') => serde_json::from_str(text)
+        None | Some("") => Ok(Arc::default()),
+        Some(text) if text.trim_start().starts_with('{') => cache
+            .parse(text)
             .map_err(|e| Error::invalid_param(format!("Invalid filter: {e}"))),
         Some(id) => {
             let id: i64 = id
                 .parse()
                 .map_err(|_| Error::invalid_param("Invalid filter ID"))?;
+            if let Some(filter) = cache.stored(user_id, id) {
+                return Ok(filter);
+            }
             let stored = store::filters::get(&state.db, user_id, id)
                 .await?
                 .ok_or_else(|| Error::not_found("No such filter"))?;
-            serde_json::from_str(&stored).map_err(Error::internal)
+            let filter = cache.parse(&stored).map_err(Error::internal)?;
+            cache.keep_stored(user_id, id, &filter);
+            Ok(filter)
         }
     }
 }

@@ -5,7 +5,7 @@
 //! claim) takes a stream position, which a sync from memory never crosses.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::service::push::UnreadCounts;
 
@@ -14,7 +14,7 @@ const MAX_DEVICES: usize = 50_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyCounts {
-    pub one_time: BTreeMap<String, i64>,
+    pub one_time: Arc<BTreeMap<String, i64>>,
     pub unused_fallback: Vec<String>,
 }
 

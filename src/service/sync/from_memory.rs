@@ -371,7 +371,7 @@ async fn key_counts(
     let mut conn = state.db.acquire().await?;
     let (one_time, unused_fallback) = e2ee::key_counts(&mut conn, user, device).await?;
     Ok(KeyCounts {
-        one_time,
+        one_time: Arc::new(one_time),
         unused_fallback,
     })
 }

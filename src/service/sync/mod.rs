@@ -85,19 +85,21 @@ pub struct SyncRequest {
     pub timeout_ms: u64,
     pub full_state: bool,
     pub set_presence: Option<String>,
-    /// Boxed: a filter is about a kilobyte, and every waiting long poll's futures would carry it
-    /// inline (more than once).
-    pub filter: Box<Filter>,
+    /// Shared (`filter::FilterCache`): a filter is about a kilobyte, and every waiting long poll
+    /// holds one.
+    pub filter: Arc<Filter>,
 }
 
 /// Member events already sent to a device, per room: lazy loading without redundant members.
 /// In memory and best effort: after a restart, or on another process, members are simply sent again.
-/// (user, device) → room → members sent.
-type SentMembers = HashMap<(String, String), HashMap<String, HashSet<String>>>;
-
+/// IDs are kept as 64-bit hashes under this process's random key (8 bytes a member instead of a
+/// string's ~60, with a set per room for each of thousands of clients): a member goes unsent only
+/// if two IDs of one device's rooms collide, odds of about 2^-64 a pair.
 #[derive(Default)]
 pub struct LazyMemberCache {
-    sent: Mutex<SentMembers>,
+    /// (user, device) → room → members sent, every ID hashed by `keys`.
+    sent: Mutex<HashMap<u64, HashMap<u64, HashSet<u64>>>>,
+    keys: std::hash::RandomState,
 }
 
 #[derive(Serialize, Default)]
@@ -168,7 +170,9 @@ pub struct SyncResponse {
     pub account_data: Events,
     pub to_device: Events,
     pub device_lists: DeviceLists,
-    pub device_one_time_keys_count: BTreeMap<String, i64>,
+    /// Shared with the device's cached counts (`counts::KeyCounts`): every waiting long poll
+    /// holds its empty response, and a map is a few hundred bytes.
+    pub device_one_time_keys_count: Arc<BTreeMap<String, i64>>,
     pub device_unused_fallback_key_types: Vec<String>,
 }
 
@@ -877,6 +881,7 @@ async fn compute_on(
         e2ee::device_list_changes(&mut tx, user, from, upto).await?
     };
     let (key_counts, fallback) = e2ee::key_counts(&mut tx, user, device).await?;
+    let key_counts = Arc::new(key_counts);
     tx.commit().await?;
 
     for (room_id, room) in rooms.join.iter_mut() {
@@ -1053,7 +1058,7 @@ impl SyncResponse {
             account_data: Events::default(),
             to_device: Events::default(),
             device_lists: DeviceLists::default(),
-            device_one_time_keys_count: BTreeMap::new(),
+            device_one_time_keys_count: Default::default(),
             device_unused_fallback_key_types: Vec::new(),
         }
     }
@@ -1248,35 +1253,37 @@ async fn apply_lazy_loading(
 }
 
 impl LazyMemberCache {
+    fn hash(&self, id: impl std::hash::Hash) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.keys, id)
+    }
+
     fn forget_device(&self, user: &str, device: &str) {
-        self.sent
-            .lock()
-            .unwrap()
-            .remove(&(user.to_owned(), device.to_owned()));
+        let device = self.hash((user, device));
+        self.sent.lock().unwrap().remove(&device);
     }
 
     fn unsent(&self, user: &str, device: &str, room: &str, wanted: Vec<String>) -> Vec<String> {
+        let (device, room) = (self.hash((user, device)), self.hash(room));
         let sent = self.sent.lock().unwrap();
-        match sent
-            .get(&(user.to_owned(), device.to_owned()))
-            .and_then(|rooms| rooms.get(room))
-        {
+        match sent.get(&device).and_then(|rooms| rooms.get(&room)) {
             Some(members) => wanted
                 .into_iter()
-                .filter(|u| !members.contains(u))
+                .filter(|u| !members.contains(&self.hash(u.as_str())))
                 .collect(),
             None => wanted,
         }
     }
 
     fn record(&self, user: &str, device: &str, room: &str, members: Vec<String>) {
+        let (device, room) = (self.hash((user, device)), self.hash(room));
+        let members: Vec<u64> = members.iter().map(|u| self.hash(u.as_str())).collect();
         let mut sent = self.sent.lock().unwrap();
         if sent.len() > 50_000 {
             sent.clear();
         }
-        sent.entry((user.to_owned(), device.to_owned()))
+        sent.entry(device)
             .or_default()
-            .entry(room.to_owned())
+            .entry(room)
             .or_default()
             .extend(members);
     }
