@@ -422,21 +422,33 @@ async fn the_server_serves_metrics_on_the_metrics_port() {
         .env_remove("AXON_LISTEN_PORT")
         .env_remove("AXON_SERVER_NAME")
         .env("RUST_LOG", "error")
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let client = format!("http://127.0.0.1:{port}");
+    // Up to a minute: a fresh database is migrated first, and the whole suite runs beside it.
     let mut up = false;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if let Ok(r) = reqwest::get(format!("{client}/_matrix/client/versions")).await
             && r.status() == 200
         {
             up = true;
             break;
         }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(up, "the server did not come up");
+    if !up {
+        let _ = child.start_kill();
+        let output = child.wait_with_output().await.unwrap();
+        panic!(
+            "the server did not come up: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     let scraped = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await
         .unwrap();
