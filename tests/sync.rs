@@ -19,6 +19,15 @@ pub(crate) fn next_batch(s: &Value) -> String {
     s["next_batch"].as_str().unwrap().to_owned()
 }
 
+/// Stores `filter` for `user` and returns its ID.
+pub(crate) async fn upload_filter(user: &User, filter: Value) -> String {
+    let path = format!("/user/{}/filter", enc(&user.user_id));
+    user.post(&path, filter).await.ok()["filter_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The `next_batch` of a sync: where the next one starts.
 pub(crate) async fn sync_token(user: &User, query: &str) -> String {
     next_batch(&sync(user, query).await)
@@ -313,16 +322,7 @@ async fn filters_select_rooms_types_and_fields() {
         &json!({"type": "m.room.message", "content": {"body": "a"}})
     );
     // A stored filter by ID.
-    let id = alice
-        .post(
-            &format!("/user/{}/filter", enc(&alice.user_id)),
-            json!({"room": {"rooms": [room_b]}}),
-        )
-        .await
-        .ok()["filter_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = upload_filter(&alice, json!({"room": {"rooms": [room_b]}})).await;
     let stored = alice
         .get(&format!("/user/{}/filter/{id}", enc(&alice.user_id)))
         .await
@@ -348,16 +348,7 @@ async fn a_stored_filter_id_is_only_its_owners() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
     let bob = app.register("bob").await;
-    let id = alice
-        .post(
-            &format!("/user/{}/filter", enc(&alice.user_id)),
-            json!({"room": {"timeline": {"limit": 1}}}),
-        )
-        .await
-        .ok()["filter_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = upload_filter(&alice, json!({"room": {"timeline": {"limit": 1}}})).await;
     let path = format!("/sync?filter={id}");
     bob.get(&path).await.expect_err(404, "M_NOT_FOUND");
     for _ in 0..2 {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::messaging::send_ok;
 use crate::rooms::{create_room, join};
-use crate::sync::{long_poll, next_batch, sync, sync_token};
+use crate::sync::{long_poll, next_batch, sync, sync_token, upload_filter};
 use crate::sync_contents::types;
 
 fn filter(value: Value) -> String {
@@ -297,16 +297,7 @@ async fn an_inline_filter_behaves_as_the_same_filter_uploaded() {
         json!({"room": {"state": {"lazy_load_members": true}, "timeline": {"limit": 1}}}),
         json!({"event_fields": ["type", "content.body"], "presence": {"types": []}}),
     ] {
-        let id = alice
-            .post(
-                &format!("/user/{}/filter", enc(&alice.user_id)),
-                body.clone(),
-            )
-            .await
-            .ok()["filter_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let id = upload_filter(&alice, body.clone()).await;
         let uploaded = sync(&alice, &format!("filter={id}")).await;
         let inline = sync(&alice, &filter(body.clone())).await;
         let mut differences = Vec::new();

@@ -220,15 +220,23 @@ pub fn parse_room_event_filter(text: Option<&str>) -> Result<RoomEventFilter> {
 pub struct FilterCache {
     /// Filter JSON → the filter parsed from it.
     by_text: Mutex<HashMap<Box<str>, Arc<Filter>>>,
-    /// (user, filter ID) → that stored filter, parsed.
-    by_id: Mutex<HashMap<StoredFilterKey, Arc<Filter>>>,
+    /// Stored filter ID (one sequence for all users) → its owner and the filter, parsed.
+    by_id: Mutex<HashMap<i64, StoredFilter>>,
 }
 
-/// A stored filter: its owner and ID.
-type StoredFilterKey = (Box<str>, i64);
+/// A cached stored filter: its owner and the filter.
+type StoredFilter = (Box<str>, Arc<Filter>);
 
 /// Each map is emptied when it grows past this many entries.
 const MAX_CACHED_FILTERS: usize = 10_000;
+
+/// Inserts into one of the cache's maps, emptying it first when it is full.
+fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) -> &mut V {
+    if map.len() >= MAX_CACHED_FILTERS {
+        map.clear();
+    }
+    map.entry(key).or_insert(value)
+}
 
 impl FilterCache {
     /// The filter `text` parses to, from the cache or parsed now (an error is not kept).
@@ -238,23 +246,19 @@ impl FilterCache {
         }
         let filter = Arc::new(serde_json::from_str::<Filter>(text)?);
         let mut by_text = self.by_text.lock().unwrap();
-        if by_text.len() >= MAX_CACHED_FILTERS {
-            by_text.clear();
-        }
-        Ok(by_text.entry(text.into()).or_insert(filter).clone())
+        Ok(insert_bounded(&mut by_text, text.into(), filter).clone())
     }
 
+    /// `user_id`'s stored filter `id`, if it is cached (another user's ID is not).
     fn stored(&self, user_id: &str, id: i64) -> Option<Arc<Filter>> {
         let by_id = self.by_id.lock().unwrap();
-        by_id.get(&(Box::from(user_id), id)).cloned()
+        let (owner, filter) = by_id.get(&id)?;
+        (**owner == *user_id).then(|| filter.clone())
     }
 
     fn keep_stored(&self, user_id: &str, id: i64, filter: &Arc<Filter>) {
         let mut by_id = self.by_id.lock().unwrap();
-        if by_id.len() >= MAX_CACHED_FILTERS {
-            by_id.clear();
-        }
-        by_id.insert((user_id.into(), id), filter.clone());
+        insert_bounded(&mut by_id, id, (user_id.into(), filter.clone()));
     }
 }
 

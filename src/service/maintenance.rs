@@ -33,54 +33,45 @@ pub fn start(state: AppState) {
 /// "Operating Axon"). A failing step is logged and the others still run.
 pub async fn prune_once(state: &AppState) {
     let now = store::now_ms();
-    report(
-        &state.db,
+    let report = Report { db: &state.db };
+    report.step(
         "transaction IDs",
         store::events::prune_txns(&state.db, now - TXN_RETENTION_MS).await,
     );
-    report(
-        &state.db,
+    report.step(
         "received federation transactions",
         store::federation_queue::prune_inbound(&state.db, now - INBOUND_TXN_RETENTION_MS).await,
     );
-    report(
-        &state.db,
+    report.step(
         "hierarchy pagination sessions",
         crate::service::spaces::prune_sessions(state).await,
     );
-    report(
-        &state.db,
+    report.step(
         "finished admin jobs",
         store::admin_jobs::prune(&state.db, now - JOB_RETENTION_MS).await,
     );
     // A job not heard of for hours ran on a process that stopped: it will not finish.
-    report(
-        &state.db,
+    report.step(
         "stale admin jobs",
         store::admin_jobs::fail_unfinished(&state.db, now - STALE_JOB_MS).await,
     );
-    report(
-        &state.db,
+    report.step(
         "unused media IDs",
         store::media_admin::prune_expired_pending(&state.db, now).await,
     );
-    report(
-        &state.db,
+    report.step(
         "UIA sessions",
         crate::service::uia::prune(state).await.map(|()| 0),
     );
-    report(
-        &state.db,
+    report.step(
         "OpenID tokens",
         crate::service::openid::prune(&state.db).await,
     );
-    report(
-        &state.db,
+    report.step(
         "login tokens",
         crate::service::login_tokens::prune(&state.db).await,
     );
-    report(
-        &state.db,
+    report.step(
         "unused sliding sync positions",
         store::sliding_sync::prune_unused(
             &state.db,
@@ -90,14 +81,20 @@ pub async fn prune_once(state: &AppState) {
     );
 }
 
-/// Logs a pruning step's outcome; a step that failed because the server is shutting down (the
-/// pool is closed) is not worth a warning.
-fn report<E: std::fmt::Display>(db: &sqlx::PgPool, what: &str, result: Result<u64, E>) {
-    match result {
-        Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned {what}"),
-        Ok(_) => {}
-        Err(e) if db.is_closed() => tracing::debug!(error = %e, "pruning {what} stopped"),
-        Err(e) => tracing::warn!(error = %e, "pruning {what} failed"),
+/// Logs each pruning step's outcome.
+struct Report<'a> {
+    /// Closed once the server is shutting down: a step that fails then is not worth a warning.
+    db: &'a sqlx::PgPool,
+}
+
+impl Report<'_> {
+    fn step<E: std::fmt::Display>(&self, what: &str, result: Result<u64, E>) {
+        match result {
+            Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned {what}"),
+            Ok(_) => {}
+            Err(e) if self.db.is_closed() => tracing::debug!(error = %e, "pruning {what} stopped"),
+            Err(e) => tracing::warn!(error = %e, "pruning {what} failed"),
+        }
     }
 }
 
