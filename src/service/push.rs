@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use ruma::push::{
-    Action, AnyPushRuleRef, ConditionalPushRule, InsertPushRuleError, NewConditionalPushRule,
-    NewPatternedPushRule, NewPushRule, NewSimplePushRule, PatternedPushRule, PushCondition,
-    PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+    Action, AnyPushRuleRef, ConditionalPushRule, FlattenedJson, InsertPushRuleError,
+    NewConditionalPushRule, NewPatternedPushRule, NewPushRule, NewSimplePushRule,
+    PatternedPushRule, PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx,
+    RemovePushRuleError, RuleKind, Ruleset,
 };
 use ruma::serde::Raw;
 use ruma::{Int, OwnedRoomId, OwnedUserId, UInt, UserId};
@@ -790,6 +791,8 @@ pub async fn evaluate(
             json_event["state_key"] = json!(key);
         }
         let raw: Raw<Value> = Raw::new(&json_event).map_err(Error::internal)?;
+        // Flattened once for every member (ruma's `get_actions` flattens per call).
+        let flat = FlattenedJson::from_raw(&raw);
         let singling = push_defaults::Singling::of(event.state_key.as_deref(), &event.content);
         let member_count =
             UInt::try_from(room.snapshot.member_lists().join.len() as u64).unwrap_or_default();
@@ -814,8 +817,8 @@ pub async fn evaluate(
                 ctx = ctx.with_power_levels(power_levels.clone());
             }
             let actions = match &rulesets[user.as_str()] {
-                Some(own) => own.get_actions(&raw, &ctx).await.to_vec(),
-                None => defaults.actions(&ctx.user_id, &raw, &singling, &ctx).await,
+                Some(own) => push_defaults::actions(own, &flat, &ctx).await,
+                None => defaults.actions(&ctx.user_id, &flat, &singling, &ctx).await,
             };
             if !actions.iter().any(Action::should_notify) {
                 continue;

@@ -8,8 +8,10 @@
 //! carry `m.mentions`, as the spec (v1.7–v1.16) asks.
 
 use ruma::UserId;
-use ruma::push::{Action, ConditionalPushRule, PatternedPushRule, PushConditionRoomCtx, Ruleset};
-use ruma::serde::Raw;
+use ruma::push::{
+    Action, AnyPushRuleRef, ConditionalPushRule, FlattenedJson, PatternedPushRule,
+    PushConditionRoomCtx, Ruleset,
+};
 use serde_json::{Value, json};
 
 /// The actions of the legacy rules that highlight a user's name.
@@ -113,15 +115,15 @@ impl SharedDefaults {
 
     /// The actions of `user`'s predefined rules for `event` (whose strings naming anyone are in
     /// `singling`).
-    pub async fn actions<T>(
+    pub async fn actions(
         &self,
         user: &UserId,
-        event: &Raw<T>,
+        event: &FlattenedJson,
         singling: &Singling,
         ctx: &PushConditionRoomCtx,
     ) -> Vec<Action> {
         if !singling.might_single_out(user) {
-            match self.rules.get_match(event, ctx).await {
+            match first_match(&self.rules, event, ctx).await {
                 None => return Vec::new(),
                 Some(rule) if !RULES_NAMING_THE_USER.contains(&rule.rule_id()) => {
                     return rule.actions().to_vec();
@@ -129,8 +131,40 @@ impl SharedDefaults {
                 Some(_) => {}
             }
         }
-        server_default(user).get_actions(event, ctx).await.to_vec()
+        actions(&server_default(user), event, ctx).await
     }
+}
+
+/// The first of `rules` that applies to `event` for the context's user: ruma's
+/// `Ruleset::get_match` for an event flattened once, where `get_match` flattens it again (and
+/// opens a span) for every member it is asked about — most of a big room's evaluation.
+pub async fn first_match<'a>(
+    rules: &'a Ruleset,
+    event: &FlattenedJson,
+    ctx: &PushConditionRoomCtx,
+) -> Option<AnyPushRuleRef<'a>> {
+    // No rule applies to the user's own events.
+    if event.get_str("sender") == Some(ctx.user_id.as_str()) {
+        return None;
+    }
+    for rule in rules {
+        if rule.applies(event, ctx).await {
+            return Some(rule);
+        }
+    }
+    None
+}
+
+/// The actions of the first of `rules` that applies (none when none does).
+pub async fn actions(
+    rules: &Ruleset,
+    event: &FlattenedJson,
+    ctx: &PushConditionRoomCtx,
+) -> Vec<Action> {
+    first_match(rules, event, ctx)
+        .await
+        .map(|rule| rule.actions().to_vec())
+        .unwrap_or_default()
 }
 
 /// What of an event the rules naming a user look at, lowercased (their matching ignores case):
@@ -270,7 +304,8 @@ mod tests {
             if let Some(key) = state_key {
                 event["state_key"] = json!(key);
             }
-            let raw: Raw<Value> = Raw::new(&event).unwrap();
+            let raw: ruma::serde::Raw<Value> = ruma::serde::Raw::new(&event).unwrap();
+            let flat = FlattenedJson::from_raw(&raw);
             let singling = Singling::of(state_key.as_deref(), content);
             for user in users {
                 let user = UserId::parse(user).unwrap();
@@ -283,7 +318,13 @@ mod tests {
                             name.unwrap_or(user.localpart()).to_owned(),
                         );
                         let own = server_default(&user).get_actions(&raw, &ctx).await.to_vec();
-                        let got = shared.actions(&user, &raw, &singling, &ctx).await;
+                        let got = shared.actions(&user, &flat, &singling, &ctx).await;
+                        let direct = actions(&server_default(&user), &flat, &ctx).await;
+                        assert_eq!(
+                            serde_json::to_value(&direct).unwrap(),
+                            serde_json::to_value(&own).unwrap(),
+                            "flattened once, {user} {members} {name:?}: {event}"
+                        );
                         assert_eq!(
                             serde_json::to_value(&got).unwrap(),
                             serde_json::to_value(&own).unwrap(),
