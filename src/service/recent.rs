@@ -20,8 +20,9 @@ pub struct RecentEvent {
     pub contains_url: bool,
     /// The event a redaction removes.
     pub redacts: Option<String>,
-    /// The notifications the event made (what its unread counts grew by).
-    pub notified: Vec<Notified>,
+    /// The notifications the event made (what its unread counts grew by), by user: each woken
+    /// member's sync looks up its own (see `notified_for`).
+    notified: Vec<Notified>,
 }
 
 pub struct Notified {
@@ -36,7 +37,16 @@ impl RecentEvent {
         self.redacts.is_some() || self.row.event_type == "m.room.redaction"
     }
 
-    pub fn new(event: &BuiltEvent, stream_ordering: i64, notified: Vec<Notified>) -> Self {
+    /// The notifications the event made for `user`.
+    pub fn notified_for<'a>(&'a self, user: &str) -> impl Iterator<Item = &'a Notified> {
+        let from = self.notified.partition_point(|n| n.user_id.as_str() < user);
+        self.notified[from..]
+            .iter()
+            .take_while(move |n| n.user_id == user)
+    }
+
+    pub fn new(event: &BuiltEvent, stream_ordering: i64, mut notified: Vec<Notified>) -> Self {
+        notified.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
         Self {
             row: EventRow {
                 stream_ordering,
@@ -220,6 +230,34 @@ mod tests {
         assert!(recent.event("$e1").is_none());
         assert!(recent.run_after(0).is_empty());
         assert_eq!(positions(&recent.run_after(1)), vec![2, 3]);
+    }
+
+    #[test]
+    fn each_user_finds_the_notifications_made_for_them() {
+        let mut e = event(1);
+        let n = |user: &str, thread: &str| Notified {
+            user_id: user.into(),
+            thread_id: thread.into(),
+            highlight: false,
+        };
+        e.notified = vec![
+            n("@c:x", "main"),
+            n("@a:x", "main"),
+            n("@b:x", "t"),
+            n("@a:x", "t"),
+        ];
+        e.notified
+            .sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+        let threads = |user: &str| -> Vec<String> {
+            let mut t: Vec<String> = e.notified_for(user).map(|n| n.thread_id.clone()).collect();
+            t.sort();
+            t
+        };
+        assert_eq!(threads("@a:x"), ["main", "t"]);
+        assert_eq!(threads("@b:x"), ["t"]);
+        assert_eq!(threads("@c:x"), ["main"]);
+        assert!(threads("@d:x").is_empty());
+        assert!(threads("@0:x").is_empty());
     }
 
     #[test]

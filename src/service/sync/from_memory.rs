@@ -21,6 +21,7 @@ use super::{
 };
 use crate::service::auth::Requester;
 use crate::service::filter::Filter;
+use crate::service::push::UnreadCounts;
 use crate::service::recent::{RecentEntry, RecentEvent};
 use crate::service::room_cache::MemberRowCell;
 use crate::service::timeline::{self, Aggregations, Viewer};
@@ -68,24 +69,31 @@ pub async fn serve(
         .sync_counts
         .acknowledge_to_device(user, device, since.position)
     {
-        store::to_device::acknowledge(&state.db, user, device, since.position).await?;
+        Box::pin(store::to_device::acknowledge(
+            &state.db,
+            user,
+            device,
+            since.position,
+        ))
+        .await?;
     }
     let run = state.recent.run_after(since.position);
     if run.is_empty() {
         // Nothing new here; with nothing new anywhere either, the answer is an empty response.
-        let cached = state.sync_counts.keys(user, device, since.position);
-        let (position, keys) = tokio::try_join!(
-            async {
-                // A token past what this process has seen (another process's, or one from the
-                // future) is checked.
-                if freshness == Freshness::FirstLook && since.position <= state.notifier.seen() {
-                    Ok(since.position)
-                } else {
-                    Ok(store::stream::current(&state.db).await?)
-                }
-            },
-            key_counts(state, user, device, cached)
-        )?;
+        // A token past what this process has seen (another process's, or one from the future)
+        // is checked.
+        let trusted = freshness == Freshness::FirstLook && since.position <= state.notifier.seen();
+        let reads = SideReads {
+            upto: since.position,
+            check_head: !trusted,
+            members: Vec::new(),
+            unread: Vec::new(),
+            keys: state.sync_counts.keys(user, device, since.position),
+        };
+        let (position, _, _, keys) = match reads.known() {
+            Ok(known) => known,
+            Err(reads) => Box::pin(reads.read(state, user, device)).await?,
+        };
         if position != since.position {
             return Ok(None);
         }
@@ -128,7 +136,7 @@ pub async fn serve(
     let limit = timeline_limit(timeline_filter) as usize;
     let now = store::now_ms();
     let none = Aggregations::new();
-    let mut join: BTreeMap<String, JoinedRoom> = BTreeMap::new();
+    let mut join: BTreeMap<String, Box<JoinedRoom>> = BTreeMap::new();
     let mut members_wanted: Vec<MembersWanted> = Vec::new();
     for (room_id, events) in by_room {
         if !room_filter.allows_room(room_id) {
@@ -210,7 +218,7 @@ pub async fn serve(
         );
         join.insert(
             room_id.to_owned(),
-            JoinedRoom {
+            Box::new(JoinedRoom {
                 timeline: Timeline {
                     events,
                     limited: false,
@@ -222,7 +230,7 @@ pub async fn serve(
                 summary: summary_of(&snapshot, user),
                 unread_notifications: json!({"notification_count": 0, "highlight_count": 0}),
                 unread_thread_notifications: json!({}),
-            },
+            }),
         );
     }
 
@@ -235,7 +243,7 @@ pub async fn serve(
         unread = cached.unread;
         keys = Some(cached.keys);
         for event in &events {
-            for n in event.notified.iter().filter(|n| n.user_id == user) {
+            for n in event.notified_for(user) {
                 if let Some(counts) = unread.get_mut(&event.row.room_id) {
                     counts.add(&n.thread_id, n.highlight);
                 }
@@ -247,75 +255,35 @@ pub async fn serve(
         .filter(|room| !unread.contains_key(*room))
         .cloned()
         .collect();
-    // Side by side, so one round trip at most: whether the run reaches the stream's head (unless a
-    // wake-up brought us here: then the run is what woke us, and anything after it comes next
-    // time), lazy-loaded members, and the counts not known yet.
-    let (position, members, fetched, keys) = tokio::try_join!(
-        async {
-            if freshness == Freshness::Woken {
-                Ok(upto)
-            } else {
-                Ok(store::stream::current(&state.db).await?)
-            }
-        },
-        async {
-            let mut found = Vec::with_capacity(members_wanted.len());
-            for wanted in &members_wanted {
-                let mut rows = wanted.from_memory.clone();
-                for (member, cell) in &wanted.to_read {
-                    let row = cell
-                        .get_or_try_init(|| async {
-                            let users = std::slice::from_ref(member);
-                            let mut rows = store::events::members_at(
-                                &state.db,
-                                &wanted.room_id,
-                                users,
-                                wanted.at,
-                            )
-                            .await?;
-                            Ok::<_, crate::Error>(rows.pop().map(Arc::new))
-                        })
-                        .await?;
-                    rows.extend(row.as_deref().cloned());
-                }
-                // In the order the database path gives them.
-                rows.sort_by_key(|r| {
-                    wanted
-                        .order
-                        .iter()
-                        .position(|u| Some(u) == r.state_key.as_ref())
-                });
-                found.push((&wanted.room_id, rows));
-            }
-            Ok::<_, crate::Error>(found)
-        },
-        async {
-            if unknown.is_empty() {
-                Ok(HashMap::new())
-            } else {
-                let mut conn = state.db.acquire().await?;
-                push::unread_counts(&mut conn, user, &unknown, upto).await
-            }
-        },
-        key_counts(state, user, device, keys)
-    )?;
+    // Usually a woken poll knows everything already; what it does not is read, side by side (one
+    // round trip at most), in a future boxed on its own so that every sync does not carry its
+    // state.
+    let reads = SideReads {
+        upto,
+        check_head: freshness != Freshness::Woken,
+        members: members_wanted,
+        unread: unknown,
+        keys,
+    };
+    let (position, members, fetched, keys) = match reads.known() {
+        Ok(known) => known,
+        Err(reads) => Box::pin(reads.read(state, user, device)).await?,
+    };
     if position != upto {
         return Ok(None);
     }
     for (room_id, rows) in members {
         let sent: Vec<String> = rows.iter().filter_map(|r| r.state_key.clone()).collect();
-        state.sync_members.record(user, device, room_id, sent);
+        state.sync_members.record(user, device, &room_id, sent);
         let events = timeline::with_fields(
             timeline::render_plain(&rows, viewer),
             filter.event_fields.as_deref(),
         );
-        if let Some(room) = join.get_mut(room_id.as_str()) {
+        if let Some(room) = join.get_mut(&room_id) {
             room.state = Events { events };
         }
     }
-    let mut fetched = fetched;
-    for room in unknown {
-        let counts = fetched.remove(&room).unwrap_or_default();
+    for (room, counts) in fetched {
         unread.insert(room, counts);
     }
     fill_unread_counts(
@@ -356,6 +324,109 @@ struct MembersWanted {
     from_memory: Vec<EventRow>,
     /// The members whose rows come from the snapshot's cells (read by the first who asks).
     to_read: Vec<(String, Arc<MemberRowCell>)>,
+}
+
+/// What a sync from memory may still need to read: the stream head (when the run must be checked
+/// against it), lazy-loaded member events, unread counts of rooms not remembered (as of `upto`,
+/// the run's end), and the key counts when not cached.
+struct SideReads {
+    upto: i64,
+    check_head: bool,
+    members: Vec<MembersWanted>,
+    unread: Vec<String>,
+    keys: Option<KeyCounts>,
+}
+
+/// The stream position, each room's member events, unread counts by room, key counts.
+type SideAnswers = (
+    i64,
+    Vec<(String, Vec<EventRow>)>,
+    HashMap<String, UnreadCounts>,
+    KeyCounts,
+);
+
+impl SideReads {
+    /// The answers when nothing needs reading.
+    fn known(self) -> std::result::Result<SideAnswers, Self> {
+        match self {
+            SideReads {
+                upto,
+                check_head: false,
+                members,
+                unread,
+                keys: Some(keys),
+            } if members.is_empty() && unread.is_empty() => {
+                Ok((upto, Vec::new(), HashMap::new(), keys))
+            }
+            reads => Err(reads),
+        }
+    }
+
+    async fn read(self, state: &AppState, user: &str, device: &str) -> Result<SideAnswers> {
+        let SideReads {
+            upto,
+            check_head,
+            members,
+            unread,
+            keys,
+        } = self;
+        let (position, members, counts, keys) = tokio::try_join!(
+            async {
+                if check_head {
+                    Ok(store::stream::current(&state.db).await?)
+                } else {
+                    Ok(upto)
+                }
+            },
+            lazy_members(state, members),
+            async {
+                if unread.is_empty() {
+                    return Ok(HashMap::new());
+                }
+                let mut conn = state.db.acquire().await?;
+                let mut counts = push::unread_counts(&mut conn, user, &unread, upto).await?;
+                // A room without notifications has zero counts.
+                for room in unread {
+                    counts.entry(room).or_default();
+                }
+                Ok(counts)
+            },
+            key_counts(state, user, device, keys)
+        )?;
+        Ok((position, members, counts, keys))
+    }
+}
+
+/// The member events each room's timeline needs, from memory or (once for every sync that
+/// wants them) the database, in the order the database path gives them.
+async fn lazy_members(
+    state: &AppState,
+    wanted: Vec<MembersWanted>,
+) -> Result<Vec<(String, Vec<EventRow>)>> {
+    let mut found = Vec::with_capacity(wanted.len());
+    for wanted in wanted {
+        let mut rows = wanted.from_memory;
+        for (member, cell) in &wanted.to_read {
+            let row = cell
+                .get_or_try_init(|| async {
+                    let users = std::slice::from_ref(member);
+                    let mut rows =
+                        store::events::members_at(&state.db, &wanted.room_id, users, wanted.at)
+                            .await?;
+                    Ok::<_, crate::Error>(rows.pop().map(Arc::new))
+                })
+                .await?;
+            rows.extend(row.as_deref().cloned());
+        }
+        rows.sort_by_key(|r| {
+            wanted
+                .order
+                .iter()
+                .position(|u| Some(u) == r.state_key.as_ref())
+        });
+        found.push((wanted.room_id, rows));
+    }
+    Ok(found)
 }
 
 /// The cached key counts, or a read of them.

@@ -220,11 +220,7 @@ async fn answer(
             .max()
             .unwrap_or(candidate.stamp);
         let mut counts = memo.unread.get(room).cloned().unwrap_or_default();
-        for n in events
-            .iter()
-            .flat_map(|e| &e.notified)
-            .filter(|n| n.user_id == user)
-        {
+        for n in events.iter().flat_map(|e| e.notified_for(user)) {
             counts.add(&n.thread_id, n.highlight);
         }
         let limit = config.timeline_limit as usize;
