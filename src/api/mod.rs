@@ -135,7 +135,10 @@ pub fn router(state: AppState) -> Router {
                             HeaderName::from_static("x-requested-with"),
                             header::CONTENT_TYPE,
                             header::AUTHORIZATION,
-                        ]),
+                        ])
+                        // Every answer is the same whatever the request's origin and preflight
+                        // headers, so caches need no `Vary` (tower-http builds one per response).
+                        .vary([] as [HeaderName; 0]),
                 )
                 .map_response(into_response)
                 .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION]))
