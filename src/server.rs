@@ -179,11 +179,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 async fn serve_on(config: Config, pool: PgPool) -> anyhow::Result<()> {
     let address = SocketAddr::new(config.listen.address, config.listen.port);
     // Both ports first: a port in use stops start-up before anything else starts.
-    let listener = bind(address, "listen.port").await?;
+    let listener = bind(address, "listen.port")?;
     let metrics_listener = match config.metrics.enabled {
         true => {
             let address = SocketAddr::new(config.metrics.address, config.metrics.port);
-            Some(bind(address, "metrics.port").await?)
+            Some(bind(address, "metrics.port")?)
         }
         false => None,
     };
@@ -258,16 +258,16 @@ async fn start_federation(
 }
 
 /// Binds `address`, saying which key to change when the port is taken.
-async fn bind(address: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+fn bind(address: SocketAddr, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
     listen(address).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
-                "cannot listen on {address}: the port is already in use (another Axon, or another program?); choose another with {key}"
-            ),
-            std::io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
-                "cannot listen on {address}: no network interface of this machine has that address"
-            ),
-            _ => anyhow::anyhow!("cannot listen on {address}: {e}"),
-        })
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {address}: the port is already in use (another Axon, or another program?); choose another with {key}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
+            "cannot listen on {address}: no network interface of this machine has that address"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {address}: {e}"),
+    })
 }
 
 /// How many connections the kernel may hold for us before they are accepted (it caps this at
@@ -279,7 +279,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// A listening socket on `address` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as the standard
 /// library sets, so a restart does not wait for the old connections' `TIME_WAIT`).
-pub fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if address.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {

@@ -25,6 +25,12 @@ pub struct RecentEvent {
     notified: Vec<Notified>,
 }
 
+/// `notified` in the order `RecentEvent::notified_for` searches: by user.
+fn by_user(mut notified: Vec<Notified>) -> Vec<Notified> {
+    notified.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+    notified
+}
+
 pub struct Notified {
     pub user_id: String,
     /// "main" outside threads.
@@ -45,8 +51,7 @@ impl RecentEvent {
             .take_while(move |n| n.user_id == user)
     }
 
-    pub fn new(event: &BuiltEvent, stream_ordering: i64, mut notified: Vec<Notified>) -> Self {
-        notified.sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+    pub fn new(event: &BuiltEvent, stream_ordering: i64, notified: Vec<Notified>) -> Self {
         Self {
             row: EventRow {
                 stream_ordering,
@@ -65,7 +70,7 @@ impl RecentEvent {
             relates_to: event.relates_to.clone(),
             contains_url: event.contains_url,
             redacts: event.redacts.clone(),
-            notified,
+            notified: by_user(notified),
         }
     }
 }
@@ -240,14 +245,12 @@ mod tests {
             thread_id: thread.into(),
             highlight: false,
         };
-        e.notified = vec![
+        e.notified = by_user(vec![
             n("@c:x", "main"),
             n("@a:x", "main"),
             n("@b:x", "t"),
             n("@a:x", "t"),
-        ];
-        e.notified
-            .sort_unstable_by(|a, b| a.user_id.cmp(&b.user_id));
+        ]);
         let threads = |user: &str| -> Vec<String> {
             let mut t: Vec<String> = e.notified_for(user).map(|n| n.thread_id.clone()).collect();
             t.sort();
